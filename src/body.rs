@@ -1,0 +1,372 @@
+//! [`SseResumeBody`]: the response body, deduplicated as it streams.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::ops::Range;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use bytes::{Buf, Bytes};
+use http::HeaderMap;
+use http_body::{Body, Frame, SizeHint};
+use pin_project_lite::pin_project;
+
+use crate::framer::{EventId, Framer, Segment};
+use crate::stats::Stats;
+use crate::store::{StoreError, StreamKey, TrackerStore};
+use crate::tracker::Tracker;
+
+/// Ids recorded since the last hand-over to the store, at most this many.
+const RECORD_BATCH: usize = 64;
+
+pin_project! {
+    /// The response body of [`SseResume`](crate::SseResume).
+    ///
+    /// An event stream comes out with the blocks whose id the client's
+    /// stream already carried removed, every other byte as received. Any
+    /// other body passes through untouched, size hint included.
+    pub struct SseResumeBody<B: Body> {
+        #[pin]
+        kind: Kind<B>,
+    }
+}
+
+pin_project! {
+    #[project = KindProj]
+    enum Kind<B: Body> {
+        Passthrough { #[pin] body: B },
+        Resume {
+            #[pin]
+            body: B,
+            dedup: Box<Dedup>,
+            error: Option<<B as Body>::Error>,
+        },
+        Rejected { message: Option<Bytes> },
+    }
+}
+
+impl<B: Body> fmt::Debug for SseResumeBody<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = match &self.kind {
+            Kind::Passthrough { .. } => "Passthrough",
+            Kind::Resume { .. } => "Resume",
+            Kind::Rejected { .. } => "Rejected",
+        };
+        f.debug_struct("SseResumeBody").field("kind", &kind).finish_non_exhaustive()
+    }
+}
+
+impl<B: Body> SseResumeBody<B> {
+    pub(crate) fn passthrough(body: B) -> Self {
+        Self { kind: Kind::Passthrough { body } }
+    }
+
+    pub(crate) fn resume(body: B, dedup: Dedup) -> Self {
+        Self { kind: Kind::Resume { body, dedup: Box::new(dedup), error: None } }
+    }
+
+    pub(crate) fn rejected(message: &'static str) -> Self {
+        Self { kind: Kind::Rejected { message: Some(Bytes::from_static(message.as_bytes())) } }
+    }
+}
+
+impl<B> Body for SseResumeBody<B>
+where
+    B: Body,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        match self.project().kind.project() {
+            KindProj::Passthrough { body } => {
+                let frame = ready!(body.poll_frame(cx));
+                Poll::Ready(frame.map(|frame| frame.map(|frame| frame.map_data(into_bytes))))
+            }
+            KindProj::Rejected { message } => Poll::Ready(message.take().map(|m| Ok(Frame::data(m)))),
+            KindProj::Resume { mut body, dedup, error } => loop {
+                if let Some(bytes) = dedup.output.pop() {
+                    return Poll::Ready(Some(Ok(Frame::data(bytes))));
+                }
+                if let Some(trailers) = dedup.trailers.take() {
+                    return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
+                }
+                if let Some(error) = error.take() {
+                    return Poll::Ready(Some(Err(error)));
+                }
+                if dedup.ended {
+                    return Poll::Ready(None);
+                }
+                let Poll::Ready(frame) = body.as_mut().poll_frame(cx) else {
+                    // The upstream is quiet: a good moment to persist.
+                    dedup.recorder.flush();
+                    return Poll::Pending;
+                };
+                match frame {
+                    Some(Ok(frame)) => match frame.into_data() {
+                        Ok(data) => dedup.push(into_bytes(data)),
+                        Err(frame) => {
+                            dedup.end();
+                            dedup.trailers = frame.into_trailers().ok();
+                        }
+                    },
+                    Some(Err(upstream)) => {
+                        // Every complete block goes out before the error.
+                        dedup.end();
+                        *error = Some(upstream);
+                    }
+                    None => dedup.end(),
+                }
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            Kind::Passthrough { body } => body.is_end_stream(),
+            Kind::Resume { dedup, error, .. } => {
+                dedup.ended && dedup.output.is_empty() && dedup.trailers.is_none() && error.is_none()
+            }
+            Kind::Rejected { message } => message.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            Kind::Passthrough { body } => body.size_hint(),
+            Kind::Resume { .. } => SizeHint::default(),
+            Kind::Rejected { message } => {
+                SizeHint::with_exact(message.as_ref().map_or(0, |m| m.len() as u64))
+            }
+        }
+    }
+}
+
+fn into_bytes(mut data: impl Buf) -> Bytes {
+    // Free for `Bytes` itself, the common case.
+    data.copy_to_bytes(data.remaining())
+}
+
+/// The deduplicating state of an event-stream body.
+#[derive(Debug)]
+pub(crate) struct Dedup {
+    framer: Framer,
+    tracker: Tracker,
+    recorder: Recorder,
+    output: Output,
+    max_id_len: usize,
+    stats: Stats,
+    forwarded: u64,
+    dropped: u64,
+    trailers: Option<HeaderMap>,
+    ended: bool,
+}
+
+impl Dedup {
+    pub(crate) fn new(
+        tracker: Tracker,
+        recorder: Recorder,
+        max_block_len: usize,
+        max_id_len: usize,
+        stats: Stats,
+    ) -> Self {
+        Self {
+            framer: Framer::with_max_block_len(max_block_len),
+            tracker,
+            recorder,
+            output: Output::default(),
+            max_id_len,
+            stats,
+            forwarded: 0,
+            dropped: 0,
+            trailers: None,
+            ended: false,
+        }
+    }
+
+    fn push(&mut self, chunk: Bytes) {
+        self.output.set_source(chunk.clone());
+        self.framer.push(chunk);
+        self.drain();
+    }
+
+    fn end(&mut self) {
+        self.framer.finish();
+        self.drain();
+        self.recorder.flush();
+        self.ended = true;
+        tracing::debug!(
+            key = %self.recorder.key_for_logs(),
+            forwarded = self.forwarded,
+            dropped = self.dropped,
+            "sse stream ended"
+        );
+    }
+
+    /// Checks every segment the framer has against the window, under one
+    /// lock for the whole chunk.
+    fn drain(&mut self) {
+        let (mut forwarded, mut dropped) = (0, 0);
+        let mut window = self.tracker.lock();
+        while let Some(segment) = self.framer.next_segment() {
+            let block = match segment {
+                Segment::Passthrough(bytes) => {
+                    self.output.forward(bytes);
+                    continue;
+                }
+                Segment::Block(block) => block,
+            };
+            let trackable = match block.id() {
+                EventId::Value(id) if id.len() <= self.max_id_len => Some(id),
+                _ => None,
+            };
+            if let Some(id) = trackable {
+                if !window.check_and_record(&id) {
+                    dropped += 1;
+                    continue;
+                }
+                if let Some(recorded) = window.last_id() {
+                    self.recorder.push(Arc::clone(recorded));
+                }
+            }
+            forwarded += u64::from(block.dispatches());
+            self.output.forward(block.into_raw());
+        }
+        drop(window);
+        self.output.close_run();
+        self.forwarded += forwarded;
+        self.dropped += dropped;
+        self.stats.add_body_counts(forwarded, dropped);
+    }
+}
+
+/// The bytes to send, as few and as large as possible: blocks forwarded one
+/// after the other from the same chunk go out as one slice of it.
+#[derive(Debug, Default)]
+struct Output {
+    source: Bytes,
+    run: Option<Range<usize>>,
+    ready: VecDeque<Bytes>,
+}
+
+impl Output {
+    fn set_source(&mut self, source: Bytes) {
+        self.close_run();
+        self.source = source;
+    }
+
+    fn forward(&mut self, bytes: Bytes) {
+        match (self.offset_in_source(&bytes), &mut self.run) {
+            (Some(start), Some(run)) if start == run.end => run.end += bytes.len(),
+            (Some(start), _) => {
+                self.close_run();
+                self.run = Some(start..start + bytes.len());
+            }
+            (None, _) => {
+                self.close_run();
+                if !bytes.is_empty() {
+                    self.ready.push_back(bytes);
+                }
+            }
+        }
+    }
+
+    /// Where `bytes` starts in the current chunk, when it is a slice of it.
+    fn offset_in_source(&self, bytes: &Bytes) -> Option<usize> {
+        if bytes.is_empty() {
+            return None;
+        }
+        let start = (bytes.as_ptr() as usize).checked_sub(self.source.as_ptr() as usize)?;
+        (start + bytes.len() <= self.source.len()).then_some(start)
+    }
+
+    fn close_run(&mut self) {
+        if let Some(run) = self.run.take() {
+            self.ready.push_back(self.source.slice(run));
+        }
+    }
+
+    fn pop(&mut self) -> Option<Bytes> {
+        self.ready.pop_front()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.ready.is_empty() && self.run.is_none()
+    }
+}
+
+/// Hands recorded ids to the store in batches, and the last batch when the
+/// stream ends or the client goes away.
+pub(crate) struct Recorder {
+    sink: Option<(Arc<dyn RecordSink>, StreamKey)>,
+    batch: Vec<Arc<str>>,
+    stats: Stats,
+}
+
+impl Recorder {
+    /// A recorder for a stream whose ids the store keeps.
+    pub(crate) fn to_store<T: TrackerStore>(store: Arc<T>, key: StreamKey, stats: Stats) -> Self {
+        Self { sink: Some((store, key)), batch: Vec::new(), stats }
+    }
+
+    /// A recorder for a per-response window that nothing keeps.
+    pub(crate) fn nowhere(stats: Stats) -> Self {
+        Self { sink: None, batch: Vec::new(), stats }
+    }
+
+    fn push(&mut self, id: Arc<str>) {
+        if self.sink.is_none() {
+            return;
+        }
+        self.batch.push(id);
+        if self.batch.len() >= RECORD_BATCH {
+            self.flush();
+        }
+    }
+
+    fn flush(&mut self) {
+        let Some((sink, key)) = &self.sink else { return };
+        if self.batch.is_empty() {
+            return;
+        }
+        if let Err(error) = sink.record(key, std::mem::take(&mut self.batch)) {
+            self.stats.store_error();
+            tracing::warn!(%key, %error, "could not record forwarded ids");
+        }
+    }
+
+    fn key_for_logs(&self) -> String {
+        self.sink.as_ref().map_or_else(|| "(unscoped)".to_owned(), |(_, key)| key.to_string())
+    }
+}
+
+impl Drop for Recorder {
+    fn drop(&mut self) {
+        self.flush();
+    }
+}
+
+impl fmt::Debug for Recorder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Recorder")
+            .field("key", &self.sink.as_ref().map(|(_, key)| key))
+            .field("batch", &self.batch.len())
+            .finish()
+    }
+}
+
+/// The one store method the body needs, object safe so that the body is not
+/// generic over the store.
+trait RecordSink: Send + Sync {
+    fn record(&self, key: &StreamKey, ids: Vec<Arc<str>>) -> Result<(), StoreError>;
+}
+
+impl<T: TrackerStore> RecordSink for T {
+    fn record(&self, key: &StreamKey, ids: Vec<Arc<str>>) -> Result<(), StoreError> {
+        TrackerStore::record(self, key, ids)
+    }
+}

@@ -1,0 +1,195 @@
+//! Extractors for a request's scope and stream key.
+//!
+//! The scope says whose stream a request is after (a session, a principal),
+//! and the stream key says which of their streams. Both are read from the
+//! request head by a [`KeyExtractor`]: one of the types here, or a closure
+//! `Fn(&http::request::Parts) -> Option<String>`.
+
+use std::fmt;
+
+use http::header::{COOKIE, HeaderName};
+use http::request::Parts;
+
+/// Reads a key from a request head. `None` means the request has none.
+pub trait KeyExtractor: Send + Sync + 'static {
+    /// The key of this request, if it has one.
+    fn extract(&self, parts: &Parts) -> Option<String>;
+}
+
+impl<F> KeyExtractor for F
+where
+    F: Fn(&Parts) -> Option<String> + Send + Sync + 'static,
+{
+    fn extract(&self, parts: &Parts) -> Option<String> {
+        self(parts)
+    }
+}
+
+/// The name of the MCP session header, the default scope.
+pub const MCP_SESSION_ID: HeaderName = HeaderName::from_static("mcp-session-id");
+
+/// The value of a request header, when it is non-empty visible ASCII.
+#[derive(Debug, Clone)]
+pub struct Header(HeaderName);
+
+impl Header {
+    /// Reads the header `name`.
+    pub fn new(name: HeaderName) -> Self {
+        Self(name)
+    }
+
+    /// Reads `Mcp-Session-Id`: the default scope.
+    pub fn mcp_session_id() -> Self {
+        Self(MCP_SESSION_ID)
+    }
+}
+
+impl KeyExtractor for Header {
+    fn extract(&self, parts: &Parts) -> Option<String> {
+        let value = parts.headers.get(&self.0)?.to_str().ok()?;
+        (!value.is_empty()).then(|| value.to_owned())
+    }
+}
+
+/// The value of a cookie.
+#[derive(Debug, Clone)]
+pub struct Cookie(String);
+
+impl Cookie {
+    /// Reads the cookie `name`.
+    pub fn new(name: impl Into<String>) -> Self {
+        Self(name.into())
+    }
+}
+
+impl KeyExtractor for Cookie {
+    fn extract(&self, parts: &Parts) -> Option<String> {
+        parts
+            .headers
+            .get_all(COOKIE)
+            .iter()
+            .filter_map(|header| header.to_str().ok())
+            .flat_map(|header| header.split(';'))
+            .filter_map(|pair| pair.trim().split_once('='))
+            .find(|(name, _)| *name == self.0)
+            .map(|(_, value)| value.trim_matches('"').to_owned())
+            .filter(|value| !value.is_empty())
+    }
+}
+
+/// The value of a query parameter, taken as it appears in the URI (still
+/// percent-encoded: it only has to tell scopes apart).
+#[derive(Debug, Clone)]
+pub struct Query(String);
+
+impl Query {
+    /// Reads the query parameter `name`.
+    pub fn new(name: impl Into<String>) -> Self {
+        Self(name.into())
+    }
+}
+
+impl KeyExtractor for Query {
+    fn extract(&self, parts: &Parts) -> Option<String> {
+        parts
+            .uri
+            .query()?
+            .split('&')
+            .filter_map(|pair| pair.split_once('=').or(Some((pair, ""))))
+            .find(|(name, _)| *name == self.0)
+            .map(|(_, value)| value.to_owned())
+            .filter(|value| !value.is_empty())
+    }
+}
+
+/// The method and the path, like `GET /mcp`: the default stream key.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MethodAndPath;
+
+impl KeyExtractor for MethodAndPath {
+    fn extract(&self, parts: &Parts) -> Option<String> {
+        Some(format!("{} {}", parts.method, parts.uri.path()))
+    }
+}
+
+/// The path alone, for streams that several methods share.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Path;
+
+impl KeyExtractor for Path {
+    fn extract(&self, parts: &Parts) -> Option<String> {
+        Some(parts.uri.path().to_owned())
+    }
+}
+
+/// A boxed extractor that can be printed.
+pub(crate) struct BoxedExtractor(Box<dyn KeyExtractor>, &'static str);
+
+impl BoxedExtractor {
+    pub(crate) fn new<E: KeyExtractor>(extractor: E) -> Self {
+        Self(Box::new(extractor), std::any::type_name::<E>())
+    }
+
+    pub(crate) fn extract(&self, parts: &Parts) -> Option<String> {
+        self.0.extract(parts)
+    }
+}
+
+impl fmt::Debug for BoxedExtractor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::Request;
+
+    fn parts(request: Request<()>) -> Parts {
+        request.into_parts().0
+    }
+
+    #[test]
+    fn header_reads_the_session() {
+        let request = parts(Request::get("/").header("mcp-session-id", "abc").body(()).unwrap());
+        assert_eq!(Header::mcp_session_id().extract(&request).as_deref(), Some("abc"));
+        let empty = parts(Request::get("/").header("mcp-session-id", "").body(()).unwrap());
+        assert_eq!(Header::mcp_session_id().extract(&empty), None);
+    }
+
+    #[test]
+    fn cookie_finds_its_pair_among_others() {
+        let request = parts(
+            Request::get("/")
+                .header("cookie", "a=1; sid=\"xyz\"")
+                .header("cookie", "b=2")
+                .body(())
+                .unwrap(),
+        );
+        assert_eq!(Cookie::new("sid").extract(&request).as_deref(), Some("xyz"));
+        assert_eq!(Cookie::new("b").extract(&request).as_deref(), Some("2"));
+        assert_eq!(Cookie::new("c").extract(&request), None);
+    }
+
+    #[test]
+    fn query_finds_its_parameter() {
+        let request = parts(Request::get("/events?x&session=s%201&y=2").body(()).unwrap());
+        assert_eq!(Query::new("session").extract(&request).as_deref(), Some("s%201"));
+        assert_eq!(Query::new("x").extract(&request), None);
+    }
+
+    #[test]
+    fn stream_keys_read_method_and_path() {
+        let request = parts(Request::post("/mcp?a=b").body(()).unwrap());
+        assert_eq!(MethodAndPath.extract(&request).as_deref(), Some("POST /mcp"));
+        assert_eq!(Path.extract(&request).as_deref(), Some("/mcp"));
+    }
+
+    #[test]
+    fn closures_are_extractors() {
+        let extractor = |parts: &Parts| Some(parts.uri.path().to_uppercase());
+        let request = parts(Request::get("/a").body(()).unwrap());
+        assert_eq!(BoxedExtractor::new(extractor).extract(&request).as_deref(), Some("/A"));
+    }
+}

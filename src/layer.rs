@@ -1,0 +1,181 @@
+//! [`SseResumeLayer`] and its builder.
+
+use std::sync::Arc;
+
+use tower_layer::Layer;
+
+use crate::framer::DEFAULT_MAX_BLOCK_LEN;
+use crate::key::{BoxedExtractor, Header, KeyExtractor, MethodAndPath};
+use crate::service::SseResume;
+use crate::stats::Stats;
+use crate::store::{MemoryStore, TrackerStore};
+use crate::tracker::DEFAULT_WINDOW_LEN;
+
+/// The default [`SseResumeLayer::max_id_len`]: longer ids are forwarded
+/// but not tracked.
+pub const DEFAULT_MAX_ID_LEN: usize = 256;
+
+/// What to do when the store fails at the start of a request.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FailurePolicy {
+    /// Go on without the store: the response is deduplicated within itself
+    /// only, and nothing is injected. Counted and logged. The default.
+    #[default]
+    FailOpen,
+    /// Answer `503 Service Unavailable` without calling the inner service.
+    FailClosed,
+}
+
+/// Makes the event streams of a service resumable and duplicate-free.
+///
+/// See the [crate documentation](crate) for what it does.
+#[derive(Debug, Clone)]
+pub struct SseResumeLayer<T = MemoryStore> {
+    pub(crate) settings: Settings<T>,
+}
+
+/// The knobs, shared by the layer and every service it makes.
+#[derive(Debug)]
+pub(crate) struct Settings<T> {
+    pub(crate) store: Arc<T>,
+    pub(crate) scope: Arc<BoxedExtractor>,
+    pub(crate) stream_key: Arc<BoxedExtractor>,
+    pub(crate) inject: bool,
+    pub(crate) mcp_protocol_gate: bool,
+    pub(crate) failure_policy: FailurePolicy,
+    pub(crate) max_block_len: usize,
+    pub(crate) max_id_len: usize,
+    pub(crate) unscoped_window_len: usize,
+    pub(crate) stats: Stats,
+}
+
+impl<T> Clone for Settings<T> {
+    fn clone(&self) -> Self {
+        Self {
+            store: Arc::clone(&self.store),
+            scope: Arc::clone(&self.scope),
+            stream_key: Arc::clone(&self.stream_key),
+            inject: self.inject,
+            mcp_protocol_gate: self.mcp_protocol_gate,
+            failure_policy: self.failure_policy,
+            max_block_len: self.max_block_len,
+            max_id_len: self.max_id_len,
+            unscoped_window_len: self.unscoped_window_len,
+            stats: self.stats.clone(),
+        }
+    }
+}
+
+impl Default for SseResumeLayer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl SseResumeLayer {
+    /// The defaults: a [`MemoryStore`], the scope from the `Mcp-Session-Id`
+    /// header, the stream key from the method and path, injection on
+    /// (except for MCP `2026-07-28` and later), fail-open, blocks up to
+    /// 1 MiB, ids up to 256 bytes.
+    pub fn new() -> Self {
+        Self {
+            settings: Settings {
+                store: Arc::new(MemoryStore::new()),
+                scope: Arc::new(BoxedExtractor::new(Header::mcp_session_id())),
+                stream_key: Arc::new(BoxedExtractor::new(MethodAndPath)),
+                inject: true,
+                mcp_protocol_gate: true,
+                failure_policy: FailurePolicy::FailOpen,
+                max_block_len: DEFAULT_MAX_BLOCK_LEN,
+                max_id_len: DEFAULT_MAX_ID_LEN,
+                unscoped_window_len: DEFAULT_WINDOW_LEN,
+                stats: Stats::default(),
+            },
+        }
+    }
+}
+
+impl<T: TrackerStore> SseResumeLayer<T> {
+    /// Keeps trackers in `store` instead.
+    pub fn store<U: TrackerStore>(self, store: U) -> SseResumeLayer<U> {
+        let s = self.settings;
+        SseResumeLayer {
+            settings: Settings {
+                store: Arc::new(store),
+                scope: s.scope,
+                stream_key: s.stream_key,
+                inject: s.inject,
+                mcp_protocol_gate: s.mcp_protocol_gate,
+                failure_policy: s.failure_policy,
+                max_block_len: s.max_block_len,
+                max_id_len: s.max_id_len,
+                unscoped_window_len: s.unscoped_window_len,
+                stats: s.stats,
+            },
+        }
+    }
+
+    /// Reads each request's scope (whose stream it is) with `extractor`.
+    /// Requests without one are deduplicated within their own response
+    /// only.
+    pub fn scope(mut self, extractor: impl KeyExtractor) -> Self {
+        self.settings.scope = Arc::new(BoxedExtractor::new(extractor));
+        self
+    }
+
+    /// Reads each request's stream key (which stream of the scope) with
+    /// `extractor`. A request without one uses the empty key.
+    pub fn stream_key(mut self, extractor: impl KeyExtractor) -> Self {
+        self.settings.stream_key = Arc::new(BoxedExtractor::new(extractor));
+        self
+    }
+
+    /// Whether a `GET` without `Last-Event-ID` is sent upstream with the
+    /// last id its stream forwarded. On by default.
+    pub fn inject_last_event_id(mut self, inject: bool) -> Self {
+        self.settings.inject = inject;
+        self
+    }
+
+    /// Whether injection is skipped for requests whose
+    /// `MCP-Protocol-Version` is `2026-07-28` or later: that revision
+    /// removed resumption. On by default.
+    pub fn mcp_protocol_gate(mut self, gate: bool) -> Self {
+        self.settings.mcp_protocol_gate = gate;
+        self
+    }
+
+    /// What to do when the store fails at the start of a request.
+    pub fn failure_policy(mut self, policy: FailurePolicy) -> Self {
+        self.settings.failure_policy = policy;
+        self
+    }
+
+    /// Blocks longer than this are forwarded without deduplication. 1 MiB
+    /// by default.
+    pub fn max_block_len(mut self, max: usize) -> Self {
+        self.settings.max_block_len = max;
+        self
+    }
+
+    /// Ids longer than this, in bytes, are forwarded but not tracked. 256
+    /// by default.
+    pub fn max_id_len(mut self, max: usize) -> Self {
+        self.settings.max_id_len = max;
+        self
+    }
+
+    /// A handle on the counters of every service this layer makes.
+    pub fn stats(&self) -> Stats {
+        self.settings.stats.clone()
+    }
+}
+
+impl<S, T> Layer<S> for SseResumeLayer<T> {
+    type Service = SseResume<S, T>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        SseResume::from_settings(inner, self.settings.clone())
+    }
+}

@@ -1,0 +1,72 @@
+//! Counters of what the layer did, read through a cheap handle.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+/// A handle on the layer's counters. Clones share them.
+///
+/// Get one from [`SseResumeLayer::stats`](crate::SseResumeLayer::stats).
+#[derive(Debug, Clone, Default)]
+pub struct Stats {
+    counters: Arc<Counters>,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    events_forwarded: AtomicU64,
+    duplicates_dropped: AtomicU64,
+    cursors_injected: AtomicU64,
+    unknown_cursors: AtomicU64,
+    store_errors: AtomicU64,
+}
+
+/// The counters at one moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StatsSnapshot {
+    /// Blocks that dispatch an event, forwarded to clients.
+    pub events_forwarded: u64,
+    /// Blocks dropped because the client's stream already carried their id.
+    pub duplicates_dropped: u64,
+    /// Requests sent upstream with a `Last-Event-ID` the layer added.
+    pub cursors_injected: u64,
+    /// Client cursors the tracker did not know, which cleared its window.
+    pub unknown_cursors: u64,
+    /// Store calls that failed or timed out.
+    pub store_errors: u64,
+}
+
+impl Stats {
+    /// Reads every counter.
+    pub fn snapshot(&self) -> StatsSnapshot {
+        let c = &self.counters;
+        StatsSnapshot {
+            events_forwarded: c.events_forwarded.load(Relaxed),
+            duplicates_dropped: c.duplicates_dropped.load(Relaxed),
+            cursors_injected: c.cursors_injected.load(Relaxed),
+            unknown_cursors: c.unknown_cursors.load(Relaxed),
+            store_errors: c.store_errors.load(Relaxed),
+        }
+    }
+
+    pub(crate) fn add_body_counts(&self, forwarded: u64, dropped: u64) {
+        if forwarded > 0 {
+            self.counters.events_forwarded.fetch_add(forwarded, Relaxed);
+        }
+        if dropped > 0 {
+            self.counters.duplicates_dropped.fetch_add(dropped, Relaxed);
+        }
+    }
+
+    pub(crate) fn cursor_injected(&self) {
+        self.counters.cursors_injected.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn unknown_cursor(&self) {
+        self.counters.unknown_cursors.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn store_error(&self) {
+        self.counters.store_errors.fetch_add(1, Relaxed);
+    }
+}
