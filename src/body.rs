@@ -53,21 +53,35 @@ impl<B: Body> fmt::Debug for SseResumeBody<B> {
             Kind::Resume { .. } => "Resume",
             Kind::Rejected { .. } => "Rejected",
         };
-        f.debug_struct("SseResumeBody").field("kind", &kind).finish_non_exhaustive()
+        f.debug_struct("SseResumeBody")
+            .field("kind", &kind)
+            .finish_non_exhaustive()
     }
 }
 
 impl<B: Body> SseResumeBody<B> {
     pub(crate) fn passthrough(body: B) -> Self {
-        Self { kind: Kind::Passthrough { body } }
+        Self {
+            kind: Kind::Passthrough { body },
+        }
     }
 
     pub(crate) fn resume(body: B, dedup: Dedup) -> Self {
-        Self { kind: Kind::Resume { body, dedup: Box::new(dedup), error: None } }
+        Self {
+            kind: Kind::Resume {
+                body,
+                dedup: Box::new(dedup),
+                error: None,
+            },
+        }
     }
 
     pub(crate) fn rejected(message: &'static str) -> Self {
-        Self { kind: Kind::Rejected { message: Some(Bytes::from_static(message.as_bytes())) } }
+        Self {
+            kind: Kind::Rejected {
+                message: Some(Bytes::from_static(message.as_bytes())),
+            },
+        }
     }
 }
 
@@ -87,8 +101,14 @@ where
                 let frame = ready!(body.poll_frame(cx));
                 Poll::Ready(frame.map(|frame| frame.map(|frame| frame.map_data(into_bytes))))
             }
-            KindProj::Rejected { message } => Poll::Ready(message.take().map(|m| Ok(Frame::data(m)))),
-            KindProj::Resume { mut body, dedup, error } => loop {
+            KindProj::Rejected { message } => {
+                Poll::Ready(message.take().map(|m| Ok(Frame::data(m))))
+            }
+            KindProj::Resume {
+                mut body,
+                dedup,
+                error,
+            } => loop {
                 if let Some(bytes) = dedup.output.pop() {
                     return Poll::Ready(Some(Ok(Frame::data(bytes))));
                 }
@@ -129,7 +149,10 @@ where
         match &self.kind {
             Kind::Passthrough { body } => body.is_end_stream(),
             Kind::Resume { dedup, error, .. } => {
-                dedup.ended && dedup.output.is_empty() && dedup.trailers.is_none() && error.is_none()
+                dedup.ended
+                    && dedup.output.is_empty()
+                    && dedup.trailers.is_none()
+                    && error.is_none()
             }
             Kind::Rejected { message } => message.is_none(),
         }
@@ -310,12 +333,20 @@ pub(crate) struct Recorder {
 impl Recorder {
     /// A recorder for a stream whose ids the store keeps.
     pub(crate) fn to_store<T: TrackerStore>(store: Arc<T>, key: StreamKey, stats: Stats) -> Self {
-        Self { sink: Some((store, key)), batch: Vec::new(), stats }
+        Self {
+            sink: Some((store, key)),
+            batch: Vec::new(),
+            stats,
+        }
     }
 
     /// A recorder for a per-response window that nothing keeps.
     pub(crate) fn nowhere(stats: Stats) -> Self {
-        Self { sink: None, batch: Vec::new(), stats }
+        Self {
+            sink: None,
+            batch: Vec::new(),
+            stats,
+        }
     }
 
     fn push(&mut self, id: Arc<str>) {
@@ -329,7 +360,9 @@ impl Recorder {
     }
 
     fn flush(&mut self) {
-        let Some((sink, key)) = &self.sink else { return };
+        let Some((sink, key)) = &self.sink else {
+            return;
+        };
         if self.batch.is_empty() {
             return;
         }
@@ -340,7 +373,9 @@ impl Recorder {
     }
 
     fn key_for_logs(&self) -> String {
-        self.sink.as_ref().map_or_else(|| "(unscoped)".to_owned(), |(_, key)| key.to_string())
+        self.sink
+            .as_ref()
+            .map_or_else(|| "(unscoped)".to_owned(), |(_, key)| key.to_string())
     }
 }
 

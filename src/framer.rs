@@ -171,7 +171,11 @@ impl Block {
     /// The event type, when an `event` line set a non-empty one; `None`
     /// means the default type, `message`.
     pub fn event_type(&self) -> Option<Cow<'_, str>> {
-        let range = self.fields.event.clone().filter(|range| !range.is_empty())?;
+        let range = self
+            .fields
+            .event
+            .clone()
+            .filter(|range| !range.is_empty())?;
         Some(String::from_utf8_lossy(&self.raw[range]))
     }
 
@@ -312,7 +316,11 @@ impl Framer {
         self.after_cr = cr_at_end;
         let mut line = self.line_start..self.block_len() - line_end_len;
         self.line_start = self.block_len();
-        let block: &[u8] = if self.carry.is_empty() { &self.chunk } else { &self.carry };
+        let block: &[u8] = if self.carry.is_empty() {
+            &self.chunk
+        } else {
+            &self.carry
+        };
         if std::mem::take(&mut self.at_stream_start) && block[line.clone()].starts_with(BOM) {
             line.start += BOM.len();
         }
@@ -332,7 +340,8 @@ impl Framer {
         if self.carry.is_empty() {
             self.scan += n;
         } else {
-            self.carry.extend_from_slice(&self.chunk[self.scan..self.scan + n]);
+            self.carry
+                .extend_from_slice(&self.chunk[self.scan..self.scan + n]);
             self.chunk.advance(n);
         }
     }

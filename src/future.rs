@@ -65,8 +65,14 @@ where
     /// Calls `service` right away: the request has no scope.
     pub(crate) fn call<T>(mut service: S, request: Request<ReqB>, settings: &Settings<T>) -> Self {
         let plan = Plan::unscoped(settings.unscoped_window_len, &settings.stats);
-        let state = State::Calling { future: service.call(request), plan: Some(plan) };
-        Self { state, body: BodySettings::from(settings) }
+        let state = State::Calling {
+            future: service.call(request),
+            plan: Some(plan),
+        };
+        Self {
+            state,
+            body: BodySettings::from(settings),
+        }
     }
 
     /// Opens the stream's tracker with `open`, then calls `service`.
@@ -76,8 +82,14 @@ where
         request: Request<ReqB>,
         settings: &Settings<T>,
     ) -> Self {
-        let state = State::Opening { open, call: Some((service, request)) };
-        Self { state, body: BodySettings::from(settings) }
+        let state = State::Opening {
+            open,
+            call: Some((service, request)),
+        };
+        Self {
+            state,
+            body: BodySettings::from(settings),
+        }
     }
 }
 
@@ -113,7 +125,10 @@ where
                         this.body.stats.cursor_injected();
                     }
                     let future = service.call(request);
-                    this.state.set(State::Calling { future, plan: Some(plan) });
+                    this.state.set(State::Calling {
+                        future,
+                        plan: Some(plan),
+                    });
                 }
                 StateProj::Calling { future, plan } => {
                     let response = ready!(future.poll(cx))?;
@@ -136,7 +151,9 @@ where
             State::Opening { .. } => "Opening",
             State::Calling { .. } => "Calling",
         };
-        f.debug_struct("ResponseFuture").field("state", &state).finish_non_exhaustive()
+        f.debug_struct("ResponseFuture")
+            .field("state", &state)
+            .finish_non_exhaustive()
     }
 }
 
@@ -169,17 +186,28 @@ impl Plan {
         stats: Stats,
         inject: bool,
     ) -> Self {
-        let Opened { key, tracker, cursor_known } = opened;
+        let Opened {
+            key,
+            tracker,
+            cursor_known,
+        } = opened;
         if cursor_known == Some(false) {
             stats.unknown_cursor();
             tracing::debug!(%key, "unknown client cursor: window cleared");
         }
         // A stored id that is not a valid header value is never sent.
-        let inject = inject.then(|| tracker.last_id()).flatten().and_then(|id| header_value(&id));
+        let inject = inject
+            .then(|| tracker.last_id())
+            .flatten()
+            .and_then(|id| header_value(&id));
         if let Some(id) = &inject {
             tracing::debug!(%key, last_event_id = ?id, "injecting Last-Event-ID");
         }
-        Self { tracker, recorder: Recorder::to_store(store, key, stats), inject }
+        Self {
+            tracker,
+            recorder: Recorder::to_store(store, key, stats),
+            inject,
+        }
     }
 
     /// A request without a scope: a window of its own response only.
@@ -191,7 +219,11 @@ impl Plan {
         }
     }
 
-    fn wrap<B: Body>(self, response: Response<B>, settings: &BodySettings) -> Response<SseResumeBody<B>> {
+    fn wrap<B: Body>(
+        self,
+        response: Response<B>,
+        settings: &BodySettings,
+    ) -> Response<SseResumeBody<B>> {
         let (mut parts, body) = response.into_parts();
         if !is_event_stream(&parts.headers) || is_encoded(&parts.headers) {
             return Response::from_parts(parts, SseResumeBody::passthrough(body));
@@ -221,7 +253,9 @@ fn is_event_stream(headers: &HeaderMap) -> bool {
 fn is_encoded(headers: &HeaderMap) -> bool {
     static LOGGED: AtomicBool = AtomicBool::new(false);
     let encoded = headers.get_all(CONTENT_ENCODING).iter().any(|value| {
-        !value.to_str().is_ok_and(|value| value.trim().eq_ignore_ascii_case("identity"))
+        !value
+            .to_str()
+            .is_ok_and(|value| value.trim().eq_ignore_ascii_case("identity"))
     });
     if encoded && !LOGGED.swap(true, Ordering::Relaxed) {
         tracing::warn!(
@@ -235,8 +269,9 @@ fn is_encoded(headers: &HeaderMap) -> bool {
 fn service_unavailable<B: Body>() -> Response<SseResumeBody<B>> {
     let mut response = Response::new(SseResumeBody::rejected("tracker store unavailable\n"));
     *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
-    response
-        .headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     response
 }

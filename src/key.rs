@@ -152,9 +152,22 @@ mod tests {
 
     #[test]
     fn header_reads_the_session() {
-        let request = parts(Request::get("/").header("mcp-session-id", "abc").body(()).unwrap());
-        assert_eq!(Header::mcp_session_id().extract(&request).as_deref(), Some("abc"));
-        let empty = parts(Request::get("/").header("mcp-session-id", "").body(()).unwrap());
+        let request = parts(
+            Request::get("/")
+                .header("mcp-session-id", "abc")
+                .body(())
+                .unwrap(),
+        );
+        assert_eq!(
+            Header::mcp_session_id().extract(&request).as_deref(),
+            Some("abc")
+        );
+        let empty = parts(
+            Request::get("/")
+                .header("mcp-session-id", "")
+                .body(())
+                .unwrap(),
+        );
         assert_eq!(Header::mcp_session_id().extract(&empty), None);
     }
 
@@ -174,15 +187,25 @@ mod tests {
 
     #[test]
     fn query_finds_its_parameter() {
-        let request = parts(Request::get("/events?x&session=s%201&y=2").body(()).unwrap());
-        assert_eq!(Query::new("session").extract(&request).as_deref(), Some("s%201"));
+        let request = parts(
+            Request::get("/events?x&session=s%201&y=2")
+                .body(())
+                .unwrap(),
+        );
+        assert_eq!(
+            Query::new("session").extract(&request).as_deref(),
+            Some("s%201")
+        );
         assert_eq!(Query::new("x").extract(&request), None);
     }
 
     #[test]
     fn stream_keys_read_method_and_path() {
         let request = parts(Request::post("/mcp?a=b").body(()).unwrap());
-        assert_eq!(MethodAndPath.extract(&request).as_deref(), Some("POST /mcp"));
+        assert_eq!(
+            MethodAndPath.extract(&request).as_deref(),
+            Some("POST /mcp")
+        );
         assert_eq!(Path.extract(&request).as_deref(), Some("/mcp"));
     }
 
@@ -190,6 +213,9 @@ mod tests {
     fn closures_are_extractors() {
         let extractor = |parts: &Parts| Some(parts.uri.path().to_uppercase());
         let request = parts(Request::get("/a").body(()).unwrap());
-        assert_eq!(BoxedExtractor::new(extractor).extract(&request).as_deref(), Some("/A"));
+        assert_eq!(
+            BoxedExtractor::new(extractor).extract(&request).as_deref(),
+            Some("/A")
+        );
     }
 }

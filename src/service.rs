@@ -13,7 +13,7 @@ use tower_service::Service;
 
 use crate::body::SseResumeBody;
 use crate::future::{Plan, ResponseFuture};
-use crate::layer::{SseResumeLayer, Settings};
+use crate::layer::{Settings, SseResumeLayer};
 use crate::store::{MemoryStore, TrackerStore};
 
 /// The `Last-Event-ID` request header.
@@ -65,7 +65,10 @@ impl<S, T> SseResume<S, T> {
 
 impl<S: Clone, T> Clone for SseResume<S, T> {
     fn clone(&self) -> Self {
-        Self { inner: self.inner.clone(), settings: self.settings.clone() }
+        Self {
+            inner: self.inner.clone(),
+            settings: self.settings.clone(),
+        }
     }
 }
 
@@ -115,7 +118,12 @@ where
             let opened = store.open(&scope, &stream, cursor.as_deref()).await?;
             Ok(Plan::scoped(opened, store, stats, inject))
         };
-        ResponseFuture::open(Box::pin(open), inner, Request::from_parts(parts, body), settings)
+        ResponseFuture::open(
+            Box::pin(open),
+            inner,
+            Request::from_parts(parts, body),
+            settings,
+        )
     }
 }
 
@@ -155,7 +163,10 @@ mod tests {
 
     fn with_version(version: &str) -> HeaderMap {
         let mut headers = HeaderMap::new();
-        headers.insert(MCP_PROTOCOL_VERSION, HeaderValue::from_str(version).unwrap());
+        headers.insert(
+            MCP_PROTOCOL_VERSION,
+            HeaderValue::from_str(version).unwrap(),
+        );
         headers
     }
 

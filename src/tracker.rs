@@ -36,7 +36,9 @@ impl Tracker {
 
     /// A tracker over a window filled elsewhere, for example by a store.
     pub fn from_window(window: Window) -> Self {
-        Self { window: Arc::new(Mutex::new(window)) }
+        Self {
+            window: Arc::new(Mutex::new(window)),
+        }
     }
 
     /// Locks the window, to check and record many ids at once.
@@ -71,7 +73,11 @@ impl fmt::Debug for Tracker {
 impl Window {
     /// An empty window of `capacity` ids (at least one).
     pub fn new(capacity: usize) -> Self {
-        Self { order: VecDeque::new(), members: HashSet::new(), capacity: capacity.max(1) }
+        Self {
+            order: VecDeque::new(),
+            members: HashSet::new(),
+            capacity: capacity.max(1),
+        }
     }
 
     /// A window holding `ids`, oldest first; the oldest go when there are

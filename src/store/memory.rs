@@ -66,6 +66,8 @@ struct Entry {
     last_used: Instant,
 }
 
+const MAX_SHARDS: usize = 64;
+
 /// The default [`MemoryStore::max_keys`].
 pub const DEFAULT_MAX_KEYS: usize = 100_000;
 /// The default [`MemoryStore::max_streams_per_scope`].
@@ -88,17 +90,21 @@ impl MemoryStore {
             max_streams_per_scope: DEFAULT_MAX_STREAMS_PER_SCOPE,
             window_len: DEFAULT_WINDOW_LEN,
             idle_ttl: DEFAULT_IDLE_TTL,
-            shards: 64,
+            shards: MAX_SHARDS,
         })
     }
 
     fn with_limits(mut limits: Limits) -> Self {
         limits.max_keys = limits.max_keys.max(1);
         limits.max_streams_per_scope = limits.max_streams_per_scope.max(1);
-        // Fewer shards than keys would let a shard's share round down to 0.
-        limits.shards = limits.shards.clamp(1, limits.max_keys);
+        // Each shard holds an equal share, rounded down so the total stays
+        // within the limit; a small limit gets fewer shards to keep shares
+        // from rounding down to little.
+        limits.shards = (limits.max_keys / 16).clamp(1, MAX_SHARDS);
         let shards = (0..limits.shards).map(|_| Mutex::default()).collect();
-        Self { inner: Arc::new(Inner { limits, shards }) }
+        Self {
+            inner: Arc::new(Inner { limits, shards }),
+        }
     }
 
     fn reconfigure(self, change: impl FnOnce(&mut Limits)) -> Self {
@@ -133,7 +139,11 @@ impl MemoryStore {
 
     /// The number of trackers held now.
     pub fn len(&self) -> usize {
-        self.inner.shards.iter().map(|shard| lock(shard).trackers).sum()
+        self.inner
+            .shards
+            .iter()
+            .map(|shard| lock(shard).trackers)
+            .sum()
     }
 
     /// Whether the store holds no tracker.
@@ -152,8 +162,9 @@ impl MemoryStore {
 
     fn tracker(&self, key: &StreamKey) -> Tracker {
         let limits = &self.inner.limits;
-        let per_shard = limits.max_keys.div_ceil(limits.shards);
-        self.shard(key.scope()).get_or_insert(key, limits, per_shard)
+        let per_shard = limits.max_keys / limits.shards;
+        self.shard(key.scope())
+            .get_or_insert(key, limits, per_shard)
     }
 }
 
@@ -194,7 +205,12 @@ impl TrackerStore for MemoryStore {
 
     fn expire(&self) -> impl Future<Output = Result<usize, StoreError>> + Send {
         let limits = &self.inner.limits;
-        let removed = self.inner.shards.iter().map(|shard| lock(shard).sweep(limits)).sum();
+        let removed = self
+            .inner
+            .shards
+            .iter()
+            .map(|shard| lock(shard).sweep(limits))
+            .sum();
         ready(Ok(removed))
     }
 }
@@ -216,8 +232,14 @@ impl Shard {
             }
         }
         let tracker = Tracker::new(limits.window_len);
-        let entry = Entry { tracker: tracker.clone(), last_used: now };
-        self.scopes.entry(key.scope().into()).or_default().insert(key.stream().into(), entry);
+        let entry = Entry {
+            tracker: tracker.clone(),
+            last_used: now,
+        };
+        self.scopes
+            .entry(key.scope().into())
+            .or_default()
+            .insert(key.stream().into(), entry);
         self.trackers += 1;
         tracker
     }
@@ -232,7 +254,11 @@ impl Shard {
             .scopes
             .iter()
             .filter(|(name, _)| scope.is_none_or(|scope| &***name == scope))
-            .flat_map(|(scope, streams)| streams.iter().map(move |(stream, entry)| (scope, stream, entry)))
+            .flat_map(|(scope, streams)| {
+                streams
+                    .iter()
+                    .map(move |(stream, entry)| (scope, stream, entry))
+            })
             .min_by_key(|(_, _, entry)| entry.last_used)
             .map(|(scope, stream, _)| (Arc::clone(scope), Arc::clone(stream)));
         if let Some((scope, stream)) = oldest {
@@ -241,7 +267,9 @@ impl Shard {
     }
 
     fn remove(&mut self, scope: &str, stream: &str) {
-        let Some(streams) = self.scopes.get_mut(scope) else { return };
+        let Some(streams) = self.scopes.get_mut(scope) else {
+            return;
+        };
         if streams.remove(stream).is_some() {
             self.trackers -= 1;
         }

@@ -79,7 +79,11 @@ pub trait TrackerStore: Send + Sync + 'static {
                 None => None,
             };
             let tracker = self.load(&key).await?;
-            Ok(Opened { key, tracker, cursor_known })
+            Ok(Opened {
+                key,
+                tracker,
+                cursor_known,
+            })
         }
     }
 }
@@ -108,7 +112,10 @@ pub struct StreamKey {
 impl StreamKey {
     /// The key of `stream` inside `scope`.
     pub fn new(scope: &str, stream: &str) -> Self {
-        Self { scope: scope.into(), stream: stream.into() }
+        Self {
+            scope: scope.into(),
+            stream: stream.into(),
+        }
     }
 
     /// Whose stream it is.

@@ -1,0 +1,596 @@
+//! The semantics of DESIGN.md, each through `oneshot` and through a real
+//! hyper server on loopback.
+
+mod support;
+
+use std::pin::pin;
+use std::sync::{Arc, Mutex};
+use std::task::Poll;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body::{Body, Frame};
+use http_body_util::{BodyExt, Full};
+use support::*;
+use tower::{Layer, ServiceBuilder, ServiceExt, service_fn};
+use tower_sse_resume::store::{Opened, StoreError, StreamKey};
+use tower_sse_resume::tracker::Tracker;
+use tower_sse_resume::{FailurePolicy, MemoryStore, SseResumeLayer, TrackerStore};
+
+#[tokio::test]
+async fn reconnect_with_cursor_gets_exactly_what_the_client_missed() {
+    for transport in TRANSPORTS {
+        let upstream = Upstream::new([Reply::sse([events(1..=5)]), Reply::sse([events(1..=8)])]);
+        let got = exchange(
+            transport,
+            &SseResumeLayer::new(),
+            &upstream,
+            vec![
+                get("/mcp", "s").body(()).unwrap(),
+                get("/mcp", "s")
+                    .header("last-event-id", "3")
+                    .body(())
+                    .unwrap(),
+            ],
+        )
+        .await;
+        assert_eq!(got[0].text(), events(1..=5), "{transport:?}");
+        assert_eq!(got[1].text(), events(4..=8), "{transport:?}");
+    }
+}
+
+#[tokio::test]
+async fn reconnect_without_cursor_drops_what_was_forwarded() {
+    for transport in TRANSPORTS {
+        let upstream = Upstream::new([Reply::sse([events(1..=5)]), Reply::sse([events(1..=8)])]);
+        let layer = SseResumeLayer::new().inject_last_event_id(false);
+        let requests = vec![
+            get("/mcp", "s").body(()).unwrap(),
+            get("/mcp", "s").body(()).unwrap(),
+        ];
+        let got = exchange(transport, &layer, &upstream, requests).await;
+        assert_eq!(got[1].text(), events(6..=8), "{transport:?}");
+    }
+}
+
+#[tokio::test]
+async fn get_without_cursor_is_resumed_upstream_but_post_and_new_mcp_never() {
+    for transport in TRANSPORTS {
+        let upstream = Upstream::new(std::iter::repeat_n(Reply::sse([events(1..=2)]), 4));
+        let requests = vec![
+            get("/mcp", "s").body(()).unwrap(),
+            get("/mcp", "s").body(()).unwrap(),
+            get("/mcp", "s")
+                .header("mcp-protocol-version", "2026-07-28")
+                .body(())
+                .unwrap(),
+            get("/mcp", "s").method("POST").body(()).unwrap(),
+        ];
+        let layer = SseResumeLayer::new().stream_key(tower_sse_resume::key::Path);
+        let got = exchange(transport, &layer, &upstream, requests).await;
+        let seen = upstream.seen();
+        assert_eq!(
+            seen[0].last_event_id(),
+            None,
+            "{transport:?}: nothing to inject yet"
+        );
+        assert_eq!(seen[1].last_event_id(), Some("2"), "{transport:?}");
+        assert_eq!(
+            seen[2].last_event_id(),
+            None,
+            "{transport:?}: MCP 2026-07-28 has no resumption"
+        );
+        assert_eq!(
+            seen[3].last_event_id(),
+            None,
+            "{transport:?}: a POST is never re-issued"
+        );
+        assert_eq!(layer.stats().snapshot().cursors_injected, 1);
+        assert_eq!(got[0].text(), events(1..=2));
+    }
+}
+
+#[tokio::test]
+async fn injection_can_be_turned_off_and_skips_ids_that_are_not_header_values() {
+    let upstream = Upstream::new([
+        Reply::sse(["id: a\u{7f}b\ndata: x\n\n"]),
+        Reply::sse(["data: y\n\n"]),
+        Reply::sse([events(1..=1)]),
+        Reply::sse([events(1..=1)]),
+    ]);
+    let layer = SseResumeLayer::new();
+    let service = layer.layer(upstream.clone());
+    for session in ["a", "a", "b"] {
+        let response = service
+            .clone()
+            .oneshot(get("/", session).body(()).unwrap())
+            .await
+            .unwrap();
+        read(response).await;
+    }
+    let off = SseResumeLayer::new()
+        .inject_last_event_id(false)
+        .layer(upstream.clone());
+    read(off.oneshot(get("/", "b").body(()).unwrap()).await.unwrap()).await;
+    let seen = upstream.seen();
+    assert_eq!(
+        seen[1].last_event_id(),
+        None,
+        "a DEL in an id is no header value"
+    );
+    assert_eq!(seen[3].last_event_id(), None, "injection is off");
+}
+
+#[tokio::test]
+async fn an_unknown_cursor_clears_the_window() {
+    for transport in TRANSPORTS {
+        let upstream = Upstream::new([Reply::sse([events(1..=5)]), Reply::sse([events(1..=5)])]);
+        let layer = SseResumeLayer::new();
+        let requests = vec![
+            get("/mcp", "s").body(()).unwrap(),
+            get("/mcp", "s")
+                .header("last-event-id", "99")
+                .body(())
+                .unwrap(),
+        ];
+        let got = exchange(transport, &layer, &upstream, requests).await;
+        assert_eq!(
+            got[1].text(),
+            events(1..=5),
+            "{transport:?}: nothing dropped"
+        );
+        assert_eq!(layer.stats().snapshot().unknown_cursors, 1);
+    }
+}
+
+#[tokio::test]
+async fn a_cursor_finds_its_stream_within_the_scope_only() {
+    for transport in TRANSPORTS {
+        let upstream = Upstream::new([
+            Reply::sse([events(1..=5)]),
+            Reply::sse([events(1..=8)]),
+            Reply::sse([events(1..=3)]),
+        ]);
+        let requests = vec![
+            get("/first", "s").body(()).unwrap(),
+            // Another path, but the cursor was recorded on /first.
+            get("/second", "s")
+                .header("last-event-id", "4")
+                .body(())
+                .unwrap(),
+            // The same path and cursor in another scope shares nothing.
+            get("/first", "other")
+                .header("last-event-id", "2")
+                .body(())
+                .unwrap(),
+        ];
+        let got = exchange(transport, &SseResumeLayer::new(), &upstream, requests).await;
+        assert_eq!(got[1].text(), events(5..=8), "{transport:?}");
+        assert_eq!(got[2].text(), events(1..=3), "{transport:?}");
+    }
+}
+
+#[tokio::test]
+async fn requests_without_scope_are_deduplicated_within_their_response_only() {
+    for transport in TRANSPORTS {
+        let stream = format!("{}{}", events(1..=3), events(2..=4));
+        let upstream = Upstream::new([Reply::sse([stream.clone()]), Reply::sse([stream])]);
+        let requests = vec![
+            Request::get("/").body(()).unwrap(),
+            Request::get("/").body(()).unwrap(),
+        ];
+        let got = exchange(transport, &SseResumeLayer::new(), &upstream, requests).await;
+        assert_eq!(got[0].text(), events(1..=4), "{transport:?}");
+        assert_eq!(got[1].text(), events(1..=4), "{transport:?}");
+        assert!(
+            upstream
+                .seen()
+                .iter()
+                .all(|seen| seen.last_event_id().is_none())
+        );
+    }
+}
+
+#[tokio::test]
+async fn blocks_that_are_never_duplicates_pass_every_time() {
+    for transport in TRANSPORTS {
+        let stream = "id: 1\ndata: a\n\n: keep-alive\n\nretry: 10\n\nid:\ndata: reset\n\ndata: no id\n\nid: 1\ndata: a\n\nid: 2\ndata:\n\nid: 1\ndata: cut";
+        let upstream = Upstream::new([Reply::sse([stream]), Reply::sse([stream])]);
+        let requests = vec![
+            get("/", "s").body(()).unwrap(),
+            get("/", "s").body(()).unwrap(),
+        ];
+        let got = exchange(transport, &SseResumeLayer::new(), &upstream, requests).await;
+        let without_repeated_1 = stream.replacen("id: 1\ndata: a\n\nid: 2", "id: 2", 1);
+        assert_eq!(got[0].text(), without_repeated_1, "{transport:?}");
+        let without_1_and_2 =
+            ": keep-alive\n\nretry: 10\n\nid:\ndata: reset\n\ndata: no id\n\nid: 1\ndata: cut";
+        assert_eq!(got[1].text(), without_1_and_2, "{transport:?}");
+    }
+}
+
+#[tokio::test]
+async fn other_responses_pass_through_untouched() {
+    let cases = [
+        Reply::sse(["id: 1\n\nid: 1\n\n"])
+            .without_header("content-type")
+            .header("content-type", "application/json"),
+        Reply::sse(["id: 1\n\nid: 1\n\n"]).header("content-encoding", "gzip"),
+    ];
+    for reply in cases {
+        let upstream = Upstream::new([reply]);
+        let service = SseResumeLayer::new().layer(upstream);
+        let response = service
+            .oneshot(get("/", "s").body(()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(read(response).await.text(), "id: 1\n\nid: 1\n\n");
+    }
+
+    // Size hints and Content-Length survive on a pass-through...
+    let json = service_fn(|_: Request<()>| async {
+        let response = Response::builder()
+            .header("content-type", "application/json")
+            .header("content-length", "2")
+            .body(Full::new(Bytes::from_static(b"{}")))
+            .unwrap();
+        Ok::<_, std::convert::Infallible>(response)
+    });
+    let response = SseResumeLayer::new()
+        .layer(json)
+        .oneshot(get("/", "s").body(()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["content-length"], "2");
+    assert_eq!(response.body().size_hint().exact(), Some(2));
+
+    // ...and not on a rewritten event stream.
+    let sse = service_fn(|_: Request<()>| async {
+        let response = Response::builder()
+            .header("content-type", "Text/Event-Stream; charset=utf-8")
+            .header("content-length", "9")
+            .body(Full::new(Bytes::from_static(b"data: x\n\n")))
+            .unwrap();
+        Ok::<_, std::convert::Infallible>(response)
+    });
+    let response = SseResumeLayer::new()
+        .layer(sse)
+        .oneshot(get("/", "s").body(()).unwrap())
+        .await
+        .unwrap();
+    assert!(response.headers().get("content-length").is_none());
+    assert_eq!(response.body().size_hint().exact(), None);
+}
+
+#[tokio::test]
+async fn an_upstream_error_comes_after_every_complete_block() {
+    for transport in TRANSPORTS {
+        let reply =
+            Reply::sse(["id: 1\ndata: a\n\nid: 2\nda", "ta: b\n\nid: 3\ndata: c"]).failing();
+        let upstream = Upstream::new([reply]);
+        let got = exchange(
+            transport,
+            &SseResumeLayer::new(),
+            &upstream,
+            vec![get("/", "s").body(()).unwrap()],
+        )
+        .await;
+        assert!(got[0].failed, "{transport:?}: the error reaches the client");
+        assert!(
+            got[0]
+                .text()
+                .starts_with("id: 1\ndata: a\n\nid: 2\ndata: b\n\n"),
+            "{transport:?}: {:?}",
+            got[0].text()
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_error_of_a_oneshot_body_follows_the_tail() {
+    let reply = Reply::sse(["id: 1\ndata: a\n\nid: 2\nda"]).failing();
+    let service = SseResumeLayer::new().layer(Upstream::new([reply]));
+    let got = read(
+        service
+            .oneshot(get("/", "s").body(()).unwrap())
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert!(got.failed);
+    assert_eq!(got.text(), "id: 1\ndata: a\n\nid: 2\nda", "nothing is lost");
+}
+
+#[tokio::test]
+async fn concurrent_streams_of_one_key_forward_an_id_once() {
+    // In process: two bodies of one key, polled in turn.
+    let layer = SseResumeLayer::new();
+    let service = layer.layer(service_fn(|_: Request<()>| async {
+        let body = OpenEnded::new(["id: 1\ndata: x\n\n"]);
+        let response = Response::builder()
+            .header("content-type", "text/event-stream")
+            .body(body)
+            .unwrap();
+        Ok::<_, std::convert::Infallible>(response)
+    }));
+    let mut a = service
+        .clone()
+        .oneshot(get("/", "s").body(()).unwrap())
+        .await
+        .unwrap()
+        .into_body();
+    let mut b = service
+        .oneshot(get("/", "s").body(()).unwrap())
+        .await
+        .unwrap()
+        .into_body();
+    let first = poll_once(pin!(a.frame()));
+    let second = poll_once(pin!(b.frame()));
+    assert!(matches!(first, Poll::Ready(Some(Ok(_)))));
+    assert!(second.is_pending(), "the second stream dropped id 1");
+    assert_eq!(layer.stats().snapshot().duplicates_dropped, 1);
+
+    // Over HTTP: two clients of one session at once.
+    let (release, wait) = tokio::sync::watch::channel(false);
+    let upstream = service_fn(move |_: Request<hyper::body::Incoming>| {
+        let mut wait = wait.clone();
+        async move {
+            // Both requests are in before either sends id 1.
+            wait.wait_for(|go| *go).await.unwrap();
+            let body = Full::new(Bytes::from_static(b"id: 1\ndata: x\n\n"));
+            let response = Response::builder()
+                .header("content-type", "text/event-stream")
+                .body(body)
+                .unwrap();
+            Ok::<_, std::convert::Infallible>(response)
+        }
+    });
+    let server = Server::start(SseResumeLayer::new().layer(upstream)).await;
+    let (a, b, ()) = tokio::join!(
+        server.send(get("/", "s").body(()).unwrap()),
+        server.send(get("/", "s").body(()).unwrap()),
+        async {
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            release.send(true).unwrap();
+        }
+    );
+    let delivered = [a, b]
+        .iter()
+        .filter(|got| got.text() == "id: 1\ndata: x\n\n")
+        .count();
+    assert_eq!(delivered, 1);
+}
+
+/// A store that notes every batch handed to it, over a [`MemoryStore`].
+#[derive(Clone, Default)]
+struct NotingStore {
+    inner: MemoryStore,
+    recorded: Arc<Mutex<Vec<String>>>,
+    broken: bool,
+}
+
+impl TrackerStore for NotingStore {
+    async fn load(&self, key: &StreamKey) -> Result<Tracker, StoreError> {
+        self.inner.load(key).await
+    }
+
+    fn record(&self, key: &StreamKey, ids: Vec<Arc<str>>) -> Result<(), StoreError> {
+        self.recorded
+            .lock()
+            .unwrap()
+            .extend(ids.iter().map(|id| id.to_string()));
+        self.inner.record(key, ids)
+    }
+
+    async fn apply_cursor(&self, key: &StreamKey, id: &str) -> Result<bool, StoreError> {
+        self.inner.apply_cursor(key, id).await
+    }
+
+    async fn find_stream(&self, scope: &str, id: &str) -> Result<Option<String>, StoreError> {
+        self.inner.find_stream(scope, id).await
+    }
+
+    async fn expire(&self) -> Result<usize, StoreError> {
+        self.inner.expire().await
+    }
+
+    async fn open(
+        &self,
+        scope: &str,
+        stream: &str,
+        cursor: Option<&str>,
+    ) -> Result<Opened, StoreError> {
+        if self.broken {
+            return Err(StoreError::Unavailable("injected fault".into()));
+        }
+        self.inner.open(scope, stream, cursor).await
+    }
+}
+
+#[tokio::test]
+async fn a_client_going_away_flushes_the_recorded_ids() {
+    let store = NotingStore::default();
+    let layer = SseResumeLayer::new().store(store.clone());
+    let service = layer.layer(service_fn(|_: Request<()>| async {
+        let body = OpenEnded::new(["id: 1\ndata: a\n\nid: 2\ndata: b\n\n", "id: 3\ndata: c\n\n"]);
+        let response = Response::builder()
+            .header("content-type", "text/event-stream")
+            .body(body)
+            .unwrap();
+        Ok::<_, std::convert::Infallible>(response)
+    }));
+    let mut body = service
+        .oneshot(get("/", "s").body(()).unwrap())
+        .await
+        .unwrap()
+        .into_body();
+    assert!(poll_once(pin!(body.frame())).is_ready());
+    assert!(store.recorded.lock().unwrap().is_empty(), "still batching");
+    drop(body);
+    assert_eq!(*store.recorded.lock().unwrap(), ["1", "2"]);
+}
+
+#[tokio::test]
+async fn a_failing_store_fails_open_or_closed() {
+    for transport in TRANSPORTS {
+        let broken = NotingStore {
+            broken: true,
+            ..NotingStore::default()
+        };
+        let stream = format!("{}{}", events(1..=2), events(1..=2));
+        let upstream = Upstream::new([Reply::sse([stream.clone()])]);
+        let open = SseResumeLayer::new().store(broken.clone());
+        let got = exchange(
+            transport,
+            &open,
+            &upstream,
+            vec![get("/", "s").body(()).unwrap()],
+        )
+        .await;
+        assert_eq!(
+            got[0].text(),
+            events(1..=2),
+            "{transport:?}: deduplicated within the response"
+        );
+        assert_eq!(open.stats().snapshot().store_errors, 1);
+
+        let closed = SseResumeLayer::new()
+            .store(broken)
+            .failure_policy(FailurePolicy::FailClosed);
+        let upstream = Upstream::new([]);
+        let got = exchange(
+            transport,
+            &closed,
+            &upstream,
+            vec![get("/", "s").body(()).unwrap()],
+        )
+        .await;
+        assert_eq!(got[0].status, 503, "{transport:?}");
+        assert!(
+            upstream.seen().is_empty(),
+            "the inner service is not called"
+        );
+    }
+}
+
+#[tokio::test]
+async fn every_split_of_the_ids_and_blank_lines_gives_the_same_output() {
+    let first = events(1..=3);
+    let replay = "id: 2\r\ndata: two\r\n\r\nid: 4\rdata: four\r\rid: 3\ndata: three\n\nid: 5\ndata: five\n\n";
+    let expected = "id: 4\rdata: four\r\rid: 5\ndata: five\n\n";
+    for split in 0..=replay.len() {
+        let (head, tail) = replay.split_at(split);
+        let upstream = Upstream::new([
+            Reply::sse([first.clone()]),
+            Reply::sse([head.to_owned(), tail.to_owned()]),
+        ]);
+        let requests = vec![
+            get("/", "s").body(()).unwrap(),
+            get("/", "s").body(()).unwrap(),
+        ];
+        let got = exchange(
+            Transport::Oneshot,
+            &SseResumeLayer::new(),
+            &upstream,
+            requests,
+        )
+        .await;
+        assert_eq!(got[1].text(), expected, "split at {split}");
+    }
+}
+
+#[tokio::test]
+async fn memory_stays_flat_over_many_keys_and_long_streams() {
+    let store = MemoryStore::new().max_keys(100).window_len(16);
+    let layer = SseResumeLayer::new().store(store.clone());
+    let long = events(1..=20_000);
+    for session in 0..300 {
+        let chunks: Vec<String> = if session == 0 {
+            long.as_bytes()
+                .chunks(1000)
+                .map(|c| String::from_utf8(c.to_vec()).unwrap())
+                .collect()
+        } else {
+            vec![events(1..=2)]
+        };
+        let upstream = Upstream::new([Reply::sse(chunks)]);
+        let service = layer.layer(upstream);
+        let response = service
+            .oneshot(get("/", &session.to_string()).body(()).unwrap())
+            .await
+            .unwrap();
+        read(response).await;
+        assert!(store.len() <= 100, "{} trackers", store.len());
+    }
+    let key = StreamKey::new("299", "GET /");
+    let tracker = store.load(&key).await.unwrap();
+    assert_eq!(tracker.lock().len(), 2);
+    // The long stream's window stayed within its length.
+    let long_key = StreamKey::new("0", "GET /");
+    assert!(store.load(&long_key).await.unwrap().lock().len() <= 16);
+}
+
+#[tokio::test]
+async fn works_in_service_builder_and_axum() {
+    let layer = SseResumeLayer::new();
+    let service = ServiceBuilder::new()
+        .layer(layer.clone())
+        .service(service_fn(|_: Request<()>| async {
+            let response = Response::builder()
+                .header("content-type", "text/event-stream")
+                .body(Full::new(Bytes::from(events([1, 1, 2]))))
+                .unwrap();
+            Ok::<_, std::convert::Infallible>(response)
+        }));
+    let got = read(
+        service
+            .oneshot(get("/", "s").body(()).unwrap())
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(got.text(), events([1, 2]));
+
+    let app = axum::Router::new()
+        .route(
+            "/events",
+            axum::routing::get(|| async {
+                ([("content-type", "text/event-stream")], events([7, 7, 8]))
+            }),
+        )
+        .layer(SseResumeLayer::new());
+    let request = Request::get("/events")
+        .header("mcp-session-id", "s")
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let response = app.oneshot(request).await.unwrap();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(body, events([7, 8]));
+}
+
+#[tokio::test]
+async fn trailers_follow_the_last_block() {
+    let service = SseResumeLayer::new().layer(service_fn(|_: Request<()>| async {
+        let mut trailers = http::HeaderMap::new();
+        trailers.insert("x-done", "yes".parse().unwrap());
+        let frames: Vec<Result<Frame<Bytes>, std::convert::Infallible>> = vec![
+            Ok(Frame::data(Bytes::from_static(
+                b"id: 1\ndata: a\n\nid: 1\ndata: a\n\ndata: tail",
+            ))),
+            Ok(Frame::trailers(trailers)),
+        ];
+        let body = http_body_util::StreamBody::new(futures_util::stream::iter(frames));
+        let response = Response::builder()
+            .header("content-type", "text/event-stream")
+            .body(body)
+            .unwrap();
+        Ok::<_, std::convert::Infallible>(response)
+    }));
+    let response = service
+        .oneshot(get("/", "s").body(()).unwrap())
+        .await
+        .unwrap();
+    let collected = response.into_body().collect().await.unwrap();
+    assert_eq!(collected.trailers().unwrap()["x-done"], "yes");
+    assert_eq!(collected.to_bytes(), "id: 1\ndata: a\n\ndata: tail");
+}
