@@ -12,7 +12,7 @@ use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
-use crate::framer::{EventId, Framer, Segment};
+use crate::framer::{EventId, Framer, Raw, Segment};
 use crate::stats::Stats;
 use crate::store::{StoreError, StreamKey, TrackerStore};
 use crate::tracker::Tracker;
@@ -212,7 +212,6 @@ impl Dedup {
     }
 
     fn push(&mut self, chunk: Bytes) {
-        self.output.set_source(chunk.clone());
         self.framer.push(chunk);
         self.drain();
     }
@@ -237,8 +236,8 @@ impl Dedup {
         let mut window = self.tracker.lock();
         while let Some(segment) = self.framer.next_segment() {
             let block = match segment {
-                Segment::Passthrough(bytes) => {
-                    self.output.forward(bytes);
+                Segment::Passthrough(raw) => {
+                    self.output.forward(&raw);
                     continue;
                 }
                 Segment::Block(block) => block,
@@ -257,7 +256,7 @@ impl Dedup {
                 }
             }
             forwarded += u64::from(block.dispatches());
-            self.output.forward(block.into_raw());
+            self.output.forward(block.raw());
         }
         drop(window);
         self.output.close_run();
@@ -267,49 +266,34 @@ impl Dedup {
     }
 }
 
-/// The bytes to send, as few and as large as possible: blocks forwarded one
-/// after the other from the same chunk go out as one slice of it.
+/// The bytes to send, as few and as large as possible: segments forwarded
+/// one after the other from the same chunk go out as one slice of it.
 #[derive(Debug, Default)]
 struct Output {
-    source: Bytes,
-    run: Option<Range<usize>>,
+    run: Option<(Bytes, Range<usize>)>,
     ready: VecDeque<Bytes>,
 }
 
 impl Output {
-    fn set_source(&mut self, source: Bytes) {
+    fn forward(&mut self, raw: &Raw<'_>) {
+        let (source, range) = raw.parts();
+        if let Some((run_source, run)) = &mut self.run {
+            let same_source =
+                run_source.as_ptr() == source.as_ptr() && run_source.len() == source.len();
+            if same_source && run.end == range.start {
+                run.end = range.end;
+                return;
+            }
+        }
         self.close_run();
-        self.source = source;
-    }
-
-    fn forward(&mut self, bytes: Bytes) {
-        match (self.offset_in_source(&bytes), &mut self.run) {
-            (Some(start), Some(run)) if start == run.end => run.end += bytes.len(),
-            (Some(start), _) => {
-                self.close_run();
-                self.run = Some(start..start + bytes.len());
-            }
-            (None, _) => {
-                self.close_run();
-                if !bytes.is_empty() {
-                    self.ready.push_back(bytes);
-                }
-            }
+        if !range.is_empty() {
+            self.run = Some((source.clone(), range));
         }
-    }
-
-    /// Where `bytes` starts in the current chunk, when it is a slice of it.
-    fn offset_in_source(&self, bytes: &Bytes) -> Option<usize> {
-        if bytes.is_empty() {
-            return None;
-        }
-        let start = (bytes.as_ptr() as usize).checked_sub(self.source.as_ptr() as usize)?;
-        (start + bytes.len() <= self.source.len()).then_some(start)
     }
 
     fn close_run(&mut self) {
-        if let Some(run) = self.run.take() {
-            self.ready.push_back(self.source.slice(run));
+        if let Some((source, run)) = self.run.take() {
+            self.ready.push_back(source.slice(run));
         }
     }
 

@@ -6,9 +6,10 @@
 //! nothing of HTTP, stores or trackers, so a proxy can use it on its own.
 //!
 //! Every byte fed in comes out exactly once, in order: concatenating the raw
-//! bytes of every segment gives back the input. A block that lies inside one
-//! chunk is a zero-copy slice of it; a block that spans chunks is copied once
-//! into a reused buffer.
+//! bytes of every segment gives back the input. A segment borrows its bytes
+//! from the framer: a block that lies inside one chunk is a view of that
+//! chunk, which [`Raw::to_bytes`] turns into a zero-copy slice; a block that
+//! spans chunks is copied once into a reused buffer.
 //!
 //! Lines are interpreted by the WHATWG rules for event streams: CR, LF and
 //! CRLF line ends (also split across chunks), a leading BOM ignored, one
@@ -27,9 +28,10 @@
 //!
 //! framer.push(Bytes::from_static(b"lo\n\n: keep-alive\n\n"));
 //! let Some(Segment::Block(block)) = framer.next_segment() else { panic!() };
-//! assert_eq!(block.raw().as_ref(), b"id: 1\ndata: hello\n\n");
+//! assert_eq!(&block.raw()[..], b"id: 1\ndata: hello\n\n");
 //! assert_eq!(block.id(), EventId::Value("1".into()));
 //! assert!(block.dispatches());
+//! let kept: Bytes = block.raw().to_bytes(); // a block to keep past the next call
 //!
 //! let Some(Segment::Block(block)) = framer.next_segment() else { panic!() };
 //! assert!(block.is_comment_only());
@@ -37,15 +39,17 @@
 //! framer.push(Bytes::from_static(b"data: cut short"));
 //! framer.finish();
 //! let Some(Segment::Passthrough(tail)) = framer.next_segment() else { panic!() };
-//! assert_eq!(tail.as_ref(), b"data: cut short");
+//! assert_eq!(&tail[..], b"data: cut short");
 //! assert!(framer.next_segment().is_none());
+//! # assert_eq!(kept, "id: 1\ndata: hello\n\n");
 //! ```
 
 use std::borrow::Cow;
 use std::collections::VecDeque;
-use std::ops::Range;
+use std::fmt;
+use std::ops::{Deref, Range};
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 
 /// The default [`Framer::with_max_block_len`] limit: 1 MiB.
 pub const DEFAULT_MAX_BLOCK_LEN: usize = 1024 * 1024;
@@ -59,22 +63,33 @@ const BOM: &[u8] = b"\xEF\xBB\xBF";
 /// [`finish`](Self::finish) when the stream ends to take the rest.
 ///
 /// Memory is bounded: the framer copies at most one block (up to the limit)
-/// and holds on to the chunks it was given until they are handed back out.
+/// and holds on to the chunks it was given until it has parsed them.
 #[derive(Debug)]
 pub struct Framer {
     max_block_len: usize,
     /// Chunks pushed but not yet reached by parsing.
     queue: VecDeque<Bytes>,
-    /// The chunk being parsed. While `carry` is empty the current block
-    /// starts at `chunk[0]` and `chunk[..scan]` holds its parsed lines.
+    /// The chunk being parsed: `chunk[..pos]` is handed out (or copied into
+    /// `carry`), `chunk[pos..scan]` holds the parsed lines of the current
+    /// block, and parsing goes on at `scan`.
     chunk: Bytes,
+    pos: usize,
     scan: usize,
     /// The current block when it spans chunks: its parsed lines, then the
-    /// start of an unterminated line at `carry[line_start..]`. Lines move
-    /// here from `chunk` as they are parsed, so `scan` stays 0 meanwhile.
+    /// start of an unterminated line. Lines move here from `chunk` as they
+    /// are parsed, so `pos` stays equal to `scan` meanwhile.
     carry: BytesMut,
+    /// Where the unterminated line starts, counted from the block's start.
     line_start: usize,
+    /// The fields of the current block, as parsed so far.
     fields: Fields,
+    /// The block handed out last lends `fields`, so they are cleared only
+    /// when parsing goes on.
+    fields_emitted: bool,
+    /// The bytes of the segment handed out last, when they had to be copied.
+    copied: Bytes,
+    /// What the segment handed out last is.
+    emitted: Emitted,
     /// The last line end seen was a CR: an LF right after it is part of it.
     after_cr: bool,
     /// The current block is complete, but its last line end is a CR at the
@@ -84,39 +99,36 @@ pub struct Framer {
     held: bool,
     /// No line has been parsed yet, so a leading BOM is still to be ignored.
     at_stream_start: bool,
-    /// Inside a block over the limit: bytes go out as pass-through until the
-    /// blank line that ends it. The flag says whether the bytes handed out so
-    /// far end with a line end, so that a line end right away is blank.
-    discarding: Option<bool>,
+    /// Whether a block over the limit is going out as pass-through.
+    discarding: Discarding,
     ended: bool,
 }
 
 /// What a [`Framer`] hands out.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Segment {
+pub enum Segment<'a> {
     /// A complete block: its lines up to and including the blank line.
-    Block(Block),
+    Block(Block<'a>),
     /// Bytes to forward as they are, outside any block the framer could
     /// parse: pieces of a block over the length limit, or the unterminated
     /// tail of the stream. They never dispatch an event here.
-    Passthrough(Bytes),
-}
-
-impl Segment {
-    /// The raw bytes of this segment, exactly as received.
-    pub fn raw(&self) -> &Bytes {
-        match self {
-            Segment::Block(block) => block.raw(),
-            Segment::Passthrough(bytes) => bytes,
-        }
-    }
+    Passthrough(Raw<'a>),
 }
 
 /// One block of an event stream: its raw bytes and its parsed fields.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Block {
-    raw: Bytes,
-    fields: Fields,
+pub struct Block<'a> {
+    raw: Raw<'a>,
+    fields: &'a Fields,
+}
+
+/// The raw bytes of a segment, exactly as received: a slice of the chunk
+/// they came in, or of the copy made when the segment spanned chunks.
+/// Taking them as [`Bytes`] with [`to_bytes`](Self::to_bytes) is zero-copy.
+#[derive(Clone)]
+pub struct Raw<'a> {
+    bytes: &'a Bytes,
+    range: Range<usize>,
 }
 
 /// The explicit `id` of a block.
@@ -131,34 +143,97 @@ pub enum EventId<'a> {
     Value(Cow<'a, str>),
 }
 
-/// The fields of a block, as offsets into its raw bytes.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// The fields of a block, as offsets into its raw bytes. Kept small: a
+/// block is moved around once per event.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 struct Fields {
-    id: Option<Range<usize>>,
-    event: Option<Range<usize>>,
-    retry: Option<u64>,
+    id: Span,
+    event: Span,
+    retry: Span,
     data: bool,
     comment: bool,
     field: bool,
 }
 
-impl Block {
-    /// The block's bytes exactly as received, line ends and all.
-    pub fn raw(&self) -> &Bytes {
-        &self.raw
+/// Whether the framer is handing out a block over the limit as pass-through
+/// bytes, up to the blank line that ends it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Discarding {
+    No,
+    /// Inside the block. `at_line_start` says whether the bytes handed out
+    /// so far end with a line end, so that a line end right away is blank.
+    Yes {
+        at_line_start: bool,
+    },
+    /// The blank line ended with a CR at the end of the input so far: an LF
+    /// right after it still belongs to the block.
+    Ending,
+}
+
+/// What the segment handed out last is: a block or pass-through bytes, in
+/// `chunk` or in `copied`. Kept apart from the range of its bytes so that
+/// the hot path passes a range around in registers.
+#[derive(Debug, Clone, Copy, Default)]
+struct Emitted {
+    block: bool,
+    copied: bool,
+}
+
+/// A range of a block's bytes, or nothing. Blocks are shorter than
+/// `u32::MAX` bytes, so `u32` offsets do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Span {
+    start: u32,
+    end: u32,
+}
+
+impl Span {
+    const NONE: Span = Span {
+        start: u32::MAX,
+        end: u32::MAX,
+    };
+
+    fn new(range: Range<usize>) -> Self {
+        // The framer's limit keeps block offsets below `u32::MAX`.
+        Self {
+            start: range.start as u32,
+            end: range.end as u32,
+        }
     }
 
-    /// Gives up the block's bytes.
-    pub fn into_raw(self) -> Bytes {
-        self.raw
+    fn get(self) -> Option<Range<usize>> {
+        (self != Self::NONE).then_some(self.start as usize..self.end as usize)
+    }
+}
+
+impl Default for Span {
+    fn default() -> Self {
+        Self::NONE
+    }
+}
+
+impl<'a> Segment<'a> {
+    /// The raw bytes of this segment, exactly as received.
+    pub fn raw(&self) -> &Raw<'a> {
+        match self {
+            Segment::Block(block) => block.raw(),
+            Segment::Passthrough(raw) => raw,
+        }
+    }
+}
+
+impl<'a> Block<'a> {
+    /// The block's bytes exactly as received, line ends and all.
+    pub fn raw(&self) -> &Raw<'a> {
+        &self.raw
     }
 
     /// The block's explicit id: the value of its last valid `id` line.
     pub fn id(&self) -> EventId<'_> {
-        match &self.fields.id {
+        match self.fields.id.get() {
             None => EventId::Absent,
             Some(range) if range.is_empty() => EventId::Reset,
-            Some(range) => EventId::Value(String::from_utf8_lossy(&self.raw[range.clone()])),
+            Some(range) => EventId::Value(String::from_utf8_lossy(&self.raw[range])),
         }
     }
 
@@ -171,23 +246,55 @@ impl Block {
     /// The event type, when an `event` line set a non-empty one; `None`
     /// means the default type, `message`.
     pub fn event_type(&self) -> Option<Cow<'_, str>> {
-        let range = self
-            .fields
-            .event
-            .clone()
-            .filter(|range| !range.is_empty())?;
+        let range = self.fields.event.get().filter(|range| !range.is_empty())?;
         Some(String::from_utf8_lossy(&self.raw[range]))
     }
 
-    /// The reconnection time in milliseconds, from a `retry` line made of
-    /// ASCII digits only.
+    /// The reconnection time in milliseconds, from the last `retry` line
+    /// made of ASCII digits only (and small enough for a `u64`).
     pub fn retry(&self) -> Option<u64> {
-        self.fields.retry
+        parse_retry(&self.raw[self.fields.retry.get()?])
     }
 
     /// Whether the block holds comments and nothing else, like a keep-alive.
     pub fn is_comment_only(&self) -> bool {
         self.fields.comment && !self.fields.field
+    }
+}
+
+impl<'a> Raw<'a> {
+    /// The bytes as a [`Bytes`]: a zero-copy slice.
+    pub fn to_bytes(&self) -> Bytes {
+        self.bytes.slice(self.range.clone())
+    }
+
+    /// The [`Bytes`] these bytes are a slice of, and where they lie in it:
+    /// a pushed chunk, or the framer's copy of a block that spanned chunks.
+    /// Lets a caller send on consecutive segments as one slice.
+    pub fn parts(&self) -> (&'a Bytes, Range<usize>) {
+        (self.bytes, self.range.clone())
+    }
+}
+
+impl Deref for Raw<'_> {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        &self.bytes[self.range.clone()]
+    }
+}
+
+impl PartialEq for Raw<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        **self == **other
+    }
+}
+
+impl Eq for Raw<'_> {}
+
+impl fmt::Debug for Raw<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&Bytes::copy_from_slice(self), f)
     }
 }
 
@@ -205,20 +312,25 @@ impl Framer {
 
     /// A framer that hands out blocks longer than `max` bytes as
     /// [`Segment::Passthrough`] pieces instead of parsing them, and picks up
-    /// again at the next block.
+    /// again at the next block. The limit is at least 1 byte and less than
+    /// 4 GiB.
     pub fn with_max_block_len(max: usize) -> Self {
         Self {
-            max_block_len: max.max(1),
+            max_block_len: max.clamp(1, u32::MAX as usize - 1),
             queue: VecDeque::new(),
             chunk: Bytes::new(),
+            pos: 0,
             scan: 0,
             carry: BytesMut::new(),
             line_start: 0,
             fields: Fields::default(),
+            fields_emitted: false,
+            copied: Bytes::new(),
+            emitted: Emitted::default(),
             after_cr: false,
             held: false,
             at_stream_start: true,
-            discarding: None,
+            discarding: Discarding::No,
             ended: false,
         }
     }
@@ -252,29 +364,76 @@ impl Framer {
 
     /// Takes the next segment, or `None` when more input is needed (or,
     /// after [`finish`](Self::finish), when everything has been handed out).
-    pub fn next_segment(&mut self) -> Option<Segment> {
+    pub fn next_segment(&mut self) -> Option<Segment<'_>> {
+        let range = self.next_piece();
+        if range.is_empty() {
+            return None;
+        }
+        let bytes = if self.emitted.copied {
+            &self.copied
+        } else {
+            &self.chunk
+        };
+        let raw = Raw { bytes, range };
+        Some(match self.emitted.block {
+            true => Segment::Block(Block {
+                raw,
+                fields: &self.fields,
+            }),
+            false => Segment::Passthrough(raw),
+        })
+    }
+
+    /// Finds the next segment and returns the range of its bytes, empty
+    /// when there is none yet.
+    fn next_piece(&mut self) -> Range<usize> {
+        if std::mem::take(&mut self.fields_emitted) {
+            self.fields = Fields::default();
+        }
         loop {
-            if self.scan == self.chunk.len() && !self.next_chunk() {
-                return self.at_end_of_input();
-            }
-            if self.after_cr {
-                self.after_cr = false;
-                if self.chunk[self.scan] == b'\n' {
-                    self.take_line_bytes(1);
-                    self.line_start = self.block_len();
+            if self.scan == self.chunk.len() {
+                // Pass-through bytes are never copied to wait for the next chunk.
+                if self.discarding != Discarding::No && self.pos < self.scan {
+                    return self.emit_passthrough();
                 }
-                if self.held {
-                    return Some(self.emit_block());
+                if !self.next_chunk() {
+                    return self.at_end_of_input();
                 }
             }
-            if let Some(at_line_start) = self.discarding {
-                if let Some(piece) = self.discard(at_line_start) {
-                    return Some(piece);
+            if std::mem::take(&mut self.after_cr) {
+                let lf = self.chunk[self.scan] == b'\n';
+                match self.discarding {
+                    Discarding::No => {
+                        if lf && self.block_len() + 1 > self.max_block_len {
+                            return self.start_discarding(1, true, false, self.held);
+                        }
+                        if lf {
+                            self.take_line_bytes(1);
+                            self.line_start = self.block_len();
+                        }
+                        if self.held {
+                            return self.emit_block();
+                        }
+                    }
+                    Discarding::Yes { .. } => self.scan += usize::from(lf),
+                    Discarding::Ending => {
+                        self.discarding = Discarding::No;
+                        if lf {
+                            self.scan += 1;
+                            return self.emit_passthrough();
+                        }
+                    }
                 }
-                continue;
+                if self.scan == self.chunk.len() {
+                    continue;
+                }
             }
-            if let Some(segment) = self.parse_line() {
-                return Some(segment);
+            if let Discarding::Yes { at_line_start } = self.discarding {
+                return self.discard(at_line_start);
+            }
+            let segment = self.parse_line();
+            if !segment.is_empty() {
+                return segment;
             }
         }
     }
@@ -285,155 +444,194 @@ impl Framer {
         let Some(next) = self.queue.pop_front() else {
             return false;
         };
-        if !self.chunk.is_empty() {
+        if self.pos < self.chunk.len() {
             debug_assert!(self.carry.is_empty());
-            self.carry.extend_from_slice(&self.chunk);
+            self.carry.extend_from_slice(&self.chunk[self.pos..]);
         }
         self.chunk = next;
+        self.pos = 0;
         self.scan = 0;
         true
     }
 
     /// Parses one line, or stops at the end of the chunk. Returns a segment
-    /// when the line completes a block or the block grows over the limit.
-    fn parse_line(&mut self) -> Option<Segment> {
+    /// when the line completes a block or the block grows over the limit,
+    /// or an empty range.
+    fn parse_line(&mut self) -> Range<usize> {
         let rest = &self.chunk[self.scan..];
-        let Some(end) = memchr::memchr2(b'\n', b'\r', rest) else {
+        // Most blank lines come right after a line end: no need to search.
+        let found = match rest[0] {
+            b'\n' | b'\r' => Some(0),
+            _ => memchr::memchr2(b'\n', b'\r', rest),
+        };
+        let Some(end) = found else {
             // An unterminated line: wait for more, unless it is already too long.
             let rest = rest.len();
             if self.block_len() + rest > self.max_block_len {
-                return Some(self.start_discarding(rest, false));
+                return self.start_discarding(rest, false, false, false);
             }
             self.take_line_bytes(rest);
-            return None;
+            return 0..0;
         };
         let (line_end_len, cr_at_end) = line_end(rest, end);
         if self.block_len() + end + line_end_len > self.max_block_len {
-            self.after_cr = cr_at_end;
-            return Some(self.start_discarding(end + line_end_len, true));
+            let blank = end == 0 && self.line_start == self.block_len();
+            return self.start_discarding(end + line_end_len, true, cr_at_end, blank);
         }
         self.take_line_bytes(end + line_end_len);
         self.after_cr = cr_at_end;
         let mut line = self.line_start..self.block_len() - line_end_len;
         self.line_start = self.block_len();
-        let block: &[u8] = if self.carry.is_empty() {
-            &self.chunk
-        } else {
-            &self.carry
-        };
-        if std::mem::take(&mut self.at_stream_start) && block[line.clone()].starts_with(BOM) {
+        if std::mem::take(&mut self.at_stream_start) && self.block()[line.clone()].starts_with(BOM)
+        {
             line.start += BOM.len();
         }
         if !line.is_empty() {
+            let block = if self.carry.is_empty() {
+                &self.chunk[self.pos..]
+            } else {
+                &self.carry
+            };
             parse_field(&mut self.fields, block, line);
-            return None;
+            return 0..0;
         }
         if self.after_cr {
             self.held = true;
-            return None;
+            return 0..0;
         }
-        Some(self.emit_block())
+        self.emit_block()
+    }
+
+    /// The current block so far.
+    fn block(&self) -> &[u8] {
+        if self.carry.is_empty() {
+            &self.chunk[self.pos..self.scan]
+        } else {
+            &self.carry
+        }
     }
 
     /// Moves `n` parsed bytes of the chunk into the current block.
     fn take_line_bytes(&mut self, n: usize) {
-        if self.carry.is_empty() {
-            self.scan += n;
-        } else {
+        if !self.carry.is_empty() {
             self.carry
                 .extend_from_slice(&self.chunk[self.scan..self.scan + n]);
-            self.chunk.advance(n);
+            self.pos += n;
         }
+        self.scan += n;
     }
 
     /// The length of the current block so far, unterminated line included.
     fn block_len(&self) -> usize {
         if self.carry.is_empty() {
-            self.scan
+            self.scan - self.pos
         } else {
             self.carry.len()
         }
     }
 
-    fn emit_block(&mut self) -> Segment {
+    fn emit_block(&mut self) -> Range<usize> {
         self.held = false;
         self.line_start = 0;
-        let raw = if self.carry.is_empty() {
-            let raw = self.chunk.split_to(self.scan);
-            self.scan = 0;
-            raw
-        } else {
-            self.carry.split().freeze()
-        };
-        let fields = std::mem::take(&mut self.fields);
-        Segment::Block(Block { raw, fields })
+        self.fields_emitted = true;
+        self.emitted.block = true;
+        self.take_block()
     }
 
-    /// Gives up on the current block: hands out what it has so far plus the
-    /// next `n` bytes of the chunk as pass-through, and passes the rest of
-    /// the block through too, up to its blank line.
-    fn start_discarding(&mut self, n: usize, ends_line: bool) -> Segment {
+    /// Hands out the current bytes as pass-through, and starts a block.
+    fn emit_passthrough(&mut self) -> Range<usize> {
         self.fields = Fields::default();
-        self.at_stream_start = false;
-        self.discarding = Some(ends_line);
         self.line_start = 0;
-        let bytes = if self.carry.is_empty() {
-            self.scan += n;
-            self.take_scanned()
+        self.emitted.block = false;
+        self.take_block()
+    }
+
+    /// Hands out the current block's bytes and starts the next block.
+    #[inline]
+    fn take_block(&mut self) -> Range<usize> {
+        self.emitted.copied = !self.carry.is_empty();
+        if self.emitted.copied {
+            self.copied = self.carry.split().freeze();
+            0..self.copied.len()
         } else {
-            let mut bytes = self.carry.split();
-            bytes.extend_from_slice(&self.chunk[self.scan..self.scan + n]);
-            self.chunk.advance(n);
-            bytes.freeze()
+            let range = self.pos..self.scan;
+            self.pos = self.scan;
+            range
+        }
+    }
+
+    /// Gives up on the current block, `n` more bytes of the chunk making it
+    /// too long: hands out what it has so far as pass-through, then the rest
+    /// of the block, up to its blank line. The `n` bytes end a line when
+    /// `ends_line`, and the block when `ends_block`. They are never copied:
+    /// a block that was copied goes out first, the `n` bytes after it.
+    fn start_discarding(
+        &mut self,
+        n: usize,
+        ends_line: bool,
+        cr_at_end: bool,
+        ends_block: bool,
+    ) -> Range<usize> {
+        self.at_stream_start = false;
+        self.held = false;
+        if ends_block {
+            // At most a line end: it joins a copied block rather than being
+            // left to start the next one.
+            self.take_line_bytes(n);
+        } else {
+            self.scan += n;
+        }
+        self.after_cr = cr_at_end;
+        self.discarding = match (ends_block, cr_at_end) {
+            (true, true) => Discarding::Ending,
+            (true, false) => Discarding::No,
+            (false, _) => Discarding::Yes {
+                at_line_start: ends_line,
+            },
         };
-        Segment::Passthrough(bytes)
+        self.emit_passthrough()
     }
 
     /// Scans the chunk for the blank line that ends an oversized block.
-    /// Returns the piece up to it, or the whole chunk when it has none.
-    fn discard(&mut self, mut at_line_start: bool) -> Option<Segment> {
+    /// Returns the piece up to it, or the rest of the chunk when it has none.
+    fn discard(&mut self, mut at_line_start: bool) -> Range<usize> {
         while let Some(end) = memchr::memchr2(b'\n', b'\r', &self.chunk[self.scan..]) {
-            let at = self.scan + end;
             let (line_end_len, cr_at_end) = line_end(&self.chunk[self.scan..], end);
             self.after_cr = cr_at_end;
-            self.scan = at + line_end_len;
+            self.scan += end + line_end_len;
             if at_line_start && end == 0 {
-                self.discarding = None;
-                return Some(Segment::Passthrough(self.take_scanned()));
+                self.discarding = if cr_at_end {
+                    Discarding::Ending
+                } else {
+                    Discarding::No
+                };
+                return self.emit_passthrough();
             }
             at_line_start = true;
         }
-        let rest = self.chunk.len() - self.scan;
-        self.discarding = Some(at_line_start && rest == 0);
+        let unterminated = self.scan < self.chunk.len();
+        self.discarding = Discarding::Yes {
+            at_line_start: at_line_start && !unterminated,
+        };
         self.scan = self.chunk.len();
-        Some(Segment::Passthrough(self.take_scanned()))
-    }
-
-    fn take_scanned(&mut self) -> Bytes {
-        let bytes = self.chunk.split_to(self.scan);
-        self.scan = 0;
-        bytes
+        self.emit_passthrough()
     }
 
     /// All queued input is parsed: hand out what the end of the stream
     /// completes, or ask for more.
-    fn at_end_of_input(&mut self) -> Option<Segment> {
+    fn at_end_of_input(&mut self) -> Range<usize> {
         if !self.ended {
-            return None;
+            return 0..0;
         }
+        self.discarding = Discarding::No;
         if self.held {
             self.after_cr = false;
-            return Some(self.emit_block());
+            return self.emit_block();
         }
-        self.fields = Fields::default();
-        self.line_start = 0;
-        let tail = if self.carry.is_empty() {
-            self.scan = self.chunk.len();
-            self.take_scanned()
-        } else {
-            self.carry.split().freeze()
-        };
-        (!tail.is_empty()).then_some(Segment::Passthrough(tail))
+        if self.block_len() == 0 {
+            return 0..0;
+        }
+        self.emit_passthrough()
     }
 }
 
@@ -468,12 +666,10 @@ fn parse_field(fields: &mut Fields, block: &[u8], line: Range<usize>) {
     };
     match name {
         b"data" => fields.data = true,
-        b"id" if !block[value.clone()].contains(&0) => fields.id = Some(value),
-        b"event" => fields.event = Some(value),
-        b"retry" => {
-            if let Some(millis) = parse_retry(&block[value]) {
-                fields.retry = Some(millis);
-            }
+        b"id" if !block[value.clone()].contains(&0) => fields.id = Span::new(value),
+        b"event" => fields.event = Span::new(value),
+        b"retry" if parse_retry(&block[value.clone()]).is_some() => {
+            fields.retry = Span::new(value);
         }
         _ => {}
     }
