@@ -1,0 +1,307 @@
+//! A streaming reverse proxy with `SseResumeLayer` in front.
+//!
+//! With no arguments it runs a self-contained demo: an upstream on loopback
+//! that numbers its events, drops the connection every few seconds and, on a
+//! reconnect, replays from a few events earlier than asked. Through the
+//! proxy, clients see every event exactly once.
+//!
+//! ```text
+//! cargo run --example reverse_proxy                      # the demo
+//! cargo run --example reverse_proxy -- --upstream http://127.0.0.1:3000
+//! cargo run --example reverse_proxy -- --help
+//! ```
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Response, StatusCode, Uri};
+use http_body_util::{BodyExt, Full, StreamBody, combinators::BoxBody};
+use hyper::body::{Frame, Incoming};
+use hyper_util::client::legacy::{Client, connect::HttpConnector};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tower::{ServiceBuilder, service_fn};
+use tower_sse_resume::key::{Header, KeyExtractor, Query};
+use tower_sse_resume::{Stats, SseResumeLayer};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+type ProxyBody = BoxBody<Bytes, BoxError>;
+
+const USAGE: &str = "\
+Usage: reverse_proxy [--listen ADDR] [--upstream URL]
+
+A streaming SSE reverse proxy that makes event streams resumable and
+duplicate-free. With no --upstream it starts a demo upstream on loopback.
+
+Options:
+  --listen ADDR     address to listen on (default 127.0.0.1:8080)
+  --upstream URL    proxy this http:// server instead of the demo
+  --redis URL       keep trackers in Redis (not in this version)
+  --help            print this help";
+
+struct Options {
+    listen: SocketAddr,
+    upstream: Option<Uri>,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let options = match parse_args(std::env::args().skip(1)) {
+        Ok(Some(options)) => options,
+        Ok(None) => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Err(message) => {
+            eprintln!("error: {message}\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match run(options).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Options>, String> {
+    let mut options = Options { listen: ([127, 0, 0, 1], 8080).into(), upstream: None };
+    while let Some(flag) = args.next() {
+        let mut value = || args.next().ok_or(format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--help" | "-h" => return Ok(None),
+            "--listen" => {
+                let value = value()?;
+                options.listen = value.parse().map_err(|_| format!("--listen: not an address: {value}"))?;
+            }
+            "--upstream" => {
+                let value = value()?;
+                let uri: Uri = value.parse().map_err(|_| format!("--upstream: not a URL: {value}"))?;
+                if uri.scheme_str() != Some("http") || uri.authority().is_none() {
+                    return Err(format!("--upstream: want http://HOST:PORT, got {value}"));
+                }
+                options.upstream = Some(uri);
+            }
+            "--redis" => {
+                value()?;
+                return Err("--redis: this version keeps trackers in memory only".into());
+            }
+            other => return Err(format!("unknown argument: {other}")),
+        }
+    }
+    Ok(Some(options))
+}
+
+async fn run(options: Options) -> Result<(), String> {
+    let listener = TcpListener::bind(options.listen)
+        .await
+        .map_err(|error| format!("cannot listen on {}: {error}", options.listen))?;
+    let addr = listener.local_addr().map_err(|error| error.to_string())?;
+
+    let label = options.upstream.as_ref().map_or("the demo upstream".to_owned(), Uri::to_string);
+    let upstream = match options.upstream {
+        Some(upstream) => upstream,
+        None => {
+            let demo = demo::start().await.map_err(|error| format!("demo upstream: {error}"))?;
+            format!("http://{demo}").parse().map_err(|_| "demo address".to_owned())?
+        }
+    };
+
+    // Browsers' EventSource cannot send headers, so the demo page names its
+    // session in the query; MCP clients send Mcp-Session-Id.
+    let scope = |parts: &http::request::Parts| {
+        Header::mcp_session_id().extract(parts).or_else(|| Query::new("session").extract(parts))
+    };
+    let layer = SseResumeLayer::new().scope(scope);
+    tokio::spawn(log_stats(layer.stats()));
+
+    let client = Client::builder(TokioExecutor::new()).build(HttpConnector::new());
+    let proxy = service_fn(move |request| forward(client.clone(), upstream.clone(), request));
+    let service = ServiceBuilder::new().layer(layer).service(proxy);
+
+    println!("proxying http://{addr} -> {label}");
+    println!("try:  curl -N -H 'Mcp-Session-Id: demo' http://{addr}/events");
+    println!("then: curl -N -H 'Mcp-Session-Id: demo' -H 'Last-Event-ID: 5' http://{addr}/events");
+    println!("or open http://{addr}/ in a browser to watch an EventSource");
+
+    loop {
+        let Ok((stream, _)) = listener.accept().await else { continue };
+        let service = TowerToHyperService::new(service.clone());
+        tokio::spawn(async move {
+            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            let _ = builder.serve_connection(TokioIo::new(stream), service).await;
+        });
+    }
+}
+
+/// Sends `request` on to `upstream`, streaming both bodies.
+async fn forward(
+    client: Client<HttpConnector, Incoming>,
+    upstream: Uri,
+    request: Request<Incoming>,
+) -> Result<Response<ProxyBody>, Infallible> {
+    let (mut parts, body) = request.into_parts();
+    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let Ok(uri) = format!("{}{}", upstream.to_string().trim_end_matches('/'), path).parse::<Uri>()
+    else {
+        return Ok(error_response(StatusCode::BAD_REQUEST, "bad request path"));
+    };
+    remove_hop_by_hop(&mut parts.headers);
+    if let Some(authority) = uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()) {
+        parts.headers.insert(header::HOST, authority);
+    }
+    parts.uri = uri;
+    match client.request(Request::from_parts(parts, body)).await {
+        Ok(response) => {
+            let (mut parts, body) = response.into_parts();
+            remove_hop_by_hop(&mut parts.headers);
+            Ok(Response::from_parts(parts, body.map_err(BoxError::from).boxed()))
+        }
+        Err(error) => {
+            let message = format!("upstream {upstream} unreachable: {error}\n");
+            Ok(error_response(StatusCode::BAD_GATEWAY, &message))
+        }
+    }
+}
+
+/// Drops the headers that describe one connection, not the message.
+fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .filter_map(|name| name.trim().parse().ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in [
+        header::CONNECTION,
+        HeaderName::from_static("keep-alive"),
+        header::PROXY_AUTHENTICATE,
+        header::PROXY_AUTHORIZATION,
+        header::TE,
+        header::TRAILER,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+    ] {
+        headers.remove(name);
+    }
+}
+
+fn error_response(status: StatusCode, message: &str) -> Response<ProxyBody> {
+    let body = Full::new(Bytes::from(message.to_owned())).map_err(BoxError::from).boxed();
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    response
+}
+
+async fn log_stats(stats: Stats) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        let now = stats.snapshot();
+        println!(
+            "forwarded {:>6}  duplicates dropped {:>5}  cursors injected {:>4}",
+            now.events_forwarded, now.duplicates_dropped, now.cursors_injected
+        );
+    }
+}
+
+/// The demo upstream: numbered events, a dropped connection every few
+/// seconds, and replays from earlier than asked.
+mod demo {
+    use super::*;
+
+    /// Events per connection before it is dropped.
+    const PER_CONNECTION: u64 = 12;
+    /// How far back a reconnect replays: the client has these already.
+    const REPLAY: u64 = 4;
+    const INTERVAL: Duration = Duration::from_millis(250);
+
+    pub(super) async fn start() -> std::io::Result<SocketAddr> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else { continue };
+                tokio::spawn(async move {
+                    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                    let service = hyper::service::service_fn(respond);
+                    let _ = builder.serve_connection(TokioIo::new(stream), service).await;
+                });
+            }
+        });
+        Ok(addr)
+    }
+
+    async fn respond(request: Request<Incoming>) -> Result<Response<ProxyBody>, Infallible> {
+        if request.uri().path() != "/events" {
+            let page = Full::new(Bytes::from_static(PAGE.as_bytes())).map_err(BoxError::from);
+            let mut response = Response::new(page.boxed());
+            response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html"));
+            return Ok(response);
+        }
+        let asked = request
+            .headers()
+            .get("last-event-id")
+            .and_then(|value| value.to_str().ok()?.parse::<u64>().ok());
+        // At least once: start a few events before the client's cursor.
+        let first = asked.map_or(1, |id| id.saturating_sub(REPLAY).max(1));
+        let events = futures_util::stream::unfold(first, move |id| async move {
+            if id >= first + PER_CONNECTION {
+                // Drop the connection, as a flaky upstream would.
+                return Some((Err::<Frame<Bytes>, BoxError>("demo drop".into()), u64::MAX));
+            }
+            if id == u64::MAX {
+                return None;
+            }
+            tokio::time::sleep(INTERVAL).await;
+            let block = format!("id: {id}\ndata: event {id}\n\n");
+            Some((Ok(Frame::data(Bytes::from(block))), id + 1))
+        });
+        let mut response = Response::new(BoxBody::new(StreamBody::new(events)));
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        Ok(response)
+    }
+
+    const PAGE: &str = r#"<!doctype html>
+<meta charset="utf-8">
+<title>tower-sse-resume demo</title>
+<style>body{font:14px system-ui;margin:2em} .bad{color:#b00} #log{font-family:monospace}</style>
+<h1>tower-sse-resume demo</h1>
+<p>The upstream drops this stream every few seconds and replays from earlier
+than asked. Through the proxy, each event should arrive exactly once.</p>
+<p id="summary"></p>
+<div id="log"></div>
+<script>
+const session = Math.random().toString(36).slice(2);
+const source = new EventSource("/events?session=" + session);
+let last = 0, received = 0, problems = 0, reconnects = -1;
+source.onopen = () => { reconnects++; show(); };
+source.onmessage = (event) => {
+  const id = Number(event.lastEventId);
+  const line = document.createElement("div");
+  line.textContent = `#${id} ${event.data}`;
+  if (id !== last + 1) { problems++; line.className = "bad"; line.textContent += id <= last ? "  (duplicate)" : "  (gap)"; }
+  last = Math.max(last, id); received++;
+  document.getElementById("log").prepend(line);
+  show();
+};
+function show() {
+  document.getElementById("summary").textContent =
+    `received ${received} events, reconnects ${reconnects}, duplicates or gaps ${problems}`;
+}
+</script>
+"#;
+}
