@@ -7,7 +7,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
-use bytes::{Buf, Bytes};
+use bytes::{Buf, Bytes, BytesMut};
 use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
@@ -259,7 +259,7 @@ impl Dedup {
             self.output.forward(block.raw());
         }
         drop(window);
-        self.output.close_run();
+        self.output.close();
         self.forwarded += forwarded;
         self.dropped += dropped;
         self.stats.add_body_counts(forwarded, dropped);
@@ -267,27 +267,38 @@ impl Dedup {
 }
 
 /// The bytes to send, as few and as large as possible: segments forwarded
-/// one after the other from the same chunk go out as one slice of it.
+/// one after the other from the same chunk go out as one slice of it, and
+/// the rare segments that spanned chunks are gathered in one buffer.
 #[derive(Debug, Default)]
 struct Output {
     run: Option<(Bytes, Range<usize>)>,
+    spanning: BytesMut,
     ready: VecDeque<Bytes>,
 }
 
 impl Output {
     fn forward(&mut self, raw: &Raw<'_>) {
-        let (source, range) = raw.parts();
-        if let Some((run_source, run)) = &mut self.run {
-            let same_source =
-                run_source.as_ptr() == source.as_ptr() && run_source.len() == source.len();
-            if same_source && run.end == range.start {
+        let Some((chunk, range)) = raw.chunk_range() else {
+            self.close_run();
+            self.spanning.extend_from_slice(raw);
+            return;
+        };
+        if let Some((source, run)) = &mut self.run {
+            let same_chunk = source.as_ptr() == chunk.as_ptr() && source.len() == chunk.len();
+            if same_chunk && run.end == range.start {
                 run.end = range.end;
                 return;
             }
         }
+        self.close();
+        self.run = Some((chunk.clone(), range));
+    }
+
+    /// Queues what is gathered so far.
+    fn close(&mut self) {
         self.close_run();
-        if !range.is_empty() {
-            self.run = Some((source.clone(), range));
+        if !self.spanning.is_empty() {
+            self.ready.push_back(self.spanning.split().freeze());
         }
     }
 
@@ -302,7 +313,7 @@ impl Output {
     }
 
     fn is_empty(&self) -> bool {
-        self.ready.is_empty() && self.run.is_none()
+        self.ready.is_empty() && self.run.is_none() && self.spanning.is_empty()
     }
 }
 

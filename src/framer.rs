@@ -49,7 +49,7 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::ops::{Deref, Range};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
 /// The default [`Framer::with_max_block_len`] limit: 1 MiB.
 pub const DEFAULT_MAX_BLOCK_LEN: usize = 1024 * 1024;
@@ -78,7 +78,7 @@ pub struct Framer {
     /// The current block when it spans chunks: its parsed lines, then the
     /// start of an unterminated line. Lines move here from `chunk` as they
     /// are parsed, so `pos` stays equal to `scan` meanwhile.
-    carry: BytesMut,
+    carry: Vec<u8>,
     /// Where the unterminated line starts, counted from the block's start.
     line_start: usize,
     /// The fields of the current block, as parsed so far.
@@ -86,8 +86,6 @@ pub struct Framer {
     /// The block handed out last lends `fields`, so they are cleared only
     /// when parsing goes on.
     fields_emitted: bool,
-    /// The bytes of the segment handed out last, when they had to be copied.
-    copied: Bytes,
     /// What the segment handed out last is.
     emitted: Emitted,
     /// The last line end seen was a CR: an LF right after it is part of it.
@@ -122,13 +120,15 @@ pub struct Block<'a> {
     fields: &'a Fields,
 }
 
-/// The raw bytes of a segment, exactly as received: a slice of the chunk
-/// they came in, or of the copy made when the segment spanned chunks.
-/// Taking them as [`Bytes`] with [`to_bytes`](Self::to_bytes) is zero-copy.
+/// The raw bytes of a segment, exactly as received.
+///
+/// They are a slice of the chunk they came in, or, for a segment that
+/// spanned chunks, of the framer's copy. [`to_bytes`](Self::to_bytes) is
+/// zero-copy for the former.
 #[derive(Clone)]
 pub struct Raw<'a> {
-    bytes: &'a Bytes,
-    range: Range<usize>,
+    slice: &'a [u8],
+    chunk: Option<(&'a Bytes, usize)>,
 }
 
 /// The explicit `id` of a block.
@@ -171,7 +171,7 @@ enum Discarding {
 }
 
 /// What the segment handed out last is: a block or pass-through bytes, in
-/// `chunk` or in `copied`. Kept apart from the range of its bytes so that
+/// `chunk` or in `carry`. Kept apart from the range of its bytes so that
 /// the hot path passes a range around in registers.
 #[derive(Debug, Clone, Copy, Default)]
 struct Emitted {
@@ -214,6 +214,7 @@ impl Default for Span {
 
 impl<'a> Segment<'a> {
     /// The raw bytes of this segment, exactly as received.
+    #[inline]
     pub fn raw(&self) -> &Raw<'a> {
         match self {
             Segment::Block(block) => block.raw(),
@@ -224,11 +225,13 @@ impl<'a> Segment<'a> {
 
 impl<'a> Block<'a> {
     /// The block's bytes exactly as received, line ends and all.
+    #[inline]
     pub fn raw(&self) -> &Raw<'a> {
         &self.raw
     }
 
     /// The block's explicit id: the value of its last valid `id` line.
+    #[inline]
     pub fn id(&self) -> EventId<'_> {
         match self.fields.id.get() {
             None => EventId::Absent,
@@ -239,6 +242,7 @@ impl<'a> Block<'a> {
 
     /// Whether a client dispatches an event for this block: it has a `data`
     /// line.
+    #[inline]
     pub fn dispatches(&self) -> bool {
         self.fields.data
     }
@@ -263,24 +267,32 @@ impl<'a> Block<'a> {
 }
 
 impl<'a> Raw<'a> {
-    /// The bytes as a [`Bytes`]: a zero-copy slice.
+    /// The bytes as a [`Bytes`]: a zero-copy slice of their chunk, or a copy
+    /// when the segment spanned chunks.
+    #[inline]
     pub fn to_bytes(&self) -> Bytes {
-        self.bytes.slice(self.range.clone())
+        match self.chunk {
+            Some((chunk, start)) => chunk.slice(start..start + self.slice.len()),
+            None => Bytes::copy_from_slice(self.slice),
+        }
     }
 
-    /// The [`Bytes`] these bytes are a slice of, and where they lie in it:
-    /// a pushed chunk, or the framer's copy of a block that spanned chunks.
-    /// Lets a caller send on consecutive segments as one slice.
-    pub fn parts(&self) -> (&'a Bytes, Range<usize>) {
-        (self.bytes, self.range.clone())
+    /// The chunk these bytes are a slice of, and where they lie in it; `None`
+    /// for a segment that spanned chunks. Lets a caller send on consecutive
+    /// segments as one slice.
+    #[inline]
+    pub fn chunk_range(&self) -> Option<(&'a Bytes, Range<usize>)> {
+        self.chunk
+            .map(|(chunk, start)| (chunk, start..start + self.slice.len()))
     }
 }
 
 impl Deref for Raw<'_> {
     type Target = [u8];
 
+    #[inline]
     fn deref(&self) -> &[u8] {
-        &self.bytes[self.range.clone()]
+        self.slice
     }
 }
 
@@ -294,7 +306,7 @@ impl Eq for Raw<'_> {}
 
 impl fmt::Debug for Raw<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&Bytes::copy_from_slice(self), f)
+        fmt::Debug::fmt(&Bytes::copy_from_slice(self.slice), f)
     }
 }
 
@@ -321,11 +333,10 @@ impl Framer {
             chunk: Bytes::new(),
             pos: 0,
             scan: 0,
-            carry: BytesMut::new(),
+            carry: Vec::new(),
             line_start: 0,
             fields: Fields::default(),
             fields_emitted: false,
-            copied: Bytes::new(),
             emitted: Emitted::default(),
             after_cr: false,
             held: false,
@@ -364,17 +375,23 @@ impl Framer {
 
     /// Takes the next segment, or `None` when more input is needed (or,
     /// after [`finish`](Self::finish), when everything has been handed out).
+    #[inline]
     pub fn next_segment(&mut self) -> Option<Segment<'_>> {
         let range = self.next_piece();
         if range.is_empty() {
             return None;
         }
-        let bytes = if self.emitted.copied {
-            &self.copied
+        let raw = if self.emitted.copied {
+            Raw {
+                slice: &self.carry[range],
+                chunk: None,
+            }
         } else {
-            &self.chunk
+            Raw {
+                slice: &self.chunk[range.clone()],
+                chunk: Some((&self.chunk, range.start)),
+            }
         };
-        let raw = Raw { bytes, range };
         Some(match self.emitted.block {
             true => Segment::Block(Block {
                 raw,
@@ -384,11 +401,25 @@ impl Framer {
         })
     }
 
+    /// Empties `carry` once the block copied there has been handed out. A
+    /// buffer grown for a rare long block is given back.
+    fn release_carry(&mut self) {
+        const KEEP: usize = 64 * 1024;
+        if self.carry.capacity() > KEEP {
+            self.carry = Vec::new();
+        } else {
+            self.carry.clear();
+        }
+    }
+
     /// Finds the next segment and returns the range of its bytes, empty
     /// when there is none yet.
     fn next_piece(&mut self) -> Range<usize> {
         if std::mem::take(&mut self.fields_emitted) {
             self.fields = Fields::default();
+        }
+        if std::mem::take(&mut self.emitted.copied) {
+            self.release_carry();
         }
         loop {
             if self.scan == self.chunk.len() {
@@ -512,6 +543,7 @@ impl Framer {
     }
 
     /// Moves `n` parsed bytes of the chunk into the current block.
+    #[inline]
     fn take_line_bytes(&mut self, n: usize) {
         if !self.carry.is_empty() {
             self.carry
@@ -522,6 +554,7 @@ impl Framer {
     }
 
     /// The length of the current block so far, unterminated line included.
+    #[inline]
     fn block_len(&self) -> usize {
         if self.carry.is_empty() {
             self.scan - self.pos
@@ -551,8 +584,8 @@ impl Framer {
     fn take_block(&mut self) -> Range<usize> {
         self.emitted.copied = !self.carry.is_empty();
         if self.emitted.copied {
-            self.copied = self.carry.split().freeze();
-            0..self.copied.len()
+            // Lent out until the next call, which empties `carry`.
+            0..self.carry.len()
         } else {
             let range = self.pos..self.scan;
             self.pos = self.scan;
@@ -649,29 +682,58 @@ fn line_end(bytes: &[u8], at: usize) -> (usize, bool) {
 /// Interprets one non-empty line of a block, found at `line` in `block`.
 fn parse_field(fields: &mut Fields, block: &[u8], line: Range<usize>) {
     let text = &block[line.clone()];
-    if text[0] == b':' {
-        fields.comment = true;
-        return;
-    }
-    fields.field = true;
-    // The names this parser cares about are at most five bytes long, so a
-    // colon further in cannot end a known name: no need to scan for it.
-    let colon = text.iter().take(6).position(|&byte| byte == b':');
-    let (name, value) = match colon {
-        Some(colon) => {
-            let space = usize::from(text.get(colon + 1) == Some(&b' '));
-            (&text[..colon], line.start + colon + 1 + space..line.end)
+    let name = match text[0] {
+        b':' => {
+            fields.comment = true;
+            return;
         }
-        None => (text, line.end..line.end),
+        b'd' if text.starts_with(b"data") => Name::Data,
+        b'i' if text.starts_with(b"id") => Name::Id,
+        b'e' if text.starts_with(b"event") => Name::Event,
+        b'r' if text.starts_with(b"retry") => Name::Retry,
+        _ => Name::Other,
+    };
+    fields.field = true;
+    let name_len = name.len();
+    // The value starts after the colon and one optional space; a line that
+    // is just the name has an empty value; anything else is another name.
+    let value = match text.get(name_len) {
+        None => line.end..line.end,
+        Some(b':') => {
+            let space = usize::from(text.get(name_len + 1) == Some(&b' '));
+            line.start + name_len + 1 + space..line.end
+        }
+        Some(_) => return,
     };
     match name {
-        b"data" => fields.data = true,
-        b"id" if !block[value.clone()].contains(&0) => fields.id = Span::new(value),
-        b"event" => fields.event = Span::new(value),
-        b"retry" if parse_retry(&block[value.clone()]).is_some() => {
+        Name::Data => fields.data = true,
+        Name::Id if !block[value.clone()].contains(&0) => fields.id = Span::new(value),
+        Name::Event => fields.event = Span::new(value),
+        Name::Retry if parse_retry(&block[value.clone()]).is_some() => {
             fields.retry = Span::new(value);
         }
         _ => {}
+    }
+}
+
+/// The field names that mean something to a client.
+#[derive(Clone, Copy)]
+enum Name {
+    Data,
+    Id,
+    Event,
+    Retry,
+    Other,
+}
+
+impl Name {
+    fn len(self) -> usize {
+        match self {
+            Name::Data => 4,
+            Name::Id => 2,
+            Name::Event | Name::Retry => 5,
+            Name::Other => 0,
+        }
     }
 }
 
