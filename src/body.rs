@@ -14,7 +14,7 @@ use pin_project_lite::pin_project;
 
 use crate::framer::{EventId, Framer, Raw, Segment};
 use crate::stats::Stats;
-use crate::store::{StoreError, StreamKey, TrackerStore};
+use crate::store::{IdBatch, StoreError, StreamKey, TrackerStore};
 use crate::tracker::Tracker;
 
 /// Ids recorded since the last hand-over to the store, at most this many.
@@ -251,9 +251,7 @@ impl Dedup {
                     dropped += 1;
                     continue;
                 }
-                if let Some(recorded) = window.last_id() {
-                    self.recorder.push(Arc::clone(recorded));
-                }
+                self.recorder.push(&id);
             }
             forwarded += u64::from(block.dispatches());
             self.output.forward(block.raw());
@@ -321,7 +319,7 @@ impl Output {
 /// stream ends or the client goes away.
 pub(crate) struct Recorder {
     sink: Option<(Arc<dyn RecordSink>, StreamKey)>,
-    batch: Vec<Arc<str>>,
+    batch: IdBatch,
     stats: Stats,
 }
 
@@ -330,7 +328,7 @@ impl Recorder {
     pub(crate) fn to_store<T: TrackerStore>(store: Arc<T>, key: StreamKey, stats: Stats) -> Self {
         Self {
             sink: Some((store, key)),
-            batch: Vec::new(),
+            batch: IdBatch::new(),
             stats,
         }
     }
@@ -339,12 +337,12 @@ impl Recorder {
     pub(crate) fn nowhere(stats: Stats) -> Self {
         Self {
             sink: None,
-            batch: Vec::new(),
+            batch: IdBatch::new(),
             stats,
         }
     }
 
-    fn push(&mut self, id: Arc<str>) {
+    fn push(&mut self, id: &str) {
         if self.sink.is_none() {
             return;
         }
@@ -392,11 +390,11 @@ impl fmt::Debug for Recorder {
 /// The one store method the body needs, object safe so that the body is not
 /// generic over the store.
 trait RecordSink: Send + Sync {
-    fn record(&self, key: &StreamKey, ids: Vec<Arc<str>>) -> Result<(), StoreError>;
+    fn record(&self, key: &StreamKey, ids: IdBatch) -> Result<(), StoreError>;
 }
 
 impl<T: TrackerStore> RecordSink for T {
-    fn record(&self, key: &StreamKey, ids: Vec<Arc<str>>) -> Result<(), StoreError> {
+    fn record(&self, key: &StreamKey, ids: IdBatch) -> Result<(), StoreError> {
         TrackerStore::record(self, key, ids)
     }
 }

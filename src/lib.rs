@@ -85,4 +85,4 @@ pub use future::ResponseFuture;
 pub use layer::{DEFAULT_MAX_ID_LEN, FailurePolicy, SseResumeLayer};
 pub use service::{LAST_EVENT_ID, MCP_PROTOCOL_VERSION, SseResume};
 pub use stats::{Stats, StatsSnapshot};
-pub use store::{MemoryStore, StoreError, StreamKey, TrackerStore};
+pub use store::{IdBatch, MemoryStore, StoreError, StreamKey, TrackerStore};

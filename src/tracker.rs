@@ -4,8 +4,9 @@
 //! ordered window of the ids this layer forwarded, shared by every stream of
 //! one key in this process, so that check-and-record is atomic per key.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 /// The default number of ids a window remembers.
@@ -21,11 +22,32 @@ pub struct Tracker {
 }
 
 /// The ids forwarded on a stream, oldest first, at most `capacity` of them.
+///
+/// Ids are kept back to back in one byte ring, with a hash index, so that
+/// recording one allocates nothing once the window is warm.
 #[derive(Clone)]
 pub struct Window {
-    order: VecDeque<Arc<str>>,
-    members: HashSet<Arc<str>>,
+    /// One per id, oldest first; `entries[i]` has sequence number
+    /// `first_seq + i`.
+    entries: VecDeque<Entry>,
+    first_seq: u64,
+    /// The ids' bytes, back to back in the order of `entries`; `bytes[0]` is
+    /// at absolute offset `bytes_base`.
+    bytes: VecDeque<u8>,
+    bytes_base: u64,
+    /// From an id's hash to the sequence number of the newest entry with
+    /// that hash. A collision can only make an id look new: a duplicate may
+    /// then pass, but nothing is ever dropped that was not forwarded.
+    index: HashMap<u64, u64, BuildHasherDefault<HashIsKey>>,
+    seed: u64,
     capacity: usize,
+}
+
+#[derive(Clone, Copy)]
+struct Entry {
+    hash: u64,
+    start: u64,
+    len: u32,
 }
 
 impl Tracker {
@@ -49,8 +71,8 @@ impl Tracker {
     }
 
     /// The newest id in the window.
-    pub fn last_id(&self) -> Option<Arc<str>> {
-        self.lock().last_id().cloned()
+    pub fn last_id(&self) -> Option<String> {
+        self.lock().last_id()
     }
 
     /// Whether a stream holds another handle on this window.
@@ -74,8 +96,12 @@ impl Window {
     /// An empty window of `capacity` ids (at least one).
     pub fn new(capacity: usize) -> Self {
         Self {
-            order: VecDeque::new(),
-            members: HashSet::new(),
+            entries: VecDeque::new(),
+            first_seq: 0,
+            bytes: VecDeque::new(),
+            bytes_base: 0,
+            index: HashMap::default(),
+            seed: RandomState::new().hash_one(0x5ee_u64),
             capacity: capacity.max(1),
         }
     }
@@ -96,24 +122,29 @@ impl Window {
 
     /// Records `id` unless the window has it already. Returns whether it was
     /// new, that is whether the block carrying it should be forwarded.
+    /// Ids longer than `u32::MAX` bytes are never recorded and always new.
     pub fn check_and_record(&mut self, id: &str) -> bool {
-        if self.members.contains(id) {
+        let Ok(len) = u32::try_from(id.len()) else {
+            return true;
+        };
+        let hash = hash_id(self.seed, id.as_bytes());
+        if self.find(hash, id).is_some() {
             return false;
         }
-        if self.order.len() == self.capacity {
-            if let Some(oldest) = self.order.pop_front() {
-                self.members.remove(&oldest);
-            }
+        if self.entries.len() == self.capacity {
+            self.pop_oldest();
         }
-        let id: Arc<str> = Arc::from(id);
-        self.members.insert(Arc::clone(&id));
-        self.order.push_back(id);
+        let seq = self.first_seq + self.entries.len() as u64;
+        let start = self.bytes_base + self.bytes.len() as u64;
+        self.bytes.extend(id.as_bytes());
+        self.entries.push_back(Entry { hash, start, len });
+        self.index.insert(hash, seq);
         true
     }
 
     /// Whether the window holds `id`.
     pub fn contains(&self, id: &str) -> bool {
-        self.members.contains(id)
+        self.find(hash_id(self.seed, id.as_bytes()), id).is_some()
     }
 
     /// Applies a client's cursor: the client has every event up to `id`.
@@ -123,57 +154,135 @@ impl Window {
     /// window does not know `id` at all it is cleared: a duplicate is better
     /// than a loss. Returns whether the cursor was known.
     pub fn apply_cursor(&mut self, id: &str) -> bool {
-        if !self.members.contains(id) {
+        let Some(seq) = self.find(hash_id(self.seed, id.as_bytes()), id) else {
             self.clear();
             return false;
-        }
-        while let Some(newest) = self.order.back() {
-            if &**newest == id {
-                break;
-            }
-            if let Some(newest) = self.order.pop_back() {
-                self.members.remove(&newest);
-            }
+        };
+        while self.first_seq + self.entries.len() as u64 > seq + 1 {
+            self.pop_newest();
         }
         true
     }
 
     /// Forgets every id.
     pub fn clear(&mut self) {
-        self.order.clear();
-        self.members.clear();
+        self.first_seq += self.entries.len() as u64;
+        self.bytes_base += self.bytes.len() as u64;
+        self.entries.clear();
+        self.bytes.clear();
+        self.index.clear();
     }
 
     /// The newest id.
-    pub fn last_id(&self) -> Option<&Arc<str>> {
-        self.order.back()
+    pub fn last_id(&self) -> Option<String> {
+        self.entries.back().map(|entry| self.id_of(entry))
     }
 
     /// The ids, oldest first.
-    pub fn ids(&self) -> impl DoubleEndedIterator<Item = &str> + ExactSizeIterator {
-        self.order.iter().map(|id| &**id)
+    pub fn ids(&self) -> impl DoubleEndedIterator<Item = String> + ExactSizeIterator + '_ {
+        self.entries.iter().map(|entry| self.id_of(entry))
     }
 
     /// The number of ids held.
     pub fn len(&self) -> usize {
-        self.order.len()
+        self.entries.len()
     }
 
     /// Whether the window holds no id.
     pub fn is_empty(&self) -> bool {
-        self.order.is_empty()
+        self.entries.is_empty()
     }
 
     /// The most ids the window holds.
     pub fn capacity(&self) -> usize {
         self.capacity
     }
+
+    /// The sequence number of `id`, if the window holds it.
+    fn find(&self, hash: u64, id: &str) -> Option<u64> {
+        let seq = *self.index.get(&hash)?;
+        let entry = &self.entries[(seq - self.first_seq) as usize];
+        self.bytes_of(entry)
+            .eq(id.as_bytes().iter().copied())
+            .then_some(seq)
+    }
+
+    fn bytes_of(&self, entry: &Entry) -> impl Iterator<Item = u8> + '_ {
+        let start = (entry.start - self.bytes_base) as usize;
+        self.bytes.range(start..start + entry.len as usize).copied()
+    }
+
+    fn id_of(&self, entry: &Entry) -> String {
+        let bytes: Vec<u8> = self.bytes_of(entry).collect();
+        // Only `&str` ids go in, so this is always valid UTF-8.
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+
+    fn pop_oldest(&mut self) {
+        let Some(entry) = self.entries.pop_front() else {
+            return;
+        };
+        self.unindex(entry, self.first_seq);
+        self.first_seq += 1;
+        self.bytes.drain(..entry.len as usize);
+        self.bytes_base += u64::from(entry.len);
+    }
+
+    fn pop_newest(&mut self) {
+        let Some(entry) = self.entries.pop_back() else {
+            return;
+        };
+        self.unindex(entry, self.first_seq + self.entries.len() as u64);
+        self.bytes.truncate(self.bytes.len() - entry.len as usize);
+    }
+
+    /// Removes the index entry of `entry` unless a newer id with the same
+    /// hash took it over.
+    fn unindex(&mut self, entry: Entry, seq: u64) {
+        if self.index.get(&entry.hash) == Some(&seq) {
+            self.index.remove(&entry.hash);
+        }
+    }
+}
+
+/// A fast keyed hash of an id. It need not resist attack: a collision only
+/// lets a duplicate through, and the window's size bounds any probing.
+fn hash_id(seed: u64, id: &[u8]) -> u64 {
+    const K: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut hash = seed ^ (id.len() as u64).wrapping_mul(K);
+    for word in id.chunks(8) {
+        let mut buf = [0; 8];
+        buf[..word.len()].copy_from_slice(word);
+        hash = (hash.rotate_left(23) ^ u64::from_le_bytes(buf)).wrapping_mul(K);
+    }
+    hash ^ (hash >> 29)
+}
+
+/// Hashes a `u64` that is already a hash: as itself.
+#[derive(Default, Clone, Copy)]
+struct HashIsKey(u64);
+
+impl Hasher for HashIsKey {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `u64` keys are hashed; fold anything else in all the same.
+        for &byte in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(byte);
+        }
+    }
+
+    fn write_u64(&mut self, value: u64) {
+        self.0 = value;
+    }
 }
 
 impl fmt::Debug for Window {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Window")
-            .field("len", &self.order.len())
+            .field("len", &self.entries.len())
             .field("capacity", &self.capacity)
             .field("last_id", &self.last_id())
             .finish()
@@ -184,7 +293,7 @@ impl fmt::Debug for Window {
 mod tests {
     use super::*;
 
-    fn ids(window: &Window) -> Vec<&str> {
+    fn ids(window: &Window) -> Vec<String> {
         window.ids().collect()
     }
 
@@ -229,5 +338,33 @@ mod tests {
         assert_eq!(other.last_id().as_deref(), Some("a"));
         assert!(tracker.same_window(&other));
         assert!(!tracker.same_window(&Tracker::new(4)));
+    }
+
+    #[test]
+    fn colliding_hashes_never_drop_a_new_id() {
+        let mut window = Window::new(8);
+        assert!(window.check_and_record("a"));
+        // Make "b" collide with "a": its hash now leads to a's entry.
+        window.index.insert(hash_id(window.seed, b"b"), 0);
+        assert!(
+            window.check_and_record("b"),
+            "a collision makes an id new, never a duplicate"
+        );
+        assert!(!window.check_and_record("b"));
+        assert!(!window.check_and_record("a"));
+    }
+
+    #[test]
+    fn many_ids_wrap_the_byte_ring() {
+        let mut window = Window::new(3);
+        for i in 0..1000 {
+            assert!(window.check_and_record(&format!("id-{i}")));
+            assert!(!window.check_and_record(&format!("id-{i}")));
+        }
+        assert_eq!(ids(&window), ["id-997", "id-998", "id-999"]);
+        assert!(window.check_and_record("id-996"), "evicted long ago");
+        assert!(window.apply_cursor("id-998"));
+        assert_eq!(ids(&window), ["id-998"]);
+        assert_eq!(window.bytes.len(), "id-998".len());
     }
 }

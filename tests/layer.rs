@@ -15,7 +15,7 @@ use support::*;
 use tower::{Layer, ServiceBuilder, ServiceExt, service_fn};
 use tower_sse_resume::store::{Opened, StoreError, StreamKey};
 use tower_sse_resume::tracker::Tracker;
-use tower_sse_resume::{FailurePolicy, MemoryStore, SseResumeLayer, TrackerStore};
+use tower_sse_resume::{FailurePolicy, IdBatch, MemoryStore, SseResumeLayer, TrackerStore};
 
 #[tokio::test]
 async fn reconnect_with_cursor_gets_exactly_what_the_client_missed() {
@@ -374,11 +374,11 @@ impl TrackerStore for NotingStore {
         self.inner.load(key).await
     }
 
-    fn record(&self, key: &StreamKey, ids: Vec<Arc<str>>) -> Result<(), StoreError> {
+    fn record(&self, key: &StreamKey, ids: IdBatch) -> Result<(), StoreError> {
         self.recorded
             .lock()
             .unwrap()
-            .extend(ids.iter().map(|id| id.to_string()));
+            .extend(ids.iter().map(str::to_owned));
         self.inner.record(key, ids)
     }
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::{StoreError, StreamKey, TrackerStore};
+use super::{IdBatch, StoreError, StreamKey, TrackerStore};
 use crate::tracker::{DEFAULT_WINDOW_LEN, Tracker};
 
 /// Keeps trackers in this process: the default store.
@@ -173,7 +173,7 @@ impl TrackerStore for MemoryStore {
         ready(Ok(self.tracker(key)))
     }
 
-    fn record(&self, _key: &StreamKey, _ids: Vec<Arc<str>>) -> Result<(), StoreError> {
+    fn record(&self, _key: &StreamKey, _ids: IdBatch) -> Result<(), StoreError> {
         // The trackers handed out are the stored state: nothing to persist.
         Ok(())
     }

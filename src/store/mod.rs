@@ -34,7 +34,7 @@ pub trait TrackerStore: Send + Sync + 'static {
     /// batch (bounded) and writes it in the background, coalescing batches.
     /// A store whose trackers are the stored state, like [`MemoryStore`],
     /// has nothing to do: [`Tracker`] recorded them already.
-    fn record(&self, key: &StreamKey, ids: Vec<Arc<str>>) -> Result<(), StoreError>;
+    fn record(&self, key: &StreamKey, ids: IdBatch) -> Result<(), StoreError>;
 
     /// Applies a client's cursor to the tracker of `key`: forget the ids
     /// recorded after `id`, or clear the window when `id` is not in it.
@@ -85,6 +85,45 @@ pub trait TrackerStore: Send + Sync + 'static {
                 cursor_known,
             })
         }
+    }
+}
+
+/// Ids forwarded on a stream, oldest first, as [`TrackerStore::record`]
+/// receives them: one buffer, not one allocation per id.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IdBatch {
+    text: String,
+    ends: Vec<usize>,
+}
+
+impl IdBatch {
+    /// An empty batch.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds an id after the others.
+    pub fn push(&mut self, id: &str) {
+        self.text.push_str(id);
+        self.ends.push(self.text.len());
+    }
+
+    /// The ids, oldest first.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = &str> + '_ {
+        (0..self.ends.len()).map(|i| {
+            let start = if i == 0 { 0 } else { self.ends[i - 1] };
+            &self.text[start..self.ends[i]]
+        })
+    }
+
+    /// The number of ids.
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// Whether the batch holds no id.
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
     }
 }
 
