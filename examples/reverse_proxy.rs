@@ -27,7 +27,7 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tower::{ServiceBuilder, service_fn};
 use tower_sse_resume::key::{Header, KeyExtractor, Query};
-use tower_sse_resume::{Stats, SseResumeLayer};
+use tower_sse_resume::{SseResumeLayer, Stats};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 type ProxyBody = BoxBody<Bytes, BoxError>;
@@ -72,18 +72,25 @@ async fn main() -> ExitCode {
 }
 
 fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Options>, String> {
-    let mut options = Options { listen: ([127, 0, 0, 1], 8080).into(), upstream: None };
+    let mut options = Options {
+        listen: ([127, 0, 0, 1], 8080).into(),
+        upstream: None,
+    };
     while let Some(flag) = args.next() {
         let mut value = || args.next().ok_or(format!("{flag} needs a value"));
         match flag.as_str() {
             "--help" | "-h" => return Ok(None),
             "--listen" => {
                 let value = value()?;
-                options.listen = value.parse().map_err(|_| format!("--listen: not an address: {value}"))?;
+                options.listen = value
+                    .parse()
+                    .map_err(|_| format!("--listen: not an address: {value}"))?;
             }
             "--upstream" => {
                 let value = value()?;
-                let uri: Uri = value.parse().map_err(|_| format!("--upstream: not a URL: {value}"))?;
+                let uri: Uri = value
+                    .parse()
+                    .map_err(|_| format!("--upstream: not a URL: {value}"))?;
                 if uri.scheme_str() != Some("http") || uri.authority().is_none() {
                     return Err(format!("--upstream: want http://HOST:PORT, got {value}"));
                 }
@@ -105,19 +112,28 @@ async fn run(options: Options) -> Result<(), String> {
         .map_err(|error| format!("cannot listen on {}: {error}", options.listen))?;
     let addr = listener.local_addr().map_err(|error| error.to_string())?;
 
-    let label = options.upstream.as_ref().map_or("the demo upstream".to_owned(), Uri::to_string);
+    let label = options
+        .upstream
+        .as_ref()
+        .map_or("the demo upstream".to_owned(), Uri::to_string);
     let upstream = match options.upstream {
         Some(upstream) => upstream,
         None => {
-            let demo = demo::start().await.map_err(|error| format!("demo upstream: {error}"))?;
-            format!("http://{demo}").parse().map_err(|_| "demo address".to_owned())?
+            let demo = demo::start()
+                .await
+                .map_err(|error| format!("demo upstream: {error}"))?;
+            format!("http://{demo}")
+                .parse()
+                .map_err(|_| "demo address".to_owned())?
         }
     };
 
     // Browsers' EventSource cannot send headers, so the demo page names its
     // session in the query; MCP clients send Mcp-Session-Id.
     let scope = |parts: &http::request::Parts| {
-        Header::mcp_session_id().extract(parts).or_else(|| Query::new("session").extract(parts))
+        Header::mcp_session_id()
+            .extract(parts)
+            .or_else(|| Query::new("session").extract(parts))
     };
     let layer = SseResumeLayer::new().scope(scope);
     tokio::spawn(log_stats(layer.stats()));
@@ -132,11 +148,15 @@ async fn run(options: Options) -> Result<(), String> {
     println!("or open http://{addr}/ in a browser to watch an EventSource");
 
     loop {
-        let Ok((stream, _)) = listener.accept().await else { continue };
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
         let service = TowerToHyperService::new(service.clone());
         tokio::spawn(async move {
             let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            let _ = builder.serve_connection(TokioIo::new(stream), service).await;
+            let _ = builder
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
         });
     }
 }
@@ -154,7 +174,10 @@ async fn forward(
         return Ok(error_response(StatusCode::BAD_REQUEST, "bad request path"));
     };
     remove_hop_by_hop(&mut parts.headers);
-    if let Some(authority) = uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()) {
+    if let Some(authority) = uri
+        .authority()
+        .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    {
         parts.headers.insert(header::HOST, authority);
     }
     parts.uri = uri;
@@ -162,7 +185,10 @@ async fn forward(
         Ok(response) => {
             let (mut parts, body) = response.into_parts();
             remove_hop_by_hop(&mut parts.headers);
-            Ok(Response::from_parts(parts, body.map_err(BoxError::from).boxed()))
+            Ok(Response::from_parts(
+                parts,
+                body.map_err(BoxError::from).boxed(),
+            ))
         }
         Err(error) => {
             let message = format!("upstream {upstream} unreachable: {error}\n");
@@ -198,7 +224,9 @@ fn remove_hop_by_hop(headers: &mut HeaderMap) {
 }
 
 fn error_response(status: StatusCode, message: &str) -> Response<ProxyBody> {
-    let body = Full::new(Bytes::from(message.to_owned())).map_err(BoxError::from).boxed();
+    let body = Full::new(Bytes::from(message.to_owned()))
+        .map_err(BoxError::from)
+        .boxed();
     let mut response = Response::new(body);
     *response.status_mut() = status;
     response
@@ -232,11 +260,16 @@ mod demo {
         let addr = listener.local_addr()?;
         tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else { continue };
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
                 tokio::spawn(async move {
-                    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                    let builder =
+                        hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
                     let service = hyper::service::service_fn(respond);
-                    let _ = builder.serve_connection(TokioIo::new(stream), service).await;
+                    let _ = builder
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
                 });
             }
         });
@@ -247,7 +280,9 @@ mod demo {
         if request.uri().path() != "/events" {
             let page = Full::new(Bytes::from_static(PAGE.as_bytes())).map_err(BoxError::from);
             let mut response = Response::new(page.boxed());
-            response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html"));
+            response
+                .headers_mut()
+                .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html"));
             return Ok(response);
         }
         let asked = request
@@ -270,7 +305,10 @@ mod demo {
         });
         let mut response = Response::new(BoxBody::new(StreamBody::new(events)));
         let headers = response.headers_mut();
-        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/event-stream"),
+        );
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
         Ok(response)
     }

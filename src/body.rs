@@ -212,6 +212,7 @@ impl Dedup {
     }
 
     fn push(&mut self, chunk: Bytes) {
+        self.output.set_source(chunk.clone());
         self.framer.push(chunk);
         self.drain();
     }
@@ -264,45 +265,65 @@ impl Dedup {
     }
 }
 
-/// The bytes to send, as few and as large as possible: segments forwarded
-/// one after the other from the same chunk go out as one slice of it, and
-/// the rare segments that spanned chunks are gathered in one buffer.
+/// Runs of output shorter than this are copied together rather than sent
+/// as slices of their own: one frame per chunk beats many tiny ones.
+const GATHER_BELOW: usize = 1024;
+
+/// The bytes to send, as few and as large as possible. Segments forwarded
+/// one after the other from the chunk being parsed make one run, which goes
+/// out as a zero-copy slice of it when it is long; short runs, and segments
+/// that spanned chunks, are gathered into one buffer. Runs are ranges, so a
+/// forwarded block costs no reference counting.
 #[derive(Debug, Default)]
 struct Output {
-    run: Option<(Bytes, Range<usize>)>,
-    spanning: BytesMut,
+    source: Bytes,
+    run: Option<Range<usize>>,
+    gathered: BytesMut,
     ready: VecDeque<Bytes>,
 }
 
 impl Output {
-    fn forward(&mut self, raw: &Raw<'_>) {
-        let Some((chunk, range)) = raw.chunk_range() else {
-            self.close_run();
-            self.spanning.extend_from_slice(raw);
-            return;
-        };
-        if let Some((source, run)) = &mut self.run {
-            let same_chunk = source.as_ptr() == chunk.as_ptr() && source.len() == chunk.len();
-            if same_chunk && run.end == range.start {
-                run.end = range.end;
-                return;
-            }
-        }
+    /// Sets the chunk the next segments are slices of.
+    fn set_source(&mut self, chunk: Bytes) {
         self.close();
-        self.run = Some((chunk.clone(), range));
+        self.source = chunk;
     }
 
-    /// Queues what is gathered so far.
+    fn forward(&mut self, raw: &Raw<'_>) {
+        let in_source = raw.chunk_range().filter(|(chunk, _)| {
+            chunk.as_ptr() == self.source.as_ptr() && chunk.len() == self.source.len()
+        });
+        let Some((_, range)) = in_source else {
+            self.close_run();
+            self.gathered.extend_from_slice(raw);
+            return;
+        };
+        match &mut self.run {
+            Some(run) if run.end == range.start => run.end = range.end,
+            _ => {
+                self.close_run();
+                self.run = Some(range);
+            }
+        }
+    }
+
+    /// Queues everything forwarded so far.
     fn close(&mut self) {
         self.close_run();
-        if !self.spanning.is_empty() {
-            self.ready.push_back(self.spanning.split().freeze());
+        if !self.gathered.is_empty() {
+            self.ready.push_back(self.gathered.split().freeze());
         }
     }
 
     fn close_run(&mut self) {
-        if let Some((source, run)) = self.run.take() {
-            self.ready.push_back(source.slice(run));
+        let Some(run) = self.run.take() else { return };
+        if run.len() < GATHER_BELOW {
+            self.gathered.extend_from_slice(&self.source[run]);
+        } else {
+            if !self.gathered.is_empty() {
+                self.ready.push_back(self.gathered.split().freeze());
+            }
+            self.ready.push_back(self.source.slice(run));
         }
     }
 
@@ -311,7 +332,7 @@ impl Output {
     }
 
     fn is_empty(&self) -> bool {
-        self.ready.is_empty() && self.run.is_none() && self.spanning.is_empty()
+        self.ready.is_empty() && self.run.is_none() && self.gathered.is_empty()
     }
 }
 

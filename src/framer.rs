@@ -168,6 +168,10 @@ enum Discarding {
     /// The blank line ended with a CR at the end of the input so far: an LF
     /// right after it still belongs to the block.
     Ending,
+    /// The block's blank line is still to go out, after its copied start.
+    LineEnd {
+        cr_at_end: bool,
+    },
 }
 
 /// What the segment handed out last is: a block or pass-through bytes, in
@@ -236,7 +240,7 @@ impl<'a> Block<'a> {
         match self.fields.id.get() {
             None => EventId::Absent,
             Some(range) if range.is_empty() => EventId::Reset,
-            Some(range) => EventId::Value(String::from_utf8_lossy(&self.raw[range])),
+            Some(range) => EventId::Value(lossy(&self.raw[range])),
         }
     }
 
@@ -251,7 +255,7 @@ impl<'a> Block<'a> {
     /// means the default type, `message`.
     pub fn event_type(&self) -> Option<Cow<'_, str>> {
         let range = self.fields.event.get().filter(|range| !range.is_empty())?;
-        Some(String::from_utf8_lossy(&self.raw[range]))
+        Some(lossy(&self.raw[range]))
     }
 
     /// The reconnection time in milliseconds, from the last `retry` line
@@ -422,6 +426,14 @@ impl Framer {
             self.release_carry();
         }
         loop {
+            if let Discarding::LineEnd { cr_at_end } = self.discarding {
+                self.discarding = if cr_at_end {
+                    Discarding::Ending
+                } else {
+                    Discarding::No
+                };
+                return self.emit_passthrough();
+            }
             if self.scan == self.chunk.len() {
                 // Pass-through bytes are never copied to wait for the next chunk.
                 if self.discarding != Discarding::No && self.pos < self.scan {
@@ -446,7 +458,9 @@ impl Framer {
                             return self.emit_block();
                         }
                     }
-                    Discarding::Yes { .. } => self.scan += usize::from(lf),
+                    Discarding::Yes { .. } | Discarding::LineEnd { .. } => {
+                        self.scan += usize::from(lf);
+                    }
                     Discarding::Ending => {
                         self.discarding = Discarding::No;
                         if lf {
@@ -607,20 +621,21 @@ impl Framer {
     ) -> Range<usize> {
         self.at_stream_start = false;
         self.held = false;
-        if ends_block {
-            // At most a line end: it joins a copied block rather than being
-            // left to start the next one.
-            self.take_line_bytes(n);
-        } else {
-            self.scan += n;
-        }
+        // Never copied: the bytes go out as a view of the chunk.
+        self.scan += n;
         self.after_cr = cr_at_end;
-        self.discarding = match (ends_block, cr_at_end) {
-            (true, true) => Discarding::Ending,
-            (true, false) => Discarding::No,
+        let ended = if cr_at_end {
+            Discarding::Ending
+        } else {
+            Discarding::No
+        };
+        self.discarding = match (ends_block, self.carry.is_empty()) {
             (false, _) => Discarding::Yes {
                 at_line_start: ends_line,
             },
+            (true, true) => ended,
+            // The copied start goes out first, the line end after it.
+            (true, false) => Discarding::LineEnd { cr_at_end },
         };
         self.emit_passthrough()
     }
@@ -665,6 +680,14 @@ impl Framer {
             return 0..0;
         }
         self.emit_passthrough()
+    }
+}
+
+/// Decodes UTF-8 as a browser would, quickly when it is valid.
+fn lossy(bytes: &[u8]) -> Cow<'_, str> {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => Cow::Borrowed(text),
+        Err(_) => String::from_utf8_lossy(bytes),
     }
 }
 

@@ -202,20 +202,32 @@ impl Window {
     fn find(&self, hash: u64, id: &str) -> Option<u64> {
         let seq = *self.index.get(&hash)?;
         let entry = &self.entries[(seq - self.first_seq) as usize];
-        self.bytes_of(entry)
-            .eq(id.as_bytes().iter().copied())
-            .then_some(seq)
+        let (first, second) = self.slices_of(entry);
+        let id = id.as_bytes();
+        let same = id.len() == first.len() + second.len()
+            && id[..first.len()] == *first
+            && id[first.len()..] == *second;
+        same.then_some(seq)
     }
 
-    fn bytes_of(&self, entry: &Entry) -> impl Iterator<Item = u8> + '_ {
+    /// The bytes of `entry`, in one or two pieces where the ring wraps.
+    fn slices_of(&self, entry: &Entry) -> (&[u8], &[u8]) {
         let start = (entry.start - self.bytes_base) as usize;
-        self.bytes.range(start..start + entry.len as usize).copied()
+        let end = start + entry.len as usize;
+        let (front, back) = self.bytes.as_slices();
+        if end <= front.len() {
+            (&front[start..end], &[])
+        } else if start >= front.len() {
+            (&back[start - front.len()..end - front.len()], &[])
+        } else {
+            (&front[start..], &back[..end - front.len()])
+        }
     }
 
     fn id_of(&self, entry: &Entry) -> String {
-        let bytes: Vec<u8> = self.bytes_of(entry).collect();
+        let (first, second) = self.slices_of(entry);
         // Only `&str` ids go in, so this is always valid UTF-8.
-        String::from_utf8_lossy(&bytes).into_owned()
+        String::from_utf8_lossy(&[first, second].concat()).into_owned()
     }
 
     fn pop_oldest(&mut self) {
@@ -249,13 +261,21 @@ impl Window {
 /// lets a duplicate through, and the window's size bounds any probing.
 fn hash_id(seed: u64, id: &[u8]) -> u64 {
     const K: u64 = 0x9e37_79b9_7f4a_7c15;
-    let mut hash = seed ^ (id.len() as u64).wrapping_mul(K);
-    for word in id.chunks(8) {
+    let mut hash = seed ^ id.len() as u64;
+    let mut words = id.chunks_exact(8);
+    for word in &mut words {
         let mut buf = [0; 8];
-        buf[..word.len()].copy_from_slice(word);
-        hash = (hash.rotate_left(23) ^ u64::from_le_bytes(buf)).wrapping_mul(K);
+        buf.copy_from_slice(word);
+        hash = (hash ^ u64::from_le_bytes(buf))
+            .wrapping_mul(K)
+            .rotate_left(29);
     }
-    hash ^ (hash >> 29)
+    let tail = words
+        .remainder()
+        .iter()
+        .fold(0, |tail, &byte| tail << 8 | u64::from(byte));
+    hash = (hash ^ tail).wrapping_mul(K);
+    hash ^ (hash >> 32)
 }
 
 /// Hashes a `u64` that is already a hash: as itself.

@@ -1,0 +1,243 @@
+//! Heap memory of [`MemoryStore`]: bytes per idle key and per remembered id.
+//!
+//! A measurement, not a timing: it fills a store through the public API
+//! (`TrackerStore::load`, then `check_and_record` under the tracker's lock)
+//! and prints what the heap grew by, divided by what was added. Two figures
+//! for each step:
+//!
+//! - heap: bytes requested from the allocator and still held, counted by a
+//!   counting global allocator (`stats_alloc`, which holds the `unsafe`
+//!   this crate forbids itself);
+//! - RSS: the growth of the process's resident set (`VmRSS`), which adds
+//!   the allocator's own overhead (chunk headers, size classes) and slack.
+//!
+//! Each scenario runs in a child process of its own, so that memory freed by
+//! one does not hide the growth of the next.
+
+use std::alloc::System;
+use std::fmt::Write as _;
+use std::process::Command;
+
+use futures_util::FutureExt;
+use stats_alloc::{INSTRUMENTED_SYSTEM, StatsAlloc};
+use tower_sse_resume::{MemoryStore, StreamKey, TrackerStore, tracker::Tracker};
+
+#[global_allocator]
+static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
+
+/// Names the scenario a child process runs.
+const SCENARIO_VAR: &str = "TOWER_SSE_RESUME_MEMORY_SCENARIO";
+
+/// Idle keys measured.
+const IDLE_KEYS: usize = 100_000;
+/// Keys whose windows are filled.
+const FULL_KEYS: usize = 1_000;
+/// The default window length of `MemoryStore`.
+const WINDOW_LEN: usize = 1024;
+/// The stream key the default layer uses for `GET /mcp`.
+const STREAM: &str = "GET /mcp";
+
+/// The heap and the resident set at one moment.
+#[derive(Clone, Copy)]
+struct Snapshot {
+    heap: isize,
+    allocations: isize,
+    rss: isize,
+}
+
+impl Snapshot {
+    fn now() -> Self {
+        let stats = GLOBAL.stats();
+        // `bytes_allocated` and `bytes_deallocated` already count what
+        // reallocations grew and shrank by.
+        let heap = stats.bytes_allocated as isize - stats.bytes_deallocated as isize;
+        let allocations = stats.allocations as isize - stats.deallocations as isize;
+        Self {
+            heap,
+            allocations,
+            rss: vm_rss(),
+        }
+    }
+
+    /// Prints the growth since `self`, divided by `units`.
+    fn report(self, what: &str, units: usize, unit: &str) -> Growth {
+        let now = Self::now();
+        let growth = Growth {
+            heap: (now.heap - self.heap) as f64 / units as f64,
+            allocations: (now.allocations - self.allocations) as f64 / units as f64,
+            rss: (now.rss - self.rss) as f64 / units as f64,
+        };
+        growth.print(what, unit);
+        growth
+    }
+}
+
+/// Growth per unit.
+#[derive(Clone, Copy)]
+struct Growth {
+    heap: f64,
+    allocations: f64,
+    rss: f64,
+}
+
+impl Growth {
+    fn print(self, what: &str, unit: &str) {
+        println!(
+            "{what:<58} heap {:>7.1} B/{unit}  ({:.2} allocations/{unit})  RSS {:>7.1} B/{unit}",
+            self.heap, self.allocations, self.rss,
+        );
+    }
+
+    fn plus(self, other: Growth) -> Growth {
+        Growth {
+            heap: self.heap + other.heap,
+            allocations: self.allocations + other.allocations,
+            rss: self.rss + other.rss,
+        }
+    }
+}
+
+/// The resident set of this process, in bytes.
+fn vm_rss() -> isize {
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    let line = status
+        .lines()
+        .find(|line| line.starts_with("VmRSS:"))
+        .expect("a VmRSS line");
+    let kib: isize = line
+        .trim_start_matches("VmRSS:")
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .expect("VmRSS in kB");
+    kib * 1024
+}
+
+/// A 36-character id shaped like a UUID, distinct for each `(a, b)`.
+fn uuid_like(out: &mut String, a: usize, b: usize) {
+    let mix = ((a as u64) ^ ((b as u64) << 32)).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 16;
+    out.clear();
+    write!(out, "{a:08x}-{b:04x}-4000-8000-{mix:012x}").expect("writing to a String");
+    assert_eq!(out.len(), 36);
+}
+
+/// A 5-character id like `12345`.
+fn short(out: &mut String, i: usize) {
+    out.clear();
+    write!(out, "{}", 10_000 + i).expect("writing to a String");
+    assert_eq!(out.len(), 5);
+}
+
+/// Loads the tracker of session `k` (a UUID-like scope, stream `GET /mcp`).
+fn load(store: &MemoryStore, session: &mut String, k: usize) -> Tracker {
+    uuid_like(session, k, 0);
+    let key = StreamKey::new(session, STREAM);
+    store
+        .load(&key)
+        .now_or_never()
+        .expect("MemoryStore loads at once")
+        .expect("MemoryStore does not fail")
+}
+
+/// `IDLE_KEYS` keys with an empty window, then with one short id each.
+fn idle_keys() {
+    // Above the default 100,000 so that no shard evicts: a key costs the
+    // same either way.
+    let store = MemoryStore::new().max_keys(10 * IDLE_KEYS);
+    let mut session = String::with_capacity(64);
+    let mut id = String::with_capacity(64);
+
+    let before = Snapshot::now();
+    for k in 0..IDLE_KEYS {
+        drop(load(&store, &mut session, k));
+    }
+    let empty = before.report(
+        &format!("idle key, empty window ({IDLE_KEYS} keys)"),
+        IDLE_KEYS,
+        "key",
+    );
+    assert_eq!(store.len(), IDLE_KEYS, "no key was evicted");
+
+    let before = Snapshot::now();
+    for k in 0..IDLE_KEYS {
+        short(&mut id, k % 90_000);
+        assert!(load(&store, &mut session, k).lock().check_and_record(&id));
+    }
+    let first = before.report("+ its first id (short)", IDLE_KEYS, "key");
+    empty
+        .plus(first)
+        .print("= idle key with a one-id window", "key");
+    assert_eq!(store.len(), IDLE_KEYS, "no key was evicted");
+}
+
+/// `FULL_KEYS` windows filled with `WINDOW_LEN` ids each, then with three
+/// times as many more, which the windows evict as they go.
+fn full_windows(kind: &str, make_id: fn(&mut String, usize, usize)) {
+    let store = MemoryStore::new();
+    let mut session = String::with_capacity(64);
+    let mut id = String::with_capacity(64);
+    let trackers: Vec<Tracker> = (0..FULL_KEYS)
+        .map(|k| load(&store, &mut session, k))
+        .collect();
+    let ids = FULL_KEYS * WINDOW_LEN;
+
+    let before = Snapshot::now();
+    for (k, tracker) in trackers.iter().enumerate() {
+        let mut window = tracker.lock();
+        for i in 0..WINDOW_LEN {
+            make_id(&mut id, k, i);
+            assert!(window.check_and_record(&id));
+        }
+        assert_eq!(window.len(), WINDOW_LEN);
+    }
+    let filled = before.report(
+        &format!("remembered {kind} id, windows just filled ({FULL_KEYS}x{WINDOW_LEN})"),
+        ids,
+        "id",
+    );
+
+    let before = Snapshot::now();
+    for (k, tracker) in trackers.iter().enumerate() {
+        let mut window = tracker.lock();
+        for i in WINDOW_LEN..4 * WINDOW_LEN {
+            make_id(&mut id, k, i);
+            assert!(window.check_and_record(&id));
+        }
+        assert_eq!(window.len(), WINDOW_LEN);
+    }
+    let wrapped = before.report("+ growth after 3 more windows' worth of ids", ids, "id");
+    filled.plus(wrapped).print(
+        &format!("= remembered {kind} id, windows in steady state"),
+        "id",
+    );
+    assert_eq!(store.len(), FULL_KEYS, "no key was evicted");
+}
+
+fn run(scenario: &str) {
+    match scenario {
+        "idle_keys" => idle_keys(),
+        "short_ids" => full_windows("short (5 B)", |out, _, i| short(out, i)),
+        "uuid_ids" => full_windows("UUID-like (36 B)", uuid_like),
+        other => panic!("unknown scenario {other}"),
+    }
+}
+
+fn main() {
+    if let Ok(scenario) = std::env::var(SCENARIO_VAR) {
+        run(&scenario);
+        return;
+    }
+    println!(
+        "MemoryStore memory (heap: bytes requested and held; RSS: resident set growth, \
+         allocator overhead included)"
+    );
+    let exe = std::env::current_exe().expect("the path of this bench");
+    for scenario in ["idle_keys", "short_ids", "uuid_ids"] {
+        let status = Command::new(&exe)
+            .env(SCENARIO_VAR, scenario)
+            .status()
+            .expect("running a scenario");
+        assert!(status.success(), "scenario {scenario} failed: {status}");
+    }
+}
