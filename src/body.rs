@@ -12,7 +12,7 @@ use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
-use crate::framer::{EventId, Framer, Raw, Segment};
+use crate::framer::{EventId, Framer, Segment};
 use crate::stats::Stats;
 use crate::store::{IdBatch, StoreError, StreamKey, TrackerStore};
 use crate::tracker::Tracker;
@@ -236,26 +236,28 @@ impl Dedup {
         let (mut forwarded, mut dropped) = (0, 0);
         let mut window = self.tracker.lock();
         while let Some(segment) = self.framer.next_segment() {
-            let block = match segment {
-                Segment::Passthrough(raw) => {
-                    self.output.forward(&raw);
-                    continue;
+            let raw = match &segment {
+                Segment::Passthrough(raw) => raw,
+                Segment::Block(block) => {
+                    let trackable = match block.id() {
+                        EventId::Value(id) if id.len() <= self.max_id_len => Some(id),
+                        _ => None,
+                    };
+                    if let Some(id) = trackable {
+                        if !window.check_and_record(&id) {
+                            dropped += 1;
+                            continue;
+                        }
+                        self.recorder.push(&id);
+                    }
+                    forwarded += u64::from(block.dispatches());
+                    block.raw()
                 }
-                Segment::Block(block) => block,
             };
-            let trackable = match block.id() {
-                EventId::Value(id) if id.len() <= self.max_id_len => Some(id),
-                _ => None,
-            };
-            if let Some(id) = trackable {
-                if !window.check_and_record(&id) {
-                    dropped += 1;
-                    continue;
-                }
-                self.recorder.push(&id);
+            match raw.chunk_range() {
+                Some((chunk, range)) => self.output.forward(chunk, range),
+                None => self.output.forward_copy(raw),
             }
-            forwarded += u64::from(block.dispatches());
-            self.output.forward(block.raw());
         }
         drop(window);
         self.output.close();
@@ -266,14 +268,13 @@ impl Dedup {
 }
 
 /// Runs of output shorter than this are copied together rather than sent
-/// as slices of their own: one frame per chunk beats many tiny ones.
-const GATHER_BELOW: usize = 1024;
+/// as slices of their own.
+const GATHER_BELOW: usize = 256;
 
 /// The bytes to send, as few and as large as possible. Segments forwarded
 /// one after the other from the chunk being parsed make one run, which goes
-/// out as a zero-copy slice of it when it is long; short runs, and segments
-/// that spanned chunks, are gathered into one buffer. Runs are ranges, so a
-/// forwarded block costs no reference counting.
+/// out as a zero-copy slice of it; tiny runs are gathered into one buffer.
+/// Runs are ranges, so a forwarded block costs no reference counting.
 #[derive(Debug, Default)]
 struct Output {
     source: Bytes,
@@ -289,15 +290,14 @@ impl Output {
         self.source = chunk;
     }
 
-    fn forward(&mut self, raw: &Raw<'_>) {
-        let in_source = raw.chunk_range().filter(|(chunk, _)| {
-            chunk.as_ptr() == self.source.as_ptr() && chunk.len() == self.source.len()
-        });
-        let Some((_, range)) = in_source else {
-            self.close_run();
-            self.gathered.extend_from_slice(raw);
+    /// Forwards `chunk[range]`.
+    fn forward(&mut self, chunk: &Bytes, range: Range<usize>) {
+        let in_source = chunk.as_ptr() == self.source.as_ptr() && chunk.len() == self.source.len();
+        if !in_source {
+            // Not met in practice: the framer parses the chunk last pushed.
+            self.forward_owned(chunk.slice(range));
             return;
-        };
+        }
         match &mut self.run {
             Some(run) if run.end == range.start => run.end = range.end,
             _ => {
@@ -305,6 +305,32 @@ impl Output {
                 self.run = Some(range);
             }
         }
+    }
+
+    /// Forwards bytes that are no slice of a chunk: a block that spanned
+    /// chunks, copied by the framer.
+    fn forward_copy(&mut self, bytes: &[u8]) {
+        self.close_run();
+        if bytes.len() >= GATHER_BELOW {
+            self.forward_owned(Bytes::copy_from_slice(bytes));
+        } else {
+            self.gather(bytes);
+        }
+    }
+
+    fn forward_owned(&mut self, bytes: Bytes) {
+        self.close();
+        if !bytes.is_empty() {
+            self.ready.push_back(bytes);
+        }
+    }
+
+    fn gather(&mut self, bytes: &[u8]) {
+        if self.gathered.capacity() == 0 {
+            // Room for a chunk's worth at once, rather than growing copy by copy.
+            self.gathered.reserve(self.source.len().max(bytes.len()));
+        }
+        self.gathered.extend_from_slice(bytes);
     }
 
     /// Queues everything forwarded so far.
@@ -317,14 +343,18 @@ impl Output {
 
     fn close_run(&mut self) {
         let Some(run) = self.run.take() else { return };
-        if run.len() < GATHER_BELOW {
-            self.gathered.extend_from_slice(&self.source[run]);
-        } else {
-            if !self.gathered.is_empty() {
-                self.ready.push_back(self.gathered.split().freeze());
-            }
+        if run.len() >= GATHER_BELOW {
+            self.close();
             self.ready.push_back(self.source.slice(run));
+            return;
         }
+        let Output {
+            source, gathered, ..
+        } = self;
+        if gathered.capacity() == 0 {
+            gathered.reserve(source.len());
+        }
+        gathered.extend_from_slice(&source[run]);
     }
 
     fn pop(&mut self) -> Option<Bytes> {
@@ -380,7 +410,9 @@ impl Recorder {
         if self.batch.is_empty() {
             return;
         }
-        if let Err(error) = sink.record(key, std::mem::take(&mut self.batch)) {
+        let recorded = sink.record(key, &self.batch);
+        self.batch.clear();
+        if let Err(error) = recorded {
             self.stats.store_error();
             tracing::warn!(%key, %error, "could not record forwarded ids");
         }
@@ -411,11 +443,11 @@ impl fmt::Debug for Recorder {
 /// The one store method the body needs, object safe so that the body is not
 /// generic over the store.
 trait RecordSink: Send + Sync {
-    fn record(&self, key: &StreamKey, ids: IdBatch) -> Result<(), StoreError>;
+    fn record(&self, key: &StreamKey, ids: &IdBatch) -> Result<(), StoreError>;
 }
 
 impl<T: TrackerStore> RecordSink for T {
-    fn record(&self, key: &StreamKey, ids: IdBatch) -> Result<(), StoreError> {
+    fn record(&self, key: &StreamKey, ids: &IdBatch) -> Result<(), StoreError> {
         TrackerStore::record(self, key, ids)
     }
 }

@@ -4,7 +4,7 @@
 //! ordered window of the ids this layer forwarded, shared by every stream of
 //! one key in this process, so that check-and-record is atomic per key.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque, hash_map};
 use std::fmt;
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -138,6 +138,7 @@ impl Window {
         let start = self.bytes_base + self.bytes.len() as u64;
         self.bytes.extend(id.as_bytes());
         self.entries.push_back(Entry { hash, start, len });
+        // A colliding older id loses its place in the index: see `index`.
         self.index.insert(hash, seq);
         true
     }
@@ -251,8 +252,10 @@ impl Window {
     /// Removes the index entry of `entry` unless a newer id with the same
     /// hash took it over.
     fn unindex(&mut self, entry: Entry, seq: u64) {
-        if self.index.get(&entry.hash) == Some(&seq) {
-            self.index.remove(&entry.hash);
+        if let hash_map::Entry::Occupied(slot) = self.index.entry(entry.hash) {
+            if *slot.get() == seq {
+                slot.remove();
+            }
         }
     }
 }

@@ -374,7 +374,7 @@ impl TrackerStore for NotingStore {
         self.inner.load(key).await
     }
 
-    fn record(&self, key: &StreamKey, ids: IdBatch) -> Result<(), StoreError> {
+    fn record(&self, key: &StreamKey, ids: &IdBatch) -> Result<(), StoreError> {
         self.recorded
             .lock()
             .unwrap()

@@ -173,7 +173,7 @@ impl TrackerStore for MemoryStore {
         ready(Ok(self.tracker(key)))
     }
 
-    fn record(&self, _key: &StreamKey, _ids: IdBatch) -> Result<(), StoreError> {
+    fn record(&self, _key: &StreamKey, _ids: &IdBatch) -> Result<(), StoreError> {
         // The trackers handed out are the stored state: nothing to persist.
         Ok(())
     }

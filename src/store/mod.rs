@@ -28,13 +28,14 @@ pub trait TrackerStore: Send + Sync + 'static {
     /// so that two of them racing on one id forward it once.
     fn load(&self, key: &StreamKey) -> impl Future<Output = Result<Tracker, StoreError>> + Send;
 
-    /// Persists ids forwarded on the stream of `key`, oldest first.
+    /// Persists ids forwarded on the stream of `key`, oldest first. The
+    /// batch is reused once this returns: copy what must outlive the call.
     ///
     /// This must not wait on I/O: a store that writes elsewhere queues the
     /// batch (bounded) and writes it in the background, coalescing batches.
     /// A store whose trackers are the stored state, like [`MemoryStore`],
     /// has nothing to do: [`Tracker`] recorded them already.
-    fn record(&self, key: &StreamKey, ids: IdBatch) -> Result<(), StoreError>;
+    fn record(&self, key: &StreamKey, ids: &IdBatch) -> Result<(), StoreError>;
 
     /// Applies a client's cursor to the tracker of `key`: forget the ids
     /// recorded after `id`, or clear the window when `id` is not in it.
@@ -114,6 +115,12 @@ impl IdBatch {
             let start = if i == 0 { 0 } else { self.ends[i - 1] };
             &self.text[start..self.ends[i]]
         })
+    }
+
+    /// Removes every id, keeping the buffers.
+    pub fn clear(&mut self) {
+        self.text.clear();
+        self.ends.clear();
     }
 
     /// The number of ids.
