@@ -12,7 +12,7 @@ use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
-use crate::framer::{EventId, Framer, Segment};
+use crate::framer::{Framer, Segment};
 use crate::stats::Stats;
 use crate::store::{IdBatch, StoreError, StreamKey, TrackerStore};
 use crate::tracker::Tracker;
@@ -239,16 +239,13 @@ impl Dedup {
             let raw = match &segment {
                 Segment::Passthrough(raw) => raw,
                 Segment::Block(block) => {
-                    let trackable = match block.id() {
-                        EventId::Value(id) if id.len() <= self.max_id_len => Some(id),
-                        _ => None,
-                    };
+                    let trackable = block.id_bytes().filter(|id| id.len() <= self.max_id_len);
                     if let Some(id) = trackable {
-                        if !window.check_and_record(&id) {
+                        if !window.check_and_record(id) {
                             dropped += 1;
                             continue;
                         }
-                        self.recorder.push(&id);
+                        self.recorder.push(id);
                     }
                     forwarded += u64::from(block.dispatches());
                     block.raw()
@@ -369,16 +366,21 @@ impl Output {
 /// Hands recorded ids to the store in batches, and the last batch when the
 /// stream ends or the client goes away.
 pub(crate) struct Recorder {
-    sink: Option<(Arc<dyn RecordSink>, StreamKey)>,
+    key: Option<StreamKey>,
+    /// Where batches go; `None` when nothing keeps them.
+    sink: Option<Arc<dyn RecordSink>>,
     batch: IdBatch,
     stats: Stats,
 }
 
 impl Recorder {
-    /// A recorder for a stream whose ids the store keeps.
+    /// A recorder for a stream of `store`.
     pub(crate) fn to_store<T: TrackerStore>(store: Arc<T>, key: StreamKey, stats: Stats) -> Self {
+        // A store that keeps no ids gets no batches to build.
+        let sink = store.persists_ids().then(|| store as Arc<dyn RecordSink>);
         Self {
-            sink: Some((store, key)),
+            key: Some(key),
+            sink,
             batch: IdBatch::new(),
             stats,
         }
@@ -387,24 +389,25 @@ impl Recorder {
     /// A recorder for a per-response window that nothing keeps.
     pub(crate) fn nowhere(stats: Stats) -> Self {
         Self {
+            key: None,
             sink: None,
             batch: IdBatch::new(),
             stats,
         }
     }
 
-    fn push(&mut self, id: &str) {
+    fn push(&mut self, id: &[u8]) {
         if self.sink.is_none() {
             return;
         }
-        self.batch.push(id);
+        self.batch.push(&String::from_utf8_lossy(id));
         if self.batch.len() >= RECORD_BATCH {
             self.flush();
         }
     }
 
     fn flush(&mut self) {
-        let Some((sink, key)) = &self.sink else {
+        let (Some(sink), Some(key)) = (&self.sink, &self.key) else {
             return;
         };
         if self.batch.is_empty() {
@@ -419,9 +422,9 @@ impl Recorder {
     }
 
     fn key_for_logs(&self) -> String {
-        self.sink
+        self.key
             .as_ref()
-            .map_or_else(|| "(unscoped)".to_owned(), |(_, key)| key.to_string())
+            .map_or_else(|| "(unscoped)".to_owned(), StreamKey::to_string)
     }
 }
 
@@ -434,7 +437,7 @@ impl Drop for Recorder {
 impl fmt::Debug for Recorder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Recorder")
-            .field("key", &self.sink.as_ref().map(|(_, key)| key))
+            .field("key", &self.key)
             .field("batch", &self.batch.len())
             .finish()
     }

@@ -244,6 +244,14 @@ impl<'a> Block<'a> {
         }
     }
 
+    /// The bytes of the block's explicit id when it is a value: non-empty,
+    /// without U+0000, before any UTF-8 decoding.
+    #[inline]
+    pub fn id_bytes(&self) -> Option<&[u8]> {
+        let range = self.fields.id.get().filter(|range| !range.is_empty())?;
+        Some(&self.raw[range])
+    }
+
     /// Whether a client dispatches an event for this block: it has a `data`
     /// line.
     #[inline]

@@ -111,7 +111,7 @@ impl Window {
     pub fn from_ids<I>(capacity: usize, ids: I) -> Self
     where
         I: IntoIterator,
-        I::Item: AsRef<str>,
+        I::Item: AsRef<[u8]>,
     {
         let mut window = Self::new(capacity);
         for id in ids {
@@ -122,12 +122,14 @@ impl Window {
 
     /// Records `id` unless the window has it already. Returns whether it was
     /// new, that is whether the block carrying it should be forwarded.
-    /// Ids longer than `u32::MAX` bytes are never recorded and always new.
-    pub fn check_and_record(&mut self, id: &str) -> bool {
+    /// Ids are compared as bytes. Ids longer than `u32::MAX` bytes are never
+    /// recorded and always new.
+    pub fn check_and_record(&mut self, id: impl AsRef<[u8]>) -> bool {
+        let id = id.as_ref();
         let Ok(len) = u32::try_from(id.len()) else {
             return true;
         };
-        let hash = hash_id(self.seed, id.as_bytes());
+        let hash = hash_id(self.seed, id);
         if self.find(hash, id).is_some() {
             return false;
         }
@@ -136,7 +138,7 @@ impl Window {
         }
         let seq = self.first_seq + self.entries.len() as u64;
         let start = self.bytes_base + self.bytes.len() as u64;
-        self.bytes.extend(id.as_bytes());
+        self.bytes.extend(id);
         self.entries.push_back(Entry { hash, start, len });
         // A colliding older id loses its place in the index: see `index`.
         self.index.insert(hash, seq);
@@ -144,8 +146,9 @@ impl Window {
     }
 
     /// Whether the window holds `id`.
-    pub fn contains(&self, id: &str) -> bool {
-        self.find(hash_id(self.seed, id.as_bytes()), id).is_some()
+    pub fn contains(&self, id: impl AsRef<[u8]>) -> bool {
+        let id = id.as_ref();
+        self.find(hash_id(self.seed, id), id).is_some()
     }
 
     /// Applies a client's cursor: the client has every event up to `id`.
@@ -154,8 +157,9 @@ impl Window {
     /// so they are forgotten and a replay of them goes through. When the
     /// window does not know `id` at all it is cleared: a duplicate is better
     /// than a loss. Returns whether the cursor was known.
-    pub fn apply_cursor(&mut self, id: &str) -> bool {
-        let Some(seq) = self.find(hash_id(self.seed, id.as_bytes()), id) else {
+    pub fn apply_cursor(&mut self, id: impl AsRef<[u8]>) -> bool {
+        let id = id.as_ref();
+        let Some(seq) = self.find(hash_id(self.seed, id), id) else {
             self.clear();
             return false;
         };
@@ -174,12 +178,12 @@ impl Window {
         self.index.clear();
     }
 
-    /// The newest id.
+    /// The newest id, decoded lossily from UTF-8.
     pub fn last_id(&self) -> Option<String> {
         self.entries.back().map(|entry| self.id_of(entry))
     }
 
-    /// The ids, oldest first.
+    /// The ids, oldest first, decoded lossily from UTF-8.
     pub fn ids(&self) -> impl DoubleEndedIterator<Item = String> + ExactSizeIterator + '_ {
         self.entries.iter().map(|entry| self.id_of(entry))
     }
@@ -200,11 +204,10 @@ impl Window {
     }
 
     /// The sequence number of `id`, if the window holds it.
-    fn find(&self, hash: u64, id: &str) -> Option<u64> {
+    fn find(&self, hash: u64, id: &[u8]) -> Option<u64> {
         let seq = *self.index.get(&hash)?;
         let entry = &self.entries[(seq - self.first_seq) as usize];
         let (first, second) = self.slices_of(entry);
-        let id = id.as_bytes();
         let same = id.len() == first.len() + second.len()
             && id[..first.len()] == *first
             && id[first.len()..] == *second;
@@ -227,7 +230,6 @@ impl Window {
 
     fn id_of(&self, entry: &Entry) -> String {
         let (first, second) = self.slices_of(entry);
-        // Only `&str` ids go in, so this is always valid UTF-8.
         String::from_utf8_lossy(&[first, second].concat()).into_owned()
     }
 

@@ -178,6 +178,10 @@ impl TrackerStore for MemoryStore {
         Ok(())
     }
 
+    fn persists_ids(&self) -> bool {
+        false
+    }
+
     fn apply_cursor(
         &self,
         key: &StreamKey,

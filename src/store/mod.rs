@@ -37,6 +37,13 @@ pub trait TrackerStore: Send + Sync + 'static {
     /// has nothing to do: [`Tracker`] recorded them already.
     fn record(&self, key: &StreamKey, ids: &IdBatch) -> Result<(), StoreError>;
 
+    /// Whether [`record`](Self::record) is worth calling: `false` for a store
+    /// whose trackers are the stored state, like [`MemoryStore`], which then
+    /// gets no batches at all.
+    fn persists_ids(&self) -> bool {
+        true
+    }
+
     /// Applies a client's cursor to the tracker of `key`: forget the ids
     /// recorded after `id`, or clear the window when `id` is not in it.
     /// Returns whether the cursor was known.
