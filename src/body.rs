@@ -377,7 +377,7 @@ impl Recorder {
     /// A recorder for a stream of `store`.
     pub(crate) fn to_store<T: TrackerStore>(store: Arc<T>, key: StreamKey, stats: Stats) -> Self {
         // A store that keeps no ids gets no batches to build.
-        let sink = store.persists_ids().then(|| store as Arc<dyn RecordSink>);
+        let sink = store.persists_ids().then_some(store as Arc<dyn RecordSink>);
         Self {
             key: Some(key),
             sink,

@@ -383,8 +383,8 @@ mod tests {
     fn many_ids_wrap_the_byte_ring() {
         let mut window = Window::new(3);
         for i in 0..1000 {
-            assert!(window.check_and_record(&format!("id-{i}")));
-            assert!(!window.check_and_record(&format!("id-{i}")));
+            assert!(window.check_and_record(format!("id-{i}")));
+            assert!(!window.check_and_record(format!("id-{i}")));
         }
         assert_eq!(ids(&window), ["id-997", "id-998", "id-999"]);
         assert!(window.check_and_record("id-996"), "evicted long ago");
