@@ -212,7 +212,7 @@ impl Dedup {
     }
 
     fn push(&mut self, chunk: Bytes) {
-        self.output.set_source(chunk.clone());
+        self.output.push_input(chunk.clone());
         self.framer.push(chunk);
         self.drain();
     }
@@ -236,25 +236,20 @@ impl Dedup {
         let (mut forwarded, mut dropped) = (0, 0);
         let mut window = self.tracker.lock();
         while let Some(segment) = self.framer.next_segment() {
-            let raw = match &segment {
-                Segment::Passthrough(raw) => raw,
-                Segment::Block(block) => {
-                    let trackable = block.id_bytes().filter(|id| id.len() <= self.max_id_len);
-                    if let Some(id) = trackable {
-                        if !window.check_and_record(id) {
-                            dropped += 1;
-                            continue;
-                        }
-                        self.recorder.push(id);
+            let len = segment.raw().len();
+            if let Segment::Block(block) = &segment {
+                let trackable = block.id_bytes().filter(|id| id.len() <= self.max_id_len);
+                if let Some(id) = trackable {
+                    if !window.check_and_record(id) {
+                        dropped += 1;
+                        self.output.skip(len);
+                        continue;
                     }
-                    forwarded += u64::from(block.dispatches());
-                    block.raw()
+                    self.recorder.push(id);
                 }
-            };
-            match raw.chunk_range() {
-                Some((chunk, range)) => self.output.forward(chunk, range),
-                None => self.output.forward_copy(raw),
+                forwarded += u64::from(block.dispatches());
             }
+            self.output.forward(len);
         }
         drop(window);
         self.output.close();
@@ -268,66 +263,68 @@ impl Dedup {
 /// as slices of their own.
 const GATHER_BELOW: usize = 256;
 
-/// The bytes to send, as few and as large as possible. Segments forwarded
-/// one after the other from the chunk being parsed make one run, which goes
-/// out as a zero-copy slice of it; tiny runs are gathered into one buffer.
-/// Runs are ranges, so a forwarded block costs no reference counting.
+/// The bytes to send, cut from the input chunks themselves.
+///
+/// The framer hands out every input byte exactly once, in order, so the
+/// output needs only each segment's length: the next `len` bytes of input
+/// are forwarded or skipped. Forwarded bytes go out as zero-copy slices of
+/// the chunks they arrived in, even for a block the framer had to copy to
+/// parse, and consecutive ones make a single slice. Tiny runs are gathered
+/// into one buffer rather than sent as frames of their own.
 #[derive(Debug, Default)]
 struct Output {
-    source: Bytes,
+    /// Input not handed out yet: `input[0][offset..]` comes next. Bounded
+    /// by the framer, which hands out at least every block under its limit.
+    input: VecDeque<Bytes>,
+    offset: usize,
+    /// Bytes of `input[0]` forwarded but not yet queued.
     run: Option<Range<usize>>,
     gathered: BytesMut,
     ready: VecDeque<Bytes>,
 }
 
 impl Output {
-    /// Sets the chunk the next segments are slices of.
-    fn set_source(&mut self, chunk: Bytes) {
-        self.close();
-        self.source = chunk;
+    fn push_input(&mut self, chunk: Bytes) {
+        if !chunk.is_empty() {
+            self.input.push_back(chunk);
+        }
     }
 
-    /// Forwards `chunk[range]`.
-    fn forward(&mut self, chunk: &Bytes, range: Range<usize>) {
-        let in_source = chunk.as_ptr() == self.source.as_ptr() && chunk.len() == self.source.len();
-        if !in_source {
-            // Not met in practice: the framer parses the chunk last pushed.
-            self.forward_owned(chunk.slice(range));
-            return;
-        }
-        match &mut self.run {
-            Some(run) if run.end == range.start => run.end = range.end,
-            _ => {
+    /// Forwards the next `len` bytes of input.
+    fn forward(&mut self, len: usize) {
+        self.consume(len, true);
+    }
+
+    /// Drops the next `len` bytes of input.
+    fn skip(&mut self, len: usize) {
+        self.close_run();
+        self.consume(len, false);
+    }
+
+    fn consume(&mut self, mut len: usize, forward: bool) {
+        while len > 0 {
+            let Some(front_len) = self.input.front().map(Bytes::len) else {
+                return;
+            };
+            let take = len.min(front_len - self.offset);
+            let taken = self.offset..self.offset + take;
+            if forward {
+                match &mut self.run {
+                    Some(run) if run.end == taken.start => run.end = taken.end,
+                    _ => {
+                        self.close_run();
+                        self.run = Some(taken);
+                    }
+                }
+            }
+            self.offset += take;
+            len -= take;
+            if self.offset == front_len {
                 self.close_run();
-                self.run = Some(range);
+                self.input.pop_front();
+                self.offset = 0;
             }
         }
-    }
-
-    /// Forwards bytes that are no slice of a chunk: a block that spanned
-    /// chunks, copied by the framer.
-    fn forward_copy(&mut self, bytes: &[u8]) {
-        self.close_run();
-        if bytes.len() >= GATHER_BELOW {
-            self.forward_owned(Bytes::copy_from_slice(bytes));
-        } else {
-            self.gather(bytes);
-        }
-    }
-
-    fn forward_owned(&mut self, bytes: Bytes) {
-        self.close();
-        if !bytes.is_empty() {
-            self.ready.push_back(bytes);
-        }
-    }
-
-    fn gather(&mut self, bytes: &[u8]) {
-        if self.gathered.capacity() == 0 {
-            // Room for a chunk's worth at once, rather than growing copy by copy.
-            self.gathered.reserve(self.source.len().max(bytes.len()));
-        }
-        self.gathered.extend_from_slice(bytes);
     }
 
     /// Queues everything forwarded so far.
@@ -339,19 +336,20 @@ impl Output {
     }
 
     fn close_run(&mut self) {
-        let Some(run) = self.run.take() else { return };
+        let (Some(run), Some(chunk)) = (self.run.take(), self.input.front()) else {
+            return;
+        };
         if run.len() >= GATHER_BELOW {
+            let slice = chunk.slice(run);
             self.close();
-            self.ready.push_back(self.source.slice(run));
+            self.ready.push_back(slice);
             return;
         }
-        let Output {
-            source, gathered, ..
-        } = self;
-        if gathered.capacity() == 0 {
-            gathered.reserve(source.len());
+        if self.gathered.capacity() == 0 {
+            // Room for a chunk's worth at once, rather than growing copy by copy.
+            self.gathered.reserve(chunk.len());
         }
-        gathered.extend_from_slice(&source[run]);
+        self.gathered.extend_from_slice(&chunk[run]);
     }
 
     fn pop(&mut self) -> Option<Bytes> {
