@@ -31,10 +31,8 @@ pub struct Window {
     /// `first_seq + i`.
     entries: VecDeque<Entry>,
     first_seq: u64,
-    /// The ids' bytes, back to back in the order of `entries`; `bytes[0]` is
-    /// at absolute offset `bytes_base`.
-    bytes: VecDeque<u8>,
-    bytes_base: u64,
+    /// The ids' bytes, back to back in the order of `entries`.
+    bytes: ByteRing,
     /// From an id's hash to the sequence number of the newest entry with
     /// that hash. A collision can only make an id look new: a duplicate may
     /// then pass, but nothing is ever dropped that was not forwarded.
@@ -98,8 +96,7 @@ impl Window {
         Self {
             entries: VecDeque::new(),
             first_seq: 0,
-            bytes: VecDeque::new(),
-            bytes_base: 0,
+            bytes: ByteRing::default(),
             index: HashMap::default(),
             seed: RandomState::new().hash_one(0x5ee_u64),
             capacity: capacity.max(1),
@@ -137,8 +134,7 @@ impl Window {
             self.pop_oldest();
         }
         let seq = self.first_seq + self.entries.len() as u64;
-        let start = self.bytes_base + self.bytes.len() as u64;
-        self.bytes.extend(id);
+        let start = self.bytes.push(id);
         self.entries.push_back(Entry { hash, start, len });
         // A colliding older id loses its place in the index: see `index`.
         self.index.insert(hash, seq);
@@ -172,7 +168,6 @@ impl Window {
     /// Forgets every id.
     pub fn clear(&mut self) {
         self.first_seq += self.entries.len() as u64;
-        self.bytes_base += self.bytes.len() as u64;
         self.entries.clear();
         self.bytes.clear();
         self.index.clear();
@@ -216,16 +211,7 @@ impl Window {
 
     /// The bytes of `entry`, in one or two pieces where the ring wraps.
     fn slices_of(&self, entry: &Entry) -> (&[u8], &[u8]) {
-        let start = (entry.start - self.bytes_base) as usize;
-        let end = start + entry.len as usize;
-        let (front, back) = self.bytes.as_slices();
-        if end <= front.len() {
-            (&front[start..end], &[])
-        } else if start >= front.len() {
-            (&back[start - front.len()..end - front.len()], &[])
-        } else {
-            (&front[start..], &back[..end - front.len()])
-        }
+        self.bytes.slices(entry.start, entry.len as usize)
     }
 
     fn id_of(&self, entry: &Entry) -> String {
@@ -239,8 +225,7 @@ impl Window {
         };
         self.unindex(entry, self.first_seq);
         self.first_seq += 1;
-        self.bytes.drain(..entry.len as usize);
-        self.bytes_base += u64::from(entry.len);
+        self.bytes.release_front(entry.len as usize);
     }
 
     fn pop_newest(&mut self) {
@@ -248,7 +233,7 @@ impl Window {
             return;
         };
         self.unindex(entry, self.first_seq + self.entries.len() as u64);
-        self.bytes.truncate(self.bytes.len() - entry.len as usize);
+        self.bytes.release_back(entry.len as usize);
     }
 
     /// Removes the index entry of `entry` unless a newer id with the same
@@ -259,6 +244,75 @@ impl Window {
                 slot.remove();
             }
         }
+    }
+}
+
+/// Bytes added at the back and released from the front of a buffer that
+/// wraps around, addressed by absolute offsets: releasing touches no memory.
+#[derive(Clone, Default)]
+struct ByteRing {
+    /// Empty, or a power of two long.
+    buf: Vec<u8>,
+    head: u64,
+    tail: u64,
+}
+
+impl ByteRing {
+    fn len(&self) -> usize {
+        (self.tail - self.head) as usize
+    }
+
+    /// Appends `bytes` and returns where they start.
+    fn push(&mut self, bytes: &[u8]) -> u64 {
+        if self.len() + bytes.len() > self.buf.len() {
+            self.grow(self.len() + bytes.len());
+        }
+        let start = self.tail;
+        self.write(start, bytes);
+        self.tail += bytes.len() as u64;
+        start
+    }
+
+    fn write(&mut self, start: u64, bytes: &[u8]) {
+        let at = start as usize & (self.buf.len() - 1);
+        let first = bytes.len().min(self.buf.len() - at);
+        self.buf[at..at + first].copy_from_slice(&bytes[..first]);
+        self.buf[..bytes.len() - first].copy_from_slice(&bytes[first..]);
+    }
+
+    /// The `len` bytes at `start`, in one or two pieces.
+    fn slices(&self, start: u64, len: usize) -> (&[u8], &[u8]) {
+        if len == 0 {
+            return (&[], &[]);
+        }
+        let at = start as usize & (self.buf.len() - 1);
+        let first = len.min(self.buf.len() - at);
+        (&self.buf[at..at + first], &self.buf[..len - first])
+    }
+
+    fn release_front(&mut self, len: usize) {
+        self.head += len as u64;
+    }
+
+    fn release_back(&mut self, len: usize) {
+        self.tail -= len as u64;
+    }
+
+    fn clear(&mut self) {
+        self.head = self.tail;
+    }
+
+    /// Moves the bytes into a buffer that holds at least `need`.
+    fn grow(&mut self, need: usize) {
+        let mut grown = ByteRing {
+            buf: vec![0; need.next_power_of_two().max(64)],
+            head: self.head,
+            tail: self.tail,
+        };
+        let (first, second) = self.slices(self.head, self.len());
+        grown.write(self.head, first);
+        grown.write(self.head + first.len() as u64, second);
+        *self = grown;
     }
 }
 
