@@ -187,6 +187,8 @@ pub(crate) struct Dedup {
     dropped: u64,
     trailers: Option<HeaderMap>,
     ended: bool,
+    /// Carries the stream's key to every event logged for it.
+    span: tracing::Span,
 }
 
 impl Dedup {
@@ -200,7 +202,6 @@ impl Dedup {
         Self {
             framer: Framer::with_max_block_len(max_block_len),
             tracker,
-            recorder,
             output: Output::default(),
             max_id_len,
             stats,
@@ -208,6 +209,8 @@ impl Dedup {
             dropped: 0,
             trailers: None,
             ended: false,
+            span: tracing::debug_span!("sse_resume", key = %recorder.key_for_logs()),
+            recorder,
         }
     }
 
@@ -222,8 +225,8 @@ impl Dedup {
         self.drain();
         self.recorder.flush();
         self.ended = true;
+        let _span = self.span.enter();
         tracing::debug!(
-            key = %self.recorder.key_for_logs(),
             forwarded = self.forwarded,
             dropped = self.dropped,
             "sse stream ended"
@@ -412,10 +415,11 @@ impl Recorder {
             return;
         }
         let recorded = sink.record(key, &self.batch);
+        let ids = self.batch.len();
         self.batch.clear();
         if let Err(error) = recorded {
             self.stats.store_error();
-            tracing::warn!(%key, %error, "could not record forwarded ids");
+            tracing::warn!(%key, %error, ids, "could not record forwarded ids");
         }
     }
 
