@@ -10,9 +10,13 @@
 /// candidate, and the window compares the ids themselves.
 #[derive(Clone)]
 pub(super) struct SeqIndex {
-    /// `tag == 0` marks a free slot; tags are odd, so never 0.
+    /// `tag == 0` marks a free slot; tags are odd, so never 0. Empty until
+    /// the first insert, then at most half full, up to `max_slots`: an idle
+    /// window costs next to nothing.
     slots: Vec<Slot>,
     mask: usize,
+    len: usize,
+    max_slots: usize,
 }
 
 #[derive(Clone, Copy, Default)]
@@ -24,15 +28,23 @@ struct Slot {
 impl SeqIndex {
     /// An index for at most `capacity` ids.
     pub(super) fn new(capacity: usize) -> Self {
-        let len = (capacity * 2).next_power_of_two().max(8);
+        let max_slots = capacity
+            .saturating_mul(2)
+            .next_power_of_two()
+            .max(MIN_SLOTS);
         Self {
-            slots: vec![Slot::default(); len],
-            mask: len - 1,
+            slots: Vec::new(),
+            mask: 0,
+            len: 0,
+            max_slots,
         }
     }
 
     /// The first entry for `hash` that `is_it` accepts.
     pub(super) fn find(&self, hash: u32, mut is_it: impl FnMut(u32) -> bool) -> Option<u32> {
+        if self.slots.is_empty() {
+            return None;
+        }
         let tag = tag(hash);
         let mut at = self.home(tag);
         loop {
@@ -49,6 +61,10 @@ impl SeqIndex {
 
     /// Adds an entry. The caller keeps at most `capacity` of them.
     pub(super) fn insert(&mut self, hash: u32, seq: u32) {
+        if (self.len + 1) * 2 > self.slots.len() && self.slots.len() < self.max_slots {
+            self.grow();
+        }
+        self.len += 1;
         let tag = tag(hash);
         let mut at = self.home(tag);
         while self.slots[at].tag != 0 {
@@ -59,6 +75,9 @@ impl SeqIndex {
 
     /// Removes the entry of `hash` and `seq`, if present.
     pub(super) fn remove(&mut self, hash: u32, seq: u32) {
+        if self.slots.is_empty() {
+            return;
+        }
         let tag = tag(hash);
         let mut at = self.home(tag);
         loop {
@@ -67,6 +86,7 @@ impl SeqIndex {
                 return;
             }
             if slot.tag == tag && slot.seq == seq {
+                self.len -= 1;
                 break;
             }
             at = (at + 1) & self.mask;
@@ -93,12 +113,29 @@ impl SeqIndex {
 
     pub(super) fn clear(&mut self) {
         self.slots.fill(Slot::default());
+        self.len = 0;
+    }
+
+    /// Doubles the slots and puts every entry back.
+    fn grow(&mut self) {
+        let len = (self.slots.len() * 2).max(MIN_SLOTS);
+        let old = std::mem::replace(&mut self.slots, vec![Slot::default(); len]);
+        self.mask = len - 1;
+        for slot in old.into_iter().filter(|slot| slot.tag != 0) {
+            let mut at = self.home(slot.tag);
+            while self.slots[at].tag != 0 {
+                at = (at + 1) & self.mask;
+            }
+            self.slots[at] = slot;
+        }
     }
 
     fn home(&self, tag: u32) -> usize {
         (tag >> 1) as usize & self.mask
     }
 }
+
+const MIN_SLOTS: usize = 8;
 
 fn tag(hash: u32) -> u32 {
     hash | 1
@@ -127,6 +164,18 @@ mod tests {
         assert_eq!(index.find(0x10, |s| s == 0), None);
         index.clear();
         assert_eq!(index.find(0x11, |_| true), None);
+    }
+
+    #[test]
+    fn grows_from_nothing() {
+        let mut index = SeqIndex::new(1000);
+        assert!(index.slots.is_empty());
+        assert_eq!(index.find(1, |_| true), None);
+        for seq in 0..1000 {
+            index.insert(seq * 7, seq);
+        }
+        assert_eq!(index.slots.len(), 2048);
+        assert!((0..1000).all(|seq| index.find(seq * 7, |s| s == seq) == Some(seq)));
     }
 
     #[test]
