@@ -5,11 +5,75 @@ use std::sync::Arc;
 use tower_layer::Layer;
 
 use crate::framer::DEFAULT_MAX_BLOCK_LEN;
-use crate::key::{BoxedExtractor, Header, KeyExtractor, MethodAndPath};
+use crate::key::{BoxedExtractor, Header, MethodAndPath};
 use crate::service::SseResume;
 use crate::stats::Stats;
 use crate::store::{MemoryStore, TrackerStore};
 use crate::tracker::DEFAULT_WINDOW_LEN;
+
+/// The builder methods shared by [`SseResumeLayer`] and
+/// [`SseResume`](crate::SseResume), on their `settings`.
+macro_rules! knobs {
+    () => {
+        /// Reads each request's scope (whose stream it is) with `extractor`.
+        /// Requests without one are deduplicated within their own response
+        /// only.
+        pub fn scope(mut self, extractor: impl $crate::key::KeyExtractor) -> Self {
+            self.settings.scope = std::sync::Arc::new($crate::key::BoxedExtractor::new(extractor));
+            self
+        }
+
+        /// Reads each request's stream key (which stream of the scope) with
+        /// `extractor`. A request without one uses the empty key.
+        pub fn stream_key(mut self, extractor: impl $crate::key::KeyExtractor) -> Self {
+            self.settings.stream_key =
+                std::sync::Arc::new($crate::key::BoxedExtractor::new(extractor));
+            self
+        }
+
+        /// Whether a `GET` without `Last-Event-ID` is sent upstream with the
+        /// last id its stream forwarded. On by default.
+        pub fn inject_last_event_id(mut self, inject: bool) -> Self {
+            self.settings.inject = inject;
+            self
+        }
+
+        /// Whether injection is skipped for requests whose
+        /// `MCP-Protocol-Version` is `2026-07-28` or later: that revision
+        /// removed resumption. On by default.
+        pub fn mcp_protocol_gate(mut self, gate: bool) -> Self {
+            self.settings.mcp_protocol_gate = gate;
+            self
+        }
+
+        /// What to do when the store fails at the start of a request.
+        pub fn failure_policy(mut self, policy: $crate::FailurePolicy) -> Self {
+            self.settings.failure_policy = policy;
+            self
+        }
+
+        /// Blocks longer than this are forwarded without deduplication.
+        /// 1 MiB by default.
+        pub fn max_block_len(mut self, max: usize) -> Self {
+            self.settings.max_block_len = max;
+            self
+        }
+
+        /// Ids longer than this, in bytes, are forwarded but not tracked.
+        /// 256 by default.
+        pub fn max_id_len(mut self, max: usize) -> Self {
+            self.settings.max_id_len = max;
+            self
+        }
+
+        /// A handle on the counters, shared by the layer and every service
+        /// made from it.
+        pub fn stats(&self) -> $crate::Stats {
+            self.settings.stats.clone()
+        }
+    };
+}
+pub(crate) use knobs;
 
 /// The default [`SseResumeLayer::max_id_len`]: longer ids are forwarded
 /// but not tracked.
@@ -99,76 +163,28 @@ impl SseResumeLayer {
 impl<T: TrackerStore> SseResumeLayer<T> {
     /// Keeps trackers in `store` instead.
     pub fn store<U: TrackerStore>(self, store: U) -> SseResumeLayer<U> {
-        let s = self.settings;
         SseResumeLayer {
-            settings: Settings {
-                store: Arc::new(store),
-                scope: s.scope,
-                stream_key: s.stream_key,
-                inject: s.inject,
-                mcp_protocol_gate: s.mcp_protocol_gate,
-                failure_policy: s.failure_policy,
-                max_block_len: s.max_block_len,
-                max_id_len: s.max_id_len,
-                unscoped_window_len: s.unscoped_window_len,
-                stats: s.stats,
-            },
+            settings: self.settings.with_store(store),
         }
     }
 
-    /// Reads each request's scope (whose stream it is) with `extractor`.
-    /// Requests without one are deduplicated within their own response
-    /// only.
-    pub fn scope(mut self, extractor: impl KeyExtractor) -> Self {
-        self.settings.scope = Arc::new(BoxedExtractor::new(extractor));
-        self
-    }
+    knobs!();
+}
 
-    /// Reads each request's stream key (which stream of the scope) with
-    /// `extractor`. A request without one uses the empty key.
-    pub fn stream_key(mut self, extractor: impl KeyExtractor) -> Self {
-        self.settings.stream_key = Arc::new(BoxedExtractor::new(extractor));
-        self
-    }
-
-    /// Whether a `GET` without `Last-Event-ID` is sent upstream with the
-    /// last id its stream forwarded. On by default.
-    pub fn inject_last_event_id(mut self, inject: bool) -> Self {
-        self.settings.inject = inject;
-        self
-    }
-
-    /// Whether injection is skipped for requests whose
-    /// `MCP-Protocol-Version` is `2026-07-28` or later: that revision
-    /// removed resumption. On by default.
-    pub fn mcp_protocol_gate(mut self, gate: bool) -> Self {
-        self.settings.mcp_protocol_gate = gate;
-        self
-    }
-
-    /// What to do when the store fails at the start of a request.
-    pub fn failure_policy(mut self, policy: FailurePolicy) -> Self {
-        self.settings.failure_policy = policy;
-        self
-    }
-
-    /// Blocks longer than this are forwarded without deduplication. 1 MiB
-    /// by default.
-    pub fn max_block_len(mut self, max: usize) -> Self {
-        self.settings.max_block_len = max;
-        self
-    }
-
-    /// Ids longer than this, in bytes, are forwarded but not tracked. 256
-    /// by default.
-    pub fn max_id_len(mut self, max: usize) -> Self {
-        self.settings.max_id_len = max;
-        self
-    }
-
-    /// A handle on the counters of every service this layer makes.
-    pub fn stats(&self) -> Stats {
-        self.settings.stats.clone()
+impl<T> Settings<T> {
+    pub(crate) fn with_store<U>(self, store: U) -> Settings<U> {
+        Settings {
+            store: Arc::new(store),
+            scope: self.scope,
+            stream_key: self.stream_key,
+            inject: self.inject,
+            mcp_protocol_gate: self.mcp_protocol_gate,
+            failure_policy: self.failure_policy,
+            max_block_len: self.max_block_len,
+            max_id_len: self.max_id_len,
+            unscoped_window_len: self.unscoped_window_len,
+            stats: self.stats,
+        }
     }
 }
 

@@ -13,7 +13,7 @@ use tower_service::Service;
 
 use crate::body::SseResumeBody;
 use crate::future::{Plan, ResponseFuture};
-use crate::layer::{Settings, SseResumeLayer};
+use crate::layer::{Settings, SseResumeLayer, knobs};
 use crate::store::{MemoryStore, TrackerStore};
 
 /// The `Last-Event-ID` request header.
@@ -40,6 +40,18 @@ impl<S> SseResume<S> {
     pub fn layer() -> SseResumeLayer {
         SseResumeLayer::new()
     }
+}
+
+impl<S, T: TrackerStore> SseResume<S, T> {
+    /// Keeps trackers in `store` instead.
+    pub fn store<U: TrackerStore>(self, store: U) -> SseResume<S, U> {
+        SseResume {
+            inner: self.inner,
+            settings: self.settings.with_store(store),
+        }
+    }
+
+    knobs!();
 }
 
 impl<S, T> SseResume<S, T> {

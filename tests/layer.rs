@@ -594,3 +594,27 @@ async fn trailers_follow_the_last_block() {
     assert_eq!(collected.trailers().unwrap()["x-done"], "yes");
     assert_eq!(collected.to_bytes(), "id: 1\ndata: a\n\ndata: tail");
 }
+
+#[tokio::test]
+async fn the_service_has_the_layers_knobs() {
+    let upstream = Upstream::new([Reply::sse([events(1..=3)]), Reply::sse([events(1..=4)])]);
+    let service = tower_sse_resume::SseResume::new(upstream.clone())
+        .scope(tower_sse_resume::key::Query::new("session"))
+        .inject_last_event_id(false);
+    let stats = service.stats();
+    for _ in 0..2 {
+        let request = Request::get("/events?session=q").body(()).unwrap();
+        read(service.clone().oneshot(request).await.unwrap()).await;
+    }
+    assert_eq!(
+        stats.snapshot().duplicates_dropped,
+        3,
+        "scoped by the query parameter"
+    );
+    assert!(
+        upstream
+            .seen()
+            .iter()
+            .all(|seen| seen.last_event_id().is_none())
+    );
+}
