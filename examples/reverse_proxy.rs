@@ -18,13 +18,13 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Request, Response, StatusCode, Uri};
+use http::{Request, Response, StatusCode, Uri, Version};
 use http_body_util::{BodyExt, Full, StreamBody, combinators::BoxBody};
 use hyper::body::{Frame, Incoming};
 use hyper_util::client::legacy::{Client, connect::HttpConnector};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::service::TowerToHyperService;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tower::{ServiceBuilder, service_fn};
 use tower_sse_resume::key::{Header, KeyExtractor, Query};
 use tower_sse_resume::{SseResumeLayer, Stats};
@@ -112,12 +112,12 @@ async fn run(options: Options) -> Result<(), String> {
         .map_err(|error| format!("cannot listen on {}: {error}", options.listen))?;
     let addr = listener.local_addr().map_err(|error| error.to_string())?;
 
-    let label = options
-        .upstream
-        .as_ref()
-        .map_or("the demo upstream".to_owned(), Uri::to_string);
+    let is_demo = options.upstream.is_none();
     let upstream = match options.upstream {
-        Some(upstream) => upstream,
+        Some(upstream) => {
+            check_reachable(&upstream).await?;
+            upstream
+        }
         None => {
             let demo = demo::start()
                 .await
@@ -138,18 +138,30 @@ async fn run(options: Options) -> Result<(), String> {
     let layer = SseResumeLayer::new().scope(scope);
     tokio::spawn(log_stats(layer.stats()));
 
+    let label = upstream.to_string();
     let client = Client::builder(TokioExecutor::new()).build(HttpConnector::new());
     let proxy = service_fn(move |request| forward(client.clone(), upstream.clone(), request));
     let service = ServiceBuilder::new().layer(layer).service(proxy);
 
-    println!("proxying http://{addr} -> {label}");
-    println!("try:  curl -N -H 'Mcp-Session-Id: demo' http://{addr}/events");
-    println!("then: curl -N -H 'Mcp-Session-Id: demo' -H 'Last-Event-ID: 5' http://{addr}/events");
-    println!("or open http://{addr}/ in a browser to watch an EventSource");
+    if is_demo {
+        println!("proxying http://{addr} -> a demo upstream that drops every 3 s and replays");
+        println!("watch: open http://{addr}/ in a browser: each event arrives once");
+        println!("try:   curl -N -H 'Mcp-Session-Id: demo' http://{addr}/events");
+        println!("       and when the upstream drops it, the same again: it goes on, no repeats");
+    } else {
+        println!("proxying http://{addr} -> {label}");
+        println!("try:   curl -N -H 'Mcp-Session-Id: s1' http://{addr}/YOUR/EVENTS/PATH");
+    }
 
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(error) => {
+                // Out of file descriptors, most likely: let some close.
+                eprintln!("accept: {error}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
         };
         let service = TowerToHyperService::new(service.clone());
         tokio::spawn(async move {
@@ -158,6 +170,20 @@ async fn run(options: Options) -> Result<(), String> {
                 .serve_connection(TokioIo::new(stream), service)
                 .await;
         });
+    }
+}
+
+/// Fails with a clear message when nothing answers at `upstream`: better
+/// at the start than as a `502` on every request.
+async fn check_reachable(upstream: &Uri) -> Result<(), String> {
+    let host = upstream.host().unwrap_or_default();
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let port = upstream.port_u16().unwrap_or(80);
+    let connect = TcpStream::connect((host, port));
+    match tokio::time::timeout(Duration::from_secs(5), connect).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(error)) => Err(format!("upstream {upstream} unreachable: {error}")),
+        Err(_) => Err(format!("upstream {upstream} unreachable: no answer in 5 s")),
     }
 }
 
@@ -181,6 +207,8 @@ async fn forward(
         parts.headers.insert(header::HOST, authority);
     }
     parts.uri = uri;
+    // The client speaks HTTP/1.1 to the upstream, whatever the client spoke.
+    parts.version = Version::HTTP_11;
     match client.request(Request::from_parts(parts, body)).await {
         Ok(response) => {
             let (mut parts, body) = response.into_parts();
@@ -191,7 +219,14 @@ async fn forward(
             ))
         }
         Err(error) => {
-            let message = format!("upstream {upstream} unreachable: {error}\n");
+            // hyper-util's error says little by itself: add its causes.
+            let mut message = format!("upstream {upstream} unreachable: {error}");
+            let mut source = std::error::Error::source(&error);
+            while let Some(cause) = source {
+                message.push_str(&format!(": {cause}"));
+                source = cause.source();
+            }
+            message.push('\n');
             Ok(error_response(StatusCode::BAD_GATEWAY, &message))
         }
     }
@@ -212,6 +247,7 @@ fn remove_hop_by_hop(headers: &mut HeaderMap) {
     for name in [
         header::CONNECTION,
         HeaderName::from_static("keep-alive"),
+        HeaderName::from_static("proxy-connection"),
         header::PROXY_AUTHENTICATE,
         header::PROXY_AUTHORIZATION,
         header::TE,
@@ -229,6 +265,10 @@ fn error_response(status: StatusCode, message: &str) -> Response<ProxyBody> {
         .boxed();
     let mut response = Response::new(body);
     *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     response
 }
 
@@ -248,6 +288,7 @@ async fn log_stats(stats: Stats) {
 /// seconds, and replays from earlier than asked.
 mod demo {
     use super::*;
+    use futures_util::StreamExt;
 
     /// Events per connection before it is dropped.
     const PER_CONNECTION: u64 = 12;
@@ -291,6 +332,10 @@ mod demo {
             .and_then(|value| value.to_str().ok()?.parse::<u64>().ok());
         // At least once: start a few events before the client's cursor.
         let first = asked.map_or(1, |id| id.saturating_sub(REPLAY).max(1));
+        // Browsers wait 3 s before they reconnect unless told otherwise.
+        let retry = futures_util::stream::once(async {
+            Ok::<_, BoxError>(Frame::data(Bytes::from_static(b"retry: 500\n\n")))
+        });
         let events = futures_util::stream::unfold(first, move |id| async move {
             if id >= first + PER_CONNECTION {
                 // Drop the connection, as a flaky upstream would.
@@ -303,7 +348,7 @@ mod demo {
             let block = format!("id: {id}\ndata: event {id}\n\n");
             Some((Ok(Frame::data(Bytes::from(block))), id + 1))
         });
-        let mut response = Response::new(BoxBody::new(StreamBody::new(events)));
+        let mut response = Response::new(BoxBody::new(StreamBody::new(retry.chain(events))));
         let headers = response.headers_mut();
         headers.insert(
             header::CONTENT_TYPE,

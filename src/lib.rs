@@ -86,3 +86,5 @@ pub use layer::{DEFAULT_MAX_ID_LEN, FailurePolicy, SseResumeLayer};
 pub use service::{LAST_EVENT_ID, MCP_PROTOCOL_VERSION, SseResume};
 pub use stats::{Stats, StatsSnapshot};
 pub use store::{IdBatch, MemoryStore, StoreError, StreamKey, TrackerStore};
+#[cfg(feature = "redis")]
+pub use store::{RedisStats, RedisStore};

@@ -13,8 +13,12 @@ use std::sync::Arc;
 use crate::tracker::Tracker;
 
 mod memory;
+#[cfg(feature = "redis")]
+mod redis;
 
 pub use memory::{DEFAULT_IDLE_TTL, DEFAULT_MAX_KEYS, DEFAULT_MAX_STREAMS_PER_SCOPE, MemoryStore};
+#[cfg(feature = "redis")]
+pub use redis::{DEFAULT_PREFIX, DEFAULT_QUEUE_LEN, DEFAULT_TIMEOUT, RedisStats, RedisStore};
 
 /// A store of per-stream trackers.
 ///

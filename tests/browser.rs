@@ -1,0 +1,287 @@
+//! A real browser end to end: headless Chromium's `EventSource` through the
+//! proxy, against an upstream that drops the connection mid-stream and
+//! replays from earlier than asked.
+//!
+//! Needs Debian's `chromium` at `/usr/bin/chromium`. Without it the test is
+//! skipped with a message, unless `TOWER_SSE_RESUME_REQUIRE_BROWSER=1`
+//! (set by `.ci/run`), which makes it fail instead.
+
+mod e2e;
+
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use e2e::{Proxy, Script, Upstream, parse_data};
+use serde_json::Value;
+use tower_sse_resume::SseResumeLayer;
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+/// From launching the browser to its report, chromium's start included.
+const DEADLINE: Duration = Duration::from_secs(60);
+/// No event takes longer than this from the upstream to the page.
+const MAX_DELAY_MS: u64 = 1000;
+
+/// One browser at a time: the delays measured are the proxy's, not those of
+/// two browsers starting on the same cores.
+static ONE_BROWSER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_sees_every_event_once_in_order_as_it_is_sent() {
+    let layer = SseResumeLayer::new();
+    let Some(run) = run(Some(layer.clone())).await else {
+        return;
+    };
+    let total = run.script.total;
+    let reconnects = run.script.cuts.len();
+
+    assert_eq!(run.ids, (1..=total).collect::<Vec<_>>(), "once, in order");
+
+    // The browser's own Last-Event-ID reached the upstream on each
+    // reconnect: the layer injected none.
+    assert!(run.asked.len() > reconnects, "{:?}", run.asked);
+    assert_eq!(
+        run.asked, run.cursors,
+        "the upstream got the browser's cursor"
+    );
+    let stats = layer.stats().snapshot();
+    assert_eq!(stats.cursors_injected, 0, "{stats:?}");
+    assert!(
+        stats.duplicates_dropped >= 3 * reconnects as u64,
+        "{stats:?}"
+    );
+
+    // Nothing held back: each event reached the page as it was sent, not
+    // when its connection ended (about 0.5 s later) nor when the next event
+    // came (an interval later).
+    let mut delays: Vec<u64> = run.delays.iter().map(|&(_, delay)| delay).collect();
+    delays.sort_unstable();
+    let (median, slowest) = (delays[delays.len() / 2], delays[delays.len() - 1]);
+    eprintln!(
+        "{} events, {} reconnects, from upstream to page: median {median} ms, slowest {slowest} ms",
+        run.ids.len(),
+        run.asked.len() - 1,
+    );
+    let interval = u64::try_from(run.script.interval.as_millis()).unwrap();
+    assert!(median < interval / 2, "held back: {:?}", run.delays);
+    assert!(slowest < MAX_DELAY_MS, "held back: {:?}", run.delays);
+}
+
+/// The control: without the layer the same page sees the upstream's
+/// replays, so the test above would catch a duplicate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_layer_chromium_sees_duplicates() {
+    let Some(run) = run(None).await else {
+        return;
+    };
+    let mut unique = run.ids.clone();
+    unique.sort_unstable();
+    unique.dedup();
+    assert!(
+        unique.len() < run.ids.len(),
+        "no replay seen: {:?}",
+        run.ids
+    );
+}
+
+/// What one page saw.
+struct Run {
+    script: Script,
+    /// The id of every event, in order.
+    ids: Vec<u64>,
+    /// The last id the page had when each connection opened.
+    cursors: Vec<Option<u64>>,
+    /// The `Last-Event-ID` of each request, as the upstream saw it.
+    asked: Vec<Option<u64>>,
+    /// Each event's id and milliseconds from the upstream to the page.
+    delays: Vec<(u64, u64)>,
+}
+
+/// Opens the page in Chromium through the proxy, with `layer` or without
+/// any, and reads its report. `None` when the browser is missing.
+async fn run(layer: Option<SseResumeLayer>) -> Option<Run> {
+    if !Path::new(CHROMIUM).exists() {
+        let required = std::env::var("TOWER_SSE_RESUME_REQUIRE_BROWSER").as_deref() == Ok("1");
+        assert!(!required, "{CHROMIUM} is missing: apt-get install chromium");
+        eprintln!("skipped: {CHROMIUM} is missing (apt-get install chromium)");
+        return None;
+    }
+    let _one = ONE_BROWSER.lock().await;
+    let mut script = Script::flaky();
+    script.page = Some(page(script.total));
+    let mut upstream = Upstream::start(script.clone()).await;
+    let proxy = match layer {
+        Some(layer) => Proxy::start(upstream.addr, layer).await,
+        None => Proxy::without_layer(upstream.addr).await,
+    };
+
+    let mut browser = Browser::launch(&format!("http://{}/", proxy.addr));
+    let report = loop {
+        if let Some(report) = upstream.report(Duration::from_millis(250)).await {
+            break report;
+        }
+        if let Some(problem) = browser.problem() {
+            panic!("{problem}");
+        }
+    };
+    drop(browser);
+
+    let log: Vec<Value> = serde_json::from_slice(&report).expect("the page's report");
+    let mut run = Run {
+        script,
+        ids: Vec::new(),
+        cursors: Vec::new(),
+        asked: Vec::new(),
+        delays: Vec::new(),
+    };
+    for entry in &log {
+        match entry["kind"].as_str() {
+            Some("open") => run.cursors.push(run.ids.last().copied()),
+            Some("message") => {
+                let id: u64 = entry["id"].as_str().unwrap().parse().unwrap();
+                let (data_id, sent) = parse_data(entry["data"].as_str().unwrap()).unwrap();
+                assert_eq!(data_id, id, "the data belongs to its id");
+                let arrived = entry["t"].as_u64().unwrap();
+                run.ids.push(id);
+                run.delays.push((id, arrived.saturating_sub(sent)));
+            }
+            _ => {}
+        }
+    }
+    let seen = upstream.seen();
+    for request in &seen {
+        let path = &request.path_and_query;
+        assert!(path.starts_with("/events?session=browser-"), "{path}");
+    }
+    run.asked = seen
+        .iter()
+        .map(|seen| seen.last_event_id.as_deref().map(|id| id.parse().unwrap()))
+        .collect();
+    Some(run)
+}
+
+/// The page: an `EventSource` scoped by `?session=`, a log of every event
+/// with its arrival time, posted to `/report` after `total` events, or
+/// after 30 s with what came.
+fn page(total: u64) -> String {
+    format!(
+        r#"<!doctype html>
+<meta charset="utf-8">
+<title>tower-sse-resume browser test</title>
+<script>
+const log = [];
+let received = 0, reported = false;
+const source = new EventSource("/events?session=browser-" + Math.random().toString(36).slice(2));
+function report() {{
+  if (reported) return;
+  reported = true;
+  source.close();
+  fetch("/report", {{ method: "POST", body: JSON.stringify(log) }});
+}}
+source.onopen = () => log.push({{ kind: "open", t: Date.now() }});
+source.onerror = () => log.push({{ kind: "error", t: Date.now() }});
+source.onmessage = (event) => {{
+  log.push({{ kind: "message", id: event.lastEventId, data: event.data, t: Date.now() }});
+  if (++received >= {total}) report();
+}};
+setTimeout(report, 30000);
+</script>
+"#
+    )
+}
+
+/// Headless Chromium with a fresh profile, killed with its whole process
+/// group and its profile removed when dropped.
+struct Browser {
+    child: Child,
+    dir: PathBuf,
+    started: Instant,
+}
+
+impl Browser {
+    fn launch(url: &str) -> Self {
+        use std::os::unix::process::CommandExt;
+
+        let dir = std::env::temp_dir().join(format!(
+            "tower-sse-resume-browser-{}-{}",
+            std::process::id(),
+            e2e::now_ms()
+        ));
+        fs::create_dir_all(&dir).unwrap();
+        let log = File::create(dir.join("chromium.log")).unwrap();
+        let child = Command::new(CHROMIUM)
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+            ])
+            .arg(format!("--user-data-dir={}", dir.join("profile").display()))
+            .arg(url)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            // Its own group, so that its helpers go with it.
+            .process_group(0)
+            .spawn()
+            .expect("chromium starts");
+        Self {
+            child,
+            dir,
+            started: Instant::now(),
+        }
+    }
+
+    /// Why no report will come, if that is already known.
+    fn problem(&mut self) -> Option<String> {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            return Some(format!(
+                "chromium exited ({status}) before the page reported\n{}",
+                self.log_tail()
+            ));
+        }
+        if self.started.elapsed() > DEADLINE {
+            return Some(format!(
+                "no report from the page within {DEADLINE:?}\n{}",
+                self.log_tail()
+            ));
+        }
+        None
+    }
+
+    /// The end of chromium's log, for a failure message.
+    fn log_tail(&self) -> String {
+        let log = fs::read_to_string(self.dir.join("chromium.log")).unwrap_or_default();
+        let start = log.len().saturating_sub(4000);
+        let start = (start..log.len())
+            .find(|&i| log.is_char_boundary(i))
+            .unwrap_or(log.len());
+        format!("chromium's log ends with:\n{}", &log[start..])
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        // The group's id is chromium's pid: kill the browser and its
+        // helpers, then reap it.
+        let group = format!("-{}", self.child.id());
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &group])
+            .stderr(Stdio::null())
+            .status();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        // Helpers may still be closing files in the profile for a moment.
+        for _ in 0..20 {
+            if fs::remove_dir_all(&self.dir).is_ok() || !self.dir.exists() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}

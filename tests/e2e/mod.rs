@@ -1,0 +1,367 @@
+//! End-to-end fixtures over real sockets: a flaky, at-least-once SSE
+//! upstream on loopback, and a streaming reverse proxy with the layer in
+//! front of it, forwarding as `examples/reverse_proxy.rs` does.
+
+// Each test crate includes this module and uses a different part of it.
+#![allow(dead_code)]
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use futures_util::stream;
+use http::header::{self, HeaderValue};
+use http::request::Parts;
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper_util::client::legacy::{Client, connect::HttpConnector};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tower::{Layer, service_fn};
+use tower_sse_resume::SseResumeLayer;
+use tower_sse_resume::key::{Header, KeyExtractor, Query};
+
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
+type Body = BoxBody<Bytes, BoxError>;
+
+/// Milliseconds since the Unix epoch, the clock a browser's `Date.now()`
+/// reads.
+pub(crate) fn now_ms() -> u64 {
+    let since = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+    u64::try_from(since.as_millis()).unwrap()
+}
+
+/// How one connection of the upstream breaks.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Cut {
+    /// The last event the connection sends whole.
+    pub(crate) after: u64,
+    /// Send the start of the next event, without its blank line, first.
+    pub(crate) mid_block: bool,
+}
+
+/// What the upstream does.
+#[derive(Clone, Debug)]
+pub(crate) struct Script {
+    /// Events `1..=total`; after the last one a connection stays open.
+    pub(crate) total: u64,
+    /// Connection `k` breaks as `cuts[k]` says; later ones never break.
+    pub(crate) cuts: Vec<Cut>,
+    /// A reconnect with `Last-Event-ID: X` starts at `X - replay`: events
+    /// the client already has come again (at least once).
+    pub(crate) replay: u64,
+    /// The pause before each event.
+    pub(crate) interval: Duration,
+    /// Served at `/`, with `/report` taking what the page posts.
+    pub(crate) page: Option<String>,
+}
+
+impl Script {
+    /// 40 events, 4 cuts (one in the middle of a block), a replay of 3.
+    pub(crate) fn flaky() -> Self {
+        let cut = |after, mid_block| Cut { after, mid_block };
+        Self {
+            total: 40,
+            cuts: vec![cut(8, false), cut(17, false), cut(26, true), cut(35, false)],
+            replay: 3,
+            interval: Duration::from_millis(40),
+            page: None,
+        }
+    }
+}
+
+/// An `/events` request as the upstream saw it.
+#[derive(Clone, Debug)]
+pub(crate) struct Seen {
+    pub(crate) path_and_query: String,
+    pub(crate) last_event_id: Option<String>,
+}
+
+/// The scripted upstream on a free loopback port, stopped when dropped.
+pub(crate) struct Upstream {
+    pub(crate) addr: SocketAddr,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    reports: mpsc::UnboundedReceiver<Bytes>,
+    task: JoinHandle<()>,
+}
+
+/// State shared by the upstream's connections.
+struct Shared {
+    script: Script,
+    connections: AtomicUsize,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    reports: mpsc::UnboundedSender<Bytes>,
+}
+
+impl Upstream {
+    pub(crate) async fn start(script: Script) -> Self {
+        let seen = Arc::default();
+        let (reports_tx, reports) = mpsc::unbounded_channel();
+        let shared = Arc::new(Shared {
+            script,
+            connections: AtomicUsize::new(0),
+            seen: Arc::clone(&seen),
+            reports: reports_tx,
+        });
+        let service = service_fn(move |request| respond(Arc::clone(&shared), request));
+        let (addr, task) = serve(service).await;
+        Self {
+            addr,
+            seen,
+            reports,
+            task,
+        }
+    }
+
+    /// Every `/events` request so far, in order.
+    pub(crate) fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    /// The next body posted to `/report`, if one comes within `timeout`.
+    pub(crate) async fn report(&mut self, timeout: Duration) -> Option<Bytes> {
+        tokio::time::timeout(timeout, self.reports.recv())
+            .await
+            .ok()
+            .flatten()
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The data of event `id`: its number and when it was sent.
+fn event(id: u64) -> String {
+    format!("id: {id}\ndata: {id} {}\n\n", now_ms())
+}
+
+/// Reads the data of [`event`] back: the number and the send time.
+pub(crate) fn parse_data(data: &str) -> Option<(u64, u64)> {
+    let (id, sent) = data.split_once(' ')?;
+    Some((id.parse().ok()?, sent.parse().ok()?))
+}
+
+async fn respond(
+    shared: Arc<Shared>,
+    request: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
+    let path = request.uri().path().to_owned();
+    match (request.method(), path.as_str(), &shared.script.page) {
+        (&Method::GET, "/events", _) => Ok(events(&shared, &request)),
+        (&Method::GET, "/", Some(page)) => {
+            let mut response = Response::new(full(page.clone()));
+            response
+                .headers_mut()
+                .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html"));
+            Ok(response)
+        }
+        (&Method::POST, "/report", Some(_)) => {
+            let body = match request.into_body().collect().await {
+                Ok(body) => body.to_bytes(),
+                Err(_) => return Ok(status(StatusCode::BAD_REQUEST)),
+            };
+            let _ = shared.reports.send(body);
+            Ok(status(StatusCode::NO_CONTENT))
+        }
+        _ => Ok(status(StatusCode::NOT_FOUND)),
+    }
+}
+
+/// The numbered stream of one connection: from a little before the
+/// client's cursor, broken as the script says.
+fn events(shared: &Shared, request: &Request<Incoming>) -> Response<Body> {
+    let last_event_id = request
+        .headers()
+        .get("last-event-id")
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_owned);
+    let asked = last_event_id
+        .as_deref()
+        .and_then(|id| id.parse::<u64>().ok());
+    shared.seen.lock().unwrap().push(Seen {
+        path_and_query: request
+            .uri()
+            .path_and_query()
+            .map_or_else(String::new, ToString::to_string),
+        last_event_id,
+    });
+    let script = &shared.script;
+    let connection = shared.connections.fetch_add(1, Ordering::Relaxed);
+    let cut = script.cuts.get(connection).copied();
+    let first = asked.map_or(1, |id| id.saturating_sub(script.replay).max(1));
+    let (total, interval) = (script.total, script.interval);
+
+    let body = stream::unfold(Step::Retry, move |step| async move {
+        let (frame, next) = match step {
+            // Reconnect quickly: browsers wait 3 s by default.
+            Step::Retry => (
+                Ok(Bytes::from_static(b"retry: 100\n\n")),
+                Step::Event(first),
+            ),
+            Step::Event(id) if cut.is_some_and(|cut| id > cut.after) => {
+                if cut.is_some_and(|cut| cut.mid_block) {
+                    tokio::time::sleep(interval).await;
+                    let whole = event(id);
+                    let half = whole.trim_end_matches('\n').to_owned();
+                    (Ok(Bytes::from(half)), Step::Break)
+                } else {
+                    return break_connection().await;
+                }
+            }
+            Step::Event(id) if id > total => {
+                // Everything is sent: stay open until the client leaves.
+                std::future::pending::<()>().await;
+                return None;
+            }
+            Step::Event(id) => {
+                tokio::time::sleep(interval).await;
+                (Ok(Bytes::from(event(id))), Step::Event(id + 1))
+            }
+            Step::Break => return break_connection().await,
+            Step::Done => return None,
+        };
+        Some((frame.map(Frame::data), next))
+    });
+    let mut response = Response::new(BoxBody::new(StreamBody::new(body)));
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    response
+}
+
+/// Where a connection's stream is.
+enum Step {
+    Retry,
+    Event(u64),
+    Break,
+    Done,
+}
+
+/// Fails the body, which makes hyper drop the connection mid-stream. The
+/// error comes a moment after the last chunk, as from a real upstream, so
+/// that the chunk has been flushed.
+async fn break_connection() -> Option<(Result<Frame<Bytes>, BoxError>, Step)> {
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    Some((Err("upstream dropped the connection".into()), Step::Done))
+}
+
+fn full(text: impl Into<Bytes>) -> Body {
+    Full::new(text.into()).map_err(BoxError::from).boxed()
+}
+
+fn status(status: StatusCode) -> Response<Body> {
+    let mut response = Response::new(full(Bytes::new()));
+    *response.status_mut() = status;
+    response
+}
+
+/// The proxy: the layer in front of a hyper-util client that streams every
+/// request to `upstream`, on a free loopback port, stopped when dropped.
+pub(crate) struct Proxy {
+    pub(crate) addr: SocketAddr,
+    task: JoinHandle<()>,
+}
+
+impl Proxy {
+    /// Scopes by `Mcp-Session-Id`, or by `?session=` for browsers, whose
+    /// `EventSource` cannot send headers.
+    pub(crate) async fn start(upstream: SocketAddr, layer: SseResumeLayer) -> Self {
+        let layer = layer.scope(|parts: &Parts| {
+            Header::mcp_session_id()
+                .extract(parts)
+                .or_else(|| Query::new("session").extract(parts))
+        });
+        let (addr, task) = serve(layer.layer(forwarder(upstream))).await;
+        Self { addr, task }
+    }
+
+    /// The same proxy without the layer: the control.
+    pub(crate) async fn without_layer(upstream: SocketAddr) -> Self {
+        let (addr, task) = serve(forwarder(upstream)).await;
+        Self { addr, task }
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn forwarder(
+    upstream: SocketAddr,
+) -> impl tower::Service<
+    Request<Incoming>,
+    Response = Response<Body>,
+    Error = Infallible,
+    Future = impl Future<Output = Result<Response<Body>, Infallible>> + Send,
+> + Clone
++ Send
++ 'static {
+    let client = Client::builder(TokioExecutor::new()).build(HttpConnector::new());
+    service_fn(move |request| forward(client.clone(), upstream, request))
+}
+
+async fn forward(
+    client: Client<HttpConnector, Incoming>,
+    upstream: SocketAddr,
+    request: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
+    let (mut parts, body) = request.into_parts();
+    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    parts.uri = format!("http://{upstream}{path}").parse::<Uri>().unwrap();
+    parts.version = Version::HTTP_11;
+    parts
+        .headers
+        .insert(header::HOST, upstream.to_string().parse().unwrap());
+    for name in [header::CONNECTION, header::TE, header::TRANSFER_ENCODING] {
+        parts.headers.remove(name);
+    }
+    Ok(
+        match client.request(Request::from_parts(parts, body)).await {
+            Ok(response) => response.map(|body| body.map_err(BoxError::from).boxed()),
+            Err(_) => status(StatusCode::BAD_GATEWAY),
+        },
+    )
+}
+
+/// Serves `service` on a free loopback port until the task is aborted.
+async fn serve<S, B>(service: S) -> (SocketAddr, JoinHandle<()>)
+where
+    S: tower::Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let service = TowerToHyperService::new(service.clone());
+            tokio::spawn(async move {
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    (addr, task)
+}

@@ -1,0 +1,745 @@
+//! [`RedisStore`] against a real `redis-server` on loopback, started by the
+//! tests themselves: the store conformance suite, replicas sharing one
+//! Redis through the layer, and Redis misbehaving.
+//!
+//! Without `redis-server` on `PATH` every test prints a message and passes,
+//! unless `TOWER_SSE_RESUME_REQUIRE_REDIS=1`.
+
+#![cfg(feature = "redis")]
+
+mod redis_server;
+mod store_conformance;
+mod support;
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::stream;
+use http::{Request, Response, StatusCode};
+use http_body::Frame;
+use http_body_util::{BodyExt, StreamBody};
+use redis_server::RedisServer;
+use store_conformance::Harness;
+use support::*;
+use tokio::sync::mpsc;
+use tower::{Layer, ServiceExt, service_fn};
+use tower_sse_resume::store::StreamKey;
+use tower_sse_resume::{
+    FailurePolicy, IdBatch, RedisStore, SseResumeLayer, StoreError, TrackerStore,
+};
+
+/// Keys of each test start with a prefix of their own.
+fn fresh_prefix() -> String {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    format!("test{}:", NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+async fn connect(server: &RedisServer, prefix: &str) -> RedisStore {
+    RedisStore::connect(&server.url())
+        .await
+        .expect("connect to redis-server")
+        .prefix(prefix)
+}
+
+/// A plain client, to look at and tamper with what the store wrote.
+fn client(server: &RedisServer) -> redis::Connection {
+    redis::Client::open(server.url())
+        .unwrap()
+        .get_connection()
+        .unwrap()
+}
+
+/// Runs `check` until it holds, for 10 s at most.
+async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + STEP;
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The conformance suite
+// ---------------------------------------------------------------------------
+
+struct Redis {
+    server: RedisServer,
+}
+
+impl Harness for Redis {
+    type Store = RedisStore;
+
+    async fn pair(&self, window_len: usize, ttl: Duration) -> (RedisStore, RedisStore) {
+        let prefix = fresh_prefix();
+        let replica = || async {
+            connect(&self.server, &prefix)
+                .await
+                .window_len(window_len)
+                .ttl(ttl)
+        };
+        (replica().await, replica().await)
+    }
+
+    async fn settle(&self, store: &RedisStore) {
+        store.flush().await;
+    }
+}
+
+fn redis() -> Option<Redis> {
+    RedisServer::start().map(|server| Redis { server })
+}
+
+conformance_tests!(redis());
+
+// ---------------------------------------------------------------------------
+// Replicas through the layer
+// ---------------------------------------------------------------------------
+
+/// Two layers, as on two replicas of a gateway, over one Redis.
+struct Replicas {
+    server: RedisServer,
+    prefix: String,
+    a: RedisStore,
+    b: RedisStore,
+}
+
+impl Replicas {
+    async fn start() -> Option<Self> {
+        let server = RedisServer::start()?;
+        let prefix = fresh_prefix();
+        let a = connect(&server, &prefix).await;
+        let b = connect(&server, &prefix).await;
+        Some(Self {
+            server,
+            prefix,
+            a,
+            b,
+        })
+    }
+
+    fn layer_a(&self) -> SseResumeLayer<RedisStore> {
+        SseResumeLayer::new().store(self.a.clone())
+    }
+
+    fn layer_b(&self) -> SseResumeLayer<RedisStore> {
+        SseResumeLayer::new().store(self.b.clone())
+    }
+}
+
+#[tokio::test]
+async fn a_client_reconnecting_to_another_replica_with_a_cursor_gets_what_it_missed() {
+    let Some(replicas) = Replicas::start().await else {
+        return;
+    };
+    for (i, transport) in TRANSPORTS.into_iter().enumerate() {
+        let session = format!("s{i}");
+        let upstream = Upstream::new([Reply::sse([events(1..=5)]), Reply::sse([events(1..=8)])]);
+        let on_a = exchange(
+            transport,
+            &replicas.layer_a(),
+            &upstream,
+            vec![get("/mcp", &session).body(()).unwrap()],
+        )
+        .await;
+        assert_eq!(on_a[0].text(), events(1..=5), "{transport:?}");
+        replicas.a.flush().await;
+
+        let layer_b = replicas.layer_b();
+        let on_b = exchange(
+            transport,
+            &layer_b,
+            &upstream,
+            vec![
+                get("/mcp", &session)
+                    .header("last-event-id", "3")
+                    .body(())
+                    .unwrap(),
+            ],
+        )
+        .await;
+        assert_eq!(
+            on_b[0].text(),
+            events(4..=8),
+            "{transport:?}: 1-3 dropped, 4-5 forgotten after the cursor"
+        );
+        let seen = upstream.seen();
+        assert_eq!(
+            seen[1].last_event_id(),
+            Some("3"),
+            "the client's own cursor"
+        );
+        let stats = layer_b.stats().snapshot();
+        assert_eq!(stats.duplicates_dropped, 3, "{transport:?}");
+        assert_eq!(stats.cursors_injected, 0);
+        assert_eq!(stats.store_errors, 0);
+    }
+}
+
+#[tokio::test]
+async fn a_client_reconnecting_to_another_replica_without_a_cursor_is_resumed() {
+    let Some(replicas) = Replicas::start().await else {
+        return;
+    };
+    for (i, transport) in TRANSPORTS.into_iter().enumerate() {
+        let session = format!("s{i}");
+        let upstream = Upstream::new([
+            Reply::sse([events(1..=5)]),
+            Reply::sse([events(4..=7)]),
+            Reply::sse([events(6..=9)]),
+        ]);
+        let first = exchange(
+            transport,
+            &replicas.layer_a(),
+            &upstream,
+            vec![get("/mcp", &session).body(()).unwrap()],
+        )
+        .await;
+        assert_eq!(first[0].text(), events(1..=5));
+        replicas.a.flush().await;
+
+        // B asks the upstream to resume after 5, and drops what it replays
+        // from earlier than that.
+        let second = exchange(
+            transport,
+            &replicas.layer_b(),
+            &upstream,
+            vec![get("/mcp", &session).body(()).unwrap()],
+        )
+        .await;
+        assert_eq!(second[0].text(), events(6..=7), "{transport:?}");
+        replicas.b.flush().await;
+
+        // And back to A, which has to see what B forwarded.
+        let third = exchange(
+            transport,
+            &replicas.layer_a(),
+            &upstream,
+            vec![get("/mcp", &session).body(()).unwrap()],
+        )
+        .await;
+        assert_eq!(third[0].text(), events(8..=9), "{transport:?}");
+        let seen = upstream.seen();
+        assert_eq!(seen[0].last_event_id(), None);
+        assert_eq!(
+            seen[1].last_event_id(),
+            Some("5"),
+            "{transport:?}: injected on B"
+        );
+        assert_eq!(
+            seen[2].last_event_id(),
+            Some("7"),
+            "{transport:?}: injected on A"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_late_write_from_a_stale_stream_never_hides_events() {
+    // A stream on A forwarded 1-5 but the client got only 1-3; it reconnects
+    // to B with cursor 3 before A has written 4 and 5. A's late write must
+    // not put them back, or the next replica would drop their replay.
+    let Some(replicas) = Replicas::start().await else {
+        return;
+    };
+    let key = StreamKey::new("s", "GET /mcp");
+    let stale = replicas.a.load(&key).await.unwrap();
+    let mut early = IdBatch::new();
+    for id in ["1", "2", "3"] {
+        stale.lock().check_and_record(id);
+        early.push(id);
+    }
+    replicas.a.record(&key, &early).unwrap();
+    replicas.a.flush().await;
+
+    let opened = replicas.b.open("s", "GET /mcp", Some("3")).await.unwrap();
+    assert_eq!(opened.cursor_known, Some(true));
+    drop(opened);
+
+    let mut late = IdBatch::new();
+    for id in ["4", "5"] {
+        stale.lock().check_and_record(id);
+        late.push(id);
+    }
+    replicas.a.record(&key, &late).unwrap();
+    replicas.a.flush().await;
+    drop(stale);
+    assert_eq!(replicas.a.stats().fenced, 2, "{:?}", replicas.a.stats());
+
+    let upstream = Upstream::new([Reply::sse([events(1..=6)])]);
+    let got = exchange(
+        Transport::Oneshot,
+        &replicas.layer_b(),
+        &upstream,
+        vec![
+            get("/mcp", "s")
+                .header("last-event-id", "3")
+                .body(())
+                .unwrap(),
+        ],
+    )
+    .await;
+    assert_eq!(got[0].text(), events(4..=6));
+}
+
+#[tokio::test]
+async fn scopes_never_mix_through_the_layer() {
+    let Some(replicas) = Replicas::start().await else {
+        return;
+    };
+    let upstream = Upstream::new([
+        Reply::sse([events(1..=3)]),
+        Reply::sse([events(1..=3)]),
+        Reply::sse([events(1..=3)]),
+        Reply::sse([events(4..=4)]),
+    ]);
+    let layer_a = replicas.layer_a();
+    let layer_b = replicas.layer_b();
+    let first = exchange(
+        Transport::Oneshot,
+        &layer_a,
+        &upstream,
+        vec![get("/mcp", "a}b").body(()).unwrap()],
+    )
+    .await;
+    assert_eq!(first[0].text(), events(1..=3));
+    replicas.a.flush().await;
+    let requests = vec![
+        // Same stream, another scope: nothing to inject, nothing dropped.
+        get("/mcp", "a%7Db").body(()).unwrap(),
+        // A cursor of the first scope means nothing in a third one.
+        get("/mcp", "other")
+            .header("last-event-id", "2")
+            .body(())
+            .unwrap(),
+    ];
+    let others = exchange(Transport::Oneshot, &layer_b, &upstream, requests).await;
+    assert_eq!(others[0].text(), events(1..=3));
+    assert_eq!(others[1].text(), events(1..=3));
+    assert_eq!(layer_b.stats().snapshot().unknown_cursors, 1);
+    replicas.b.flush().await;
+    // The first scope's stream is as it was.
+    let again = exchange(
+        Transport::Oneshot,
+        &layer_b,
+        &upstream,
+        vec![get("/mcp", "a}b").body(()).unwrap()],
+    )
+    .await;
+    assert_eq!(again[0].text(), events(4..=4));
+    let seen = upstream.seen();
+    assert_eq!(seen[1].last_event_id(), None);
+    assert_eq!(seen[2].last_event_id(), Some("2"), "the client's own");
+    assert_eq!(
+        seen[3].last_event_id(),
+        Some("3"),
+        "injected from its own scope"
+    );
+}
+
+#[tokio::test]
+async fn keys_expire_after_their_ttl() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let prefix = fresh_prefix();
+    let ttl = Duration::from_millis(500);
+    let store = connect(&server, &prefix).await.ttl(ttl);
+    let upstream = Upstream::new([Reply::sse([events(1..=3)]), Reply::sse([events(1..=3)])]);
+    let layer = SseResumeLayer::new().store(store.clone());
+    let request = || get("/mcp", "s").body(()).unwrap();
+    exchange(Transport::Oneshot, &layer, &upstream, vec![request()]).await;
+    store.flush().await;
+
+    let mut redis = client(&server);
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}*"))
+        .query(&mut redis)
+        .unwrap();
+    assert!(!keys.is_empty());
+    for key in &keys {
+        let ttl_left: i64 = redis::cmd("PTTL").arg(key).query(&mut redis).unwrap();
+        assert!(
+            ttl_left > 0 && ttl_left <= 500,
+            "{key} has a TTL: {ttl_left}"
+        );
+    }
+    eventually("the keys to expire", || {
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{prefix}*"))
+            .query(&mut redis)
+            .unwrap();
+        std::future::ready(keys.is_empty())
+    })
+    .await;
+    store.expire().await.unwrap();
+    let got = exchange(Transport::Oneshot, &layer, &upstream, vec![request()]).await;
+    assert_eq!(got[0].text(), events(1..=3), "nothing left to drop");
+    assert_eq!(
+        upstream.seen()[1].last_event_id(),
+        None,
+        "nothing to inject"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Redis misbehaving
+// ---------------------------------------------------------------------------
+
+/// The response of an upstream whose event stream the test writes chunk
+/// by chunk.
+fn live_response(chunks: mpsc::UnboundedReceiver<String>) -> Response<UpstreamBody> {
+    let chunks = stream::unfold(chunks, |mut chunks| async move {
+        let chunk = chunks.recv().await?;
+        Some((Ok::<_, BoxError>(Frame::data(Bytes::from(chunk))), chunks))
+    });
+    let mut response = Response::new(BodyExt::boxed(StreamBody::new(chunks)));
+    response
+        .headers_mut()
+        .insert("content-type", "text/event-stream".parse().unwrap());
+    response
+}
+
+/// What a client reads of a body, polled all along as a server would.
+struct Reader {
+    frames: mpsc::UnboundedReceiver<Bytes>,
+    received: String,
+}
+
+impl Reader {
+    fn read<B>(body: B) -> Self
+    where
+        B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
+        B::Error: std::fmt::Debug,
+    {
+        let (sender, frames) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let mut body = body;
+            while let Some(frame) = body.frame().await {
+                if let Ok(data) = frame.expect("the body failed").into_data() {
+                    let _ = sender.send(data);
+                }
+            }
+        });
+        Self {
+            frames,
+            received: String::new(),
+        }
+    }
+
+    /// Reads until what was received holds `text`.
+    async fn until(&mut self, text: &str) {
+        while !self.received.contains(text) {
+            assert!(self.next().await, "the body ended before {text:?}");
+        }
+    }
+
+    /// Reads to the end of the body and returns everything received.
+    async fn read_to_end(mut self) -> String {
+        while self.next().await {}
+        self.received
+    }
+
+    /// Reads one frame; false at the end of the body.
+    async fn next(&mut self) -> bool {
+        let frame = tokio::time::timeout(STEP, self.frames.recv())
+            .await
+            .unwrap_or_else(|_| panic!("the body stalled after {:?}", self.received));
+        let Some(frame) = frame else { return false };
+        self.received.push_str(std::str::from_utf8(&frame).unwrap());
+        true
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_killed_and_restarted_mid_stream_loses_no_event() {
+    let Some(mut replicas) = Replicas::start().await else {
+        return;
+    };
+    let (upstream, chunks) = mpsc::unbounded_channel();
+    let chunks = std::sync::Arc::new(std::sync::Mutex::new(Some(chunks)));
+    let service = replicas.layer_a().layer(service_fn(move |_: Request<()>| {
+        let chunks = chunks.lock().unwrap().take().expect("one request");
+        std::future::ready(Ok::<_, Infallible>(live_response(chunks)))
+    }));
+    let response = service
+        .oneshot(get("/mcp", "s").body(()).unwrap())
+        .await
+        .unwrap();
+    let mut reader = Reader::read(response.into_body());
+
+    upstream.send(events(1..=3)).unwrap();
+    reader.until("event 3").await;
+    let a = replicas.a.clone();
+    eventually("1-3 written", || std::future::ready(a.stats().written == 3)).await;
+
+    replicas.server.kill();
+    // The stream goes on, still deduplicated in process.
+    upstream.send(events(2..=2)).unwrap();
+    upstream.send(events(4..=6)).unwrap();
+    reader.until("event 6").await;
+    // Let the writer fail on the dead server at least once.
+    eventually("a failed write", || {
+        let stats = a.stats();
+        std::future::ready(stats.retries + stats.dropped > 0)
+    })
+    .await;
+
+    replicas.server.restart();
+    upstream.send(events(7..=9)).unwrap();
+    upstream.send(events(8..=8)).unwrap();
+    drop(upstream);
+    let received = reader.read_to_end().await;
+    assert_eq!(received, events(1..=9), "every event once, in order");
+
+    // The store recovers on its own: what comes after the restart is
+    // written, and another replica resumes from it.
+    let mut redis = client(&replicas.server);
+    eventually("the window to be written again", || {
+        let a = replicas.a.clone();
+        let window: Vec<String> = redis::cmd("LRANGE")
+            .arg(format!("{}{{s}}:w:GET /mcp", replicas.prefix))
+            .arg(0)
+            .arg(-1)
+            .query(&mut redis)
+            .unwrap_or_default();
+        async move {
+            a.flush().await;
+            window.last().map(String::as_str) == Some("9")
+        }
+    })
+    .await;
+    let layer_b = replicas.layer_b();
+    let mut got = None;
+    // B's connection broke with the restart too: it may fail open once
+    // while it reconnects.
+    for _ in 0..20 {
+        let before = layer_b.stats().snapshot().store_errors;
+        let upstream = Upstream::new([Reply::sse([events(7..=10)])]);
+        let reply = exchange(
+            Transport::Oneshot,
+            &layer_b,
+            &upstream,
+            vec![get("/mcp", "s").body(()).unwrap()],
+        )
+        .await;
+        if layer_b.stats().snapshot().store_errors == before {
+            got = Some((reply, upstream));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (reply, upstream) = got.expect("replica B recovered");
+    assert_eq!(reply[0].text(), events(10..=10));
+    assert_eq!(upstream.seen()[0].last_event_id(), Some("9"));
+}
+
+#[tokio::test]
+async fn a_slow_redis_at_request_start_fails_open_or_closed_within_the_timeout() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let store = connect(&server, &fresh_prefix())
+        .await
+        .timeout(Duration::from_millis(100));
+    let mut redis = client(&server);
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(2000)
+        .arg("ALL")
+        .query(&mut redis)
+        .unwrap();
+
+    let upstream = Upstream::new([
+        Reply::sse(["id: 1\ndata: a\n\nid: 1\ndata: a\n\n"]),
+        Reply::sse([events(1..=1)]),
+    ]);
+    let open = SseResumeLayer::new().store(store.clone());
+    let started = Instant::now();
+    let got = exchange(
+        Transport::Oneshot,
+        &open,
+        &upstream,
+        vec![get("/mcp", "s").body(()).unwrap()],
+    )
+    .await;
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(got[0].status, StatusCode::OK);
+    assert_eq!(
+        got[0].text(),
+        "id: 1\ndata: a\n\n",
+        "deduplicated within itself"
+    );
+    assert_eq!(open.stats().snapshot().store_errors, 1);
+
+    let closed = SseResumeLayer::new()
+        .store(store.clone())
+        .failure_policy(FailurePolicy::FailClosed);
+    let got = exchange(
+        Transport::Oneshot,
+        &closed,
+        &upstream,
+        vec![get("/mcp", "s").body(()).unwrap()],
+    )
+    .await;
+    assert_eq!(got[0].status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(upstream.seen().len(), 1, "the upstream was not called");
+
+    let error = store
+        .load(&StreamKey::new("s", "GET /mcp"))
+        .await
+        .expect_err("still paused");
+    assert!(matches!(error, StoreError::Unavailable(_)), "{error}");
+}
+
+#[tokio::test]
+async fn redis_down_fails_open_and_the_write_queue_stays_bounded() {
+    let Some(mut server) = RedisServer::start() else {
+        return;
+    };
+    let store = connect(&server, &fresh_prefix()).await.queue_len(8);
+    server.kill();
+
+    let upstream = Upstream::new([Reply::sse([events(1..=3)])]);
+    let layer = SseResumeLayer::new().store(store.clone());
+    let got = exchange(
+        Transport::Oneshot,
+        &layer,
+        &upstream,
+        vec![get("/mcp", "s").body(()).unwrap()],
+    )
+    .await;
+    assert_eq!(got[0].text(), events(1..=3));
+    assert_eq!(layer.stats().snapshot().store_errors, 1);
+
+    let key = StreamKey::new("s", "GET /mcp");
+    let mut batch = IdBatch::new();
+    for id in ["1", "2", "3"] {
+        batch.push(id);
+    }
+    let mut backlogged = 0_u64;
+    for _ in 0..10 {
+        match store.record(&key, &batch) {
+            Ok(()) => {}
+            Err(StoreError::Backlogged) => backlogged += 1,
+            Err(error) => panic!("{error}"),
+        }
+        assert!(store.stats().queued <= 8, "{:?}", store.stats());
+    }
+    assert!(backlogged >= 6, "{backlogged}");
+    assert_eq!(store.stats().rejected, 3 * backlogged);
+    tokio::time::timeout(STEP, store.flush())
+        .await
+        .expect("writes are dropped within a bound");
+    let stats = store.stats();
+    assert_eq!(stats.written, 0);
+    assert!(stats.dropped > 0, "{stats:?}");
+    assert_eq!(stats.queued, 0);
+}
+
+#[tokio::test]
+async fn bad_values_in_redis_are_errors_not_panics() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let prefix = fresh_prefix();
+    let store = connect(&server, &prefix).await;
+    let key = StreamKey::new("s", "GET /mcp");
+    let window = format!("{prefix}{{s}}:w:GET /mcp");
+    let streams = format!("{prefix}{{s}}:s");
+    let generations = format!("{prefix}{{s}}:g");
+    let mut redis = client(&server);
+
+    // Ids that are not UTF-8 are skipped, the rest kept.
+    let _: () = redis::cmd("RPUSH")
+        .arg(&window)
+        .arg("1")
+        .arg(&b"\xff\xfe"[..])
+        .arg("3")
+        .query(&mut redis)
+        .unwrap();
+    let tracker = store.load(&key).await.unwrap();
+    assert_eq!(tracker.lock().ids().collect::<Vec<_>>(), ["1", "3"]);
+    assert!(store.stats().bad_values >= 1);
+    drop(tracker);
+
+    // A stream whose name is not UTF-8 is never found, and a cursor in it
+    // fails the request's open, which the layer survives.
+    let _: () = redis::cmd("ZADD")
+        .arg(&streams)
+        .arg("+inf")
+        .arg(&b"\xff"[..])
+        .query(&mut redis)
+        .unwrap();
+    let mut bad_window = format!("{prefix}{{s}}:w:").into_bytes();
+    bad_window.push(0xff);
+    let _: () = redis::cmd("RPUSH")
+        .arg(&bad_window)
+        .arg("q")
+        .query(&mut redis)
+        .unwrap();
+    let before = store.stats().bad_values;
+    assert_eq!(store.find_stream("s", "q").await.unwrap(), None);
+    assert!(store.stats().bad_values > before);
+    let error = store
+        .open("s", "GET /mcp", Some("q"))
+        .await
+        .expect_err("a corrupt stream name");
+    assert!(matches!(error, StoreError::Corrupt(_)), "{error}");
+
+    // Keys of the wrong type are removed and the stream starts afresh.
+    for (k, command) in [(&window, "SET"), (&streams, "SET"), (&generations, "SET")] {
+        let _: () = redis::cmd(command)
+            .arg(k)
+            .arg("junk")
+            .query(&mut redis)
+            .unwrap();
+    }
+    let before = store.stats().bad_values;
+    let opened = store.open("s", "GET /mcp", Some("1")).await.unwrap();
+    assert_eq!(opened.cursor_known, Some(false));
+    assert!(
+        store.stats().bad_values >= before + 2,
+        "{:?}",
+        store.stats()
+    );
+    drop(opened);
+
+    // A generation that is not a number, and the layer on top of it all.
+    let _: () = redis::cmd("HSET")
+        .arg(&generations)
+        .arg("GET /mcp")
+        .arg("x")
+        .query(&mut redis)
+        .unwrap();
+    let upstream = Upstream::new([Reply::sse([events(1..=2)]), Reply::sse([events(1..=3)])]);
+    let layer = SseResumeLayer::new().store(store.clone());
+    let got = exchange(
+        Transport::Oneshot,
+        &layer,
+        &upstream,
+        vec![get("/mcp", "s").body(()).unwrap()],
+    )
+    .await;
+    assert_eq!(got[0].text(), events(1..=2));
+    store.flush().await;
+    let got = exchange(
+        Transport::Oneshot,
+        &layer,
+        &upstream,
+        vec![get("/mcp", "s").body(()).unwrap()],
+    )
+    .await;
+    assert_eq!(got[0].text(), events(3..=3));
+    assert_eq!(layer.stats().snapshot().store_errors, 0);
+}

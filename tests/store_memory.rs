@@ -1,0 +1,23 @@
+//! The store conformance suite against [`MemoryStore`].
+
+mod store_conformance;
+
+use std::time::Duration;
+
+use store_conformance::Harness;
+use tower_sse_resume::MemoryStore;
+
+struct Memory;
+
+impl Harness for Memory {
+    type Store = MemoryStore;
+
+    async fn pair(&self, window_len: usize, ttl: Duration) -> (MemoryStore, MemoryStore) {
+        let store = MemoryStore::new().window_len(window_len).idle_ttl(ttl);
+        (store.clone(), store)
+    }
+
+    async fn settle(&self, _store: &MemoryStore) {}
+}
+
+conformance_tests!(Some(Memory));
