@@ -9,6 +9,7 @@
 //! cargo run --example reverse_proxy                      # the demo
 //! cargo run --example reverse_proxy -- --upstream http://127.0.0.1:3000
 //! cargo run --example reverse_proxy -- --help
+//! cargo run --example reverse_proxy --features redis -- --redis redis://127.0.0.1:6379/
 //! ```
 
 use std::convert::Infallible;
@@ -33,7 +34,7 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 type ProxyBody = BoxBody<Bytes, BoxError>;
 
 const USAGE: &str = "\
-Usage: reverse_proxy [--listen ADDR] [--upstream URL]
+Usage: reverse_proxy [--listen ADDR] [--upstream URL] [--redis URL]
 
 A streaming SSE reverse proxy that makes event streams resumable and
 duplicate-free. With no --upstream it starts a demo upstream on loopback.
@@ -41,12 +42,14 @@ duplicate-free. With no --upstream it starts a demo upstream on loopback.
 Options:
   --listen ADDR     address to listen on (default 127.0.0.1:8080)
   --upstream URL    proxy this http:// server instead of the demo
-  --redis URL       keep trackers in Redis (not in this version)
+  --redis URL       keep trackers in Redis, shared by every replica
+                    (build with --features redis)
   --help            print this help";
 
 struct Options {
     listen: SocketAddr,
     upstream: Option<Uri>,
+    redis: Option<String>,
 }
 
 #[tokio::main]
@@ -75,6 +78,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Options>,
     let mut options = Options {
         listen: ([127, 0, 0, 1], 8080).into(),
         upstream: None,
+        redis: None,
     };
     while let Some(flag) = args.next() {
         let mut value = || args.next().ok_or(format!("{flag} needs a value"));
@@ -97,8 +101,11 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Options>,
                 options.upstream = Some(uri);
             }
             "--redis" => {
-                value()?;
-                return Err("--redis: this version keeps trackers in memory only".into());
+                let value = value()?;
+                if !cfg!(feature = "redis") {
+                    return Err("--redis: build with --features redis".into());
+                }
+                options.redis = Some(value);
             }
             other => return Err(format!("unknown argument: {other}")),
         }
@@ -141,8 +148,6 @@ async fn run(options: Options) -> Result<(), String> {
     let label = upstream.to_string();
     let client = Client::builder(TokioExecutor::new()).build(HttpConnector::new());
     let proxy = service_fn(move |request| forward(client.clone(), upstream.clone(), request));
-    let service = ServiceBuilder::new().layer(layer).service(proxy);
-
     if is_demo {
         println!("proxying http://{addr} -> a demo upstream that drops every 3 s and replays");
         println!("watch: open http://{addr}/ in a browser: each event arrives once");
@@ -153,6 +158,34 @@ async fn run(options: Options) -> Result<(), String> {
         println!("try:   curl -N -H 'Mcp-Session-Id: s1' http://{addr}/YOUR/EVENTS/PATH");
     }
 
+    match options.redis {
+        #[cfg(feature = "redis")]
+        Some(url) => {
+            let store = tower_sse_resume::RedisStore::connect(&url)
+                .await
+                .map_err(|error| format!("--redis {url}: {error}"))?;
+            println!("trackers in Redis at {url}, shared with every proxy using it");
+            serve(
+                listener,
+                ServiceBuilder::new()
+                    .layer(layer.store(store))
+                    .service(proxy),
+            )
+            .await
+        }
+        _ => serve(listener, ServiceBuilder::new().layer(layer).service(proxy)).await,
+    }
+}
+
+/// Serves `service` on every connection `listener` accepts.
+async fn serve<S, B>(listener: TcpListener, service: S) -> Result<(), String>
+where
+    S: tower::Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
     loop {
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
