@@ -4,15 +4,13 @@
 //! ordered window of the ids this layer forwarded, shared by every stream of
 //! one key in this process, so that check-and-record is atomic per key.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque, hash_map};
 use std::fmt;
-use std::hash::{BuildHasher, RandomState};
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use index::SeqIndex;
 use ring::ByteRing;
 
-mod index;
 mod ring;
 
 /// The default number of ids a window remembers.
@@ -39,17 +37,18 @@ pub struct Window {
     first_seq: u64,
     /// The ids' bytes, back to back in the order of `entries`.
     bytes: ByteRing,
-    /// From an id's hash to the sequence numbers of the entries with that
-    /// hash.
-    index: SeqIndex,
+    /// From an id's hash to the sequence number of the newest entry with
+    /// that hash. A collision can only make an id look new: a duplicate may
+    /// then pass, but nothing is ever dropped that was not forwarded.
+    index: HashMap<u64, u64, BuildHasherDefault<HashIsKey>>,
     seed: u64,
     capacity: usize,
 }
 
 #[derive(Clone, Copy)]
 struct Entry {
+    hash: u64,
     start: u64,
-    hash: u32,
     len: u32,
 }
 
@@ -102,7 +101,7 @@ impl Window {
             entries: VecDeque::new(),
             first_seq: 0,
             bytes: ByteRing::default(),
-            index: SeqIndex::new(capacity.max(1)),
+            index: HashMap::default(),
             seed: RandomState::new().hash_one(0x5ee_u64),
             capacity: capacity.max(1),
         }
@@ -140,8 +139,9 @@ impl Window {
         }
         let seq = self.first_seq + self.entries.len() as u64;
         let start = self.bytes.push(id);
-        self.entries.push_back(Entry { start, hash, len });
-        self.index.insert(hash, seq as u32);
+        self.entries.push_back(Entry { hash, start, len });
+        // A colliding older id loses its place in the index: see `index`.
+        self.index.insert(hash, seq);
         true
     }
 
@@ -203,22 +203,14 @@ impl Window {
     }
 
     /// The sequence number of `id`, if the window holds it.
-    fn find(&self, hash: u32, id: &[u8]) -> Option<u64> {
-        let found = self.index.find(hash, |seq| {
-            let Some(entry) = self.entries.get(self.position(seq)) else {
-                return false;
-            };
-            let (first, second) = self.slices_of(entry);
-            id.len() == first.len() + second.len()
-                && id[..first.len()] == *first
-                && id[first.len()..] == *second
-        })?;
-        Some(self.first_seq + self.position(found) as u64)
-    }
-
-    /// Where the entry of a sequence number's low bits is in `entries`.
-    fn position(&self, seq: u32) -> usize {
-        seq.wrapping_sub(self.first_seq as u32) as usize
+    fn find(&self, hash: u64, id: &[u8]) -> Option<u64> {
+        let seq = *self.index.get(&hash)?;
+        let entry = &self.entries[(seq - self.first_seq) as usize];
+        let (first, second) = self.slices_of(entry);
+        let same = id.len() == first.len() + second.len()
+            && id[..first.len()] == *first
+            && id[first.len()..] == *second;
+        same.then_some(seq)
     }
 
     /// The bytes of `entry`, in one or two pieces where the ring wraps.
@@ -235,7 +227,7 @@ impl Window {
         let Some(entry) = self.entries.pop_front() else {
             return;
         };
-        self.index.remove(entry.hash, self.first_seq as u32);
+        self.unindex(entry, self.first_seq);
         self.first_seq += 1;
         self.bytes.release_front(entry.len as usize);
     }
@@ -244,16 +236,24 @@ impl Window {
         let Some(entry) = self.entries.pop_back() else {
             return;
         };
-        let seq = self.first_seq + self.entries.len() as u64;
-        self.index.remove(entry.hash, seq as u32);
+        self.unindex(entry, self.first_seq + self.entries.len() as u64);
         self.bytes.release_back(entry.len as usize);
+    }
+
+    /// Removes the index entry of `entry` unless a newer id with the same
+    /// hash took it over.
+    fn unindex(&mut self, entry: Entry, seq: u64) {
+        if let hash_map::Entry::Occupied(slot) = self.index.entry(entry.hash) {
+            if *slot.get() == seq {
+                slot.remove();
+            }
+        }
     }
 }
 
-/// A fast keyed hash of an id. It need not resist attack: ids sharing a
-/// hash are told apart by their bytes, and the window's size bounds any
-/// probing.
-fn hash_id(seed: u64, id: &[u8]) -> u32 {
+/// A fast keyed hash of an id. It need not resist attack: a collision only
+/// lets a duplicate through, and the window's size bounds any probing.
+fn hash_id(seed: u64, id: &[u8]) -> u64 {
     const K: u64 = 0x9e37_79b9_7f4a_7c15;
     let mut hash = seed ^ id.len() as u64;
     let mut words = id.chunks_exact(8);
@@ -269,7 +269,28 @@ fn hash_id(seed: u64, id: &[u8]) -> u32 {
         .iter()
         .fold(0, |tail, &byte| tail << 8 | u64::from(byte));
     hash = (hash ^ tail).wrapping_mul(K);
-    (hash >> 32) as u32
+    hash ^ (hash >> 32)
+}
+
+/// Hashes a `u64` that is already a hash: as itself.
+#[derive(Default, Clone, Copy)]
+struct HashIsKey(u64);
+
+impl Hasher for HashIsKey {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `u64` keys are hashed; fold anything else in all the same.
+        for &byte in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(byte);
+        }
+    }
+
+    fn write_u64(&mut self, value: u64) {
+        self.0 = value;
+    }
 }
 
 impl fmt::Debug for Window {
@@ -334,16 +355,17 @@ mod tests {
     }
 
     #[test]
-    fn ids_sharing_a_hash_are_told_apart() {
+    fn colliding_hashes_never_drop_a_new_id() {
         let mut window = Window::new(8);
         assert!(window.check_and_record("a"));
-        // Plant "b" under a's hash: lookups of a's hash now meet both.
-        let a = window.entries[0].hash;
-        window.index.remove(a, 0);
-        window.entries[0].hash = hash_id(window.seed, b"b");
-        window.index.insert(window.entries[0].hash, 0);
-        assert!(window.check_and_record("b"), "same hash, other bytes: new");
+        // Make "b" collide with "a": its hash now leads to a's entry.
+        window.index.insert(hash_id(window.seed, b"b"), 0);
+        assert!(
+            window.check_and_record("b"),
+            "a collision makes an id new, never a duplicate"
+        );
         assert!(!window.check_and_record("b"));
+        assert!(!window.check_and_record("a"));
     }
 
     #[test]
@@ -358,6 +380,5 @@ mod tests {
         assert!(window.apply_cursor("id-998"));
         assert_eq!(ids(&window), ["id-998"]);
         assert_eq!(window.bytes.len(), "id-998".len());
-        assert_eq!(window.len(), 1);
     }
 }
