@@ -1,0 +1,187 @@
+//! The write queue: ids waiting to be written, coalesced per window and
+//! bounded, until the writer takes them.
+
+use std::collections::{HashMap, hash_map};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::{Notify, watch};
+
+use super::keys::Keys;
+use super::{Config, RedisStats, lock};
+use crate::store::{IdBatch, StoreError};
+
+/// Queued bytes allowed per queued id: the queue is bounded in bytes too.
+const QUEUE_BYTES_PER_ID: usize = 256;
+
+/// Ids waiting to be written, coalesced per window, bounded in ids and
+/// bytes.
+pub(super) struct Queue {
+    state: Mutex<QueueState>,
+    pub(super) max_ids: AtomicUsize,
+    pub(super) wake: Notify,
+    /// The number of `push`es the writer is done with.
+    done: watch::Receiver<u64>,
+    pub(super) counters: Counters,
+}
+
+#[derive(Default)]
+struct QueueState {
+    pending: HashMap<String, Pending>,
+    ids: usize,
+    bytes: usize,
+    pushes: u64,
+    closed: bool,
+}
+
+/// The ids of one window waiting to be written.
+pub(super) struct Pending {
+    pub(super) target: Target,
+    pub(super) generation: i64,
+    pub(super) ids: IdBatch,
+    bytes: usize,
+}
+
+/// Where a window's ids go.
+pub(super) struct Target {
+    pub(super) keys: Keys,
+    pub(super) stream: String,
+    pub(super) config: Arc<Config>,
+}
+
+#[derive(Default)]
+pub(super) struct Counters {
+    pub(super) written: AtomicU64,
+    rejected: AtomicU64,
+    pub(super) dropped: AtomicU64,
+    pub(super) fenced: AtomicU64,
+    pub(super) retries: AtomicU64,
+    pub(super) bad_values: AtomicU64,
+}
+
+impl Queue {
+    pub(super) fn new(max_ids: usize, done: watch::Receiver<u64>) -> Self {
+        Self {
+            state: Mutex::default(),
+            max_ids: AtomicUsize::new(max_ids),
+            wake: Notify::new(),
+            done,
+            counters: Counters::default(),
+        }
+    }
+
+    /// Queues `ids` for the window at `window_key`, without waiting.
+    pub(super) fn push(
+        &self,
+        window_key: String,
+        generation: i64,
+        ids: &IdBatch,
+        target: impl FnOnce() -> Target,
+        window_len: usize,
+    ) -> Result<(), StoreError> {
+        let count = ids.len();
+        let bytes: usize = ids.iter().map(str::len).sum();
+        let max_ids = self.max_ids.load(Relaxed);
+        let mut state = lock(&self.state);
+        if state.ids + count > max_ids || state.bytes + bytes > max_ids * QUEUE_BYTES_PER_ID {
+            drop(state);
+            self.counters.rejected.fetch_add(count as u64, Relaxed);
+            return Err(StoreError::Backlogged);
+        }
+        let (mut added_ids, mut added_bytes) = (count as isize, bytes as isize);
+        match state.pending.entry(window_key) {
+            hash_map::Entry::Occupied(mut slot) => {
+                let pending = slot.get_mut();
+                if pending.generation != generation {
+                    // The older ids would be refused: a cursor cut their
+                    // window since.
+                    self.counters
+                        .fenced
+                        .fetch_add(pending.ids.len() as u64, Relaxed);
+                    added_ids -= pending.ids.len() as isize;
+                    added_bytes -= pending.bytes as isize;
+                    pending.ids.clear();
+                    pending.bytes = 0;
+                    pending.generation = generation;
+                }
+                for id in ids.iter() {
+                    pending.ids.push(id);
+                }
+                pending.bytes += bytes;
+                // Only the last window's worth can end up in Redis.
+                if pending.ids.len() > 2 * window_len {
+                    let (kept, kept_bytes) = last_ids(&pending.ids, window_len);
+                    added_ids -= (pending.ids.len() - kept.len()) as isize;
+                    added_bytes -= (pending.bytes - kept_bytes) as isize;
+                    pending.ids = kept;
+                    pending.bytes = kept_bytes;
+                }
+            }
+            hash_map::Entry::Vacant(slot) => {
+                slot.insert(Pending {
+                    target: target(),
+                    generation,
+                    ids: ids.clone(),
+                    bytes,
+                });
+            }
+        }
+        state.ids = state.ids.saturating_add_signed(added_ids);
+        state.bytes = state.bytes.saturating_add_signed(added_bytes);
+        state.pushes += 1;
+        drop(state);
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    /// Takes everything pending, and the number of pushes it covers.
+    /// `None` once closed and empty.
+    pub(super) fn take(&self) -> Option<(Vec<Pending>, u64)> {
+        let mut state = lock(&self.state);
+        if state.pending.is_empty() && state.closed {
+            return None;
+        }
+        state.ids = 0;
+        state.bytes = 0;
+        let pending = state.pending.drain().map(|(_, pending)| pending).collect();
+        Some((pending, state.pushes))
+    }
+
+    pub(super) fn close(&self) {
+        lock(&self.state).closed = true;
+        self.wake.notify_one();
+    }
+
+    pub(super) async fn flush(&self) {
+        let target = lock(&self.state).pushes;
+        self.wake.notify_one();
+        let mut done = self.done.clone();
+        // An error means the writer is gone (its runtime stopped): nothing
+        // will be written any more.
+        let _ = done.wait_for(|&done| done >= target).await;
+    }
+
+    pub(super) fn stats(&self) -> RedisStats {
+        let c = &self.counters;
+        RedisStats {
+            written: c.written.load(Relaxed),
+            rejected: c.rejected.load(Relaxed),
+            dropped: c.dropped.load(Relaxed),
+            fenced: c.fenced.load(Relaxed),
+            retries: c.retries.load(Relaxed),
+            bad_values: c.bad_values.load(Relaxed),
+            queued: lock(&self.state).ids as u64,
+        }
+    }
+}
+
+/// The last `n` ids of `ids`, and their length in bytes.
+fn last_ids(ids: &IdBatch, n: usize) -> (IdBatch, usize) {
+    let mut kept = IdBatch::new();
+    let mut bytes = 0;
+    for id in ids.iter().skip(ids.len().saturating_sub(n)) {
+        kept.push(id);
+        bytes += id.len();
+    }
+    (kept, bytes)
+}

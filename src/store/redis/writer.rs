@@ -1,0 +1,300 @@
+//! The background writer: sends what the queue holds to Redis, pipelined,
+//! and retries what failed.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use ::redis::{Cmd, ErrorKind, RedisError, RedisResult, ServerErrorKind, Value};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio::time::timeout;
+
+use super::connection::{Connection, TimedOut};
+use super::queue::{Pending, Queue, Target};
+use super::scripts::{WRITE, array, corrupt, int, millis, next, script_code, scripts};
+use super::{Config, MIN_WRITE_TIMEOUT};
+use crate::store::StoreError;
+
+/// Writes are sent this many times at most before they are dropped.
+const WRITE_ATTEMPTS: u32 = 4;
+/// The pause before the first retry of a write; it doubles each time.
+const RETRY_BACKOFF: Duration = Duration::from_millis(100);
+/// Write scripts per pipeline.
+const PIPELINE_LEN: usize = 256;
+
+/// The background task that writes what the queue holds.
+pub(super) struct Writer {
+    pub(super) connection: Connection,
+    pub(super) queue: Arc<Queue>,
+    pub(super) done: watch::Sender<u64>,
+}
+
+/// The outcome of one write script.
+enum Outcome {
+    Written {
+        bad_values: u64,
+    },
+    Fenced {
+        bad_values: u64,
+    },
+    /// Redis has not the script (it restarted): send it whole.
+    NoScript,
+    /// The connection failed: retry.
+    Failed(RedisError),
+    /// Redis refused this write: retrying would not help.
+    Refused(RedisError),
+    Bad(StoreError),
+}
+
+impl Writer {
+    pub(super) async fn run(mut self) {
+        loop {
+            let Some((pending, pushes)) = self.queue.take() else {
+                return;
+            };
+            if pending.is_empty() {
+                self.done.send_replace(pushes);
+                self.queue.wake.notified().await;
+                continue;
+            }
+            self.write(pending).await;
+            self.done.send_replace(pushes);
+        }
+    }
+
+    /// Writes `pending`, retrying what failed a few times.
+    async fn write(&mut self, mut pending: Vec<Pending>) {
+        let mut backoff = RETRY_BACKOFF;
+        let mut whole_script = false;
+        let mut attempt = 1;
+        loop {
+            let outcomes = self.send(&pending, whole_script).await;
+            let counters = &self.queue.counters;
+            let mut retry = Vec::new();
+            let (mut failed, mut missing_script) = (None, false);
+            for (pending, outcome) in pending.into_iter().zip(outcomes) {
+                let ids = pending.ids.len() as u64;
+                match outcome {
+                    Outcome::Written { bad_values } => {
+                        counters.written.fetch_add(ids, Relaxed);
+                        counters.bad_values.fetch_add(bad_values, Relaxed);
+                    }
+                    Outcome::Fenced { bad_values } => {
+                        counters.fenced.fetch_add(ids, Relaxed);
+                        counters.bad_values.fetch_add(bad_values, Relaxed);
+                    }
+                    Outcome::NoScript => {
+                        missing_script = true;
+                        retry.push(pending);
+                    }
+                    Outcome::Failed(error) => {
+                        failed = Some(error);
+                        retry.push(pending);
+                    }
+                    Outcome::Refused(error) => {
+                        counters.dropped.fetch_add(ids, Relaxed);
+                        tracing::error!(
+                            window = %pending.target.keys.window(&pending.target.stream),
+                            %error,
+                            "Redis refused a write of forwarded ids"
+                        );
+                    }
+                    Outcome::Bad(error) => {
+                        counters.dropped.fetch_add(ids, Relaxed);
+                        tracing::error!(%error, "unexpected reply to a write of forwarded ids");
+                    }
+                }
+            }
+            if retry.is_empty() {
+                return;
+            }
+            pending = retry;
+            if missing_script && !whole_script && failed.is_none() {
+                // Redis lost its scripts (a restart): EVAL caches the script
+                // again, and is no failure to count.
+                whole_script = true;
+                continue;
+            }
+            if attempt == WRITE_ATTEMPTS {
+                let ids: usize = pending.iter().map(|pending| pending.ids.len()).sum();
+                counters.dropped.fetch_add(ids as u64, Relaxed);
+                let error =
+                    failed.map_or_else(|| "the script is missing".to_owned(), |e| e.to_string());
+                tracing::warn!(
+                    ids,
+                    %error,
+                    "Redis failed: forwarded ids dropped after {WRITE_ATTEMPTS} attempts"
+                );
+                return;
+            }
+            attempt += 1;
+            whole_script = missing_script;
+            counters.retries.fetch_add(1, Relaxed);
+            tokio::time::sleep(backoff).await;
+            backoff *= 2;
+        }
+    }
+
+    /// Sends one write script per pending window, pipelined, and returns
+    /// their outcomes in order. `whole_script` sends the script's code
+    /// rather than its hash.
+    async fn send(&self, pending: &[Pending], whole_script: bool) -> Vec<Outcome> {
+        // One pipeline per slot in a Cluster: a scope's keys share one.
+        let mut groups: Vec<Vec<usize>> = Vec::new();
+        if self.connection.is_cluster() {
+            let mut by_scope: HashMap<&str, usize> = HashMap::new();
+            for (i, pending) in pending.iter().enumerate() {
+                let group = *by_scope
+                    .entry(pending.target.keys.streams.as_str())
+                    .or_insert_with(|| {
+                        groups.push(Vec::new());
+                        groups.len() - 1
+                    });
+                groups[group].push(i);
+            }
+        } else {
+            groups.push((0..pending.len()).collect());
+        }
+        let mut calls = JoinSet::new();
+        for group in groups {
+            for chunk in group.chunks(PIPELINE_LEN) {
+                let mut pipeline = ::redis::pipe();
+                pipeline.ignore_errors();
+                let mut limit = MIN_WRITE_TIMEOUT;
+                for &i in chunk {
+                    pipeline.add_command(write_command(&pending[i], whole_script));
+                    limit = limit.max(write_timeout(&pending[i].target.config));
+                }
+                let mut connection = self.connection.clone();
+                let chunk = chunk.to_vec();
+                calls.spawn(async move {
+                    let replies = timeout(
+                        limit,
+                        pipeline.query_async::<Vec<RedisResult<Value>>>(&mut connection),
+                    )
+                    .await;
+                    (chunk, replies, limit)
+                });
+            }
+        }
+        let mut outcomes: Vec<Option<Outcome>> = (0..pending.len()).map(|_| None).collect();
+        while let Some(joined) = calls.join_next().await {
+            let Ok((chunk, replies, limit)) = joined else {
+                continue;
+            };
+            let replies = match replies {
+                Ok(Ok(replies)) if replies.len() == chunk.len() => replies,
+                Ok(Ok(replies)) => {
+                    let error = corrupt(format!(
+                        "{} replies to a pipeline of {}",
+                        replies.len(),
+                        chunk.len()
+                    ));
+                    for i in chunk {
+                        outcomes[i] = Some(Outcome::Bad(corrupt(error.to_string())));
+                    }
+                    continue;
+                }
+                Ok(Err(error)) => vec![Err(error); chunk.len()],
+                Err(_) => {
+                    let error = RedisError::from(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        TimedOut(limit),
+                    ));
+                    vec![Err(error); chunk.len()]
+                }
+            };
+            for (i, reply) in chunk.into_iter().zip(replies) {
+                outcomes[i] = Some(outcome(reply));
+            }
+        }
+        outcomes
+            .into_iter()
+            .map(|outcome| {
+                outcome.unwrap_or_else(|| {
+                    Outcome::Failed(RedisError::from((ErrorKind::Client, "write task failed")))
+                })
+            })
+            .collect()
+    }
+}
+
+fn write_timeout(config: &Config) -> Duration {
+    config.timeout.max(MIN_WRITE_TIMEOUT)
+}
+
+/// The write script for one window, as a pipeline command.
+fn write_command(pending: &Pending, whole_script: bool) -> Cmd {
+    let Target {
+        keys,
+        stream,
+        config,
+    } = &pending.target;
+    let script = &scripts().write;
+    let mut command = if whole_script {
+        let mut command = ::redis::cmd("EVAL");
+        command.arg(script_code(WRITE));
+        command
+    } else {
+        let mut command = ::redis::cmd("EVALSHA");
+        command.arg(script.get_hash());
+        command
+    };
+    command
+        .arg(2)
+        .arg(&keys.streams)
+        .arg(&keys.generations)
+        .arg(&keys.windows)
+        .arg(millis(config.ttl))
+        .arg(config.window_len)
+        .arg(config.max_streams_per_scope)
+        .arg(stream)
+        .arg(pending.generation);
+    let skip = pending.ids.len().saturating_sub(config.window_len);
+    for id in pending.ids.iter().skip(skip) {
+        command.arg(id);
+    }
+    command
+}
+
+fn outcome(reply: RedisResult<Value>) -> Outcome {
+    match reply {
+        Ok(reply) => {
+            let parsed = array(reply, 2).and_then(|items| {
+                let mut items = items.into_iter();
+                Ok((int(next(&mut items)?)?, int(next(&mut items)?)?))
+            });
+            match parsed {
+                Ok((written, bad_values)) => {
+                    let bad_values = u64::try_from(bad_values).unwrap_or(0);
+                    if written == 1 {
+                        Outcome::Written { bad_values }
+                    } else {
+                        Outcome::Fenced { bad_values }
+                    }
+                }
+                Err(error) => Outcome::Bad(error),
+            }
+        }
+        Err(error) if error.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+            Outcome::NoScript
+        }
+        Err(error) if error.is_unrecoverable_error() || error.is_timeout() => {
+            Outcome::Failed(error)
+        }
+        Err(error) => match error.kind() {
+            ErrorKind::Server(
+                ServerErrorKind::BusyLoading
+                | ServerErrorKind::TryAgain
+                | ServerErrorKind::ClusterDown
+                | ServerErrorKind::MasterDown
+                | ServerErrorKind::Moved
+                | ServerErrorKind::Ask
+                | ServerErrorKind::ReadOnly,
+            ) => Outcome::Failed(error),
+            _ => Outcome::Refused(error),
+        },
+    }
+}
