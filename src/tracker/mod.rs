@@ -40,15 +40,17 @@ pub struct Window {
     /// From an id's hash to the sequence number of the newest entry with
     /// that hash. A collision can only make an id look new: a duplicate may
     /// then pass, but nothing is ever dropped that was not forwarded.
-    index: HashMap<u64, u64, BuildHasherDefault<HashIsKey>>,
+    index: HashMap<u32, u32, BuildHasherDefault<SpreadHash>>,
     seed: u64,
     capacity: usize,
 }
 
+/// Kept small, as the window's footprint is what makes it fast: sequence
+/// numbers and hashes go in 32 bits (a window holds far fewer ids).
 #[derive(Clone, Copy)]
 struct Entry {
-    hash: u64,
     start: u64,
+    hash: u32,
     len: u32,
 }
 
@@ -139,9 +141,9 @@ impl Window {
         }
         let seq = self.first_seq + self.entries.len() as u64;
         let start = self.bytes.push(id);
-        self.entries.push_back(Entry { hash, start, len });
+        self.entries.push_back(Entry { start, hash, len });
         // A colliding older id loses its place in the index: see `index`.
-        self.index.insert(hash, seq);
+        self.index.insert(hash, seq as u32);
         true
     }
 
@@ -203,14 +205,18 @@ impl Window {
     }
 
     /// The sequence number of `id`, if the window holds it.
-    fn find(&self, hash: u64, id: &[u8]) -> Option<u64> {
-        let seq = *self.index.get(&hash)?;
-        let entry = &self.entries[(seq - self.first_seq) as usize];
-        let (first, second) = self.slices_of(entry);
+    fn find(&self, hash: u32, id: &[u8]) -> Option<u64> {
+        let position = self.position(*self.index.get(&hash)?);
+        let (first, second) = self.slices_of(self.entries.get(position)?);
         let same = id.len() == first.len() + second.len()
             && id[..first.len()] == *first
             && id[first.len()..] == *second;
-        same.then_some(seq)
+        same.then_some(self.first_seq + position as u64)
+    }
+
+    /// Where the entry of a sequence number's low 32 bits is in `entries`.
+    fn position(&self, seq: u32) -> usize {
+        seq.wrapping_sub(self.first_seq as u32) as usize
     }
 
     /// The bytes of `entry`, in one or two pieces where the ring wraps.
@@ -244,7 +250,7 @@ impl Window {
     /// hash took it over.
     fn unindex(&mut self, entry: Entry, seq: u64) {
         if let hash_map::Entry::Occupied(slot) = self.index.entry(entry.hash) {
-            if *slot.get() == seq {
+            if *slot.get() == seq as u32 {
                 slot.remove();
             }
         }
@@ -253,7 +259,7 @@ impl Window {
 
 /// A fast keyed hash of an id. It need not resist attack: a collision only
 /// lets a duplicate through, and the window's size bounds any probing.
-fn hash_id(seed: u64, id: &[u8]) -> u64 {
+fn hash_id(seed: u64, id: &[u8]) -> u32 {
     const K: u64 = 0x9e37_79b9_7f4a_7c15;
     let mut hash = seed ^ id.len() as u64;
     let mut words = id.chunks_exact(8);
@@ -269,27 +275,28 @@ fn hash_id(seed: u64, id: &[u8]) -> u64 {
         .iter()
         .fold(0, |tail, &byte| tail << 8 | u64::from(byte));
     hash = (hash ^ tail).wrapping_mul(K);
-    hash ^ (hash >> 32)
+    (hash >> 32) as u32
 }
 
-/// Hashes a `u64` that is already a hash: as itself.
+/// Hashes a `u32` that is already a hash, spreading it over 64 bits so
+/// that the table's tag bits (the top ones) vary too.
 #[derive(Default, Clone, Copy)]
-struct HashIsKey(u64);
+struct SpreadHash(u64);
 
-impl Hasher for HashIsKey {
+impl Hasher for SpreadHash {
     fn finish(&self) -> u64 {
         self.0
     }
 
     fn write(&mut self, bytes: &[u8]) {
-        // Only `u64` keys are hashed; fold anything else in all the same.
+        // Only `u32` keys are hashed; fold anything else in all the same.
         for &byte in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(byte);
+            self.write_u32(self.0 as u32 ^ u32::from(byte));
         }
     }
 
-    fn write_u64(&mut self, value: u64) {
-        self.0 = value;
+    fn write_u32(&mut self, value: u32) {
+        self.0 = u64::from(value).wrapping_mul(0x9e37_79b9_7f4a_7c15);
     }
 }
 
