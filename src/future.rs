@@ -15,7 +15,7 @@ use pin_project_lite::pin_project;
 use tower_service::Service;
 
 use crate::body::{Dedup, Recorder, SseResumeBody};
-use crate::layer::{FailurePolicy, Settings};
+use crate::layer::{FailurePolicy, Knobs, Settings};
 use crate::service::{LAST_EVENT_ID, header_value};
 use crate::stats::Stats;
 use crate::store::{Opened, StoreError, TrackerStore};
@@ -31,7 +31,7 @@ pin_project! {
     {
         #[pin]
         state: State<S, ReqB>,
-        body: BodySettings,
+        knobs: Knobs,
     }
 }
 
@@ -48,30 +48,20 @@ pin_project! {
     }
 }
 
-/// What the body needs from the layer's settings.
-#[derive(Debug, Clone)]
-struct BodySettings {
-    max_block_len: usize,
-    max_id_len: usize,
-    unscoped_window_len: usize,
-    failure_policy: FailurePolicy,
-    stats: Stats,
-}
-
 impl<S, ReqB> ResponseFuture<S, ReqB>
 where
     S: Service<Request<ReqB>>,
 {
     /// Calls `service` right away: the request has no scope.
     pub(crate) fn call<T>(mut service: S, request: Request<ReqB>, settings: &Settings<T>) -> Self {
-        let plan = Plan::unscoped(settings.unscoped_window_len, &settings.stats);
+        let plan = Plan::unscoped(settings.knobs.unscoped_window_len, &settings.knobs.stats);
         let state = State::Calling {
             future: service.call(request),
             plan: Some(plan),
         };
         Self {
             state,
-            body: BodySettings::from(settings),
+            knobs: settings.knobs.clone(),
         }
     }
 
@@ -88,7 +78,7 @@ where
         };
         Self {
             state,
-            body: BodySettings::from(settings),
+            knobs: settings.knobs.clone(),
         }
     }
 }
@@ -112,17 +102,17 @@ where
                     let mut plan = match opened {
                         Ok(plan) => plan,
                         Err(error) => {
-                            this.body.stats.store_error();
-                            tracing::warn!(%error, policy = ?this.body.failure_policy, "tracker store failed");
-                            if this.body.failure_policy == FailurePolicy::FailClosed {
+                            this.knobs.stats.store_error();
+                            tracing::warn!(%error, policy = ?this.knobs.failure_policy, "tracker store failed");
+                            if this.knobs.failure_policy == FailurePolicy::FailClosed {
                                 return Poll::Ready(Ok(service_unavailable()));
                             }
-                            Plan::unscoped(this.body.unscoped_window_len, &this.body.stats)
+                            Plan::unscoped(this.knobs.unscoped_window_len, &this.knobs.stats)
                         }
                     };
                     if let Some(id) = plan.inject.take() {
                         request.headers_mut().insert(LAST_EVENT_ID, id);
-                        this.body.stats.cursor_injected();
+                        this.knobs.stats.cursor_injected();
                     }
                     let future = service.call(request);
                     this.state.set(State::Calling {
@@ -135,7 +125,7 @@ where
                     let Some(plan) = plan.take() else {
                         panic!("ResponseFuture polled after completion");
                     };
-                    return Poll::Ready(Ok(plan.wrap(response, this.body)));
+                    return Poll::Ready(Ok(plan.wrap(response, this.knobs)));
                 }
             }
         }
@@ -154,18 +144,6 @@ where
         f.debug_struct("ResponseFuture")
             .field("state", &state)
             .finish_non_exhaustive()
-    }
-}
-
-impl<T> From<&Settings<T>> for BodySettings {
-    fn from(settings: &Settings<T>) -> Self {
-        Self {
-            max_block_len: settings.max_block_len,
-            max_id_len: settings.max_id_len,
-            unscoped_window_len: settings.unscoped_window_len,
-            failure_policy: settings.failure_policy,
-            stats: settings.stats.clone(),
-        }
     }
 }
 
@@ -219,11 +197,7 @@ impl Plan {
         }
     }
 
-    fn wrap<B: Body>(
-        self,
-        response: Response<B>,
-        settings: &BodySettings,
-    ) -> Response<SseResumeBody<B>> {
+    fn wrap<B: Body>(self, response: Response<B>, knobs: &Knobs) -> Response<SseResumeBody<B>> {
         let (mut parts, body) = response.into_parts();
         if !is_event_stream(&parts.headers) || is_encoded(&parts.headers) {
             return Response::from_parts(parts, SseResumeBody::passthrough(body));
@@ -232,9 +206,9 @@ impl Plan {
         let dedup = Dedup::new(
             self.tracker,
             self.recorder,
-            settings.max_block_len,
-            settings.max_id_len,
-            settings.stats.clone(),
+            knobs.max_block_len,
+            knobs.max_id_len,
+            knobs.stats.clone(),
         );
         Response::from_parts(parts, SseResumeBody::resume(body, dedup))
     }

@@ -19,14 +19,15 @@ macro_rules! knobs {
         /// Requests without one are deduplicated within their own response
         /// only.
         pub fn scope(mut self, extractor: impl $crate::key::KeyExtractor) -> Self {
-            self.settings.scope = std::sync::Arc::new($crate::key::BoxedExtractor::new(extractor));
+            self.settings.knobs.scope =
+                std::sync::Arc::new($crate::key::BoxedExtractor::new(extractor));
             self
         }
 
         /// Reads each request's stream key (which stream of the scope) with
         /// `extractor`. A request without one uses the empty key.
         pub fn stream_key(mut self, extractor: impl $crate::key::KeyExtractor) -> Self {
-            self.settings.stream_key =
+            self.settings.knobs.stream_key =
                 std::sync::Arc::new($crate::key::BoxedExtractor::new(extractor));
             self
         }
@@ -34,7 +35,7 @@ macro_rules! knobs {
         /// Whether a `GET` without `Last-Event-ID` is sent upstream with the
         /// last id its stream forwarded. On by default.
         pub fn inject_last_event_id(mut self, inject: bool) -> Self {
-            self.settings.inject = inject;
+            self.settings.knobs.inject = inject;
             self
         }
 
@@ -42,34 +43,34 @@ macro_rules! knobs {
         /// `MCP-Protocol-Version` is `2026-07-28` or later: that revision
         /// removed resumption. On by default.
         pub fn mcp_protocol_gate(mut self, gate: bool) -> Self {
-            self.settings.mcp_protocol_gate = gate;
+            self.settings.knobs.mcp_protocol_gate = gate;
             self
         }
 
         /// What to do when the store fails at the start of a request.
         pub fn failure_policy(mut self, policy: $crate::FailurePolicy) -> Self {
-            self.settings.failure_policy = policy;
+            self.settings.knobs.failure_policy = policy;
             self
         }
 
         /// Blocks longer than this are forwarded without deduplication.
         /// 1 MiB by default.
         pub fn max_block_len(mut self, max: usize) -> Self {
-            self.settings.max_block_len = max;
+            self.settings.knobs.max_block_len = max;
             self
         }
 
         /// Ids longer than this, in bytes, are forwarded but not tracked.
         /// 256 by default.
         pub fn max_id_len(mut self, max: usize) -> Self {
-            self.settings.max_id_len = max;
+            self.settings.knobs.max_id_len = max;
             self
         }
 
         /// A handle on the counters, shared by the layer and every service
         /// made from it.
         pub fn stats(&self) -> $crate::Stats {
-            self.settings.stats.clone()
+            self.settings.knobs.stats.clone()
         }
     };
 }
@@ -99,10 +100,17 @@ pub struct SseResumeLayer<T = MemoryStore> {
     pub(crate) settings: Settings<T>,
 }
 
-/// The knobs, shared by the layer and every service it makes.
+/// What the layer and every service it makes share: the store, and the
+/// knobs, which do not depend on it.
 #[derive(Debug)]
 pub(crate) struct Settings<T> {
     pub(crate) store: Arc<T>,
+    pub(crate) knobs: Knobs,
+}
+
+/// The settings that do not depend on the store; cheap to clone.
+#[derive(Debug, Clone)]
+pub(crate) struct Knobs {
     pub(crate) scope: Arc<BoxedExtractor>,
     pub(crate) stream_key: Arc<BoxedExtractor>,
     pub(crate) inject: bool,
@@ -118,15 +126,7 @@ impl<T> Clone for Settings<T> {
     fn clone(&self) -> Self {
         Self {
             store: Arc::clone(&self.store),
-            scope: Arc::clone(&self.scope),
-            stream_key: Arc::clone(&self.stream_key),
-            inject: self.inject,
-            mcp_protocol_gate: self.mcp_protocol_gate,
-            failure_policy: self.failure_policy,
-            max_block_len: self.max_block_len,
-            max_id_len: self.max_id_len,
-            unscoped_window_len: self.unscoped_window_len,
-            stats: self.stats.clone(),
+            knobs: self.knobs.clone(),
         }
     }
 }
@@ -146,15 +146,17 @@ impl SseResumeLayer {
         Self {
             settings: Settings {
                 store: Arc::new(MemoryStore::new()),
-                scope: Arc::new(BoxedExtractor::new(Header::mcp_session_id())),
-                stream_key: Arc::new(BoxedExtractor::new(MethodAndPath)),
-                inject: true,
-                mcp_protocol_gate: true,
-                failure_policy: FailurePolicy::FailOpen,
-                max_block_len: DEFAULT_MAX_BLOCK_LEN,
-                max_id_len: DEFAULT_MAX_ID_LEN,
-                unscoped_window_len: DEFAULT_WINDOW_LEN,
-                stats: Stats::default(),
+                knobs: Knobs {
+                    scope: Arc::new(BoxedExtractor::new(Header::mcp_session_id())),
+                    stream_key: Arc::new(BoxedExtractor::new(MethodAndPath)),
+                    inject: true,
+                    mcp_protocol_gate: true,
+                    failure_policy: FailurePolicy::FailOpen,
+                    max_block_len: DEFAULT_MAX_BLOCK_LEN,
+                    max_id_len: DEFAULT_MAX_ID_LEN,
+                    unscoped_window_len: DEFAULT_WINDOW_LEN,
+                    stats: Stats::default(),
+                },
             },
         }
     }
@@ -175,15 +177,7 @@ impl<T> Settings<T> {
     pub(crate) fn with_store<U>(self, store: U) -> Settings<U> {
         Settings {
             store: Arc::new(store),
-            scope: self.scope,
-            stream_key: self.stream_key,
-            inject: self.inject,
-            mcp_protocol_gate: self.mcp_protocol_gate,
-            failure_policy: self.failure_policy,
-            max_block_len: self.max_block_len,
-            max_id_len: self.max_id_len,
-            unscoped_window_len: self.unscoped_window_len,
-            stats: self.stats,
+            knobs: self.knobs,
         }
     }
 }

@@ -114,18 +114,22 @@ where
         let settings = &self.settings;
 
         let (parts, body) = request.into_parts();
-        let Some(scope) = settings.scope.extract(&parts) else {
+        let Some(scope) = settings.knobs.scope.extract(&parts) else {
             return ResponseFuture::call(inner, Request::from_parts(parts, body), settings);
         };
-        let stream = settings.stream_key.extract(&parts).unwrap_or_default();
+        let stream = settings
+            .knobs
+            .stream_key
+            .extract(&parts)
+            .unwrap_or_default();
         let cursor = client_cursor(&parts.headers);
         let inject = cursor.is_none()
             && parts.method == Method::GET
-            && settings.inject
-            && !(settings.mcp_protocol_gate && mcp_without_resumption(&parts.headers));
+            && settings.knobs.inject
+            && !(settings.knobs.mcp_protocol_gate && mcp_without_resumption(&parts.headers));
 
         let store = Arc::clone(&settings.store);
-        let stats = settings.stats.clone();
+        let stats = settings.knobs.stats.clone();
         let open = async move {
             let opened = store.open(&scope, &stream, cursor.as_deref()).await?;
             Ok(Plan::scoped(opened, store, stats, inject))
