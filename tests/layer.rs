@@ -618,3 +618,26 @@ async fn the_service_has_the_layers_knobs() {
             .all(|seen| seen.last_event_id().is_none())
     );
 }
+
+#[tokio::test]
+async fn a_block_over_the_length_limit_is_forwarded_undeduplicated() {
+    let long = format!("id: 1\ndata: {}\n\n", "x".repeat(64));
+    let stream = format!("{long}{long}id: 2\ndata: y\n\nid: 2\ndata: y\n\n");
+    for transport in TRANSPORTS {
+        let upstream = Upstream::new([Reply::sse([stream.clone()])]);
+        let layer = SseResumeLayer::new().max_block_len(32);
+        let got = exchange(
+            transport,
+            &layer,
+            &upstream,
+            vec![get("/", "s").body(()).unwrap()],
+        )
+        .await;
+        let expected = format!("{long}{long}id: 2\ndata: y\n\n");
+        assert_eq!(
+            got[0].text(),
+            expected,
+            "{transport:?}: both long blocks, one short"
+        );
+    }
+}
