@@ -252,10 +252,10 @@ fn bench_input(c: &mut Criterion, input: &Input) {
             )
         });
     });
+    // A fresh session each time, over warm-up and measurement alike: its
+    // window starts empty, so only the 10% repeated ids are duplicates.
+    let mut session = 0_u64;
     group.bench_function("memory_dedup", |b| {
-        // A fresh session each time: its window starts empty, so only the
-        // 10% repeated ids are duplicates.
-        let mut session = 0_u64;
         b.iter(|| {
             session += 1;
             let session = format!("bench-session-{session}");

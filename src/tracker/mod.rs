@@ -4,14 +4,15 @@
 //! ordered window of the ids this layer forwarded, shared by every stream of
 //! one key in this process, so that check-and-record is atomic per key.
 
-use std::collections::{HashMap, VecDeque, hash_map};
 use std::fmt;
-use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use ring::ByteRing;
+use any::AnyIds;
+use rising::{RisingIds, decimal};
 
+mod any;
 mod ring;
+mod rising;
 
 /// The default number of ids a window remembers.
 pub const DEFAULT_WINDOW_LEN: usize = 1024;
@@ -27,31 +28,17 @@ pub struct Tracker {
 
 /// The ids forwarded on a stream, oldest first, at most `capacity` of them.
 ///
-/// Ids are kept back to back in one byte ring, with a hash index, so that
-/// recording one allocates nothing once the window is warm.
+/// Ids are compared as bytes. While every id is a decimal number greater
+/// than the one before, as many servers number their events, the window
+/// keeps them as numbers, which costs next to nothing to check; the first
+/// id that is not moves it for good to a general form: the ids back to back
+/// in one byte ring with a hash index, allocating nothing per id once warm.
 #[derive(Clone)]
 pub struct Window {
-    /// One per id, oldest first; `entries[i]` has sequence number
-    /// `first_seq + i`.
-    entries: VecDeque<Entry>,
-    first_seq: u64,
-    /// The ids' bytes, back to back in the order of `entries`.
-    bytes: ByteRing,
-    /// From an id's hash to the sequence number of the newest entry with
-    /// that hash. A collision can only make an id look new: a duplicate may
-    /// then pass, but nothing is ever dropped that was not forwarded.
-    index: HashMap<u32, u32, BuildHasherDefault<SpreadHash>>,
-    seed: u64,
+    /// `Some` while the ids rise; `any` is empty meanwhile.
+    rising: Option<RisingIds>,
+    any: AnyIds,
     capacity: usize,
-}
-
-/// Kept small, as the window's footprint is what makes it fast: sequence
-/// numbers and hashes go in 32 bits (a window holds far fewer ids).
-#[derive(Clone, Copy)]
-struct Entry {
-    start: u64,
-    hash: u32,
-    len: u32,
 }
 
 impl Tracker {
@@ -99,13 +86,11 @@ impl fmt::Debug for Tracker {
 impl Window {
     /// An empty window of `capacity` ids (at least one).
     pub fn new(capacity: usize) -> Self {
+        let capacity = capacity.max(1);
         Self {
-            entries: VecDeque::new(),
-            first_seq: 0,
-            bytes: ByteRing::default(),
-            index: HashMap::default(),
-            seed: RandomState::new().hash_one(0x5ee_u64),
-            capacity: capacity.max(1),
+            rising: Some(RisingIds::default()),
+            any: AnyIds::new(capacity),
+            capacity,
         }
     }
 
@@ -125,32 +110,30 @@ impl Window {
 
     /// Records `id` unless the window has it already. Returns whether it was
     /// new, that is whether the block carrying it should be forwarded.
-    /// Ids are compared as bytes. Ids longer than `u32::MAX` bytes are never
-    /// recorded and always new.
+    /// Ids longer than `u32::MAX` bytes are never recorded and always new.
     pub fn check_and_record(&mut self, id: impl AsRef<[u8]>) -> bool {
         let id = id.as_ref();
-        let Ok(len) = u32::try_from(id.len()) else {
-            return true;
-        };
-        let hash = hash_id(self.seed, id);
-        if self.find(hash, id).is_some() {
-            return false;
+        if let Some(rising) = &mut self.rising {
+            let checked = decimal(id).and_then(|n| rising.check_and_record(n, self.capacity));
+            if let Some(new) = checked {
+                return new;
+            }
+            // Not a number above the others: ids in general from now on.
+            for number in rising.numbers() {
+                self.any.check_and_record(number.to_string().as_bytes());
+            }
+            self.rising = None;
         }
-        if self.entries.len() == self.capacity {
-            self.pop_oldest();
-        }
-        let seq = self.first_seq + self.entries.len() as u64;
-        let start = self.bytes.push(id);
-        self.entries.push_back(Entry { start, hash, len });
-        // A colliding older id loses its place in the index: see `index`.
-        self.index.insert(hash, seq as u32);
-        true
+        self.any.check_and_record(id)
     }
 
     /// Whether the window holds `id`.
     pub fn contains(&self, id: impl AsRef<[u8]>) -> bool {
         let id = id.as_ref();
-        self.find(hash_id(self.seed, id), id).is_some()
+        match &self.rising {
+            Some(rising) => decimal(id).is_some_and(|n| rising.contains(n)),
+            None => self.any.contains(id),
+        }
     }
 
     /// Applies a client's cursor: the client has every event up to `id`.
@@ -161,150 +144,60 @@ impl Window {
     /// than a loss. Returns whether the cursor was known.
     pub fn apply_cursor(&mut self, id: impl AsRef<[u8]>) -> bool {
         let id = id.as_ref();
-        let Some(seq) = self.find(hash_id(self.seed, id), id) else {
-            self.clear();
-            return false;
+        let known = match &mut self.rising {
+            Some(rising) => decimal(id).is_some_and(|n| rising.cut_after(n)),
+            None => self.any.apply_cursor(id),
         };
-        while self.first_seq + self.entries.len() as u64 > seq + 1 {
-            self.pop_newest();
+        if !known {
+            self.clear();
         }
-        true
+        known
     }
 
     /// Forgets every id.
     pub fn clear(&mut self) {
-        self.first_seq += self.entries.len() as u64;
-        self.entries.clear();
-        self.bytes.clear();
-        self.index.clear();
+        self.any.clear();
+        self.rising = Some(RisingIds::default());
     }
 
     /// The newest id, decoded lossily from UTF-8.
     pub fn last_id(&self) -> Option<String> {
-        self.entries.back().map(|entry| self.id_of(entry))
+        match &self.rising {
+            Some(rising) => rising.last().map(|n| n.to_string()),
+            None => self.any.last_id(),
+        }
     }
 
     /// The ids, oldest first, decoded lossily from UTF-8.
-    pub fn ids(&self) -> impl DoubleEndedIterator<Item = String> + ExactSizeIterator + '_ {
-        self.entries.iter().map(|entry| self.id_of(entry))
+    pub fn ids(&self) -> impl Iterator<Item = String> + '_ {
+        let rising = self.rising.iter().flat_map(RisingIds::numbers);
+        rising.map(|n| n.to_string()).chain(self.any.ids())
     }
 
     /// The number of ids held.
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.rising
+            .as_ref()
+            .map_or_else(|| self.any.len(), RisingIds::len)
     }
 
     /// Whether the window holds no id.
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.len() == 0
     }
 
     /// The most ids the window holds.
     pub fn capacity(&self) -> usize {
         self.capacity
     }
-
-    /// The sequence number of `id`, if the window holds it.
-    fn find(&self, hash: u32, id: &[u8]) -> Option<u64> {
-        let position = self.position(*self.index.get(&hash)?);
-        let (first, second) = self.slices_of(self.entries.get(position)?);
-        let same = id.len() == first.len() + second.len()
-            && id[..first.len()] == *first
-            && id[first.len()..] == *second;
-        same.then_some(self.first_seq + position as u64)
-    }
-
-    /// Where the entry of a sequence number's low 32 bits is in `entries`.
-    fn position(&self, seq: u32) -> usize {
-        seq.wrapping_sub(self.first_seq as u32) as usize
-    }
-
-    /// The bytes of `entry`, in one or two pieces where the ring wraps.
-    fn slices_of(&self, entry: &Entry) -> (&[u8], &[u8]) {
-        self.bytes.slices(entry.start, entry.len as usize)
-    }
-
-    fn id_of(&self, entry: &Entry) -> String {
-        let (first, second) = self.slices_of(entry);
-        String::from_utf8_lossy(&[first, second].concat()).into_owned()
-    }
-
-    fn pop_oldest(&mut self) {
-        let Some(entry) = self.entries.pop_front() else {
-            return;
-        };
-        self.unindex(entry, self.first_seq);
-        self.first_seq += 1;
-        self.bytes.release_front(entry.len as usize);
-    }
-
-    fn pop_newest(&mut self) {
-        let Some(entry) = self.entries.pop_back() else {
-            return;
-        };
-        self.unindex(entry, self.first_seq + self.entries.len() as u64);
-        self.bytes.release_back(entry.len as usize);
-    }
-
-    /// Removes the index entry of `entry` unless a newer id with the same
-    /// hash took it over.
-    fn unindex(&mut self, entry: Entry, seq: u64) {
-        if let hash_map::Entry::Occupied(slot) = self.index.entry(entry.hash) {
-            if *slot.get() == seq as u32 {
-                slot.remove();
-            }
-        }
-    }
-}
-
-/// A fast keyed hash of an id. It need not resist attack: a collision only
-/// lets a duplicate through, and the window's size bounds any probing.
-fn hash_id(seed: u64, id: &[u8]) -> u32 {
-    const K: u64 = 0x9e37_79b9_7f4a_7c15;
-    let mut hash = seed ^ id.len() as u64;
-    let mut words = id.chunks_exact(8);
-    for word in &mut words {
-        let mut buf = [0; 8];
-        buf.copy_from_slice(word);
-        hash = (hash ^ u64::from_le_bytes(buf))
-            .wrapping_mul(K)
-            .rotate_left(29);
-    }
-    let tail = words
-        .remainder()
-        .iter()
-        .fold(0, |tail, &byte| tail << 8 | u64::from(byte));
-    hash = (hash ^ tail).wrapping_mul(K);
-    (hash >> 32) as u32
-}
-
-/// Hashes a `u32` that is already a hash, spreading it over 64 bits so
-/// that the table's tag bits (the top ones) vary too.
-#[derive(Default, Clone, Copy)]
-struct SpreadHash(u64);
-
-impl Hasher for SpreadHash {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        // Only `u32` keys are hashed; fold anything else in all the same.
-        for &byte in bytes {
-            self.write_u32(self.0 as u32 ^ u32::from(byte));
-        }
-    }
-
-    fn write_u32(&mut self, value: u32) {
-        self.0 = u64::from(value).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    }
 }
 
 impl fmt::Debug for Window {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Window")
-            .field("len", &self.entries.len())
+            .field("len", &self.len())
             .field("capacity", &self.capacity)
+            .field("rising", &self.rising.is_some())
             .field("last_id", &self.last_id())
             .finish()
     }
@@ -362,30 +255,41 @@ mod tests {
     }
 
     #[test]
-    fn colliding_hashes_never_drop_a_new_id() {
-        let mut window = Window::new(8);
-        assert!(window.check_and_record("a"));
-        // Make "b" collide with "a": its hash now leads to a's entry.
-        window.index.insert(hash_id(window.seed, b"b"), 0);
+    fn rising_numbers_then_anything() {
+        let mut window = Window::new(4);
+        for id in ["1", "2", "3"] {
+            assert!(window.check_and_record(id));
+        }
+        assert!(window.rising.is_some());
+        assert!(!window.check_and_record("2"), "a replay of a number it has");
         assert!(
-            window.check_and_record("b"),
-            "a collision makes an id new, never a duplicate"
+            window.check_and_record("05"),
+            "not a plain number: ids in general"
         );
-        assert!(!window.check_and_record("b"));
-        assert!(!window.check_and_record("a"));
+        assert!(window.rising.is_none());
+        assert!(!window.check_and_record("3"), "what it had is kept");
+        assert!(window.check_and_record("5"), "\"05\" is not \"5\"");
+        assert_eq!(ids(&window), ["2", "3", "05", "5"]);
     }
 
     #[test]
-    fn many_ids_wrap_the_byte_ring() {
-        let mut window = Window::new(3);
-        for i in 0..1000 {
-            assert!(window.check_and_record(format!("id-{i}")));
-            assert!(!window.check_and_record(format!("id-{i}")));
-        }
-        assert_eq!(ids(&window), ["id-997", "id-998", "id-999"]);
-        assert!(window.check_and_record("id-996"), "evicted long ago");
-        assert!(window.apply_cursor("id-998"));
-        assert_eq!(ids(&window), ["id-998"]);
-        assert_eq!(window.bytes.len(), "id-998".len());
+    fn a_number_below_the_others_that_it_lacks_is_new() {
+        let mut window = Window::from_ids(8, ["10", "20"]);
+        assert!(window.check_and_record("15"));
+        assert!(!window.check_and_record("15"));
+        assert!(!window.check_and_record("20"));
+        assert_eq!(ids(&window), ["10", "20", "15"]);
+    }
+
+    #[test]
+    fn cursors_on_rising_numbers() {
+        let mut window = Window::from_ids(3, ["1", "2", "3", "4"]);
+        assert!(!window.check_and_record("4"));
+        assert!(window.check_and_record("1"), "evicted, so new again");
+        let mut window = Window::from_ids(8, ["1", "2", "3"]);
+        assert!(window.apply_cursor("2"));
+        assert_eq!(ids(&window), ["1", "2"]);
+        assert!(!window.apply_cursor("x"));
+        assert!(window.is_empty());
     }
 }
