@@ -334,7 +334,10 @@ impl Output {
     fn close(&mut self) {
         self.close_run();
         if !self.gathered.is_empty() {
-            self.ready.push_back(self.gathered.split().freeze());
+            // A buffer of its own each time: splitting one would share it,
+            // and every later copy would then need a new one anyway.
+            self.ready
+                .push_back(std::mem::take(&mut self.gathered).freeze());
         }
     }
 
@@ -347,10 +350,6 @@ impl Output {
             self.close();
             self.ready.push_back(slice);
             return;
-        }
-        if self.gathered.capacity() == 0 {
-            // Room for a chunk's worth at once, rather than growing copy by copy.
-            self.gathered.reserve(chunk.len());
         }
         self.gathered.extend_from_slice(&chunk[run]);
     }
