@@ -17,6 +17,33 @@ use tower_sse_resume::store::{Opened, StoreError, StreamKey};
 use tower_sse_resume::tracker::Tracker;
 use tower_sse_resume::{FailurePolicy, IdBatch, MemoryStore, SseResumeLayer, TrackerStore};
 
+/// The headers of an event-stream response.
+const SSE: &[(&str, &str)] = &[("content-type", "text/event-stream")];
+
+/// A service answering every request with `headers` and a body from `body`.
+fn answering<B, F>(
+    headers: &'static [(&'static str, &'static str)],
+    body: F,
+) -> impl tower::Service<
+    Request<()>,
+    Response = Response<B>,
+    Error = std::convert::Infallible,
+    Future = std::future::Ready<Result<Response<B>, std::convert::Infallible>>,
+> + Clone
+where
+    F: Fn() -> B + Clone,
+{
+    service_fn(move |_: Request<()>| {
+        let mut response = Response::new(body());
+        for &(name, value) in headers {
+            response
+                .headers_mut()
+                .insert(name, http::HeaderValue::from_static(value));
+        }
+        std::future::ready(Ok(response))
+    })
+}
+
 #[tokio::test]
 async fn reconnect_with_cursor_gets_exactly_what_the_client_missed() {
     for transport in TRANSPORTS {
@@ -228,14 +255,13 @@ async fn other_responses_pass_through_untouched() {
     }
 
     // Size hints and Content-Length survive on a pass-through...
-    let json = service_fn(|_: Request<()>| async {
-        let response = Response::builder()
-            .header("content-type", "application/json")
-            .header("content-length", "2")
-            .body(Full::new(Bytes::from_static(b"{}")))
-            .unwrap();
-        Ok::<_, std::convert::Infallible>(response)
-    });
+    let json = answering(
+        &[
+            ("content-type", "application/json"),
+            ("content-length", "2"),
+        ],
+        || Full::new(Bytes::from_static(b"{}")),
+    );
     let response = SseResumeLayer::new()
         .layer(json)
         .oneshot(get("/", "s").body(()).unwrap())
@@ -245,14 +271,13 @@ async fn other_responses_pass_through_untouched() {
     assert_eq!(response.body().size_hint().exact(), Some(2));
 
     // ...and not on a rewritten event stream.
-    let sse = service_fn(|_: Request<()>| async {
-        let response = Response::builder()
-            .header("content-type", "Text/Event-Stream; charset=utf-8")
-            .header("content-length", "9")
-            .body(Full::new(Bytes::from_static(b"data: x\n\n")))
-            .unwrap();
-        Ok::<_, std::convert::Infallible>(response)
-    });
+    let sse = answering(
+        &[
+            ("content-type", "Text/Event-Stream; charset=utf-8"),
+            ("content-length", "9"),
+        ],
+        || Full::new(Bytes::from_static(b"data: x\n\n")),
+    );
     let response = SseResumeLayer::new()
         .layer(sse)
         .oneshot(get("/", "s").body(()).unwrap())
@@ -305,14 +330,7 @@ async fn the_error_of_a_oneshot_body_follows_the_tail() {
 async fn concurrent_streams_of_one_key_forward_an_id_once() {
     // In process: two bodies of one key, polled in turn.
     let layer = SseResumeLayer::new();
-    let service = layer.layer(service_fn(|_: Request<()>| async {
-        let body = OpenEnded::new(["id: 1\ndata: x\n\n"]);
-        let response = Response::builder()
-            .header("content-type", "text/event-stream")
-            .body(body)
-            .unwrap();
-        Ok::<_, std::convert::Infallible>(response)
-    }));
+    let service = layer.layer(answering(SSE, || OpenEnded::new(["id: 1\ndata: x\n\n"])));
     let mut a = service
         .clone()
         .oneshot(get("/", "s").body(()).unwrap())
@@ -411,13 +429,8 @@ impl TrackerStore for NotingStore {
 async fn a_client_going_away_flushes_the_recorded_ids() {
     let store = NotingStore::default();
     let layer = SseResumeLayer::new().store(store.clone());
-    let service = layer.layer(service_fn(|_: Request<()>| async {
-        let body = OpenEnded::new(["id: 1\ndata: a\n\nid: 2\ndata: b\n\n", "id: 3\ndata: c\n\n"]);
-        let response = Response::builder()
-            .header("content-type", "text/event-stream")
-            .body(body)
-            .unwrap();
-        Ok::<_, std::convert::Infallible>(response)
+    let service = layer.layer(answering(SSE, || {
+        OpenEnded::new(["id: 1\ndata: a\n\nid: 2\ndata: b\n\n", "id: 3\ndata: c\n\n"])
     }));
     let mut body = service
         .oneshot(get("/", "s").body(()).unwrap())
@@ -535,13 +548,7 @@ async fn works_in_service_builder_and_axum() {
     let layer = SseResumeLayer::new();
     let service = ServiceBuilder::new()
         .layer(layer.clone())
-        .service(service_fn(|_: Request<()>| async {
-            let response = Response::builder()
-                .header("content-type", "text/event-stream")
-                .body(Full::new(Bytes::from(events([1, 1, 2]))))
-                .unwrap();
-            Ok::<_, std::convert::Infallible>(response)
-        }));
+        .service(answering(SSE, || Full::new(Bytes::from(events([1, 1, 2])))));
     let got = read(
         service
             .oneshot(get("/", "s").body(()).unwrap())
