@@ -1,5 +1,6 @@
 //! [`SseResumeBody`]: the response body, deduplicated as it streams.
 
+use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::fmt;
 use std::ops::Range;
@@ -12,13 +13,21 @@ use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
-use crate::framer::{Framer, Segment};
+use crate::framer::{Block, EventId, Framer, Segment};
+use crate::stamp::Stamper;
 use crate::stats::Stats;
 use crate::store::{IdBatch, StoreError, StreamKey, TrackerStore};
-use crate::tracker::Tracker;
+use crate::tracker::{Replay, Tracker, Window};
+
+/// The type of the event that tells a client its `Last-Event-ID` is not in
+/// the replay history: `event: sse-resume-gap`, with the cursor as data.
+pub const GAP_EVENT: &str = "sse-resume-gap";
 
 /// Ids recorded since the last hand-over to the store, at most this many.
 const RECORD_BATCH: usize = 64;
+/// Bytes of ids and blocks recorded since the last hand-over, at most about
+/// this many.
+const RECORD_BATCH_BYTES: usize = 64 * 1024;
 
 pin_project! {
     /// The response body of [`SseResume`](crate::SseResume).
@@ -179,17 +188,53 @@ fn into_bytes(mut data: impl Buf) -> Bytes {
 pub(crate) struct Dedup {
     framer: Framer,
     tracker: Tracker,
+    /// The tracker's generation when this stream opened: while the tracker
+    /// is still at it, this stream records its ids.
+    generation: u64,
     recorder: Recorder,
     output: Output,
     max_id_len: usize,
+    /// What only some streams do, kept off the common path.
+    extras: Option<Box<Extras>>,
     stats: Stats,
     forwarded: u64,
     dropped: u64,
     trailers: Option<HeaderMap>,
+    ending: bool,
     ended: bool,
     /// Carries the stream's key to every event logged for it.
     span: tracing::Span,
 }
+
+/// The stream's work beyond deduplication: a replay history, stamped ids,
+/// and a stream that does not start with the upstream's first byte.
+#[derive(Debug)]
+struct Extras {
+    /// Whether the tracker keeps a history in process.
+    local_history: bool,
+    stamper: Option<Stamper>,
+    /// Whether something went out before the upstream's first byte, so
+    /// that a byte order mark there is no longer at the start.
+    prefixed: bool,
+    /// Whether the upstream's first segment is still to come.
+    at_start: bool,
+    /// A stamped block for the history, its line and the block.
+    scratch: Vec<u8>,
+}
+
+/// How a stream starts, decided when its request opened.
+#[derive(Debug)]
+pub(crate) struct Start {
+    pub(crate) generation: u64,
+    pub(crate) replay: Replay,
+    /// The client's cursor, for the gap event.
+    pub(crate) cursor: Option<String>,
+    /// Where stamped ids start, when the layer stamps them.
+    pub(crate) stamp_epoch: Option<u64>,
+}
+
+/// The byte order mark an event stream may start with.
+const BOM: &[u8] = b"\xEF\xBB\xBF";
 
 impl Dedup {
     pub(crate) fn new(
@@ -198,18 +243,53 @@ impl Dedup {
         max_block_len: usize,
         max_id_len: usize,
         stats: Stats,
+        start: Start,
     ) -> Self {
+        let span = tracing::debug_span!("sse_resume", key = %recorder.key_for_logs());
+        let mut output = Output::default();
+        let prefixed = match start.replay {
+            Replay::Off => false,
+            Replay::Blocks(blocks) => {
+                let events = blocks.len() as u64;
+                output.ready.extend(blocks);
+                stats.add_replayed(events);
+                span.in_scope(|| tracing::debug!(events, "replaying from the history"));
+                events > 0
+            }
+            Replay::Gap => {
+                let cursor = start.cursor.unwrap_or_default();
+                output.ready.push_back(gap_event(&cursor));
+                stats.gap();
+                span.in_scope(|| tracing::debug!(%cursor, "cursor not in the history: gap"));
+                true
+            }
+        };
+        let local_history = tracker.lock().has_history();
+        let stamper = start.stamp_epoch.map(Stamper::new);
+        let extras = (local_history || recorder.wants_blocks() || stamper.is_some() || prefixed)
+            .then(|| {
+                Box::new(Extras {
+                    local_history,
+                    stamper,
+                    prefixed,
+                    at_start: true,
+                    scratch: Vec::new(),
+                })
+            });
         Self {
             framer: Framer::with_max_block_len(max_block_len),
             tracker,
-            output: Output::default(),
+            generation: start.generation,
+            output,
             max_id_len,
+            extras,
             stats,
             forwarded: 0,
             dropped: 0,
             trailers: None,
+            ending: false,
             ended: false,
-            span: tracing::debug_span!("sse_resume", key = %recorder.key_for_logs()),
+            span,
             recorder,
         }
     }
@@ -221,6 +301,7 @@ impl Dedup {
     }
 
     fn end(&mut self) {
+        self.ending = true;
         self.framer.finish();
         self.drain();
         self.recorder.flush();
@@ -238,21 +319,61 @@ impl Dedup {
     fn drain(&mut self) {
         let (mut forwarded, mut dropped) = (0, 0);
         let mut window = self.tracker.lock();
+        // A client cursor applied since this stream opened means its client
+        // may have reconnected: what this stream forwards now may never
+        // arrive, so it checks ids but records none.
+        let current = window.generation() == self.generation;
         while let Some(segment) = self.framer.next_segment() {
             let len = segment.raw().len();
-            if let Segment::Block(block) = &segment {
-                let trackable = block.id_bytes().filter(|id| id.len() <= self.max_id_len);
-                if let Some(id) = trackable {
-                    if !window.check_and_record(id) {
-                        dropped += 1;
-                        self.output.skip(len);
-                        continue;
+            let block = match &segment {
+                Segment::Block(block) => block,
+                Segment::Passthrough(_) if self.extras.is_none() => {
+                    self.output.forward(len);
+                    continue;
+                }
+                Segment::Passthrough(_) => {
+                    let mut stream = Stream {
+                        window: &mut window,
+                        output: &mut self.output,
+                        recorder: &mut self.recorder,
+                        current,
+                    };
+                    stream.pass_through(&segment, self.ending, self.extras.as_deref_mut());
+                    continue;
+                }
+            };
+            let trackable = block.id_bytes().filter(|id| id.len() <= self.max_id_len);
+            if let Some(id) = trackable {
+                let new = if current {
+                    window.check_and_record(id)
+                } else {
+                    !window.contains(id)
+                };
+                if !new {
+                    dropped += 1;
+                    self.output.skip(len);
+                    if let Some(extras) = self.extras.as_deref_mut() {
+                        extras.at_start = false;
                     }
+                    continue;
+                }
+                if current {
                     self.recorder.push(id);
                 }
-                forwarded += u64::from(block.dispatches());
             }
-            self.output.forward(len);
+            forwarded += u64::from(block.dispatches());
+            match self.extras.as_deref_mut() {
+                None => self.output.forward(len),
+                Some(extras) => {
+                    let mut stream = Stream {
+                        window: &mut window,
+                        output: &mut self.output,
+                        recorder: &mut self.recorder,
+                        current,
+                    };
+                    stream.forward_block(block, trackable.is_some(), extras);
+                }
+            }
         }
         drop(window);
         self.output.close();
@@ -260,6 +381,102 @@ impl Dedup {
         self.dropped += dropped;
         self.stats.add_body_counts(forwarded, dropped);
     }
+}
+
+/// What forwarding a segment with [`Extras`] touches, borrowed apart from
+/// the framer that lends the segment.
+struct Stream<'a> {
+    window: &'a mut Window,
+    output: &'a mut Output,
+    recorder: &'a mut Recorder,
+    current: bool,
+}
+
+impl Stream<'_> {
+    /// Forwards a segment outside any block: a piece of a block over the
+    /// length limit, or the unterminated tail.
+    fn pass_through(&mut self, segment: &Segment<'_>, ending: bool, extras: Option<&mut Extras>) {
+        let len = segment.raw().len();
+        let bom = extras.map_or(0, |extras| self.forward_bom(segment.raw(), extras));
+        self.output.forward(len - bom);
+        // A piece of a block too long to keep: no replay may skip it. The
+        // tail at the end never dispatched, so it is no event to keep.
+        if !ending && self.current {
+            self.window.forget_history();
+            self.recorder.forget_history();
+        }
+    }
+
+    /// Forwards a block that is not a duplicate: its bytes, with a stamped
+    /// id when it needs one, and keeps it in the history.
+    fn forward_block(&mut self, block: &Block<'_>, trackable: bool, extras: &mut Extras) {
+        let raw = block.raw();
+        let bom = self.forward_bom(raw, extras);
+        let body = &raw[bom..];
+        let stamped = match &mut extras.stamper {
+            Some(stamper) if block.dispatches() && block.id() == EventId::Absent => {
+                let line = stamper.next_line();
+                self.output.insert(line.as_bytes());
+                Some(stamper.last_id())
+            }
+            _ => None,
+        };
+        self.output.forward(body.len());
+        let keeps_history = extras.local_history || self.recorder.wants_blocks();
+        if !keeps_history || !self.current {
+            return;
+        }
+        let id = match (block.id(), stamped) {
+            (_, Some(stamped)) => Some(Cow::Borrowed(stamped)),
+            (EventId::Value(id), None) if trackable => Some(id),
+            (EventId::Value(_), None) => {
+                // An id too long to keep: a cursor could not find it.
+                self.window.forget_history();
+                self.recorder.forget_history();
+                return;
+            }
+            (EventId::Absent | EventId::Reset, None) if !block.dispatches() => return,
+            (EventId::Absent | EventId::Reset, None) => None,
+        };
+        let kept: &[u8] = match stamped {
+            Some(id) => {
+                // The block as it went out: the stamped line, then its own.
+                let scratch = &mut extras.scratch;
+                scratch.clear();
+                scratch.extend_from_slice(b"id: ");
+                scratch.extend_from_slice(id.as_bytes());
+                scratch.push(b'\n');
+                scratch.extend_from_slice(body);
+                scratch
+            }
+            None => body,
+        };
+        if extras.local_history {
+            self.window.record_block(id.as_deref(), kept);
+        }
+        self.recorder.push_block(id.as_deref(), kept);
+    }
+
+    /// Forwards the byte order mark the stream starts with, if any, or
+    /// drops it when something went out before it. Returns its length.
+    fn forward_bom(&mut self, raw: &[u8], extras: &mut Extras) -> usize {
+        if !std::mem::take(&mut extras.at_start) || !raw.starts_with(BOM) {
+            return 0;
+        }
+        if extras.prefixed {
+            self.output.skip(BOM.len());
+        } else {
+            self.output.forward(BOM.len());
+        }
+        BOM.len()
+    }
+}
+
+/// The event that tells a client its cursor is not in the history: the
+/// events after it may be missing. It has no id, so the client keeps its
+/// cursor.
+fn gap_event(cursor: &str) -> Bytes {
+    Bytes::from(format!("event: {GAP_EVENT}\ndata: {cursor}\n\n"))
 }
 
 /// Runs of output shorter than this are copied together rather than sent
@@ -296,6 +513,12 @@ impl Output {
     /// Forwards the next `len` bytes of input.
     fn forward(&mut self, len: usize) {
         self.consume(len, true);
+    }
+
+    /// Sends `bytes` that are not in the input, after what went before.
+    fn insert(&mut self, bytes: &[u8]) {
+        self.close_run();
+        self.gathered.extend_from_slice(bytes);
     }
 
     /// Drops the next `len` bytes of input.
@@ -369,6 +592,8 @@ pub(crate) struct Recorder {
     key: Option<StreamKey>,
     /// Where batches go; `None` when nothing keeps them.
     sink: Option<Arc<dyn RecordSink>>,
+    /// Whether batches carry the blocks, for the store's replay history.
+    wants_blocks: bool,
     batch: IdBatch,
     stats: Stats,
 }
@@ -377,9 +602,11 @@ impl Recorder {
     /// A recorder for a stream of `store`.
     pub(crate) fn to_store<T: TrackerStore>(store: Arc<T>, key: StreamKey, stats: Stats) -> Self {
         // A store that keeps no ids gets no batches to build.
+        let wants_blocks = store.persists_blocks();
         let sink = store.persists_ids().then_some(store as Arc<dyn RecordSink>);
         Self {
             key: Some(key),
+            wants_blocks: wants_blocks && sink.is_some(),
             sink,
             batch: IdBatch::new(),
             stats,
@@ -391,6 +618,7 @@ impl Recorder {
         Self {
             key: None,
             sink: None,
+            wants_blocks: false,
             batch: IdBatch::new(),
             stats,
         }
@@ -401,7 +629,33 @@ impl Recorder {
             return;
         }
         self.batch.push(&String::from_utf8_lossy(id));
-        if self.batch.len() >= RECORD_BATCH {
+        self.flush_if_full();
+    }
+
+    /// Whether the store keeps the blocks of a replay history itself.
+    fn wants_blocks(&self) -> bool {
+        self.wants_blocks
+    }
+
+    fn push_block(&mut self, id: Option<&str>, block: &[u8]) {
+        if self.wants_blocks {
+            self.batch.push_block(id, block);
+            self.flush_if_full();
+        }
+    }
+
+    fn forget_history(&mut self) {
+        if self.wants_blocks {
+            self.batch.forget_history();
+        }
+    }
+
+    fn flush_if_full(&mut self) {
+        let batch = &self.batch;
+        if batch.len() >= RECORD_BATCH
+            || batch.blocks().len() >= RECORD_BATCH
+            || batch.byte_len() >= RECORD_BATCH_BYTES
+        {
             self.flush();
         }
     }

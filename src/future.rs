@@ -14,12 +14,13 @@ use http_body::Body;
 use pin_project_lite::pin_project;
 use tower_service::Service;
 
-use crate::body::{Dedup, Recorder, SseResumeBody};
+use crate::body::{Dedup, Recorder, SseResumeBody, Start};
 use crate::layer::{FailurePolicy, Knobs, Settings};
-use crate::service::{LAST_EVENT_ID, header_value};
+use crate::service::{LAST_EVENT_ID, SSE_RESUME_GAP, header_value};
+use crate::stamp::clock_epoch;
 use crate::stats::Stats;
 use crate::store::{Opened, StoreError, TrackerStore};
-use crate::tracker::Tracker;
+use crate::tracker::{Replay, Tracker};
 
 pub(crate) type OpenFuture = Pin<Box<dyn Future<Output = Result<Plan, StoreError>> + Send>>;
 
@@ -110,9 +111,15 @@ where
                             Plan::unscoped(this.knobs.unscoped_window_len, &this.knobs.stats)
                         }
                     };
-                    if let Some(id) = plan.inject.take() {
-                        request.headers_mut().insert(LAST_EVENT_ID, id);
-                        this.knobs.stats.cursor_injected();
+                    match std::mem::replace(&mut plan.upstream_cursor, UpstreamCursor::Keep) {
+                        UpstreamCursor::Keep => {}
+                        UpstreamCursor::Set(id) => {
+                            request.headers_mut().insert(LAST_EVENT_ID, id);
+                            this.knobs.stats.cursor_injected();
+                        }
+                        UpstreamCursor::Remove => {
+                            request.headers_mut().remove(LAST_EVENT_ID);
+                        }
                     }
                     let future = service.call(request);
                     this.state.set(State::Calling {
@@ -152,39 +159,79 @@ where
 pub(crate) struct Plan {
     tracker: Tracker,
     recorder: Recorder,
-    inject: Option<HeaderValue>,
+    upstream_cursor: UpstreamCursor,
+    start: Start,
+}
+
+/// What the upstream request's `Last-Event-ID` becomes.
+enum UpstreamCursor {
+    Keep,
+    Set(HeaderValue),
+    /// The client's cursor was replayed from the history, and the upstream
+    /// never sent an id to resume from: the cursor means nothing to it.
+    Remove,
+}
+
+/// How the request asks the upstream to resume, decided from its headers.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Resumption {
+    /// Add the stream's last id to a request without `Last-Event-ID`.
+    pub(crate) inject: bool,
+    /// After a replay from the history, ask from the newest id it holds.
+    pub(crate) from_history: bool,
+    /// Stamp ids on events without one.
+    pub(crate) stamp: bool,
 }
 
 impl Plan {
-    /// A stream in a scope: its tracker from the store, and maybe its last
-    /// id for the upstream.
+    /// A stream in a scope: its tracker from the store, maybe a replay,
+    /// and what to ask the upstream.
     pub(crate) fn scoped<T: TrackerStore>(
         opened: Opened,
         store: Arc<T>,
         stats: Stats,
-        inject: bool,
+        resumption: Resumption,
+        cursor: Option<String>,
     ) -> Self {
         let Opened {
             key,
             tracker,
             cursor_known,
+            replay,
+            generation,
+            stamp_epoch,
         } = opened;
         if cursor_known == Some(false) {
             stats.unknown_cursor();
             tracing::debug!(%key, "unknown client cursor: window cleared");
         }
-        // A stored id that is not a valid header value is never sent.
-        let inject = inject
-            .then(|| tracker.last_id())
-            .flatten()
-            .and_then(|id| header_value(&id));
-        if let Some(id) = &inject {
-            tracing::debug!(%key, last_event_id = ?id, "injecting Last-Event-ID");
+        let replayed = matches!(replay, Replay::Blocks(_));
+        // The newest id the upstream sent: stamped ids never go in the
+        // window. One that is not a valid header value is never sent.
+        let last_id = || tracker.last_id().and_then(|id| header_value(&id));
+        let upstream_cursor = if resumption.inject {
+            last_id().map_or(UpstreamCursor::Keep, UpstreamCursor::Set)
+        } else if resumption.from_history && replayed {
+            last_id().map_or(UpstreamCursor::Remove, UpstreamCursor::Set)
+        } else {
+            UpstreamCursor::Keep
+        };
+        if let UpstreamCursor::Set(id) = &upstream_cursor {
+            tracing::debug!(%key, last_event_id = ?id, "asking the upstream to resume");
         }
+        let stamp_epoch = resumption
+            .stamp
+            .then(|| stamp_epoch.unwrap_or_else(clock_epoch));
         Self {
             tracker,
             recorder: Recorder::to_store(store, key, stats),
-            inject,
+            upstream_cursor,
+            start: Start {
+                generation,
+                replay,
+                cursor,
+                stamp_epoch,
+            },
         }
     }
 
@@ -193,7 +240,13 @@ impl Plan {
         Self {
             tracker: Tracker::new(window_len),
             recorder: Recorder::nowhere(stats.clone()),
-            inject: None,
+            upstream_cursor: UpstreamCursor::Keep,
+            start: Start {
+                generation: 0,
+                replay: Replay::Off,
+                cursor: None,
+                stamp_epoch: None,
+            },
         }
     }
 
@@ -203,12 +256,18 @@ impl Plan {
             return Response::from_parts(parts, SseResumeBody::passthrough(body));
         }
         parts.headers.remove(CONTENT_LENGTH);
+        if self.start.replay == Replay::Gap {
+            parts
+                .headers
+                .insert(SSE_RESUME_GAP, HeaderValue::from_static("1"));
+        }
         let dedup = Dedup::new(
             self.tracker,
             self.recorder,
             knobs.max_block_len,
             knobs.max_id_len,
             knobs.stats.clone(),
+            self.start,
         );
         Response::from_parts(parts, SseResumeBody::resume(body, dedup))
     }

@@ -47,6 +47,28 @@ macro_rules! knobs {
             self
         }
 
+        /// Whether events that come without an id get one stamped by the
+        /// layer, so that clients can resume against the store's replay
+        /// history even when the upstream numbers nothing. Off by default.
+        ///
+        /// A stamped id is `<epoch>-<n>`: `n` counts the stream's events
+        /// from 1, and each request opens at an epoch no other of its stream
+        /// had, above the ones before (from the store when it keeps one
+        /// across replicas, like `RedisStore`, else from this process's
+        /// clock in milliseconds), so ids are unique and rise. It goes out
+        /// as an `id:` line, LF-terminated, before the block's own lines:
+        /// the one change this layer makes to an event. Blocks with an
+        /// `id` field, even an empty one, and blocks that dispatch nothing
+        /// keep their bytes. Stamped ids are never sent upstream: after a
+        /// replay the upstream is asked from the newest id it sent, or
+        /// from none. Streams without a scope are not stamped, as nothing
+        /// can resume them; without a replay history, stamped ids resume
+        /// nothing either.
+        pub fn stamp_ids(mut self, stamp: bool) -> Self {
+            self.settings.knobs.stamp_ids = stamp;
+            self
+        }
+
         /// What to do when the store fails at the start of a request.
         pub fn failure_policy(mut self, policy: $crate::FailurePolicy) -> Self {
             self.settings.knobs.failure_policy = policy;
@@ -115,6 +137,7 @@ pub(crate) struct Knobs {
     pub(crate) stream_key: Arc<BoxedExtractor>,
     pub(crate) inject: bool,
     pub(crate) mcp_protocol_gate: bool,
+    pub(crate) stamp_ids: bool,
     pub(crate) failure_policy: FailurePolicy,
     pub(crate) max_block_len: usize,
     pub(crate) max_id_len: usize,
@@ -151,6 +174,7 @@ impl SseResumeLayer {
                     stream_key: Arc::new(BoxedExtractor::new(MethodAndPath)),
                     inject: true,
                     mcp_protocol_gate: true,
+                    stamp_ids: false,
                     failure_policy: FailurePolicy::FailOpen,
                     max_block_len: DEFAULT_MAX_BLOCK_LEN,
                     max_id_len: DEFAULT_MAX_ID_LEN,

@@ -78,13 +78,15 @@ mod body;
 mod future;
 mod layer;
 mod service;
+mod stamp;
 mod stats;
 
-pub use body::SseResumeBody;
+pub use body::{GAP_EVENT, SseResumeBody};
 pub use future::ResponseFuture;
 pub use layer::{DEFAULT_MAX_ID_LEN, FailurePolicy, SseResumeLayer};
-pub use service::{LAST_EVENT_ID, MCP_PROTOCOL_VERSION, SseResume};
+pub use service::{LAST_EVENT_ID, MCP_PROTOCOL_VERSION, SSE_RESUME_GAP, SseResume};
 pub use stats::{Stats, StatsSnapshot};
-pub use store::{IdBatch, MemoryStore, StoreError, StreamKey, TrackerStore};
+pub use store::{IdBatch, MemoryStore, Opened, StoreError, StreamKey, TrackerStore};
 #[cfg(feature = "redis")]
 pub use store::{RedisStats, RedisStore};
+pub use tracker::{HistoryLimits, Replay};

@@ -12,7 +12,7 @@ use http_body::Body;
 use tower_service::Service;
 
 use crate::body::SseResumeBody;
-use crate::future::{Plan, ResponseFuture};
+use crate::future::{Plan, ResponseFuture, Resumption};
 use crate::layer::{Settings, SseResumeLayer, knobs};
 use crate::store::{MemoryStore, TrackerStore};
 
@@ -20,6 +20,10 @@ use crate::store::{MemoryStore, TrackerStore};
 pub const LAST_EVENT_ID: HeaderName = HeaderName::from_static("last-event-id");
 /// The `MCP-Protocol-Version` request header.
 pub const MCP_PROTOCOL_VERSION: HeaderName = HeaderName::from_static("mcp-protocol-version");
+/// The response header set when a client's `Last-Event-ID` is not in the
+/// replay history, for clients that read headers: `SSE-Resume-Gap: 1`.
+/// The stream also starts with a [`GAP_EVENT`](crate::GAP_EVENT) event.
+pub const SSE_RESUME_GAP: HeaderName = HeaderName::from_static("sse-resume-gap");
 /// The first MCP revision without resumption: injection stops there.
 const MCP_WITHOUT_RESUMPTION: &str = "2026-07-28";
 
@@ -123,16 +127,20 @@ where
             .extract(&parts)
             .unwrap_or_default();
         let cursor = client_cursor(&parts.headers);
-        let inject = cursor.is_none()
-            && parts.method == Method::GET
-            && settings.knobs.inject
-            && !(settings.knobs.mcp_protocol_gate && mcp_without_resumption(&parts.headers));
+        let knobs = &settings.knobs;
+        let may_resume =
+            knobs.inject && !(knobs.mcp_protocol_gate && mcp_without_resumption(&parts.headers));
+        let resumption = Resumption {
+            inject: may_resume && cursor.is_none() && parts.method == Method::GET,
+            from_history: may_resume && cursor.is_some(),
+            stamp: knobs.stamp_ids,
+        };
 
         let store = Arc::clone(&settings.store);
-        let stats = settings.knobs.stats.clone();
+        let stats = knobs.stats.clone();
         let open = async move {
             let opened = store.open(&scope, &stream, cursor.as_deref()).await?;
-            Ok(Plan::scoped(opened, store, stats, inject))
+            Ok(Plan::scoped(opened, store, stats, resumption, cursor))
         };
         ResponseFuture::open(
             Box::pin(open),

@@ -18,6 +18,8 @@ struct Counters {
     cursors_injected: AtomicU64,
     unknown_cursors: AtomicU64,
     store_errors: AtomicU64,
+    events_replayed: AtomicU64,
+    gaps: AtomicU64,
 }
 
 /// The counters at one moment.
@@ -34,6 +36,11 @@ pub struct StatsSnapshot {
     pub unknown_cursors: u64,
     /// Store calls that failed or timed out.
     pub store_errors: u64,
+    /// Blocks sent to reconnecting clients from the replay history.
+    pub events_replayed: u64,
+    /// Reconnecting clients whose cursor the replay history did not hold,
+    /// told so with a gap event.
+    pub gaps: u64,
 }
 
 impl Stats {
@@ -46,6 +53,8 @@ impl Stats {
             cursors_injected: c.cursors_injected.load(Relaxed),
             unknown_cursors: c.unknown_cursors.load(Relaxed),
             store_errors: c.store_errors.load(Relaxed),
+            events_replayed: c.events_replayed.load(Relaxed),
+            gaps: c.gaps.load(Relaxed),
         }
     }
 
@@ -64,6 +73,14 @@ impl Stats {
 
     pub(crate) fn unknown_cursor(&self) {
         self.counters.unknown_cursors.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn add_replayed(&self, events: u64) {
+        self.counters.events_replayed.fetch_add(events, Relaxed);
+    }
+
+    pub(crate) fn gap(&self) {
+        self.counters.gaps.fetch_add(1, Relaxed);
     }
 
     pub(crate) fn store_error(&self) {

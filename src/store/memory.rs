@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::{IdBatch, StoreError, StreamKey, TrackerStore};
-use crate::tracker::{DEFAULT_WINDOW_LEN, Tracker};
+use crate::tracker::{DEFAULT_WINDOW_LEN, HistoryLimits, Tracker, Window};
 
 /// Keeps trackers in this process: the default store.
 ///
@@ -50,6 +50,7 @@ struct Limits {
     max_streams_per_scope: usize,
     window_len: usize,
     idle_ttl: Duration,
+    history: Option<HistoryLimits>,
     shards: usize,
 }
 
@@ -90,6 +91,7 @@ impl MemoryStore {
             max_streams_per_scope: DEFAULT_MAX_STREAMS_PER_SCOPE,
             window_len: DEFAULT_WINDOW_LEN,
             idle_ttl: DEFAULT_IDLE_TTL,
+            history: None,
             shards: MAX_SHARDS,
         })
     }
@@ -135,6 +137,14 @@ impl MemoryStore {
     /// empties the store.
     pub fn idle_ttl(self, ttl: Duration) -> Self {
         self.reconfigure(|limits| limits.idle_ttl = ttl)
+    }
+
+    /// Keeps a replay history of each stream within `limits`, so that a
+    /// client reconnecting with `Last-Event-ID` gets the blocks it missed
+    /// from the store, even from an upstream that cannot resume. Off by
+    /// default. Setting it empties the store.
+    pub fn history(self, limits: HistoryLimits) -> Self {
+        self.reconfigure(|config| config.history = Some(limits))
     }
 
     /// The number of trackers held now.
@@ -201,7 +211,7 @@ impl TrackerStore for MemoryStore {
             .get(scope)
             .into_iter()
             .flatten()
-            .filter(|(_, entry)| entry.tracker.lock().contains(id))
+            .filter(|(_, entry)| entry.tracker.lock().knows(id))
             .max_by_key(|(_, entry)| entry.last_used)
             .map(|(stream, _)| stream.to_string());
         ready(Ok(found))
@@ -235,7 +245,11 @@ impl Shard {
                 self.evict_oldest(None);
             }
         }
-        let tracker = Tracker::new(limits.window_len);
+        let window = match limits.history {
+            Some(history) => Window::with_history(limits.window_len, history),
+            None => Window::new(limits.window_len),
+        };
+        let tracker = Tracker::from_window(window);
         let entry = Entry {
             tracker: tracker.clone(),
             last_used: now,

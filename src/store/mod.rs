@@ -10,7 +10,7 @@ use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
 
-use crate::tracker::Tracker;
+use crate::tracker::{Replay, Tracker};
 
 mod memory;
 #[cfg(feature = "redis")]
@@ -48,6 +48,16 @@ pub trait TrackerStore: Send + Sync + 'static {
         true
     }
 
+    /// Whether the batches should carry the forwarded blocks for a replay
+    /// history the store keeps itself, as [`RedisStore`] does with one.
+    /// `false` by default: a store whose trackers keep the history in
+    /// process, like [`MemoryStore`], needs no copy.
+    ///
+    /// [`RedisStore`]: crate::RedisStore
+    fn persists_blocks(&self) -> bool {
+        false
+    }
+
     /// Applies a client's cursor to the tracker of `key`: forget the ids
     /// recorded after `id`, or clear the window when `id` is not in it.
     /// Returns whether the cursor was known.
@@ -72,8 +82,12 @@ pub trait TrackerStore: Send + Sync + 'static {
     /// Everything the layer needs when a request starts, in one call.
     ///
     /// With a client cursor, the stream is the one of `scope` that recorded
-    /// it (falling back to `stream`), and the cursor is applied there. A
-    /// store that can do all of it in one round trip should override this.
+    /// it (falling back to `stream`), and the client is resumed there with
+    /// [`Window::resume`](crate::tracker::Window::resume): from the replay
+    /// history when the tracker keeps one, else by applying the cursor. A
+    /// store that persists ids gets the cursor applied with
+    /// [`apply_cursor`](Self::apply_cursor) too. A store that can do all of
+    /// it in one round trip should override this.
     fn open(
         &self,
         scope: &str,
@@ -86,26 +100,42 @@ pub trait TrackerStore: Send + Sync + 'static {
                 None => None,
             };
             let key = StreamKey::new(scope, found.as_deref().unwrap_or(stream));
-            let cursor_known = match cursor {
-                Some(id) => Some(self.apply_cursor(&key, id).await?),
-                None => None,
-            };
+            if let (Some(id), true) = (cursor, self.persists_ids()) {
+                self.apply_cursor(&key, id).await?;
+            }
             let tracker = self.load(&key).await?;
+            let mut window = tracker.lock();
+            let (cursor_known, replay) = match cursor {
+                Some(id) => {
+                    let (known, replay) = window.resume(id);
+                    (Some(known), replay)
+                }
+                None => (None, Replay::Off),
+            };
+            let generation = window.generation();
+            drop(window);
             Ok(Opened {
                 key,
                 tracker,
                 cursor_known,
+                replay,
+                generation,
+                stamp_epoch: None,
             })
         }
     }
 }
 
 /// Ids forwarded on a stream, oldest first, as [`TrackerStore::record`]
-/// receives them: one buffer, not one allocation per id.
+/// receives them, and for a store that
+/// [persists blocks](TrackerStore::persists_blocks), the blocks for its
+/// replay history: a few buffers, not one allocation per id.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct IdBatch {
-    text: String,
-    ends: Vec<usize>,
+    ids: Strings,
+    block_ids: Strings,
+    blocks: Strings,
+    forgets_history: bool,
 }
 
 impl IdBatch {
@@ -116,32 +146,134 @@ impl IdBatch {
 
     /// Adds an id after the others.
     pub fn push(&mut self, id: &str) {
-        self.text.push_str(id);
-        self.ends.push(self.text.len());
+        self.ids.push(id.as_bytes());
     }
 
     /// The ids, oldest first.
     pub fn iter(&self) -> impl ExactSizeIterator<Item = &str> + '_ {
+        // Only `push` adds ids, from `&str`.
+        self.ids
+            .iter()
+            .map(|id| std::str::from_utf8(id).unwrap_or_default())
+    }
+
+    /// Adds a block for the replay history after the others, with the id a
+    /// client may resume from (its own, or a stamped one).
+    pub fn push_block(&mut self, id: Option<&str>, block: &[u8]) {
+        self.block_ids.push(id.unwrap_or_default().as_bytes());
+        self.blocks.push(block);
+    }
+
+    /// The blocks for the replay history, oldest first, with their ids
+    /// (empty for none).
+    pub fn blocks(&self) -> impl ExactSizeIterator<Item = (&str, &[u8])> + '_ {
+        let ids = self.block_ids.iter();
+        ids.map(|id| std::str::from_utf8(id).unwrap_or_default())
+            .zip(self.blocks.iter())
+    }
+
+    /// Marks the history before this batch's blocks as lost: a block was
+    /// forwarded that it could not keep, and no replay may skip it. The
+    /// blocks pushed so far are dropped.
+    pub fn forget_history(&mut self) {
+        self.block_ids.clear();
+        self.blocks.clear();
+        self.forgets_history = true;
+    }
+
+    /// Whether the history before this batch's blocks is to be forgotten.
+    pub fn forgets_history(&self) -> bool {
+        self.forgets_history
+    }
+
+    /// Appends everything `other` holds after what this batch holds.
+    pub fn extend(&mut self, other: &IdBatch) {
+        if other.forgets_history {
+            self.forget_history();
+        }
+        for id in other.iter() {
+            self.push(id);
+        }
+        for (id, block) in other.blocks() {
+            self.push_block(Some(id), block);
+        }
+    }
+
+    /// Keeps only the newest `ids` ids and `blocks` blocks.
+    pub fn keep_last(&mut self, ids: usize, blocks: usize) {
+        self.ids.keep_last(ids);
+        if self.blocks.len() > blocks {
+            self.block_ids.keep_last(blocks);
+            self.blocks.keep_last(blocks);
+            // What went is history lost before the blocks that stay.
+            self.forgets_history = true;
+        }
+    }
+
+    /// Removes everything, keeping the buffers.
+    pub fn clear(&mut self) {
+        self.ids.clear();
+        self.block_ids.clear();
+        self.blocks.clear();
+        self.forgets_history = false;
+    }
+
+    /// The number of ids.
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    /// The number of bytes of ids and blocks.
+    pub fn byte_len(&self) -> usize {
+        self.ids.text.len() + self.block_ids.text.len() + self.blocks.text.len()
+    }
+
+    /// Whether the batch holds nothing to write: no id, no block and no
+    /// history to forget.
+    pub fn is_empty(&self) -> bool {
+        self.ids.len() == 0 && self.blocks.len() == 0 && !self.forgets_history
+    }
+}
+
+/// Byte strings back to back in one buffer.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Strings {
+    text: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+impl Strings {
+    fn push(&mut self, item: &[u8]) {
+        self.text.extend_from_slice(item);
+        self.ends.push(self.text.len());
+    }
+
+    fn iter(&self) -> impl ExactSizeIterator<Item = &[u8]> + '_ {
         (0..self.ends.len()).map(|i| {
             let start = if i == 0 { 0 } else { self.ends[i - 1] };
             &self.text[start..self.ends[i]]
         })
     }
 
-    /// Removes every id, keeping the buffers.
-    pub fn clear(&mut self) {
-        self.text.clear();
-        self.ends.clear();
-    }
-
-    /// The number of ids.
-    pub fn len(&self) -> usize {
+    fn len(&self) -> usize {
         self.ends.len()
     }
 
-    /// Whether the batch holds no id.
-    pub fn is_empty(&self) -> bool {
-        self.ends.is_empty()
+    fn keep_last(&mut self, n: usize) {
+        let Some(cut) = self.len().checked_sub(n).filter(|&cut| cut > 0) else {
+            return;
+        };
+        let offset = self.ends[cut - 1];
+        self.text.drain(..offset);
+        self.ends.drain(..cut);
+        for end in &mut self.ends {
+            *end -= offset;
+        }
+    }
+
+    fn clear(&mut self) {
+        self.text.clear();
+        self.ends.clear();
     }
 }
 
@@ -152,8 +284,21 @@ pub struct Opened {
     pub key: StreamKey,
     /// Its tracker, with the client's cursor applied.
     pub tracker: Tracker,
-    /// Whether the client's cursor was in the window; `None` without one.
+    /// Whether the client's cursor was in the window or the history;
+    /// `None` without one.
     pub cursor_known: Option<bool>,
+    /// What the replay history gives the client before the upstream's
+    /// stream.
+    pub replay: Replay,
+    /// The tracker's [generation](crate::tracker::Window::generation) once
+    /// the cursor was applied: the stream records its ids only while the
+    /// tracker is still at it.
+    pub generation: u64,
+    /// Where stamped ids start for this stream, unique to it and above any
+    /// the stream had before (see
+    /// [`SseResumeLayer::stamp_ids`](crate::SseResumeLayer::stamp_ids));
+    /// `None` leaves it to the process's clock.
+    pub stamp_epoch: Option<u64>,
 }
 
 /// Which tracker: a stream inside a scope.

@@ -7,10 +7,18 @@
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
+use bytes::Bytes;
+use tokio::time::Instant;
+
 use any::AnyIds;
+pub(crate) use history::History;
+pub use history::{
+    DEFAULT_HISTORY_AGE, DEFAULT_HISTORY_BYTES, DEFAULT_HISTORY_EVENTS, HistoryLimits,
+};
 use rising::{RisingIds, decimal};
 
 mod any;
+mod history;
 mod ring;
 mod rising;
 
@@ -33,12 +41,35 @@ pub struct Tracker {
 /// keeps them as numbers, which costs next to nothing to check; the first
 /// id that is not moves it for good to a general form: the ids back to back
 /// in one byte ring with a hash index, allocating nothing per id once warm.
+///
+/// A window may also keep a replay history: the blocks forwarded, as raw
+/// bytes, so that a client can be resumed from it. It is kept under the
+/// window's lock, so that a replay and the ids it covers are one snapshot.
 #[derive(Clone)]
 pub struct Window {
     /// `Some` while the ids rise; `any` is empty meanwhile.
     rising: Option<RisingIds>,
     any: AnyIds,
     capacity: usize,
+    history: Option<History>,
+    /// Bumped whenever a client's cursor is applied: a stream opened before
+    /// that may have forwarded ids its client never got, and must stop
+    /// recording them.
+    generation: u64,
+}
+
+/// What a client's cursor resumes, as [`Window::resume`] finds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Replay {
+    /// No replay history is kept, or the client sent no cursor.
+    Off,
+    /// The history holds the cursor: these blocks followed it, oldest
+    /// first, and go to the client before the upstream's stream.
+    Blocks(Vec<Bytes>),
+    /// The history does not hold the cursor (evicted, or never seen): the
+    /// client is told of a possible gap.
+    Gap,
 }
 
 impl Tracker {
@@ -91,6 +122,17 @@ impl Window {
             rising: Some(RisingIds::default()),
             any: AnyIds::new(capacity),
             capacity,
+            history: None,
+            generation: 0,
+        }
+    }
+
+    /// An empty window of `capacity` ids that also keeps a replay history
+    /// within `limits`.
+    pub fn with_history(capacity: usize, limits: HistoryLimits) -> Self {
+        Self {
+            history: Some(History::new(limits)),
+            ..Self::new(capacity)
         }
     }
 
@@ -127,6 +169,11 @@ impl Window {
         self.any.check_and_record(id)
     }
 
+    /// Whether the window holds `id`, or its history a block with it.
+    pub fn knows(&self, id: &str) -> bool {
+        self.contains(id) || self.history.as_ref().is_some_and(|h| h.contains(id))
+    }
+
     /// Whether the window holds `id`.
     pub fn contains(&self, id: impl AsRef<[u8]>) -> bool {
         let id = id.as_ref();
@@ -144,6 +191,7 @@ impl Window {
     /// than a loss. Returns whether the cursor was known.
     pub fn apply_cursor(&mut self, id: impl AsRef<[u8]>) -> bool {
         let id = id.as_ref();
+        self.generation += 1;
         let known = match &mut self.rising {
             Some(rising) => decimal(id).is_some_and(|n| rising.cut_after(n)),
             None => self.any.apply_cursor(id),
@@ -152,6 +200,67 @@ impl Window {
             self.clear();
         }
         known
+    }
+
+    /// Resumes a client from its cursor `id`.
+    ///
+    /// When the history holds `id`, the blocks after it are returned for
+    /// replay and the window is left as it is: the ids it holds after `id`
+    /// are exactly those of the replayed blocks, so an upstream's replay of
+    /// them is dropped. Otherwise the cursor is applied as by
+    /// [`apply_cursor`](Self::apply_cursor), and with a history that is a
+    /// [`Replay::Gap`]. Returns whether the cursor was known, and the replay.
+    pub fn resume(&mut self, id: &str) -> (bool, Replay) {
+        let replay = match &mut self.history {
+            Some(history) => history.after(id, Instant::now()),
+            None => return (self.apply_cursor(id), Replay::Off),
+        };
+        match replay {
+            Some(blocks) => {
+                self.generation += 1;
+                (true, Replay::Blocks(blocks))
+            }
+            None => (self.apply_cursor(id), Replay::Gap),
+        }
+    }
+
+    /// Keeps a forwarded block in the history, if there is one. `id` is the
+    /// id a client may resume from, the block's own or a stamped one.
+    pub fn record_block(&mut self, id: Option<&str>, block: &[u8]) {
+        if let Some(history) = &mut self.history {
+            history.push(id, block, Instant::now());
+        }
+    }
+
+    /// Forgets the history, as when a block was forwarded that it could not
+    /// keep: no replay may skip it.
+    pub fn forget_history(&mut self) {
+        if let Some(history) = &mut self.history {
+            history.clear();
+        }
+    }
+
+    /// Whether the window keeps a replay history.
+    pub fn has_history(&self) -> bool {
+        self.history.is_some()
+    }
+
+    /// The number of blocks and of bytes the history holds.
+    pub fn history_len(&self) -> (usize, usize) {
+        self.history
+            .as_ref()
+            .map_or((0, 0), |history| (history.len(), history.bytes()))
+    }
+
+    /// How many times a client's cursor was applied: a stream opened at an
+    /// older generation may have forwarded ids its client never got.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Sets the generation, for a store that counts them elsewhere.
+    pub fn set_generation(&mut self, generation: u64) {
+        self.generation = generation;
     }
 
     /// Forgets every id.
@@ -199,6 +308,8 @@ impl fmt::Debug for Window {
             .field("capacity", &self.capacity)
             .field("rising", &self.rising.is_some())
             .field("last_id", &self.last_id())
+            .field("history", &self.history_len())
+            .field("generation", &self.generation)
             .finish()
     }
 }

@@ -76,13 +76,17 @@ impl Local {
                 };
                 let merged = ids.iter().chain(&local);
                 *window = Window::from_ids(window.capacity(), merged);
+                // Streams opened before a cursor cut it stop recording.
+                window.set_generation(generation_of(generation));
                 drop(window);
                 entry.generation = generation;
                 entry.last_used = now;
                 return entry.tracker.clone();
             }
         }
-        let tracker = Tracker::from_window(Window::from_ids(window_len, ids));
+        let mut window = Window::from_ids(window_len, ids);
+        window.set_generation(generation_of(generation));
+        let tracker = Tracker::from_window(window);
         if shard.entries.len() >= LOCAL_TRACKERS / LOCAL_SHARDS
             && !shard.entries.contains_key(window_key)
         {
@@ -137,4 +141,9 @@ impl LocalShard {
         });
         before - self.entries.len()
     }
+}
+
+/// A generation from Redis, where it is never negative, for a window.
+pub(super) fn generation_of(generation: i64) -> u64 {
+    u64::try_from(generation).unwrap_or(0)
 }

@@ -454,6 +454,9 @@ impl TrackerStore for RedisStore {
             key: StreamKey::new(scope, &loaded.stream),
             tracker,
             cursor_known: loaded.cursor_known,
+            replay: crate::tracker::Replay::Off,
+            generation: local::generation_of(loaded.generation),
+            stamp_epoch: None,
         })
     }
 }

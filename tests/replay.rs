@@ -1,0 +1,343 @@
+//! The replay history with `MemoryStore`: resuming a client from the store
+//! when the upstream cannot, the gap signal, stamped ids, and the bounds.
+//! Each through `oneshot` and a real hyper server on loopback.
+
+mod support;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::stream;
+use http::{Request, Response};
+use http_body::Frame;
+use http_body_util::{BodyExt, StreamBody};
+use support::*;
+use tokio::sync::mpsc;
+use tower::{Layer, ServiceExt, service_fn};
+use tower_sse_resume::store::StreamKey;
+use tower_sse_resume::{GAP_EVENT, HistoryLimits, MemoryStore, SseResumeLayer, TrackerStore};
+
+fn layer_with_history(limits: HistoryLimits) -> SseResumeLayer {
+    SseResumeLayer::new().store(MemoryStore::new().history(limits))
+}
+
+fn resume(session: &str, cursor: &str) -> Request<()> {
+    get("/mcp", session)
+        .header("last-event-id", cursor)
+        .body(())
+        .unwrap()
+}
+
+fn gap_event(cursor: &str) -> String {
+    format!("event: {GAP_EVENT}\ndata: {cursor}\n\n")
+}
+
+#[tokio::test]
+async fn an_upstream_that_ignores_the_cursor_is_resumed_from_the_history() {
+    for transport in TRANSPORTS {
+        // The layer forwarded 1..8, the client confirms 5; the upstream
+        // ignores Last-Event-ID and goes on with what happens now.
+        let upstream = Upstream::new([Reply::sse([events(1..=8)]), Reply::sse([events(9..=12)])]);
+        let layer = layer_with_history(HistoryLimits::new());
+        let got = exchange(
+            transport,
+            &layer,
+            &upstream,
+            vec![get("/mcp", "s").body(()).unwrap(), resume("s", "5")],
+        )
+        .await;
+        assert_eq!(got[0].text(), events(1..=8), "{transport:?}");
+        assert_eq!(got[1].text(), events(6..=12), "{transport:?}");
+        assert_eq!(got[1].status, 200);
+        assert!(got[1].headers.get("sse-resume-gap").is_none());
+        let seen = upstream.seen();
+        assert_eq!(
+            seen[1].last_event_id(),
+            Some("8"),
+            "{transport:?}: the upstream is asked from the newest id held"
+        );
+        let stats = layer.stats().snapshot();
+        assert_eq!((stats.events_replayed, stats.gaps), (3, 0));
+    }
+}
+
+#[tokio::test]
+async fn the_upstreams_own_replay_is_dropped_after_the_history() {
+    for transport in TRANSPORTS {
+        // This upstream starts over from 1 on every connection, in chunks
+        // that split ids and blank lines: only 9 and 10 are new.
+        let replay = events(1..=10);
+        let chunks: Vec<Bytes> = replay
+            .as_bytes()
+            .chunks(7)
+            .map(Bytes::copy_from_slice)
+            .collect();
+        let upstream = Upstream::new([Reply::sse([events(1..=8)]), Reply::sse(chunks)]);
+        let layer = layer_with_history(HistoryLimits::new());
+        let got = exchange(
+            transport,
+            &layer,
+            &upstream,
+            vec![get("/mcp", "s").body(()).unwrap(), resume("s", "3")],
+        )
+        .await;
+        assert_eq!(got[1].text(), events(4..=10), "{transport:?}");
+    }
+}
+
+#[tokio::test]
+async fn an_evicted_cursor_gets_the_gap_signal_and_every_live_event() {
+    for transport in TRANSPORTS {
+        let upstream = Upstream::new([
+            Reply::sse([events(1..=10)]),
+            Reply::sse([events(3..=12)]),
+            Reply::sse([events(13..=14)]),
+        ]);
+        let layer = layer_with_history(HistoryLimits::new().max_events(3));
+        let got = exchange(
+            transport,
+            &layer,
+            &upstream,
+            vec![
+                get("/mcp", "s").body(()).unwrap(),
+                resume("s", "2"),
+                resume("other-session", "12"),
+            ],
+        )
+        .await;
+        // 2 is in the window but no longer in the history: the window is cut
+        // after it, so the upstream's replay of 3.. goes through, after the
+        // gap event.
+        let expected = gap_event("2") + &events(3..=12);
+        assert_eq!(got[1].text(), expected, "{transport:?}");
+        assert_eq!(got[1].status, 200, "never a status EventSource retries");
+        assert_eq!(got[1].headers["sse-resume-gap"], "1");
+        // A session the store never saw: a gap too, and the live events.
+        assert_eq!(
+            got[2].text(),
+            gap_event("12") + &events(13..=14),
+            "{transport:?}"
+        );
+        assert_eq!(layer.stats().snapshot().gaps, 2);
+    }
+}
+
+#[tokio::test]
+async fn ids_are_stamped_on_an_upstream_that_sends_none() {
+    for transport in TRANSPORTS {
+        let plain = |from: u32, to: u32| -> String {
+            (from..=to)
+                .map(|i| format!("data: event {i}\n\n"))
+                .collect()
+        };
+        let upstream = Upstream::new([
+            Reply::sse([format!("\u{feff}{}: keep-alive\n\n", plain(1, 3))]),
+            Reply::sse([plain(4, 5) + "id: own\ndata: own\n\nid:\ndata: reset\n\n"]),
+        ]);
+        let layer = layer_with_history(HistoryLimits::new()).stamp_ids(true);
+        let first = exchange(
+            transport,
+            &layer,
+            &upstream,
+            vec![get("/mcp", "s").body(()).unwrap()],
+        )
+        .await;
+        let text = first[0].text();
+        let ids = stamped_ids(text);
+        assert_eq!(ids.len(), 3, "{transport:?}: {text:?}");
+        let (epoch, _) = ids[0].split_once('-').unwrap();
+        assert_eq!(
+            text,
+            format!(
+                "\u{feff}id: {epoch}-1\ndata: event 1\n\nid: {epoch}-2\ndata: event 2\n\n\
+                 id: {epoch}-3\ndata: event 3\n\n: keep-alive\n\n"
+            ),
+            "{transport:?}: the stamp goes after the byte order mark, comments get none"
+        );
+
+        // The client confirms the first event: the rest comes from the
+        // history, then the live events with stamps of a later epoch.
+        let got = exchange(transport, &layer, &upstream, vec![resume("s", &ids[0])]).await;
+        let text = got[0].text();
+        let replayed = format!("id: {epoch}-2\ndata: event 2\n\nid: {epoch}-3\ndata: event 3\n\n");
+        assert!(text.starts_with(&replayed), "{transport:?}: {text:?}");
+        let live = &text[replayed.len()..];
+        let live_ids = stamped_ids(live);
+        assert_eq!(live_ids.len(), 2, "{transport:?}: {live:?}");
+        let (later, _) = live_ids[0].split_once('-').unwrap();
+        assert!(
+            later.parse::<u64>().unwrap() > epoch.parse::<u64>().unwrap(),
+            "stamps rise"
+        );
+        assert!(
+            live.ends_with("id: own\ndata: own\n\nid:\ndata: reset\n\n"),
+            "{transport:?}: ids of their own, even empty, are kept: {live:?}"
+        );
+        assert_eq!(
+            upstream.seen()[1].last_event_id(),
+            None,
+            "{transport:?}: stamped ids never go upstream"
+        );
+    }
+}
+
+/// The stamped ids of a stream, in order: `id:` lines of the form `E-N`.
+fn stamped_ids(text: &str) -> Vec<String> {
+    text.lines()
+        .filter_map(|line| line.trim_start_matches('\u{feff}').strip_prefix("id: "))
+        .filter(|id| id.split_once('-').is_some())
+        .map(str::to_owned)
+        .collect()
+}
+
+#[tokio::test]
+async fn a_replay_is_not_followed_by_a_byte_order_mark() {
+    let upstream = Upstream::new([
+        Reply::sse([events(1..=3)]),
+        Reply::sse([format!("\u{feff}{}", events(4..=4))]),
+    ]);
+    let layer = layer_with_history(HistoryLimits::new());
+    let got = exchange(
+        Transport::Oneshot,
+        &layer,
+        &upstream,
+        vec![get("/mcp", "s").body(()).unwrap(), resume("s", "1")],
+    )
+    .await;
+    // In the middle of a stream, a byte order mark would be part of a name.
+    assert_eq!(got[1].text(), events(2..=4));
+}
+
+#[tokio::test]
+async fn the_history_stays_within_its_bounds_under_a_long_stream() {
+    let store = MemoryStore::new().history(HistoryLimits::new().max_events(100).max_bytes(4096));
+    let layer = SseResumeLayer::new().store(store.clone());
+    let body = events(1..=20_000);
+    let upstream = Upstream::new([Reply::sse(
+        body.as_bytes()
+            .chunks(1000)
+            .map(Bytes::copy_from_slice)
+            .collect::<Vec<_>>(),
+    )]);
+    let got = exchange(
+        Transport::Oneshot,
+        &layer,
+        &upstream,
+        vec![get("/mcp", "s").body(()).unwrap()],
+    )
+    .await;
+    assert_eq!(got[0].body.len(), body.len());
+    let tracker = store.load(&StreamKey::new("s", "GET /mcp")).await.unwrap();
+    let (blocks, bytes) = tracker.lock().history_len();
+    assert!(bytes <= 4096, "{bytes} bytes");
+    assert!(blocks <= 100 && blocks > 0, "{blocks} blocks");
+    // The newest blocks are the ones kept.
+    let mut window = tracker.lock();
+    let (_, tail) = window.resume("19999");
+    assert_eq!(
+        tail,
+        tower_sse_resume::Replay::Blocks(vec![Bytes::from(events(20_000..=20_000))])
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn blocks_older_than_the_age_limit_are_a_gap() {
+    let layer = layer_with_history(HistoryLimits::new().max_age(Duration::from_secs(60)));
+    let upstream = Upstream::new([Reply::sse([events(1..=3)]), Reply::sse([events(3..=4)])]);
+    let service = layer.layer(upstream);
+    let first = read(
+        service
+            .clone()
+            .oneshot(get("/mcp", "s").body(()).unwrap())
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(first.text(), events(1..=3));
+    tokio::time::advance(Duration::from_secs(61)).await;
+    let got = read(service.oneshot(resume("s", "2")).await.unwrap()).await;
+    assert_eq!(got.text(), gap_event("2") + &events(3..=4));
+}
+
+/// An upstream whose bodies the test feeds by hand, one channel per request.
+fn fed_upstream(
+    bodies: Vec<mpsc::UnboundedReceiver<&'static str>>,
+) -> impl tower::Service<
+    Request<()>,
+    Response = Response<UpstreamBody>,
+    Error = std::convert::Infallible,
+    Future = std::future::Ready<Result<Response<UpstreamBody>, std::convert::Infallible>>,
+> + Clone {
+    let bodies = std::sync::Arc::new(std::sync::Mutex::new(bodies));
+    service_fn(move |_: Request<()>| {
+        let receiver = bodies.lock().unwrap().remove(0);
+        let chunks = stream::unfold(receiver, |mut receiver| async move {
+            let chunk = receiver.recv().await?;
+            Some((Ok::<_, BoxError>(Frame::data(Bytes::from(chunk))), receiver))
+        });
+        let response = Response::builder()
+            .header("content-type", "text/event-stream")
+            .body(BodyExt::boxed(StreamBody::new(chunks)))
+            .unwrap();
+        std::future::ready(Ok(response))
+    })
+}
+
+async fn next_text(body: &mut (impl http_body::Body<Data = Bytes> + Unpin)) -> String {
+    let frame = tokio::time::timeout(STEP, body.frame())
+        .await
+        .expect("a frame in time")
+        .expect("not the end")
+        .unwrap_or_else(|_| panic!("no error"));
+    String::from_utf8(frame.into_data().unwrap().to_vec()).unwrap()
+}
+
+#[tokio::test]
+async fn a_replay_racing_live_events_has_no_duplicate_and_no_gap() {
+    // The stream of a client whose connection died unnoticed goes on
+    // forwarding while the client reconnects: what it forwards after the
+    // reconnect never reached the client, and must come on the new stream.
+    let (old_feed, old_body) = mpsc::unbounded_channel();
+    let (new_feed, new_body) = mpsc::unbounded_channel();
+    let layer = layer_with_history(HistoryLimits::new());
+    let service = layer.layer(fed_upstream(vec![old_body, new_body]));
+
+    let mut old = service
+        .clone()
+        .oneshot(get("/mcp", "s").body(()).unwrap())
+        .await
+        .unwrap()
+        .into_body();
+    old_feed
+        .send("id: 1\ndata: a\n\nid: 2\ndata: b\n\n")
+        .unwrap();
+    assert_eq!(
+        next_text(&mut old).await,
+        "id: 1\ndata: a\n\nid: 2\ndata: b\n\n"
+    );
+
+    // The client got 1 and reconnects; 2 comes from the history.
+    let mut new = service.oneshot(resume("s", "1")).await.unwrap().into_body();
+    assert_eq!(next_text(&mut new).await, "id: 2\ndata: b\n\n");
+
+    // Live events race on both streams: the old one forwards 3 and 4 into
+    // the dead connection first, then the new one's upstream sends 2..5.
+    old_feed
+        .send("id: 3\ndata: c\n\nid: 4\ndata: d\n\n")
+        .unwrap();
+    assert_eq!(
+        next_text(&mut old).await,
+        "id: 3\ndata: c\n\nid: 4\ndata: d\n\n"
+    );
+    new_feed
+        .send("id: 2\ndata: b\n\nid: 3\ndata: c\n\nid: 4\ndata: d\n\nid: 5\ndata: e\n\n")
+        .unwrap();
+    assert_eq!(
+        next_text(&mut new).await,
+        "id: 3\ndata: c\n\nid: 4\ndata: d\n\nid: 5\ndata: e\n\n",
+        "2 once, from the history; 3 and 4 not lost to the old stream"
+    );
+
+    // The next reconnect resumes from the new stream's history.
+    drop((old_feed, new_feed, old, new));
+}
