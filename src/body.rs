@@ -251,7 +251,7 @@ impl Dedup {
             Replay::Off => false,
             Replay::Blocks(blocks) => {
                 let events = blocks.len() as u64;
-                output.ready.extend(blocks);
+                output.ready.extend(gather(blocks));
                 stats.add_replayed(events);
                 span.in_scope(|| tracing::debug!(events, "replaying from the history"));
                 events > 0
@@ -470,6 +470,23 @@ impl Stream<'_> {
         }
         BOM.len()
     }
+}
+
+/// Replayed blocks gathered into frames of about this many bytes.
+const REPLAY_FRAME: usize = 64 * 1024;
+
+/// Gathers blocks into few frames: each frame costs a consumer a write.
+fn gather(blocks: Vec<Bytes>) -> impl Iterator<Item = Bytes> {
+    let mut frames = Vec::new();
+    let mut frame = BytesMut::new();
+    for block in blocks {
+        if !frame.is_empty() && frame.len() + block.len() > REPLAY_FRAME {
+            frames.push(std::mem::take(&mut frame).freeze());
+        }
+        frame.extend_from_slice(&block);
+    }
+    frames.push(frame.freeze());
+    frames.into_iter().filter(|frame| !frame.is_empty())
 }
 
 /// The event that tells a client its cursor is not in the history: the

@@ -37,6 +37,7 @@ impl Keys {
         invocation: &'b mut ::redis::ScriptInvocation<'a>,
         config: &Config,
     ) -> &'b mut ::redis::ScriptInvocation<'a> {
+        let [events, bytes, age] = history_args(config);
         invocation
             .key(&self.streams)
             .key(&self.generations)
@@ -44,6 +45,9 @@ impl Keys {
             .arg(millis(config.ttl))
             .arg(config.window_len)
             .arg(config.max_streams_per_scope)
+            .arg(events)
+            .arg(bytes)
+            .arg(age)
     }
 }
 
@@ -80,5 +84,18 @@ fn escape_into(escaped: &mut String, text: &str) {
             '}' => escaped.push_str("%7D"),
             c => escaped.push(c),
         }
+    }
+}
+
+/// The history's bounds as the scripts take them: most blocks (0 for no
+/// history), bytes, and age in ms.
+pub(super) fn history_args(config: &Config) -> [u64; 3] {
+    match &config.history {
+        Some(limits) => [
+            u64::try_from(limits.events()).unwrap_or(u64::MAX),
+            u64::try_from(limits.bytes()).unwrap_or(u64::MAX),
+            millis(limits.age()),
+        ],
+        None => [0, 0, 0],
     }
 }

@@ -13,12 +13,12 @@ use tokio::sync::watch;
 
 use super::memory::{DEFAULT_IDLE_TTL, DEFAULT_MAX_STREAMS_PER_SCOPE};
 use super::{IdBatch, Opened, StoreError, StreamKey, TrackerStore};
-use crate::tracker::{DEFAULT_WINDOW_LEN, Tracker};
+use crate::tracker::{DEFAULT_WINDOW_LEN, HistoryLimits, Tracker};
 
 use connection::{Connection, unavailable, within};
 use keys::{Keys, escape, scope_key};
 use local::Local;
-use queue::{Queue, Target};
+use queue::{Lens, Queue, Target};
 use scripts::{Loaded, array, bulk, int, next, scripts};
 use writer::Writer;
 
@@ -162,6 +162,7 @@ struct Config {
     window_len: usize,
     max_streams_per_scope: usize,
     timeout: Duration,
+    history: Option<HistoryLimits>,
 }
 
 /// What a [`RedisStore`] did with the ids handed to it, counted in ids
@@ -251,6 +252,7 @@ impl RedisStore {
                 window_len: DEFAULT_WINDOW_LEN,
                 max_streams_per_scope: DEFAULT_MAX_STREAMS_PER_SCOPE,
                 timeout: DEFAULT_TIMEOUT,
+                history: None,
             }),
         }
     }
@@ -287,6 +289,15 @@ impl RedisStore {
     /// without it: 250 ms by default. Writes wait at least 1 s.
     pub fn timeout(self, timeout: Duration) -> Self {
         self.configure(|config| config.timeout = timeout)
+    }
+
+    /// Keeps a replay history of each stream in Redis within `limits`, so
+    /// that a client reconnecting with `Last-Event-ID` to any replica gets
+    /// the blocks it missed, even from an upstream that cannot resume. Off
+    /// by default. The blocks are written behind the stream with its ids,
+    /// in the same script, so a window and its history always agree.
+    pub fn history(self, limits: HistoryLimits) -> Self {
+        self.configure(|config| config.history = Some(limits))
     }
 
     /// The most ids waiting to be written (at least 1): 65,536 by default,
@@ -376,6 +387,10 @@ impl TrackerStore for RedisStore {
         Ok(self.adopt(&keys, &loaded))
     }
 
+    fn persists_blocks(&self) -> bool {
+        self.config.history.is_some()
+    }
+
     fn record(&self, key: &StreamKey, ids: &IdBatch) -> Result<(), StoreError> {
         if ids.is_empty() {
             return Ok(());
@@ -396,7 +411,10 @@ impl TrackerStore for RedisStore {
                 stream: key.stream().to_owned(),
                 config: Arc::clone(&self.config),
             },
-            self.config.window_len,
+            Lens {
+                window: self.config.window_len,
+                history: self.config.history.map_or(0, |limits| limits.events()),
+            },
         )
     }
 
@@ -454,9 +472,9 @@ impl TrackerStore for RedisStore {
             key: StreamKey::new(scope, &loaded.stream),
             tracker,
             cursor_known: loaded.cursor_known,
-            replay: crate::tracker::Replay::Off,
             generation: local::generation_of(loaded.generation),
-            stamp_epoch: None,
+            stamp_epoch: (loaded.epoch > 0).then_some(loaded.epoch),
+            replay: loaded.replay,
         })
     }
 }

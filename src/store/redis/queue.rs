@@ -42,6 +42,20 @@ pub(super) struct Pending {
     bytes: usize,
 }
 
+/// How many ids and blocks can end up in Redis per window.
+#[derive(Clone, Copy)]
+pub(super) struct Lens {
+    pub(super) window: usize,
+    pub(super) history: usize,
+}
+
+impl Pending {
+    /// Ids and blocks waiting.
+    fn count(&self) -> usize {
+        self.ids.len() + self.ids.blocks().len()
+    }
+}
+
 /// Where a window's ids go.
 pub(super) struct Target {
     pub(super) keys: Keys,
@@ -77,10 +91,10 @@ impl Queue {
         generation: i64,
         ids: &IdBatch,
         target: impl FnOnce() -> Target,
-        window_len: usize,
+        lens: Lens,
     ) -> Result<(), StoreError> {
-        let count = ids.len();
-        let bytes: usize = ids.iter().map(str::len).sum();
+        let count = ids.len() + ids.blocks().len();
+        let bytes = ids.byte_len();
         let max_ids = self.max_ids.load(Relaxed);
         let mut state = lock(&self.state);
         if state.ids + count > max_ids || state.bytes + bytes > max_ids * QUEUE_BYTES_PER_ID {
@@ -98,23 +112,24 @@ impl Queue {
                     self.counters
                         .fenced
                         .fetch_add(pending.ids.len() as u64, Relaxed);
-                    added_ids -= pending.ids.len() as isize;
+                    added_ids -= pending.count() as isize;
                     added_bytes -= pending.bytes as isize;
                     pending.ids.clear();
                     pending.bytes = 0;
                     pending.generation = generation;
                 }
-                for id in ids.iter() {
-                    pending.ids.push(id);
-                }
+                pending.ids.extend(ids);
                 pending.bytes += bytes;
-                // Only the last window's worth can end up in Redis.
-                if pending.ids.len() > 2 * window_len {
-                    let (kept, kept_bytes) = last_ids(&pending.ids, window_len);
-                    added_ids -= (pending.ids.len() - kept.len()) as isize;
-                    added_bytes -= (pending.bytes - kept_bytes) as isize;
-                    pending.ids = kept;
-                    pending.bytes = kept_bytes;
+                // Only the last window's worth, and the last history's,
+                // can end up in Redis.
+                if pending.ids.len() > 2 * lens.window
+                    || pending.ids.blocks().len() > 2 * lens.history
+                {
+                    let before = pending.count();
+                    pending.ids.keep_last(lens.window, lens.history);
+                    added_ids -= (before - pending.count()) as isize;
+                    added_bytes -= (pending.bytes - pending.ids.byte_len()) as isize;
+                    pending.bytes = pending.ids.byte_len();
                 }
             }
             hash_map::Entry::Vacant(slot) => {
@@ -173,15 +188,4 @@ impl Queue {
             queued: lock(&self.state).ids as u64,
         }
     }
-}
-
-/// The last `n` ids of `ids`, and their length in bytes.
-fn last_ids(ids: &IdBatch, n: usize) -> (IdBatch, usize) {
-    let mut kept = IdBatch::new();
-    let mut bytes = 0;
-    for id in ids.iter().skip(ids.len().saturating_sub(n)) {
-        kept.push(id);
-        bytes += id.len();
-    }
-    (kept, bytes)
 }

@@ -5,8 +5,10 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use ::redis::{Script, Value};
+use bytes::Bytes;
 
 use crate::store::StoreError;
+use crate::tracker::Replay;
 
 pub(super) struct Scripts {
     pub(super) open: Script,
@@ -29,16 +31,24 @@ pub(super) fn script_code(body: &str) -> String {
 
 /// What every script starts with. KEYS: the scope's streams and
 /// generations. ARGV: the window key prefix, the TTL in ms, the window
-/// length, the most streams per scope, then each script's own.
+/// length, the most streams per scope, the history's most blocks (0 for no
+/// history), bytes and age in ms, then each script's own.
 const PREAMBLE: &str = r"
 local streams_key, generations_key = KEYS[1], KEYS[2]
 local windows = ARGV[1]
 local ttl = tonumber(ARGV[2])
 local window_len = tonumber(ARGV[3])
 local max_streams = tonumber(ARGV[4])
+local history_len = tonumber(ARGV[5])
+local history_bytes = tonumber(ARGV[6])
+local history_age = tonumber(ARGV[7])
 local bad_values = 0
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+-- `windows` is `<prefix>{scope}:w:`: the scope's other keys start alike.
+local scope_keys = string.sub(windows, 1, -3)
+local history_bytes_key = scope_keys .. 'hb'
+local epoch_key = scope_keys .. 'e'
 
 -- A key of ours that something else gave another type is removed, rather
 -- than failing every call on it. Returns whether the key is there now.
@@ -64,15 +74,94 @@ local function generation(stream)
   return number
 end
 
+-- A stream's history: its blocks, each kept as `<ms>:<bytes>`, and at the
+-- same places in a second list their ids (empty for none).
+local function history_keys(stream)
+  return scope_keys .. 'h:' .. stream, scope_keys .. 'hi:' .. stream
+end
+
+local function forget_history(stream)
+  local blocks, ids = history_keys(stream)
+  redis.call('DEL', blocks, ids)
+  redis.call('HDEL', history_bytes_key, stream)
+end
+
 local function forget(stream)
   redis.call('ZREM', streams_key, stream)
   redis.call('HDEL', generations_key, stream)
   redis.call('DEL', windows .. stream)
+  forget_history(stream)
+end
+
+-- The bytes of a history entry's block, without its time.
+local function block_of(entry)
+  local colon = string.find(entry, ':', 1, true)
+  return string.sub(entry, (colon or 0) + 1), tonumber(string.sub(entry, 1, (colon or 1) - 1))
+end
+
+-- Lets the oldest blocks of a stream's history go past its bounds. A
+-- history whose two lists disagree was written by something else: it goes.
+local function prune_history(stream)
+  local blocks, ids = history_keys(stream)
+  local has_blocks, has_ids = usable(blocks, 'list'), usable(ids, 'list')
+  local len = redis.call('LLEN', blocks)
+  if has_blocks ~= has_ids or len ~= redis.call('LLEN', ids) then
+    bad_values = bad_values + 1
+    forget_history(stream)
+    return
+  end
+  if len == 0 then
+    redis.call('HDEL', history_bytes_key, stream)
+    return
+  end
+  local total = tonumber(redis.call('HGET', history_bytes_key, stream))
+  if total == nil then
+    total = 0
+    for _, entry in ipairs(redis.call('LRANGE', blocks, 0, -1)) do
+      total = total + #block_of(entry)
+    end
+  end
+  while len > 0 do
+    local block, at = block_of(redis.call('LINDEX', blocks, 0))
+    if at ~= nil and len <= history_len and total <= history_bytes and at >= now - history_age then
+      break
+    end
+    redis.call('LPOP', blocks)
+    redis.call('LPOP', ids)
+    total = total - #block
+    len = len - 1
+  end
+  if len == 0 then
+    redis.call('HDEL', history_bytes_key, stream)
+  else
+    redis.call('HSET', history_bytes_key, stream, math.max(total, 0))
+  end
+end
+
+-- The blocks that followed `cursor` in the history of `stream`, oldest
+-- first, or nil when the history does not hold it.
+local function replay_after(stream, cursor)
+  prune_history(stream)
+  local blocks, ids = history_keys(stream)
+  local at = redis.call('LPOS', ids, cursor, 'RANK', -1)
+  if not at then return nil end
+  local replay = redis.call('LRANGE', blocks, at + 1, -1)
+  for i, entry in ipairs(replay) do
+    replay[i] = block_of(entry)
+  end
+  return replay
 end
 
 -- Marks a stream used: refreshes the TTLs, and makes room in the scope.
 local function touch(stream)
   redis.call('PEXPIRE', windows .. stream, ttl)
+  if history_len > 0 then
+    local blocks, ids = history_keys(stream)
+    redis.call('PEXPIRE', blocks, ttl)
+    redis.call('PEXPIRE', ids, ttl)
+    redis.call('PEXPIRE', history_bytes_key, ttl)
+    redis.call('PEXPIRE', epoch_key, ttl)
+  end
   if redis.call('ZADD', streams_key, now, stream) == 1 then
     local extra = redis.call('ZCARD', streams_key) - max_streams
     if extra > 0 then
@@ -88,47 +177,63 @@ local function touch(stream)
   redis.call('PEXPIRE', generations_key, ttl)
 end
 
--- Finds the stream of the scope whose window holds `id`, the most
--- recently used first. Returns it and the id's position.
+-- Finds the stream of the scope whose window or history holds `id`, the
+-- most recently used first.
 local function find(id)
   for _, stream in ipairs(redis.call('ZREVRANGE', streams_key, 0, -1)) do
-    if usable(windows .. stream, 'list') then
-      local at = redis.call('LPOS', windows .. stream, id)
-      if at then return stream, at end
+    if usable(windows .. stream, 'list') and redis.call('LPOS', windows .. stream, id) then
+      return stream
+    end
+    if history_len > 0 then
+      local _, ids = history_keys(stream)
+      if usable(ids, 'list') and redis.call('LPOS', ids, id) then return stream end
     end
   end
-  return nil, nil
+  return nil
 end
 
 usable(streams_key, 'zset')
 usable(generations_key, 'hash')
+usable(history_bytes_key, 'hash')
 -- Streams unused for longer than the TTL: their windows are gone.
 for _, stream in ipairs(redis.call('ZRANGEBYSCORE', streams_key, '-inf', now - ttl)) do
   forget(stream)
 end
 ";
 
-/// ARGV[5]: the stream; ARGV[6]: the client's cursor, or empty; ARGV[7]:
+/// ARGV[8]: the stream; ARGV[9]: the client's cursor, or empty; ARGV[10]:
 /// `1` to look for the cursor's stream in the whole scope. Returns the
 /// stream, whether the cursor was known (-1 without one), the generation,
-/// the bad values met, and the window.
+/// the bad values met, the window, whether the history held the cursor
+/// (-1 without a cursor or a history), the blocks that followed it, and
+/// with a history, an epoch for stamped ids (else 0).
 const OPEN: &str = r"
-local stream, cursor, search = ARGV[5], ARGV[6], ARGV[7] == '1'
-local known, gen = -1, 0
+local stream, cursor, search = ARGV[8], ARGV[9], ARGV[10] == '1'
+local known, gen, replayed, replay = -1, 0, -1, {}
 if cursor ~= '' then
-  local at = nil
   if search then
-    local found, found_at = find(cursor)
-    if found then stream, at = found, found_at end
-  elseif usable(windows .. stream, 'list') then
-    at = redis.call('LPOS', windows .. stream, cursor)
+    stream = find(cursor) or stream
   end
-  if at then
-    redis.call('LTRIM', windows .. stream, 0, at)
-    known = 1
+  local blocks = nil
+  if history_len > 0 then
+    blocks = replay_after(stream, cursor)
+    replayed = blocks and 1 or 0
+  end
+  if blocks then
+    -- The window's ids after the cursor are those of the replayed blocks.
+    known, replay = 1, blocks
   else
-    redis.call('DEL', windows .. stream)
-    known = 0
+    local at = nil
+    if usable(windows .. stream, 'list') then
+      at = redis.call('LPOS', windows .. stream, cursor)
+    end
+    if at then
+      redis.call('LTRIM', windows .. stream, 0, at)
+      known = 1
+    else
+      redis.call('DEL', windows .. stream)
+      known = 0
+    end
   end
   generation(stream)
   gen = redis.call('HINCRBY', generations_key, stream, 1)
@@ -139,22 +244,34 @@ local ids = {}
 if usable(windows .. stream, 'list') then
   ids = redis.call('LRANGE', windows .. stream, -window_len, -1)
 end
-if #ids > 0 or gen > 0 then touch(stream) end
-return {stream, known, gen, bad_values, ids}
+local epoch = 0
+if history_len > 0 then
+  if usable(epoch_key, 'string') then
+    epoch = tonumber(redis.call('GET', epoch_key)) or 0
+  end
+  epoch = math.max(now, epoch + 1)
+  redis.call('SET', epoch_key, epoch, 'PX', ttl)
+end
+if #ids > 0 or gen > 0 or replayed >= 0 then touch(stream) end
+return {stream, known, gen, bad_values, ids, replayed, replay, epoch}
 ";
 
-/// ARGV[5]: the id. Returns the stream whose window holds it, or nil, and
-/// the bad values met.
+/// ARGV[8]: the id. Returns the stream whose window or history holds it,
+/// or nil, and the bad values met.
 const FIND: &str = r"
-local found = find(ARGV[5])
+local found = find(ARGV[8])
 return {found or false, bad_values}
 ";
 
-/// ARGV[5]: the stream; ARGV[6]: the generation its ids were forwarded in,
-/// or -1; ARGV[7..]: the ids, oldest first. Returns 1 when written, 0 when
-/// a cursor cut the window since that generation, and the bad values met.
+/// ARGV[8]: the stream; ARGV[9]: the generation its ids were forwarded in,
+/// or -1; ARGV[10]: the number of ids; ARGV[11]: `1` when the history
+/// before these blocks is to be forgotten; then the ids, oldest first;
+/// then for the history, each block's id (or empty) and bytes. Returns 1
+/// when written, 0 when a cursor cut the window since that generation,
+/// and the bad values met.
 pub(super) const WRITE: &str = r"
-local stream, gen = ARGV[5], tonumber(ARGV[6])
+local stream, gen, count = ARGV[8], tonumber(ARGV[9]), tonumber(ARGV[10])
+local forget_first = ARGV[11] == '1'
 if gen >= 0 then
   local current = generation(stream)
   if current == nil then
@@ -163,12 +280,30 @@ if gen >= 0 then
     return {0, bad_values}
   end
 end
-local window = windows .. stream
-usable(window, 'list')
-for first = 7, #ARGV, 1000 do
-  redis.call('RPUSH', window, unpack(ARGV, first, math.min(first + 999, #ARGV)))
+local first_block = 12 + count
+if count > 0 then
+  local window = windows .. stream
+  usable(window, 'list')
+  for first = 12, first_block - 1, 1000 do
+    redis.call('RPUSH', window, unpack(ARGV, first, math.min(first + 999, first_block - 1)))
+  end
+  redis.call('LTRIM', window, -window_len, -1)
 end
-redis.call('LTRIM', window, -window_len, -1)
+if history_len > 0 then
+  if forget_first then forget_history(stream) end
+  prune_history(stream)
+  local blocks, ids = history_keys(stream)
+  local added = 0
+  for i = first_block, #ARGV - 1, 2 do
+    redis.call('RPUSH', ids, ARGV[i])
+    redis.call('RPUSH', blocks, now .. ':' .. ARGV[i + 1])
+    added = added + #ARGV[i + 1]
+  end
+  if added > 0 then
+    redis.call('HINCRBY', history_bytes_key, stream, added)
+    prune_history(stream)
+  end
+end
 touch(stream)
 return {1, bad_values}
 ";
@@ -181,20 +316,19 @@ pub(super) struct Loaded {
     pub(super) generation: i64,
     pub(super) ids: Vec<String>,
     pub(super) bad_values: u64,
+    pub(super) replay: Replay,
+    /// Where stamped ids start; 0 without a history.
+    pub(super) epoch: u64,
 }
 
 impl Loaded {
     pub(super) fn parse(reply: Value) -> Result<Self, StoreError> {
-        let mut items = array(reply, 5)?.into_iter();
+        let mut items = array(reply, 8)?.into_iter();
         let stream = bulk(next(&mut items)?)?;
         let known = int(next(&mut items)?)?;
         let generation = int(next(&mut items)?)?;
         let mut bad_values = u64::try_from(int(next(&mut items)?)?).unwrap_or(0);
-        let raw_ids = match next(&mut items)? {
-            Value::Array(ids) | Value::Set(ids) => ids,
-            Value::Nil => Vec::new(),
-            other => return Err(corrupt(format!("window is not a list: {other:?}"))),
-        };
+        let raw_ids = list(next(&mut items)?, "window")?;
         let mut ids = Vec::with_capacity(raw_ids.len());
         for id in raw_ids {
             // An id that is not UTF-8 was never recorded by this crate:
@@ -209,6 +343,19 @@ impl Loaded {
         // stream's to adopt.
         let stream = String::from_utf8(stream)
             .map_err(|_| corrupt("a stream name that is not UTF-8".to_owned()))?;
+        let replayed = int(next(&mut items)?)?;
+        let blocks = list(next(&mut items)?, "replay")?;
+        let replay = match replayed {
+            1 => Replay::Blocks(
+                blocks
+                    .into_iter()
+                    .map(|block| bulk(block).map(Bytes::from))
+                    .collect::<Result<_, _>>()?,
+            ),
+            0 => Replay::Gap,
+            _ => Replay::Off,
+        };
+        let epoch = u64::try_from(int(next(&mut items)?)?).unwrap_or(0);
         Ok(Self {
             stream,
             cursor_known: match known {
@@ -218,7 +365,17 @@ impl Loaded {
             generation,
             ids,
             bad_values,
+            replay,
+            epoch,
         })
+    }
+}
+
+fn list(value: Value, what: &str) -> Result<Vec<Value>, StoreError> {
+    match value {
+        Value::Array(items) | Value::Set(items) => Ok(items),
+        Value::Nil => Ok(Vec::new()),
+        other => Err(corrupt(format!("{what} is not a list: {other:?}"))),
     }
 }
 

@@ -12,6 +12,7 @@ use tokio::task::JoinSet;
 use tokio::time::timeout;
 
 use super::connection::{Connection, TimedOut};
+use super::keys::history_args;
 use super::queue::{Pending, Queue, Target};
 use super::scripts::{WRITE, array, corrupt, int, millis, next, script_code, scripts};
 use super::{Config, MIN_WRITE_TIMEOUT};
@@ -250,11 +251,23 @@ fn write_command(pending: &Pending, whole_script: bool) -> Cmd {
         .arg(millis(config.ttl))
         .arg(config.window_len)
         .arg(config.max_streams_per_scope)
+        .arg(history_args(config).as_slice())
         .arg(stream)
         .arg(pending.generation);
-    let skip = pending.ids.len().saturating_sub(config.window_len);
-    for id in pending.ids.iter().skip(skip) {
+    let batch = &pending.ids;
+    let skip = batch.len().saturating_sub(config.window_len);
+    let history_len = config.history.map_or(0, |limits| limits.events());
+    let skip_blocks = batch.blocks().len().saturating_sub(history_len);
+    // Blocks that cannot be kept leave a hole no replay may skip.
+    let forget_history = batch.forgets_history() || skip_blocks > 0;
+    command
+        .arg(batch.len() - skip)
+        .arg(if forget_history { "1" } else { "0" });
+    for id in batch.iter().skip(skip) {
         command.arg(id);
+    }
+    for (id, block) in batch.blocks().skip(skip_blocks) {
+        command.arg(id).arg(block);
     }
     command
 }

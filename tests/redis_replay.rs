@@ -1,0 +1,359 @@
+//! The replay history with [`RedisStore`], against a real `redis-server` on
+//! loopback: replicas resuming each other's clients from the history,
+//! stamped ids unique across replicas, the gap signal, and the bounds and
+//! TTLs of the history's keys.
+//!
+//! Without `redis-server` on `PATH` every test prints a message and passes,
+//! unless `TOWER_SSE_RESUME_REQUIRE_REDIS=1`.
+
+#![cfg(feature = "redis")]
+
+mod redis_server;
+mod support;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use bytes::Bytes;
+use futures_util::{FutureExt, stream};
+use http_body::Frame;
+use http_body_util::{BodyExt, StreamBody};
+use redis_server::RedisServer;
+use support::*;
+use tokio::sync::mpsc;
+use tower::{Layer, ServiceExt, service_fn};
+use tower_sse_resume::{GAP_EVENT, HistoryLimits, RedisStore, SseResumeLayer};
+
+/// Two replicas of a gateway over one Redis, keeping a history.
+struct Replicas {
+    server: RedisServer,
+    prefix: String,
+    a: RedisStore,
+    b: RedisStore,
+}
+
+impl Replicas {
+    async fn start(limits: HistoryLimits) -> Option<Self> {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let server = RedisServer::start()?;
+        let prefix = format!("replay{}:", NEXT.fetch_add(1, Ordering::Relaxed));
+        let replica = || async {
+            RedisStore::connect(&server.url())
+                .await
+                .expect("connect to redis-server")
+                .prefix(&prefix)
+                .history(limits)
+        };
+        let (a, b) = (replica().await, replica().await);
+        Some(Self {
+            server,
+            prefix,
+            a,
+            b,
+        })
+    }
+
+    /// The key names of this test and their TTLs in ms.
+    fn keys(&self) -> Vec<(String, i64)> {
+        let mut redis = redis::Client::open(self.server.url())
+            .unwrap()
+            .get_connection()
+            .unwrap();
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{}*", self.prefix))
+            .query(&mut redis)
+            .unwrap();
+        keys.into_iter()
+            .map(|key| {
+                let ttl: i64 = redis::cmd("PTTL").arg(&key).query(&mut redis).unwrap();
+                (key, ttl)
+            })
+            .collect()
+    }
+
+    fn llen(&self, key: &str) -> usize {
+        let mut redis = redis::Client::open(self.server.url())
+            .unwrap()
+            .get_connection()
+            .unwrap();
+        redis::cmd("LLEN").arg(key).query(&mut redis).unwrap()
+    }
+}
+
+fn resume(session: &str, cursor: &str) -> http::Request<()> {
+    get("/mcp", session)
+        .header("last-event-id", cursor)
+        .body(())
+        .unwrap()
+}
+
+#[tokio::test]
+async fn another_replica_resumes_a_client_from_the_shared_history() {
+    for transport in TRANSPORTS {
+        let Some(replicas) = Replicas::start(HistoryLimits::new()).await else {
+            return;
+        };
+        // Replica A forwarded 1..8; the client got 5 and reconnects to B,
+        // whose upstream ignores Last-Event-ID and goes on from now.
+        let upstream = Upstream::new([Reply::sse([events(1..=8)]), Reply::sse([events(9..=12)])]);
+        let layer_a = SseResumeLayer::new().store(replicas.a.clone());
+        let first = exchange(
+            transport,
+            &layer_a,
+            &upstream,
+            vec![get("/mcp", "s").body(()).unwrap()],
+        )
+        .await;
+        assert_eq!(first[0].text(), events(1..=8));
+        replicas.a.flush().await;
+
+        let layer_b = SseResumeLayer::new().store(replicas.b.clone());
+        let got = exchange(transport, &layer_b, &upstream, vec![resume("s", "5")]).await;
+        assert_eq!(got[0].text(), events(6..=12), "{transport:?}");
+        assert_eq!(
+            upstream.seen()[1].last_event_id(),
+            Some("8"),
+            "{transport:?}: asked from the newest id held"
+        );
+        assert_eq!(layer_b.stats().snapshot().events_replayed, 3);
+    }
+}
+
+#[tokio::test]
+async fn stamped_ids_are_unique_across_replicas_and_resume_on_either() {
+    let Some(replicas) = Replicas::start(HistoryLimits::new()).await else {
+        return;
+    };
+    let plain = |from: u32, to: u32| -> String {
+        (from..=to)
+            .map(|i| format!("data: event {i}\n\n"))
+            .collect()
+    };
+    let upstream = Upstream::new([
+        Reply::sse([plain(1, 3)]),
+        Reply::sse([plain(1, 3)]),
+        Reply::sse([plain(4, 4)]),
+    ]);
+    let layer_a = SseResumeLayer::new()
+        .store(replicas.a.clone())
+        .stamp_ids(true);
+    let layer_b = SseResumeLayer::new()
+        .store(replicas.b.clone())
+        .stamp_ids(true);
+    // Two streams of one scope at once, one on each replica.
+    let (on_a, on_b) = tokio::join!(
+        exchange(
+            Transport::Oneshot,
+            &layer_a,
+            &upstream,
+            vec![get("/mcp", "s").body(()).unwrap()]
+        ),
+        exchange(
+            Transport::Oneshot,
+            &layer_b,
+            &upstream,
+            vec![get("/other", "s").body(()).unwrap()]
+        ),
+    );
+    let ids_a = stamped_ids(on_a[0].text());
+    let ids_b = stamped_ids(on_b[0].text());
+    assert_eq!((ids_a.len(), ids_b.len()), (3, 3));
+    assert!(
+        ids_a.iter().all(|id| !ids_b.contains(id)),
+        "{ids_a:?} {ids_b:?}"
+    );
+    replicas.a.flush().await;
+    replicas.b.flush().await;
+
+    // A client of A that got its first event resumes on B.
+    let got = exchange(
+        Transport::Oneshot,
+        &layer_b,
+        &upstream,
+        vec![resume("s", &ids_a[0])],
+    )
+    .await;
+    let text = got[0].text();
+    let replayed = format!(
+        "id: {}\ndata: event 2\n\nid: {}\ndata: event 3\n\n",
+        ids_a[1], ids_a[2]
+    );
+    assert!(text.starts_with(&replayed), "{text:?}");
+    let live = stamped_ids(&text[replayed.len()..]);
+    assert_eq!(live.len(), 1);
+    assert!(epoch(&live[0]) > epoch(&ids_a[0]).max(epoch(&ids_b[0])));
+    assert_eq!(
+        upstream.seen()[2].last_event_id(),
+        None,
+        "stamped ids never go upstream"
+    );
+}
+
+fn stamped_ids(text: &str) -> Vec<String> {
+    text.lines()
+        .filter_map(|line| line.strip_prefix("id: "))
+        .map(str::to_owned)
+        .collect()
+}
+
+fn epoch(id: &str) -> u64 {
+    id.split_once('-').unwrap().0.parse().unwrap()
+}
+
+#[tokio::test]
+async fn an_evicted_cursor_gets_the_gap_signal_and_the_history_stays_bounded() {
+    let Some(replicas) = Replicas::start(HistoryLimits::new().max_events(5).max_bytes(1000)).await
+    else {
+        return;
+    };
+    let long = events(1..=200);
+    let upstream = Upstream::new([
+        Reply::sse(long.as_bytes().chunks(300).map(|c| c.to_vec())),
+        Reply::sse([events(150..=201)]),
+    ]);
+    let layer_a = SseResumeLayer::new().store(replicas.a.clone());
+    exchange(
+        Transport::Http,
+        &layer_a,
+        &upstream,
+        vec![get("/mcp", "s").body(()).unwrap()],
+    )
+    .await;
+    replicas.a.flush().await;
+
+    let keys = replicas.keys();
+    let history = keys
+        .iter()
+        .find(|(key, _)| key.contains("}:h:"))
+        .expect("a history key");
+    assert_eq!(replicas.llen(&history.0), 5, "{keys:?}");
+    for (key, ttl) in &keys {
+        assert!(*ttl > 0, "{key} has a TTL: {ttl}");
+    }
+
+    let layer_b = SseResumeLayer::new().store(replicas.b.clone());
+    let got = exchange(
+        Transport::Http,
+        &layer_b,
+        &upstream,
+        vec![resume("s", "150")],
+    )
+    .await;
+    assert_eq!(got[0].status, 200);
+    assert_eq!(got[0].headers["sse-resume-gap"], "1");
+    assert_eq!(
+        got[0].text(),
+        format!("event: {GAP_EVENT}\ndata: 150\n\n") + &events(151..=201),
+        "the window is cut after the cursor: the upstream's replay comes through"
+    );
+}
+
+/// An upstream whose bodies the test writes by hand, one per request.
+fn fed_upstream(
+    bodies: Vec<mpsc::UnboundedReceiver<&'static str>>,
+) -> impl tower::Service<
+    http::Request<()>,
+    Response = http::Response<UpstreamBody>,
+    Error = std::convert::Infallible,
+    Future = std::future::Ready<Result<http::Response<UpstreamBody>, std::convert::Infallible>>,
+> + Clone {
+    let bodies = std::sync::Arc::new(std::sync::Mutex::new(bodies));
+    service_fn(move |_: http::Request<()>| {
+        let receiver = bodies.lock().unwrap().remove(0);
+        let chunks = stream::unfold(receiver, |mut receiver| async move {
+            let chunk = receiver.recv().await?;
+            Some((Ok::<_, BoxError>(Frame::data(Bytes::from(chunk))), receiver))
+        });
+        let response = http::Response::builder()
+            .header("content-type", "text/event-stream")
+            .body(BodyExt::boxed(StreamBody::new(chunks)))
+            .unwrap();
+        std::future::ready(Ok(response))
+    })
+}
+
+async fn next_text(body: &mut (impl http_body::Body<Data = Bytes> + Unpin)) -> String {
+    let frame = tokio::time::timeout(STEP, body.frame())
+        .await
+        .expect("a frame in time")
+        .expect("not the end")
+        .unwrap_or_else(|_| panic!("no error"));
+    String::from_utf8(frame.into_data().unwrap().to_vec()).unwrap()
+}
+
+#[tokio::test]
+async fn a_replay_racing_a_stale_replicas_live_events_has_no_duplicate_and_no_gap() {
+    let Some(replicas) = Replicas::start(HistoryLimits::new()).await else {
+        return;
+    };
+    let (old_feed, old_body) = mpsc::unbounded_channel();
+    let (new_feed, new_body) = mpsc::unbounded_channel();
+    let (next_feed, next_body) = mpsc::unbounded_channel();
+    let upstream = fed_upstream(vec![old_body, new_body, next_body]);
+    let on_a = SseResumeLayer::new()
+        .store(replicas.a.clone())
+        .layer(upstream.clone());
+    let on_b = SseResumeLayer::new()
+        .store(replicas.b.clone())
+        .layer(upstream);
+
+    // On A, a stream whose client dies unnoticed after event 1.
+    let mut old = on_a
+        .clone()
+        .oneshot(get("/mcp", "s").body(()).unwrap())
+        .await
+        .unwrap()
+        .into_body();
+    old_feed
+        .send("id: 1\ndata: a\n\nid: 2\ndata: b\n\n")
+        .unwrap();
+    assert_eq!(
+        next_text(&mut old).await,
+        "id: 1\ndata: a\n\nid: 2\ndata: b\n\n"
+    );
+    // Polled once more, the quiet stream hands its ids to the store.
+    drop(next_text(&mut old).now_or_never());
+    replicas.a.flush().await;
+
+    // The client reconnects to B with 1: 2 comes from the history.
+    let mut new = on_b
+        .clone()
+        .oneshot(resume("s", "1"))
+        .await
+        .unwrap()
+        .into_body();
+    assert_eq!(next_text(&mut new).await, "id: 2\ndata: b\n\n");
+
+    // A's stale stream forwards 3 and 4 into the dead connection, and its
+    // writes reach Redis late; B's upstream sends 2..5.
+    old_feed
+        .send("id: 3\ndata: c\n\nid: 4\ndata: d\n\n")
+        .unwrap();
+    assert_eq!(
+        next_text(&mut old).await,
+        "id: 3\ndata: c\n\nid: 4\ndata: d\n\n"
+    );
+    drop(old_feed);
+    while old.frame().await.is_some() {}
+    replicas.a.flush().await;
+    new_feed
+        .send("id: 2\ndata: b\n\nid: 3\ndata: c\n\nid: 4\ndata: d\n\nid: 5\ndata: e\n\n")
+        .unwrap();
+    assert_eq!(
+        next_text(&mut new).await,
+        "id: 3\ndata: c\n\nid: 4\ndata: d\n\nid: 5\ndata: e\n\n",
+        "2 once, from the history; 3 and 4 not lost to the stale stream"
+    );
+    drop(new_feed);
+    while new.frame().await.is_some() {}
+    replicas.b.flush().await;
+    assert!(replicas.a.stats().fenced >= 2, "{:?}", replicas.a.stats());
+
+    // The history holds each event once: a client that got 2 resumes with
+    // 3, 4 and 5, and nothing twice.
+    let mut last = on_a.oneshot(resume("s", "2")).await.unwrap().into_body();
+    assert_eq!(
+        next_text(&mut last).await,
+        "id: 3\ndata: c\n\nid: 4\ndata: d\n\nid: 5\ndata: e\n\n"
+    );
+    drop((next_feed, last));
+}
