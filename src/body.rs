@@ -251,7 +251,7 @@ impl Dedup {
             Replay::Off => false,
             Replay::Blocks(blocks) => {
                 let events = blocks.len() as u64;
-                output.ready.extend(gather(blocks));
+                output.replay.extend(blocks);
                 stats.add_replayed(events);
                 span.in_scope(|| tracing::debug!(events, "replaying from the history"));
                 events > 0
@@ -472,23 +472,6 @@ impl Stream<'_> {
     }
 }
 
-/// Replayed blocks gathered into frames of about this many bytes.
-const REPLAY_FRAME: usize = 64 * 1024;
-
-/// Gathers blocks into few frames: each frame costs a consumer a write.
-fn gather(blocks: Vec<Bytes>) -> impl Iterator<Item = Bytes> {
-    let mut frames = Vec::new();
-    let mut frame = BytesMut::new();
-    for block in blocks {
-        if !frame.is_empty() && frame.len() + block.len() > REPLAY_FRAME {
-            frames.push(std::mem::take(&mut frame).freeze());
-        }
-        frame.extend_from_slice(&block);
-    }
-    frames.push(frame.freeze());
-    frames.into_iter().filter(|frame| !frame.is_empty())
-}
-
 /// The event that tells a client its cursor is not in the history: the
 /// events after it may be missing. It has no id, so the client keeps its
 /// cursor.
@@ -499,6 +482,9 @@ fn gap_event(cursor: &str) -> Bytes {
 /// Runs of output shorter than this are copied together rather than sent
 /// as slices of their own.
 const GATHER_BELOW: usize = 256;
+/// Replayed blocks are gathered into frames of at most this many bytes
+/// (or one block, when larger).
+const REPLAY_FRAME: usize = 16 * 1024;
 
 /// The bytes to send, cut from the input chunks themselves.
 ///
@@ -518,6 +504,8 @@ struct Output {
     run: Option<Range<usize>>,
     gathered: BytesMut,
     ready: VecDeque<Bytes>,
+    /// Blocks from the replay history, to go out before anything else.
+    replay: VecDeque<Bytes>,
 }
 
 impl Output {
@@ -595,11 +583,35 @@ impl Output {
     }
 
     fn pop(&mut self) -> Option<Bytes> {
-        self.ready.pop_front()
+        self.pop_replay().or_else(|| self.ready.pop_front())
+    }
+
+    /// The next replayed blocks, gathered into one frame as they are asked
+    /// for: a frame costs a consumer a write, and the first one should not
+    /// wait for the whole replay.
+    fn pop_replay(&mut self) -> Option<Bytes> {
+        let first = self.replay.pop_front()?;
+        let next_len = self.replay.front().map_or(0, Bytes::len);
+        if first.len() + next_len > REPLAY_FRAME {
+            return Some(first);
+        }
+        let mut frame = BytesMut::with_capacity(REPLAY_FRAME);
+        frame.extend_from_slice(&first);
+        while let Some(block) = self.replay.front() {
+            if frame.len() + block.len() > REPLAY_FRAME {
+                break;
+            }
+            frame.extend_from_slice(block);
+            self.replay.pop_front();
+        }
+        Some(frame.freeze())
     }
 
     fn is_empty(&self) -> bool {
-        self.ready.is_empty() && self.run.is_none() && self.gathered.is_empty()
+        self.ready.is_empty()
+            && self.replay.is_empty()
+            && self.run.is_none()
+            && self.gathered.is_empty()
     }
 }
 

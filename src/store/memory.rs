@@ -68,6 +68,8 @@ struct Entry {
 }
 
 const MAX_SHARDS: usize = 64;
+/// A full shard makes room for this share of its trackers at once.
+const EVICT_SHARE: usize = 32;
 
 /// The default [`MemoryStore::max_keys`].
 pub const DEFAULT_MAX_KEYS: usize = 100_000;
@@ -238,11 +240,14 @@ impl Shard {
         }
         let streams_in_scope = self.scopes.get(key.scope()).map_or(0, HashMap::len);
         if streams_in_scope >= limits.max_streams_per_scope {
-            self.evict_oldest(Some(key.scope()));
+            self.evict_oldest_of(key.scope());
         } else if self.trackers >= per_shard {
             self.sweep(limits);
             if self.trackers >= per_shard {
-                self.evict_oldest(None);
+                // Both passes look at every tracker of the shard: make room
+                // for many at once, so that a full store costs each new key
+                // a share of them rather than all of them.
+                self.evict_oldest_share(per_shard.div_ceil(EVICT_SHARE));
             }
         }
         let window = match limits.history {
@@ -266,21 +271,36 @@ impl Shard {
         self.scopes.get_mut(key.scope())?.get_mut(key.stream())
     }
 
-    /// Removes the least recently used tracker, of one scope or of any.
-    fn evict_oldest(&mut self, scope: Option<&str>) {
-        let oldest = self
+    /// Removes the least recently used tracker of `scope`.
+    fn evict_oldest_of(&mut self, scope: &str) {
+        let oldest = self.scopes.get(scope).and_then(|streams| {
+            streams
+                .iter()
+                .min_by_key(|(_, entry)| entry.last_used)
+                .map(|(stream, _)| Arc::clone(stream))
+        });
+        if let Some(stream) = oldest {
+            self.remove(scope, &stream);
+        }
+    }
+
+    /// Removes the `count` least recently used trackers of the shard.
+    fn evict_oldest_share(&mut self, count: usize) {
+        let mut by_age: Vec<(Instant, Arc<str>, Arc<str>)> = self
             .scopes
             .iter()
-            .filter(|(name, _)| scope.is_none_or(|scope| &***name == scope))
             .flat_map(|(scope, streams)| {
-                streams
-                    .iter()
-                    .map(move |(stream, entry)| (scope, stream, entry))
+                streams.iter().map(move |(stream, entry)| {
+                    (entry.last_used, Arc::clone(scope), Arc::clone(stream))
+                })
             })
-            .min_by_key(|(_, _, entry)| entry.last_used)
-            .map(|(scope, stream, _)| (Arc::clone(scope), Arc::clone(stream)));
-        if let Some((scope, stream)) = oldest {
-            self.remove(&scope, &stream);
+            .collect();
+        let count = count.clamp(1, by_age.len().max(1));
+        if by_age.len() > count {
+            by_age.select_nth_unstable_by_key(count - 1, |(last_used, ..)| *last_used);
+        }
+        for (_, scope, stream) in by_age.iter().take(count) {
+            self.remove(scope, stream);
         }
     }
 
