@@ -66,6 +66,50 @@
 //! - Responses that are not `text/event-stream`, or are compressed, pass
 //!   through untouched.
 //!
+//! # Resuming when the upstream cannot: the replay history
+//!
+//! Many SSE servers ignore `Last-Event-ID`, or forget their events when
+//! they restart. Give the store a [`HistoryLimits`] and it keeps the last
+//! blocks of each stream as raw bytes, bounded by count, bytes and age
+//! ([`MemoryStore::history`]; `RedisStore::history` shares it between
+//! replicas):
+//!
+//! ```
+//! use tower_sse_resume::{HistoryLimits, MemoryStore, SseResumeLayer};
+//!
+//! let layer = SseResumeLayer::new()
+//!     .store(MemoryStore::new().history(HistoryLimits::new().max_events(500)))
+//!     .stamp_ids(true); // for upstreams that send no ids
+//! # let _ = layer;
+//! ```
+//!
+//! - **A cursor in the history.** A client reconnecting with
+//!   `Last-Event-ID: X` first gets the blocks that followed `X`, from the
+//!   history, byte for byte; then the upstream's stream, which is asked to
+//!   resume from the newest id the history holds (or from none when the
+//!   upstream never sent one), and deduplicated as ever, so the upstream's
+//!   own replay of what was just sent is dropped. The history and the
+//!   window are one snapshot, taken under one lock (one script in Redis),
+//!   and a stream opened before the reconnect stops recording, so a
+//!   replay racing live events doubles nothing and skips nothing.
+//! - **A cursor not in the history** (evicted, expired, or never seen): the
+//!   response is still `200` (an `EventSource` retries other statuses
+//!   forever), starts with an event of type [`GAP_EVENT`]
+//!   (`event: sse-resume-gap`, the cursor as its data, no id, so the
+//!   client keeps its cursor) and carries the header
+//!   [`SSE_RESUME_GAP`]`: 1`; then the stream goes on live, with the
+//!   cursor applied to the window as without a history. Listen for it with
+//!   `source.addEventListener("sse-resume-gap", ...)`.
+//! - **What it keeps**: every block that dispatches an event or carries an
+//!   id, as forwarded. Comments and `retry`-only blocks are not kept. A
+//!   block it cannot keep (over the byte limit, over the block or id length
+//!   limit) ends the history before it: no replay ever skips an event
+//!   silently; a cursor from before it is a gap.
+//! - **Stamped ids** ([`SseResumeLayer::stamp_ids`]): events without an id
+//!   get `id: <epoch>-<n>`, unique and rising per stream, so clients of an
+//!   upstream that numbers nothing can resume too. Stamped ids are never
+//!   sent upstream, and never deduplicate.
+//!
 //! The [`framer`] module, the sans-IO parser underneath, is usable on its
 //! own.
 

@@ -341,3 +341,29 @@ async fn a_replay_racing_live_events_has_no_duplicate_and_no_gap() {
     // The next reconnect resumes from the new stream's history.
     drop((old_feed, new_feed, old, new));
 }
+
+#[tokio::test]
+async fn all_the_histories_of_a_store_stay_within_its_total() {
+    let store = MemoryStore::new().history(HistoryLimits::new().max_total_bytes(10_000));
+    let layer = SseResumeLayer::new().store(store.clone());
+    let sessions = 50;
+    let upstream = Upstream::new((0..sessions).map(|_| Reply::sse([events(1..=100)])));
+    let requests = (0..sessions)
+        .map(|i| get("/mcp", &format!("s{i}")).body(()).unwrap())
+        .collect();
+    let got = exchange(Transport::Oneshot, &layer, &upstream, requests).await;
+    assert!(got.iter().all(|got| got.text() == events(1..=100)));
+    // Each stream trims its own history to its share as it records; the
+    // next request trims the quiet ones.
+    let resumed = exchange(
+        Transport::Oneshot,
+        &layer,
+        &Upstream::new([Reply::sse([""])]),
+        vec![resume("s49", "99")],
+    )
+    .await;
+    let held = store.history_bytes();
+    assert!(held <= 10_000 && held > 5_000, "{held} bytes");
+    // The last stream still resumes from its recent events.
+    assert_eq!(resumed[0].text(), events(100..=100));
+}

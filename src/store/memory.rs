@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::{IdBatch, StoreError, StreamKey, TrackerStore};
-use crate::tracker::{DEFAULT_WINDOW_LEN, HistoryLimits, Tracker, Window};
+use crate::tracker::{Budget, DEFAULT_WINDOW_LEN, HistoryLimits, Tracker, Window};
 
 /// Keeps trackers in this process: the default store.
 ///
@@ -42,6 +42,8 @@ pub struct MemoryStore {
 struct Inner {
     limits: Limits,
     shards: Box<[Mutex<Shard>]>,
+    /// The bytes every history holds, within `HistoryLimits::max_total_bytes`.
+    history_budget: Budget,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -106,8 +108,13 @@ impl MemoryStore {
         // from rounding down to little.
         limits.shards = (limits.max_keys / 16).clamp(1, MAX_SHARDS);
         let shards = (0..limits.shards).map(|_| Mutex::default()).collect();
+        let history_budget = Budget::new(limits.history.map_or(0, |h| h.total_bytes()));
         Self {
-            inner: Arc::new(Inner { limits, shards }),
+            inner: Arc::new(Inner {
+                limits,
+                shards,
+                history_budget,
+            }),
         }
     }
 
@@ -175,8 +182,37 @@ impl MemoryStore {
     fn tracker(&self, key: &StreamKey) -> Tracker {
         let limits = &self.inner.limits;
         let per_shard = limits.max_keys / limits.shards;
-        self.shard(key.scope())
-            .get_or_insert(key, limits, per_shard)
+        let new_window = || match limits.history {
+            Some(history) => Window::with_shared_history(
+                limits.window_len,
+                history,
+                self.inner.history_budget.clone(),
+            ),
+            None => Window::new(limits.window_len),
+        };
+        let tracker = self
+            .shard(key.scope())
+            .get_or_insert(key, limits, per_shard, new_window);
+        if self.inner.history_budget.exceeded() {
+            self.trim_histories();
+        }
+        tracker
+    }
+
+    /// Trims every history to its share of the budget: a stream trims its
+    /// own as it records, and this catches up the quiet ones.
+    fn trim_histories(&self) {
+        for shard in &self.inner.shards {
+            let shard = lock(shard);
+            for entry in shard.scopes.values().flat_map(HashMap::values) {
+                entry.tracker.lock().trim_history();
+            }
+        }
+    }
+
+    /// The bytes of blocks all the histories of the store hold now.
+    pub fn history_bytes(&self) -> usize {
+        self.inner.history_budget.used()
     }
 }
 
@@ -232,7 +268,13 @@ impl TrackerStore for MemoryStore {
 }
 
 impl Shard {
-    fn get_or_insert(&mut self, key: &StreamKey, limits: &Limits, per_shard: usize) -> Tracker {
+    fn get_or_insert(
+        &mut self,
+        key: &StreamKey,
+        limits: &Limits,
+        per_shard: usize,
+        new_window: impl FnOnce() -> Window,
+    ) -> Tracker {
         let now = Instant::now();
         if let Some(entry) = self.entry_mut(key) {
             entry.last_used = now;
@@ -250,11 +292,7 @@ impl Shard {
                 self.evict_oldest_share(per_shard.div_ceil(EVICT_SHARE));
             }
         }
-        let window = match limits.history {
-            Some(history) => Window::with_history(limits.window_len, history),
-            None => Window::new(limits.window_len),
-        };
-        let tracker = Tracker::from_window(window);
+        let tracker = Tracker::from_window(new_window());
         let entry = Entry {
             tracker: tracker.clone(),
             last_used: now,

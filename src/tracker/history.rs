@@ -2,6 +2,8 @@
 //! so that a client can be resumed even by an upstream that cannot.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -13,6 +15,8 @@ pub const DEFAULT_HISTORY_EVENTS: usize = 1024;
 pub const DEFAULT_HISTORY_BYTES: usize = 1 << 20;
 /// The default [`HistoryLimits::max_age`]: ten minutes.
 pub const DEFAULT_HISTORY_AGE: Duration = Duration::from_secs(600);
+/// The default [`HistoryLimits::max_total_bytes`]: 64 MiB.
+pub const DEFAULT_HISTORY_TOTAL_BYTES: usize = 64 << 20;
 
 /// How much of each stream a replay history keeps: the newest blocks, at
 /// most this many, this many bytes, and this old. Whichever bound is hit
@@ -38,6 +42,7 @@ pub struct HistoryLimits {
     max_events: usize,
     max_bytes: usize,
     max_age: Duration,
+    max_total_bytes: usize,
 }
 
 impl Default for HistoryLimits {
@@ -47,12 +52,14 @@ impl Default for HistoryLimits {
 }
 
 impl HistoryLimits {
-    /// The defaults: 1024 blocks, 1 MiB, ten minutes per stream.
+    /// The defaults: 1024 blocks, 1 MiB, ten minutes per stream, and
+    /// 64 MiB for all the streams of a store in process.
     pub fn new() -> Self {
         Self {
             max_events: DEFAULT_HISTORY_EVENTS,
             max_bytes: DEFAULT_HISTORY_BYTES,
             max_age: DEFAULT_HISTORY_AGE,
+            max_total_bytes: DEFAULT_HISTORY_TOTAL_BYTES,
         }
     }
 
@@ -76,6 +83,22 @@ impl HistoryLimits {
         self
     }
 
+    /// The most bytes of blocks kept by all the streams of a store in this
+    /// process (at least 1), shared equally among them when it runs short.
+    ///
+    /// [`MemoryStore`](crate::MemoryStore) keeps to it this way: a stream
+    /// recording past the total lets its own oldest blocks go down to its
+    /// share (the total over the number of histories), and a request
+    /// opening while the total is exceeded trims every history to a little
+    /// under its share. Between two requests the total can pass the limit
+    /// by what the live streams record, at most a share and a block each.
+    /// `RedisStore` keeps its histories in Redis, bounded per stream and by
+    /// Redis's `maxmemory`, and ignores it.
+    pub fn max_total_bytes(mut self, max: usize) -> Self {
+        self.max_total_bytes = max.max(1);
+        self
+    }
+
     /// The most blocks kept per stream.
     pub fn events(&self) -> usize {
         self.max_events
@@ -90,6 +113,11 @@ impl HistoryLimits {
     pub fn age(&self) -> Duration {
         self.max_age
     }
+
+    /// The most bytes kept by all the streams of a store in process.
+    pub fn total_bytes(&self) -> usize {
+        self.max_total_bytes
+    }
 }
 
 /// The blocks of one stream, oldest first, within [`HistoryLimits`].
@@ -97,11 +125,53 @@ impl HistoryLimits {
 /// It holds every event block forwarded since it started, or since the
 /// last block it could not keep, so that replaying what follows a cursor
 /// never skips an event silently.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(crate) struct History {
     entries: VecDeque<Entry>,
     bytes: usize,
     limits: HistoryLimits,
+    budget: Budget,
+}
+
+/// The bytes all the histories of a store hold, shared by them.
+#[derive(Debug, Clone)]
+pub(crate) struct Budget {
+    used: Arc<AtomicUsize>,
+    histories: Arc<AtomicUsize>,
+    max: usize,
+}
+
+impl Budget {
+    pub(crate) fn new(max: usize) -> Self {
+        Self {
+            used: Arc::default(),
+            histories: Arc::default(),
+            max,
+        }
+    }
+
+    /// Whether the histories hold more than the budget.
+    pub(crate) fn exceeded(&self) -> bool {
+        self.used.load(Relaxed) > self.max
+    }
+
+    /// An equal share of the budget for each history.
+    fn share(&self) -> usize {
+        self.max / self.histories.load(Relaxed).max(1)
+    }
+
+    fn add(&self, bytes: usize) {
+        self.used.fetch_add(bytes, Relaxed);
+    }
+
+    fn remove(&self, bytes: usize) {
+        self.used.fetch_sub(bytes, Relaxed);
+    }
+
+    /// The bytes held now.
+    pub(crate) fn used(&self) -> usize {
+        self.used.load(Relaxed)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -113,11 +183,19 @@ struct Entry {
 }
 
 impl History {
+    /// A history of its own, its total bounded like a store's.
     pub(crate) fn new(limits: HistoryLimits) -> Self {
+        Self::sharing(limits, Budget::new(limits.max_total_bytes))
+    }
+
+    /// A history whose bytes count against a `budget` shared by others.
+    pub(crate) fn sharing(limits: HistoryLimits, budget: Budget) -> Self {
+        budget.histories.fetch_add(1, Relaxed);
         Self {
             entries: VecDeque::new(),
             bytes: 0,
             limits,
+            budget,
         }
     }
 
@@ -135,7 +213,26 @@ impl History {
             at: now,
         });
         self.bytes += block.len();
+        self.budget.add(block.len());
         self.prune(now);
+        // Past the store's budget, this stream gives up what it holds
+        // beyond its share; the store trims the others (`trim_to_share`).
+        if self.budget.exceeded() {
+            self.shrink_to(self.budget.share());
+        }
+    }
+
+    /// Lets the oldest blocks go down to a little under this history's
+    /// share of the budget, when the budget is exceeded: the little under
+    /// keeps a store from trimming on every request.
+    pub(crate) fn trim_to_share(&mut self) {
+        if self.budget.exceeded() {
+            self.shrink_to(self.budget.share() / 4 * 3);
+        }
+    }
+
+    fn shrink_to(&mut self, bytes: usize) {
+        while self.bytes > bytes && self.pop_oldest() {}
     }
 
     /// The blocks forwarded after the block of `cursor`, oldest first, or
@@ -164,7 +261,18 @@ impl History {
     /// Forgets every block.
     pub(crate) fn clear(&mut self) {
         self.entries.clear();
+        self.budget.remove(self.bytes);
         self.bytes = 0;
+    }
+
+    /// Forgets the oldest block; `false` when there is none.
+    fn pop_oldest(&mut self) -> bool {
+        let Some(oldest) = self.entries.pop_front() else {
+            return false;
+        };
+        self.bytes -= oldest.block.len();
+        self.budget.remove(oldest.block.len());
+        true
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -176,16 +284,35 @@ impl History {
     }
 
     fn prune(&mut self, now: Instant) {
-        let limits = &self.limits;
         while let Some(oldest) = self.entries.front() {
+            let limits = &self.limits;
             let too_old = now.saturating_duration_since(oldest.at) > limits.max_age;
             if !too_old && self.entries.len() <= limits.max_events && self.bytes <= limits.max_bytes
             {
                 break;
             }
-            self.bytes -= oldest.block.len();
-            self.entries.pop_front();
+            self.pop_oldest();
         }
+    }
+}
+
+impl Clone for History {
+    fn clone(&self) -> Self {
+        self.budget.add(self.bytes);
+        self.budget.histories.fetch_add(1, Relaxed);
+        Self {
+            entries: self.entries.clone(),
+            bytes: self.bytes,
+            limits: self.limits,
+            budget: self.budget.clone(),
+        }
+    }
+}
+
+impl Drop for History {
+    fn drop(&mut self) {
+        self.budget.remove(self.bytes);
+        self.budget.histories.fetch_sub(1, Relaxed);
     }
 }
 
@@ -247,6 +374,34 @@ mod tests {
             None,
             "never replays across a lost block"
         );
+    }
+
+    #[test]
+    fn histories_sharing_a_budget_stay_within_it() {
+        let limits = HistoryLimits::new().max_total_bytes(100);
+        let budget = Budget::new(100);
+        let mut histories: Vec<History> = (0..4)
+            .map(|_| History::sharing(limits, budget.clone()))
+            .collect();
+        let now = Instant::now();
+        for round in 0..10 {
+            for history in &mut histories {
+                history.push(Some(&round.to_string()), &[b'x'; 10], now);
+                assert!(budget.used() <= 100 + 10, "{}", budget.used());
+            }
+        }
+        for history in &mut histories {
+            history.trim_to_share();
+        }
+        assert!(budget.used() <= 100, "{}", budget.used());
+        let kept: usize = histories.iter().map(History::bytes).sum();
+        assert_eq!(kept, budget.used());
+        assert!(
+            histories[3].contains("9"),
+            "the newest block of the stream that pushed last is kept"
+        );
+        drop(histories);
+        assert_eq!(budget.used(), 0, "dropped histories give their bytes back");
     }
 
     #[tokio::test(start_paused = true)]

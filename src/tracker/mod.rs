@@ -11,9 +11,10 @@ use bytes::Bytes;
 use tokio::time::Instant;
 
 use any::AnyIds;
-pub(crate) use history::History;
+pub(crate) use history::{Budget, History};
 pub use history::{
-    DEFAULT_HISTORY_AGE, DEFAULT_HISTORY_BYTES, DEFAULT_HISTORY_EVENTS, HistoryLimits,
+    DEFAULT_HISTORY_AGE, DEFAULT_HISTORY_BYTES, DEFAULT_HISTORY_EVENTS,
+    DEFAULT_HISTORY_TOTAL_BYTES, HistoryLimits,
 };
 use rising::{RisingIds, decimal};
 
@@ -136,6 +137,19 @@ impl Window {
         }
     }
 
+    /// Like [`with_history`](Self::with_history), the history's bytes
+    /// counting against a `budget` shared with a store's other windows.
+    pub(crate) fn with_shared_history(
+        capacity: usize,
+        limits: HistoryLimits,
+        budget: Budget,
+    ) -> Self {
+        Self {
+            history: Some(History::sharing(limits, budget)),
+            ..Self::new(capacity)
+        }
+    }
+
     /// A window holding `ids`, oldest first; the oldest go when there are
     /// more than `capacity`. Repeated ids keep their first place.
     pub fn from_ids<I>(capacity: usize, ids: I) -> Self
@@ -229,6 +243,14 @@ impl Window {
     pub fn record_block(&mut self, id: Option<&str>, block: &[u8]) {
         if let Some(history) = &mut self.history {
             history.push(id, block, Instant::now());
+        }
+    }
+
+    /// Trims the history to its share of a store's budget, when the store
+    /// holds more than that in all.
+    pub(crate) fn trim_history(&mut self) {
+        if let Some(history) = &mut self.history {
+            history.trim_to_share();
         }
     }
 
