@@ -28,13 +28,13 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
 use tower::{ServiceBuilder, service_fn};
 use tower_sse_resume::key::{Header, KeyExtractor, Query};
-use tower_sse_resume::{SseResumeLayer, Stats};
+use tower_sse_resume::{HistoryLimits, MemoryStore, SseResumeLayer, Stats};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 type ProxyBody = BoxBody<Bytes, BoxError>;
 
 const USAGE: &str = "\
-Usage: reverse_proxy [--listen ADDR] [--upstream URL] [--redis URL]
+Usage: reverse_proxy [--listen ADDR] [--upstream URL] [--redis URL] [--history] [--stamp-ids]
 
 A streaming SSE reverse proxy that makes event streams resumable and
 duplicate-free. With no --upstream it starts a demo upstream on loopback.
@@ -44,12 +44,17 @@ Options:
   --upstream URL    proxy this http:// server instead of the demo
   --redis URL       keep trackers in Redis, shared by every replica
                     (build with --features redis)
+  --history         keep a replay history, to resume clients even when
+                    the upstream cannot
+  --stamp-ids       stamp ids on events that come without one
   --help            print this help";
 
 struct Options {
     listen: SocketAddr,
     upstream: Option<Uri>,
     redis: Option<String>,
+    history: bool,
+    stamp_ids: bool,
 }
 
 #[tokio::main]
@@ -79,6 +84,8 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Options>,
         listen: ([127, 0, 0, 1], 8080).into(),
         upstream: None,
         redis: None,
+        history: false,
+        stamp_ids: false,
     };
     while let Some(flag) = args.next() {
         let mut value = || args.next().ok_or(format!("{flag} needs a value"));
@@ -107,6 +114,8 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Options>,
                 }
                 options.redis = Some(value);
             }
+            "--history" => options.history = true,
+            "--stamp-ids" => options.stamp_ids = true,
             other => return Err(format!("unknown argument: {other}")),
         }
     }
@@ -142,7 +151,15 @@ async fn run(options: Options) -> Result<(), String> {
             .extract(parts)
             .or_else(|| Query::new("session").extract(parts))
     };
-    let layer = SseResumeLayer::new().scope(scope);
+    let history = options.history.then(HistoryLimits::new);
+    let memory = match history {
+        Some(limits) => MemoryStore::new().history(limits),
+        None => MemoryStore::new(),
+    };
+    let layer = SseResumeLayer::new()
+        .store(memory)
+        .scope(scope)
+        .stamp_ids(options.stamp_ids);
     tokio::spawn(log_stats(layer.stats()));
 
     let label = upstream.to_string();
@@ -161,9 +178,12 @@ async fn run(options: Options) -> Result<(), String> {
     match options.redis {
         #[cfg(feature = "redis")]
         Some(url) => {
-            let store = tower_sse_resume::RedisStore::connect(&url)
+            let mut store = tower_sse_resume::RedisStore::connect(&url)
                 .await
                 .map_err(|error| format!("--redis {url}: {error}"))?;
+            if let Some(limits) = history {
+                store = store.history(limits);
+            }
             println!("trackers in Redis at {url}, shared with every proxy using it");
             serve(
                 listener,
@@ -311,8 +331,13 @@ async fn log_stats(stats: Stats) {
         tick.tick().await;
         let now = stats.snapshot();
         println!(
-            "forwarded {:>6}  duplicates dropped {:>5}  cursors injected {:>4}",
-            now.events_forwarded, now.duplicates_dropped, now.cursors_injected
+            "forwarded {:>6}  duplicates dropped {:>5}  cursors injected {:>4}  \
+             replayed {:>5}  gaps {:>3}",
+            now.events_forwarded,
+            now.duplicates_dropped,
+            now.cursors_injected,
+            now.events_replayed,
+            now.gaps
         );
     }
 }
