@@ -1,4 +1,5 @@
-//! Heap memory of [`MemoryStore`]: bytes per idle key and per remembered id.
+//! Heap memory of [`MemoryStore`]: bytes per idle key, per remembered id,
+//! and per block kept in a replay history.
 //!
 //! A measurement, not a timing: it fills a store through the public API
 //! (`TrackerStore::load`, then `check_and_record` under the tracker's lock)
@@ -20,7 +21,7 @@ use std::process::Command;
 
 use futures_util::FutureExt;
 use stats_alloc::{INSTRUMENTED_SYSTEM, StatsAlloc};
-use tower_sse_resume::{MemoryStore, StreamKey, TrackerStore, tracker::Tracker};
+use tower_sse_resume::{HistoryLimits, MemoryStore, StreamKey, TrackerStore, tracker::Tracker};
 
 #[global_allocator]
 static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
@@ -214,8 +215,57 @@ fn full_windows(kind: &str, make_id: fn(&mut String, usize, usize)) {
     assert_eq!(store.len(), FULL_KEYS, "no key was evicted");
 }
 
+/// Keys whose replay histories are filled.
+const HISTORY_KEYS: usize = 200;
+/// The bytes of each kept block: `id: NNNNN\ndata: ...\n\n`.
+const BLOCK_LEN: usize = 100;
+
+/// `HISTORY_KEYS` histories filled with `WINDOW_LEN` blocks of 100 bytes
+/// each, then with three times as many more: what a kept block costs beyond
+/// its own bytes.
+fn histories() {
+    let limits = HistoryLimits::new().max_total_bytes(usize::MAX);
+    let store = MemoryStore::new().history(limits);
+    let mut session = String::with_capacity(64);
+    let mut id = String::with_capacity(64);
+    let mut block = Vec::with_capacity(BLOCK_LEN);
+    let trackers: Vec<Tracker> = (0..HISTORY_KEYS)
+        .map(|k| load(&store, &mut session, k))
+        .collect();
+    let blocks = HISTORY_KEYS * WINDOW_LEN;
+    let mut fill = |rounds: std::ops::Range<usize>| {
+        for tracker in &trackers {
+            let mut window = tracker.lock();
+            for i in rounds.clone() {
+                short(&mut id, i);
+                block.clear();
+                block.extend_from_slice(format!("id: {id}\ndata: ").as_bytes());
+                block.resize(BLOCK_LEN - 2, b'x');
+                block.extend_from_slice(b"\n\n");
+                window.record_block(Some(&id), &block);
+            }
+            assert_eq!(window.history_len(), (WINDOW_LEN, WINDOW_LEN * BLOCK_LEN));
+        }
+    };
+    let before = Snapshot::now();
+    fill(0..WINDOW_LEN);
+    let filled = before.report(
+        &format!("kept 100-byte block, histories just filled ({HISTORY_KEYS}x{WINDOW_LEN})"),
+        blocks,
+        "block",
+    );
+    let before = Snapshot::now();
+    fill(WINDOW_LEN..4 * WINDOW_LEN);
+    let wrapped = before.report("+ growth after 3 more histories' worth", blocks, "block");
+    filled
+        .plus(wrapped)
+        .print("= kept 100-byte block, histories in steady state", "block");
+    assert_eq!(store.history_bytes(), blocks * BLOCK_LEN);
+}
+
 fn run(scenario: &str) {
     match scenario {
+        "histories" => histories(),
         "idle_keys" => idle_keys(),
         "short_ids" => full_windows("short (5 B)", |out, _, i| short(out, i)),
         "uuid_ids" => full_windows("UUID-like (36 B)", uuid_like),
@@ -233,7 +283,7 @@ fn main() {
          allocator overhead included)"
     );
     let exe = std::env::current_exe().expect("the path of this bench");
-    for scenario in ["idle_keys", "short_ids", "uuid_ids"] {
+    for scenario in ["idle_keys", "short_ids", "uuid_ids", "histories"] {
         let status = Command::new(&exe)
             .env(SCENARIO_VAR, scenario)
             .status()

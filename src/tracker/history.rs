@@ -207,6 +207,10 @@ impl History {
             self.clear();
             return;
         }
+        if self.entries.len() >= self.limits.max_events {
+            // Before the push, so the queue never grows past the limit.
+            self.pop_oldest();
+        }
         self.entries.push_back(Entry {
             id: id.map(Box::from),
             block: Bytes::copy_from_slice(block),
