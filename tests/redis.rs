@@ -28,7 +28,7 @@ use tokio::sync::mpsc;
 use tower::{Layer, ServiceExt, service_fn};
 use tower_sse_resume::store::StreamKey;
 use tower_sse_resume::{
-    FailurePolicy, IdBatch, RedisStore, SseResumeLayer, StoreError, TrackerStore,
+    FailurePolicy, HistoryLimits, IdBatch, RedisStore, SseResumeLayer, StoreError, TrackerStore,
 };
 
 /// Keys of each test start with a prefix of their own.
@@ -83,6 +83,17 @@ impl Harness for Redis {
                 .await
                 .window_len(window_len)
                 .ttl(ttl)
+        };
+        (replica().await, replica().await)
+    }
+
+    async fn history_pair(&self, limits: HistoryLimits) -> (RedisStore, RedisStore) {
+        let prefix = fresh_prefix();
+        let replica = || async {
+            connect(&self.server, &prefix)
+                .await
+                .window_len(store_conformance::WINDOW)
+                .history(limits)
         };
         (replica().await, replica().await)
     }

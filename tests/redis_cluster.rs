@@ -16,7 +16,7 @@ use std::time::Duration;
 use redis_server::RedisCluster;
 use store_conformance::Harness;
 use support::*;
-use tower_sse_resume::{RedisStore, SseResumeLayer};
+use tower_sse_resume::{HistoryLimits, RedisStore, SseResumeLayer};
 
 fn fresh_prefix() -> String {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
@@ -44,6 +44,17 @@ impl Harness for Cluster {
                 .await
                 .window_len(window_len)
                 .ttl(ttl)
+        };
+        (replica().await, replica().await)
+    }
+
+    async fn history_pair(&self, limits: HistoryLimits) -> (RedisStore, RedisStore) {
+        let prefix = fresh_prefix();
+        let replica = || async {
+            connect(&self.cluster, &prefix)
+                .await
+                .window_len(store_conformance::WINDOW)
+                .history(limits)
         };
         (replica().await, replica().await)
     }

@@ -5,7 +5,7 @@ mod store_conformance;
 use std::time::Duration;
 
 use store_conformance::Harness;
-use tower_sse_resume::MemoryStore;
+use tower_sse_resume::{HistoryLimits, MemoryStore};
 
 struct Memory;
 
@@ -14,6 +14,13 @@ impl Harness for Memory {
 
     async fn pair(&self, window_len: usize, ttl: Duration) -> (MemoryStore, MemoryStore) {
         let store = MemoryStore::new().window_len(window_len).idle_ttl(ttl);
+        (store.clone(), store)
+    }
+
+    async fn history_pair(&self, limits: HistoryLimits) -> (MemoryStore, MemoryStore) {
+        let store = MemoryStore::new()
+            .window_len(store_conformance::WINDOW)
+            .history(limits);
         (store.clone(), store)
     }
 

@@ -11,9 +11,10 @@
 
 use std::time::Duration;
 
+use bytes::Bytes;
 use tower_sse_resume::store::StreamKey;
 use tower_sse_resume::tracker::Tracker;
-use tower_sse_resume::{IdBatch, TrackerStore};
+use tower_sse_resume::{HistoryLimits, IdBatch, Replay, TrackerStore};
 
 /// Every wait of a check is bounded by this.
 pub(crate) const STEP: Duration = Duration::from_secs(10);
@@ -25,6 +26,10 @@ pub(crate) trait Harness {
     /// Two handles on one fresh, empty set of trackers, whose windows keep
     /// `window_len` ids and which forget a tracker idle for `ttl`.
     async fn pair(&self, window_len: usize, ttl: Duration) -> (Self::Store, Self::Store);
+
+    /// Like [`pair`](Self::pair), with windows of `WINDOW` ids, no expiry,
+    /// and a replay history within `limits`.
+    async fn history_pair(&self, limits: HistoryLimits) -> (Self::Store, Self::Store);
 
     /// Waits until what `store` was handed is stored for every handle.
     async fn settle(&self, store: &Self::Store);
@@ -46,6 +51,10 @@ macro_rules! conformance_tests {
             open_resolves_the_cursor_stream_in_one_call,
             scopes_never_mix,
             expire_forgets_idle_trackers,
+            a_cursor_in_the_history_replays_what_followed_it,
+            a_cursor_not_in_the_history_is_a_gap,
+            the_history_keeps_within_its_count,
+            a_lost_block_ends_the_history_before_it,
         );
     };
     (@tests $make:expr; $($check:ident),* $(,)?) => {
@@ -64,7 +73,7 @@ macro_rules! conformance_tests {
     };
 }
 
-const WINDOW: usize = 8;
+pub(crate) const WINDOW: usize = 8;
 const LONG: Duration = Duration::from_secs(3600);
 
 fn key(scope: &str, stream: &str) -> StreamKey {
@@ -266,4 +275,126 @@ pub(crate) async fn expire_forgets_idle_trackers<H: Harness>(harness: &H) {
     assert_eq!(b.find_stream("s", "1").await.expect("find"), None);
     let opened = b.open("s", "GET /mcp", Some("2")).await.expect("open");
     assert_eq!(opened.cursor_known, Some(false));
+}
+
+// ---------------------------------------------------------------------------
+// The replay history
+// ---------------------------------------------------------------------------
+
+fn block(id: &str) -> String {
+    format!("id: {id}\ndata: event {id}\n\n")
+}
+
+/// Forwards the blocks of `ids` on a stream of `key` that then ends, as
+/// the body does: in the window and its history in process, and handed to
+/// the store when it keeps them itself. `lost` marks a block the history
+/// could not keep, forwarded before the others.
+async fn stream_blocks<H: Harness>(
+    harness: &H,
+    store: &H::Store,
+    key: &StreamKey,
+    ids: &[&str],
+    lost_first: bool,
+) {
+    let tracker = store.load(key).await.expect("load");
+    let mut batch = IdBatch::new();
+    {
+        let mut window = tracker.lock();
+        if lost_first {
+            window.forget_history();
+            batch.forget_history();
+        }
+        for id in ids {
+            assert!(window.check_and_record(id));
+            window.record_block(Some(id), block(id).as_bytes());
+            batch.push(id);
+            if store.persists_blocks() {
+                batch.push_block(Some(id), block(id).as_bytes());
+            }
+        }
+    }
+    if store.persists_ids() {
+        store.record(key, &batch).expect("record");
+    }
+    drop(tracker);
+    harness.settle(store).await;
+}
+
+fn blocks(ids: &[&str]) -> Replay {
+    Replay::Blocks(ids.iter().map(|id| Bytes::from(block(id))).collect())
+}
+
+pub(crate) async fn a_cursor_in_the_history_replays_what_followed_it<H: Harness>(harness: &H) {
+    let (a, b) = harness.history_pair(HistoryLimits::new()).await;
+    stream_blocks(
+        harness,
+        &a,
+        &key("s", "GET /a"),
+        &["1", "2", "3", "4"],
+        false,
+    )
+    .await;
+
+    let opened = b.open("s", "GET /b", Some("2")).await.expect("open");
+    assert_eq!(opened.key, key("s", "GET /a"), "the cursor's own stream");
+    assert_eq!(opened.cursor_known, Some(true));
+    assert_eq!(opened.replay, blocks(&["3", "4"]));
+    assert_eq!(
+        opened.tracker.lock().ids().collect::<Vec<_>>(),
+        ["1", "2", "3", "4"],
+        "the replayed ids stay, so an upstream's replay of them is dropped"
+    );
+    assert_eq!(opened.tracker.last_id().as_deref(), Some("4"));
+    drop(opened);
+
+    let opened = a.open("s", "GET /a", Some("4")).await.expect("open");
+    assert_eq!(opened.replay, blocks(&[]), "nothing followed the newest");
+    let opened = a.open("s", "GET /a", None).await.expect("open");
+    assert_eq!(opened.replay, Replay::Off, "no cursor, no replay");
+}
+
+pub(crate) async fn a_cursor_not_in_the_history_is_a_gap<H: Harness>(harness: &H) {
+    let (a, b) = harness.history_pair(HistoryLimits::new()).await;
+    stream_blocks(harness, &a, &key("s", "GET /a"), &["1", "2"], false).await;
+    let opened = b.open("s", "GET /a", Some("9")).await.expect("open");
+    assert_eq!(opened.replay, Replay::Gap);
+    assert_eq!(opened.cursor_known, Some(false));
+    let opened = b.open("other", "GET /a", Some("1")).await.expect("open");
+    assert_eq!(
+        opened.replay,
+        Replay::Gap,
+        "another scope's history is not ours"
+    );
+
+    let (plain, _) = harness.pair(WINDOW, LONG).await;
+    let opened = plain.open("s", "GET /a", Some("1")).await.expect("open");
+    assert_eq!(opened.replay, Replay::Off, "no history, no gap either");
+}
+
+pub(crate) async fn the_history_keeps_within_its_count<H: Harness>(harness: &H) {
+    let (a, b) = harness
+        .history_pair(HistoryLimits::new().max_events(3))
+        .await;
+    let ids: Vec<String> = (1..=10).map(|i| i.to_string()).collect();
+    let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+    stream_blocks(harness, &a, &key("s", "GET /a"), &ids, false).await;
+    let opened = b.open("s", "GET /a", Some("8")).await.expect("open");
+    assert_eq!(opened.replay, blocks(&["9", "10"]));
+    let opened = b.open("s", "GET /a", Some("6")).await.expect("open");
+    assert_eq!(opened.replay, Replay::Gap, "evicted");
+}
+
+pub(crate) async fn a_lost_block_ends_the_history_before_it<H: Harness>(harness: &H) {
+    let (a, b) = harness.history_pair(HistoryLimits::new()).await;
+    let stream = key("s", "GET /a");
+    stream_blocks(harness, &a, &stream, &["1", "2"], false).await;
+    stream_blocks(harness, &a, &stream, &["3", "4"], true).await;
+    let opened = b.open("s", "GET /a", Some("1")).await.expect("open");
+    assert_eq!(
+        opened.replay,
+        Replay::Gap,
+        "a replay from 1 would skip a block"
+    );
+    let opened = b.open("s", "GET /a", Some("3")).await.expect("open");
+    assert_eq!(opened.replay, blocks(&["4"]));
 }
