@@ -1,0 +1,174 @@
+//! What only some streams do beyond deduplication: keep a replay history,
+//! stamp ids, and start with something else than the upstream's first byte.
+
+use std::borrow::Cow;
+
+use bytes::Bytes;
+
+use super::output::Output;
+use super::recorder::Recorder;
+use crate::framer::{Block, EventId, Segment};
+use crate::stamp::Stamper;
+use crate::tracker::Window;
+
+/// The type of the event that tells a client its `Last-Event-ID` is not in
+/// the replay history: `event: sse-resume-gap`, with the cursor as data.
+pub const GAP_EVENT: &str = "sse-resume-gap";
+
+/// The stream's work beyond deduplication: a replay history, stamped ids,
+/// and a stream that does not start with the upstream's first byte.
+#[derive(Debug)]
+pub(super) struct Extras {
+    /// Whether the tracker keeps a history in process.
+    local_history: bool,
+    stamper: Option<Stamper>,
+    /// Whether something went out before the upstream's first byte, so
+    /// that a byte order mark there is no longer at the start.
+    prefixed: bool,
+    /// Whether the upstream's first segment is still to come.
+    at_start: bool,
+    /// A stamped block for the history, its line and the block.
+    scratch: Vec<u8>,
+}
+
+/// The byte order mark an event stream may start with.
+const BOM: &[u8] = b"\xEF\xBB\xBF";
+
+/// What forwarding a segment with [`Extras`] touches, borrowed apart from
+/// the framer that lends the segment.
+pub(super) struct Stream<'a> {
+    window: &'a mut Window,
+    output: &'a mut Output,
+    recorder: &'a mut Recorder,
+    current: bool,
+}
+
+impl Extras {
+    pub(super) fn new(local_history: bool, stamper: Option<Stamper>, prefixed: bool) -> Self {
+        Self {
+            local_history,
+            stamper,
+            prefixed,
+            at_start: true,
+            scratch: Vec::new(),
+        }
+    }
+
+    /// The upstream's first segment went by without this stream's help.
+    pub(super) fn passed_start(&mut self) {
+        self.at_start = false;
+    }
+}
+
+impl<'a> Stream<'a> {
+    pub(super) fn new(
+        window: &'a mut Window,
+        output: &'a mut Output,
+        recorder: &'a mut Recorder,
+        current: bool,
+    ) -> Self {
+        Self {
+            window,
+            output,
+            recorder,
+            current,
+        }
+    }
+}
+
+impl Stream<'_> {
+    /// Forwards a segment outside any block: a piece of a block over the
+    /// length limit, or the unterminated tail.
+    pub(super) fn pass_through(
+        &mut self,
+        segment: &Segment<'_>,
+        ending: bool,
+        extras: Option<&mut Extras>,
+    ) {
+        let len = segment.raw().len();
+        let bom = extras.map_or(0, |extras| self.forward_bom(segment.raw(), extras));
+        self.output.forward(len - bom);
+        // A piece of a block too long to keep: no replay may skip it. The
+        // tail at the end never dispatched, so it is no event to keep.
+        if !ending && self.current {
+            self.window.forget_history();
+            self.recorder.forget_history();
+        }
+    }
+
+    /// Forwards a block that is not a duplicate: its bytes, with a stamped
+    /// id when it needs one, and keeps it in the history.
+    pub(super) fn forward_block(
+        &mut self,
+        block: &Block<'_>,
+        trackable: bool,
+        extras: &mut Extras,
+    ) {
+        let raw = block.raw();
+        let bom = self.forward_bom(raw, extras);
+        let body = &raw[bom..];
+        let stamped = match &mut extras.stamper {
+            Some(stamper) if block.dispatches() && block.id() == EventId::Absent => {
+                let line = stamper.next_line();
+                self.output.insert(line.as_bytes());
+                Some(stamper.last_id())
+            }
+            _ => None,
+        };
+        self.output.forward(body.len());
+        let keeps_history = extras.local_history || self.recorder.wants_blocks();
+        if !keeps_history || !self.current {
+            return;
+        }
+        let id = match (block.id(), stamped) {
+            (_, Some(stamped)) => Some(Cow::Borrowed(stamped)),
+            (EventId::Value(id), None) if trackable => Some(id),
+            (EventId::Value(_), None) => {
+                // An id too long to keep: a cursor could not find it.
+                self.window.forget_history();
+                self.recorder.forget_history();
+                return;
+            }
+            (EventId::Absent | EventId::Reset, None) if !block.dispatches() => return,
+            (EventId::Absent | EventId::Reset, None) => None,
+        };
+        let kept: &[u8] = match stamped {
+            Some(id) => {
+                // The block as it went out: the stamped line, then its own.
+                let scratch = &mut extras.scratch;
+                scratch.clear();
+                scratch.extend_from_slice(b"id: ");
+                scratch.extend_from_slice(id.as_bytes());
+                scratch.push(b'\n');
+                scratch.extend_from_slice(body);
+                scratch
+            }
+            None => body,
+        };
+        if extras.local_history {
+            self.window.record_block(id.as_deref(), kept);
+        }
+        self.recorder.push_block(id.as_deref(), kept);
+    }
+
+    /// Forwards the byte order mark the stream starts with, if any, or
+    /// drops it when something went out before it. Returns its length.
+    fn forward_bom(&mut self, raw: &[u8], extras: &mut Extras) -> usize {
+        if !std::mem::take(&mut extras.at_start) || !raw.starts_with(BOM) {
+            return 0;
+        }
+        if extras.prefixed {
+            self.output.skip(BOM.len());
+        } else {
+            self.output.forward(BOM.len());
+        }
+        BOM.len()
+    }
+}
+
+/// The event that tells a client its cursor is not in the history: the
+/// events after it may be missing. It has no id, so the client keeps its
+/// cursor.
+pub(super) fn gap_event(cursor: &str) -> Bytes {
+    Bytes::from(format!("event: {GAP_EVENT}\ndata: {cursor}\n\n"))
+}

@@ -1,0 +1,137 @@
+//! Hands the ids a stream forwarded to the store, in batches.
+
+use std::fmt;
+use std::sync::Arc;
+
+use crate::stats::Stats;
+use crate::store::{IdBatch, StoreError, StreamKey, TrackerStore};
+
+/// Ids recorded since the last hand-over to the store, at most this many.
+const RECORD_BATCH: usize = 64;
+/// Bytes of ids and blocks recorded since the last hand-over, at most about
+/// this many.
+const RECORD_BATCH_BYTES: usize = 64 * 1024;
+
+/// Hands recorded ids to the store in batches, and the last batch when the
+/// stream ends or the client goes away.
+pub(crate) struct Recorder {
+    key: Option<StreamKey>,
+    /// Where batches go; `None` when nothing keeps them.
+    sink: Option<Arc<dyn RecordSink>>,
+    /// Whether batches carry the blocks, for the store's replay history.
+    wants_blocks: bool,
+    batch: IdBatch,
+    stats: Stats,
+}
+
+impl Recorder {
+    /// A recorder for a stream of `store`.
+    pub(crate) fn to_store<T: TrackerStore>(store: Arc<T>, key: StreamKey, stats: Stats) -> Self {
+        // A store that keeps no ids gets no batches to build.
+        let wants_blocks = store.persists_blocks();
+        let sink = store.persists_ids().then_some(store as Arc<dyn RecordSink>);
+        Self {
+            key: Some(key),
+            wants_blocks: wants_blocks && sink.is_some(),
+            sink,
+            batch: IdBatch::new(),
+            stats,
+        }
+    }
+
+    /// A recorder for a per-response window that nothing keeps.
+    pub(crate) fn nowhere(stats: Stats) -> Self {
+        Self {
+            key: None,
+            sink: None,
+            wants_blocks: false,
+            batch: IdBatch::new(),
+            stats,
+        }
+    }
+
+    pub(super) fn push(&mut self, id: &[u8]) {
+        if self.sink.is_none() {
+            return;
+        }
+        self.batch.push(&String::from_utf8_lossy(id));
+        self.flush_if_full();
+    }
+
+    /// Whether the store keeps the blocks of a replay history itself.
+    pub(super) fn wants_blocks(&self) -> bool {
+        self.wants_blocks
+    }
+
+    pub(super) fn push_block(&mut self, id: Option<&str>, block: &[u8]) {
+        if self.wants_blocks {
+            self.batch.push_block(id, block);
+            self.flush_if_full();
+        }
+    }
+
+    pub(super) fn forget_history(&mut self) {
+        if self.wants_blocks {
+            self.batch.forget_history();
+        }
+    }
+
+    fn flush_if_full(&mut self) {
+        let batch = &self.batch;
+        if batch.len() >= RECORD_BATCH
+            || batch.blocks().len() >= RECORD_BATCH
+            || batch.byte_len() >= RECORD_BATCH_BYTES
+        {
+            self.flush();
+        }
+    }
+
+    pub(super) fn flush(&mut self) {
+        let (Some(sink), Some(key)) = (&self.sink, &self.key) else {
+            return;
+        };
+        if self.batch.is_empty() {
+            return;
+        }
+        let recorded = sink.record(key, &self.batch);
+        let ids = self.batch.len();
+        self.batch.clear();
+        if let Err(error) = recorded {
+            self.stats.store_error();
+            tracing::warn!(%key, %error, ids, "could not record forwarded ids");
+        }
+    }
+
+    pub(super) fn key_for_logs(&self) -> String {
+        self.key
+            .as_ref()
+            .map_or_else(|| "(unscoped)".to_owned(), StreamKey::to_string)
+    }
+}
+
+impl Drop for Recorder {
+    fn drop(&mut self) {
+        self.flush();
+    }
+}
+
+impl fmt::Debug for Recorder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Recorder")
+            .field("key", &self.key)
+            .field("batch", &self.batch.len())
+            .finish()
+    }
+}
+
+/// The one store method the body needs, object safe so that the body is not
+/// generic over the store.
+trait RecordSink: Send + Sync {
+    fn record(&self, key: &StreamKey, ids: &IdBatch) -> Result<(), StoreError>;
+}
+
+impl<T: TrackerStore> RecordSink for T {
+    fn record(&self, key: &StreamKey, ids: &IdBatch) -> Result<(), StoreError> {
+        TrackerStore::record(self, key, ids)
+    }
+}
