@@ -61,7 +61,9 @@ macro_rules! knobs {
         /// `id` field, even an empty one, and blocks that dispatch nothing
         /// keep their bytes. Stamped ids are never sent upstream: after a
         /// replay the upstream is asked from the newest id it sent, or
-        /// from none. Streams without a scope are not stamped, as nothing
+        /// from none. (After a gap, the client's own `Last-Event-ID` goes
+        /// upstream as the client sent it: the history no longer says
+        /// whether it was stamped.) Streams without a scope are not stamped, as nothing
         /// can resume them; without a replay history, stamped ids resume
         /// nothing either.
         pub fn stamp_ids(mut self, stamp: bool) -> Self {

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use e2e::{Proxy, Script, Upstream, parse_data};
 use serde_json::Value;
-use tower_sse_resume::SseResumeLayer;
+use tower_sse_resume::{HistoryLimits, MemoryStore, SseResumeLayer};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 /// From launching the browser to its report, chromium's start included.
@@ -68,6 +68,30 @@ async fn chromium_sees_every_event_once_in_order_as_it_is_sent() {
     assert!(slowest < MAX_DELAY_MS, "held back: {:?}", run.delays);
 }
 
+/// With a replay history too short to reach back to the browser's cursor
+/// (its blocks expire in a millisecond), each reconnect starts with the
+/// gap event, which the page sees through `addEventListener`; the stream
+/// goes on with every event once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_sees_the_gap_event_when_its_cursor_left_the_history() {
+    let limits = HistoryLimits::new().max_age(Duration::from_millis(1));
+    let layer = SseResumeLayer::new().store(MemoryStore::new().history(limits));
+    let Some(run) = run(Some(layer.clone())).await else {
+        return;
+    };
+    assert_eq!(
+        run.ids,
+        (1..=run.script.total).collect::<Vec<_>>(),
+        "once, in order"
+    );
+    let reconnects: Vec<u64> = run.cursors.iter().flatten().copied().collect();
+    assert_eq!(
+        run.gaps, reconnects,
+        "one gap event per reconnect, carrying the page's cursor"
+    );
+    assert_eq!(layer.stats().snapshot().gaps, reconnects.len() as u64);
+}
+
 /// The control: without the layer the same page sees the upstream's
 /// replays, so the test above would catch a duplicate.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -96,6 +120,8 @@ struct Run {
     asked: Vec<Option<u64>>,
     /// Each event's id and milliseconds from the upstream to the page.
     delays: Vec<(u64, u64)>,
+    /// The cursor each gap event carried, in order.
+    gaps: Vec<u64>,
 }
 
 /// Opens the page in Chromium through the proxy, with `layer` or without
@@ -134,10 +160,14 @@ async fn run(layer: Option<SseResumeLayer>) -> Option<Run> {
         cursors: Vec::new(),
         asked: Vec::new(),
         delays: Vec::new(),
+        gaps: Vec::new(),
     };
     for entry in &log {
         match entry["kind"].as_str() {
             Some("open") => run.cursors.push(run.ids.last().copied()),
+            Some("gap") => run
+                .gaps
+                .push(entry["data"].as_str().unwrap().parse().unwrap()),
             Some("message") => {
                 let id: u64 = entry["id"].as_str().unwrap().parse().unwrap();
                 let (data_id, sent) = parse_data(entry["data"].as_str().unwrap()).unwrap();
@@ -181,6 +211,8 @@ function report() {{
 }}
 source.onopen = () => log.push({{ kind: "open", t: Date.now() }});
 source.onerror = () => log.push({{ kind: "error", t: Date.now() }});
+source.addEventListener("sse-resume-gap", (event) =>
+  log.push({{ kind: "gap", data: event.data, t: Date.now() }}));
 source.onmessage = (event) => {{
   log.push({{ kind: "message", id: event.lastEventId, data: event.data, t: Date.now() }});
   if (++received >= {total}) report();
