@@ -100,6 +100,7 @@ pub struct Framer {
     /// Whether a block over the limit is going out as pass-through.
     discarding: Discarding,
     ended: bool,
+    line_ends: LineEnds,
 }
 
 /// What a [`Framer`] hands out.
@@ -355,6 +356,7 @@ impl Framer {
             at_stream_start: true,
             discarding: Discarding::No,
             ended: false,
+            line_ends: LineEnds::new(),
         }
     }
 
@@ -484,7 +486,11 @@ impl Framer {
             if let Discarding::Yes { at_line_start } = self.discarding {
                 return self.discard(at_line_start);
             }
-            let segment = self.parse_line();
+            let segment = match (self.carry.is_empty(), self.at_stream_start) {
+                (true, false) => self.parse_in_chunk(),
+                (false, false) => self.parse_spanning(),
+                (_, true) => self.parse_line(),
+            };
             if !segment.is_empty() {
                 return segment;
             }
@@ -507,15 +513,161 @@ impl Framer {
         true
     }
 
+    /// Parses the lines of a block that starts in the chunk, up to the end
+    /// of the block or of the chunk. Returns the block when it is complete,
+    /// or an empty range. A line that ends in a CR at the end of the chunk,
+    /// or that would take the block over the limit, is left to
+    /// [`parse_line`](Self::parse_line).
+    fn parse_in_chunk(&mut self) -> Range<usize> {
+        let pos = self.pos;
+        // The block may end anywhere up to here.
+        let max_end = pos.saturating_add(self.max_block_len);
+        let fields = &mut self.fields;
+        let mut at = self.scan;
+        // Always `&self.chunk[at..]`.
+        let mut rest = &self.chunk[at..];
+        while let Some(&first) = rest.first() {
+            if first == b'\n' || first == b'\r' {
+                // A blank line: the block is complete.
+                match line_end_len(rest) {
+                    Some(n) if at + n <= max_end => {
+                        self.scan = at + n;
+                        return self.emit_block();
+                    }
+                    _ => break,
+                }
+            }
+            let Some(len) = self.line_ends.find(rest) else {
+                if at + rest.len() <= max_end {
+                    // An unterminated line: it waits for the next chunk.
+                    self.scan = at + rest.len();
+                    self.line_start = at - pos;
+                    return 0..0;
+                }
+                break;
+            };
+            let (line, after) = rest.split_at(len);
+            let Some(n) = line_end_len(after) else {
+                break;
+            };
+            if at + len + n > max_end {
+                break;
+            }
+            parse_field(fields, line, at - pos);
+            at += len + n;
+            rest = &after[n..];
+        }
+        self.scan = at;
+        self.line_start = at - pos;
+        if rest.is_empty() {
+            return 0..0;
+        }
+        self.parse_line()
+    }
+
+    /// Parses the lines of a block begun in an earlier chunk, so copied
+    /// into `carry`, up to the end of the block or of the chunk, like
+    /// [`parse_in_chunk`](Self::parse_in_chunk). The lines are parsed where
+    /// they are and copied once, with the line begun in `carry` and, when
+    /// one follows it right away, the blank line.
+    fn parse_spanning(&mut self) -> Range<usize> {
+        let max_len = self.max_block_len;
+        let carry = &mut self.carry;
+        let mut at = self.scan;
+        // Always `&self.chunk[at..]`.
+        let mut rest = &self.chunk[at..];
+        if self.line_start < carry.len() {
+            // The line begun in `carry` ends here, or the chunk is all of it.
+            let Some(len) = self.line_ends.find(rest) else {
+                if carry.len() + rest.len() > max_len {
+                    return self.parse_line();
+                }
+                carry.extend_from_slice(rest);
+                self.scan += rest.len();
+                self.pos = self.scan;
+                return 0..0;
+            };
+            let Some(n) = line_end_len(&rest[len..]) else {
+                return self.parse_line();
+            };
+            if carry.len() + len + n > max_len {
+                return self.parse_line();
+            }
+            let blank = line_end_len(&rest[len + n..])
+                .filter(|&blank| carry.len() + len + n + blank <= max_len);
+            let taken = len + n + blank.unwrap_or(0);
+            let line_end = carry.len() + len;
+            carry.extend_from_slice(&rest[..taken]);
+            let start = self.line_start;
+            parse_field(&mut self.fields, &carry[start..line_end], start);
+            at += taken;
+            self.scan = at;
+            self.pos = at;
+            if blank.is_some() {
+                return self.emit_block();
+            }
+            self.line_start = carry.len();
+            rest = &rest[taken..];
+        }
+        // The lines that follow are parsed in the chunk, and copied when the
+        // block or the chunk ends.
+        let from = at;
+        let copied = carry.len();
+        let fields = &mut self.fields;
+        let mut unterminated = None;
+        while let Some(&first) = rest.first() {
+            if first == b'\n' || first == b'\r' {
+                // A blank line: the block is complete.
+                match line_end_len(rest) {
+                    Some(n) if copied + (at - from) + n <= max_len => {
+                        carry.extend_from_slice(&self.chunk[from..at + n]);
+                        self.scan = at + n;
+                        self.pos = self.scan;
+                        return self.emit_block();
+                    }
+                    _ => break,
+                }
+            }
+            let Some(len) = self.line_ends.find(rest) else {
+                if copied + (at - from) + rest.len() <= max_len {
+                    // An unterminated line: it waits for the next chunk.
+                    unterminated = Some(copied + (at - from));
+                    at += rest.len();
+                    rest = &[];
+                }
+                break;
+            };
+            let (line, after) = rest.split_at(len);
+            let Some(n) = line_end_len(after) else {
+                break;
+            };
+            if copied + (at - from) + len + n > max_len {
+                break;
+            }
+            parse_field(fields, line, copied + (at - from));
+            at += len + n;
+            rest = &after[n..];
+        }
+        carry.extend_from_slice(&self.chunk[from..at]);
+        self.scan = at;
+        self.pos = at;
+        self.line_start = unterminated.unwrap_or(carry.len());
+        if rest.is_empty() {
+            return 0..0;
+        }
+        self.parse_line()
+    }
+
     /// Parses one line, or stops at the end of the chunk. Returns a segment
     /// when the line completes a block or the block grows over the limit,
     /// or an empty range.
+    #[inline(never)]
     fn parse_line(&mut self) -> Range<usize> {
         let rest = &self.chunk[self.scan..];
         // Most blank lines come right after a line end: no need to search.
         let found = match rest[0] {
             b'\n' | b'\r' => Some(0),
-            _ => memchr::memchr2(b'\n', b'\r', rest),
+            _ => self.line_ends.find(rest),
         };
         let Some(end) = found else {
             // An unterminated line: wait for more, unless it is already too long.
@@ -545,7 +697,7 @@ impl Framer {
             } else {
                 &self.carry
             };
-            parse_field(&mut self.fields, block, line);
+            parse_field(&mut self.fields, &block[line.clone()], line.start);
             return 0..0;
         }
         if self.after_cr {
@@ -620,6 +772,7 @@ impl Framer {
     /// of the block, up to its blank line. The `n` bytes end a line when
     /// `ends_line`, and the block when `ends_block`. They are never copied:
     /// a block that was copied goes out first, the `n` bytes after it.
+    #[inline(never)]
     fn start_discarding(
         &mut self,
         n: usize,
@@ -650,6 +803,7 @@ impl Framer {
 
     /// Scans the chunk for the blank line that ends an oversized block.
     /// Returns the piece up to it, or the rest of the chunk when it has none.
+    #[inline(never)]
     fn discard(&mut self, mut at_line_start: bool) -> Range<usize> {
         while let Some(end) = memchr::memchr2(b'\n', b'\r', &self.chunk[self.scan..]) {
             let (line_end_len, cr_at_end) = line_end(&self.chunk[self.scan..], end);
@@ -691,6 +845,34 @@ impl Framer {
     }
 }
 
+/// Finds line ends, CR or LF, with a search picked once per framer: most
+/// lines are short, so picking one per line would cost about as much as
+/// the search itself.
+#[derive(Debug, Clone, Copy)]
+struct LineEnds {
+    #[cfg(target_arch = "x86_64")]
+    avx2: Option<memchr::arch::x86_64::avx2::memchr::Two>,
+}
+
+impl LineEnds {
+    fn new() -> Self {
+        Self {
+            #[cfg(target_arch = "x86_64")]
+            avx2: memchr::arch::x86_64::avx2::memchr::Two::new(b'\n', b'\r'),
+        }
+    }
+
+    /// Where the first line end in `bytes` is.
+    #[inline]
+    fn find(&self, bytes: &[u8]) -> Option<usize> {
+        #[cfg(target_arch = "x86_64")]
+        if let Some(avx2) = &self.avx2 {
+            return avx2.find(bytes);
+        }
+        memchr::memchr2(b'\n', b'\r', bytes)
+    }
+}
+
 /// Decodes UTF-8 as a browser would, quickly when it is valid.
 fn lossy(bytes: &[u8]) -> Cow<'_, str> {
     match std::str::from_utf8(bytes) {
@@ -710,41 +892,63 @@ fn line_end(bytes: &[u8], at: usize) -> (usize, bool) {
     }
 }
 
-/// Interprets one non-empty line of a block, found at `line` in `block`.
-fn parse_field(fields: &mut Fields, block: &[u8], line: Range<usize>) {
-    let text = &block[line.clone()];
-    let name = match text[0] {
-        b':' => {
+/// The length of the line end that `bytes` start with: 1 for LF or CR, 2
+/// for CRLF. `None` when they start with none, or with a CR at their very
+/// end, which an LF in the next chunk may complete.
+#[inline(always)]
+fn line_end_len(bytes: &[u8]) -> Option<usize> {
+    match bytes {
+        [b'\n', ..] => Some(1),
+        [b'\r', b'\n', ..] => Some(2),
+        [b'\r', _, ..] => Some(1),
+        _ => None,
+    }
+}
+
+/// Interprets one non-empty line of a block: `text`, found at `start` in
+/// the block.
+#[inline(always)]
+fn parse_field(fields: &mut Fields, text: &[u8], start: usize) {
+    let (name, name_len) = match text {
+        [b':', ..] => {
             fields.comment = true;
             return;
         }
-        b'd' if text.starts_with(b"data") => Name::Data,
-        b'i' if text.starts_with(b"id") => Name::Id,
-        b'e' if text.starts_with(b"event") => Name::Event,
-        b'r' if text.starts_with(b"retry") => Name::Retry,
-        _ => Name::Other,
+        [b'd', b'a', b't', b'a', ..] => (Name::Data, 4),
+        [b'i', b'd', ..] => (Name::Id, 2),
+        [b'e', b'v', b'e', b'n', b't', ..] => (Name::Event, 5),
+        [b'r', b'e', b't', b'r', b'y', ..] => (Name::Retry, 5),
+        // Another name, whatever follows it.
+        _ => {
+            fields.field = true;
+            return;
+        }
     };
     fields.field = true;
-    let name_len = name.len();
     // The value starts after the colon and one optional space; a line that
     // is just the name has an empty value; anything else is another name.
-    let value = match text.get(name_len) {
-        None => line.end..line.end,
-        Some(b':') => {
-            let space = usize::from(text.get(name_len + 1) == Some(&b' '));
-            line.start + name_len + 1 + space..line.end
-        }
+    let value_start = match text.get(name_len) {
+        None => text.len(),
+        Some(b':') => name_len + 1 + usize::from(text.get(name_len + 1) == Some(&b' ')),
         Some(_) => return,
     };
+    let value = &text[value_start..];
+    let span = || Span::new(start + value_start..start + text.len());
     match name {
         Name::Data => fields.data = true,
-        Name::Id if !block[value.clone()].contains(&0) => fields.id = Span::new(value),
-        Name::Event => fields.event = Span::new(value),
-        Name::Retry if parse_retry(&block[value.clone()]).is_some() => {
-            fields.retry = Span::new(value);
-        }
+        Name::Id if !has_nul(value) => fields.id = span(),
+        Name::Event => fields.event = span(),
+        Name::Retry if parse_retry(value).is_some() => fields.retry = span(),
         _ => {}
     }
+}
+
+/// Whether `bytes` hold a U+0000. Ids are short: a plain loop beats a
+/// search that first works out how to search.
+// `contains` goes through `memchr`, whose set-up costs more than the loop.
+#[allow(clippy::manual_contains)]
+fn has_nul(bytes: &[u8]) -> bool {
+    bytes.iter().any(|&byte| byte == 0)
 }
 
 /// The field names that mean something to a client.
@@ -754,18 +958,6 @@ enum Name {
     Id,
     Event,
     Retry,
-    Other,
-}
-
-impl Name {
-    fn len(self) -> usize {
-        match self {
-            Name::Data => 4,
-            Name::Id => 2,
-            Name::Event | Name::Retry => 5,
-            Name::Other => 0,
-        }
-    }
 }
 
 /// Parses a `retry` value: one or more ASCII digits, nothing else.

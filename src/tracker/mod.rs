@@ -174,13 +174,21 @@ impl Window {
             if let Some(new) = checked {
                 return new;
             }
-            // Not a number above the others: ids in general from now on.
+            self.leave_rising();
+        }
+        self.any.check_and_record(id)
+    }
+
+    /// Moves the numbers to the general form, for ids that are not a number
+    /// above the others: ids in general from now on.
+    #[cold]
+    #[inline(never)]
+    fn leave_rising(&mut self) {
+        if let Some(rising) = self.rising.take() {
             for number in rising.numbers() {
                 self.any.check_and_record(number.to_string().as_bytes());
             }
-            self.rising = None;
         }
-        self.any.check_and_record(id)
     }
 
     /// Whether the window holds `id`, or its history a block with it.

@@ -1,11 +1,15 @@
 //! A window of ids that are decimal numbers, each above the one before.
 
-use std::collections::VecDeque;
-
-/// Rising numbers, oldest first.
+/// Rising numbers, oldest first: `numbers[head..]`, then `numbers[..head]`.
+/// They wrap around only once they fill the window, which they then keep
+/// full: recording one moves nothing.
 #[derive(Clone, Default)]
 pub(super) struct RisingIds {
-    numbers: VecDeque<u64>,
+    numbers: Vec<u64>,
+    /// Where the oldest number is; 0 until the window is full.
+    head: usize,
+    /// The newest number, when there is one.
+    newest: u64,
 }
 
 impl RisingIds {
@@ -13,11 +17,17 @@ impl RisingIds {
     /// is held already; `None` when it is neither, which rising numbers
     /// cannot represent.
     pub(super) fn check_and_record(&mut self, n: u64, capacity: usize) -> Option<bool> {
-        if self.numbers.back().is_none_or(|&last| n > last) {
-            if self.numbers.len() >= capacity {
-                self.numbers.pop_front();
+        if n > self.newest || self.numbers.is_empty() {
+            self.newest = n;
+            if self.numbers.len() < capacity {
+                self.numbers.push(n);
+            } else {
+                self.numbers[self.head] = n;
+                self.head += 1;
+                if self.head == self.numbers.len() {
+                    self.head = 0;
+                }
             }
-            self.numbers.push_back(n);
             return Some(true);
         }
         self.contains(n).then_some(false)
@@ -25,28 +35,42 @@ impl RisingIds {
 
     pub(super) fn contains(&self, n: u64) -> bool {
         // A replay of the newest number is the commonest duplicate.
-        self.numbers.back() == Some(&n) || self.numbers.binary_search(&n).is_ok()
+        if self.numbers.is_empty() {
+            return false;
+        }
+        let (older, newer) = self.halves();
+        n == self.newest || older.binary_search(&n).is_ok() || newer.binary_search(&n).is_ok()
     }
 
     /// Forgets the numbers after `n`; returns whether `n` was held.
     pub(super) fn cut_after(&mut self, n: u64) -> bool {
+        self.numbers.rotate_left(self.head);
+        self.head = 0;
         let Ok(at) = self.numbers.binary_search(&n) else {
             return false;
         };
         self.numbers.truncate(at + 1);
+        self.newest = n;
         true
     }
 
     pub(super) fn last(&self) -> Option<u64> {
-        self.numbers.back().copied()
+        (!self.numbers.is_empty()).then_some(self.newest)
     }
 
     pub(super) fn numbers(&self) -> impl Iterator<Item = u64> + '_ {
-        self.numbers.iter().copied()
+        let (older, newer) = self.halves();
+        older.iter().chain(newer).copied()
     }
 
     pub(super) fn len(&self) -> usize {
         self.numbers.len()
+    }
+
+    /// The numbers in two sorted runs, the older first.
+    fn halves(&self) -> (&[u64], &[u64]) {
+        let (newer, older) = self.numbers.split_at(self.head);
+        (older, newer)
     }
 }
 
@@ -54,15 +78,19 @@ impl RisingIds {
 /// leading zero (so that each number has one spelling), and small enough
 /// for a `u64`.
 pub(super) fn decimal(id: &[u8]) -> Option<u64> {
-    match id {
-        [] | [b'0', _, ..] => None,
-        _ if id.len() > 19 => None,
-        _ => id.iter().try_fold(0u64, |n, &digit| {
-            digit
-                .is_ascii_digit()
-                .then(|| n * 10 + u64::from(digit - b'0'))
-        }),
+    // At most 19 digits: 19 nines are below `u64::MAX`, so nothing overflows.
+    if id.is_empty() || id.len() > 19 || (id[0] == b'0' && id.len() > 1) {
+        return None;
     }
+    let mut n = 0;
+    for &byte in id {
+        let digit = byte.wrapping_sub(b'0');
+        if digit > 9 {
+            return None;
+        }
+        n = n * 10 + u64::from(digit);
+    }
+    Some(n)
 }
 
 #[cfg(test)]
