@@ -411,16 +411,18 @@ proptest! {
     fn small_limit_frames_the_block_after_an_oversized_one(
         prefix in stream(),
         oversized in oversized_block(),
-        ends in (line_end(), line_end(), line_end()),
+        // A CR ending the data line and an LF as the "blank line" are one
+        // CRLF line end: the block after the oversized one would then have
+        // no blank line, be the unterminated tail, and rightly pass through.
+        ends in (line_end(), line_end(), line_end()).prop_filter(
+            "CR then LF is one line end, not a blank line",
+            |&(_, data_end, blank)| !(data_end == b"\r" && blank == b"\n"),
+        ),
         chunking in chunking(),
     ) {
         // Whatever state the prefix leaves, two LFs end it: the first closes
         // any line (or completes a CRLF), the second is a blank line.
         let (id_end, data_end, blank) = ends;
-        // A CR ending the data line and an LF as the "blank line" are one
-        // CRLF line end: the block after the oversized one would then have
-        // no blank line, be the unterminated tail, and rightly pass through.
-        prop_assume!(!(data_end == b"\r" && blank == b"\n"));
         let mut input = prefix.to_vec();
         input.extend_from_slice(b"\n\n");
         let oversized_at = input.len();
