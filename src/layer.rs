@@ -63,9 +63,10 @@ macro_rules! knobs {
         /// replay the upstream is asked from the newest id it sent, or
         /// from none. (After a gap, the client's own `Last-Event-ID` goes
         /// upstream as the client sent it: the history no longer says
-        /// whether it was stamped.) Streams without a scope are not stamped, as nothing
-        /// can resume them; without a replay history, stamped ids resume
-        /// nothing either.
+        /// whether it was stamped, and an id of the upstream's own may have
+        /// the same shape, as Redis stream ids do.) Streams without a scope
+        /// are not stamped, as nothing can resume them; without a replay
+        /// history, stamped ids resume nothing either.
         pub fn stamp_ids(mut self, stamp: bool) -> Self {
             self.settings.knobs.stamp_ids = stamp;
             self
