@@ -325,11 +325,16 @@ fn error_response(status: StatusCode, message: &str) -> Response<ProxyBody> {
     response
 }
 
+/// Prints the counters once a second, when they changed.
 async fn log_stats(stats: Stats) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut last = None;
     loop {
         tick.tick().await;
         let now = stats.snapshot();
+        if last.replace(now) == Some(now) {
+            continue;
+        }
         println!(
             "forwarded {:>6}  duplicates dropped {:>5}  cursors injected {:>4}  \
              replayed {:>5}  gaps {:>3}",
