@@ -519,65 +519,40 @@ impl Framer {
     /// or that would take the block over the limit, is left to
     /// [`parse_line`](Self::parse_line).
     fn parse_in_chunk(&mut self) -> Range<usize> {
-        let pos = self.pos;
-        // The block may end anywhere up to here.
-        let max_end = pos.saturating_add(self.max_block_len);
-        let fields = &mut self.fields;
-        let mut at = self.scan;
-        // Always `&self.chunk[at..]`.
-        let mut rest = &self.chunk[at..];
-        while let Some(&first) = rest.first() {
-            if first == b'\n' || first == b'\r' {
-                // A blank line: the block is complete.
-                match line_end_len(rest) {
-                    Some(n) if at + n <= max_end => {
-                        self.scan = at + n;
-                        return self.emit_block();
-                    }
-                    _ => break,
-                }
+        let from = self.scan;
+        let base = from - self.pos;
+        let budget = self.max_block_len.saturating_sub(base);
+        let rest = &self.chunk[from..];
+        match scan_lines(&mut self.fields, &self.line_ends, rest, base, budget) {
+            Scanned::Block { len } => {
+                self.scan = from + len;
+                self.emit_block()
             }
-            let Some(len) = self.line_ends.find(rest) else {
-                if at + rest.len() <= max_end {
-                    // An unterminated line: it waits for the next chunk.
-                    self.scan = at + rest.len();
-                    self.line_start = at - pos;
-                    return 0..0;
-                }
-                break;
-            };
-            let (line, after) = rest.split_at(len);
-            let Some(n) = line_end_len(after) else {
-                break;
-            };
-            if at + len + n > max_end {
-                break;
+            Scanned::Open { line_start } => {
+                // The unterminated line waits for the next chunk.
+                self.scan = self.chunk.len();
+                self.line_start = base + line_start;
+                0..0
             }
-            parse_field(fields, line, at - pos);
-            at += len + n;
-            rest = &after[n..];
+            Scanned::Stuck { len } => {
+                self.scan = from + len;
+                self.line_start = base + len;
+                self.parse_line()
+            }
         }
-        self.scan = at;
-        self.line_start = at - pos;
-        if rest.is_empty() {
-            return 0..0;
-        }
-        self.parse_line()
     }
 
     /// Parses the lines of a block begun in an earlier chunk, so copied
     /// into `carry`, up to the end of the block or of the chunk, like
     /// [`parse_in_chunk`](Self::parse_in_chunk). The lines are parsed where
-    /// they are and copied once, with the line begun in `carry` and, when
-    /// one follows it right away, the blank line.
+    /// they are and copied once: first the line begun in `carry` and, when
+    /// one follows it right away, the blank line; then the lines after it.
     fn parse_spanning(&mut self) -> Range<usize> {
         let max_len = self.max_block_len;
-        let carry = &mut self.carry;
-        let mut at = self.scan;
-        // Always `&self.chunk[at..]`.
-        let mut rest = &self.chunk[at..];
-        if self.line_start < carry.len() {
+        if self.line_start < self.carry.len() {
             // The line begun in `carry` ends here, or the chunk is all of it.
+            let carry = &mut self.carry;
+            let rest = &self.chunk[self.scan..];
             let Some(len) = self.line_ends.find(rest) else {
                 if carry.len() + rest.len() > max_len {
                     return self.parse_line();
@@ -600,62 +575,36 @@ impl Framer {
             carry.extend_from_slice(&rest[..taken]);
             let start = self.line_start;
             parse_field(&mut self.fields, &carry[start..line_end], start);
-            at += taken;
-            self.scan = at;
-            self.pos = at;
+            self.scan += taken;
+            self.pos = self.scan;
             if blank.is_some() {
                 return self.emit_block();
             }
-            self.line_start = carry.len();
-            rest = &rest[taken..];
+            self.line_start = self.carry.len();
         }
-        // The lines that follow are parsed in the chunk, and copied when the
-        // block or the chunk ends.
-        let from = at;
-        let copied = carry.len();
-        let fields = &mut self.fields;
-        let mut unterminated = None;
-        while let Some(&first) = rest.first() {
-            if first == b'\n' || first == b'\r' {
-                // A blank line: the block is complete.
-                match line_end_len(rest) {
-                    Some(n) if copied + (at - from) + n <= max_len => {
-                        carry.extend_from_slice(&self.chunk[from..at + n]);
-                        self.scan = at + n;
-                        self.pos = self.scan;
-                        return self.emit_block();
-                    }
-                    _ => break,
-                }
+        let from = self.scan;
+        let copied = self.carry.len();
+        let budget = max_len.saturating_sub(copied);
+        let rest = &self.chunk[from..];
+        let scanned = scan_lines(&mut self.fields, &self.line_ends, rest, copied, budget);
+        let end = match scanned {
+            Scanned::Block { len } | Scanned::Stuck { len } => from + len,
+            Scanned::Open { .. } => self.chunk.len(),
+        };
+        self.carry.extend_from_slice(&self.chunk[from..end]);
+        self.scan = end;
+        self.pos = end;
+        match scanned {
+            Scanned::Block { .. } => self.emit_block(),
+            Scanned::Open { line_start } => {
+                self.line_start = copied + line_start;
+                0..0
             }
-            let Some(len) = self.line_ends.find(rest) else {
-                if copied + (at - from) + rest.len() <= max_len {
-                    // An unterminated line: it waits for the next chunk.
-                    unterminated = Some(copied + (at - from));
-                    at += rest.len();
-                    rest = &[];
-                }
-                break;
-            };
-            let (line, after) = rest.split_at(len);
-            let Some(n) = line_end_len(after) else {
-                break;
-            };
-            if copied + (at - from) + len + n > max_len {
-                break;
+            Scanned::Stuck { .. } => {
+                self.line_start = self.carry.len();
+                self.parse_line()
             }
-            parse_field(fields, line, copied + (at - from));
-            at += len + n;
-            rest = &after[n..];
         }
-        carry.extend_from_slice(&self.chunk[from..at]);
-        self.scan = at;
-        self.pos = at;
-        self.line_start = unterminated.unwrap_or(carry.len());
-        if rest.is_empty() {
-            return 0..0;
-        }
-        self.parse_line()
     }
 
     /// Parses one line, or stops at the end of the chunk. Returns a segment
@@ -871,6 +820,61 @@ impl LineEnds {
         }
         memchr::memchr2(b'\n', b'\r', bytes)
     }
+}
+
+/// How far [`scan_lines`] got.
+#[derive(Clone, Copy)]
+enum Scanned {
+    /// A blank line completes the block: its first `len` bytes, the blank
+    /// line included.
+    Block { len: usize },
+    /// The bytes ran out: the complete lines end at `line_start`, and an
+    /// unterminated line, maybe empty, runs from there to the end.
+    Open { line_start: usize },
+    /// The complete lines end at `len`, and the next line is for
+    /// [`Framer::parse_line`]: it ends in a CR at the end of the bytes, or
+    /// it would take the block over its limit.
+    Stuck { len: usize },
+}
+
+/// Parses the lines of a block in `bytes`, one line-end search per line,
+/// into `fields`, up to a blank line, the end of the bytes, or `budget`
+/// bytes. The bytes are found at `base` in the block.
+#[inline(always)]
+fn scan_lines(
+    fields: &mut Fields,
+    line_ends: &LineEnds,
+    bytes: &[u8],
+    base: usize,
+    budget: usize,
+) -> Scanned {
+    let mut at = 0;
+    // Always `&bytes[at..]`.
+    let mut rest = bytes;
+    while let Some(&first) = rest.first() {
+        if first == b'\n' || first == b'\r' {
+            return match line_end_len(rest) {
+                Some(n) if at + n <= budget => Scanned::Block { len: at + n },
+                _ => Scanned::Stuck { len: at },
+            };
+        }
+        let Some(len) = line_ends.find(rest) else {
+            return match bytes.len() <= budget {
+                true => Scanned::Open { line_start: at },
+                false => Scanned::Stuck { len: at },
+            };
+        };
+        let (line, after) = rest.split_at(len);
+        match line_end_len(after) {
+            Some(n) if at + len + n <= budget => {
+                parse_field(fields, line, base + at);
+                at += len + n;
+                rest = &after[n..];
+            }
+            _ => return Scanned::Stuck { len: at },
+        }
+    }
+    Scanned::Open { line_start: at }
 }
 
 /// Decodes UTF-8 as a browser would, quickly when it is valid.
