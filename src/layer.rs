@@ -11,8 +11,8 @@ use crate::stats::Stats;
 use crate::store::{MemoryStore, TrackerStore};
 use crate::tracker::DEFAULT_WINDOW_LEN;
 
-/// The builder methods shared by [`SseResumeLayer`] and
-/// [`SseResume`](crate::SseResume), on their `settings`.
+/// The builder methods shared by `SseResumeLayer` and `SseResume`, on
+/// their `settings`.
 macro_rules! knobs {
     () => {
         /// Reads each request's scope (whose stream it is) with `extractor`.

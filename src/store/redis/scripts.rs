@@ -198,7 +198,7 @@ for _, stream in ipairs(redis.call('ZRANGEBYSCORE', streams_key, '-inf', now - t
 end
 ";
 
-/// ARGV[8]: the stream; ARGV[9]: the client's cursor, or empty; ARGV[10]:
+/// `ARGV[8]`: the stream; `ARGV[9]`: the client's cursor, or empty; `ARGV[10]`:
 /// `1` to look for the cursor's stream in the whole scope. Returns the
 /// stream, whether the cursor was known (-1 without one), the generation,
 /// the bad values met, the window, whether the history held the cursor
@@ -253,15 +253,15 @@ if #ids > 0 or gen > 0 or replayed >= 0 then touch(stream) end
 return {stream, known, gen, bad_values, ids, replayed, replay, epoch}
 ";
 
-/// ARGV[8]: the id. Returns the stream whose window or history holds it,
+/// `ARGV[8]`: the id. Returns the stream whose window or history holds it,
 /// or nil, and the bad values met.
 const FIND: &str = r"
 local found = find(ARGV[8])
 return {found or false, bad_values}
 ";
 
-/// ARGV[8]: the stream; ARGV[9]: the generation its ids were forwarded in,
-/// or -1; ARGV[10]: the number of ids; ARGV[11]: `1` when the history
+/// `ARGV[8]`: the stream; `ARGV[9]`: the generation its ids were forwarded in,
+/// or -1; `ARGV[10]`: the number of ids; `ARGV[11]`: `1` when the history
 /// before these blocks is to be forgotten; then the ids, oldest first;
 /// then for the history, each block's id (or empty) and bytes. Returns 1
 /// when written, 0 when a cursor cut the window since that generation,

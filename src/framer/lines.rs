@@ -1,0 +1,220 @@
+//! The lines of a block: finding their ends and reading their fields.
+
+use std::ops::Range;
+
+/// The fields of a block, as offsets into its raw bytes. Kept small: a
+/// block is moved around once per event.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct Fields {
+    pub(super) id: Span,
+    pub(super) event: Span,
+    pub(super) retry: Span,
+    pub(super) data: bool,
+    pub(super) comment: bool,
+    pub(super) field: bool,
+}
+
+/// A range of a block's bytes, or nothing. Blocks are shorter than
+/// `u32::MAX` bytes, so `u32` offsets do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Span {
+    start: u32,
+    end: u32,
+}
+
+impl Span {
+    const NONE: Span = Span {
+        start: u32::MAX,
+        end: u32::MAX,
+    };
+
+    pub(super) fn new(range: Range<usize>) -> Self {
+        // The framer's limit keeps block offsets below `u32::MAX`.
+        Self {
+            start: range.start as u32,
+            end: range.end as u32,
+        }
+    }
+
+    pub(super) fn get(self) -> Option<Range<usize>> {
+        (self != Self::NONE).then_some(self.start as usize..self.end as usize)
+    }
+}
+
+impl Default for Span {
+    fn default() -> Self {
+        Self::NONE
+    }
+}
+
+/// Finds line ends, CR or LF, with a search picked once per framer: most
+/// lines are short, so picking one per line would cost about as much as
+/// the search itself.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct LineEnds {
+    #[cfg(target_arch = "x86_64")]
+    avx2: Option<memchr::arch::x86_64::avx2::memchr::Two>,
+}
+
+impl LineEnds {
+    pub(super) fn new() -> Self {
+        Self {
+            #[cfg(target_arch = "x86_64")]
+            avx2: memchr::arch::x86_64::avx2::memchr::Two::new(b'\n', b'\r'),
+        }
+    }
+
+    /// Where the first line end in `bytes` is.
+    #[inline]
+    pub(super) fn find(&self, bytes: &[u8]) -> Option<usize> {
+        #[cfg(target_arch = "x86_64")]
+        if let Some(avx2) = &self.avx2 {
+            return avx2.find(bytes);
+        }
+        memchr::memchr2(b'\n', b'\r', bytes)
+    }
+}
+
+/// How far [`scan_lines`] got.
+#[derive(Clone, Copy)]
+pub(super) enum Scanned {
+    /// A blank line completes the block: its first `len` bytes, the blank
+    /// line included.
+    Block { len: usize },
+    /// The bytes ran out: the complete lines end at `line_start`, and an
+    /// unterminated line, maybe empty, runs from there to the end.
+    Open { line_start: usize },
+    /// The complete lines end at `len`, and the next line is left to
+    /// [`Framer::parse_line`](super::Framer::parse_line): it ends in a CR
+    /// at the end of the bytes, or it would take the block over its limit.
+    Stuck { len: usize },
+}
+
+/// Parses the lines of a block in `bytes`, one line-end search per line,
+/// into `fields`, up to a blank line, the end of the bytes, or `budget`
+/// bytes. The bytes are found at `base` in the block.
+#[inline(always)]
+pub(super) fn scan_lines(
+    fields: &mut Fields,
+    line_ends: &LineEnds,
+    bytes: &[u8],
+    base: usize,
+    budget: usize,
+) -> Scanned {
+    let mut at = 0;
+    // Always `&bytes[at..]`.
+    let mut rest = bytes;
+    while let Some(&first) = rest.first() {
+        if first == b'\n' || first == b'\r' {
+            return match line_end_len(rest) {
+                Some(n) if at + n <= budget => Scanned::Block { len: at + n },
+                _ => Scanned::Stuck { len: at },
+            };
+        }
+        let Some(len) = line_ends.find(rest) else {
+            return match bytes.len() <= budget {
+                true => Scanned::Open { line_start: at },
+                false => Scanned::Stuck { len: at },
+            };
+        };
+        let (line, after) = rest.split_at(len);
+        match line_end_len(after) {
+            Some(n) if at + len + n <= budget => {
+                parse_field(fields, line, base + at);
+                at += len + n;
+                rest = &after[n..];
+            }
+            _ => return Scanned::Stuck { len: at },
+        }
+    }
+    Scanned::Open { line_start: at }
+}
+
+/// The length of the line end found at `at` in `bytes` (1 for CR or LF, 2
+/// for CRLF), and whether it is a CR at the very end, which an LF in the next
+/// chunk may complete.
+pub(super) fn line_end(bytes: &[u8], at: usize) -> (usize, bool) {
+    match (bytes[at], bytes.get(at + 1)) {
+        (b'\r', Some(b'\n')) => (2, false),
+        (b'\r', None) => (1, true),
+        _ => (1, false),
+    }
+}
+
+/// The length of the line end that `bytes` start with: 1 for LF or CR, 2
+/// for CRLF. `None` when they start with none, or with a CR at their very
+/// end, which an LF in the next chunk may complete.
+#[inline(always)]
+pub(super) fn line_end_len(bytes: &[u8]) -> Option<usize> {
+    match bytes {
+        [b'\n', ..] => Some(1),
+        [b'\r', b'\n', ..] => Some(2),
+        [b'\r', _, ..] => Some(1),
+        _ => None,
+    }
+}
+
+/// Interprets one non-empty line of a block: `text`, found at `start` in
+/// the block.
+#[inline(always)]
+pub(super) fn parse_field(fields: &mut Fields, text: &[u8], start: usize) {
+    let (name, name_len) = match text {
+        [b':', ..] => {
+            fields.comment = true;
+            return;
+        }
+        [b'd', b'a', b't', b'a', ..] => (Name::Data, 4),
+        [b'i', b'd', ..] => (Name::Id, 2),
+        [b'e', b'v', b'e', b'n', b't', ..] => (Name::Event, 5),
+        [b'r', b'e', b't', b'r', b'y', ..] => (Name::Retry, 5),
+        // Another name, whatever follows it.
+        _ => {
+            fields.field = true;
+            return;
+        }
+    };
+    fields.field = true;
+    // The value starts after the colon and one optional space; a line that
+    // is just the name has an empty value; anything else is another name.
+    let value_start = match text.get(name_len) {
+        None => text.len(),
+        Some(b':') => name_len + 1 + usize::from(text.get(name_len + 1) == Some(&b' ')),
+        Some(_) => return,
+    };
+    let value = &text[value_start..];
+    let span = || Span::new(start + value_start..start + text.len());
+    match name {
+        Name::Data => fields.data = true,
+        Name::Id if !has_nul(value) => fields.id = span(),
+        Name::Event => fields.event = span(),
+        Name::Retry if parse_retry(value).is_some() => fields.retry = span(),
+        _ => {}
+    }
+}
+
+/// Whether `bytes` hold a U+0000. Ids are short: a plain loop beats a
+/// search that first works out how to search.
+// `contains` goes through `memchr`, whose set-up costs more than the loop.
+#[allow(clippy::manual_contains)]
+fn has_nul(bytes: &[u8]) -> bool {
+    bytes.iter().any(|&byte| byte == 0)
+}
+
+/// The field names that mean something to a client.
+#[derive(Clone, Copy)]
+enum Name {
+    Data,
+    Id,
+    Event,
+    Retry,
+}
+
+/// Parses a `retry` value: one or more ASCII digits, nothing else.
+pub(super) fn parse_retry(value: &[u8]) -> Option<u64> {
+    if value.is_empty() || !value.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    value.iter().try_fold(0u64, |millis, &digit| {
+        millis.checked_mul(10)?.checked_add(u64::from(digit - b'0'))
+    })
+}
