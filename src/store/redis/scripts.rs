@@ -5,7 +5,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use ::redis::{Script, Value};
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
 
 use crate::store::StoreError;
 use crate::tracker::Replay;
@@ -374,7 +374,10 @@ fn block_of(entry: Vec<u8>) -> Bytes {
         .iter()
         .position(|&byte| byte == b':')
         .map_or(0, |at| at + 1);
-    Bytes::from(entry).slice(start..)
+    let mut block = Bytes::from(entry);
+    // Unlike `slice`, this allocates nothing: the buffer stays the vector's.
+    block.advance(start);
+    block
 }
 
 fn list(value: Value, what: &str) -> Result<Vec<Value>, StoreError> {
