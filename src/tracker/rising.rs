@@ -98,6 +98,26 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_full_window_wraps_around_and_cuts_in_order() {
+        let mut ids = RisingIds::default();
+        for n in 1..=6 {
+            assert_eq!(ids.check_and_record(n, 4), Some(true));
+        }
+        assert_eq!(ids.numbers().collect::<Vec<_>>(), [3, 4, 5, 6]);
+        assert_eq!(ids.last(), Some(6));
+        assert_eq!(ids.check_and_record(6, 4), Some(false));
+        assert_eq!(ids.check_and_record(3, 4), Some(false));
+        assert_eq!(ids.check_and_record(2, 4), None, "fell out of the window");
+        assert!(!ids.contains(7));
+
+        assert!(ids.cut_after(4));
+        assert_eq!(ids.numbers().collect::<Vec<_>>(), [3, 4]);
+        assert_eq!(ids.last(), Some(4));
+        assert_eq!(ids.check_and_record(5, 4), Some(true), "5 is new again");
+        assert!(!ids.cut_after(9));
+    }
+
+    #[test]
     fn plain_decimals_only() {
         assert_eq!(decimal(b"0"), Some(0));
         assert_eq!(decimal(b"42"), Some(42));
