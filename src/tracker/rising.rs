@@ -8,8 +8,6 @@ pub(super) struct RisingIds {
     numbers: Vec<u64>,
     /// Where the oldest number is; 0 until the window is full.
     head: usize,
-    /// The newest number, when there is one.
-    newest: u64,
 }
 
 impl RisingIds {
@@ -17,8 +15,7 @@ impl RisingIds {
     /// is held already; `None` when it is neither, which rising numbers
     /// cannot represent.
     pub(super) fn check_and_record(&mut self, n: u64, capacity: usize) -> Option<bool> {
-        if n > self.newest || self.numbers.is_empty() {
-            self.newest = n;
+        if self.last().is_none_or(|newest| n > newest) {
             if self.numbers.len() < capacity {
                 self.numbers.push(n);
             } else {
@@ -35,11 +32,8 @@ impl RisingIds {
 
     pub(super) fn contains(&self, n: u64) -> bool {
         // A replay of the newest number is the commonest duplicate.
-        if self.numbers.is_empty() {
-            return false;
-        }
         let (older, newer) = self.halves();
-        n == self.newest || older.binary_search(&n).is_ok() || newer.binary_search(&n).is_ok()
+        self.last() == Some(n) || older.binary_search(&n).is_ok() || newer.binary_search(&n).is_ok()
     }
 
     /// Forgets the numbers after `n`; returns whether `n` was held.
@@ -50,12 +44,17 @@ impl RisingIds {
             return false;
         };
         self.numbers.truncate(at + 1);
-        self.newest = n;
         true
     }
 
+    /// The newest number: just before the oldest, or last while nothing
+    /// wrapped around.
+    #[inline]
     pub(super) fn last(&self) -> Option<u64> {
-        (!self.numbers.is_empty()).then_some(self.newest)
+        match self.head {
+            0 => self.numbers.last().copied(),
+            head => Some(self.numbers[head - 1]),
+        }
     }
 
     pub(super) fn numbers(&self) -> impl Iterator<Item = u64> + '_ {
