@@ -20,7 +20,7 @@ use crate::service::{LAST_EVENT_ID, SSE_RESUME_GAP, header_value};
 use crate::stamp::clock_epoch;
 use crate::stats::Stats;
 use crate::store::{Opened, StoreError, TrackerStore};
-use crate::tracker::{Replay, Tracker};
+use crate::tracker::{Attachment, Replay, Tracker};
 
 pub(crate) type OpenFuture = Pin<Box<dyn Future<Output = Result<Plan, StoreError>> + Send>>;
 
@@ -157,7 +157,7 @@ where
 /// How one response is to be deduplicated, decided before the inner service
 /// is called.
 pub(crate) struct Plan {
-    tracker: Tracker,
+    attachment: Attachment,
     recorder: Recorder,
     upstream_cursor: UpstreamCursor,
     start: Start,
@@ -196,9 +196,9 @@ impl Plan {
         let Opened {
             key,
             tracker,
+            attachment,
             cursor_known,
             replay,
-            generation,
             stamp_epoch,
         } = opened;
         if cursor_known == Some(false) {
@@ -223,11 +223,10 @@ impl Plan {
             .stamp
             .then(|| stamp_epoch.unwrap_or_else(clock_epoch));
         Self {
-            tracker,
+            attachment,
             recorder: Recorder::to_store(store, key, stats),
             upstream_cursor,
             start: Start {
-                generation,
                 replay,
                 cursor,
                 stamp_epoch,
@@ -238,11 +237,10 @@ impl Plan {
     /// A request without a scope: a window of its own response only.
     fn unscoped(window_len: usize, stats: &Stats) -> Self {
         Self {
-            tracker: Tracker::new(window_len),
+            attachment: Tracker::new(window_len).attach(),
             recorder: Recorder::nowhere(stats.clone()),
             upstream_cursor: UpstreamCursor::Keep,
             start: Start {
-                generation: 0,
                 replay: Replay::Off,
                 cursor: None,
                 stamp_epoch: None,
@@ -262,10 +260,11 @@ impl Plan {
                 .insert(SSE_RESUME_GAP, HeaderValue::from_static("1"));
         }
         let dedup = Dedup::new(
-            self.tracker,
+            self.attachment,
             self.recorder,
             knobs.max_block_len,
             knobs.max_id_len,
+            !knobs.trust_ids,
             knobs.stats.clone(),
             self.start,
         );

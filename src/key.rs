@@ -102,7 +102,62 @@ impl KeyExtractor for Query {
     }
 }
 
-/// The method and the path, like `GET /mcp`: the default stream key.
+/// The default stream key: a `GET` is a *standing* stream, keyed by its
+/// method, path and query, like `GET /events?topic=a`; any other method
+/// makes a *per-request* stream, a key of its own that no other request
+/// shares, like `POST /mcp #5c1e…-7`.
+///
+/// So `/events?topic=a` and `/events?topic=b` are two streams, and two
+/// chat completions streamed by `POST /chat` never share a window: the
+/// second is never taken for a replay of the first. The ids of a
+/// per-request stream still find it: a later `GET` whose `Last-Event-ID`
+/// one of them is resumes that stream and no other, as MCP resumes every
+/// stream by `GET`.
+///
+/// # Choosing another key
+///
+/// A stream key says which upstream stream a response is a view of: two
+/// requests should share one only when their upstream responses number
+/// one sequence of events, so that an id seen on one means the same event
+/// on the other. [`MethodAndPath`] ignores the query; [`Path`] lets
+/// several methods share a stream; a closure can read anything else.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DefaultStreamKey;
+
+impl KeyExtractor for DefaultStreamKey {
+    fn extract(&self, parts: &Parts) -> Option<String> {
+        let target = parts
+            .uri
+            .path_and_query()
+            .map_or_else(|| parts.uri.path(), |target| target.as_str());
+        if parts.method == http::Method::GET {
+            return Some(format!("GET {target}"));
+        }
+        Some(format!(
+            "{} {} #{}",
+            parts.method,
+            parts.uri.path(),
+            request_nonce()
+        ))
+    }
+}
+
+/// A string no other request gets, in this process or another: a random
+/// number drawn once per process, and a count.
+fn request_nonce() -> String {
+    use std::hash::{BuildHasher, RandomState};
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+    static PROCESS: OnceLock<u64> = OnceLock::new();
+    static COUNT: AtomicU64 = AtomicU64::new(0);
+    let process = PROCESS.get_or_init(|| RandomState::new().hash_one(std::process::id()));
+    format!("{process:016x}-{}", COUNT.fetch_add(1, Relaxed))
+}
+
+/// The method and the path, like `GET /mcp`: one stream for every request
+/// of a method and path, whatever its query. Two `POST` responses then
+/// share a window.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct MethodAndPath;
 
@@ -207,6 +262,19 @@ mod tests {
             Some("POST /mcp")
         );
         assert_eq!(Path.extract(&request).as_deref(), Some("/mcp"));
+    }
+
+    #[test]
+    fn default_keys_tell_queries_and_requests_apart() {
+        let key = |request: Request<()>| DefaultStreamKey.extract(&parts(request)).unwrap();
+        let topic = |t: &str| key(Request::get(format!("/events?topic={t}")).body(()).unwrap());
+        assert_eq!(topic("a"), "GET /events?topic=a");
+        assert_eq!(topic("a"), topic("a"), "a standing stream");
+        assert_ne!(topic("a"), topic("b"));
+        let post = || key(Request::post("/chat?x=1").body(()).unwrap());
+        let (first, second) = (post(), post());
+        assert_ne!(first, second, "a stream per request");
+        assert!(first.starts_with("POST /chat #"), "{first}");
     }
 
     #[test]

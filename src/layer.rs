@@ -5,7 +5,7 @@ use std::sync::Arc;
 use tower_layer::Layer;
 
 use crate::framer::DEFAULT_MAX_BLOCK_LEN;
-use crate::key::{BoxedExtractor, Header, MethodAndPath};
+use crate::key::{BoxedExtractor, DefaultStreamKey, Header};
 use crate::service::SseResume;
 use crate::stats::Stats;
 use crate::store::{MemoryStore, TrackerStore};
@@ -69,6 +69,19 @@ macro_rules! knobs {
         /// history, stamped ids resume nothing either.
         pub fn stamp_ids(mut self, stamp: bool) -> Self {
             self.settings.knobs.stamp_ids = stamp;
+            self
+        }
+
+        /// Whether a block whose id the client already has is dropped
+        /// whatever its event, as for an upstream whose replays re-render
+        /// their data (a timestamp in it, say). Off by default: a block is
+        /// a duplicate only when its data and event type are those its id
+        /// was first forwarded with; an id that comes back with another
+        /// event is a new event (an upstream that restarted and numbers
+        /// from 1 again), forwarded, and the stream's ids start over from
+        /// it.
+        pub fn trust_ids(mut self, trust: bool) -> Self {
+            self.settings.knobs.trust_ids = trust;
             self
         }
 
@@ -141,6 +154,7 @@ pub(crate) struct Knobs {
     pub(crate) inject: bool,
     pub(crate) mcp_protocol_gate: bool,
     pub(crate) stamp_ids: bool,
+    pub(crate) trust_ids: bool,
     pub(crate) failure_policy: FailurePolicy,
     pub(crate) max_block_len: usize,
     pub(crate) max_id_len: usize,
@@ -165,7 +179,9 @@ impl Default for SseResumeLayer {
 
 impl SseResumeLayer {
     /// The defaults: a [`MemoryStore`], the scope from the `Mcp-Session-Id`
-    /// header, the stream key from the method and path, injection on
+    /// header, the stream key of [`DefaultStreamKey`](crate::key::DefaultStreamKey)
+    /// (a `GET` by method, path and query; a stream per request for other
+    /// methods), events compared with their ids, injection on
     /// (except for MCP `2026-07-28` and later), fail-open, blocks up to
     /// 1 MiB, ids up to 256 bytes.
     pub fn new() -> Self {
@@ -174,10 +190,11 @@ impl SseResumeLayer {
                 store: Arc::new(MemoryStore::new()),
                 knobs: Knobs {
                     scope: Arc::new(BoxedExtractor::new(Header::mcp_session_id())),
-                    stream_key: Arc::new(BoxedExtractor::new(MethodAndPath)),
+                    stream_key: Arc::new(BoxedExtractor::new(DefaultStreamKey)),
                     inject: true,
                     mcp_protocol_gate: true,
                     stamp_ids: false,
+                    trust_ids: false,
                     failure_policy: FailurePolicy::FailOpen,
                     max_block_len: DEFAULT_MAX_BLOCK_LEN,
                     max_id_len: DEFAULT_MAX_ID_LEN,

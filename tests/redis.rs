@@ -264,7 +264,7 @@ async fn a_late_write_from_a_stale_stream_never_hides_events() {
     let mut early = IdBatch::new();
     for id in ["1", "2", "3"] {
         stale.lock().check_and_record(id);
-        early.push(id);
+        early.push_event(id, fingerprint_of(&events([id.parse().unwrap()])));
     }
     replicas.a.record(&key, &early).unwrap();
     replicas.a.flush().await;
@@ -276,7 +276,7 @@ async fn a_late_write_from_a_stale_stream_never_hides_events() {
     let mut late = IdBatch::new();
     for id in ["4", "5"] {
         stale.lock().check_and_record(id);
-        late.push(id);
+        late.push_event(id, fingerprint_of(&events([id.parse().unwrap()])));
     }
     replicas.a.record(&key, &late).unwrap();
     replicas.a.flush().await;

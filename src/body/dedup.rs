@@ -9,16 +9,17 @@ use super::recorder::Recorder;
 use crate::framer::{Framer, Segment};
 use crate::stamp::Stamper;
 use crate::stats::Stats;
-use crate::tracker::{Replay, Tracker};
+use crate::tracker::{Attachment, Ids, Replay, Seen};
 
 /// The deduplicating state of an event-stream body.
 #[derive(Debug)]
 pub(crate) struct Dedup {
     framer: Framer,
-    tracker: Tracker,
-    /// The tracker's generation when this stream opened: while the tracker
-    /// is still at it, this stream records its ids.
-    generation: u64,
+    /// This response's place on its stream: what its client has.
+    attachment: Attachment,
+    /// Whether a block is a duplicate only when its event is the same as
+    /// the one its id was forwarded with, not merely its id.
+    compare_events: bool,
     pub(super) recorder: Recorder,
     pub(super) output: Output,
     max_id_len: usize,
@@ -37,7 +38,6 @@ pub(crate) struct Dedup {
 /// How a stream starts, decided when its request opened.
 #[derive(Debug)]
 pub(crate) struct Start {
-    pub(crate) generation: u64,
     pub(crate) replay: Replay,
     /// The client's cursor, for the gap event.
     pub(crate) cursor: Option<String>,
@@ -46,11 +46,13 @@ pub(crate) struct Start {
 }
 
 impl Dedup {
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
-        tracker: Tracker,
+        attachment: Attachment,
         recorder: Recorder,
         max_block_len: usize,
         max_id_len: usize,
+        compare_events: bool,
         stats: Stats,
         start: Start,
     ) -> Self {
@@ -73,14 +75,14 @@ impl Dedup {
                 true
             }
         };
-        let local_history = tracker.lock().has_history();
+        let local_history = attachment.tracker.lock().has_history();
         let stamper = start.stamp_epoch.map(Stamper::new);
         let extras = (local_history || recorder.wants_blocks() || stamper.is_some() || prefixed)
             .then(|| Box::new(Extras::new(local_history, stamper, prefixed)));
         Self {
             framer: Framer::with_max_block_len(max_block_len),
-            tracker,
-            generation: start.generation,
+            attachment,
+            compare_events,
             output,
             max_id_len,
             extras,
@@ -115,15 +117,27 @@ impl Dedup {
         );
     }
 
-    /// Checks every segment the framer has against the window, under one
-    /// lock for the whole chunk.
+    /// Checks every segment the framer has against what this response's
+    /// client has, under one lock of the stream's window for the whole chunk.
     fn drain(&mut self) {
         let (mut forwarded, mut dropped) = (0, 0);
-        let mut window = self.tracker.lock();
-        // A client cursor applied since this stream opened means its client
-        // may have reconnected: what this stream forwards now may never
-        // arrive, so it checks ids but records none.
-        let current = window.generation() == self.generation;
+        let mut window = self.attachment.tracker.lock();
+        let role = &mut self.attachment.role;
+        // A client cursor applied since this response opened means its
+        // client may have reconnected: what this response forwards now may
+        // never arrive, so it records nothing into the stream.
+        let current = window.generation() == role.generation;
+        if role.own.is_none() && !window.responses().is_solo(role.tag) {
+            // Another response changes the window now: from here on, this
+            // one keeps what its client has apart. The copy was taken before
+            // the window changed; without one, a fresh start can only let a
+            // duplicate through.
+            let handed = window.responses().take_handoff(role.tag);
+            role.own = Some(handed.unwrap_or_else(|| Ids::new(window.capacity())));
+        }
+        // Blocks without an id go into the history from one response only:
+        // another's would be the same upstream events again.
+        let keeper = current && window.responses().is_keeper(role.tag);
         while let Some(segment) = self.framer.next_segment() {
             let len = segment.raw().len();
             let block = match &segment {
@@ -133,20 +147,29 @@ impl Dedup {
                     continue;
                 }
                 Segment::Passthrough(_) => {
-                    let mut stream =
-                        Stream::new(&mut window, &mut self.output, &mut self.recorder, current);
-                    stream.pass_through(&segment, self.ending, self.extras.as_deref_mut());
+                    let mut stream = Stream::new(&mut window, &mut self.output, &mut self.recorder);
+                    stream.pass_through(&segment, self.ending, keeper, self.extras.as_deref_mut());
                     continue;
                 }
             };
             let trackable = block.id_bytes().filter(|id| id.len() <= self.max_id_len);
+            let mut keep = keeper;
             if let Some(id) = trackable {
-                let new = if current {
-                    window.check_and_record(id)
-                } else {
-                    !window.contains(id)
+                let content = self.compare_events.then(|| block.fingerprint());
+                // What the client has decides the block; whether the stream
+                // had the id decides whether it is recorded.
+                let (for_client, for_stream) = match &mut role.own {
+                    None => {
+                        let seen = window.observe(id, content);
+                        (seen, seen)
+                    }
+                    Some(own) => match own.observe(id, content) {
+                        Seen::Same => (Seen::Same, Seen::Same),
+                        seen if current => (seen, window.observe(id, content)),
+                        seen => (seen, Seen::Same),
+                    },
                 };
-                if !new {
+                if for_client == Seen::Same {
                     dropped += 1;
                     self.output.skip(len);
                     if let Some(extras) = self.extras.as_deref_mut() {
@@ -154,17 +177,19 @@ impl Dedup {
                     }
                     continue;
                 }
-                if current {
-                    self.recorder.push(id);
+                // The stream's first copy of an event is the one it keeps.
+                keep = for_stream != Seen::Same;
+                if keep {
+                    self.recorder
+                        .push(id, content.unwrap_or(0), for_stream == Seen::Changed);
                 }
             }
             forwarded += u64::from(block.dispatches());
             match self.extras.as_deref_mut() {
                 None => self.output.forward(len),
                 Some(extras) => {
-                    let mut stream =
-                        Stream::new(&mut window, &mut self.output, &mut self.recorder, current);
-                    stream.forward_block(block, trackable.is_some(), extras);
+                    let mut stream = Stream::new(&mut window, &mut self.output, &mut self.recorder);
+                    stream.forward_block(block, trackable.is_some(), keep, extras);
                 }
             }
         }

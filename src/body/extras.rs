@@ -40,7 +40,6 @@ pub(super) struct Stream<'a> {
     window: &'a mut Window,
     output: &'a mut Output,
     recorder: &'a mut Recorder,
-    current: bool,
 }
 
 impl Extras {
@@ -65,24 +64,24 @@ impl<'a> Stream<'a> {
         window: &'a mut Window,
         output: &'a mut Output,
         recorder: &'a mut Recorder,
-        current: bool,
     ) -> Self {
         Self {
             window,
             output,
             recorder,
-            current,
         }
     }
 }
 
 impl Stream<'_> {
     /// Forwards a segment outside any block: a piece of a block over the
-    /// length limit, or the unterminated tail.
+    /// length limit, or the unterminated tail. `keeper` says whether this
+    /// response keeps the history of blocks without a trackable id.
     pub(super) fn pass_through(
         &mut self,
         segment: &Segment<'_>,
         ending: bool,
+        keeper: bool,
         extras: Option<&mut Extras>,
     ) {
         let len = segment.raw().len();
@@ -90,18 +89,19 @@ impl Stream<'_> {
         self.output.forward(len - bom);
         // A piece of a block too long to keep: no replay may skip it. The
         // tail at the end never dispatched, so it is no event to keep.
-        if !ending && self.current {
+        if !ending && keeper {
             self.window.forget_history();
             self.recorder.forget_history();
         }
     }
 
     /// Forwards a block that is not a duplicate: its bytes, with a stamped
-    /// id when it needs one, and keeps it in the history.
+    /// id when it needs one, and keeps it in the history when `keep`.
     pub(super) fn forward_block(
         &mut self,
         block: &Block<'_>,
         trackable: bool,
+        keep: bool,
         extras: &mut Extras,
     ) {
         let raw = block.raw();
@@ -117,7 +117,7 @@ impl Stream<'_> {
         };
         self.output.forward(body.len());
         let keeps_history = extras.local_history || self.recorder.wants_blocks();
-        if !keeps_history || !self.current {
+        if !keeps_history || !keep {
             return;
         }
         let id = match (block.id(), stamped) {

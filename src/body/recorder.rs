@@ -50,11 +50,17 @@ impl Recorder {
         }
     }
 
-    pub(super) fn push(&mut self, id: &[u8]) {
+    /// Hands on an id new to the stream, with the fingerprint of its
+    /// event; `starts_over` when the window started over from it.
+    pub(super) fn push(&mut self, id: &[u8], fingerprint: u64, starts_over: bool) {
         if self.sink.is_none() {
             return;
         }
-        self.batch.push(&String::from_utf8_lossy(id));
+        if starts_over {
+            self.batch.start_window_over();
+        }
+        self.batch
+            .push_event(&String::from_utf8_lossy(id), fingerprint);
         self.flush_if_full();
     }
 

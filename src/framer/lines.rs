@@ -2,6 +2,8 @@
 
 use std::ops::Range;
 
+use super::fingerprint;
+
 /// The fields of a block, as offsets into its raw bytes. Kept small: a
 /// block is moved around once per event.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -10,6 +12,9 @@ pub(super) struct Fields {
     pub(super) event: Span,
     pub(super) retry: Span,
     pub(super) data: bool,
+    /// The data lines' values, folded into a fingerprint as they are
+    /// parsed: see [`fingerprint`](super::fingerprint).
+    pub(super) data_state: u64,
     pub(super) comment: bool,
     pub(super) field: bool,
 }
@@ -184,7 +189,10 @@ pub(super) fn parse_field(fields: &mut Fields, text: &[u8], start: usize) {
     let value = &text[value_start..];
     let span = || Span::new(start + value_start..start + text.len());
     match name {
-        Name::Data => fields.data = true,
+        Name::Data => {
+            fields.data = true;
+            fields.data_state = fingerprint::add_data_line(fields.data_state, value);
+        }
         Name::Id if !has_nul(value) => fields.id = span(),
         Name::Event => fields.event = span(),
         Name::Retry if parse_retry(value).is_some() => fields.retry = span(),

@@ -44,6 +44,7 @@
 //! # assert_eq!(kept, "id: 1\ndata: hello\n\n");
 //! ```
 
+mod fingerprint;
 mod lines;
 mod segment;
 

@@ -105,6 +105,17 @@ impl<'a> Block<'a> {
         parse_retry(&self.raw[self.fields.retry.get()?])
     }
 
+    /// A fingerprint of the event this block dispatches: its data and its
+    /// type. Two blocks that a client would read as the same event (line
+    /// ends, comments, `id` and `retry` lines aside) have the same one.
+    pub fn fingerprint(&self) -> u64 {
+        let event = match self.fields.event.get() {
+            Some(range) => &self.raw[range],
+            None => &[],
+        };
+        super::fingerprint::finish(self.fields.data_state, event, self.fields.data)
+    }
+
     /// Whether the block holds comments and nothing else, like a keep-alive.
     pub fn is_comment_only(&self) -> bool {
         self.fields.comment && !self.fields.field

@@ -10,7 +10,7 @@ use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
 
-use crate::tracker::{Replay, Tracker};
+use crate::tracker::{Attachment, Replay, Tracker};
 
 mod memory;
 #[cfg(feature = "redis")]
@@ -112,14 +112,16 @@ pub trait TrackerStore: Send + Sync + 'static {
                 }
                 None => (None, Replay::Off),
             };
-            let generation = window.generation();
+            // Under the same lock as the cursor: the response's client has
+            // exactly what the window holds now.
+            let attachment = tracker.attach_locked(&mut window);
             drop(window);
             Ok(Opened {
                 key,
                 tracker,
+                attachment,
                 cursor_known,
                 replay,
-                generation,
                 stamp_epoch: None,
             })
         }
@@ -133,6 +135,9 @@ pub trait TrackerStore: Send + Sync + 'static {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct IdBatch {
     ids: Strings,
+    /// The fingerprint of each id's event, at the same places as `ids`.
+    fingerprints: Vec<u64>,
+    starts_window_over: bool,
     block_ids: Strings,
     blocks: Strings,
     forgets_history: bool,
@@ -144,9 +149,35 @@ impl IdBatch {
         Self::default()
     }
 
-    /// Adds an id after the others.
+    /// Adds an id after the others, its event unknown.
     pub fn push(&mut self, id: &str) {
+        self.push_event(id, 0);
+    }
+
+    /// Adds an id after the others, with the fingerprint of its event
+    /// ([`Block::fingerprint`](crate::framer::Block::fingerprint)).
+    pub fn push_event(&mut self, id: &str, fingerprint: u64) {
         self.ids.push(id.as_bytes());
+        self.fingerprints.push(fingerprint);
+    }
+
+    /// Marks the window before this batch's ids as gone: an id came back
+    /// with another event, so the upstream numbers anew and the window
+    /// starts over from it. The ids pushed so far are dropped.
+    pub fn start_window_over(&mut self) {
+        self.ids.clear();
+        self.fingerprints.clear();
+        self.starts_window_over = true;
+    }
+
+    /// Whether the window before this batch's ids is to be forgotten.
+    pub fn starts_window_over(&self) -> bool {
+        self.starts_window_over
+    }
+
+    /// The ids with the fingerprints of their events, oldest first.
+    pub fn events(&self) -> impl ExactSizeIterator<Item = (&str, u64)> + '_ {
+        self.iter().zip(self.fingerprints.iter().copied())
     }
 
     /// The ids, oldest first.
@@ -191,8 +222,11 @@ impl IdBatch {
         if other.forgets_history {
             self.forget_history();
         }
-        for id in other.iter() {
-            self.push(id);
+        if other.starts_window_over {
+            self.start_window_over();
+        }
+        for (id, fingerprint) in other.events() {
+            self.push_event(id, fingerprint);
         }
         for (id, block) in other.blocks() {
             self.push_block(Some(id), block);
@@ -201,6 +235,8 @@ impl IdBatch {
 
     /// Keeps only the newest `ids` ids and `blocks` blocks.
     pub fn keep_last(&mut self, ids: usize, blocks: usize) {
+        let cut = self.fingerprints.len().saturating_sub(ids);
+        self.fingerprints.drain(..cut);
         self.ids.keep_last(ids);
         if self.blocks.len() > blocks {
             self.block_ids.keep_last(blocks);
@@ -213,6 +249,8 @@ impl IdBatch {
     /// Removes everything, keeping the buffers.
     pub fn clear(&mut self) {
         self.ids.clear();
+        self.fingerprints.clear();
+        self.starts_window_over = false;
         self.block_ids.clear();
         self.blocks.clear();
         self.forgets_history = false;
@@ -228,10 +266,13 @@ impl IdBatch {
         self.ids.text.len() + self.block_ids.text.len() + self.blocks.text.len()
     }
 
-    /// Whether the batch holds nothing to write: no id, no block and no
-    /// history to forget.
+    /// Whether the batch holds nothing to write: no id, no block, no
+    /// history to forget and no window to start over.
     pub fn is_empty(&self) -> bool {
-        self.ids.len() == 0 && self.blocks.len() == 0 && !self.forgets_history
+        self.ids.len() == 0
+            && self.blocks.len() == 0
+            && !self.forgets_history
+            && !self.starts_window_over
     }
 }
 
@@ -278,22 +319,22 @@ impl Strings {
 }
 
 /// What [`TrackerStore::open`] hands the layer.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Opened {
     /// The stream the request belongs to.
     pub key: StreamKey,
     /// Its tracker, with the client's cursor applied.
     pub tracker: Tracker,
+    /// The response attached to the tracker, made with
+    /// [`Tracker::attach`] right after the cursor was applied: its client
+    /// has what the window held then.
+    pub attachment: Attachment,
     /// Whether the client's cursor was in the window or the history;
     /// `None` without one.
     pub cursor_known: Option<bool>,
     /// What the replay history gives the client before the upstream's
     /// stream.
     pub replay: Replay,
-    /// The tracker's [generation](crate::tracker::Window::generation) once
-    /// the cursor was applied: the stream records its ids only while the
-    /// tracker is still at it.
-    pub generation: u64,
     /// Where stamped ids start for this stream, unique to it and above any
     /// the stream had before (see
     /// [`SseResumeLayer::stamp_ids`](crate::SseResumeLayer::stamp_ids));

@@ -29,6 +29,8 @@ pub(super) struct AnyIds {
 #[derive(Clone, Copy)]
 struct Entry {
     start: u64,
+    /// The fingerprint of the event the id came with.
+    content: u64,
     hash: u32,
     len: u32,
 }
@@ -46,27 +48,31 @@ impl AnyIds {
         }
     }
 
-    /// Records `id` unless the window has it already. Returns whether it was
-    /// new, that is whether the block carrying it should be forwarded.
-    /// Ids are compared as bytes. Ids longer than `u32::MAX` bytes are never
-    /// recorded and always new.
-    pub(super) fn check_and_record(&mut self, id: &[u8]) -> bool {
+    /// The fingerprint `id` was recorded with, or `None` after recording it
+    /// with `content`. Ids are compared as bytes. Ids longer than
+    /// `u32::MAX` bytes are never recorded and always new.
+    pub(super) fn find_or_push(&mut self, id: &[u8], content: u64) -> Option<u64> {
         let Ok(len) = u32::try_from(id.len()) else {
-            return true;
+            return None;
         };
         let hash = hash_id(self.seed, id);
-        if self.find(hash, id).is_some() {
-            return false;
+        if let Some(seq) = self.find(hash, id) {
+            return Some(self.entries[(seq - self.first_seq) as usize].content);
         }
         if self.entries.len() == self.capacity {
             self.pop_oldest();
         }
         let seq = self.first_seq + self.entries.len() as u64;
         let start = self.bytes.push(id);
-        self.entries.push_back(Entry { start, hash, len });
+        self.entries.push_back(Entry {
+            start,
+            content,
+            hash,
+            len,
+        });
         // A colliding older id loses its place in the index: see `index`.
         self.index.insert(hash, seq as u32);
-        true
+        None
     }
 
     /// Whether the window holds `id`.
@@ -104,9 +110,11 @@ impl AnyIds {
         self.entries.back().map(|entry| self.id_of(entry))
     }
 
-    /// The ids, oldest first, decoded lossily from UTF-8.
-    pub(super) fn ids(&self) -> impl DoubleEndedIterator<Item = String> + ExactSizeIterator + '_ {
-        self.entries.iter().map(|entry| self.id_of(entry))
+    /// The ids with their fingerprints, oldest first.
+    pub(super) fn entries(&self) -> impl Iterator<Item = (String, u64)> + '_ {
+        self.entries
+            .iter()
+            .map(|entry| (self.id_of(entry), entry.content))
     }
 
     /// The number of ids held.
@@ -215,32 +223,33 @@ mod tests {
     use super::*;
 
     fn ids(any: &AnyIds) -> Vec<String> {
-        any.ids().collect()
+        any.entries().map(|(id, _)| id).collect()
     }
 
     #[test]
     fn colliding_hashes_never_drop_a_new_id() {
         let mut any = AnyIds::new(8);
-        assert!(any.check_and_record(b"a"));
+        assert_eq!(any.find_or_push(b"a", 1), None);
         // Make "b" collide with "a": its hash now leads to a's entry.
         any.index.insert(hash_id(any.seed, b"b"), 0);
-        assert!(
-            any.check_and_record(b"b"),
+        assert_eq!(
+            any.find_or_push(b"b", 2),
+            None,
             "a collision makes an id new, never a duplicate"
         );
-        assert!(!any.check_and_record(b"b"));
-        assert!(!any.check_and_record(b"a"));
+        assert_eq!(any.find_or_push(b"b", 0), Some(2));
+        assert_eq!(any.find_or_push(b"a", 0), Some(1));
     }
 
     #[test]
     fn many_ids_wrap_the_byte_ring() {
         let mut any = AnyIds::new(3);
         for i in 0..1000 {
-            assert!(any.check_and_record(format!("id-{i}").as_bytes()));
-            assert!(!any.check_and_record(format!("id-{i}").as_bytes()));
+            assert_eq!(any.find_or_push(format!("id-{i}").as_bytes(), i), None);
+            assert_eq!(any.find_or_push(format!("id-{i}").as_bytes(), 0), Some(i));
         }
         assert_eq!(ids(&any), ["id-997", "id-998", "id-999"]);
-        assert!(any.check_and_record(b"id-996"), "evicted long ago");
+        assert_eq!(any.find_or_push(b"id-996", 0), None, "evicted long ago");
         assert!(any.apply_cursor(b"id-998"));
         assert_eq!(ids(&any), ["id-998"]);
         assert_eq!(any.bytes.len(), "id-998".len());

@@ -10,16 +10,18 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use bytes::Bytes;
 use tokio::time::Instant;
 
-use any::AnyIds;
 pub(crate) use history::{Budget, History};
 pub use history::{
     DEFAULT_HISTORY_AGE, DEFAULT_HISTORY_BYTES, DEFAULT_HISTORY_EVENTS,
     DEFAULT_HISTORY_TOTAL_BYTES, HistoryLimits,
 };
-use rising::{RisingIds, decimal};
+pub(crate) use ids::{Ids, Seen};
+use responses::{Responses, Role};
 
 mod any;
 mod history;
+mod ids;
+mod responses;
 mod ring;
 mod rising;
 
@@ -35,7 +37,8 @@ pub struct Tracker {
     window: Arc<Mutex<Window>>,
 }
 
-/// The ids forwarded on a stream, oldest first, at most `capacity` of them.
+/// The ids forwarded on a stream, oldest first, at most `capacity` of them,
+/// each with a fingerprint of its event, and the responses attached to it.
 ///
 /// Ids are compared as bytes. While every id is a decimal number greater
 /// than the one before, as many servers number their events, the window
@@ -48,15 +51,19 @@ pub struct Tracker {
 /// window's lock, so that a replay and the ids it covers are one snapshot.
 #[derive(Clone)]
 pub struct Window {
-    /// `Some` while the ids rise; `any` is empty meanwhile.
-    rising: Option<RisingIds>,
-    any: AnyIds,
-    capacity: usize,
+    ids: Ids,
     history: Option<History>,
     /// Bumped whenever a client's cursor is applied: a stream opened before
     /// that may have forwarded ids its client never got, and must stop
     /// recording them.
     generation: u64,
+    responses: Responses,
+}
+
+/// A response attached to a stream's window, detached when dropped.
+pub struct Attachment {
+    pub(crate) tracker: Tracker,
+    pub(crate) role: Role,
 }
 
 /// What a client's cursor resumes, as [`Window::resume`] finds it.
@@ -98,6 +105,23 @@ impl Tracker {
         self.lock().last_id()
     }
 
+    /// Attaches a new response to the window: its client has the ids the
+    /// window holds now, and those it will forward.
+    pub fn attach(&self) -> Attachment {
+        let mut window = self.lock();
+        self.attach_locked(&mut window)
+    }
+
+    /// Attaches a new response to `window`, which is this tracker's, locked
+    /// by the caller together with the change that opens the response.
+    pub(crate) fn attach_locked(&self, window: &mut Window) -> Attachment {
+        let role = window.responses.attach(&window.ids, window.generation);
+        Attachment {
+            tracker: self.clone(),
+            role,
+        }
+    }
+
     /// Whether a stream holds another handle on this window.
     pub(crate) fn in_use(&self) -> bool {
         Arc::strong_count(&self.window) > 1
@@ -118,13 +142,11 @@ impl fmt::Debug for Tracker {
 impl Window {
     /// An empty window of `capacity` ids (at least one).
     pub fn new(capacity: usize) -> Self {
-        let capacity = capacity.max(1);
         Self {
-            rising: Some(RisingIds::default()),
-            any: AnyIds::new(capacity),
-            capacity,
+            ids: Ids::new(capacity),
             history: None,
             generation: 0,
+            responses: Responses::default(),
         }
     }
 
@@ -167,28 +189,32 @@ impl Window {
     /// Records `id` unless the window has it already. Returns whether it was
     /// new, that is whether the block carrying it should be forwarded.
     /// Ids longer than `u32::MAX` bytes are never recorded and always new.
+    /// The event the id comes with is not compared: see
+    /// [`SseResumeLayer::trust_ids`](crate::SseResumeLayer::trust_ids).
     pub fn check_and_record(&mut self, id: impl AsRef<[u8]>) -> bool {
-        let id = id.as_ref();
-        if let Some(rising) = &mut self.rising {
-            let checked = decimal(id).and_then(|n| rising.check_and_record(n, self.capacity));
-            if let Some(new) = checked {
-                return new;
-            }
-            self.leave_rising();
-        }
-        self.any.check_and_record(id)
+        self.ids.observe(id.as_ref(), None) != Seen::Same
     }
 
-    /// Moves the numbers to the general form, for ids that are not a number
-    /// above the others: ids in general from now on.
-    #[cold]
-    #[inline(never)]
-    fn leave_rising(&mut self) {
-        if let Some(rising) = self.rising.take() {
-            for number in rising.numbers() {
-                self.any.check_and_record(number.to_string().as_bytes());
-            }
+    /// Looks `id` up, with the fingerprint of its event (`None` trusts the
+    /// id alone), and records it when it is new to the window.
+    #[inline]
+    pub(crate) fn observe(&mut self, id: &[u8], content: Option<u64>) -> Seen {
+        self.ids.observe(id, content)
+    }
+
+    /// Replaces the ids, as when a store loaded newer ones; the responses
+    /// attached keep what their clients have.
+    pub(crate) fn replace_ids<'a>(&mut self, entries: impl IntoIterator<Item = (&'a str, u64)>) {
+        self.responses.hand_off(&self.ids);
+        self.ids.clear();
+        for (id, content) in entries {
+            self.ids.observe(id.as_bytes(), Some(content));
         }
+    }
+
+    /// The ids with the fingerprints of their events, oldest first.
+    pub(crate) fn entries(&self) -> impl Iterator<Item = (String, u64)> + '_ {
+        self.ids.entries()
     }
 
     /// Whether the window holds `id`, or its history a block with it.
@@ -198,11 +224,7 @@ impl Window {
 
     /// Whether the window holds `id`.
     pub fn contains(&self, id: impl AsRef<[u8]>) -> bool {
-        let id = id.as_ref();
-        match &self.rising {
-            Some(rising) => decimal(id).is_some_and(|n| rising.contains(n)),
-            None => self.any.contains(id),
-        }
+        self.ids.contains(id.as_ref())
     }
 
     /// Applies a client's cursor: the client has every event up to `id`.
@@ -212,16 +234,15 @@ impl Window {
     /// window does not know `id` at all it is cleared: a duplicate is better
     /// than a loss. Returns whether the cursor was known.
     pub fn apply_cursor(&mut self, id: impl AsRef<[u8]>) -> bool {
-        let id = id.as_ref();
+        self.next_generation();
+        self.ids.cut_after(id.as_ref())
+    }
+
+    /// Moves to a new generation: the responses attached so far stop
+    /// recording, and the one whose view was the window keeps a copy.
+    fn next_generation(&mut self) {
+        self.responses.new_generation(&self.ids);
         self.generation += 1;
-        let known = match &mut self.rising {
-            Some(rising) => decimal(id).is_some_and(|n| rising.cut_after(n)),
-            None => self.any.apply_cursor(id),
-        };
-        if !known {
-            self.clear();
-        }
-        known
     }
 
     /// Resumes a client from its cursor `id`.
@@ -239,7 +260,7 @@ impl Window {
         };
         match replay {
             Some(blocks) => {
-                self.generation += 1;
+                self.next_generation();
                 (true, Replay::Blocks(blocks))
             }
             None => (self.apply_cursor(id), Replay::Gap),
@@ -290,34 +311,40 @@ impl Window {
 
     /// Sets the generation, for a store that counts them elsewhere.
     pub fn set_generation(&mut self, generation: u64) {
-        self.generation = generation;
+        if generation != self.generation {
+            self.responses.new_generation(&self.ids);
+            self.generation = generation;
+        }
     }
 
     /// Forgets every id.
     pub fn clear(&mut self) {
-        self.any.clear();
-        self.rising = Some(RisingIds::default());
+        self.responses.hand_off(&self.ids);
+        self.ids.clear();
     }
 
     /// The newest id, decoded lossily from UTF-8.
     pub fn last_id(&self) -> Option<String> {
-        match &self.rising {
-            Some(rising) => rising.last().map(|n| n.to_string()),
-            None => self.any.last_id(),
-        }
+        self.ids.last_id()
     }
 
     /// The ids, oldest first, decoded lossily from UTF-8.
     pub fn ids(&self) -> impl Iterator<Item = String> + '_ {
-        let rising = self.rising.iter().flat_map(RisingIds::numbers);
-        rising.map(|n| n.to_string()).chain(self.any.ids())
+        self.ids.entries().map(|(id, _)| id)
     }
 
     /// The number of ids held.
     pub fn len(&self) -> usize {
-        self.rising
-            .as_ref()
-            .map_or_else(|| self.any.len(), RisingIds::len)
+        self.ids.len()
+    }
+
+    /// The number of responses attached at the current generation.
+    pub fn attached(&self) -> usize {
+        self.responses.current()
+    }
+
+    pub(crate) fn responses(&mut self) -> &mut Responses {
+        &mut self.responses
     }
 
     /// Whether the window holds no id.
@@ -327,19 +354,35 @@ impl Window {
 
     /// The most ids the window holds.
     pub fn capacity(&self) -> usize {
-        self.capacity
+        self.ids.capacity()
     }
 }
 
 impl fmt::Debug for Window {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Window")
-            .field("len", &self.len())
-            .field("capacity", &self.capacity)
-            .field("rising", &self.rising.is_some())
-            .field("last_id", &self.last_id())
+            .field("ids", &self.ids)
             .field("history", &self.history_len())
             .field("generation", &self.generation)
+            .field("attached", &self.attached())
+            .finish()
+    }
+}
+
+impl Drop for Attachment {
+    fn drop(&mut self) {
+        let mut window = self.tracker.lock();
+        let generation = window.generation;
+        window.responses.detach(&self.role, generation);
+    }
+}
+
+impl fmt::Debug for Attachment {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Attachment")
+            .field("tag", &self.role.tag)
+            .field("generation", &self.role.generation)
+            .field("solo", &self.role.own.is_none())
             .finish()
     }
 }
@@ -401,13 +444,13 @@ mod tests {
         for id in ["1", "2", "3"] {
             assert!(window.check_and_record(id));
         }
-        assert!(window.rising.is_some());
+        assert!(window.ids.is_rising());
         assert!(!window.check_and_record("2"), "a replay of a number it has");
         assert!(
             window.check_and_record("05"),
             "not a plain number: ids in general"
         );
-        assert!(window.rising.is_none());
+        assert!(!window.ids.is_rising());
         assert!(!window.check_and_record("3"), "what it had is kept");
         assert!(window.check_and_record("5"), "\"05\" is not \"5\"");
         assert_eq!(ids(&window), ["2", "3", "05", "5"]);

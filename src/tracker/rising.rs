@@ -1,49 +1,84 @@
 //! A window of ids that are decimal numbers, each above the one before.
 
-/// Rising numbers, oldest first: `numbers[head..]`, then `numbers[..head]`.
+/// Rising numbers, oldest first: `numbers[head..]`, then `numbers[..head]`,
+/// each with the fingerprint of its event at the same place in `contents`.
 /// They wrap around only once they fill the window, which they then keep
 /// full: recording one moves nothing.
 #[derive(Clone, Default)]
 pub(super) struct RisingIds {
     numbers: Vec<u64>,
+    contents: Vec<u64>,
     /// Where the oldest number is; 0 until the window is full.
     head: usize,
 }
 
+/// What [`RisingIds::find_or_push`] made of a number.
+pub(super) enum Rising {
+    /// Above every number held: recorded.
+    Pushed,
+    /// Held already, with this fingerprint.
+    Held(u64),
+    /// Neither, which rising numbers cannot represent.
+    Other,
+}
+
 impl RisingIds {
-    /// Records `n` when it is above every number held, or tells whether it
-    /// is held already; `None` when it is neither, which rising numbers
-    /// cannot represent.
-    pub(super) fn check_and_record(&mut self, n: u64, capacity: usize) -> Option<bool> {
+    /// Records `n` with `content` when it is above every number held, or
+    /// finds it among them.
+    #[inline]
+    pub(super) fn find_or_push(&mut self, n: u64, content: u64, capacity: usize) -> Rising {
         if self.last().is_none_or(|newest| n > newest) {
             if self.numbers.len() < capacity {
                 self.numbers.push(n);
+                self.contents.push(content);
             } else {
                 self.numbers[self.head] = n;
+                self.contents[self.head] = content;
                 self.head += 1;
                 if self.head == self.numbers.len() {
                     self.head = 0;
                 }
             }
-            return Some(true);
+            return Rising::Pushed;
         }
-        self.contains(n).then_some(false)
+        match self.position(n) {
+            Some(at) => Rising::Held(self.contents[at]),
+            None => Rising::Other,
+        }
     }
 
     pub(super) fn contains(&self, n: u64) -> bool {
+        self.position(n).is_some()
+    }
+
+    /// Where `n` is in `numbers`.
+    #[inline]
+    fn position(&self, n: u64) -> Option<usize> {
         // A replay of the newest number is the commonest duplicate.
+        let newest = match self.head {
+            0 => self.numbers.len().checked_sub(1)?,
+            head => head - 1,
+        };
+        if self.numbers[newest] == n {
+            return Some(newest);
+        }
         let (older, newer) = self.halves();
-        self.last() == Some(n) || older.binary_search(&n).is_ok() || newer.binary_search(&n).is_ok()
+        match older.binary_search(&n) {
+            Ok(at) => Some(self.head + at),
+            Err(_) => newer.binary_search(&n).ok(),
+        }
     }
 
     /// Forgets the numbers after `n`; returns whether `n` was held.
     pub(super) fn cut_after(&mut self, n: u64) -> bool {
         self.numbers.rotate_left(self.head);
+        self.contents.rotate_left(self.head);
         self.head = 0;
         let Ok(at) = self.numbers.binary_search(&n) else {
             return false;
         };
         self.numbers.truncate(at + 1);
+        self.contents.truncate(at + 1);
         true
     }
 
@@ -60,6 +95,12 @@ impl RisingIds {
     pub(super) fn numbers(&self) -> impl Iterator<Item = u64> + '_ {
         let (older, newer) = self.halves();
         older.iter().chain(newer).copied()
+    }
+
+    /// The numbers with their fingerprints, oldest first.
+    pub(super) fn entries(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        let (older, newer) = self.contents.split_at(self.head);
+        self.numbers().zip(newer.iter().chain(older).copied())
     }
 
     pub(super) fn len(&self) -> usize {
@@ -100,19 +141,25 @@ mod tests {
     fn a_full_window_wraps_around_and_cuts_in_order() {
         let mut ids = RisingIds::default();
         for n in 1..=6 {
-            assert_eq!(ids.check_and_record(n, 4), Some(true));
+            assert!(matches!(ids.find_or_push(n, n * 10, 4), Rising::Pushed));
         }
         assert_eq!(ids.numbers().collect::<Vec<_>>(), [3, 4, 5, 6]);
         assert_eq!(ids.last(), Some(6));
-        assert_eq!(ids.check_and_record(6, 4), Some(false));
-        assert_eq!(ids.check_and_record(3, 4), Some(false));
-        assert_eq!(ids.check_and_record(2, 4), None, "fell out of the window");
+        assert!(matches!(ids.find_or_push(6, 0, 4), Rising::Held(60)));
+        assert!(matches!(ids.find_or_push(3, 0, 4), Rising::Held(30)));
+        assert!(
+            matches!(ids.find_or_push(2, 0, 4), Rising::Other),
+            "fell out of the window"
+        );
         assert!(!ids.contains(7));
 
         assert!(ids.cut_after(4));
-        assert_eq!(ids.numbers().collect::<Vec<_>>(), [3, 4]);
+        assert_eq!(ids.entries().collect::<Vec<_>>(), [(3, 30), (4, 40)]);
         assert_eq!(ids.last(), Some(4));
-        assert_eq!(ids.check_and_record(5, 4), Some(true), "5 is new again");
+        assert!(
+            matches!(ids.find_or_push(5, 0, 4), Rising::Pushed),
+            "5 is new again"
+        );
         assert!(!ids.cut_after(9));
     }
 

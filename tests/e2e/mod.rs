@@ -5,6 +5,7 @@
 // Each test crate includes this module and uses a different part of it.
 #![allow(dead_code)]
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -96,6 +97,9 @@ pub(crate) struct Upstream {
 /// State shared by the upstream's connections.
 struct Shared {
     script: Script,
+    /// When each event was first sent: a replay is the same event again,
+    /// as from an upstream with an event store.
+    first_sent: Mutex<HashMap<u64, u64>>,
     connections: AtomicUsize,
     seen: Arc<Mutex<Vec<Seen>>>,
     reports: mpsc::UnboundedSender<Bytes>,
@@ -107,6 +111,7 @@ impl Upstream {
         let (reports_tx, reports) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
             script,
+            first_sent: Mutex::default(),
             connections: AtomicUsize::new(0),
             seen: Arc::clone(&seen),
             reports: reports_tx,
@@ -141,9 +146,11 @@ impl Drop for Upstream {
     }
 }
 
-/// The data of event `id`: its number and when it was sent.
-fn event(id: u64) -> String {
-    format!("id: {id}\ndata: {id} {}\n\n", now_ms())
+/// The data of event `id`: its number and when it was first sent.
+fn event(shared: &Shared, id: u64) -> String {
+    let mut first_sent = shared.first_sent.lock().unwrap();
+    let sent = *first_sent.entry(id).or_insert_with(now_ms);
+    format!("id: {id}\ndata: {id} {sent}\n\n")
 }
 
 /// Reads the data of [`event`] back: the number and the send time.
@@ -180,7 +187,7 @@ async fn respond(
 
 /// The numbered stream of one connection: from a little before the
 /// client's cursor, broken as the script says.
-fn events(shared: &Shared, request: &Request<Incoming>) -> Response<Body> {
+fn events(shared: &Arc<Shared>, request: &Request<Incoming>) -> Response<Body> {
     let last_event_id = request
         .headers()
         .get("last-event-id")
@@ -201,37 +208,41 @@ fn events(shared: &Shared, request: &Request<Incoming>) -> Response<Body> {
     let cut = script.cuts.get(connection).copied();
     let first = asked.map_or(1, |id| id.saturating_sub(script.replay).max(1));
     let (total, interval) = (script.total, script.interval);
+    let shared = Arc::clone(shared);
 
-    let body = stream::unfold(Step::Retry, move |step| async move {
-        let (frame, next) = match step {
-            // Reconnect quickly: browsers wait 3 s by default.
-            Step::Retry => (
-                Ok(Bytes::from_static(b"retry: 100\n\n")),
-                Step::Event(first),
-            ),
-            Step::Event(id) if cut.is_some_and(|cut| id > cut.after) => {
-                if cut.is_some_and(|cut| cut.mid_block) {
-                    tokio::time::sleep(interval).await;
-                    let whole = event(id);
-                    let half = whole.trim_end_matches('\n').to_owned();
-                    (Ok(Bytes::from(half)), Step::Break)
-                } else {
-                    return break_connection().await;
+    let body = stream::unfold(Step::Retry, move |step| {
+        let shared = Arc::clone(&shared);
+        async move {
+            let (frame, next) = match step {
+                // Reconnect quickly: browsers wait 3 s by default.
+                Step::Retry => (
+                    Ok(Bytes::from_static(b"retry: 100\n\n")),
+                    Step::Event(first),
+                ),
+                Step::Event(id) if cut.is_some_and(|cut| id > cut.after) => {
+                    if cut.is_some_and(|cut| cut.mid_block) {
+                        tokio::time::sleep(interval).await;
+                        let whole = event(&shared, id);
+                        let half = whole.trim_end_matches('\n').to_owned();
+                        (Ok(Bytes::from(half)), Step::Break)
+                    } else {
+                        return break_connection().await;
+                    }
                 }
-            }
-            Step::Event(id) if id > total => {
-                // Everything is sent: stay open until the client leaves.
-                std::future::pending::<()>().await;
-                return None;
-            }
-            Step::Event(id) => {
-                tokio::time::sleep(interval).await;
-                (Ok(Bytes::from(event(id))), Step::Event(id + 1))
-            }
-            Step::Break => return break_connection().await,
-            Step::Done => return None,
-        };
-        Some((frame.map(Frame::data), next))
+                Step::Event(id) if id > total => {
+                    // Everything is sent: stay open until the client leaves.
+                    std::future::pending::<()>().await;
+                    return None;
+                }
+                Step::Event(id) => {
+                    tokio::time::sleep(interval).await;
+                    (Ok(Bytes::from(event(&shared, id))), Step::Event(id + 1))
+                }
+                Step::Break => return break_connection().await,
+                Step::Done => return None,
+            };
+            Some((frame.map(Frame::data), next))
+        }
     });
     let mut response = Response::new(BoxBody::new(StreamBody::new(body)));
     let headers = response.headers_mut();

@@ -363,3 +363,14 @@ impl Body for OpenEnded {
 pub(crate) fn poll_once<F: Future>(future: Pin<&mut F>) -> Poll<F::Output> {
     future.poll(&mut Context::from_waker(std::task::Waker::noop()))
 }
+
+/// The fingerprint of the event of `block`, one whole block, as the layer
+/// records it with its id.
+pub(crate) fn fingerprint_of(block: &str) -> u64 {
+    let mut framer = tower_sse_resume::framer::Framer::new();
+    framer.push(Bytes::copy_from_slice(block.as_bytes()));
+    match framer.next_segment() {
+        Some(tower_sse_resume::framer::Segment::Block(block)) => block.fingerprint(),
+        other => panic!("not one block: {other:?}"),
+    }
+}

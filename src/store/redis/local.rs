@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::lock;
-use crate::tracker::{Tracker, Window};
+use crate::tracker::{Attachment, Tracker, Window};
 
 /// The most trackers this process keeps for sharing between its streams.
 const LOCAL_TRACKERS: usize = 100_000;
@@ -50,7 +50,9 @@ impl Local {
         lock(&self.shards[index])
     }
 
-    /// The tracker of a window just loaded at `generation`.
+    /// The tracker of a window just loaded at `generation`, holding
+    /// `entries` (ids with the fingerprints of their events), and a new
+    /// response attached to it.
     ///
     /// A stream of this process that holds the tracker already keeps it,
     /// with what Redis holds merged in: in the same generation, the ids
@@ -60,33 +62,36 @@ impl Local {
         &self,
         window_key: &str,
         generation: i64,
-        ids: &[String],
+        entries: &[(String, u64)],
         window_len: usize,
-    ) -> Tracker {
+    ) -> (Tracker, Attachment) {
         let now = Instant::now();
         let mut shard = self.shard(window_key);
         shard.sweep_if_due(now);
         if let Some(entry) = shard.entries.get_mut(window_key) {
             if entry.tracker.in_use() {
                 let mut window = entry.tracker.lock();
-                let local: Vec<String> = if entry.generation == generation {
-                    window.ids().collect()
+                let local: Vec<(String, u64)> = if entry.generation == generation {
+                    window.entries().collect()
                 } else {
                     Vec::new()
                 };
-                let merged = ids.iter().chain(&local);
-                *window = Window::from_ids(window.capacity(), merged);
+                let merged = entries.iter().chain(&local);
+                window.replace_ids(merged.map(|(id, content)| (id.as_str(), *content)));
                 // Streams opened before a cursor cut it stop recording.
                 window.set_generation(generation_of(generation));
+                let attachment = entry.tracker.attach_locked(&mut window);
                 drop(window);
                 entry.generation = generation;
                 entry.last_used = now;
-                return entry.tracker.clone();
+                return (entry.tracker.clone(), attachment);
             }
         }
-        let mut window = Window::from_ids(window_len, ids);
+        let mut window = Window::new(window_len);
+        window.replace_ids(entries.iter().map(|(id, content)| (id.as_str(), *content)));
         window.set_generation(generation_of(generation));
         let tracker = Tracker::from_window(window);
+        let attachment = tracker.attach();
         if shard.entries.len() >= LOCAL_TRACKERS / LOCAL_SHARDS
             && !shard.entries.contains_key(window_key)
         {
@@ -106,7 +111,7 @@ impl Local {
                 },
             );
         }
-        tracker
+        (tracker, attachment)
     }
 
     pub(super) fn generation(&self, window_key: &str) -> Option<i64> {

@@ -13,7 +13,7 @@ use tokio::sync::watch;
 
 use super::memory::{DEFAULT_IDLE_TTL, DEFAULT_MAX_STREAMS_PER_SCOPE};
 use super::{IdBatch, Opened, StoreError, StreamKey, TrackerStore};
-use crate::tracker::{DEFAULT_WINDOW_LEN, HistoryLimits, Tracker};
+use crate::tracker::{Attachment, DEFAULT_WINDOW_LEN, HistoryLimits, Tracker};
 
 use connection::{Connection, unavailable, within};
 use keys::{Keys, escape, scope_key};
@@ -100,6 +100,7 @@ const UNFENCED: i64 = -1;
 /// | key | type | holds |
 /// |---|---|---|
 /// | `<prefix>{S}:w:T` | list | the window of `T`: ids forwarded, oldest first, trimmed to the window length |
+/// | `<prefix>{S}:wf:T` | list | at the same places, the fingerprint of each id's event (decimal) |
 /// | `<prefix>{S}:s` | sorted set | the streams of `S`, scored by last use (ms): for finding a cursor's stream, capping the streams per scope and forgetting idle ones |
 /// | `<prefix>{S}:g` | hash | per stream, its generation: bumped whenever a client cursor cuts the window |
 ///
@@ -353,13 +354,14 @@ impl RedisStore {
         }
     }
 
-    /// Hands out the process's tracker of a loaded window.
-    fn adopt(&self, keys: &Keys, loaded: &Loaded) -> Tracker {
+    /// Hands out the process's tracker of a loaded window, with a new
+    /// response attached.
+    fn adopt(&self, keys: &Keys, loaded: &Loaded) -> (Tracker, Attachment) {
         let window_key = keys.window(&loaded.stream);
         self.shared.local.adopt(
             &window_key,
             loaded.generation,
-            &loaded.ids,
+            &loaded.entries,
             self.config.window_len,
         )
     }
@@ -384,7 +386,7 @@ impl TrackerStore for RedisStore {
     async fn load(&self, key: &StreamKey) -> Result<Tracker, StoreError> {
         let keys = self.keys(key.scope());
         let loaded = self.open_script(&keys, key.stream(), None, false).await?;
-        Ok(self.adopt(&keys, &loaded))
+        Ok(self.adopt(&keys, &loaded).0)
     }
 
     fn persists_blocks(&self) -> bool {
@@ -467,12 +469,12 @@ impl TrackerStore for RedisStore {
     ) -> Result<Opened, StoreError> {
         let keys = self.keys(scope);
         let loaded = self.open_script(&keys, stream, cursor, true).await?;
-        let tracker = self.adopt(&keys, &loaded);
+        let (tracker, attachment) = self.adopt(&keys, &loaded);
         Ok(Opened {
             key: StreamKey::new(scope, &loaded.stream),
             tracker,
+            attachment,
             cursor_known: loaded.cursor_known,
-            generation: local::generation_of(loaded.generation),
             stamp_epoch: (loaded.epoch > 0).then_some(loaded.epoch),
             replay: loaded.replay,
         })

@@ -86,10 +86,15 @@ local function forget_history(stream)
   redis.call('HDEL', history_bytes_key, stream)
 end
 
+-- A window's ids, and at the same places the fingerprints of their events.
+local function window_keys(stream)
+  return windows .. stream, scope_keys .. 'wf:' .. stream
+end
+
 local function forget(stream)
   redis.call('ZREM', streams_key, stream)
   redis.call('HDEL', generations_key, stream)
-  redis.call('DEL', windows .. stream)
+  redis.call('DEL', window_keys(stream))
   forget_history(stream)
 end
 
@@ -151,7 +156,9 @@ end
 
 -- Marks a stream used: refreshes the TTLs, and makes room in the scope.
 local function touch(stream)
-  redis.call('PEXPIRE', windows .. stream, ttl)
+  local ids, fingerprints = window_keys(stream)
+  redis.call('PEXPIRE', ids, ttl)
+  redis.call('PEXPIRE', fingerprints, ttl)
   if history_len > 0 then
     local blocks, ids = history_keys(stream)
     redis.call('PEXPIRE', blocks, ttl)
@@ -174,17 +181,23 @@ local function touch(stream)
   redis.call('PEXPIRE', generations_key, ttl)
 end
 
+-- Whether the window or the history of `stream` holds `id`.
+local function knows(stream, id)
+  if usable(windows .. stream, 'list') and redis.call('LPOS', windows .. stream, id) then
+    return true
+  end
+  if history_len > 0 then
+    local _, ids = history_keys(stream)
+    if usable(ids, 'list') and redis.call('LPOS', ids, id) then return true end
+  end
+  return false
+end
+
 -- Finds the stream of the scope whose window or history holds `id`, the
 -- most recently used first.
 local function find(id)
   for _, stream in ipairs(redis.call('ZREVRANGE', streams_key, 0, -1)) do
-    if usable(windows .. stream, 'list') and redis.call('LPOS', windows .. stream, id) then
-      return stream
-    end
-    if history_len > 0 then
-      local _, ids = history_keys(stream)
-      if usable(ids, 'list') and redis.call('LPOS', ids, id) then return stream end
-    end
+    if knows(stream, id) then return stream end
   end
   return nil
 end
@@ -199,17 +212,20 @@ end
 ";
 
 /// `ARGV[8]`: the stream; `ARGV[9]`: the client's cursor, or empty; `ARGV[10]`:
-/// `1` to look for the cursor's stream in the whole scope. Returns the
-/// stream, whether the cursor was known (-1 without one), the generation,
-/// the bad values met, the window, whether the history held the cursor
-/// (-1 without a cursor or a history), the blocks that followed it, and
-/// with a history, an epoch for stamped ids (else 0).
+/// `1` to look for the cursor's stream in the whole scope when the stream
+/// does not know it. Returns the stream, whether the cursor was known (-1
+/// without one), the generation, the bad values met, the window, whether
+/// the history held the cursor (-1 without a cursor or a history), the
+/// blocks that followed it, with a history an epoch for stamped ids (else
+/// 0), and the fingerprints of the window's events.
 const OPEN: &str = r"
 local stream, cursor, search = ARGV[8], ARGV[9], ARGV[10] == '1'
 local known, gen, replayed, replay = -1, 0, -1, {}
+local window, fingerprints = window_keys(stream)
 if cursor ~= '' then
-  if search then
+  if search and not knows(stream, cursor) then
     stream = find(cursor) or stream
+    window, fingerprints = window_keys(stream)
   end
   local blocks = nil
   if history_len > 0 then
@@ -221,14 +237,17 @@ if cursor ~= '' then
     known, replay = 1, blocks
   else
     local at = nil
-    if usable(windows .. stream, 'list') then
-      at = redis.call('LPOS', windows .. stream, cursor)
+    if usable(window, 'list') then
+      at = redis.call('LPOS', window, cursor)
     end
     if at then
-      redis.call('LTRIM', windows .. stream, 0, at)
+      -- Both lists end at the newest id: the cut keeps as many of each.
+      local len = redis.call('LLEN', window)
+      redis.call('LTRIM', window, 0, at)
+      redis.call('LTRIM', fingerprints, 0, at - len + redis.call('LLEN', fingerprints))
       known = 1
     else
-      redis.call('DEL', windows .. stream)
+      redis.call('DEL', window, fingerprints)
       known = 0
     end
   end
@@ -237,9 +256,12 @@ if cursor ~= '' then
 else
   gen = generation(stream) or 0
 end
-local ids = {}
-if usable(windows .. stream, 'list') then
-  ids = redis.call('LRANGE', windows .. stream, -window_len, -1)
+local ids, prints = {}, {}
+if usable(window, 'list') then
+  ids = redis.call('LRANGE', window, -window_len, -1)
+end
+if usable(fingerprints, 'list') then
+  prints = redis.call('LRANGE', fingerprints, -window_len, -1)
 end
 local epoch = 0
 if history_len > 0 then
@@ -250,7 +272,7 @@ if history_len > 0 then
   redis.call('SET', epoch_key, epoch, 'PX', ttl)
 end
 if #ids > 0 or gen > 0 or replayed >= 0 then touch(stream) end
-return {stream, known, gen, bad_values, ids, replayed, replay, epoch}
+return {stream, known, gen, bad_values, ids, replayed, replay, epoch, prints}
 ";
 
 /// `ARGV[8]`: the id. Returns the stream whose window or history holds it,
@@ -262,13 +284,15 @@ return {found or false, bad_values}
 
 /// `ARGV[8]`: the stream; `ARGV[9]`: the generation its ids were forwarded in,
 /// or -1; `ARGV[10]`: the number of ids; `ARGV[11]`: `1` when the history
-/// before these blocks is to be forgotten; then the ids, oldest first;
-/// then for the history, each block's id (or empty) and bytes. Returns 1
-/// when written, 0 when a cursor cut the window since that generation,
-/// and the bad values met.
+/// before these blocks is to be forgotten; `ARGV[12]`: `1` when the window
+/// before these ids is; then the ids, oldest first, and the fingerprints
+/// of their events; then for the history, each block's id (or empty) and
+/// bytes. Returns 1 when written, 0 when a cursor cut the window since
+/// that generation, and the bad values met.
 pub(super) const WRITE: &str = r"
 local stream, gen, count = ARGV[8], tonumber(ARGV[9]), tonumber(ARGV[10])
-local forget_first = ARGV[11] == '1'
+local forget_first, start_over = ARGV[11] == '1', ARGV[12] == '1'
+local first_id = 13
 if gen >= 0 then
   local current = generation(stream)
   if current == nil then
@@ -277,14 +301,20 @@ if gen >= 0 then
     return {0, bad_values}
   end
 end
-local first_block = 12 + count
+local first_print = first_id + count
+local first_block = first_print + count
+local window, fingerprints = window_keys(stream)
+if start_over then redis.call('DEL', window, fingerprints) end
 if count > 0 then
-  local window = windows .. stream
   usable(window, 'list')
-  for first = 12, first_block - 1, 1000 do
-    redis.call('RPUSH', window, unpack(ARGV, first, math.min(first + 999, first_block - 1)))
+  usable(fingerprints, 'list')
+  for first = first_id, first_print - 1, 1000 do
+    local last = math.min(first + 999, first_print - 1)
+    redis.call('RPUSH', window, unpack(ARGV, first, last))
+    redis.call('RPUSH', fingerprints, unpack(ARGV, first + count, last + count))
   end
   redis.call('LTRIM', window, -window_len, -1)
+  redis.call('LTRIM', fingerprints, -window_len, -1)
 end
 if history_len > 0 then
   if forget_first then forget_history(stream) end
@@ -311,7 +341,9 @@ pub(super) struct Loaded {
     pub(super) stream: String,
     pub(super) cursor_known: Option<bool>,
     pub(super) generation: i64,
-    pub(super) ids: Vec<String>,
+    /// The window's ids, with the fingerprints of their events (0 where
+    /// Redis holds none).
+    pub(super) entries: Vec<(String, u64)>,
     pub(super) bad_values: u64,
     pub(super) replay: Replay,
     /// Where stamped ids start; 0 without a history.
@@ -320,7 +352,7 @@ pub(super) struct Loaded {
 
 impl Loaded {
     pub(super) fn parse(reply: Value) -> Result<Self, StoreError> {
-        let mut items = array(reply, 8)?.into_iter();
+        let mut items = array(reply, 9)?.into_iter();
         let stream = bulk(next(&mut items)?)?;
         let known = int(next(&mut items)?)?;
         let generation = int(next(&mut items)?)?;
@@ -353,6 +385,24 @@ impl Loaded {
             _ => Replay::Off,
         };
         let epoch = u64::try_from(int(next(&mut items)?)?).unwrap_or(0);
+        let prints = list(next(&mut items)?, "fingerprints")?;
+        let prints: Vec<u64> = prints
+            .into_iter()
+            .map(|print| {
+                bulk(print)
+                    .ok()
+                    .and_then(|print| std::str::from_utf8(&print).ok()?.parse().ok())
+            })
+            .collect::<Option<_>>()
+            .filter(|prints: &Vec<u64>| prints.len() == ids.len())
+            // Fingerprints that do not match the ids say nothing: unknown
+            // events, which an upstream's replay then passes (a duplicate,
+            // never a loss).
+            .unwrap_or_else(|| {
+                bad_values += u64::from(!ids.is_empty());
+                vec![0; ids.len()]
+            });
+        let entries = ids.into_iter().zip(prints).collect();
         Ok(Self {
             stream,
             cursor_known: match known {
@@ -360,7 +410,7 @@ impl Loaded {
                 known => Some(known == 1),
             },
             generation,
-            ids,
+            entries,
             bad_values,
             replay,
             epoch,

@@ -262,9 +262,13 @@ fn write_command(pending: &Pending, whole_script: bool) -> Cmd {
     let forget_history = batch.forgets_history() || skip_blocks > 0;
     command
         .arg(batch.len() - skip)
-        .arg(if forget_history { "1" } else { "0" });
+        .arg(if forget_history { "1" } else { "0" })
+        .arg(if batch.starts_window_over() { "1" } else { "0" });
     for id in batch.iter().skip(skip) {
         command.arg(id);
+    }
+    for (_, fingerprint) in batch.events().skip(skip) {
+        command.arg(fingerprint);
     }
     for (id, block) in batch.blocks().skip(skip_blocks) {
         command.arg(id).arg(block);

@@ -1,0 +1,191 @@
+//! An ordered, bounded set of event ids, each with the fingerprint of the
+//! event it came with.
+
+use std::fmt;
+
+use super::any::AnyIds;
+use super::rising::{Rising, RisingIds, decimal};
+
+/// The ids forwarded to one client, or on one stream, oldest first, at most
+/// `capacity` of them.
+///
+/// Ids are compared as bytes. While every id is a decimal number greater
+/// than the one before, as many servers number their events, they are kept
+/// as numbers, which costs next to nothing to check; the first id that is
+/// not moves them for good to a general form: the ids back to back in one
+/// byte ring with a hash index, allocating nothing per id once warm.
+#[derive(Clone)]
+pub(crate) struct Ids {
+    /// `Some` while the ids rise; `any` is empty meanwhile.
+    rising: Option<RisingIds>,
+    any: AnyIds,
+    capacity: usize,
+}
+
+/// What [`Ids::observe`] found of an id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Seen {
+    /// Not held: recorded now.
+    New,
+    /// Held, with the same event: a duplicate.
+    Same,
+    /// Held, with another event: the upstream numbers anew (it restarted,
+    /// or numbers each connection from 1). The ids start over from this one.
+    Changed,
+}
+
+impl Ids {
+    pub(crate) fn new(capacity: usize) -> Self {
+        let capacity = capacity.max(1);
+        Self {
+            rising: Some(RisingIds::default()),
+            any: AnyIds::new(capacity),
+            capacity,
+        }
+    }
+
+    /// Looks `id` up and records it when it is not held. `content` is the
+    /// fingerprint of the event it comes with; `None` trusts the id alone.
+    #[inline]
+    pub(crate) fn observe(&mut self, id: &[u8], content: Option<u64>) -> Seen {
+        let stored = content.unwrap_or(0);
+        let held = 'found: {
+            if let Some(rising) = &mut self.rising {
+                if let Some(n) = decimal(id) {
+                    match rising.find_or_push(n, stored, self.capacity) {
+                        Rising::Pushed => return Seen::New,
+                        Rising::Held(held) => break 'found held,
+                        Rising::Other => {}
+                    }
+                }
+                self.leave_rising();
+            }
+            match self.any.find_or_push(id, stored) {
+                None => return Seen::New,
+                Some(held) => held,
+            }
+        };
+        if content.is_none_or(|content| content == held) {
+            return Seen::Same;
+        }
+        self.clear();
+        self.observe(id, content);
+        Seen::Changed
+    }
+
+    /// Moves the numbers to the general form, for ids that are not a number
+    /// above the others: ids in general from now on.
+    #[cold]
+    #[inline(never)]
+    fn leave_rising(&mut self) {
+        if let Some(rising) = self.rising.take() {
+            for (number, content) in rising.entries() {
+                self.any
+                    .find_or_push(number.to_string().as_bytes(), content);
+            }
+        }
+    }
+
+    pub(crate) fn contains(&self, id: &[u8]) -> bool {
+        match &self.rising {
+            Some(rising) => decimal(id).is_some_and(|n| rising.contains(n)),
+            None => self.any.contains(id),
+        }
+    }
+
+    /// Forgets the ids after `id`; when `id` is not held, forgets every id.
+    /// Returns whether it was held.
+    pub(crate) fn cut_after(&mut self, id: &[u8]) -> bool {
+        let known = match &mut self.rising {
+            Some(rising) => decimal(id).is_some_and(|n| rising.cut_after(n)),
+            None => self.any.apply_cursor(id),
+        };
+        if !known {
+            self.clear();
+        }
+        known
+    }
+
+    pub(crate) fn clear(&mut self) {
+        self.any.clear();
+        self.rising = Some(RisingIds::default());
+    }
+
+    /// The newest id, decoded lossily from UTF-8.
+    pub(crate) fn last_id(&self) -> Option<String> {
+        match &self.rising {
+            Some(rising) => rising.last().map(|n| n.to_string()),
+            None => self.any.last_id(),
+        }
+    }
+
+    /// The ids with their fingerprints, oldest first, decoded lossily.
+    pub(crate) fn entries(&self) -> Box<dyn Iterator<Item = (String, u64)> + '_> {
+        match &self.rising {
+            Some(rising) => Box::new(rising.entries().map(|(n, c)| (n.to_string(), c))),
+            None => Box::new(self.any.entries()),
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.rising
+            .as_ref()
+            .map_or_else(|| self.any.len(), RisingIds::len)
+    }
+
+    pub(crate) fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    pub(crate) fn is_rising(&self) -> bool {
+        self.rising.is_some()
+    }
+}
+
+impl fmt::Debug for Ids {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Ids")
+            .field("len", &self.len())
+            .field("capacity", &self.capacity)
+            .field("rising", &self.is_rising())
+            .field("last_id", &self.last_id())
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_id_with_other_content_starts_the_ids_over() {
+        for ids in [["1", "2", "3"], ["a", "b", "c"]] {
+            let mut window = Ids::new(8);
+            for (i, id) in ids.iter().enumerate() {
+                assert_eq!(window.observe(id.as_bytes(), Some(i as u64)), Seen::New);
+            }
+            let second = ids[1].as_bytes();
+            assert_eq!(window.observe(second, None), Seen::Same, "trusting the id");
+            assert_eq!(window.observe(second, Some(1)), Seen::Same);
+            assert_eq!(window.observe(second, Some(9)), Seen::Changed);
+            let kept: Vec<_> = window.entries().collect();
+            assert_eq!(kept, [(ids[1].to_owned(), 9)]);
+            assert_eq!(
+                window.observe(ids[2].as_bytes(), Some(2)),
+                Seen::New,
+                "what came after it is new again"
+            );
+        }
+    }
+
+    #[test]
+    fn moving_to_any_ids_keeps_the_fingerprints() {
+        let mut window = Ids::new(8);
+        window.observe(b"1", Some(10));
+        window.observe(b"2", Some(20));
+        assert_eq!(window.observe(b"x", Some(0)), Seen::New);
+        assert!(!window.is_rising());
+        assert_eq!(window.observe(b"2", Some(20)), Seen::Same);
+        assert_eq!(window.observe(b"1", Some(11)), Seen::Changed);
+    }
+}
