@@ -5,7 +5,6 @@ mod support;
 
 use std::pin::pin;
 use std::sync::{Arc, Mutex};
-use std::task::Poll;
 
 use bytes::Bytes;
 use http::{Request, Response};

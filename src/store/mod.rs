@@ -81,8 +81,9 @@ pub trait TrackerStore: Send + Sync + 'static {
 
     /// Everything the layer needs when a request starts, in one call.
     ///
-    /// With a client cursor, the stream is the one of `scope` that recorded
-    /// it (falling back to `stream`), and the client is resumed there with
+    /// With a client cursor, the stream is `stream` when it knows the
+    /// cursor, else the one of `scope` that recorded it (falling back to
+    /// `stream`), and the client is resumed there with
     /// [`Window::resume`](crate::tracker::Window::resume): from the replay
     /// history when the tracker keeps one, else by applying the cursor. A
     /// store that persists ids gets the cursor applied with
@@ -95,11 +96,15 @@ pub trait TrackerStore: Send + Sync + 'static {
         cursor: Option<&str>,
     ) -> impl Future<Output = Result<Opened, StoreError>> + Send {
         async move {
+            let own = StreamKey::new(scope, stream);
+            // The request's own stream first: two streams may number alike.
             let found = match cursor {
-                Some(id) => self.find_stream(scope, id).await?,
-                None => None,
+                Some(id) if !self.load(&own).await?.lock().knows(id) => {
+                    self.find_stream(scope, id).await?
+                }
+                _ => None,
             };
-            let key = StreamKey::new(scope, found.as_deref().unwrap_or(stream));
+            let key = found.map_or(own, |found| StreamKey::new(scope, &found));
             if let (Some(id), true) = (cursor, self.persists_ids()) {
                 self.apply_cursor(&key, id).await?;
             }

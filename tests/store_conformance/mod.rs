@@ -49,6 +49,9 @@ macro_rules! conformance_tests {
             an_unknown_cursor_clears_the_window,
             find_stream_looks_within_the_scope_only,
             open_resolves_the_cursor_stream_in_one_call,
+            a_cursor_resolves_to_its_per_request_stream_only,
+            a_cursor_its_own_stream_knows_stays_there,
+            fingerprints_are_kept_with_the_ids,
             scopes_never_mix,
             expire_forgets_idle_trackers,
             a_cursor_in_the_history_replays_what_followed_it,
@@ -226,6 +229,78 @@ pub(crate) async fn open_resolves_the_cursor_stream_in_one_call<H: Harness>(harn
     assert_eq!(opened.key, key("s", "GET /a"));
     assert_eq!(opened.cursor_known, None);
     assert_eq!(opened.tracker.last_id().as_deref(), Some("2"));
+}
+
+pub(crate) async fn a_cursor_resolves_to_its_per_request_stream_only<H: Harness>(harness: &H) {
+    let (a, b) = harness.pair(WINDOW, LONG).await;
+    // Two tool calls, each a per-request stream numbering from 1.
+    let (call_a, call_b) = (key("s", "POST /mcp #1"), key("s", "POST /mcp #2"));
+    stream(harness, &a, &call_a, &["A:1", "A:2", "A:3"]).await;
+    stream(harness, &a, &call_b, &["B:1", "B:2", "B:3"]).await;
+
+    let opened = b.open("s", "GET /mcp", Some("A:2")).await.expect("open");
+    assert_eq!(opened.key, call_a, "the stream that recorded the cursor");
+    assert_eq!(
+        opened.tracker.lock().ids().collect::<Vec<_>>(),
+        ["A:1", "A:2"]
+    );
+    drop(opened);
+    let opened = b.open("s", "GET /mcp", Some("B:3")).await.expect("open");
+    assert_eq!(opened.key, call_b);
+    assert_eq!(
+        ids(&b, &call_a).await,
+        ["A:1", "A:2"],
+        "resolving B's cursor touched nothing of A"
+    );
+}
+
+pub(crate) async fn a_cursor_its_own_stream_knows_stays_there<H: Harness>(harness: &H) {
+    let (a, b) = harness.pair(WINDOW, LONG).await;
+    // Two topics, each numbering from 1: the one asked for wins.
+    stream(harness, &a, &key("s", "GET /e?topic=a"), &["1", "2", "3"]).await;
+    stream(harness, &a, &key("s", "GET /e?topic=b"), &["1", "2"]).await;
+    stream(harness, &a, &key("s", "GET /e?topic=a"), &["4"]).await;
+
+    let opened = b
+        .open("s", "GET /e?topic=b", Some("1"))
+        .await
+        .expect("open");
+    assert_eq!(opened.key, key("s", "GET /e?topic=b"));
+    drop(opened);
+    let opened = b
+        .open("s", "GET /e?topic=b", Some("3"))
+        .await
+        .expect("open");
+    assert_eq!(
+        opened.key,
+        key("s", "GET /e?topic=a"),
+        "a cursor only another stream knows is that stream's"
+    );
+}
+
+pub(crate) async fn fingerprints_are_kept_with_the_ids<H: Harness>(harness: &H) {
+    let (a, b) = harness.pair(WINDOW, LONG).await;
+    let stream_key = key("s", "GET /f");
+    let mut batch = IdBatch::new();
+    batch.push_event("1", 11);
+    batch.push_event("2", 22);
+    a.record(&stream_key, &batch).expect("record");
+    harness.settle(&a).await;
+
+    let mut batch = IdBatch::new();
+    batch.start_window_over();
+    batch.push_event("2", 23);
+    batch.push_event("3", 33);
+    a.record(&stream_key, &batch).expect("record");
+    harness.settle(&a).await;
+    // MemoryStore keeps what its trackers hold, and they were not told:
+    // only a store that persists ids shows the batch.
+    let opened = b.open("s", "GET /f", None).await.expect("open");
+    let ids: Vec<String> = opened.tracker.lock().ids().collect();
+    assert!(
+        ids == ["2", "3"] || ids.is_empty(),
+        "the window started over from 2: {ids:?}"
+    );
 }
 
 pub(crate) async fn scopes_never_mix<H: Harness>(harness: &H) {
