@@ -41,6 +41,8 @@ struct Input {
     chunks: Arc<[Bytes]>,
     /// The body without the blocks whose id repeats an earlier one.
     deduplicated: Bytes,
+    /// Whether to time two concurrent responses of one stream too.
+    two_responses: bool,
 }
 
 impl Input {
@@ -75,6 +77,7 @@ impl Input {
             total_len: body.len(),
             chunks,
             deduplicated: Bytes::from(deduplicated),
+            two_responses: data_len < 1024,
         }
     }
 }
@@ -155,6 +158,29 @@ fn layered_service(
     ServiceBuilder::new()
         .layer(SseResumeLayer::new())
         .service(inner)
+}
+
+/// Two `GET /mcp` responses of session `session` at once, through
+/// `service`: both open, then both collected, the first first.
+async fn two_responses<S, B>(service: &mut S, session: &str) -> (Bytes, Bytes)
+where
+    S: Service<Request<()>, Response = Response<B>, Error = Infallible>,
+    B: Body<Data = Bytes, Error = Infallible>,
+{
+    let request = || {
+        Request::get("/mcp")
+            .header("mcp-session-id", session)
+            .body(())
+            .expect("a valid request")
+    };
+    let first = service.ready().await.expect("infallible").call(request());
+    let first = first.await.expect("infallible");
+    let second = service.ready().await.expect("infallible").call(request());
+    let second = second.await.expect("infallible");
+    (
+        collect(first.into_body()).await,
+        collect(second.into_body()).await,
+    )
 }
 
 /// `GET /mcp` of session `session` through `service`, its body collected.
@@ -262,6 +288,21 @@ fn bench_input(c: &mut Criterion, input: &Input) {
             black_box(rt.block_on(memory_dedup(&mut service, black_box(&session))))
         });
     });
+    if input.two_responses {
+        let (first, second) = rt.block_on(two_responses(&mut service, "sanity-two"));
+        assert!(
+            first == input.deduplicated && second == input.deduplicated,
+            "{}: each of two responses gets every event",
+            input.name
+        );
+        group.bench_function("two_responses", |b| {
+            b.iter(|| {
+                session += 1;
+                let session = format!("bench-session-{session}");
+                black_box(rt.block_on(two_responses(&mut service, black_box(&session))))
+            });
+        });
+    }
     group.finish();
 }
 

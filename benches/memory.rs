@@ -263,8 +263,68 @@ fn histories() {
     assert_eq!(store.history_bytes(), blocks * BLOCK_LEN);
 }
 
+/// Sessions that each stream one `POST` response (a per-request stream of
+/// 20 events) through the layer to its end, then sit idle.
+const POST_SESSIONS: usize = 10_000;
+
+/// What a per-request stream leaves behind once its response ended, and
+/// that it goes when idle past the store's TTL.
+fn per_request_streams() {
+    use http_body_util::{BodyExt, Full};
+    use tower::{Layer, ServiceExt};
+
+    let ttl = std::time::Duration::from_millis(300);
+    let store = MemoryStore::new().idle_ttl(ttl);
+    let layer = tower_sse_resume::SseResumeLayer::new().store(store.clone());
+    let body: String = (1..=20)
+        .map(|i| format!("id: {i}\ndata: event {i}\n\n"))
+        .collect();
+    let expected = bytes::Bytes::from(body);
+    let sent = expected.clone();
+    let upstream = tower::service_fn(move |_: http::Request<()>| {
+        let response = http::Response::builder()
+            .header("content-type", "text/event-stream")
+            .body(Full::new(sent.clone()))
+            .expect("a response");
+        std::future::ready(Ok::<_, std::convert::Infallible>(response))
+    });
+    let service = layer.layer(upstream);
+    let mut session = String::with_capacity(64);
+    let before = Snapshot::now();
+    for k in 0..POST_SESSIONS {
+        uuid_like(&mut session, k, 0);
+        let request = http::Request::post("/chat")
+            .header("mcp-session-id", session.as_str())
+            .body(())
+            .expect("a request");
+        let response = service.clone().oneshot(request).now_or_never();
+        let body = response.expect("ready at once").expect("infallible");
+        let collected = body.into_body().collect().now_or_never();
+        let bytes = collected
+            .expect("ready at once")
+            .expect("infallible")
+            .to_bytes();
+        assert_eq!(bytes, expected, "every event of each response");
+    }
+    assert_eq!(store.len(), POST_SESSIONS, "one stream per request");
+    before.report(
+        &format!("ended per-request stream of 20 events ({POST_SESSIONS} sessions)"),
+        POST_SESSIONS,
+        "stream",
+    );
+    std::thread::sleep(ttl * 2);
+    let removed = store
+        .expire()
+        .now_or_never()
+        .expect("at once")
+        .expect("no failure");
+    assert_eq!(removed, POST_SESSIONS);
+    before.report("  after the idle TTL and `expire`", POST_SESSIONS, "stream");
+}
+
 fn run(scenario: &str) {
     match scenario {
+        "per_request" => per_request_streams(),
         "histories" => histories(),
         "idle_keys" => idle_keys(),
         "short_ids" => full_windows("short (5 B)", |out, _, i| short(out, i)),
@@ -283,7 +343,13 @@ fn main() {
          allocator overhead included)"
     );
     let exe = std::env::current_exe().expect("the path of this bench");
-    for scenario in ["idle_keys", "short_ids", "uuid_ids", "histories"] {
+    for scenario in [
+        "idle_keys",
+        "short_ids",
+        "uuid_ids",
+        "histories",
+        "per_request",
+    ] {
         let status = Command::new(&exe)
             .env(SCENARIO_VAR, scenario)
             .status()

@@ -202,6 +202,7 @@ impl Window {
         self.ids.observe(id, content)
     }
 
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     /// Replaces the ids, as when a store loaded newer ones; the responses
     /// attached keep what their clients have.
     pub(crate) fn replace_ids<'a>(&mut self, entries: impl IntoIterator<Item = (&'a str, u64)>) {
@@ -212,6 +213,7 @@ impl Window {
         }
     }
 
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     /// The ids with the fingerprints of their events, oldest first.
     pub(crate) fn entries(&self) -> impl Iterator<Item = (String, u64)> + '_ {
         self.ids.entries()
