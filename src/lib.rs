@@ -6,7 +6,8 @@
 //! the upstream replays: without help the client gets events twice, or, if
 //! the upstream is not asked to resume, loses them. [`SseResumeLayer`]
 //! frames `text/event-stream` response bodies as they stream, drops the
-//! blocks whose id the client's stream already carried, and on a reconnect
+//! blocks the client already has (the same id with the same event), and on
+//! a reconnect
 //! without `Last-Event-ID` asks the upstream to resume where the stream left
 //! off.
 //!
@@ -39,24 +40,76 @@
 //! # }
 //! ```
 //!
+//! # Streams and responses
+//!
+//! A *stream* is what the upstream sends under one scope (by default the
+//! `Mcp-Session-Id` header) and one stream key; a *response* is one client
+//! connection's view of it.
+//!
+//! - **Which stream.** By default ([`key::DefaultStreamKey`]) a `GET` is a
+//!   standing stream keyed by method, path and query: `/events?topic=a`
+//!   and `/events?topic=b` are two. Any other method makes a per-request
+//!   stream that no other request shares: two chat completions streamed by
+//!   `POST /chat` never share a window. A later `GET` whose
+//!   `Last-Event-ID` is one of a per-request stream's ids resumes that
+//!   stream and no other, as MCP does. [`SseResumeLayer::stream_key`]
+//!   chooses otherwise.
+//! - **Who has what.** A response drops a block only when its own client
+//!   has the id: the ids up to its cursor, or without one, the ids its
+//!   stream had forwarded before it opened (the same assumption injection
+//!   makes), and the ids it forwarded itself. Two tabs of one session each
+//!   get every event. The stream records every id forwarded on any of its
+//!   responses, for injection and cursor resolution.
+//! - **What is a duplicate.** The same id with the same event again: the
+//!   same data and event type as the block the id was forwarded with
+//!   (line ends, comments and `retry` aside). An id that comes back with
+//!   another event is a new event, as from an upstream that restarted and
+//!   numbers from 1 again: it is forwarded, and the stream's ids start over
+//!   from it. [`SseResumeLayer::trust_ids`] drops by id alone, for
+//!   upstreams whose replays re-render their data.
+//!
+//! ```
+//! use bytes::Bytes;
+//! use http::{Request, Response};
+//! use http_body_util::{BodyExt, Full};
+//! use tower::{ServiceBuilder, ServiceExt, service_fn};
+//! use tower_sse_resume::SseResumeLayer;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! // Each completion numbers its events from 1.
+//! let upstream = service_fn(|_request: Request<()>| async {
+//!     let body = Full::new(Bytes::from("id: 1\ndata: hello\n\nid: 2\ndata: world\n\n"));
+//!     let response = Response::builder().header("content-type", "text/event-stream");
+//!     Ok::<_, std::convert::Infallible>(response.body(body).unwrap())
+//! });
+//! let service = ServiceBuilder::new().layer(SseResumeLayer::new()).service(upstream);
+//! for _ in 0..2 {
+//!     let request = Request::post("/chat").header("mcp-session-id", "s1").body(()).unwrap();
+//!     let response = service.clone().oneshot(request).await.unwrap();
+//!     let body = response.into_body().collect().await.unwrap().to_bytes();
+//!     assert_eq!(body, "id: 1\ndata: hello\n\nid: 2\ndata: world\n\n", "each gets all");
+//! }
+//! # }
+//! ```
+//!
 //! # What it guarantees
 //!
 //! - **Byte-exact.** The output is the input with whole duplicate blocks
 //!   removed: no re-encoding, line ends, comments and unknown fields as
 //!   received.
 //! - **Only explicit ids deduplicate.** A block is dropped only when its last
-//!   valid `id` is non-empty and in the stream's window. Blocks without an
-//!   id, comments, `retry`-only blocks, an empty `id:` and a truncated last
-//!   block always pass.
+//!   valid `id` is non-empty, its client has it, and its event is the one
+//!   the id came with. Blocks without an id, comments, `retry`-only
+//!   blocks, an empty `id:` and a truncated last block always pass.
 //! - **Never loses what the client has not confirmed.** A reconnect with
 //!   `Last-Event-ID: X` forgets the ids forwarded after `X`, so the
 //!   upstream's replay of them goes through; an `X` the window does not know
-//!   clears it.
-//! - **Scoped.** Trackers are keyed by a scope (by default the
-//!   `Mcp-Session-Id` header) and a stream key (by default method and
-//!   path); a `Last-Event-ID` finds the stream it was recorded on within the
-//!   scope. Requests without a scope are deduplicated within their own
-//!   response only.
+//!   clears it. A response opened before such a reconnect stops recording
+//!   into the stream, and keeps what its own client has.
+//! - **Scoped.** A tracker never crosses scopes; a `Last-Event-ID` finds
+//!   its stream within the scope, the request's own stream first. Requests
+//!   without a scope are deduplicated within their own response only.
 //! - **Careful injection.** `Last-Event-ID` is added only to a `GET` that
 //!   has none, and never for MCP `2026-07-28` or later.
 //! - **Off the hot path, bounded.** The body checks ids in process; the
@@ -101,7 +154,13 @@
 //!   cursor applied to the window as without a history. Listen for it with
 //!   `source.addEventListener("sse-resume-gap", ...)`.
 //! - **What it keeps**: every block that dispatches an event or carries an
-//!   id, as forwarded. Comments and `retry`-only blocks are not kept. A
+//!   id, as forwarded, once: a block with an id when its stream first
+//!   forwards the id (two responses of one stream never put one upstream
+//!   event in twice), a block without one from a single response, the
+//!   one that opened when no other response of the stream was attached
+//!   (another's would be the same upstream events again, which nothing
+//!   tells apart; its clients' stamped ids then resume with a gap
+//!   signal). Comments and `retry`-only blocks are not kept. A
 //!   block it cannot keep (over the byte limit, over the block or id length
 //!   limit) ends the history before it: no replay ever skips an event
 //!   silently; a cursor from before it is a gap.

@@ -165,7 +165,7 @@ impl Dedup {
                     }
                     Some(own) => match own.observe(id, content) {
                         Seen::Same => (Seen::Same, Seen::Same),
-                        seen if current => (seen, window.observe(id, content)),
+                        seen if current => (seen, window.record_forwarded(id, content)),
                         seen => (seen, Seen::Same),
                     },
                 };

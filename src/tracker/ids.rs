@@ -73,6 +73,20 @@ impl Ids {
         Seen::Changed
     }
 
+    /// Like [`observe`](Self::observe), for a stream that another response
+    /// may be ahead on: a rising number below the newest that is not held
+    /// is an event the stream went past (it fell out of the window), and
+    /// is not recorded again, so that the newest id only moves forward.
+    #[inline]
+    pub(crate) fn observe_in_order(&mut self, id: &[u8], content: Option<u64>) -> Seen {
+        if let (Some(rising), Some(n)) = (&self.rising, decimal(id)) {
+            if rising.last().is_some_and(|newest| n < newest) && !rising.contains(n) {
+                return Seen::Same;
+            }
+        }
+        self.observe(id, content)
+    }
+
     /// Moves the numbers to the general form, for ids that are not a number
     /// above the others: ids in general from now on.
     #[cold]

@@ -202,6 +202,14 @@ impl Window {
         self.ids.observe(id, content)
     }
 
+    /// Records an id a response forwarded to its own client into the
+    /// stream, which another response may be ahead on: see
+    /// [`Ids::observe_in_order`].
+    #[inline]
+    pub(crate) fn record_forwarded(&mut self, id: &[u8], content: Option<u64>) -> Seen {
+        self.ids.observe_in_order(id, content)
+    }
+
     #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     /// Replaces the ids, as when a store loaded newer ones; the responses
     /// attached keep what their clients have.
