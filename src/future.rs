@@ -195,7 +195,6 @@ impl Plan {
     ) -> Self {
         let Opened {
             key,
-            tracker,
             attachment,
             cursor_known,
             replay,
@@ -208,7 +207,12 @@ impl Plan {
         let replayed = matches!(replay, Replay::Blocks(_));
         // The newest id the upstream sent: stamped ids never go in the
         // window. One that is not a valid header value is never sent.
-        let last_id = || tracker.last_id().and_then(|id| header_value(&id));
+        let last_id = || {
+            attachment
+                .tracker()
+                .last_id()
+                .and_then(|id| header_value(&id))
+        };
         let upstream_cursor = if resumption.inject {
             last_id().map_or(UpstreamCursor::Keep, UpstreamCursor::Set)
         } else if resumption.from_history && replayed {

@@ -123,7 +123,6 @@ pub trait TrackerStore: Send + Sync + 'static {
             drop(window);
             Ok(Opened {
                 key,
-                tracker,
                 attachment,
                 cursor_known,
                 replay,
@@ -328,11 +327,10 @@ impl Strings {
 pub struct Opened {
     /// The stream the request belongs to.
     pub key: StreamKey,
-    /// Its tracker, with the client's cursor applied.
-    pub tracker: Tracker,
-    /// The response attached to the tracker, made with
+    /// The response attached to the stream's tracker, made with
     /// [`Tracker::attach`] right after the cursor was applied: its client
-    /// has what the window held then.
+    /// has what the window held then. [`Attachment::tracker`] is the
+    /// tracker, with the cursor applied.
     pub attachment: Attachment,
     /// Whether the client's cursor was in the window or the history;
     /// `None` without one.

@@ -134,11 +134,12 @@ impl Ids {
     }
 
     /// The ids with their fingerprints, oldest first, decoded lossily.
-    pub(crate) fn entries(&self) -> Box<dyn Iterator<Item = (String, u64)> + '_> {
-        match &self.rising {
-            Some(rising) => Box::new(rising.entries().map(|(n, c)| (n.to_string(), c))),
-            None => Box::new(self.any.entries()),
-        }
+    pub(crate) fn entries(&self) -> impl Iterator<Item = (String, u64)> + '_ {
+        // `any` is empty while the ids rise.
+        let rising = self.rising.iter().flat_map(RisingIds::entries);
+        rising
+            .map(|(n, content)| (n.to_string(), content))
+            .chain(self.any.entries())
     }
 
     pub(crate) fn len(&self) -> usize {

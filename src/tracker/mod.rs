@@ -248,11 +248,8 @@ impl Window {
         self.ids.cut_after(id.as_ref())
     }
 
-    /// Moves to a new generation: the responses attached so far stop
-    /// recording, and the one whose view was the window keeps a copy.
     fn next_generation(&mut self) {
-        self.responses.new_generation(&self.ids);
-        self.generation += 1;
+        self.set_generation(self.generation + 1);
     }
 
     /// Resumes a client from its cursor `id`.
@@ -319,7 +316,9 @@ impl Window {
         self.generation
     }
 
-    /// Sets the generation, for a store that counts them elsewhere.
+    /// Sets the generation, for a store that counts them elsewhere. In a
+    /// new one, the responses attached so far stop recording, and the one
+    /// whose view was the window keeps a copy.
     pub fn set_generation(&mut self, generation: u64) {
         if generation != self.generation {
             self.responses.new_generation(&self.ids);
@@ -348,11 +347,6 @@ impl Window {
         self.ids.len()
     }
 
-    /// The number of responses attached at the current generation.
-    pub fn attached(&self) -> usize {
-        self.responses.current()
-    }
-
     pub(crate) fn responses(&mut self) -> &mut Responses {
         &mut self.responses
     }
@@ -374,8 +368,15 @@ impl fmt::Debug for Window {
             .field("ids", &self.ids)
             .field("history", &self.history_len())
             .field("generation", &self.generation)
-            .field("attached", &self.attached())
+            .field("attached", &self.responses.current())
             .finish()
+    }
+}
+
+impl Attachment {
+    /// The tracker of the stream the response is attached to.
+    pub fn tracker(&self) -> &Tracker {
+        &self.tracker
     }
 }
 

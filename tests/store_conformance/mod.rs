@@ -213,7 +213,10 @@ pub(crate) async fn open_resolves_the_cursor_stream_in_one_call<H: Harness>(harn
     let opened = b.open("s", "GET /b", Some("2")).await.expect("open");
     assert_eq!(opened.key, key("s", "GET /a"), "the cursor's own stream");
     assert_eq!(opened.cursor_known, Some(true));
-    assert_eq!(opened.tracker.lock().ids().collect::<Vec<_>>(), ["1", "2"]);
+    assert_eq!(
+        opened.attachment.tracker().lock().ids().collect::<Vec<_>>(),
+        ["1", "2"]
+    );
     drop(opened);
 
     let opened = b.open("s", "GET /b", Some("zz")).await.expect("open");
@@ -228,7 +231,7 @@ pub(crate) async fn open_resolves_the_cursor_stream_in_one_call<H: Harness>(harn
     let opened = a.open("s", "GET /a", None).await.expect("open");
     assert_eq!(opened.key, key("s", "GET /a"));
     assert_eq!(opened.cursor_known, None);
-    assert_eq!(opened.tracker.last_id().as_deref(), Some("2"));
+    assert_eq!(opened.attachment.tracker().last_id().as_deref(), Some("2"));
 }
 
 pub(crate) async fn a_cursor_resolves_to_its_per_request_stream_only<H: Harness>(harness: &H) {
@@ -241,7 +244,7 @@ pub(crate) async fn a_cursor_resolves_to_its_per_request_stream_only<H: Harness>
     let opened = b.open("s", "GET /mcp", Some("A:2")).await.expect("open");
     assert_eq!(opened.key, call_a, "the stream that recorded the cursor");
     assert_eq!(
-        opened.tracker.lock().ids().collect::<Vec<_>>(),
+        opened.attachment.tracker().lock().ids().collect::<Vec<_>>(),
         ["A:1", "A:2"]
     );
     drop(opened);
@@ -296,7 +299,7 @@ pub(crate) async fn fingerprints_are_kept_with_the_ids<H: Harness>(harness: &H) 
     // MemoryStore keeps what its trackers hold, and they were not told:
     // only a store that persists ids shows the batch.
     let opened = b.open("s", "GET /f", None).await.expect("open");
-    let ids: Vec<String> = opened.tracker.lock().ids().collect();
+    let ids: Vec<String> = opened.attachment.tracker().lock().ids().collect();
     assert!(
         ids == ["2", "3"] || ids.is_empty(),
         "the window started over from 2: {ids:?}"
@@ -415,11 +418,11 @@ pub(crate) async fn a_cursor_in_the_history_replays_what_followed_it<H: Harness>
     assert_eq!(opened.cursor_known, Some(true));
     assert_eq!(opened.replay, blocks(&["3", "4"]));
     assert_eq!(
-        opened.tracker.lock().ids().collect::<Vec<_>>(),
+        opened.attachment.tracker().lock().ids().collect::<Vec<_>>(),
         ["1", "2", "3", "4"],
         "the replayed ids stay, so an upstream's replay of them is dropped"
     );
-    assert_eq!(opened.tracker.last_id().as_deref(), Some("4"));
+    assert_eq!(opened.attachment.tracker().last_id().as_deref(), Some("4"));
     drop(opened);
 
     let opened = a.open("s", "GET /a", Some("4")).await.expect("open");

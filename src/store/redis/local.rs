@@ -50,9 +50,9 @@ impl Local {
         lock(&self.shards[index])
     }
 
-    /// The tracker of a window just loaded at `generation`, holding
-    /// `entries` (ids with the fingerprints of their events), and a new
-    /// response attached to it.
+    /// A new response attached to the tracker of a window just loaded at
+    /// `generation`, holding `entries` (ids with the fingerprints of their
+    /// events).
     ///
     /// A stream of this process that holds the tracker already keeps it,
     /// with what Redis holds merged in: in the same generation, the ids
@@ -64,7 +64,7 @@ impl Local {
         generation: i64,
         entries: &[(String, u64)],
         window_len: usize,
-    ) -> (Tracker, Attachment) {
+    ) -> Attachment {
         let now = Instant::now();
         let mut shard = self.shard(window_key);
         shard.sweep_if_due(now);
@@ -84,7 +84,7 @@ impl Local {
                 drop(window);
                 entry.generation = generation;
                 entry.last_used = now;
-                return (entry.tracker.clone(), attachment);
+                return attachment;
             }
         }
         let mut window = Window::new(window_len);
@@ -111,7 +111,7 @@ impl Local {
                 },
             );
         }
-        (tracker, attachment)
+        attachment
     }
 
     pub(super) fn generation(&self, window_key: &str) -> Option<i64> {

@@ -356,7 +356,7 @@ impl RedisStore {
 
     /// Hands out the process's tracker of a loaded window, with a new
     /// response attached.
-    fn adopt(&self, keys: &Keys, loaded: &Loaded) -> (Tracker, Attachment) {
+    fn adopt(&self, keys: &Keys, loaded: &Loaded) -> Attachment {
         let window_key = keys.window(&loaded.stream);
         self.shared.local.adopt(
             &window_key,
@@ -386,7 +386,7 @@ impl TrackerStore for RedisStore {
     async fn load(&self, key: &StreamKey) -> Result<Tracker, StoreError> {
         let keys = self.keys(key.scope());
         let loaded = self.open_script(&keys, key.stream(), None, false).await?;
-        Ok(self.adopt(&keys, &loaded).0)
+        Ok(self.adopt(&keys, &loaded).tracker().clone())
     }
 
     fn persists_blocks(&self) -> bool {
@@ -469,10 +469,9 @@ impl TrackerStore for RedisStore {
     ) -> Result<Opened, StoreError> {
         let keys = self.keys(scope);
         let loaded = self.open_script(&keys, stream, cursor, true).await?;
-        let (tracker, attachment) = self.adopt(&keys, &loaded);
+        let attachment = self.adopt(&keys, &loaded);
         Ok(Opened {
             key: StreamKey::new(scope, &loaded.stream),
-            tracker,
             attachment,
             cursor_known: loaded.cursor_known,
             stamp_epoch: (loaded.epoch > 0).then_some(loaded.epoch),
