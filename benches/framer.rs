@@ -71,9 +71,10 @@ fn memchr_scan(chunks: Vec<Bytes>) -> usize {
     count
 }
 
-/// Runs the framer over all chunks and calls `on_segment` on every segment.
-fn run_framer(chunks: Vec<Bytes>, mut on_segment: impl FnMut(Segment)) {
-    let mut framer = Framer::new();
+/// Runs the framer over all chunks and calls `on_segment` on every segment;
+/// `fingerprints` folds each block's fingerprint in as it is parsed.
+fn run_framer(chunks: Vec<Bytes>, fingerprints: bool, mut on_segment: impl FnMut(Segment)) {
+    let mut framer = Framer::new().fingerprints(fingerprints);
     for chunk in chunks {
         framer.push(chunk);
         while let Some(segment) = framer.next_segment() {
@@ -89,9 +90,22 @@ fn run_framer(chunks: Vec<Bytes>, mut on_segment: impl FnMut(Segment)) {
 /// The framer, black-boxing every segment's length; returns the block count.
 fn framer(chunks: Vec<Bytes>) -> usize {
     let mut blocks = 0;
-    run_framer(chunks, |segment| {
+    run_framer(chunks, false, |segment| {
         black_box(segment.raw().len());
         blocks += usize::from(matches!(segment, Segment::Block(_)));
+    });
+    blocks
+}
+
+/// The framer as the layer runs it, each block's fingerprint folded in and
+/// black-boxed; returns the block count.
+fn framer_fingerprints(chunks: Vec<Bytes>) -> usize {
+    let mut blocks = 0;
+    run_framer(chunks, true, |segment| {
+        if let Segment::Block(block) = segment {
+            black_box(block.fingerprint());
+            blocks += 1;
+        }
     });
     blocks
 }
@@ -136,7 +150,7 @@ fn sanity_check(input: &Input) {
 
     let mut blocks = 0;
     let mut bytes = 0;
-    run_framer(input.chunks.clone(), |segment| {
+    run_framer(input.chunks.clone(), false, |segment| {
         let Segment::Block(block) = segment else {
             panic!("{name}: the framer handed out a pass-through segment");
         };
@@ -155,6 +169,11 @@ fn sanity_check(input: &Input) {
         framer(input.chunks.clone()),
         input.events,
         "{name}: framer blocks"
+    );
+    assert_eq!(
+        framer_fingerprints(input.chunks.clone()),
+        input.events,
+        "{name}: framer_fingerprints blocks"
     );
 
     let mut events = 0;
@@ -195,6 +214,13 @@ fn bench_input(c: &mut Criterion, input: &Input) {
         b.iter_batched(
             chunks,
             |chunks| framer(black_box(chunks)),
+            BatchSize::PerIteration,
+        );
+    });
+    group.bench_function("framer_fingerprints", |b| {
+        b.iter_batched(
+            chunks,
+            |chunks| framer_fingerprints(black_box(chunks)),
             BatchSize::PerIteration,
         );
     });

@@ -388,6 +388,34 @@ fn small_limit_frames_the_same_however_chunked(
     Ok(())
 }
 
+/// The fingerprint of every block of `chunks`, folded in while parsing or
+/// read again when asked for.
+fn fingerprints(chunks: &[Bytes], folded: bool) -> Vec<u64> {
+    let mut framer = Framer::new().fingerprints(folded);
+    for chunk in chunks {
+        framer.push(chunk.clone());
+    }
+    framer.finish();
+    let mut prints = Vec::new();
+    while let Some(segment) = framer.next_segment() {
+        if let tower_sse_resume::framer::Segment::Block(block) = segment {
+            prints.push(block.fingerprint());
+        }
+    }
+    prints
+}
+
+/// Folded in as the lines are parsed, however chunked, or read again from
+/// the whole block: the same fingerprints.
+fn fingerprints_do_not_depend_on_how_they_are_taken(
+    input: &Bytes,
+    chunks: &[Bytes],
+) -> Result<(), TestCaseError> {
+    let read_again = fingerprints(std::slice::from_ref(input), false);
+    prop_assert_eq!(fingerprints(chunks, true), read_again);
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(config())]
 
@@ -403,6 +431,7 @@ proptest! {
         blocks_end_with_a_line_end_and_only_the_tail_passes_through(&chunks)?;
         small_limit_bounds_blocks_and_buffer(&input, &chunks)?;
         small_limit_frames_the_same_however_chunked(&input, &chunks)?;
+        fingerprints_do_not_depend_on_how_they_are_taken(&input, &chunks)?;
     }
 
     /// Resynchronisation: after a block over the limit, the next block is

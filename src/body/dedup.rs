@@ -80,7 +80,7 @@ impl Dedup {
         let extras = (local_history || recorder.wants_blocks() || stamper.is_some() || prefixed)
             .then(|| Box::new(Extras::new(local_history, stamper, prefixed)));
         Self {
-            framer: Framer::with_max_block_len(max_block_len),
+            framer: Framer::with_max_block_len(max_block_len).fingerprints(compare_events),
             attachment,
             compare_events,
             output,

@@ -12,11 +12,15 @@ pub(super) struct Fields {
     pub(super) event: Span,
     pub(super) retry: Span,
     pub(super) data: bool,
-    /// The data lines' values, folded into a fingerprint as they are
-    /// parsed: see [`fingerprint`](super::fingerprint).
+    /// Whether the data lines' values are folded into `data_state` as
+    /// they are parsed: see [`fingerprint`](super::fingerprint).
+    pub(super) fingerprinting: bool,
     pub(super) data_state: u64,
     pub(super) comment: bool,
     pub(super) field: bool,
+    /// The block starts with the byte order mark the stream starts with,
+    /// which is no part of its first line.
+    pub(super) bom: bool,
 }
 
 /// A range of a block's bytes, or nothing. Blocks are shorter than
@@ -25,6 +29,16 @@ pub(super) struct Fields {
 pub(super) struct Span {
     start: u32,
     end: u32,
+}
+
+impl Fields {
+    /// No field yet, fingerprinting the data when `fingerprinting`.
+    pub(super) fn new(fingerprinting: bool) -> Self {
+        Self {
+            fingerprinting,
+            ..Self::default()
+        }
+    }
 }
 
 impl Span {
@@ -135,6 +149,23 @@ pub(super) fn scan_lines(
     Scanned::Open { line_start: at }
 }
 
+/// The fields of a whole block, as `parsed` found them, parsed again with
+/// its data fingerprinted, for a framer that did not as it went.
+#[cold]
+pub(super) fn reparse_fingerprinting(block: &[u8], parsed: &Fields) -> Fields {
+    let mut fields = Fields::new(true);
+    // The stream's byte order mark is no part of the first line's name.
+    let start = if parsed.bom { 3 } else { 0 };
+    scan_lines(
+        &mut fields,
+        &LineEnds::new(),
+        &block[start..],
+        start,
+        block.len(),
+    );
+    fields
+}
+
 /// The length of the line end found at `at` in `bytes` (1 for CR or LF, 2
 /// for CRLF), and whether it is a CR at the very end, which an LF in the next
 /// chunk may complete.
@@ -191,7 +222,9 @@ pub(super) fn parse_field(fields: &mut Fields, text: &[u8], start: usize) {
     match name {
         Name::Data => {
             fields.data = true;
-            fields.data_state = fingerprint::add_data_line(fields.data_state, value);
+            if fields.fingerprinting {
+                fields.data_state = fingerprint::add_data_line(fields.data_state, value);
+            }
         }
         Name::Id if !has_nul(value) => fields.id = span(),
         Name::Event => fields.event = span(),

@@ -161,7 +161,7 @@ impl Framer {
             scan: 0,
             carry: Vec::new(),
             line_start: 0,
-            fields: Fields::default(),
+            fields: Fields::new(false),
             fields_emitted: false,
             emitted: Emitted::default(),
             after_cr: false,
@@ -171,6 +171,14 @@ impl Framer {
             ended: false,
             line_ends: LineEnds::new(),
         }
+    }
+
+    /// Whether each block's [`fingerprint`](Block::fingerprint) is folded
+    /// in while its lines are parsed, which makes asking for it free. Off by
+    /// default: the data is then read again when it is asked for.
+    pub fn fingerprints(mut self, on: bool) -> Self {
+        self.fields.fingerprinting = on;
+        self
     }
 
     /// The block length limit.
@@ -243,7 +251,7 @@ impl Framer {
     /// when there is none yet.
     fn next_piece(&mut self) -> Range<usize> {
         if std::mem::take(&mut self.fields_emitted) {
-            self.fields = Fields::default();
+            self.fields = Fields::new(self.fields.fingerprinting);
         }
         if std::mem::take(&mut self.emitted.copied) {
             self.release_carry();
@@ -452,6 +460,7 @@ impl Framer {
         if std::mem::take(&mut self.at_stream_start) && self.block()[line.clone()].starts_with(BOM)
         {
             line.start += BOM.len();
+            self.fields.bom = true;
         }
         if !line.is_empty() {
             let block = if self.carry.is_empty() {
@@ -509,7 +518,7 @@ impl Framer {
 
     /// Hands out the current bytes as pass-through, and starts a block.
     fn emit_passthrough(&mut self) -> Range<usize> {
-        self.fields = Fields::default();
+        self.fields = Fields::new(self.fields.fingerprinting);
         self.line_start = 0;
         self.emitted.block = false;
         self.take_block()

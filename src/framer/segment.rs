@@ -109,11 +109,16 @@ impl<'a> Block<'a> {
     /// type. Two blocks that a client would read as the same event (line
     /// ends, comments, `id` and `retry` lines aside) have the same one.
     pub fn fingerprint(&self) -> u64 {
-        let event = match self.fields.event.get() {
+        let fields = if self.fields.fingerprinting {
+            *self.fields
+        } else {
+            super::lines::reparse_fingerprinting(&self.raw, self.fields)
+        };
+        let event = match fields.event.get() {
             Some(range) => &self.raw[range],
             None => &[],
         };
-        super::fingerprint::finish(self.fields.data_state, event, self.fields.data)
+        super::fingerprint::finish(fields.data_state, event, fields.data)
     }
 
     /// Whether the block holds comments and nothing else, like a keep-alive.
