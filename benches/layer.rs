@@ -1,6 +1,10 @@
 //! Throughput of a whole event-stream response through [`SseResumeLayer`],
 //! against the same body collected with no layer (the near-limit baseline)
-//! and against the `sse-stream` parser merely parsing it.
+//! and against the `sse-stream` parser merely parsing it. The layer runs
+//! with events compared by content (`memory_dedup`, the default) and with
+//! ids trusted alone (`memory_dedup_trust_ids`); for 100-byte events also
+//! as two responses of one stream at once (`two_responses`: two bodies an
+//! iteration, to compare with twice `memory_dedup`).
 //!
 //! Every group feeds one body, `id: N\ndata: <payload>\n\n` for N = 1, 2, ...,
 //! in which every 10th event repeats the id of the event before it, so that
@@ -140,9 +144,10 @@ async fn sse_stream_parse(
 }
 
 /// A service answering every request with the event stream of `chunks`,
-/// behind a default [`SseResumeLayer`].
+/// behind a default [`SseResumeLayer`], or one that trusts ids alone.
 fn layered_service(
     chunks: Arc<[Bytes]>,
+    trust_ids: bool,
 ) -> impl Service<
     Request<()>,
     Response = Response<impl Body<Data = Bytes, Error = Infallible>>,
@@ -156,7 +161,7 @@ fn layered_service(
         std::future::ready(Ok::<_, Infallible>(response))
     });
     ServiceBuilder::new()
-        .layer(SseResumeLayer::new())
+        .layer(SseResumeLayer::new().trust_ids(trust_ids))
         .service(inner)
 }
 
@@ -261,8 +266,10 @@ where
 
 fn bench_input(c: &mut Criterion, input: &Input) {
     let rt = runtime();
-    let mut service = layered_service(Arc::clone(&input.chunks));
+    let mut service = layered_service(Arc::clone(&input.chunks), false);
     sanity_check(&rt, input, &mut service);
+    let mut trusting = layered_service(Arc::clone(&input.chunks), true);
+    sanity_check(&rt, input, &mut trusting);
     let chunks = &input.chunks;
     let mut group = c.benchmark_group(input.name);
     group.throughput(Throughput::Bytes(input.total_len as u64));
@@ -286,6 +293,13 @@ fn bench_input(c: &mut Criterion, input: &Input) {
             session += 1;
             let session = format!("bench-session-{session}");
             black_box(rt.block_on(memory_dedup(&mut service, black_box(&session))))
+        });
+    });
+    group.bench_function("memory_dedup_trust_ids", |b| {
+        b.iter(|| {
+            session += 1;
+            let session = format!("bench-session-{session}");
+            black_box(rt.block_on(memory_dedup(&mut trusting, black_box(&session))))
         });
     });
     if input.two_responses {

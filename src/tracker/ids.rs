@@ -48,29 +48,45 @@ impl Ids {
     /// fingerprint of the event it comes with; `None` trusts the id alone.
     #[inline]
     pub(crate) fn observe(&mut self, id: &[u8], content: Option<u64>) -> Seen {
-        let stored = content.unwrap_or(0);
-        let held = 'found: {
-            if let Some(rising) = &mut self.rising {
-                if let Some(n) = decimal(id) {
-                    match rising.find_or_push(n, stored, self.capacity) {
-                        Rising::Pushed => return Seen::New,
-                        Rising::Held(held) => break 'found held,
-                        Rising::Other => {}
-                    }
-                }
-                self.leave_rising();
+        if let (Some(rising), Some(n)) = (&mut self.rising, decimal(id)) {
+            match rising.find_or_push(n, content.unwrap_or(0), self.capacity) {
+                Rising::Pushed => return Seen::New,
+                Rising::Held(held) => return self.compare(id, content, held),
+                Rising::Other => {}
             }
-            match self.any.find_or_push(id, stored) {
-                None => return Seen::New,
-                Some(held) => held,
-            }
-        };
+        }
+        self.observe_any(id, content)
+    }
+
+    /// [`observe`](Self::observe) for ids that are not rising numbers.
+    #[inline(never)]
+    fn observe_any(&mut self, id: &[u8], content: Option<u64>) -> Seen {
+        if self.rising.is_some() {
+            self.leave_rising();
+        }
+        match self.any.find_or_push(id, content.unwrap_or(0)) {
+            None => Seen::New,
+            Some(held) => self.compare(id, content, held),
+        }
+    }
+
+    /// Whether `id`, held with the fingerprint `held`, comes back with the
+    /// same event.
+    #[inline]
+    fn compare(&mut self, id: &[u8], content: Option<u64>, held: u64) -> Seen {
         if content.is_none_or(|content| content == held) {
             return Seen::Same;
         }
+        self.start_over(id, content);
+        Seen::Changed
+    }
+
+    /// The upstream numbers anew from `id`: the ids start over from it.
+    #[cold]
+    #[inline(never)]
+    fn start_over(&mut self, id: &[u8], content: Option<u64>) {
         self.clear();
         self.observe(id, content);
-        Seen::Changed
     }
 
     /// Like [`observe`](Self::observe), for a stream that another response
