@@ -302,3 +302,51 @@ fn expected(
     }
     out
 }
+
+#[tokio::test]
+async fn many_tool_calls_never_push_out_a_live_stream() {
+    // A session holds its `GET` stream open while it makes more tool calls
+    // than a scope keeps streams: the calls' ended streams go first.
+    let store = MemoryStore::new().max_streams_per_scope(8);
+    let layer = SseResumeLayer::new().store(store);
+    let mut replies = vec![Reply::sse([events(1..=3)])];
+    replies.extend((0..20).map(|_| Reply::sse([named("", "call", 1..=2)])));
+    replies.push(Reply::sse([events(4..=5)]));
+    let upstream = Upstream::new(replies);
+    let service = layer.layer(upstream.clone());
+    let live = service
+        .clone()
+        .oneshot(get("/mcp", "s1").body(()).unwrap())
+        .await
+        .unwrap();
+    let (parts, body) = live.into_parts();
+    let mut body = pin!(body);
+    let mut first = Vec::new();
+    while first.len() < events(1..=3).len() {
+        let frame = body.frame().await.unwrap().unwrap();
+        first.extend_from_slice(frame.data_ref().unwrap());
+    }
+    assert_eq!(first, events(1..=3).as_bytes());
+    for _ in 0..20 {
+        let call = Request::post("/mcp")
+            .header("mcp-session-id", "s1")
+            .body(())
+            .unwrap();
+        read(service.clone().oneshot(call).await.unwrap()).await;
+    }
+    drop((parts, body));
+    let again = read(
+        service
+            .oneshot(get("/mcp", "s1").body(()).unwrap())
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(again.text(), events(4..=5));
+    let seen = upstream.seen();
+    assert_eq!(
+        seen.last().unwrap().last_event_id(),
+        Some("3"),
+        "the live stream's window was kept"
+    );
+}

@@ -14,10 +14,12 @@ use crate::tracker::{Budget, DEFAULT_WINDOW_LEN, HistoryLimits, Tracker, Window}
 
 /// Keeps trackers in this process: the default store.
 ///
-/// Streams of one key share one [`Tracker`], so check-and-record is atomic
-/// per key. Everything is bounded: the number of trackers (the least
-/// recently used goes first), the streams per scope, the ids per window,
-/// and the time a tracker may sit idle.
+/// The responses of one stream share one [`Tracker`]. Everything is
+/// bounded: the number of trackers, the streams per scope, the ids per
+/// window, and the time a tracker may sit idle. Past a bound, the least
+/// recently used tracker that no response holds goes first, so that a
+/// session's ended tool calls (per-request streams) make room before its
+/// live stream does.
 ///
 /// Clones share the same trackers.
 ///
@@ -67,6 +69,14 @@ struct Shard {
 struct Entry {
     tracker: Tracker,
     last_used: Instant,
+}
+
+impl Entry {
+    /// Trackers sort in the order they are evicted: those no response
+    /// holds first, then the least recently used.
+    fn eviction_order(&self) -> (bool, Instant) {
+        (self.tracker.in_use(), self.last_used)
+    }
 }
 
 const MAX_SHARDS: usize = 64;
@@ -125,13 +135,15 @@ impl MemoryStore {
     }
 
     /// The most trackers kept (at least 1). When full, the least recently
-    /// used tracker of a shard makes room. Setting it empties the store.
+    /// used trackers of a shard make room, those no response holds first.
+    /// Setting it empties the store.
     pub fn max_keys(self, max: usize) -> Self {
         self.reconfigure(|limits| limits.max_keys = max)
     }
 
-    /// The most streams kept per scope (at least 1). Setting it empties the
-    /// store.
+    /// The most streams kept per scope (at least 1): 64 by default. When
+    /// full, the least recently used stream of the scope that no response
+    /// holds makes room. Setting it empties the store.
     pub fn max_streams_per_scope(self, max: usize) -> Self {
         self.reconfigure(|limits| limits.max_streams_per_scope = max)
     }
@@ -309,12 +321,14 @@ impl Shard {
         self.scopes.get_mut(key.scope())?.get_mut(key.stream())
     }
 
-    /// Removes the least recently used tracker of `scope`.
+    /// Removes the least recently used tracker of `scope`, one that no
+    /// response holds when there is one: a session's ended tool calls go
+    /// before its live stream.
     fn evict_oldest_of(&mut self, scope: &str) {
         let oldest = self.scopes.get(scope).and_then(|streams| {
             streams
                 .iter()
-                .min_by_key(|(_, entry)| entry.last_used)
+                .min_by_key(|(_, entry)| entry.eviction_order())
                 .map(|(stream, _)| Arc::clone(stream))
         });
         if let Some(stream) = oldest {
@@ -322,20 +336,25 @@ impl Shard {
         }
     }
 
-    /// Removes the `count` least recently used trackers of the shard.
+    /// Removes the `count` least recently used trackers of the shard, those
+    /// no response holds first.
     fn evict_oldest_share(&mut self, count: usize) {
-        let mut by_age: Vec<(Instant, Arc<str>, Arc<str>)> = self
+        let mut by_age: Vec<((bool, Instant), Arc<str>, Arc<str>)> = self
             .scopes
             .iter()
             .flat_map(|(scope, streams)| {
                 streams.iter().map(move |(stream, entry)| {
-                    (entry.last_used, Arc::clone(scope), Arc::clone(stream))
+                    (
+                        entry.eviction_order(),
+                        Arc::clone(scope),
+                        Arc::clone(stream),
+                    )
                 })
             })
             .collect();
         let count = count.clamp(1, by_age.len().max(1));
         if by_age.len() > count {
-            by_age.select_nth_unstable_by_key(count - 1, |(last_used, ..)| *last_used);
+            by_age.select_nth_unstable_by_key(count - 1, |(order, ..)| *order);
         }
         for (_, scope, stream) in by_age.iter().take(count) {
             self.remove(scope, stream);
