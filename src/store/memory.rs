@@ -71,10 +71,14 @@ struct Entry {
     last_used: Instant,
 }
 
+/// Where a tracker stands in the order of eviction: whether a response
+/// holds it, then when it was last used.
+type EvictionOrder = (bool, Instant);
+
 impl Entry {
     /// Trackers sort in the order they are evicted: those no response
     /// holds first, then the least recently used.
-    fn eviction_order(&self) -> (bool, Instant) {
+    fn eviction_order(&self) -> EvictionOrder {
         (self.tracker.in_use(), self.last_used)
     }
 }
@@ -339,7 +343,7 @@ impl Shard {
     /// Removes the `count` least recently used trackers of the shard, those
     /// no response holds first.
     fn evict_oldest_share(&mut self, count: usize) {
-        let mut by_age: Vec<((bool, Instant), Arc<str>, Arc<str>)> = self
+        let mut by_age: Vec<(EvictionOrder, Arc<str>, Arc<str>)> = self
             .scopes
             .iter()
             .flat_map(|(scope, streams)| {
