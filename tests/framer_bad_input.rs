@@ -292,8 +292,8 @@ fn retry_with_a_plus_sign_is_ignored() {
 // ---------------------------------------------------------------------------
 // Blocks over the limit: reproducers of framer bugs
 //
-// Each test is the smallest input found for one bug. They fail until the
-// framer is fixed.
+// Each test is the smallest input found for a bug the framer had, and
+// keeps it from coming back.
 // ---------------------------------------------------------------------------
 
 /// Frames `chunks` with the given block length limit.
@@ -394,6 +394,7 @@ fn lf_completing_the_blank_line_of_an_oversized_block_is_not_in_the_next_block()
 fn lf_completing_a_held_blank_line_does_not_grow_a_block_past_the_limit() {
     // "data: 123456789\r\r" is 17 bytes, the limit; the LF makes 18.
     let segments = frame_limited(17, &[b"data: 123456789\r\r", b"\nid: 7\ndata: x\n\n"]);
+    let mut checked = 0;
     for block in blocks(&segments) {
         assert!(
             block.raw().len() <= 17,
@@ -401,7 +402,10 @@ fn lf_completing_a_held_blank_line_does_not_grow_a_block_past_the_limit() {
             block.raw().len(),
             show(block.raw())
         );
+        checked += 1;
     }
+    assert!(checked > 0, "no block was framed: {}", show_segments(&segments));
+    assert_ends_with_good_block(&segments);
 }
 
 /// The same unchecked LF after a field line: the framer notices the block

@@ -134,7 +134,9 @@ async fn injection_can_be_turned_off_and_skips_ids_that_are_not_header_values() 
             .unwrap();
         read(response).await;
     }
-    let off = SseResumeLayer::new()
+    // The same store, where session b's stream has id 1 to inject.
+    let off = layer
+        .clone()
         .inject_last_event_id(false)
         .layer(upstream.clone());
     read(off.oneshot(get("/", "b").body(()).unwrap()).await.unwrap()).await;

@@ -178,9 +178,10 @@ async fn stamped_ids_are_unique_across_replicas_and_resume_on_either() {
         ids_a[1], ids_a[2]
     );
     assert!(text.starts_with(&replayed), "{text:?}");
-    let live = stamped_ids(&text[replayed.len()..]);
-    assert_eq!(live.len(), 1);
-    assert!(epoch(&live[0]) > epoch(&ids_a[0]).max(epoch(&ids_b[0])));
+    let live = &text[replayed.len()..];
+    let live_ids = stamped_ids(live);
+    assert_eq!(live, format!("id: {}\ndata: event 4\n\n", live_ids[0]));
+    assert!(epoch(&live_ids[0]) > epoch(&ids_a[0]).max(epoch(&ids_b[0])));
     assert_eq!(
         upstream.seen()[2].last_event_id(),
         None,
