@@ -404,7 +404,11 @@ fn lf_completing_a_held_blank_line_does_not_grow_a_block_past_the_limit() {
         );
         checked += 1;
     }
-    assert!(checked > 0, "no block was framed: {}", show_segments(&segments));
+    assert!(
+        checked > 0,
+        "no block was framed: {}",
+        show_segments(&segments)
+    );
     assert_ends_with_good_block(&segments);
 }
 

@@ -597,3 +597,69 @@ async fn a_block_over_the_length_limit_is_forwarded_undeduplicated() {
         );
     }
 }
+
+/// Sends each request through `layer` to an upstream answering with the
+/// next of `replies`, one after the other, and returns what came back.
+async fn through<T: TrackerStore>(
+    layer: &SseResumeLayer<T>,
+    replies: Vec<Reply>,
+    requests: Vec<Request<()>>,
+) -> (Vec<String>, Upstream) {
+    let upstream = Upstream::new(replies);
+    let got = exchange(Transport::Oneshot, layer, &upstream, requests).await;
+    let texts = got.iter().map(|got| got.text().to_owned()).collect();
+    (texts, upstream)
+}
+
+#[tokio::test]
+async fn ids_over_max_id_len_are_forwarded_but_not_tracked() {
+    let layer = SseResumeLayer::new().max_id_len(4);
+    let body =
+        "id: 1234\ndata: a\n\nid: 12345\ndata: b\n\nid: 1234\ndata: a\n\nid: 12345\ndata: b\n\n";
+    let (got, _) = through(
+        &layer,
+        vec![Reply::sse([body])],
+        vec![get("/", "s").body(()).unwrap()],
+    )
+    .await;
+    assert_eq!(
+        got[0], "id: 1234\ndata: a\n\nid: 12345\ndata: b\n\nid: 12345\ndata: b\n\n",
+        "a 4-byte id is tracked, a 5-byte one is not"
+    );
+}
+
+#[tokio::test]
+async fn an_id_with_nul_is_no_id_to_the_layer() {
+    let body = "id: 1\0\ndata: a\n\nid: 1\0\ndata: a\n\n";
+    let (got, _) = through(
+        &SseResumeLayer::new(),
+        vec![Reply::sse([body])],
+        vec![get("/", "s").body(()).unwrap()],
+    )
+    .await;
+    assert_eq!(got[0], body, "ignored by the WHATWG rules: both pass");
+}
+
+#[tokio::test]
+async fn the_mcp_gate_can_be_turned_off() {
+    let new_mcp = || {
+        get("/mcp", "s")
+            .header("mcp-protocol-version", "2026-07-28")
+            .body(())
+            .unwrap()
+    };
+    for (gate, injected) in [(true, None), (false, Some("2"))] {
+        let layer = SseResumeLayer::new().mcp_protocol_gate(gate);
+        let (_, upstream) = through(
+            &layer,
+            vec![Reply::sse([events(1..=2)]), Reply::sse([events(3..=3)])],
+            vec![get("/mcp", "s").body(()).unwrap(), new_mcp()],
+        )
+        .await;
+        assert_eq!(
+            upstream.seen()[1].last_event_id(),
+            injected,
+            "gate {gate}: a 2026-07-28 request"
+        );
+    }
+}

@@ -370,3 +370,105 @@ async fn all_the_histories_of_a_store_stay_within_its_total() {
     // The last stream still resumes from its recent events.
     assert_eq!(resumed[0].text(), events(100..=100));
 }
+
+#[tokio::test]
+async fn stamped_ids_never_deduplicate() {
+    // The same id-less event twice: two events to a client, each with a
+    // stamp of its own, and a replay from the first is the second.
+    let upstream = Upstream::new([
+        Reply::sse(["data: same\n\ndata: same\n\n"]),
+        Reply::sse([""]),
+    ]);
+    let layer = layer_with_history(HistoryLimits::new()).stamp_ids(true);
+    let got = exchange(
+        Transport::Oneshot,
+        &layer,
+        &upstream,
+        vec![get("/mcp", "s").body(()).unwrap()],
+    )
+    .await;
+    let ids = stamped_ids(got[0].text());
+    assert_eq!(
+        got[0].text(),
+        format!(
+            "id: {}\ndata: same\n\nid: {}\ndata: same\n\n",
+            ids[0], ids[1]
+        )
+    );
+    assert_ne!(ids[0], ids[1]);
+    let got = exchange(
+        Transport::Oneshot,
+        &layer,
+        &upstream,
+        vec![resume("s", &ids[0])],
+    )
+    .await;
+    assert_eq!(got[0].text(), format!("id: {}\ndata: same\n\n", ids[1]));
+}
+
+#[tokio::test]
+async fn streams_without_a_scope_are_not_stamped() {
+    let upstream = Upstream::new([Reply::sse(["data: a\n\n"])]);
+    let layer = layer_with_history(HistoryLimits::new()).stamp_ids(true);
+    let unscoped = Request::get("/mcp").body(()).unwrap();
+    let got = exchange(Transport::Oneshot, &layer, &upstream, vec![unscoped]).await;
+    assert_eq!(got[0].text(), "data: a\n\n", "nothing could resume it");
+}
+
+#[tokio::test]
+async fn comments_and_retry_only_blocks_are_not_kept() {
+    let upstream = Upstream::new([
+        Reply::sse([
+            ": hello\n\nretry: 5\n\nid: 1\ndata: a\n\n: ping\n\nretry: 9\n\nid: 2\ndata: b\n\n",
+        ]),
+        Reply::sse([""]),
+    ]);
+    let layer = layer_with_history(HistoryLimits::new());
+    let got = exchange(
+        Transport::Oneshot,
+        &layer,
+        &upstream,
+        vec![get("/mcp", "s").body(()).unwrap(), resume("s", "1")],
+    )
+    .await;
+    assert_eq!(
+        got[1].text(),
+        "id: 2\ndata: b\n\n",
+        "the event, and only it"
+    );
+}
+
+#[tokio::test]
+async fn a_block_or_id_the_history_cannot_keep_ends_it_through_the_layer() {
+    let long_data = format!("id: 2\ndata: {}\n\n", "x".repeat(64));
+    let long_id = format!("id: {}\ndata: b\n\n", "7".repeat(40));
+    for (what, middle, layer) in [
+        (
+            "a block over the length limit",
+            long_data,
+            layer_with_history(HistoryLimits::new()).max_block_len(48),
+        ),
+        (
+            "an id over the id limit",
+            long_id,
+            layer_with_history(HistoryLimits::new()).max_id_len(16),
+        ),
+    ] {
+        let body = format!("id: 1\ndata: a\n\n{middle}id: 3\ndata: c\n\n");
+        let upstream = Upstream::new([Reply::sse([body.clone()]), Reply::sse([""])]);
+        let got = exchange(
+            Transport::Oneshot,
+            &layer,
+            &upstream,
+            vec![get("/mcp", "s").body(()).unwrap(), resume("s", "1")],
+        )
+        .await;
+        assert_eq!(got[0].text(), body, "{what}: forwarded");
+        assert_eq!(
+            got[1].text(),
+            gap_event("1"),
+            "{what}: a replay from 1 would skip it, so it is a gap"
+        );
+        assert_eq!(got[1].headers["sse-resume-gap"], "1", "{what}");
+    }
+}

@@ -350,3 +350,126 @@ async fn many_tool_calls_never_push_out_a_live_stream() {
         "the live stream's window was kept"
     );
 }
+
+/// One generated block of an event stream, by its parts.
+#[derive(Debug, Clone)]
+struct Generated {
+    /// `None`: no id line; `Some(0)`: an empty `id:`; `Some(255)`: an id
+    /// with a NUL; else the id `n`.
+    id: Option<u8>,
+    event: Option<u8>,
+    data: Vec<u8>,
+    comment: bool,
+    retry: bool,
+    line_end: &'static str,
+}
+
+impl Generated {
+    fn bytes(&self) -> String {
+        let mut lines = Vec::new();
+        if self.comment {
+            lines.push(": note".to_owned());
+        }
+        match self.id {
+            None => {}
+            Some(0) => lines.push("id:".to_owned()),
+            Some(255) => lines.push("id: 1\0".to_owned()),
+            Some(n) => lines.push(format!("id: {n}")),
+        }
+        if let Some(event) = self.event {
+            lines.push(format!("event: e{event}"));
+        }
+        lines.extend(self.data.iter().map(|value| format!("data: v{value}")));
+        if self.retry || lines.is_empty() {
+            lines.push("retry: 10".to_owned());
+        }
+        let mut text: String = lines
+            .iter()
+            .map(|line| format!("{line}{}", self.line_end))
+            .collect();
+        text.push_str(self.line_end);
+        text
+    }
+
+    /// The id a client keeps, and the event a duplicate must repeat.
+    fn tracked(&self) -> Option<(u8, (Option<u8>, Vec<u8>))> {
+        match self.id {
+            Some(n) if n != 0 && n != 255 => Some((n, (self.event, self.data.clone()))),
+            _ => None,
+        }
+    }
+}
+
+fn generated() -> impl Strategy<Value = Generated> {
+    (
+        prop::option::weighted(
+            0.8,
+            prop_oneof![8 => 1..6u8, 1 => Just(0u8), 1 => Just(255u8)],
+        ),
+        prop::option::weighted(0.2, 0..2u8),
+        prop::collection::vec(0..3u8, 0..3),
+        any::<bool>(),
+        prop::bool::weighted(0.1),
+        prop::sample::select(vec!["\n", "\r\n", "\r"]),
+    )
+        .prop_map(|(id, event, data, comment, retry, line_end)| Generated {
+            id,
+            event,
+            data,
+            comment,
+            retry,
+            line_end,
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// Any stream through the whole layer, cut anywhere: the output is the
+    /// input with exactly the blocks dropped that repeat an event the
+    /// client has, byte for byte.
+    #[test]
+    fn the_layer_is_byte_exact_on_any_stream(
+        blocks in prop::collection::vec(generated(), 0..24),
+        cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..8),
+    ) {
+        let input: String = blocks.iter().map(Generated::bytes).collect();
+        let mut expected = String::new();
+        let mut has: Vec<(u8, (Option<u8>, Vec<u8>))> = Vec::new();
+        for block in &blocks {
+            let keep = match block.tracked() {
+                None => true,
+                Some((id, event)) => match has.iter().find(|(held, _)| *held == id) {
+                    Some((_, held)) if *held == event => false,
+                    Some(_) => {
+                        has = vec![(id, event)];
+                        true
+                    }
+                    None => {
+                        has.push((id, event));
+                        true
+                    }
+                },
+            };
+            if keep {
+                expected.push_str(&block.bytes());
+            }
+        }
+        let mut offsets: Vec<usize> = cuts.iter().map(|cut| cut.index(input.len() + 1)).collect();
+        offsets.sort_unstable();
+        let mut chunks = Vec::new();
+        let mut start = 0;
+        for offset in offsets {
+            chunks.push(input[start..offset].to_owned());
+            start = offset;
+        }
+        chunks.push(input[start..].to_owned());
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+        let got = runtime.block_on(async {
+            let upstream = Upstream::new([Reply::sse(chunks)]);
+            let request = get("/feed", "s1").body(()).unwrap();
+            exchange(Transport::Oneshot, &SseResumeLayer::new(), &upstream, vec![request]).await
+        });
+        prop_assert_eq!(got[0].text(), expected);
+    }
+}
