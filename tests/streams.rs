@@ -323,7 +323,8 @@ async fn many_tool_calls_never_push_out_a_live_stream() {
     let mut body = pin!(body);
     let mut first = Vec::new();
     while first.len() < events(1..=3).len() {
-        let frame = body.frame().await.unwrap().unwrap();
+        let frame = tokio::time::timeout(STEP, body.frame()).await;
+        let frame = frame.expect("body stalled").unwrap().unwrap();
         first.extend_from_slice(frame.data_ref().unwrap());
     }
     assert_eq!(first, events(1..=3).as_bytes());
@@ -350,6 +351,10 @@ async fn many_tool_calls_never_push_out_a_live_stream() {
         "the live stream's window was kept"
     );
 }
+
+/// An id a client keeps, with the event (type and data lines) a duplicate
+/// must repeat.
+type Tracked = (u8, (Option<u8>, Vec<u8>));
 
 /// One generated block of an event stream, by its parts.
 #[derive(Debug, Clone)]
@@ -392,7 +397,7 @@ impl Generated {
     }
 
     /// The id a client keeps, and the event a duplicate must repeat.
-    fn tracked(&self) -> Option<(u8, (Option<u8>, Vec<u8>))> {
+    fn tracked(&self) -> Option<Tracked> {
         match self.id {
             Some(n) if n != 0 && n != 255 => Some((n, (self.event, self.data.clone()))),
             _ => None,
@@ -435,7 +440,7 @@ proptest! {
     ) {
         let input: String = blocks.iter().map(Generated::bytes).collect();
         let mut expected = String::new();
-        let mut has: Vec<(u8, (Option<u8>, Vec<u8>))> = Vec::new();
+        let mut has: Vec<Tracked> = Vec::new();
         for block in &blocks {
             let keep = match block.tracked() {
                 None => true,
