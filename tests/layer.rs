@@ -520,7 +520,8 @@ async fn works_in_service_builder_and_axum() {
         .body(axum::body::Body::empty())
         .unwrap();
     let response = app.oneshot(request).await.unwrap();
-    let body = response.into_body().collect().await.unwrap().to_bytes();
+    let body = tokio::time::timeout(STEP, response.into_body().collect()).await;
+    let body = body.expect("body stalled").unwrap().to_bytes();
     assert_eq!(body, events([7, 8]));
 }
 
@@ -546,7 +547,8 @@ async fn trailers_follow_the_last_block() {
         .oneshot(get("/", "s").body(()).unwrap())
         .await
         .unwrap();
-    let collected = response.into_body().collect().await.unwrap();
+    let collected = tokio::time::timeout(STEP, response.into_body().collect()).await;
+    let collected = collected.expect("body stalled").unwrap();
     assert_eq!(collected.trailers().unwrap()["x-done"], "yes");
     assert_eq!(collected.to_bytes(), "id: 1\ndata: a\n\ndata: tail");
 }

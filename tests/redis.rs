@@ -21,7 +21,7 @@ use futures_util::stream;
 use http::{Request, Response, StatusCode};
 use http_body::Frame;
 use http_body_util::{BodyExt, StreamBody};
-use redis_server::RedisServer;
+use redis_server::{RedisServer, flushed};
 use store_conformance::Harness;
 use support::*;
 use tokio::sync::mpsc;
@@ -99,7 +99,7 @@ impl Harness for Redis {
     }
 
     async fn settle(&self, store: &RedisStore) {
-        store.flush().await;
+        flushed(store).await;
     }
 }
 
@@ -160,7 +160,7 @@ async fn a_client_reconnecting_to_another_replica_with_a_cursor_gets_what_it_mis
         )
         .await;
         assert_eq!(on_a[0].text(), events(1..=5), "{transport:?}");
-        replicas.a.flush().await;
+        flushed(&replicas.a).await;
 
         let layer_b = replicas.layer_b();
         let on_b = exchange(
@@ -213,7 +213,7 @@ async fn a_client_reconnecting_to_another_replica_without_a_cursor_is_resumed() 
         )
         .await;
         assert_eq!(first[0].text(), events(1..=5));
-        replicas.a.flush().await;
+        flushed(&replicas.a).await;
 
         // B asks the upstream to resume after 5, and drops what it replays
         // from earlier than that.
@@ -225,7 +225,7 @@ async fn a_client_reconnecting_to_another_replica_without_a_cursor_is_resumed() 
         )
         .await;
         assert_eq!(second[0].text(), events(6..=7), "{transport:?}");
-        replicas.b.flush().await;
+        flushed(&replicas.b).await;
 
         // And back to A, which has to see what B forwarded.
         let third = exchange(
@@ -267,7 +267,7 @@ async fn a_late_write_from_a_stale_stream_never_hides_events() {
         early.push_event(id, fingerprint_of(&events([id.parse().unwrap()])));
     }
     replicas.a.record(&key, &early).unwrap();
-    replicas.a.flush().await;
+    flushed(&replicas.a).await;
 
     let opened = replicas.b.open("s", "GET /mcp", Some("3")).await.unwrap();
     assert_eq!(opened.cursor_known, Some(true));
@@ -279,7 +279,7 @@ async fn a_late_write_from_a_stale_stream_never_hides_events() {
         late.push_event(id, fingerprint_of(&events([id.parse().unwrap()])));
     }
     replicas.a.record(&key, &late).unwrap();
-    replicas.a.flush().await;
+    flushed(&replicas.a).await;
     drop(stale);
     assert_eq!(replicas.a.stats().fenced, 2, "{:?}", replicas.a.stats());
 
@@ -320,7 +320,7 @@ async fn scopes_never_mix_through_the_layer() {
     )
     .await;
     assert_eq!(first[0].text(), events(1..=3));
-    replicas.a.flush().await;
+    flushed(&replicas.a).await;
     let requests = vec![
         // Same stream, another scope: nothing to inject, nothing dropped.
         get("/mcp", "a%7Db").body(()).unwrap(),
@@ -334,7 +334,7 @@ async fn scopes_never_mix_through_the_layer() {
     assert_eq!(others[0].text(), events(1..=3));
     assert_eq!(others[1].text(), events(1..=3));
     assert_eq!(layer_b.stats().snapshot().unknown_cursors, 1);
-    replicas.b.flush().await;
+    flushed(&replicas.b).await;
     // The first scope's stream is as it was.
     let again = exchange(
         Transport::Oneshot,
@@ -366,7 +366,7 @@ async fn keys_expire_after_their_ttl() {
     let layer = SseResumeLayer::new().store(store.clone());
     let request = || get("/mcp", "s").body(()).unwrap();
     exchange(Transport::Oneshot, &layer, &upstream, vec![request()]).await;
-    store.flush().await;
+    flushed(&store).await;
 
     let mut redis = client(&server);
     let keys: Vec<String> = redis::cmd("KEYS")
@@ -521,7 +521,7 @@ async fn redis_killed_and_restarted_mid_stream_loses_no_event() {
             .query(&mut redis)
             .unwrap_or_default();
         async move {
-            a.flush().await;
+            flushed(&a).await;
             window.last().map(String::as_str) == Some("9")
         }
     })
@@ -743,7 +743,7 @@ async fn bad_values_in_redis_are_errors_not_panics() {
     )
     .await;
     assert_eq!(got[0].text(), events(1..=2));
-    store.flush().await;
+    flushed(&store).await;
     let got = exchange(
         Transport::Oneshot,
         &layer,

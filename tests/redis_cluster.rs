@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use redis_server::RedisCluster;
+use redis_server::{RedisCluster, flushed};
 use store_conformance::Harness;
 use support::*;
 use tower_sse_resume::{HistoryLimits, RedisStore, SseResumeLayer};
@@ -60,7 +60,7 @@ impl Harness for Cluster {
     }
 
     async fn settle(&self, store: &RedisStore) {
-        store.flush().await;
+        flushed(store).await;
     }
 }
 
@@ -94,7 +94,7 @@ async fn replicas_share_streams_of_many_scopes_across_the_slots() {
     for got in exchange(Transport::Oneshot, &a, &upstream, first).await {
         assert_eq!(got.text(), events(1..=5));
     }
-    store_a.flush().await;
+    flushed(&store_a).await;
     assert_eq!(store_a.stats().written, 5 * sessions.len() as u64);
     let again: Vec<_> = sessions
         .iter()
@@ -111,6 +111,6 @@ async fn replicas_share_streams_of_many_scopes_across_the_slots() {
     let stats = b.stats().snapshot();
     assert_eq!(stats.store_errors, 0);
     assert_eq!(stats.duplicates_dropped, 3 * sessions.len() as u64);
-    store_b.flush().await;
+    flushed(&store_b).await;
     assert_eq!(store_b.stats().dropped, 0);
 }

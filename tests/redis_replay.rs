@@ -17,7 +17,7 @@ use bytes::Bytes;
 use futures_util::{FutureExt, stream};
 use http_body::Frame;
 use http_body_util::{BodyExt, StreamBody};
-use redis_server::RedisServer;
+use redis_server::{RedisServer, flushed};
 use support::*;
 use tokio::sync::mpsc;
 use tower::{Layer, ServiceExt, service_fn};
@@ -104,7 +104,7 @@ async fn another_replica_resumes_a_client_from_the_shared_history() {
         )
         .await;
         assert_eq!(first[0].text(), events(1..=8));
-        replicas.a.flush().await;
+        flushed(&replicas.a).await;
 
         let layer_b = SseResumeLayer::new().store(replicas.b.clone());
         let got = exchange(transport, &layer_b, &upstream, vec![resume("s", "5")]).await;
@@ -161,8 +161,8 @@ async fn stamped_ids_are_unique_across_replicas_and_resume_on_either() {
         ids_a.iter().all(|id| !ids_b.contains(id)),
         "{ids_a:?} {ids_b:?}"
     );
-    replicas.a.flush().await;
-    replicas.b.flush().await;
+    flushed(&replicas.a).await;
+    flushed(&replicas.b).await;
 
     // A client of A that got its first event resumes on B.
     let got = exchange(
@@ -219,7 +219,7 @@ async fn an_evicted_cursor_gets_the_gap_signal_and_the_history_stays_bounded() {
         vec![get("/mcp", "s").body(()).unwrap()],
     )
     .await;
-    replicas.a.flush().await;
+    flushed(&replicas.a).await;
 
     let keys = replicas.keys();
     let history = keys
@@ -272,6 +272,14 @@ fn fed_upstream(
     })
 }
 
+/// Reads `body` to its end, for [`STEP`] at most.
+async fn drain(body: &mut (impl http_body::Body<Data = Bytes> + Unpin)) {
+    let to_the_end = async { while body.frame().await.is_some() {} };
+    tokio::time::timeout(STEP, to_the_end)
+        .await
+        .expect("the body never ended");
+}
+
 async fn next_text(body: &mut (impl http_body::Body<Data = Bytes> + Unpin)) -> String {
     let frame = tokio::time::timeout(STEP, body.frame())
         .await
@@ -313,7 +321,7 @@ async fn a_replay_racing_a_stale_replicas_live_events_has_no_duplicate_and_no_ga
     );
     // Polled once more, the quiet stream hands its ids to the store.
     drop(next_text(&mut old).now_or_never());
-    replicas.a.flush().await;
+    flushed(&replicas.a).await;
 
     // The client reconnects to B with 1: 2 comes from the history.
     let mut new = on_b
@@ -334,8 +342,8 @@ async fn a_replay_racing_a_stale_replicas_live_events_has_no_duplicate_and_no_ga
         "id: 3\ndata: c\n\nid: 4\ndata: d\n\n"
     );
     drop(old_feed);
-    while old.frame().await.is_some() {}
-    replicas.a.flush().await;
+    drain(&mut old).await;
+    flushed(&replicas.a).await;
     new_feed
         .send("id: 2\ndata: b\n\nid: 3\ndata: c\n\nid: 4\ndata: d\n\nid: 5\ndata: e\n\n")
         .unwrap();
@@ -345,8 +353,8 @@ async fn a_replay_racing_a_stale_replicas_live_events_has_no_duplicate_and_no_ga
         "2 once, from the history; 3 and 4 not lost to the stale stream"
     );
     drop(new_feed);
-    while new.frame().await.is_some() {}
-    replicas.b.flush().await;
+    drain(&mut new).await;
+    flushed(&replicas.b).await;
     assert!(replicas.a.stats().fenced >= 2, "{:?}", replicas.a.stats());
 
     // The history holds each event once: a client that got 2 resumes with

@@ -248,3 +248,14 @@ fn cluster_ok(port: u16) -> bool {
         .output()
         .is_ok_and(|output| String::from_utf8_lossy(&output.stdout).contains("cluster_state:ok"))
 }
+
+/// How long a test waits for a store's writes to reach Redis.
+const FLUSH_BOUND: Duration = Duration::from_secs(10);
+
+/// Waits until what `store` was handed is written, or fails the test after
+/// [`FLUSH_BOUND`]: a write that never ends must not stall CI.
+pub(crate) async fn flushed(store: &tower_sse_resume::RedisStore) {
+    tokio::time::timeout(FLUSH_BOUND, store.flush())
+        .await
+        .expect("the writes to Redis took too long");
+}
