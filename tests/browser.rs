@@ -54,7 +54,10 @@ async fn chromium_sees_every_event_once_in_order_as_it_is_sent() {
 
     // Nothing held back: each event reached the page as it was sent, not
     // when its connection ended (about 0.5 s later) nor when the next event
-    // came (an interval later).
+    // came (an interval later). The bounds are what holding back would
+    // break, not what a quiet machine measures: a loaded one must not fail
+    // them by accident. `tests/layer.rs` shows it exactly, and the load run
+    // (`examples/load.rs`) gives the fine figures.
     let mut delays: Vec<u64> = run.delays.iter().map(|&(_, delay)| delay).collect();
     delays.sort_unstable();
     let (median, slowest) = (delays[delays.len() / 2], delays[delays.len() - 1]);
@@ -64,7 +67,7 @@ async fn chromium_sees_every_event_once_in_order_as_it_is_sent() {
         run.asked.len() - 1,
     );
     let interval = u64::try_from(run.script.interval.as_millis()).unwrap();
-    assert!(median < interval / 2, "held back: {:?}", run.delays);
+    assert!(median < interval, "held back: {:?}", run.delays);
     assert!(slowest < MAX_DELAY_MS, "held back: {:?}", run.delays);
 }
 

@@ -5,6 +5,7 @@ mod support;
 
 use std::pin::pin;
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 
 use bytes::Bytes;
 use http::{Request, Response};
@@ -664,4 +665,26 @@ async fn the_mcp_gate_can_be_turned_off() {
             "gate {gate}: a 2026-07-28 request"
         );
     }
+}
+
+#[tokio::test]
+async fn a_block_goes_out_as_soon_as_it_is_complete() {
+    // The upstream sends one block, and the start of the next, then
+    // nothing more: the first goes out at once, not with the next chunk.
+    let service = SseResumeLayer::new().layer(answering(SSE, || {
+        OpenEnded::new(["id: 1\ndata: a\n\nid: 2\nda"])
+    }));
+    let mut body = service
+        .oneshot(get("/", "s").body(()).unwrap())
+        .await
+        .unwrap()
+        .into_body();
+    let Poll::Ready(Some(Ok(frame))) = poll_once(pin!(body.frame())) else {
+        panic!("the complete block was held back");
+    };
+    assert_eq!(frame.into_data().unwrap(), "id: 1\ndata: a\n\n");
+    assert!(
+        poll_once(pin!(body.frame())).is_pending(),
+        "the rest waits for its blank line"
+    );
 }
