@@ -51,23 +51,24 @@ macro_rules! knobs {
         /// layer, so that clients can resume against the store's replay
         /// history even when the upstream numbers nothing. Off by default.
         ///
-        /// A stamped id is `<epoch>-<n>`: `n` counts the stream's events
-        /// from 1, and each request opens at an epoch no other of its stream
-        /// had, above the ones before (from the store when it keeps one
-        /// across replicas, like `RedisStore`, else from this process's
-        /// clock in milliseconds), so ids are unique and rise. It goes out
-        /// as an `id:` line, LF-terminated, before the block's own lines:
-        /// the one change this layer makes to an event. Blocks with an
-        /// `id` field, even an empty one, and blocks that dispatch nothing
-        /// keep their bytes. Stamped ids are never sent upstream: after a
-        /// replay the upstream is asked from the newest id it sent, or
-        /// from none. (After a gap, the client's own `Last-Event-ID` goes
-        /// upstream as the client sent it: the history no longer says
-        /// whether it was stamped, and an id of the upstream's own may have
-        /// the same shape, as Redis stream ids do.) Streams without a scope
-        /// are not stamped, as nothing can resume them; without a replay
-        /// history, stamped ids resume nothing either.
+        /// A stamped id is `<epoch>-<n>`, unique and rising per stream, and
+        /// goes out as an `id:` line before the block's own lines: the one
+        /// change the layer makes to an event. Blocks with an `id` field,
+        /// even an empty one, and blocks that dispatch nothing keep their
+        /// bytes. Stamped ids are never sent upstream and never
+        /// deduplicate. Streams without a scope are not stamped; without a
+        /// replay history, stamped ids resume nothing.
         pub fn stamp_ids(mut self, stamp: bool) -> Self {
+            // Each request opens at an epoch no other of its stream had,
+            // above the ones before: from the store when it keeps one
+            // across replicas (`RedisStore`), else from this process's
+            // clock in milliseconds. The `id:` line ends in LF, a line end
+            // in every stream whatever its others are. After a replay the
+            // upstream is asked from the newest id it sent itself, or from
+            // none; after a gap the client's own `Last-Event-ID` goes up as
+            // sent, as the history no longer says whether it was stamped,
+            // and an upstream's own ids may have the same shape (Redis
+            // stream ids do).
             self.settings.knobs.stamp_ids = stamp;
             self
         }

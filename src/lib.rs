@@ -136,6 +136,54 @@
 //! # let _ = layer;
 //! ```
 //!
+//! A reconnect with a cursor in the history gets what followed it; one
+//! with a cursor the history does not hold gets the gap signal:
+//!
+//! ```
+//! use bytes::Bytes;
+//! use http::{Request, Response};
+//! use http_body_util::{BodyExt, Full};
+//! use tower::{ServiceBuilder, ServiceExt, service_fn};
+//! use tower_sse_resume::{HistoryLimits, MemoryStore, SseResumeLayer};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! // An upstream that cannot resume: it sends the same three events to
+//! // every request, whatever its `Last-Event-ID`.
+//! let upstream = service_fn(|_request: Request<()>| async {
+//!     let body = "id: 1\ndata: a\n\nid: 2\ndata: b\n\nid: 3\ndata: c\n\n";
+//!     let response = Response::builder().header("content-type", "text/event-stream");
+//!     Ok::<_, std::convert::Infallible>(response.body(Full::new(Bytes::from(body))).unwrap())
+//! });
+//! let layer = SseResumeLayer::new().store(MemoryStore::new().history(HistoryLimits::new()));
+//! let service = ServiceBuilder::new().layer(layer).service(upstream);
+//! let get = |cursor: Option<&str>| {
+//!     let request = Request::get("/events").header("mcp-session-id", "s1");
+//!     let request = match cursor {
+//!         Some(cursor) => request.header("last-event-id", cursor),
+//!         None => request,
+//!     };
+//!     service.clone().oneshot(request.body(()).unwrap())
+//! };
+//!
+//! let first = get(None).await.unwrap().into_body().collect().await.unwrap();
+//! assert_eq!(first.to_bytes(), "id: 1\ndata: a\n\nid: 2\ndata: b\n\nid: 3\ndata: c\n\n");
+//!
+//! // The client got event 1 only: 2 and 3 come from the history, and the
+//! // upstream's stream, all of it a replay, is dropped.
+//! let resumed = get(Some("1")).await.unwrap().into_body().collect().await.unwrap();
+//! assert_eq!(resumed.to_bytes(), "id: 2\ndata: b\n\nid: 3\ndata: c\n\n");
+//!
+//! // A cursor the history does not hold: still 200, the gap signal, then
+//! // the stream as it comes.
+//! let response = get(Some("zz")).await.unwrap();
+//! assert_eq!(response.status(), 200);
+//! assert_eq!(response.headers()["sse-resume-gap"], "1");
+//! let body = response.into_body().collect().await.unwrap().to_bytes();
+//! assert!(body.starts_with(b"event: sse-resume-gap\ndata: zz\n\nid: 1\ndata: a\n\n"));
+//! # }
+//! ```
+//!
 //! - **A cursor in the history.** A client reconnecting with
 //!   `Last-Event-ID: X` first gets the blocks that followed `X`, from the
 //!   history, byte for byte; then the upstream's stream, which is asked to

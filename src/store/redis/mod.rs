@@ -103,6 +103,10 @@ const UNFENCED: i64 = -1;
 /// | `<prefix>{S}:wf:T` | list | at the same places, the fingerprint of each id's event (decimal) |
 /// | `<prefix>{S}:s` | sorted set | the streams of `S`, scored by last use (ms): for finding a cursor's stream, capping the streams per scope and forgetting idle ones |
 /// | `<prefix>{S}:g` | hash | per stream, its generation: bumped whenever a client cursor cuts the window |
+/// | `<prefix>{S}:h:T` | list | with a [history](Self::history), the blocks of `T`, oldest first, each as `<ms>:<bytes>`: when it was kept, and the block as forwarded |
+/// | `<prefix>{S}:hi:T` | list | at the same places, the id a client may resume from after each block (empty for none) |
+/// | `<prefix>{S}:hb` | hash | with a history, per stream, the bytes its blocks hold, for the byte bound |
+/// | `<prefix>{S}:e` | string | with a history, the last epoch handed out for stamped ids, so that every replica's are unique and rise |
 ///
 /// In the prefix and the scope, `%`, `{` and `}` are written `%25`, `%7B`
 /// and `%7D`, so that the braces of the hash tag are the only ones and two
