@@ -1,28 +1,27 @@
-//! [`ResponseFuture`]: opens the stream's tracker, calls the inner service
-//! and wraps the response body.
+//! [`ResponseFuture`]: waits for the store's part of the decision, sends
+//! the request upstream as decided, and wraps the response body.
 
 use std::fmt;
 use std::future::Future;
+use std::mem;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, ready};
 
-use http::header::{CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE};
-use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use http::{HeaderValue, Request, Response, StatusCode};
 use http_body::Body;
 use pin_project_lite::pin_project;
 use tower_service::Service;
 
-use crate::body::{Dedup, Recorder, SseResumeBody, Start};
-use crate::layer::{FailurePolicy, Knobs, Settings};
-use crate::service::{LAST_EVENT_ID, SSE_RESUME_GAP, header_value};
-use crate::stamp::clock_epoch;
-use crate::stats::Stats;
-use crate::store::{Opened, StoreError, TrackerStore};
-use crate::tracker::{Attachment, Replay, Tracker};
+use crate::body::{Dedup, SseResumeBody};
+use crate::config::{FailurePolicy, Options};
+use crate::decision::{Decision, UpstreamCursor};
+use crate::headers::{LAST_EVENT_ID, SSE_RESUME_GAP, is_encoded, is_event_stream};
+use crate::store::StoreError;
+use crate::tracker::Replay;
 
-pub(crate) type OpenFuture = Pin<Box<dyn Future<Output = Result<Plan, StoreError>> + Send>>;
+pub(crate) type OpenFuture = Pin<Box<dyn Future<Output = Result<Decision, StoreError>> + Send>>;
 
 pin_project! {
     /// The response future of [`SseResume`](crate::SseResume).
@@ -32,7 +31,7 @@ pin_project! {
     {
         #[pin]
         state: State<S, ReqB>,
-        knobs: Knobs,
+        options: Arc<Options>,
     }
 }
 
@@ -42,10 +41,10 @@ pin_project! {
     where
         S: Service<Request<ReqB>>,
     {
-        // Loading the tracker before the inner service is called, since the
+        // Loading the stream before the inner service is called, since the
         // request may need its last id.
         Opening { open: OpenFuture, call: Option<(S, Request<ReqB>)> },
-        Calling { #[pin] future: S::Future, plan: Option<Plan> },
+        Calling { #[pin] future: S::Future, decision: Option<Decision> },
     }
 }
 
@@ -53,34 +52,32 @@ impl<S, ReqB> ResponseFuture<S, ReqB>
 where
     S: Service<Request<ReqB>>,
 {
-    /// Calls `service` right away: the request has no scope.
-    pub(crate) fn call<T>(mut service: S, request: Request<ReqB>, settings: &Settings<T>) -> Self {
-        let plan = Plan::unscoped(settings.knobs.unscoped_window_len, &settings.knobs.stats);
+    /// Calls `service` right away, as `decision` says.
+    pub(crate) fn call(
+        mut service: S,
+        request: Request<ReqB>,
+        decision: Decision,
+        options: Arc<Options>,
+    ) -> Self {
         let state = State::Calling {
             future: service.call(request),
-            plan: Some(plan),
+            decision: Some(decision),
         };
-        Self {
-            state,
-            knobs: settings.knobs.clone(),
-        }
+        Self { state, options }
     }
 
-    /// Opens the stream's tracker with `open`, then calls `service`.
-    pub(crate) fn open<T>(
+    /// Waits for `open` to decide, then calls `service`.
+    pub(crate) fn open(
         open: OpenFuture,
         service: S,
         request: Request<ReqB>,
-        settings: &Settings<T>,
+        options: Arc<Options>,
     ) -> Self {
         let state = State::Opening {
             open,
             call: Some((service, request)),
         };
-        Self {
-            state,
-            knobs: settings.knobs.clone(),
-        }
+        Self { state, options }
     }
 }
 
@@ -100,22 +97,23 @@ where
                     let Some((mut service, mut request)) = call.take() else {
                         panic!("ResponseFuture polled after completion");
                     };
-                    let mut plan = match opened {
-                        Ok(plan) => plan,
+                    let options = &**this.options;
+                    let mut decision = match opened {
+                        Ok(decision) => decision,
                         Err(error) => {
-                            this.knobs.stats.store_error();
-                            tracing::warn!(%error, policy = ?this.knobs.failure_policy, "tracker store failed");
-                            if this.knobs.failure_policy == FailurePolicy::FailClosed {
+                            options.stats.store_error();
+                            tracing::warn!(%error, policy = ?options.failure_policy, "tracker store failed");
+                            if options.failure_policy == FailurePolicy::FailClosed {
                                 return Poll::Ready(Ok(service_unavailable()));
                             }
-                            Plan::unscoped(this.knobs.unscoped_window_len, &this.knobs.stats)
+                            Decision::unscoped(options.unscoped_window_len, &options.stats)
                         }
                     };
-                    match std::mem::replace(&mut plan.upstream_cursor, UpstreamCursor::Keep) {
+                    match mem::replace(&mut decision.upstream_cursor, UpstreamCursor::Keep) {
                         UpstreamCursor::Keep => {}
                         UpstreamCursor::Set(id) => {
                             request.headers_mut().insert(LAST_EVENT_ID, id);
-                            this.knobs.stats.cursor_injected();
+                            options.stats.cursor_injected();
                         }
                         UpstreamCursor::Remove => {
                             request.headers_mut().remove(LAST_EVENT_ID);
@@ -124,15 +122,15 @@ where
                     let future = service.call(request);
                     this.state.set(State::Calling {
                         future,
-                        plan: Some(plan),
+                        decision: Some(decision),
                     });
                 }
-                StateProj::Calling { future, plan } => {
+                StateProj::Calling { future, decision } => {
                     let response = ready!(future.poll(cx))?;
-                    let Some(plan) = plan.take() else {
+                    let Some(decision) = decision.take() else {
                         panic!("ResponseFuture polled after completion");
                     };
-                    return Poll::Ready(Ok(plan.wrap(response, this.knobs)));
+                    return Poll::Ready(Ok(wrap(response, decision, this.options)));
                 }
             }
         }
@@ -154,152 +152,25 @@ where
     }
 }
 
-/// How one response is to be deduplicated, decided before the inner service
-/// is called.
-pub(crate) struct Plan {
-    attachment: Attachment,
-    recorder: Recorder,
-    upstream_cursor: UpstreamCursor,
-    start: Start,
-}
-
-/// What the upstream request's `Last-Event-ID` becomes.
-enum UpstreamCursor {
-    Keep,
-    Set(HeaderValue),
-    /// The client's cursor was replayed from the history, and the upstream
-    /// never sent an id to resume from: the cursor means nothing to it.
-    Remove,
-}
-
-/// How the request asks the upstream to resume, decided from its headers.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Resumption {
-    /// Add the stream's last id to a request without `Last-Event-ID`.
-    pub(crate) inject: bool,
-    /// After a replay from the history, ask from the newest id it holds.
-    pub(crate) from_history: bool,
-    /// Stamp ids on events without one.
-    pub(crate) stamp: bool,
-}
-
-impl Plan {
-    /// A stream in a scope: its tracker from the store, maybe a replay,
-    /// and what to ask the upstream.
-    pub(crate) fn scoped<T: TrackerStore>(
-        opened: Opened,
-        store: Arc<T>,
-        stats: Stats,
-        resumption: Resumption,
-        cursor: Option<String>,
-    ) -> Self {
-        let Opened {
-            key,
-            attachment,
-            cursor_known,
-            replay,
-            stamp_epoch,
-        } = opened;
-        if cursor_known == Some(false) {
-            stats.unknown_cursor();
-            tracing::debug!(%key, "unknown client cursor: window cleared");
-        }
-        let replayed = matches!(replay, Replay::Blocks(_));
-        // The newest id the upstream sent: stamped ids never go in the
-        // window. One that is not a valid header value is never sent.
-        let last_id = || {
-            attachment
-                .tracker()
-                .last_id()
-                .and_then(|id| header_value(&id))
-        };
-        let upstream_cursor = if resumption.inject {
-            last_id().map_or(UpstreamCursor::Keep, UpstreamCursor::Set)
-        } else if resumption.from_history && replayed {
-            last_id().map_or(UpstreamCursor::Remove, UpstreamCursor::Set)
-        } else {
-            UpstreamCursor::Keep
-        };
-        if let UpstreamCursor::Set(id) = &upstream_cursor {
-            tracing::debug!(%key, last_event_id = ?id, "asking the upstream to resume");
-        }
-        let stamp_epoch = resumption
-            .stamp
-            .then(|| stamp_epoch.unwrap_or_else(clock_epoch));
-        Self {
-            attachment,
-            recorder: Recorder::to_store(store, key, stats),
-            upstream_cursor,
-            start: Start {
-                replay,
-                cursor,
-                stamp_epoch,
-            },
-        }
+/// Wraps an event stream's body in the dedup `decision` set up; any other
+/// response passes through.
+fn wrap<B: Body>(
+    response: Response<B>,
+    decision: Decision,
+    options: &Options,
+) -> Response<SseResumeBody<B>> {
+    let (mut parts, body) = response.into_parts();
+    if !is_event_stream(&parts.headers) || is_encoded(&parts.headers) {
+        return Response::from_parts(parts, SseResumeBody::passthrough(body));
     }
-
-    /// A request without a scope: a window of its own response only.
-    fn unscoped(window_len: usize, stats: &Stats) -> Self {
-        Self {
-            attachment: Tracker::new(window_len).attach(),
-            recorder: Recorder::nowhere(stats.clone()),
-            upstream_cursor: UpstreamCursor::Keep,
-            start: Start {
-                replay: Replay::Off,
-                cursor: None,
-                stamp_epoch: None,
-            },
-        }
+    parts.headers.remove(CONTENT_LENGTH);
+    if decision.replay == Replay::Gap {
+        parts
+            .headers
+            .insert(SSE_RESUME_GAP, HeaderValue::from_static("1"));
     }
-
-    fn wrap<B: Body>(self, response: Response<B>, knobs: &Knobs) -> Response<SseResumeBody<B>> {
-        let (mut parts, body) = response.into_parts();
-        if !is_event_stream(&parts.headers) || is_encoded(&parts.headers) {
-            return Response::from_parts(parts, SseResumeBody::passthrough(body));
-        }
-        parts.headers.remove(CONTENT_LENGTH);
-        if self.start.replay == Replay::Gap {
-            parts
-                .headers
-                .insert(SSE_RESUME_GAP, HeaderValue::from_static("1"));
-        }
-        let dedup = Dedup::new(
-            self.attachment,
-            self.recorder,
-            knobs.max_block_len,
-            knobs.max_id_len,
-            !knobs.trust_ids,
-            knobs.stats.clone(),
-            self.start,
-        );
-        Response::from_parts(parts, SseResumeBody::resume(body, dedup))
-    }
-}
-
-/// Whether the media type is `text/event-stream`, parameters allowed.
-fn is_event_stream(headers: &HeaderMap) -> bool {
-    headers
-        .get(CONTENT_TYPE)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.split(';').next())
-        .is_some_and(|media_type| media_type.trim().eq_ignore_ascii_case("text/event-stream"))
-}
-
-/// Whether the body is compressed, which this layer cannot read.
-fn is_encoded(headers: &HeaderMap) -> bool {
-    static LOGGED: AtomicBool = AtomicBool::new(false);
-    let encoded = headers.get_all(CONTENT_ENCODING).iter().any(|value| {
-        !value
-            .to_str()
-            .is_ok_and(|value| value.trim().eq_ignore_ascii_case("identity"))
-    });
-    if encoded && !LOGGED.swap(true, Ordering::Relaxed) {
-        tracing::warn!(
-            "passing an encoded event stream through undeduplicated; \
-             put a decompression layer inside SseResumeLayer to deduplicate it"
-        );
-    }
-    encoded
+    let dedup = Dedup::new(decision, options);
+    Response::from_parts(parts, SseResumeBody::resume(body, dedup))
 }
 
 fn service_unavailable<B: Body>() -> Response<SseResumeBody<B>> {

@@ -226,16 +226,22 @@ pub mod store;
 pub mod tracker;
 
 mod body;
+mod config;
+mod decision;
 mod future;
+mod headers;
 mod layer;
+mod recorder;
 mod service;
 mod stamp;
 mod stats;
 
 pub use body::{GAP_EVENT, SseResumeBody};
+pub use config::{DEFAULT_MAX_ID_LEN, FailurePolicy};
 pub use future::ResponseFuture;
-pub use layer::{DEFAULT_MAX_ID_LEN, FailurePolicy, SseResumeLayer};
-pub use service::{LAST_EVENT_ID, MCP_PROTOCOL_VERSION, SSE_RESUME_GAP, SseResume};
+pub use headers::{LAST_EVENT_ID, MCP_PROTOCOL_VERSION, SSE_RESUME_GAP};
+pub use layer::SseResumeLayer;
+pub use service::SseResume;
 pub use stats::{Stats, StatsSnapshot};
 pub use store::{IdBatch, MemoryStore, Opened, StoreError, StreamKey, TrackerStore};
 #[cfg(feature = "redis")]

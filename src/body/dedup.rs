@@ -3,10 +3,12 @@
 use bytes::Bytes;
 use http::HeaderMap;
 
-use super::extras::{Extras, Stream, gap_event};
+use super::additions::{Additions, Forwarding, gap_event};
 use super::output::Output;
-use super::recorder::Recorder;
+use crate::config::Options;
+use crate::decision::Decision;
 use crate::framer::{Framer, Segment};
+use crate::recorder::Recorder;
 use crate::stamp::Stamper;
 use crate::stats::Stats;
 use crate::tracker::{Attachment, Ids, Replay, Seen};
@@ -23,8 +25,8 @@ pub(crate) struct Dedup {
     pub(super) recorder: Recorder,
     pub(super) output: Output,
     max_id_len: usize,
-    /// What only some streams do, kept off the common path.
-    extras: Option<Box<Extras>>,
+    /// What only some streams add, kept off the common path.
+    additions: Option<Box<Additions>>,
     stats: Stats,
     forwarded: u64,
     dropped: u64,
@@ -35,30 +37,22 @@ pub(crate) struct Dedup {
     span: tracing::Span,
 }
 
-/// How a stream starts, decided when its request opened.
-#[derive(Debug)]
-pub(crate) struct Start {
-    pub(crate) replay: Replay,
-    /// The client's cursor, for the gap event.
-    pub(crate) cursor: Option<String>,
-    /// Where stamped ids start, when the layer stamps them.
-    pub(crate) stamp_epoch: Option<u64>,
-}
-
 impl Dedup {
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn new(
-        attachment: Attachment,
-        recorder: Recorder,
-        max_block_len: usize,
-        max_id_len: usize,
-        compare_events: bool,
-        stats: Stats,
-        start: Start,
-    ) -> Self {
+    /// The dedup state of the response `decision` is for.
+    pub(crate) fn new(decision: Decision, options: &Options) -> Self {
+        let Decision {
+            attachment,
+            recorder,
+            replay,
+            cursor,
+            stamp_epoch,
+            ..
+        } = decision;
+        let stats = options.stats.clone();
+        let compare_events = !options.trust_ids;
         let span = tracing::debug_span!("sse_resume", key = %recorder.key_for_logs());
         let mut output = Output::default();
-        let prefixed = match start.replay {
+        let prefixed = match replay {
             Replay::Off => false,
             Replay::Blocks(blocks) => {
                 let events = blocks.len() as u64;
@@ -68,7 +62,7 @@ impl Dedup {
                 events > 0
             }
             Replay::Gap => {
-                let cursor = start.cursor.unwrap_or_default();
+                let cursor = cursor.unwrap_or_default();
                 output.send(gap_event(&cursor));
                 stats.gap();
                 span.in_scope(|| tracing::debug!(%cursor, "cursor not in the history: gap"));
@@ -76,16 +70,16 @@ impl Dedup {
             }
         };
         let local_history = attachment.tracker.lock().has_history();
-        let stamper = start.stamp_epoch.map(Stamper::new);
-        let extras = (local_history || recorder.wants_blocks() || stamper.is_some() || prefixed)
-            .then(|| Box::new(Extras::new(local_history, stamper, prefixed)));
+        let stamper = stamp_epoch.map(Stamper::new);
+        let additions = (local_history || recorder.wants_blocks() || stamper.is_some() || prefixed)
+            .then(|| Box::new(Additions::new(local_history, stamper, prefixed)));
         Self {
-            framer: Framer::with_max_block_len(max_block_len).fingerprints(compare_events),
+            framer: Framer::with_max_block_len(options.max_block_len).fingerprints(compare_events),
             attachment,
             compare_events,
             output,
-            max_id_len,
-            extras,
+            max_id_len: options.max_id_len,
+            additions,
             stats,
             forwarded: 0,
             dropped: 0,
@@ -142,13 +136,19 @@ impl Dedup {
             let len = segment.raw().len();
             let block = match &segment {
                 Segment::Block(block) => block,
-                Segment::Passthrough(_) if self.extras.is_none() => {
+                Segment::Passthrough(_) if self.additions.is_none() => {
                     self.output.forward(len);
                     continue;
                 }
                 Segment::Passthrough(_) => {
-                    let mut stream = Stream::new(&mut window, &mut self.output, &mut self.recorder);
-                    stream.pass_through(&segment, self.ending, keeper, self.extras.as_deref_mut());
+                    let mut forwarding =
+                        Forwarding::new(&mut window, &mut self.output, &mut self.recorder);
+                    forwarding.pass_through(
+                        &segment,
+                        self.ending,
+                        keeper,
+                        self.additions.as_deref_mut(),
+                    );
                     continue;
                 }
             };
@@ -172,8 +172,8 @@ impl Dedup {
                 if for_client == Seen::Same {
                     dropped += 1;
                     self.output.skip(len);
-                    if let Some(extras) = self.extras.as_deref_mut() {
-                        extras.passed_start();
+                    if let Some(additions) = self.additions.as_deref_mut() {
+                        additions.passed_start();
                     }
                     continue;
                 }
@@ -185,11 +185,12 @@ impl Dedup {
                 }
             }
             forwarded += u64::from(block.dispatches());
-            match self.extras.as_deref_mut() {
+            match self.additions.as_deref_mut() {
                 None => self.output.forward(len),
-                Some(extras) => {
-                    let mut stream = Stream::new(&mut window, &mut self.output, &mut self.recorder);
-                    stream.forward_block(block, trackable.is_some(), keep, extras);
+                Some(additions) => {
+                    let mut forwarding =
+                        Forwarding::new(&mut window, &mut self.output, &mut self.recorder);
+                    forwarding.forward_block(block, trackable.is_some(), keep, additions);
                 }
             }
         }

@@ -1,9 +1,9 @@
 //! [`SseResumeBody`]: the response body, deduplicated as it streams.
 //!
 //! [`SseResumeBody`] wraps the upstream's body: untouched, or, for an event
-//! stream, through a [`Dedup`] (`dedup.rs`): the framer and the window,
-//! with `extras.rs` for replays and stamped ids, `output.rs` for the bytes
-//! cut from the input chunks, and `recorder.rs` handing ids to the store.
+//! stream, through a [`Dedup`] (`dedup.rs`): the framer and what the
+//! client has, with `additions.rs` for replays, the history and stamped
+//! ids, and `output.rs` for the bytes cut from the input chunks.
 
 use std::fmt;
 use std::pin::Pin;
@@ -13,14 +13,12 @@ use bytes::{Buf, Bytes};
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
+mod additions;
 mod dedup;
-mod extras;
 mod output;
-mod recorder;
 
-pub(crate) use dedup::{Dedup, Start};
-pub use extras::GAP_EVENT;
-pub(crate) use recorder::Recorder;
+pub use additions::GAP_EVENT;
+pub(crate) use dedup::Dedup;
 
 pin_project! {
     /// The response body of [`SseResume`](crate::SseResume).

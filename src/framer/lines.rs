@@ -13,7 +13,7 @@ pub(super) struct Fields {
     pub(super) retry: Span,
     pub(super) data: bool,
     /// Whether the data lines' values are folded into `data_state` as
-    /// they are parsed: see [`fingerprint`](super::fingerprint).
+    /// they are parsed: see [`super::fingerprint`].
     pub(super) fingerprinting: bool,
     pub(super) data_state: u64,
     pub(super) comment: bool,

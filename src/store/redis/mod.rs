@@ -18,7 +18,7 @@ use crate::tracker::{Attachment, DEFAULT_WINDOW_LEN, HistoryLimits, Tracker};
 use connection::{Connection, unavailable, within};
 use keys::{Keys, escape, scope_key};
 use local::Local;
-use queue::{Lens, Queue, Target};
+use queue::{Kept, Queue, Target};
 use scripts::{Loaded, array, bulk, int, next, scripts};
 use writer::Writer;
 
@@ -417,7 +417,7 @@ impl TrackerStore for RedisStore {
                 stream: key.stream().to_owned(),
                 config: Arc::clone(&self.config),
             },
-            Lens {
+            Kept {
                 window: self.config.window_len,
                 history: self.config.history.map_or(0, |limits| limits.events()),
             },

@@ -42,9 +42,10 @@ pub(super) struct Pending {
     bytes: usize,
 }
 
-/// How many ids and blocks can end up in Redis per window.
+/// How many ids and blocks Redis keeps per window: more queued are
+/// overwritten before they are written.
 #[derive(Clone, Copy)]
-pub(super) struct Lens {
+pub(super) struct Kept {
     pub(super) window: usize,
     pub(super) history: usize,
 }
@@ -91,7 +92,7 @@ impl Queue {
         generation: i64,
         ids: &IdBatch,
         target: impl FnOnce() -> Target,
-        lens: Lens,
+        kept: Kept,
     ) -> Result<(), StoreError> {
         let count = ids.len() + ids.blocks().len();
         let bytes = ids.byte_len();
@@ -122,11 +123,11 @@ impl Queue {
                 pending.bytes += bytes;
                 // Only the last window's worth, and the last history's,
                 // can end up in Redis.
-                if pending.ids.len() > 2 * lens.window
-                    || pending.ids.blocks().len() > 2 * lens.history
+                if pending.ids.len() > 2 * kept.window
+                    || pending.ids.blocks().len() > 2 * kept.history
                 {
                     let before = pending.count();
-                    pending.ids.keep_last(lens.window, lens.history);
+                    pending.ids.keep_last(kept.window, kept.history);
                     added_ids -= (before - pending.count()) as isize;
                     added_bytes -= (pending.bytes - pending.ids.byte_len()) as isize;
                     pending.bytes = pending.ids.byte_len();

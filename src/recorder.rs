@@ -52,7 +52,7 @@ impl Recorder {
 
     /// Hands on an id new to the stream, with the fingerprint of its
     /// event; `starts_over` when the window started over from it.
-    pub(super) fn push(&mut self, id: &[u8], fingerprint: u64, starts_over: bool) {
+    pub(crate) fn push(&mut self, id: &[u8], fingerprint: u64, starts_over: bool) {
         if self.sink.is_none() {
             return;
         }
@@ -65,18 +65,18 @@ impl Recorder {
     }
 
     /// Whether the store keeps the blocks of a replay history itself.
-    pub(super) fn wants_blocks(&self) -> bool {
+    pub(crate) fn wants_blocks(&self) -> bool {
         self.wants_blocks
     }
 
-    pub(super) fn push_block(&mut self, id: Option<&str>, block: &[u8]) {
+    pub(crate) fn push_block(&mut self, id: Option<&str>, block: &[u8]) {
         if self.wants_blocks {
             self.batch.push_block(id, block);
             self.flush_if_full();
         }
     }
 
-    pub(super) fn forget_history(&mut self) {
+    pub(crate) fn forget_history(&mut self) {
         if self.wants_blocks {
             self.batch.forget_history();
         }
@@ -92,7 +92,7 @@ impl Recorder {
         }
     }
 
-    pub(super) fn flush(&mut self) {
+    pub(crate) fn flush(&mut self) {
         let (Some(sink), Some(key)) = (&self.sink, &self.key) else {
             return;
         };
@@ -108,7 +108,7 @@ impl Recorder {
         }
     }
 
-    pub(super) fn key_for_logs(&self) -> String {
+    pub(crate) fn key_for_logs(&self) -> String {
         self.key
             .as_ref()
             .map_or_else(|| "(unscoped)".to_owned(), StreamKey::to_string)

@@ -1,13 +1,14 @@
-//! What only some streams do beyond deduplication: keep a replay history,
-//! stamp ids, and start with something else than the upstream's first byte.
+//! What only some responses add to deduplication: keeping a replay
+//! history, stamping ids, and starting with something else than the
+//! upstream's first byte.
 
 use std::borrow::Cow;
 
 use bytes::Bytes;
 
 use super::output::Output;
-use super::recorder::Recorder;
 use crate::framer::{Block, EventId, Segment};
+use crate::recorder::Recorder;
 use crate::stamp::Stamper;
 use crate::tracker::Window;
 
@@ -15,10 +16,10 @@ use crate::tracker::Window;
 /// the replay history: `event: sse-resume-gap`, with the cursor as data.
 pub const GAP_EVENT: &str = "sse-resume-gap";
 
-/// The stream's work beyond deduplication: a replay history, stamped ids,
+/// A response's work beyond deduplication: a replay history, stamped ids,
 /// and a stream that does not start with the upstream's first byte.
 #[derive(Debug)]
-pub(super) struct Extras {
+pub(super) struct Additions {
     /// Whether the tracker keeps a history in process.
     local_history: bool,
     stamper: Option<Stamper>,
@@ -34,15 +35,15 @@ pub(super) struct Extras {
 /// The byte order mark an event stream may start with.
 const BOM: &[u8] = b"\xEF\xBB\xBF";
 
-/// What forwarding a segment with [`Extras`] touches, borrowed apart from
-/// the framer that lends the segment.
-pub(super) struct Stream<'a> {
+/// What forwarding a segment with [`Additions`] touches, borrowed apart
+/// from the framer that lends the segment.
+pub(super) struct Forwarding<'a> {
     window: &'a mut Window,
     output: &'a mut Output,
     recorder: &'a mut Recorder,
 }
 
-impl Extras {
+impl Additions {
     pub(super) fn new(local_history: bool, stamper: Option<Stamper>, prefixed: bool) -> Self {
         Self {
             local_history,
@@ -59,7 +60,7 @@ impl Extras {
     }
 }
 
-impl<'a> Stream<'a> {
+impl<'a> Forwarding<'a> {
     pub(super) fn new(
         window: &'a mut Window,
         output: &'a mut Output,
@@ -73,7 +74,7 @@ impl<'a> Stream<'a> {
     }
 }
 
-impl Stream<'_> {
+impl Forwarding<'_> {
     /// Forwards a segment outside any block: a piece of a block over the
     /// length limit, or the unterminated tail. `keeper` says whether this
     /// response keeps the history of blocks without a trackable id.
@@ -82,10 +83,10 @@ impl Stream<'_> {
         segment: &Segment<'_>,
         ending: bool,
         keeper: bool,
-        extras: Option<&mut Extras>,
+        additions: Option<&mut Additions>,
     ) {
         let len = segment.raw().len();
-        let bom = extras.map_or(0, |extras| self.forward_bom(segment.raw(), extras));
+        let bom = additions.map_or(0, |additions| self.forward_bom(segment.raw(), additions));
         self.output.forward(len - bom);
         // A piece of a block too long to keep: no replay may skip it. The
         // tail at the end never dispatched, so it is no event to keep.
@@ -102,12 +103,12 @@ impl Stream<'_> {
         block: &Block<'_>,
         trackable: bool,
         keep: bool,
-        extras: &mut Extras,
+        additions: &mut Additions,
     ) {
         let raw = block.raw();
-        let bom = self.forward_bom(raw, extras);
+        let bom = self.forward_bom(raw, additions);
         let body = &raw[bom..];
-        let stamped = match &mut extras.stamper {
+        let stamped = match &mut additions.stamper {
             Some(stamper) if block.dispatches() && block.id() == EventId::Absent => {
                 let line = stamper.next_line();
                 self.output.insert(line.as_bytes());
@@ -116,7 +117,7 @@ impl Stream<'_> {
             _ => None,
         };
         self.output.forward(body.len());
-        let keeps_history = extras.local_history || self.recorder.wants_blocks();
+        let keeps_history = additions.local_history || self.recorder.wants_blocks();
         if !keeps_history || !keep {
             return;
         }
@@ -135,7 +136,7 @@ impl Stream<'_> {
         let kept: &[u8] = match stamped {
             Some(id) => {
                 // The block as it went out: the stamped line, then its own.
-                let scratch = &mut extras.scratch;
+                let scratch = &mut additions.scratch;
                 scratch.clear();
                 scratch.extend_from_slice(b"id: ");
                 scratch.extend_from_slice(id.as_bytes());
@@ -145,7 +146,7 @@ impl Stream<'_> {
             }
             None => body,
         };
-        if extras.local_history {
+        if additions.local_history {
             self.window.record_block(id.as_deref(), kept);
         }
         self.recorder.push_block(id.as_deref(), kept);
@@ -153,11 +154,11 @@ impl Stream<'_> {
 
     /// Forwards the byte order mark the stream starts with, if any, or
     /// drops it when something went out before it. Returns its length.
-    fn forward_bom(&mut self, raw: &[u8], extras: &mut Extras) -> usize {
-        if !std::mem::take(&mut extras.at_start) || !raw.starts_with(BOM) {
+    fn forward_bom(&mut self, raw: &[u8], additions: &mut Additions) -> usize {
+        if !std::mem::take(&mut additions.at_start) || !raw.starts_with(BOM) {
             return 0;
         }
-        if extras.prefixed {
+        if additions.prefixed {
             self.output.skip(BOM.len());
         } else {
             self.output.forward(BOM.len());

@@ -1,0 +1,117 @@
+//! What a request decided when it opened: which stream, what its client
+//! has, what to ask the upstream, and how its response starts. The service
+//! makes the decision; the response future and the body only apply it.
+
+use std::sync::Arc;
+
+use http::HeaderValue;
+
+use crate::headers::header_value;
+use crate::recorder::Recorder;
+use crate::stamp::clock_epoch;
+use crate::stats::Stats;
+use crate::store::{Opened, TrackerStore};
+use crate::tracker::{Attachment, Replay, Tracker};
+
+/// How the request asks the upstream to resume, read from its headers
+/// before the store is asked anything.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Resumption {
+    /// Add the stream's last id to a request without `Last-Event-ID`.
+    pub(crate) inject: bool,
+    /// After a replay from the history, ask from the newest id it holds.
+    pub(crate) from_history: bool,
+    /// Stamp ids on events without one.
+    pub(crate) stamp: bool,
+}
+
+/// What one request decided: its response's place on its stream, where its
+/// ids go, what to ask the upstream, and how the response starts.
+pub(crate) struct Decision {
+    /// The response attached to its stream: what its client has.
+    pub(crate) attachment: Attachment,
+    pub(crate) recorder: Recorder,
+    /// Taken when the request goes upstream.
+    pub(crate) upstream_cursor: UpstreamCursor,
+    /// What goes out before the upstream's first byte.
+    pub(crate) replay: Replay,
+    /// The client's cursor, for the gap event.
+    pub(crate) cursor: Option<String>,
+    /// Where stamped ids start, when the layer stamps them.
+    pub(crate) stamp_epoch: Option<u64>,
+}
+
+/// What the upstream request's `Last-Event-ID` becomes.
+pub(crate) enum UpstreamCursor {
+    Keep,
+    Set(HeaderValue),
+    /// The client's cursor was replayed from the history, and the upstream
+    /// never sent an id to resume from: the cursor means nothing to it.
+    Remove,
+}
+
+impl Decision {
+    /// A stream in a scope, as the store opened it.
+    pub(crate) fn scoped<T: TrackerStore>(
+        opened: Opened,
+        store: Arc<T>,
+        stats: Stats,
+        resumption: Resumption,
+        cursor: Option<String>,
+    ) -> Self {
+        let Opened {
+            key,
+            attachment,
+            cursor_known,
+            replay,
+            stamp_epoch,
+        } = opened;
+        if cursor_known == Some(false) {
+            stats.unknown_cursor();
+            tracing::debug!(%key, "unknown client cursor: window cleared");
+        }
+        let replayed = matches!(replay, Replay::Blocks(_));
+        // The newest id the upstream sent: stamped ids never go in the
+        // window. One that is not a valid header value is never sent.
+        let last_id = || {
+            attachment
+                .tracker()
+                .last_id()
+                .and_then(|id| header_value(&id))
+        };
+        let upstream_cursor = if resumption.inject {
+            last_id().map_or(UpstreamCursor::Keep, UpstreamCursor::Set)
+        } else if resumption.from_history && replayed {
+            last_id().map_or(UpstreamCursor::Remove, UpstreamCursor::Set)
+        } else {
+            UpstreamCursor::Keep
+        };
+        if let UpstreamCursor::Set(id) = &upstream_cursor {
+            tracing::debug!(%key, last_event_id = ?id, "asking the upstream to resume");
+        }
+        let stamp_epoch = resumption
+            .stamp
+            .then(|| stamp_epoch.unwrap_or_else(clock_epoch));
+        Self {
+            attachment,
+            recorder: Recorder::to_store(store, key, stats),
+            upstream_cursor,
+            replay,
+            cursor,
+            stamp_epoch,
+        }
+    }
+
+    /// A request without a scope, or whose store failed open: a window of
+    /// its own response only.
+    pub(crate) fn unscoped(window_len: usize, stats: &Stats) -> Self {
+        Self {
+            attachment: Tracker::new(window_len).attach(),
+            recorder: Recorder::nowhere(stats.clone()),
+            upstream_cursor: UpstreamCursor::Keep,
+            replay: Replay::Off,
+            cursor: None,
+            stamp_epoch: None,
+        }
+    }
+}
