@@ -32,7 +32,7 @@ use tokio::runtime::Runtime;
 use tower::{Layer, Service, ServiceExt};
 use tower_sse_resume::{MemoryStore, RedisStore, SseResumeLayer, TrackerStore};
 
-#[path = "../tests/redis_server/mod.rs"]
+#[path = "../tests/layer/redis/server.rs"]
 mod redis_server;
 
 /// Ids in the window of the stream that `stream_start` opens.

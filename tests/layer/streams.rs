@@ -2,20 +2,17 @@
 //! through `oneshot` and a real hyper server, two tabs over HTTP, and any
 //! interleaving of two responses of one stream.
 
-mod stream_cases;
-mod support;
-
 use std::pin::pin;
 use std::sync::Arc;
 use std::task::Poll;
 
+use crate::stream_cases::*;
+use crate::support::*;
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body::{Body, Frame};
 use http_body_util::{BodyExt, StreamBody};
 use proptest::prelude::*;
-use stream_cases::*;
-use support::*;
 use tower::{Layer, ServiceExt, service_fn};
 use tower_sse_resume::{HistoryLimits, MemoryStore, SseResumeLayer};
 

@@ -11,14 +11,12 @@
 //! - with a small block length limit, keep blocks and the buffer within the
 //!   limit and pick framing up again after an oversized block.
 
-mod common;
-
 use bytes::Bytes;
 use proptest::prelude::*;
 use proptest::sample::Index;
 use tower_sse_resume::framer::{EventId, Framer};
 
-use common::{
+use crate::common::{
     BOM, Segment, blocks, browser_events, chunks_of, coalesce, concat_raw, frame, frame_observed,
     show, show_segments, split_at,
 };

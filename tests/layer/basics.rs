@@ -1,17 +1,15 @@
 //! The semantics of DESIGN.md, each through `oneshot` and through a real
 //! hyper server on loopback.
 
-mod support;
-
 use std::pin::pin;
 use std::sync::{Arc, Mutex};
 use std::task::Poll;
 
+use crate::support::*;
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body::{Body, Frame};
 use http_body_util::{BodyExt, Full};
-use support::*;
 use tower::{Layer, ServiceBuilder, ServiceExt, service_fn};
 use tower_sse_resume::store::{Opened, StoreError, StreamKey};
 use tower_sse_resume::tracker::Tracker;

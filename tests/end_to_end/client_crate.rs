@@ -2,12 +2,10 @@
 //! the proxy, over real sockets, against an upstream that drops the
 //! connection and replays from earlier than asked.
 
-mod e2e;
-
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use e2e::{Proxy, Script, Upstream, parse_data};
+use crate::proxy::{Proxy, Script, Upstream, parse_data};
 use eventsource_client::{Client, ClientBuilder, ReconnectOptions, SSE};
 use futures_util::StreamExt;
 use launchdarkly_sdk_transport::HyperTransport;

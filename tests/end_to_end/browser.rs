@@ -6,14 +6,12 @@
 //! skipped with a message, unless `TOWER_SSE_RESUME_REQUIRE_BROWSER=1`
 //! (set by `.ci/run`), which makes it fail instead.
 
-mod e2e;
-
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use e2e::{Proxy, Script, Upstream, parse_data};
+use crate::proxy::{Proxy, Script, Upstream, parse_data};
 use serde_json::Value;
 use tower_sse_resume::{HistoryLimits, MemoryStore, SseResumeLayer};
 
@@ -241,7 +239,7 @@ impl Browser {
         let dir = std::env::temp_dir().join(format!(
             "tower-sse-resume-browser-{}-{}",
             std::process::id(),
-            e2e::now_ms()
+            crate::proxy::now_ms()
         ));
         fs::create_dir_all(&dir).unwrap();
         let log = File::create(dir.join("chromium.log")).unwrap();

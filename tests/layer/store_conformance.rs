@@ -67,7 +67,7 @@ macro_rules! conformance_tests {
                 let Some(harness) = $make else { return };
                 tokio::time::timeout(
                     std::time::Duration::from_secs(60),
-                    store_conformance::$check(&harness),
+                    $crate::store_conformance::$check(&harness),
                 )
                 .await
                 .expect("the check took too long");

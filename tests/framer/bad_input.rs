@@ -2,14 +2,12 @@
 //! its own buffer within the block length limit, must hand every byte back
 //! exactly once, and must frame the next well-formed block again.
 
-mod common;
-
 use bytes::Bytes;
 use proptest::prelude::*;
 use proptest::sample::Index;
 use tower_sse_resume::framer::{DEFAULT_MAX_BLOCK_LEN, EventId, Framer};
 
-use common::{
+use crate::common::{
     Block, Segment, blocks, browser_events, chunks_of, concat_raw, frame, frame_observed, show,
     show_segments, split_at,
 };

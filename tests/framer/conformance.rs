@@ -14,14 +14,13 @@
 //!
 //! The end of the file pins the rule for a CR at the end of a chunk.
 
-mod common;
-
 use bytes::Bytes;
 use serde_json::Value;
 use tower_sse_resume::framer::{EventId, Framer};
 
-use common::{
-    Block, BlockView, Dispatched, Segment, block_views, browser_events, concat_raw, frame, show,
+use crate::common::{
+    self, Block, BlockView, Dispatched, Segment, block_views, browser_events, concat_raw, frame,
+    show,
 };
 
 /// One vector and the events it must dispatch.

@@ -2,16 +2,14 @@
 //! when the upstream cannot, the gap signal, stamped ids, and the bounds.
 //! Each through `oneshot` and a real hyper server on loopback.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::*;
 use bytes::Bytes;
 use futures_util::stream;
 use http::{Request, Response};
 use http_body::Frame;
 use http_body_util::{BodyExt, StreamBody};
-use support::*;
 use tokio::sync::mpsc;
 use tower::{Layer, ServiceExt, service_fn};
 use tower_sse_resume::store::StreamKey;

@@ -1,10 +1,9 @@
 //! The store conformance suite against [`MemoryStore`].
 
-mod store_conformance;
-
 use std::time::Duration;
 
-use store_conformance::Harness;
+use crate::conformance_tests;
+use crate::store_conformance::{self, Harness};
 use tower_sse_resume::{HistoryLimits, MemoryStore};
 
 struct Memory;

@@ -5,17 +5,11 @@
 //! Without `redis-server` on `PATH` every test prints a message and passes,
 //! unless `TOWER_SSE_RESUME_REQUIRE_REDIS=1`.
 
-#![cfg(feature = "redis")]
-
-mod redis_server;
-mod stream_cases;
-mod support;
-
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use redis_server::RedisServer;
-use stream_cases::*;
-use support::*;
+use super::server::RedisServer;
+use crate::stream_cases::*;
+use crate::support::*;
 use tower_sse_resume::{HistoryLimits, RedisStore, SseResumeLayer};
 
 /// Two replicas over a fresh prefix of `server`, with a history, and the

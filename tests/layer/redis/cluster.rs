@@ -3,19 +3,14 @@
 //! of its own): the store conformance suite, and replicas through the
 //! layer. Skipped like `tests/redis.rs` when `redis-server` is missing.
 
-#![cfg(feature = "redis")]
-
-mod redis_server;
-mod store_conformance;
-mod support;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use redis_server::{RedisCluster, flushed};
-use store_conformance::Harness;
-use support::*;
+use super::server::{RedisCluster, flushed};
+use crate::conformance_tests;
+use crate::store_conformance::{self, Harness};
+use crate::support::*;
 use tower_sse_resume::{HistoryLimits, RedisStore, SseResumeLayer};
 
 fn fresh_prefix() -> String {

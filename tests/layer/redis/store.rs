@@ -5,25 +5,20 @@
 //! Without `redis-server` on `PATH` every test prints a message and passes,
 //! unless `TOWER_SSE_RESUME_REQUIRE_REDIS=1`.
 
-#![cfg(feature = "redis")]
-
-mod redis_server;
-mod store_conformance;
-mod support;
-
 use std::convert::Infallible;
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use super::server::{RedisServer, flushed};
+use crate::conformance_tests;
+use crate::store_conformance::{self, Harness};
+use crate::support::*;
 use bytes::Bytes;
 use futures_util::stream;
 use http::{Request, Response, StatusCode};
 use http_body::Frame;
 use http_body_util::{BodyExt, StreamBody};
-use redis_server::{RedisServer, flushed};
-use store_conformance::Harness;
-use support::*;
 use tokio::sync::mpsc;
 use tower::{Layer, ServiceExt, service_fn};
 use tower_sse_resume::store::StreamKey;

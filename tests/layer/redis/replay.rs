@@ -6,19 +6,14 @@
 //! Without `redis-server` on `PATH` every test prints a message and passes,
 //! unless `TOWER_SSE_RESUME_REQUIRE_REDIS=1`.
 
-#![cfg(feature = "redis")]
-
-mod redis_server;
-mod support;
-
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use super::server::{RedisServer, flushed};
+use crate::support::*;
 use bytes::Bytes;
 use futures_util::{FutureExt, stream};
 use http_body::Frame;
 use http_body_util::{BodyExt, StreamBody};
-use redis_server::{RedisServer, flushed};
-use support::*;
 use tokio::sync::mpsc;
 use tower::{Layer, ServiceExt, service_fn};
 use tower_sse_resume::{GAP_EVENT, HistoryLimits, RedisStore, SseResumeLayer};

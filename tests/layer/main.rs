@@ -1,0 +1,14 @@
+//! The layer through `oneshot` and a real hyper server on loopback: the
+//! basics, streams and responses, the replay history, and every store
+//! (`MemoryStore` here, `RedisStore` against a real `redis-server` in
+//! `redis`).
+
+mod basics;
+#[cfg(feature = "redis")]
+mod redis;
+mod replay;
+mod store_conformance;
+mod store_memory;
+mod stream_cases;
+mod streams;
+mod support;
