@@ -4,3 +4,6 @@
 mod browser;
 mod client_crate;
 mod proxy;
+/// The demo's own proxy, which the tests drive rather than a copy of it.
+#[path = "../../examples/reverse_proxy/proxy.rs"]
+mod reverse_proxy;

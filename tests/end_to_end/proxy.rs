@@ -1,6 +1,6 @@
 //! End-to-end fixtures over real sockets: a flaky, at-least-once SSE
-//! upstream on loopback, and a streaming reverse proxy with the layer in
-//! front of it, forwarding as `examples/reverse_proxy.rs` does.
+//! upstream on loopback, and the demo's own reverse proxy with the layer in
+//! front of it.
 
 // Each test crate includes this module and uses a different part of it.
 #![allow(dead_code)]
@@ -15,12 +15,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use futures_util::stream;
 use http::header::{self, HeaderValue};
-use http::request::Parts;
-use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http::{Method, Request, Response, StatusCode, Uri};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
-use hyper_util::client::legacy::{Client, connect::HttpConnector};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
@@ -28,7 +26,8 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tower::{Layer, service_fn};
 use tower_sse_resume::SseResumeLayer;
-use tower_sse_resume::key::{Header, KeyExtractor, Query};
+
+use crate::reverse_proxy;
 
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 type Body = BoxBody<Bytes, BoxError>;
@@ -280,29 +279,38 @@ fn status(status: StatusCode) -> Response<Body> {
     response
 }
 
-/// The proxy: the layer in front of a hyper-util client that streams every
-/// request to `upstream`, on a free loopback port, stopped when dropped.
+/// The demo's proxy (`examples/reverse_proxy/proxy.rs`): the layer with
+/// the demo's session scope in front of its forwarder, on a free loopback
+/// port, stopped when dropped.
 pub(crate) struct Proxy {
     pub(crate) addr: SocketAddr,
     task: JoinHandle<()>,
 }
 
 impl Proxy {
-    /// Scopes by `Mcp-Session-Id`, or by `?session=` for browsers, whose
-    /// `EventSource` cannot send headers.
     pub(crate) async fn start(upstream: SocketAddr, layer: SseResumeLayer) -> Self {
-        let layer = layer.scope(|parts: &Parts| {
-            Header::mcp_session_id()
-                .extract(parts)
-                .or_else(|| Query::new("session").extract(parts))
-        });
-        let (addr, task) = serve(layer.layer(forwarder(upstream))).await;
-        Self { addr, task }
+        let layer = layer.scope(reverse_proxy::session_scope);
+        Self::serve(layer.layer(reverse_proxy::forwarder(uri_of(upstream)))).await
     }
 
     /// The same proxy without the layer: the control.
     pub(crate) async fn without_layer(upstream: SocketAddr) -> Self {
-        let (addr, task) = serve(forwarder(upstream)).await;
+        Self::serve(reverse_proxy::forwarder(uri_of(upstream))).await
+    }
+
+    async fn serve<S, B>(service: S) -> Self
+    where
+        S: tower::Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+        S::Future: Send + 'static,
+        S::Error: Into<BoxError>,
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            let _ = reverse_proxy::serve(listener, service).await;
+        });
         Self { addr, task }
     }
 }
@@ -313,41 +321,8 @@ impl Drop for Proxy {
     }
 }
 
-fn forwarder(
-    upstream: SocketAddr,
-) -> impl tower::Service<
-    Request<Incoming>,
-    Response = Response<Body>,
-    Error = Infallible,
-    Future = impl Future<Output = Result<Response<Body>, Infallible>> + Send,
-> + Clone
-+ Send
-+ 'static {
-    let client = Client::builder(TokioExecutor::new()).build(HttpConnector::new());
-    service_fn(move |request| forward(client.clone(), upstream, request))
-}
-
-async fn forward(
-    client: Client<HttpConnector, Incoming>,
-    upstream: SocketAddr,
-    request: Request<Incoming>,
-) -> Result<Response<Body>, Infallible> {
-    let (mut parts, body) = request.into_parts();
-    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    parts.uri = format!("http://{upstream}{path}").parse::<Uri>().unwrap();
-    parts.version = Version::HTTP_11;
-    parts
-        .headers
-        .insert(header::HOST, upstream.to_string().parse().unwrap());
-    for name in [header::CONNECTION, header::TE, header::TRANSFER_ENCODING] {
-        parts.headers.remove(name);
-    }
-    Ok(
-        match client.request(Request::from_parts(parts, body)).await {
-            Ok(response) => response.map(|body| body.map_err(BoxError::from).boxed()),
-            Err(_) => status(StatusCode::BAD_GATEWAY),
-        },
-    )
+fn uri_of(addr: SocketAddr) -> Uri {
+    format!("http://{addr}").parse().unwrap()
 }
 
 /// Serves `service` on a free loopback port until the task is aborted.

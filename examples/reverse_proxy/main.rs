@@ -18,20 +18,18 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Request, Response, StatusCode, Uri, Version};
+use http::header::{self, HeaderValue};
+use http::{Request, Response, Uri};
 use http_body_util::{BodyExt, Full, StreamBody, combinators::BoxBody};
 use hyper::body::{Frame, Incoming};
-use hyper_util::client::legacy::{Client, connect::HttpConnector};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
-use tower::{ServiceBuilder, service_fn};
-use tower_sse_resume::key::{Header, KeyExtractor, Query};
+use tower::ServiceBuilder;
 use tower_sse_resume::{HistoryLimits, MemoryStore, SseResumeLayer, Stats};
 
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
-type ProxyBody = BoxBody<Bytes, BoxError>;
+mod proxy;
+
+use proxy::{BoxError, ProxyBody};
 
 const USAGE: &str = "\
 Usage: reverse_proxy [--listen ADDR] [--upstream URL] [--redis URL] [--history] [--stamp-ids]
@@ -144,13 +142,6 @@ async fn run(options: Options) -> Result<(), String> {
         }
     };
 
-    // Browsers' EventSource cannot send headers, so the demo page names its
-    // session in the query; MCP clients send Mcp-Session-Id.
-    let scope = |parts: &http::request::Parts| {
-        Header::mcp_session_id()
-            .extract(parts)
-            .or_else(|| Query::new("session").extract(parts))
-    };
     let history = options.history.then(HistoryLimits::new);
     let memory = match history {
         Some(limits) => MemoryStore::new().history(limits),
@@ -158,13 +149,12 @@ async fn run(options: Options) -> Result<(), String> {
     };
     let layer = SseResumeLayer::new()
         .store(memory)
-        .scope(scope)
+        .scope(proxy::session_scope)
         .stamp_ids(options.stamp_ids);
     tokio::spawn(log_stats(layer.stats()));
 
     let label = upstream.to_string();
-    let client = Client::builder(TokioExecutor::new()).build(HttpConnector::new());
-    let proxy = service_fn(move |request| forward(client.clone(), upstream.clone(), request));
+    let forwarder = proxy::forwarder(upstream);
     if is_demo {
         println!("proxying http://{addr} -> a demo upstream that drops every 3 s and replays");
         println!("watch: open http://{addr}/ in a browser: each event arrives once");
@@ -185,44 +175,18 @@ async fn run(options: Options) -> Result<(), String> {
                 store = store.history(limits);
             }
             println!("trackers in Redis at {url}, shared with every proxy using it");
-            serve(
+            proxy::serve(
                 listener,
                 ServiceBuilder::new()
                     .layer(layer.store(store))
-                    .service(proxy),
+                    .service(forwarder),
             )
             .await
         }
-        _ => serve(listener, ServiceBuilder::new().layer(layer).service(proxy)).await,
-    }
-}
-
-/// Serves `service` on every connection `listener` accepts.
-async fn serve<S, B>(listener: TcpListener, service: S) -> Result<(), String>
-where
-    S: tower::Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<BoxError>,
-    B: hyper::body::Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<BoxError>,
-{
-    loop {
-        let stream = match listener.accept().await {
-            Ok((stream, _)) => stream,
-            Err(error) => {
-                // Out of file descriptors, most likely: let some close.
-                eprintln!("accept: {error}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let service = TowerToHyperService::new(service.clone());
-        tokio::spawn(async move {
-            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            let _ = builder
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-        });
+        _ => {
+            let service = ServiceBuilder::new().layer(layer).service(forwarder);
+            proxy::serve(listener, service).await
+        }
     }
 }
 
@@ -238,91 +202,6 @@ async fn check_reachable(upstream: &Uri) -> Result<(), String> {
         Ok(Err(error)) => Err(format!("upstream {upstream} unreachable: {error}")),
         Err(_) => Err(format!("upstream {upstream} unreachable: no answer in 5 s")),
     }
-}
-
-/// Sends `request` on to `upstream`, streaming both bodies.
-async fn forward(
-    client: Client<HttpConnector, Incoming>,
-    upstream: Uri,
-    request: Request<Incoming>,
-) -> Result<Response<ProxyBody>, Infallible> {
-    let (mut parts, body) = request.into_parts();
-    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    let Ok(uri) = format!("{}{}", upstream.to_string().trim_end_matches('/'), path).parse::<Uri>()
-    else {
-        return Ok(error_response(StatusCode::BAD_REQUEST, "bad request path"));
-    };
-    remove_hop_by_hop(&mut parts.headers);
-    if let Some(authority) = uri
-        .authority()
-        .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-    {
-        parts.headers.insert(header::HOST, authority);
-    }
-    parts.uri = uri;
-    // The client speaks HTTP/1.1 to the upstream, whatever the client spoke.
-    parts.version = Version::HTTP_11;
-    match client.request(Request::from_parts(parts, body)).await {
-        Ok(response) => {
-            let (mut parts, body) = response.into_parts();
-            remove_hop_by_hop(&mut parts.headers);
-            Ok(Response::from_parts(
-                parts,
-                body.map_err(BoxError::from).boxed(),
-            ))
-        }
-        Err(error) => {
-            // hyper-util's error says little by itself: add its causes.
-            let mut message = format!("upstream {upstream} unreachable: {error}");
-            let mut source = std::error::Error::source(&error);
-            while let Some(cause) = source {
-                message.push_str(&format!(": {cause}"));
-                source = cause.source();
-            }
-            message.push('\n');
-            Ok(error_response(StatusCode::BAD_GATEWAY, &message))
-        }
-    }
-}
-
-/// Drops the headers that describe one connection, not the message.
-fn remove_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(','))
-        .filter_map(|name| name.trim().parse().ok())
-        .collect();
-    for name in named {
-        headers.remove(name);
-    }
-    for name in [
-        header::CONNECTION,
-        HeaderName::from_static("keep-alive"),
-        HeaderName::from_static("proxy-connection"),
-        header::PROXY_AUTHENTICATE,
-        header::PROXY_AUTHORIZATION,
-        header::TE,
-        header::TRAILER,
-        header::TRANSFER_ENCODING,
-        header::UPGRADE,
-    ] {
-        headers.remove(name);
-    }
-}
-
-fn error_response(status: StatusCode, message: &str) -> Response<ProxyBody> {
-    let body = Full::new(Bytes::from(message.to_owned()))
-        .map_err(BoxError::from)
-        .boxed();
-    let mut response = Response::new(body);
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    response
 }
 
 /// Prints the counters once a second, when they changed.
