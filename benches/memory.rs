@@ -1,8 +1,9 @@
-//! Heap memory of [`MemoryStore`]: bytes per idle key, per remembered id,
+//! Heap memory of the layer's streams in process: bytes per idle key, per remembered id,
 //! and per block kept in a replay history.
 //!
-//! A measurement, not a timing: it fills a store through the public API
-//! (`TrackerStore::load`, then `check_and_record` under the tracker's lock)
+//! A measurement, not a timing: it fills a layer's streams through the public API
+//! (`test_util::Replica`: responses opened on a layer's streams, events
+//! pushed through the layer's body code)
 //! and prints what the heap grew by, divided by what was added. Two figures
 //! for each step:
 //!
@@ -21,7 +22,8 @@ use std::process::Command;
 
 use futures_util::FutureExt;
 use stats_alloc::{INSTRUMENTED_SYSTEM, StatsAlloc};
-use tower_sse_resume::{HistoryLimits, MemoryStore, StreamKey, TrackerStore, tracker::Tracker};
+use tower_sse_resume::test_util::{Replica, TestResponse};
+use tower_sse_resume::{HistoryLimits, MemoryStore, SseResumeLayer};
 
 #[global_allocator]
 static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
@@ -130,67 +132,72 @@ fn short(out: &mut String, i: usize) {
     assert_eq!(out.len(), 5);
 }
 
-/// Loads the tracker of session `k` (a UUID-like scope, stream `GET /mcp`).
-fn load(store: &MemoryStore, session: &mut String, k: usize) -> Tracker {
+/// Opens a response on the stream of session `k` (a UUID-like scope,
+/// stream `GET /mcp`).
+fn open(replica: &Replica<MemoryStore>, session: &mut String, k: usize) -> TestResponse {
     uuid_like(session, k, 0);
-    let key = StreamKey::new(session, STREAM);
-    store
-        .load(&key)
+    replica
+        .open(session, STREAM, None)
         .now_or_never()
-        .expect("MemoryStore loads at once")
+        .expect("MemoryStore opens at once")
         .expect("MemoryStore does not fail")
+}
+
+/// An event of `id`, with one byte of data.
+fn event(id: &str) -> String {
+    format!("id: {id}\ndata: x\n\n")
 }
 
 /// `IDLE_KEYS` keys with an empty window, then with one short id each.
 fn idle_keys() {
     // Above the default 100,000 so that no shard evicts: a key costs the
     // same either way.
-    let store = MemoryStore::new().max_keys(10 * IDLE_KEYS);
+    let layer = SseResumeLayer::new().max_streams(10 * IDLE_KEYS);
+    let replica = Replica::from_layer(&layer);
     let mut session = String::with_capacity(64);
     let mut id = String::with_capacity(64);
 
     let before = Snapshot::now();
     for k in 0..IDLE_KEYS {
-        drop(load(&store, &mut session, k));
+        drop(open(&replica, &mut session, k));
     }
     let empty = before.report(
         &format!("idle key, empty window ({IDLE_KEYS} keys)"),
         IDLE_KEYS,
         "key",
     );
-    assert_eq!(store.len(), IDLE_KEYS, "no key was evicted");
+    assert_eq!(replica.streams(), IDLE_KEYS, "no key was evicted");
 
     let before = Snapshot::now();
     for k in 0..IDLE_KEYS {
         short(&mut id, k % 90_000);
-        assert!(load(&store, &mut session, k).lock().check_and_record(&id));
+        let mut response = open(&replica, &mut session, k);
+        assert_eq!(response.upstream(event(&id)), event(&id).as_bytes());
     }
     let first = before.report("+ its first id (short)", IDLE_KEYS, "key");
     empty
         .plus(first)
         .print("= idle key with a one-id window", "key");
-    assert_eq!(store.len(), IDLE_KEYS, "no key was evicted");
+    assert_eq!(replica.streams(), IDLE_KEYS, "no key was evicted");
 }
 
 /// `FULL_KEYS` windows filled with `WINDOW_LEN` ids each, then with three
 /// times as many more, which the windows evict as they go.
 fn full_windows(kind: &str, make_id: fn(&mut String, usize, usize)) {
-    let store = MemoryStore::new();
+    let replica = Replica::from_layer(&SseResumeLayer::new());
     let mut session = String::with_capacity(64);
     let mut id = String::with_capacity(64);
-    let trackers: Vec<Tracker> = (0..FULL_KEYS)
-        .map(|k| load(&store, &mut session, k))
+    let mut responses: Vec<TestResponse> = (0..FULL_KEYS)
+        .map(|k| open(&replica, &mut session, k))
         .collect();
     let ids = FULL_KEYS * WINDOW_LEN;
 
     let before = Snapshot::now();
-    for (k, tracker) in trackers.iter().enumerate() {
-        let mut window = tracker.lock();
+    for (k, response) in responses.iter_mut().enumerate() {
         for i in 0..WINDOW_LEN {
             make_id(&mut id, k, i);
-            assert!(window.check_and_record(&id));
+            assert_eq!(response.upstream(event(&id)).len(), event(&id).len());
         }
-        assert_eq!(window.len(), WINDOW_LEN);
     }
     let filled = before.report(
         &format!("remembered {kind} id, windows just filled ({FULL_KEYS}x{WINDOW_LEN})"),
@@ -199,20 +206,21 @@ fn full_windows(kind: &str, make_id: fn(&mut String, usize, usize)) {
     );
 
     let before = Snapshot::now();
-    for (k, tracker) in trackers.iter().enumerate() {
-        let mut window = tracker.lock();
+    for (k, response) in responses.iter_mut().enumerate() {
         for i in WINDOW_LEN..4 * WINDOW_LEN {
             make_id(&mut id, k, i);
-            assert!(window.check_and_record(&id));
+            assert_eq!(response.upstream(event(&id)).len(), event(&id).len());
         }
-        assert_eq!(window.len(), WINDOW_LEN);
     }
     let wrapped = before.report("+ growth after 3 more windows' worth of ids", ids, "id");
     filled.plus(wrapped).print(
         &format!("= remembered {kind} id, windows in steady state"),
         "id",
     );
-    assert_eq!(store.len(), FULL_KEYS, "no key was evicted");
+    for response in &responses {
+        assert_eq!(response.window().len(), WINDOW_LEN);
+    }
+    assert_eq!(replica.streams(), FULL_KEYS, "no key was evicted");
 }
 
 /// Keys whose replay histories are filled.
@@ -225,26 +233,25 @@ const BLOCK_LEN: usize = 100;
 /// its own bytes.
 fn histories() {
     let limits = HistoryLimits::new().max_total_bytes(usize::MAX);
-    let store = MemoryStore::new().history(limits);
+    let layer = SseResumeLayer::new().history(limits);
+    let replica = Replica::from_layer(&layer);
     let mut session = String::with_capacity(64);
     let mut id = String::with_capacity(64);
     let mut block = Vec::with_capacity(BLOCK_LEN);
-    let trackers: Vec<Tracker> = (0..HISTORY_KEYS)
-        .map(|k| load(&store, &mut session, k))
+    let mut responses: Vec<TestResponse> = (0..HISTORY_KEYS)
+        .map(|k| open(&replica, &mut session, k))
         .collect();
     let blocks = HISTORY_KEYS * WINDOW_LEN;
     let mut fill = |rounds: std::ops::Range<usize>| {
-        for tracker in &trackers {
-            let mut window = tracker.lock();
+        for response in &mut responses {
             for i in rounds.clone() {
                 short(&mut id, i);
                 block.clear();
                 block.extend_from_slice(format!("id: {id}\ndata: ").as_bytes());
                 block.resize(BLOCK_LEN - 2, b'x');
                 block.extend_from_slice(b"\n\n");
-                window.record_block(Some(&id), &block);
+                assert_eq!(response.upstream(block.clone()).len(), BLOCK_LEN);
             }
-            assert_eq!(window.history_len(), (WINDOW_LEN, WINDOW_LEN * BLOCK_LEN));
         }
     };
     let before = Snapshot::now();
@@ -260,7 +267,8 @@ fn histories() {
     filled
         .plus(wrapped)
         .print("= kept 100-byte block, histories in steady state", "block");
-    assert_eq!(store.history_bytes(), blocks * BLOCK_LEN);
+    let held = layer.stats().snapshot().history_bytes;
+    assert_eq!(held, (blocks * BLOCK_LEN) as u64);
 }
 
 /// Sessions that each stream one `POST` response (a per-request stream of
@@ -274,8 +282,7 @@ fn per_request_streams() {
     use tower::{Layer, ServiceExt};
 
     let ttl = std::time::Duration::from_millis(300);
-    let store = MemoryStore::new().idle_ttl(ttl);
-    let layer = tower_sse_resume::SseResumeLayer::new().store(store.clone());
+    let layer = SseResumeLayer::new().idle_ttl(ttl);
     let body: String = (1..=20)
         .map(|i| format!("id: {i}\ndata: event {i}\n\n"))
         .collect();
@@ -306,19 +313,15 @@ fn per_request_streams() {
             .to_bytes();
         assert_eq!(bytes, expected, "every event of each response");
     }
-    assert_eq!(store.len(), POST_SESSIONS, "one stream per request");
+    let replica = Replica::from_layer(&layer);
+    assert_eq!(replica.streams(), POST_SESSIONS, "one stream per request");
     before.report(
         &format!("ended per-request stream of 20 events ({POST_SESSIONS} sessions)"),
         POST_SESSIONS,
         "stream",
     );
     std::thread::sleep(ttl * 2);
-    let removed = store
-        .expire()
-        .now_or_never()
-        .expect("at once")
-        .expect("no failure");
-    assert_eq!(removed, POST_SESSIONS);
+    assert_eq!(replica.expire(), POST_SESSIONS);
     before.report("  after the idle TTL and `expire`", POST_SESSIONS, "stream");
 }
 

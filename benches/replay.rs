@@ -30,7 +30,7 @@ use http_body::{Body, Frame};
 use http_body_util::{BodyExt, StreamBody};
 use tokio::runtime::Runtime;
 use tower::{Layer, Service, ServiceExt};
-use tower_sse_resume::{HistoryLimits, MemoryStore, RedisStore, SseResumeLayer, TrackerStore};
+use tower_sse_resume::{HistoryLimits, RedisStore, SseResumeLayer, TrackerStore};
 
 #[path = "../tests/layer/redis/server.rs"]
 mod redis_server;
@@ -190,7 +190,7 @@ fn benches(c: &mut Criterion) {
         .expect("a tokio runtime");
     let limits = HistoryLimits::new().max_events(2 * EVENTS as usize);
 
-    let memory = SseResumeLayer::new().store(MemoryStore::new().history(limits));
+    let memory = SseResumeLayer::new().history(limits);
     prefill(&rt, &memory, || {});
     let server = redis_server::RedisServer::start();
     let redis = server.as_ref().map(|server| {

@@ -2,12 +2,13 @@
 //! methods that [`SseResumeLayer`](crate::SseResumeLayer) and
 //! [`SseResume`](crate::SseResume) share.
 
+use std::fmt;
 use std::sync::Arc;
 
 use crate::framer::DEFAULT_MAX_BLOCK_LEN;
 use crate::key::{BoxedExtractor, DefaultStreamKey, Header};
 use crate::stats::Stats;
-use crate::tracker::DEFAULT_WINDOW_LEN;
+use crate::stream::{DEFAULT_WINDOW_LEN, StreamLimits, Streams};
 
 /// The builder methods shared by `SseResumeLayer` and `SseResume`, on
 /// their `config`.
@@ -105,6 +106,56 @@ macro_rules! builder_methods {
             self
         }
 
+        /// Keeps a replay history of each stream in process within
+        /// `limits`, so that a client reconnecting with `Last-Event-ID`
+        /// gets the blocks it missed from the layer, even from an upstream
+        /// that cannot resume. Off by default. With a store that keeps one
+        /// itself (`RedisStore::history`),
+        /// the store's is the one replayed. Setting it empties the
+        /// layer's streams.
+        pub fn history(mut self, limits: $crate::HistoryLimits) -> Self {
+            self.config
+                .set_limits(|streams| streams.history = Some(limits));
+            self
+        }
+
+        /// The most ids each stream's window remembers (at least 1): 1024 by
+        /// default. Setting it empties the layer's streams.
+        pub fn window_len(mut self, len: usize) -> Self {
+            self.config.set_limits(|streams| streams.window_len = len);
+            self
+        }
+
+        /// The most streams kept in process (at least 1): 100,000 by
+        /// default. When full, the least recently used streams make room,
+        /// those no response holds first. Setting it empties the layer's
+        /// streams.
+        pub fn max_streams(mut self, max: usize) -> Self {
+            self.config.set_limits(|streams| streams.max_streams = max);
+            self
+        }
+
+        /// The most streams kept in process per scope (at least 1): 64 by
+        /// default. When full, the least recently used stream of the scope
+        /// that no response holds makes room, so that a session's ended
+        /// tool calls go before its live stream. Setting it empties the
+        /// layer's streams.
+        pub fn max_streams_per_scope(mut self, max: usize) -> Self {
+            self.config
+                .set_limits(|streams| streams.max_streams_per_scope = max);
+            self
+        }
+
+        /// How long a stream no response holds may sit unused in process
+        /// before it is let go: one hour by default. A stream a store keeps
+        /// is let go from the process a few seconds after its last response
+        /// ends, and lives on in the store. Setting it empties the layer's
+        /// streams.
+        pub fn idle_ttl(mut self, ttl: std::time::Duration) -> Self {
+            self.config.set_limits(|streams| streams.idle_ttl = ttl);
+            self
+        }
+
         /// A handle on the counters, shared by the layer and every service
         /// made from it.
         pub fn stats(&self) -> $crate::Stats {
@@ -130,12 +181,13 @@ pub enum FailurePolicy {
     FailClosed,
 }
 
-/// What the layer and every service it makes share: the store, and the
-/// options, which do not depend on it. Cloned per service, read per
-/// request through one shared `Arc` each.
-#[derive(Debug)]
+/// What the layer and every service it makes share: the store, the
+/// streams kept in process, and the options, which do not depend on
+/// either. Cloned per service, read per request through one shared `Arc`
+/// each.
 pub(crate) struct Config<T> {
     pub(crate) store: Arc<T>,
+    pub(crate) streams: Arc<Streams>,
     pub(crate) options: Arc<Options>,
 }
 
@@ -175,17 +227,30 @@ impl Default for Options {
 
 impl<T> Config<T> {
     pub(crate) fn new(store: T) -> Self {
+        let options = Arc::<Options>::default();
         Self {
             store: Arc::new(store),
-            options: Arc::default(),
+            streams: Arc::new(Streams::new(StreamLimits::default(), options.stats.clone())),
+            options,
         }
     }
 
+    /// The same options over `store`, with streams of their own: what the
+    /// old store kept means nothing to the new one.
     pub(crate) fn with_store<U>(self, store: U) -> Config<U> {
+        let streams = Streams::new(self.streams.limits(), self.options.stats.clone());
         Config {
             store: Arc::new(store),
+            streams: Arc::new(streams),
             options: self.options,
         }
+    }
+
+    /// Changes how the streams are kept in process, emptying them.
+    pub(crate) fn set_limits(&mut self, change: impl FnOnce(&mut StreamLimits)) {
+        let mut limits = self.streams.limits();
+        change(&mut limits);
+        self.streams = Arc::new(Streams::new(limits, self.options.stats.clone()));
     }
 
     /// The options, to change: the first change copies them from what
@@ -199,7 +264,18 @@ impl<T> Clone for Config<T> {
     fn clone(&self) -> Self {
         Self {
             store: Arc::clone(&self.store),
+            streams: Arc::clone(&self.streams),
             options: Arc::clone(&self.options),
         }
+    }
+}
+
+impl<T: fmt::Debug> fmt::Debug for Config<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("store", &self.store)
+            .field("streams", &self.streams.limits())
+            .field("options", &self.options)
+            .finish()
     }
 }

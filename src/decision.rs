@@ -10,8 +10,8 @@ use crate::headers::header_value;
 use crate::recorder::Recorder;
 use crate::stamp::clock_epoch;
 use crate::stats::Stats;
-use crate::store::{Opened, TrackerStore};
-use crate::tracker::{Attachment, Replay, Tracker};
+use crate::store::TrackerStore;
+use crate::stream::{Attachment, Opened, Replay, Stream, StreamState};
 
 /// How the request asks the upstream to resume, read from its headers
 /// before the store is asked anything.
@@ -51,7 +51,7 @@ pub(crate) enum UpstreamCursor {
 }
 
 impl Decision {
-    /// A stream in a scope, as the store opened it.
+    /// A stream in a scope, as the layer's streams opened it.
     pub(crate) fn scoped<T: TrackerStore>(
         opened: Opened,
         store: Arc<T>,
@@ -65,6 +65,7 @@ impl Decision {
             cursor_known,
             replay,
             stamp_epoch,
+            stored,
         } = opened;
         if cursor_known == Some(false) {
             stats.unknown_cursor();
@@ -74,10 +75,8 @@ impl Decision {
         // The newest id the upstream sent: stamped ids never go in the
         // window. One that is not a valid header value is never sent.
         let last_id = || {
-            attachment
-                .tracker()
-                .last_id()
-                .and_then(|id| header_value(&id))
+            let id = attachment.stream.lock().last_id();
+            id.and_then(|id| header_value(&id))
         };
         let upstream_cursor = if resumption.inject {
             last_id().map_or(UpstreamCursor::Keep, UpstreamCursor::Set)
@@ -94,7 +93,10 @@ impl Decision {
             .then(|| stamp_epoch.unwrap_or_else(clock_epoch));
         Self {
             attachment,
-            recorder: Recorder::to_store(store, key, stats),
+            recorder: match stored {
+                Some(stored) => Recorder::to_store(store, key, stored, stats),
+                None => Recorder::nowhere(stats),
+            },
             upstream_cursor,
             replay,
             cursor,
@@ -106,7 +108,7 @@ impl Decision {
     /// its own response only.
     pub(crate) fn unscoped(window_len: usize, stats: &Stats) -> Self {
         Self {
-            attachment: Tracker::new(window_len).attach(),
+            attachment: Stream::new(StreamState::new(window_len, None)).attach(),
             recorder: Recorder::nowhere(stats.clone()),
             upstream_cursor: UpstreamCursor::Keep,
             replay: Replay::Off,

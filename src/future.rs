@@ -19,7 +19,7 @@ use crate::config::{FailurePolicy, Options};
 use crate::decision::{Decision, UpstreamCursor};
 use crate::headers::{LAST_EVENT_ID, SSE_RESUME_GAP, is_encoded, is_event_stream};
 use crate::store::StoreError;
-use crate::tracker::Replay;
+use crate::stream::Replay;
 
 pub(crate) type OpenFuture = Pin<Box<dyn Future<Output = Result<Decision, StoreError>> + Send>>;
 

@@ -35,7 +35,8 @@ impl SseResumeLayer {
 }
 
 impl<T: TrackerStore> SseResumeLayer<T> {
-    /// Keeps trackers in `store` instead.
+    /// Keeps the streams in `store` behind the layer. Its streams in
+    /// process start empty.
     pub fn store<U: TrackerStore>(self, store: U) -> SseResumeLayer<U> {
         SseResumeLayer {
             config: self.config.with_store(store),

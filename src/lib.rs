@@ -107,31 +107,47 @@
 //!   upstream's replay of them goes through; an `X` the window does not know
 //!   clears it. A response opened before such a reconnect stops recording
 //!   into the stream, and keeps what its own client has.
-//! - **Scoped.** A tracker never crosses scopes; a `Last-Event-ID` finds
+//! - **Scoped.** A stream never crosses scopes; a `Last-Event-ID` finds
 //!   its stream within the scope, the request's own stream first. Requests
 //!   without a scope are deduplicated within their own response only.
 //! - **Careful injection.** `Last-Event-ID` is added only to a `GET` that
 //!   has none, and never for MCP `2026-07-28` or later.
-//! - **Off the hot path, bounded.** The body checks ids in process; the
-//!   store is written in batches. Windows, ids, blocks, keys and idle time
-//!   all have limits. A failing store degrades to pass-through (or `503`
-//!   with [`FailurePolicy::FailClosed`]).
+//! - **Off the hot path, bounded.** The layer keeps its streams in
+//!   process and the body checks ids there; a store behind it is written
+//!   in batches. Windows, ids, blocks, streams and idle time all have
+//!   limits ([`SseResumeLayer::max_streams`] and the knobs beside it). A
+//!   failing store degrades to pass-through (or `503` with
+//!   [`FailurePolicy::FailClosed`]).
 //! - Responses that are not `text/event-stream`, or are compressed, pass
 //!   through untouched.
+//!
+//! # Where streams are kept
+//!
+//! The layer keeps every stream it serves in process: its window of ids,
+//! its history, and the responses attached to it. Every service made from
+//! one layer shares them. A [`TrackerStore`] is what is kept behind that:
+//!
+//! - [`MemoryStore`], the default, keeps nothing more: one process.
+//! - `RedisStore` (feature `redis`) keeps the windows and histories in
+//!   Redis or Valkey, so that a client reconnecting to another replica of
+//!   a gateway is resumed and deduplicated there too.
+//! - A store of your own implements two methods over plain data: see the
+//!   [`store`] module, and the conformance suite every store runs
+//!   (`test_util`, feature `test-util`).
 //!
 //! # Resuming when the upstream cannot: the replay history
 //!
 //! Many SSE servers ignore `Last-Event-ID`, or forget their events when
-//! they restart. Give the store a [`HistoryLimits`] and it keeps the last
+//! they restart. Give the layer a [`HistoryLimits`] and it keeps the last
 //! blocks of each stream as raw bytes, bounded by count, bytes and age
-//! ([`MemoryStore::history`]; `RedisStore::history` shares it between
-//! replicas):
+//! ([`SseResumeLayer::history`]; `RedisStore::history` keeps it in Redis,
+//! shared between replicas):
 //!
 //! ```
-//! use tower_sse_resume::{HistoryLimits, MemoryStore, SseResumeLayer};
+//! use tower_sse_resume::{HistoryLimits, SseResumeLayer};
 //!
 //! let layer = SseResumeLayer::new()
-//!     .store(MemoryStore::new().history(HistoryLimits::new().max_events(500)))
+//!     .history(HistoryLimits::new().max_events(500))
 //!     .stamp_ids(true); // for upstreams that send no ids
 //! # let _ = layer;
 //! ```
@@ -144,7 +160,7 @@
 //! use http::{Request, Response};
 //! use http_body_util::{BodyExt, Full};
 //! use tower::{ServiceBuilder, ServiceExt, service_fn};
-//! use tower_sse_resume::{HistoryLimits, MemoryStore, SseResumeLayer};
+//! use tower_sse_resume::{HistoryLimits, SseResumeLayer};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() {
@@ -155,7 +171,7 @@
 //!     let response = Response::builder().header("content-type", "text/event-stream");
 //!     Ok::<_, std::convert::Infallible>(response.body(Full::new(Bytes::from(body))).unwrap())
 //! });
-//! let layer = SseResumeLayer::new().store(MemoryStore::new().history(HistoryLimits::new()));
+//! let layer = SseResumeLayer::new().history(HistoryLimits::new());
 //! let service = ServiceBuilder::new().layer(layer).service(upstream);
 //! let get = |cursor: Option<&str>| {
 //!     let request = Request::get("/events").header("mcp-session-id", "s1");
@@ -223,7 +239,9 @@
 pub mod framer;
 pub mod key;
 pub mod store;
-pub mod tracker;
+mod stream;
+#[cfg(feature = "test-util")]
+pub mod test_util;
 
 mod body;
 mod config;
@@ -243,7 +261,13 @@ pub use headers::{LAST_EVENT_ID, MCP_PROTOCOL_VERSION, SSE_RESUME_GAP};
 pub use layer::SseResumeLayer;
 pub use service::SseResume;
 pub use stats::{Stats, StatsSnapshot};
-pub use store::{IdBatch, MemoryStore, Opened, StoreError, StreamKey, TrackerStore};
+pub use store::{
+    IdBatch, MemoryStore, Snapshot, StoreError, StoredStream, StreamKey, TrackerStore,
+};
 #[cfg(feature = "redis")]
 pub use store::{RedisStats, RedisStore};
-pub use tracker::{HistoryLimits, Replay};
+pub use stream::{
+    DEFAULT_HISTORY_AGE, DEFAULT_HISTORY_BYTES, DEFAULT_HISTORY_EVENTS,
+    DEFAULT_HISTORY_TOTAL_BYTES, DEFAULT_IDLE_TTL, DEFAULT_MAX_STREAMS,
+    DEFAULT_MAX_STREAMS_PER_SCOPE, DEFAULT_WINDOW_LEN, HistoryLimits, Replay,
+};

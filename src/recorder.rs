@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use crate::stats::Stats;
 use crate::store::{IdBatch, StoreError, StreamKey, TrackerStore};
+use crate::stream::Stored;
 
 /// Ids recorded since the last hand-over to the store, at most this many.
 const RECORD_BATCH: usize = 64;
@@ -18,6 +19,8 @@ pub(crate) struct Recorder {
     key: Option<StreamKey>,
     /// Where batches go; `None` when nothing keeps them.
     sink: Option<Arc<dyn RecordSink>>,
+    /// The stream's generation when the response opened.
+    fence: u64,
     /// Whether batches carry the blocks, for the store's replay history.
     wants_blocks: bool,
     batch: IdBatch,
@@ -25,25 +28,29 @@ pub(crate) struct Recorder {
 }
 
 impl Recorder {
-    /// A recorder for a stream of `store`.
-    pub(crate) fn to_store<T: TrackerStore>(store: Arc<T>, key: StreamKey, stats: Stats) -> Self {
-        // A store that keeps no ids gets no batches to build.
-        let wants_blocks = store.persists_blocks();
-        let sink = store.persists_ids().then_some(store as Arc<dyn RecordSink>);
+    /// A recorder for a stream `store` keeps.
+    pub(crate) fn to_store<T: TrackerStore>(
+        store: Arc<T>,
+        key: StreamKey,
+        stored: Stored,
+        stats: Stats,
+    ) -> Self {
         Self {
             key: Some(key),
-            wants_blocks: wants_blocks && sink.is_some(),
-            sink,
+            sink: Some(store),
+            fence: stored.fence,
+            wants_blocks: stored.keeps_blocks,
             batch: IdBatch::new(),
             stats,
         }
     }
 
-    /// A recorder for a per-response window that nothing keeps.
+    /// A recorder for a stream nothing keeps behind the layer.
     pub(crate) fn nowhere(stats: Stats) -> Self {
         Self {
             key: None,
             sink: None,
+            fence: 0,
             wants_blocks: false,
             batch: IdBatch::new(),
             stats,
@@ -99,7 +106,7 @@ impl Recorder {
         if self.batch.is_empty() {
             return;
         }
-        let recorded = sink.record(key, &self.batch);
+        let recorded = sink.record(key, self.fence, &self.batch);
         let ids = self.batch.len();
         self.batch.clear();
         if let Err(error) = recorded {
@@ -133,11 +140,11 @@ impl fmt::Debug for Recorder {
 /// The one store method the body needs, object safe so that the body is not
 /// generic over the store.
 trait RecordSink: Send + Sync {
-    fn record(&self, key: &StreamKey, ids: &IdBatch) -> Result<(), StoreError>;
+    fn record(&self, key: &StreamKey, fence: u64, ids: &IdBatch) -> Result<(), StoreError>;
 }
 
 impl<T: TrackerStore> RecordSink for T {
-    fn record(&self, key: &StreamKey, ids: &IdBatch) -> Result<(), StoreError> {
-        TrackerStore::record(self, key, ids)
+    fn record(&self, key: &StreamKey, fence: u64, ids: &IdBatch) -> Result<(), StoreError> {
+        TrackerStore::record(self, key, fence, ids)
     }
 }

@@ -16,7 +16,7 @@ use crate::decision::{Decision, Resumption};
 use crate::future::ResponseFuture;
 use crate::headers::{client_cursor, mcp_without_resumption};
 use crate::layer::SseResumeLayer;
-use crate::store::{MemoryStore, TrackerStore};
+use crate::store::{MemoryStore, StreamKey, TrackerStore};
 
 /// Middleware that makes the event streams of `S` resumable and
 /// duplicate-free. Made by [`SseResumeLayer`].
@@ -38,7 +38,8 @@ impl<S> SseResume<S> {
 }
 
 impl<S, T: TrackerStore> SseResume<S, T> {
-    /// Keeps trackers in `store` instead.
+    /// Keeps the streams in `store` behind the layer. Its streams in
+    /// process start empty.
     pub fn store<U: TrackerStore>(self, store: U) -> SseResume<S, U> {
         SseResume {
             inner: self.inner,
@@ -125,9 +126,12 @@ where
         };
 
         let store = Arc::clone(&self.config.store);
+        let streams = Arc::clone(&self.config.streams);
         let stats = options.stats.clone();
         let open = async move {
-            let opened = store.open(&scope, &stream, cursor.as_deref()).await?;
+            let key = StreamKey::new(&scope, &stream);
+            let snapshot = store.open(&key, cursor.as_deref()).await?;
+            let opened = streams.open(key, cursor.as_deref(), snapshot);
             Ok(Decision::scoped(opened, store, stats, resumption, cursor))
         };
         let request = Request::from_parts(parts, body);

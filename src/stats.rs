@@ -20,6 +20,8 @@ struct Counters {
     store_errors: AtomicU64,
     events_replayed: AtomicU64,
     gaps: AtomicU64,
+    streams: AtomicU64,
+    history_bytes: AtomicU64,
 }
 
 /// The counters at one moment.
@@ -32,7 +34,7 @@ pub struct StatsSnapshot {
     pub duplicates_dropped: u64,
     /// Requests sent upstream with a `Last-Event-ID` the layer added.
     pub cursors_injected: u64,
-    /// Client cursors the tracker did not know, which cleared its window.
+    /// Client cursors their stream did not know, which cleared its window.
     pub unknown_cursors: u64,
     /// Store calls that failed or timed out.
     pub store_errors: u64,
@@ -41,6 +43,10 @@ pub struct StatsSnapshot {
     /// Reconnecting clients whose cursor the replay history did not hold,
     /// told so with a gap event.
     pub gaps: u64,
+    /// Streams the layer keeps in process now.
+    pub streams: u64,
+    /// Bytes of blocks the replay histories kept in process hold now.
+    pub history_bytes: u64,
 }
 
 impl Stats {
@@ -55,6 +61,8 @@ impl Stats {
             store_errors: c.store_errors.load(Relaxed),
             events_replayed: c.events_replayed.load(Relaxed),
             gaps: c.gaps.load(Relaxed),
+            streams: c.streams.load(Relaxed),
+            history_bytes: c.history_bytes.load(Relaxed),
         }
     }
 
@@ -83,7 +91,24 @@ impl Stats {
         self.counters.gaps.fetch_add(1, Relaxed);
     }
 
+    pub(crate) fn add_streams(&self, delta: i64) {
+        add_signed(&self.counters.streams, delta);
+    }
+
+    pub(crate) fn add_history_bytes(&self, delta: i64) {
+        add_signed(&self.counters.history_bytes, delta);
+    }
+
     pub(crate) fn store_error(&self) {
         self.counters.store_errors.fetch_add(1, Relaxed);
+    }
+}
+
+/// Moves a gauge by `delta`.
+fn add_signed(gauge: &AtomicU64, delta: i64) {
+    if delta > 0 {
+        gauge.fetch_add(delta.unsigned_abs(), Relaxed);
+    } else if delta < 0 {
+        gauge.fetch_sub(delta.unsigned_abs(), Relaxed);
     }
 }

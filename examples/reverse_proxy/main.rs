@@ -25,7 +25,7 @@ use hyper::body::{Frame, Incoming};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::{TcpListener, TcpStream};
 use tower::ServiceBuilder;
-use tower_sse_resume::{HistoryLimits, MemoryStore, SseResumeLayer, Stats};
+use tower_sse_resume::{HistoryLimits, SseResumeLayer, Stats};
 
 mod proxy;
 
@@ -143,14 +143,12 @@ async fn run(options: Options) -> Result<(), String> {
     };
 
     let history = options.history.then(HistoryLimits::new);
-    let memory = match history {
-        Some(limits) => MemoryStore::new().history(limits),
-        None => MemoryStore::new(),
-    };
-    let layer = SseResumeLayer::new()
-        .store(memory)
+    let mut layer = SseResumeLayer::new()
         .scope(proxy::session_scope)
         .stamp_ids(options.stamp_ids);
+    if let Some(limits) = history {
+        layer = layer.history(limits);
+    }
     tokio::spawn(log_stats(layer.stats()));
 
     let label = upstream.to_string();

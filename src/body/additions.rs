@@ -10,7 +10,7 @@ use super::output::Output;
 use crate::framer::{Block, EventId, Segment};
 use crate::recorder::Recorder;
 use crate::stamp::Stamper;
-use crate::tracker::Window;
+use crate::stream::StreamState;
 
 /// The type of the event that tells a client its `Last-Event-ID` is not in
 /// the replay history: `event: sse-resume-gap`, with the cursor as data.
@@ -20,7 +20,7 @@ pub const GAP_EVENT: &str = "sse-resume-gap";
 /// and a stream that does not start with the upstream's first byte.
 #[derive(Debug)]
 pub(super) struct Additions {
-    /// Whether the tracker keeps a history in process.
+    /// Whether the stream keeps a history in process.
     local_history: bool,
     stamper: Option<Stamper>,
     /// Whether something went out before the upstream's first byte, so
@@ -38,7 +38,7 @@ const BOM: &[u8] = b"\xEF\xBB\xBF";
 /// What forwarding a segment with [`Additions`] touches, borrowed apart
 /// from the framer that lends the segment.
 pub(super) struct Forwarding<'a> {
-    window: &'a mut Window,
+    window: &'a mut StreamState,
     output: &'a mut Output,
     recorder: &'a mut Recorder,
 }
@@ -62,7 +62,7 @@ impl Additions {
 
 impl<'a> Forwarding<'a> {
     pub(super) fn new(
-        window: &'a mut Window,
+        window: &'a mut StreamState,
         output: &'a mut Output,
         recorder: &'a mut Recorder,
     ) -> Self {

@@ -11,7 +11,7 @@ use crate::framer::{Framer, Segment};
 use crate::recorder::Recorder;
 use crate::stamp::Stamper;
 use crate::stats::Stats;
-use crate::tracker::{Attachment, Ids, Replay, Seen};
+use crate::stream::{Attachment, Ids, Replay, Seen};
 
 /// The deduplicating state of an event-stream body.
 #[derive(Debug)]
@@ -69,7 +69,7 @@ impl Dedup {
                 true
             }
         };
-        let local_history = attachment.tracker.lock().has_history();
+        let local_history = attachment.stream.lock().has_history();
         let stamper = stamp_epoch.map(Stamper::new);
         let additions = (local_history || recorder.wants_blocks() || stamper.is_some() || prefixed)
             .then(|| Box::new(Additions::new(local_history, stamper, prefixed)));
@@ -91,13 +91,29 @@ impl Dedup {
         }
     }
 
-    pub(super) fn push(&mut self, chunk: Bytes) {
+    /// Everything ready to go to the client, taken.
+    #[cfg(feature = "test-util")]
+    pub(crate) fn take_output(&mut self) -> Vec<u8> {
+        let mut taken = Vec::new();
+        while let Some(bytes) = self.output.pop() {
+            taken.extend_from_slice(&bytes);
+        }
+        taken
+    }
+
+    /// The stream this response is attached to.
+    #[cfg(feature = "test-util")]
+    pub(crate) fn stream(&self) -> &crate::stream::Stream {
+        &self.attachment.stream
+    }
+
+    pub(crate) fn push(&mut self, chunk: Bytes) {
         self.output.push_input(chunk.clone());
         self.framer.push(chunk);
         self.drain();
     }
 
-    pub(super) fn end(&mut self) {
+    pub(crate) fn end(&mut self) {
         self.ending = true;
         self.framer.finish();
         self.drain();
@@ -115,7 +131,7 @@ impl Dedup {
     /// client has, under one lock of the stream's window for the whole chunk.
     fn drain(&mut self) {
         let (mut forwarded, mut dropped) = (0, 0);
-        let mut window = self.attachment.tracker.lock();
+        let mut window = self.attachment.stream.lock();
         let role = &mut self.attachment.role;
         // A client cursor applied since this response opened means its
         // client may have reconnected: what this response forwards now may

@@ -3,7 +3,7 @@
 //! A [`Framer`] is fed the chunks of a `text/event-stream` body as they
 //! arrive and hands out [`Segment`]s: mostly [`Block`]s, the lines of one
 //! event up to and including the blank line that dispatches it. It knows
-//! nothing of HTTP, stores or trackers, so a proxy can use it on its own.
+//! nothing of HTTP, streams or stores, so a proxy can use it on its own.
 //!
 //! Every byte fed in comes out exactly once, in order: concatenating the raw
 //! bytes of every segment gives back the input. A segment borrows its bytes

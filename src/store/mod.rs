@@ -1,141 +1,177 @@
-//! Where trackers live: the [`TrackerStore`] trait and its stores.
+//! Where streams are kept behind the layer: the [`TrackerStore`] trait and
+//! its stores.
 //!
-//! A store hands the layer a [`Tracker`] when a request starts and takes the
-//! ids the stream forwarded when it is done with them. The body checks ids
-//! against the tracker in process and never waits on the store, so a store
-//! doing network I/O keeps it off the hot path.
+//! The layer keeps every stream it serves in process: its window of ids,
+//! its replay history, its generation, and the responses attached to it.
+//! A store is only what is kept *behind* that, over plain data, so that
+//! other replicas and later requests see it:
+//!
+//! - [`MemoryStore`], the default, keeps nothing behind the layer: the
+//!   streams in process are all there is.
+//! - `RedisStore` (feature `redis`) keeps them in Redis
+//!   or Valkey, shared by every replica of a gateway.
+//!
+//! # Writing a store
+//!
+//! A store has two methods, both over plain data:
+//!
+//! - [`open`](TrackerStore::open) is called once per request that has a
+//!   scope, before the inner service is called, and may do I/O: one round
+//!   trip, ideally. It returns a [`Snapshot`] of the stream:
+//!   [`Snapshot::InProcess`] when the store keeps nothing (the layer then
+//!   resolves the cursor and replays from its own streams), or
+//!   [`Snapshot::Stored`] with what the store keeps, the client's cursor
+//!   applied: the stream the cursor belongs to, its window, its
+//!   generation (the *fence*), and the replay.
+//! - [`record`](TrackerStore::record) takes the ids (and, when the store
+//!   keeps a history, the blocks) a response forwarded, in an [`IdBatch`],
+//!   with the fence its response opened at. It must not wait: queue the
+//!   batch, bounded, and write it in the background. Refuse a batch whose
+//!   fence is older than the stream's generation: its ids were forwarded
+//!   to a client that may have reconnected since.
+//!
+//! What a store must do with a cursor is written down as checks in the
+//! conformance suite, `tower_sse_resume::test_util` (feature
+//! `test-util`), which the crate's own stores run. A store that wraps
+//! another, to watch what is recorded, say, delegates both methods:
+//!
+//! ```
+//! use std::sync::atomic::{AtomicU64, Ordering};
+//! use tower_sse_resume::{IdBatch, MemoryStore, Snapshot, StoreError, StreamKey, TrackerStore};
+//!
+//! struct Counted<T> {
+//!     inner: T,
+//!     ids: AtomicU64,
+//! }
+//!
+//! impl<T: TrackerStore> TrackerStore for Counted<T> {
+//!     async fn open(&self, key: &StreamKey, cursor: Option<&str>) -> Result<Snapshot, StoreError> {
+//!         self.inner.open(key, cursor).await
+//!     }
+//!
+//!     fn record(&self, key: &StreamKey, fence: u64, batch: &IdBatch) -> Result<(), StoreError> {
+//!         self.ids.fetch_add(batch.len() as u64, Ordering::Relaxed);
+//!         self.inner.record(key, fence, batch)
+//!     }
+//! }
+//!
+//! let layer = tower_sse_resume::SseResumeLayer::new().store(Counted {
+//!     inner: MemoryStore::new(),
+//!     ids: AtomicU64::new(0),
+//! });
+//! # let _ = layer;
+//! ```
 
 use std::error::Error as StdError;
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
 
-use crate::tracker::{Attachment, Replay, Tracker};
+use crate::stream::Replay;
 
 mod memory;
 #[cfg(feature = "redis")]
 mod redis;
 
-pub use memory::{DEFAULT_IDLE_TTL, DEFAULT_MAX_KEYS, DEFAULT_MAX_STREAMS_PER_SCOPE, MemoryStore};
+pub use memory::MemoryStore;
 #[cfg(feature = "redis")]
 pub use redis::{DEFAULT_PREFIX, DEFAULT_QUEUE_LEN, DEFAULT_TIMEOUT, RedisStats, RedisStore};
 
-/// A store of per-stream trackers.
+/// What keeps a layer's streams behind it. See the [module docs](self) for
+/// writing one.
 ///
-/// Every method may be called concurrently from many requests. The layer
-/// calls [`open`](Self::open) once per request that has a scope, and
-/// [`record`](Self::record) as the stream goes and when it ends.
+/// Every method may be called concurrently from many requests.
 pub trait TrackerStore: Send + Sync + 'static {
-    /// Loads the tracker of `key`, creating an empty one when there is none.
+    /// Loads the stream of `key` for a new response, with the client's
+    /// `cursor` applied, in one round trip.
     ///
-    /// Streams of one key in one process should share the returned tracker,
-    /// so that two of them racing on one id forward it once.
-    fn load(&self, key: &StreamKey) -> impl Future<Output = Result<Tracker, StoreError>> + Send;
+    /// With a cursor, the stream is `key`'s when it knows the cursor, else
+    /// the stream of the scope that recorded it, else `key`'s. The cursor is
+    /// then applied there: with a replay history that holds it, the blocks
+    /// after it are the replay and the window stays; otherwise the ids
+    /// after it are forgotten (all of them when it is unknown, and with a
+    /// history that is a [`Replay::Gap`]) and the stream's generation goes
+    /// up.
+    fn open(
+        &self,
+        key: &StreamKey,
+        cursor: Option<&str>,
+    ) -> impl Future<Output = Result<Snapshot, StoreError>> + Send;
 
-    /// Persists ids forwarded on the stream of `key`, oldest first. The
-    /// batch is reused once this returns: copy what must outlive the call.
+    /// Keeps what a response of the stream of `key` forwarded, oldest
+    /// first. `fence` is the stream's generation when that response
+    /// opened: refuse the batch when the stream has a newer one. The batch
+    /// is reused once this returns: copy what must outlive the call.
     ///
     /// This must not wait on I/O: a store that writes elsewhere queues the
     /// batch (bounded) and writes it in the background, coalescing batches.
-    /// A store whose trackers are the stored state, like [`MemoryStore`],
-    /// has nothing to do: [`Tracker`] recorded them already.
-    fn record(&self, key: &StreamKey, ids: &IdBatch) -> Result<(), StoreError>;
+    /// It is only called for streams the store opened with
+    /// [`Snapshot::Stored`].
+    fn record(&self, key: &StreamKey, fence: u64, batch: &IdBatch) -> Result<(), StoreError>;
+}
 
-    /// Whether [`record`](Self::record) is worth calling: `false` for a store
-    /// whose trackers are the stored state, like [`MemoryStore`], which then
-    /// gets no batches at all.
-    fn persists_ids(&self) -> bool {
-        true
-    }
+/// What [`TrackerStore::open`] found of a stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Snapshot {
+    /// The store keeps nothing: the layer's streams in process are all
+    /// there is, and the layer resolves the cursor and replays from them.
+    InProcess,
+    /// What the store keeps of the stream, the cursor applied.
+    Stored(StoredStream),
+}
 
-    /// Whether the batches should carry the forwarded blocks for a replay
-    /// history the store keeps itself, as [`RedisStore`] does with one.
-    /// `false` by default: a store whose trackers keep the history in
-    /// process, like [`MemoryStore`], needs no copy.
-    ///
-    /// [`RedisStore`]: crate::RedisStore
-    fn persists_blocks(&self) -> bool {
-        false
-    }
+/// What a store keeps of a stream, as [`TrackerStore::open`] returns it,
+/// the client's cursor applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StoredStream {
+    /// The stream of the request's scope that the request belongs to: its
+    /// own, or the one its cursor was recorded on.
+    pub stream: String,
+    /// The window: the ids forwarded on the stream, oldest first, each
+    /// with the fingerprint of its event
+    /// ([`Block::fingerprint`](crate::framer::Block::fingerprint)).
+    pub ids: Vec<(String, u64)>,
+    /// The stream's generation, which every cursor applied bumps: the
+    /// responses of this process that opened before it stop recording, and
+    /// [`TrackerStore::record`] gets it back as the fence.
+    pub fence: u64,
+    /// Whether the client's cursor was known to the stream; `None` without
+    /// one.
+    pub cursor_known: Option<bool>,
+    /// What the replay history gives the client before the upstream's
+    /// stream: [`Replay::Off`] without a history or a cursor.
+    pub replay: Replay,
+    /// Where stamped ids start for this response, unique to it and above
+    /// any the stream had before (see
+    /// [`SseResumeLayer::stamp_ids`](crate::SseResumeLayer::stamp_ids));
+    /// `None` leaves it to the process's clock.
+    pub stamp_epoch: Option<u64>,
+    /// Whether the store keeps a replay history of the stream itself: then
+    /// the batches it records carry the blocks forwarded.
+    pub keeps_blocks: bool,
+}
 
-    /// Applies a client's cursor to the tracker of `key`: forget the ids
-    /// recorded after `id`, or clear the window when `id` is not in it.
-    /// Returns whether the cursor was known.
-    fn apply_cursor(
-        &self,
-        key: &StreamKey,
-        id: &str,
-    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
-
-    /// Finds the stream of `scope` that recorded `id`, if any.
-    fn find_stream(
-        &self,
-        scope: &str,
-        id: &str,
-    ) -> impl Future<Output = Result<Option<String>, StoreError>> + Send;
-
-    /// Removes the trackers idle for longer than the store's time to live,
-    /// and returns how many went. Stores also expire trackers on their own;
-    /// this is for callers that want it done now.
-    fn expire(&self) -> impl Future<Output = Result<usize, StoreError>> + Send;
-
-    /// Everything the layer needs when a request starts, in one call.
-    ///
-    /// With a client cursor, the stream is `stream` when it knows the
-    /// cursor, else the one of `scope` that recorded it (falling back to
-    /// `stream`), and the client is resumed there with
-    /// [`Window::resume`](crate::tracker::Window::resume): from the replay
-    /// history when the tracker keeps one, else by applying the cursor. A
-    /// store that persists ids gets the cursor applied with
-    /// [`apply_cursor`](Self::apply_cursor) too. A store that can do all of
-    /// it in one round trip should override this.
-    fn open(
-        &self,
-        scope: &str,
-        stream: &str,
-        cursor: Option<&str>,
-    ) -> impl Future<Output = Result<Opened, StoreError>> + Send {
-        async move {
-            let own = StreamKey::new(scope, stream);
-            // The request's own stream first: two streams may number alike.
-            let found = match cursor {
-                Some(id) if !self.load(&own).await?.lock().knows(id) => {
-                    self.find_stream(scope, id).await?
-                }
-                _ => None,
-            };
-            let key = found.map_or(own, |found| StreamKey::new(scope, &found));
-            if let (Some(id), true) = (cursor, self.persists_ids()) {
-                self.apply_cursor(&key, id).await?;
-            }
-            let tracker = self.load(&key).await?;
-            let mut window = tracker.lock();
-            let (cursor_known, replay) = match cursor {
-                Some(id) => {
-                    let (known, replay) = window.resume(id);
-                    (Some(known), replay)
-                }
-                None => (None, Replay::Off),
-            };
-            // Under the same lock as the cursor: the response's client has
-            // exactly what the window holds now.
-            let attachment = tracker.attach_locked(&mut window);
-            drop(window);
-            Ok(Opened {
-                key,
-                attachment,
-                cursor_known,
-                replay,
-                stamp_epoch: None,
-            })
+impl StoredStream {
+    /// An empty stream named `stream`, at generation 0, no cursor applied.
+    pub fn new(stream: impl Into<String>) -> Self {
+        Self {
+            stream: stream.into(),
+            ids: Vec::new(),
+            fence: 0,
+            cursor_known: None,
+            replay: Replay::Off,
+            stamp_epoch: None,
+            keeps_blocks: false,
         }
     }
 }
 
 /// Ids forwarded on a stream, oldest first, as [`TrackerStore::record`]
 /// receives them, and for a store that
-/// [persists blocks](TrackerStore::persists_blocks), the blocks for its
-/// replay history: a few buffers, not one allocation per id.
+/// [keeps blocks](StoredStream::keeps_blocks), the blocks for its replay
+/// history: a few buffers, not one allocation per id.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct IdBatch {
     ids: Strings,
@@ -322,33 +358,10 @@ impl Strings {
     }
 }
 
-/// What [`TrackerStore::open`] hands the layer.
-#[derive(Debug)]
-pub struct Opened {
-    /// The stream the request belongs to.
-    pub key: StreamKey,
-    /// The response attached to the stream's tracker, made with
-    /// [`Tracker::attach`] right after the cursor was applied: its client
-    /// has what the window held then. [`Attachment::tracker`] is the
-    /// tracker, with the cursor applied.
-    pub attachment: Attachment,
-    /// Whether the client's cursor was in the window or the history;
-    /// `None` without one.
-    pub cursor_known: Option<bool>,
-    /// What the replay history gives the client before the upstream's
-    /// stream.
-    pub replay: Replay,
-    /// Where stamped ids start for this stream, unique to it and above any
-    /// the stream had before (see
-    /// [`SseResumeLayer::stamp_ids`](crate::SseResumeLayer::stamp_ids));
-    /// `None` leaves it to the process's clock.
-    pub stamp_epoch: Option<u64>,
-}
-
-/// Which tracker: a stream inside a scope.
+/// Which stream: a stream inside a scope.
 ///
-/// The scope says whose stream it is (a session, a principal); a tracker
-/// never crosses scopes. The stream says which one of theirs.
+/// The scope says whose stream it is (a session, a principal); a stream
+/// never crosses scopes. The stream key says which one of theirs.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct StreamKey {
     scope: Arc<str>,

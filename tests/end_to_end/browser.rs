@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use crate::proxy::{Proxy, Script, Upstream, parse_data};
 use serde_json::Value;
-use tower_sse_resume::{HistoryLimits, MemoryStore, SseResumeLayer};
+use tower_sse_resume::{HistoryLimits, SseResumeLayer};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 /// From launching the browser to its report, chromium's start included.
@@ -76,7 +76,7 @@ async fn chromium_sees_every_event_once_in_order_as_it_is_sent() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chromium_sees_the_gap_event_when_its_cursor_left_the_history() {
     let limits = HistoryLimits::new().max_age(Duration::from_millis(1));
-    let layer = SseResumeLayer::new().store(MemoryStore::new().history(limits));
+    let layer = SseResumeLayer::new().history(limits);
     let Some(run) = run(Some(layer.clone())).await else {
         return;
     };

@@ -11,9 +11,8 @@ use http::{Request, Response};
 use http_body::{Body, Frame};
 use http_body_util::{BodyExt, Full};
 use tower::{Layer, ServiceBuilder, ServiceExt, service_fn};
-use tower_sse_resume::store::{Opened, StoreError, StreamKey};
-use tower_sse_resume::tracker::Tracker;
-use tower_sse_resume::{FailurePolicy, IdBatch, MemoryStore, SseResumeLayer, TrackerStore};
+use tower_sse_resume::store::{Snapshot, StoreError, StoredStream, StreamKey};
+use tower_sse_resume::{FailurePolicy, IdBatch, SseResumeLayer, TrackerStore};
 
 /// The headers of an event-stream response.
 const SSE: &[(&str, &str)] = &[("content-type", "text/event-stream")];
@@ -326,49 +325,28 @@ async fn the_error_of_a_oneshot_body_follows_the_tail() {
     assert_eq!(got.text(), "id: 1\ndata: a\n\nid: 2\nda", "nothing is lost");
 }
 
-/// A store that notes every batch handed to it, over a [`MemoryStore`].
+/// A store that keeps nothing itself but notes every batch handed to it:
+/// the smallest store behind the layer.
 #[derive(Clone, Default)]
 struct NotingStore {
-    inner: MemoryStore,
     recorded: Arc<Mutex<Vec<String>>>,
     broken: bool,
 }
 
 impl TrackerStore for NotingStore {
-    async fn load(&self, key: &StreamKey) -> Result<Tracker, StoreError> {
-        self.inner.load(key).await
+    async fn open(&self, key: &StreamKey, _cursor: Option<&str>) -> Result<Snapshot, StoreError> {
+        if self.broken {
+            return Err(StoreError::Unavailable("injected fault".into()));
+        }
+        Ok(Snapshot::Stored(StoredStream::new(key.stream())))
     }
 
-    fn record(&self, key: &StreamKey, ids: &IdBatch) -> Result<(), StoreError> {
+    fn record(&self, _key: &StreamKey, _fence: u64, ids: &IdBatch) -> Result<(), StoreError> {
         self.recorded
             .lock()
             .unwrap()
             .extend(ids.iter().map(str::to_owned));
-        self.inner.record(key, ids)
-    }
-
-    async fn apply_cursor(&self, key: &StreamKey, id: &str) -> Result<bool, StoreError> {
-        self.inner.apply_cursor(key, id).await
-    }
-
-    async fn find_stream(&self, scope: &str, id: &str) -> Result<Option<String>, StoreError> {
-        self.inner.find_stream(scope, id).await
-    }
-
-    async fn expire(&self) -> Result<usize, StoreError> {
-        self.inner.expire().await
-    }
-
-    async fn open(
-        &self,
-        scope: &str,
-        stream: &str,
-        cursor: Option<&str>,
-    ) -> Result<Opened, StoreError> {
-        if self.broken {
-            return Err(StoreError::Unavailable("injected fault".into()));
-        }
-        self.inner.open(scope, stream, cursor).await
+        Ok(())
     }
 }
 
@@ -462,33 +440,41 @@ async fn every_split_of_the_ids_and_blank_lines_gives_the_same_output() {
 
 #[tokio::test]
 async fn memory_stays_flat_over_many_keys_and_long_streams() {
-    let store = MemoryStore::new().max_keys(100).window_len(16);
-    let layer = SseResumeLayer::new().store(store.clone());
+    let layer = SseResumeLayer::new().max_streams(100).window_len(16);
     let long = events(1..=20_000);
-    for session in 0..300 {
-        let chunks: Vec<String> = if session == 0 {
-            long.as_bytes()
-                .chunks(1000)
-                .map(|c| String::from_utf8(c.to_vec()).unwrap())
-                .collect()
-        } else {
-            vec![events(1..=2)]
-        };
-        let upstream = Upstream::new([Reply::sse(chunks)]);
-        let service = layer.layer(upstream);
-        let response = service
-            .oneshot(get("/", &session.to_string()).body(()).unwrap())
-            .await
-            .unwrap();
-        read(response).await;
-        assert!(store.len() <= 100, "{} trackers", store.len());
+    let once = |session: usize, chunks: Vec<String>| {
+        let service = layer.layer(Upstream::new([Reply::sse(chunks)]));
+        async move {
+            let request = get("/", &session.to_string()).body(()).unwrap();
+            read(service.oneshot(request).await.unwrap())
+                .await
+                .text()
+                .to_owned()
+        }
+    };
+    let chunks = long.as_bytes().chunks(1000);
+    let chunks = chunks.map(|c| String::from_utf8(c.to_vec()).unwrap());
+    once(0, chunks.collect()).await;
+    assert_eq!(
+        once(0, vec![events(19_985..=20_001)]).await,
+        events([20_001]),
+        "the long stream's window kept its newest 16 ids"
+    );
+    assert_eq!(
+        once(0, vec![events([19_985])]).await,
+        events([19_985]),
+        "and no more: the oldest went when 20001 came"
+    );
+    for session in 1..300 {
+        assert_eq!(once(session, vec![events(1..=2)]).await, events(1..=2));
+        let streams = layer.stats().snapshot().streams;
+        assert!(streams <= 100, "{streams} streams");
     }
-    let key = StreamKey::new("299", "GET /");
-    let tracker = store.load(&key).await.unwrap();
-    assert_eq!(tracker.lock().len(), 2);
-    // The long stream's window stayed within its length.
-    let long_key = StreamKey::new("0", "GET /");
-    assert!(store.load(&long_key).await.unwrap().lock().len() <= 16);
+    assert_eq!(
+        once(299, vec![events(1..=3)]).await,
+        events([3]),
+        "the newest stream is kept"
+    );
 }
 
 #[tokio::test]

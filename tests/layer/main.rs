@@ -7,7 +7,7 @@ mod basics;
 #[cfg(feature = "redis")]
 mod redis;
 mod replay;
-mod store_conformance;
+#[cfg(feature = "test-util")]
 mod store_memory;
 mod stream_cases;
 mod streams;

@@ -12,11 +12,10 @@ use http_body::Frame;
 use http_body_util::{BodyExt, StreamBody};
 use tokio::sync::mpsc;
 use tower::{Layer, ServiceExt, service_fn};
-use tower_sse_resume::store::StreamKey;
-use tower_sse_resume::{GAP_EVENT, HistoryLimits, MemoryStore, SseResumeLayer, TrackerStore};
+use tower_sse_resume::{GAP_EVENT, HistoryLimits, SseResumeLayer};
 
 fn layer_with_history(limits: HistoryLimits) -> SseResumeLayer {
-    SseResumeLayer::new().store(MemoryStore::new().history(limits))
+    SseResumeLayer::new().history(limits)
 }
 
 fn resume(session: &str, cursor: &str) -> Request<()> {
@@ -211,8 +210,7 @@ async fn a_replay_is_not_followed_by_a_byte_order_mark() {
 
 #[tokio::test]
 async fn the_history_stays_within_its_bounds_under_a_long_stream() {
-    let store = MemoryStore::new().history(HistoryLimits::new().max_events(100).max_bytes(4096));
-    let layer = SseResumeLayer::new().store(store.clone());
+    let layer = SseResumeLayer::new().history(HistoryLimits::new().max_events(100).max_bytes(4096));
     let body = events(1..=20_000);
     let upstream = Upstream::new([Reply::sse(
         body.as_bytes()
@@ -228,17 +226,19 @@ async fn the_history_stays_within_its_bounds_under_a_long_stream() {
     )
     .await;
     assert_eq!(got[0].text(), body);
-    let tracker = store.load(&StreamKey::new("s", "GET /mcp")).await.unwrap();
-    let (blocks, bytes) = tracker.lock().history_len();
-    assert!(bytes <= 4096, "{bytes} bytes");
-    assert!(blocks <= 100 && blocks > 0, "{blocks} blocks");
-    // The newest blocks are the ones kept.
-    let mut window = tracker.lock();
-    let (_, tail) = window.resume("19999");
-    assert_eq!(
-        tail,
-        tower_sse_resume::Replay::Blocks(vec![Bytes::from(events(20_000..=20_000))])
-    );
+    let bytes = layer.stats().snapshot().history_bytes;
+    assert!(bytes <= 4096 && bytes > 0, "{bytes} bytes");
+    // The newest 100 blocks are the ones kept: 19901 to 20000.
+    let upstream = Upstream::new([Reply::sse([""]), Reply::sse([""])]);
+    let got = exchange(
+        Transport::Oneshot,
+        &layer,
+        &upstream,
+        vec![resume("s", "19901"), resume("s", "19900")],
+    )
+    .await;
+    assert_eq!(got[0].text(), events(19_902..=20_000));
+    assert!(got[1].text().starts_with("event: sse-resume-gap\n"));
 }
 
 #[tokio::test(start_paused = true)]
@@ -345,8 +345,7 @@ async fn a_replay_racing_live_events_has_no_duplicate_and_no_gap() {
 
 #[tokio::test]
 async fn all_the_histories_of_a_store_stay_within_its_total() {
-    let store = MemoryStore::new().history(HistoryLimits::new().max_total_bytes(10_000));
-    let layer = SseResumeLayer::new().store(store.clone());
+    let layer = SseResumeLayer::new().history(HistoryLimits::new().max_total_bytes(10_000));
     let sessions = 50;
     let upstream = Upstream::new((0..sessions).map(|_| Reply::sse([events(1..=100)])));
     let requests = (0..sessions)
@@ -363,7 +362,7 @@ async fn all_the_histories_of_a_store_stay_within_its_total() {
         vec![resume("s49", "99")],
     )
     .await;
-    let held = store.history_bytes();
+    let held = layer.stats().snapshot().history_bytes;
     assert!(held <= 10_000 && held > 5_000, "{held} bytes");
     // The last stream still resumes from its recent events.
     assert_eq!(resumed[0].text(), events(100..=100));

@@ -1,29 +1,27 @@
-//! The store conformance suite against [`MemoryStore`].
+//! The store conformance suite against [`MemoryStore`]: nothing behind the
+//! layer, so both replicas of a pair are one.
 
-use std::time::Duration;
+use std::future::{Future, ready};
 
-use crate::conformance_tests;
-use crate::store_conformance::{self, Harness};
-use tower_sse_resume::{HistoryLimits, MemoryStore};
+use tower_sse_resume::MemoryStore;
+use tower_sse_resume::test_util::{Harness, Replica, Setup};
 
 struct Memory;
 
 impl Harness for Memory {
     type Store = MemoryStore;
 
-    async fn pair(&self, window_len: usize, ttl: Duration) -> (MemoryStore, MemoryStore) {
-        let store = MemoryStore::new().window_len(window_len).idle_ttl(ttl);
-        (store.clone(), store)
+    fn pair(
+        &self,
+        setup: Setup,
+    ) -> impl Future<Output = (Replica<MemoryStore>, Replica<MemoryStore>)> + Send {
+        let replica = Replica::new(MemoryStore::new(), setup);
+        ready((replica.clone(), replica))
     }
 
-    async fn history_pair(&self, limits: HistoryLimits) -> (MemoryStore, MemoryStore) {
-        let store = MemoryStore::new()
-            .window_len(store_conformance::WINDOW)
-            .history(limits);
-        (store.clone(), store)
+    fn settle(&self, _replica: &Replica<MemoryStore>) -> impl Future<Output = ()> + Send {
+        ready(())
     }
-
-    async fn settle(&self, _store: &MemoryStore) {}
 }
 
-conformance_tests!(Some(Memory));
+tower_sse_resume::store_conformance_tests!(Some(Memory));

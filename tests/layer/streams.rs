@@ -44,7 +44,7 @@ async fn a_renumbered_upstream_loses_nothing() {
 #[tokio::test]
 async fn a_replay_holds_only_its_own_stream() {
     for transport in TRANSPORTS {
-        let layer = SseResumeLayer::new().store(MemoryStore::new().history(HistoryLimits::new()));
+        let layer = SseResumeLayer::new().history(HistoryLimits::new());
         another_streams_replay(&Replicas::one(layer), transport).await;
     }
 }
@@ -304,8 +304,7 @@ fn expected(
 async fn many_tool_calls_never_push_out_a_live_stream() {
     // A session holds its `GET` stream open while it makes more tool calls
     // than a scope keeps streams: the calls' ended streams go first.
-    let store = MemoryStore::new().max_streams_per_scope(8);
-    let layer = SseResumeLayer::new().store(store);
+    let layer = SseResumeLayer::new().max_streams_per_scope(8);
     let mut replies = vec![Reply::sse([events(1..=3)])];
     replies.extend((0..20).map(|_| Reply::sse([named("", "call", 1..=2)])));
     replies.push(Reply::sse([events(4..=5)]));

@@ -11,7 +11,7 @@ use super::scripts::millis;
 pub(super) struct Keys {
     pub(super) streams: String,
     pub(super) generations: String,
-    /// Window keys are this followed by the stream.
+    /// StreamState keys are this followed by the stream.
     pub(super) windows: String,
 }
 

@@ -1,4 +1,4 @@
-//! [`RedisStore`]: trackers in Redis or Valkey, shared by every replica of
+//! [`RedisStore`]: streams kept in Redis or Valkey, shared by every replica of
 //! a gateway.
 
 use std::fmt;
@@ -11,20 +11,19 @@ use ::redis::cluster::ClusterClientBuilder;
 use ::redis::{Client, Value};
 use tokio::sync::watch;
 
-use super::memory::{DEFAULT_IDLE_TTL, DEFAULT_MAX_STREAMS_PER_SCOPE};
-use super::{IdBatch, Opened, StoreError, StreamKey, TrackerStore};
-use crate::tracker::{Attachment, DEFAULT_WINDOW_LEN, HistoryLimits, Tracker};
+use super::{IdBatch, Snapshot, StoreError, StoredStream, StreamKey, TrackerStore};
+use crate::stream::{
+    DEFAULT_IDLE_TTL, DEFAULT_MAX_STREAMS_PER_SCOPE, DEFAULT_WINDOW_LEN, HistoryLimits,
+};
 
 use connection::{Connection, unavailable, within};
 use keys::{Keys, escape, scope_key};
-use local::Local;
 use queue::{Kept, Queue, Target};
-use scripts::{Loaded, array, bulk, int, next, scripts};
+use scripts::{Loaded, scripts};
 use writer::Writer;
 
 mod connection;
 mod keys;
-mod local;
 mod queue;
 mod scripts;
 mod writer;
@@ -40,11 +39,8 @@ pub const DEFAULT_QUEUE_LEN: usize = 65_536;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// A write waits at least this long for Redis, whatever the open timeout.
 const MIN_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
-/// Written instead of a generation when none is known: the write is not
-/// fenced.
-const UNFENCED: i64 = -1;
 
-/// Keeps trackers in Redis or Valkey, so that every replica of a gateway
+/// Keeps streams in Redis or Valkey, so that every replica of a gateway
 /// resumes and deduplicates a client's stream, wherever it reconnects.
 ///
 /// Requires the `redis` cargo feature. Works with a single node (through a
@@ -67,8 +63,7 @@ const UNFENCED: i64 = -1;
 ///   wrong type found in Redis are removed, ids that are not UTF-8 are
 ///   skipped, and both are logged and counted.
 ///
-/// Clones share the connection, the write queue and the in-process
-/// trackers. The builder methods change the handle they are called on
+/// Clones share the connection and the write queue. The builder methods change the handle they are called on
 /// (and the clones made from it afterwards).
 ///
 /// # Examples
@@ -126,9 +121,10 @@ const UNFENCED: i64 = -1;
 ///
 /// # What is atomic and what is best effort
 ///
-/// Each script runs atomically in Redis. Within a process, streams of one
-/// key share one [`Tracker`], so check-and-record is atomic there, as with
-/// [`MemoryStore`](crate::MemoryStore). Across replicas:
+/// Each script runs atomically in Redis. Within a process, the responses
+/// of one stream share the layer's one copy of it, so check-and-record is
+/// atomic there, as with [`MemoryStore`](crate::MemoryStore). Across
+/// replicas:
 ///
 /// - **No loss from late writes.** A write carries the generation its
 ///   stream was opened at, and is refused when a client cursor has cut the
@@ -156,7 +152,6 @@ pub struct RedisStore {
 struct Shared {
     connection: Connection,
     queue: Arc<Queue>,
-    local: Local,
 }
 
 #[derive(Debug, Clone)]
@@ -246,11 +241,7 @@ impl RedisStore {
         };
         tokio::spawn(writer.run());
         Self {
-            shared: Arc::new(Shared {
-                connection,
-                queue,
-                local: Local::new(),
-            }),
+            shared: Arc::new(Shared { connection, queue }),
             config: Arc::new(Config {
                 prefix: escape(DEFAULT_PREFIX),
                 ttl: DEFAULT_IDLE_TTL,
@@ -268,7 +259,7 @@ impl RedisStore {
     }
 
     /// What every key starts with: `sse-resume:` by default. Stores with
-    /// different prefixes never see each other's trackers.
+    /// different prefixes never see each other's streams.
     pub fn prefix(self, prefix: &str) -> Self {
         self.configure(|config| config.prefix = escape(prefix))
     }
@@ -329,21 +320,20 @@ impl RedisStore {
         Keys::new(&self.config.prefix, scope)
     }
 
-    /// Runs the open script: the window of `stream` with `cursor` applied,
-    /// searching the scope for the cursor's stream when `search` is set.
+    /// Runs the open script: the window of `stream`, or of the scope's
+    /// stream that recorded `cursor`, with `cursor` applied.
     async fn open_script(
         &self,
         keys: &Keys,
         stream: &str,
         cursor: Option<&str>,
-        search: bool,
     ) -> Result<Loaded, StoreError> {
         let config = &self.config;
         let mut invocation = scripts().open.prepare_invoke();
         keys.bind(&mut invocation, config)
             .arg(stream)
             .arg(cursor.unwrap_or(""))
-            .arg(if search { "1" } else { "0" });
+            .arg("1");
         let mut connection = self.shared.connection.clone();
         let reply: Value = within(config.timeout, invocation.invoke_async(&mut connection)).await?;
         match Loaded::parse(reply) {
@@ -356,18 +346,6 @@ impl RedisStore {
                 Err(error)
             }
         }
-    }
-
-    /// Hands out the process's tracker of a loaded window, with a new
-    /// response attached.
-    fn adopt(&self, keys: &Keys, loaded: &Loaded) -> Attachment {
-        let window_key = keys.window(&loaded.stream);
-        self.shared.local.adopt(
-            &window_key,
-            loaded.generation,
-            &loaded.entries,
-            self.config.window_len,
-        )
     }
 
     fn note_bad_values(&self, count: u64, keys: &Keys) {
@@ -387,31 +365,30 @@ impl RedisStore {
 }
 
 impl TrackerStore for RedisStore {
-    async fn load(&self, key: &StreamKey) -> Result<Tracker, StoreError> {
+    async fn open(&self, key: &StreamKey, cursor: Option<&str>) -> Result<Snapshot, StoreError> {
         let keys = self.keys(key.scope());
-        let loaded = self.open_script(&keys, key.stream(), None, false).await?;
-        Ok(self.adopt(&keys, &loaded).tracker().clone())
+        let loaded = self.open_script(&keys, key.stream(), cursor).await?;
+        let mut stream = StoredStream::new(loaded.stream);
+        stream.ids = loaded.entries;
+        // Redis never counts below zero.
+        stream.fence = u64::try_from(loaded.generation).unwrap_or(0);
+        stream.cursor_known = loaded.cursor_known;
+        stream.replay = loaded.replay;
+        stream.stamp_epoch = (loaded.epoch > 0).then_some(loaded.epoch);
+        stream.keeps_blocks = self.config.history.is_some();
+        Ok(Snapshot::Stored(stream))
     }
 
-    fn persists_blocks(&self) -> bool {
-        self.config.history.is_some()
-    }
-
-    fn record(&self, key: &StreamKey, ids: &IdBatch) -> Result<(), StoreError> {
-        if ids.is_empty() {
+    fn record(&self, key: &StreamKey, fence: u64, batch: &IdBatch) -> Result<(), StoreError> {
+        if batch.is_empty() {
             return Ok(());
         }
         let mut window_key = scope_key(&self.config.prefix, key.scope(), "w:");
         window_key.push_str(key.stream());
-        let generation = self
-            .shared
-            .local
-            .generation(&window_key)
-            .unwrap_or(UNFENCED);
         self.shared.queue.push(
             window_key,
-            generation,
-            ids,
+            i64::try_from(fence).unwrap_or(i64::MAX),
+            batch,
             || Target {
                 keys: self.keys(key.scope()),
                 stream: key.stream().to_owned(),
@@ -422,65 +399,6 @@ impl TrackerStore for RedisStore {
                 history: self.config.history.map_or(0, |limits| limits.events()),
             },
         )
-    }
-
-    async fn apply_cursor(&self, key: &StreamKey, id: &str) -> Result<bool, StoreError> {
-        let keys = self.keys(key.scope());
-        let loaded = self
-            .open_script(&keys, key.stream(), Some(id), false)
-            .await?;
-        self.adopt(&keys, &loaded);
-        Ok(loaded.cursor_known == Some(true))
-    }
-
-    async fn find_stream(&self, scope: &str, id: &str) -> Result<Option<String>, StoreError> {
-        let keys = self.keys(scope);
-        let mut invocation = scripts().find.prepare_invoke();
-        keys.bind(&mut invocation, &self.config).arg(id);
-        let mut connection = self.shared.connection.clone();
-        let reply: Value = within(
-            self.config.timeout,
-            invocation.invoke_async(&mut connection),
-        )
-        .await?;
-        let mut items = array(reply, 2)?.into_iter();
-        let (found, bad_values) = (next(&mut items)?, int(next(&mut items)?)?);
-        self.note_bad_values(bad_values as u64, &keys);
-        match found {
-            Value::Nil => Ok(None),
-            found => match String::from_utf8(bulk(found)?) {
-                Ok(stream) => Ok(Some(stream)),
-                Err(_) => {
-                    self.note_bad_values(1, &keys);
-                    Ok(None)
-                }
-            },
-        }
-    }
-
-    /// Redis expires keys on its own, by their TTL: this lets go of the
-    /// trackers this process keeps that no stream holds, and returns how
-    /// many went.
-    async fn expire(&self) -> Result<usize, StoreError> {
-        Ok(self.shared.local.sweep_all())
-    }
-
-    async fn open(
-        &self,
-        scope: &str,
-        stream: &str,
-        cursor: Option<&str>,
-    ) -> Result<Opened, StoreError> {
-        let keys = self.keys(scope);
-        let loaded = self.open_script(&keys, stream, cursor, true).await?;
-        let attachment = self.adopt(&keys, &loaded);
-        Ok(Opened {
-            key: StreamKey::new(scope, &loaded.stream),
-            attachment,
-            cursor_known: loaded.cursor_known,
-            stamp_epoch: (loaded.epoch > 0).then_some(loaded.epoch),
-            replay: loaded.replay,
-        })
     }
 }
 
@@ -501,6 +419,6 @@ impl Drop for Shared {
     }
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(super) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }

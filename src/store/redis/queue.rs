@@ -107,6 +107,13 @@ impl Queue {
         match state.pending.entry(window_key) {
             hash_map::Entry::Occupied(mut slot) => {
                 let pending = slot.get_mut();
+                if generation < pending.generation {
+                    // These ids would be refused: a cursor cut their window
+                    // since their response opened.
+                    drop(state);
+                    self.counters.fenced.fetch_add(ids.len() as u64, Relaxed);
+                    return Ok(());
+                }
                 if pending.generation != generation {
                     // The older ids would be refused: a cursor cut their
                     // window since.

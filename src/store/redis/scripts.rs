@@ -8,11 +8,10 @@ use ::redis::{Script, Value};
 use bytes::{Buf, Bytes};
 
 use crate::store::StoreError;
-use crate::tracker::Replay;
+use crate::stream::Replay;
 
 pub(super) struct Scripts {
     pub(super) open: Script,
-    pub(super) find: Script,
     pub(super) write: Script,
 }
 
@@ -20,7 +19,6 @@ pub(super) fn scripts() -> &'static Scripts {
     static SCRIPTS: OnceLock<Scripts> = OnceLock::new();
     SCRIPTS.get_or_init(|| Scripts {
         open: Script::new(&script_code(OPEN)),
-        find: Script::new(&script_code(FIND)),
         write: Script::new(&script_code(WRITE)),
     })
 }
@@ -273,13 +271,6 @@ if history_len > 0 then
 end
 if #ids > 0 or gen > 0 or replayed >= 0 then touch(stream) end
 return {stream, known, gen, bad_values, ids, replayed, replay, epoch, prints}
-";
-
-/// `ARGV[8]`: the id. Returns the stream whose window or history holds it,
-/// or nil, and the bad values met.
-const FIND: &str = r"
-local found = find(ARGV[8])
-return {found or false, bad_values}
 ";
 
 /// `ARGV[8]`: the stream; `ARGV[9]`: the generation its ids were forwarded in,

@@ -5,13 +5,11 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
 
-use super::server::{RedisCluster, flushed};
-use crate::conformance_tests;
-use crate::store_conformance::{self, Harness};
+use super::server::{RedisCluster, flushed, replica};
 use crate::support::*;
-use tower_sse_resume::{HistoryLimits, RedisStore, SseResumeLayer};
+use tower_sse_resume::test_util::{Harness, Replica, Setup};
+use tower_sse_resume::{RedisStore, SseResumeLayer};
 
 fn fresh_prefix() -> String {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
@@ -32,30 +30,14 @@ struct Cluster {
 impl Harness for Cluster {
     type Store = RedisStore;
 
-    async fn pair(&self, window_len: usize, ttl: Duration) -> (RedisStore, RedisStore) {
+    async fn pair(&self, setup: Setup) -> (Replica<RedisStore>, Replica<RedisStore>) {
         let prefix = fresh_prefix();
-        let replica = || async {
-            connect(&self.cluster, &prefix)
-                .await
-                .window_len(window_len)
-                .ttl(ttl)
-        };
-        (replica().await, replica().await)
+        let a = replica(connect(&self.cluster, &prefix).await, setup);
+        (a, replica(connect(&self.cluster, &prefix).await, setup))
     }
 
-    async fn history_pair(&self, limits: HistoryLimits) -> (RedisStore, RedisStore) {
-        let prefix = fresh_prefix();
-        let replica = || async {
-            connect(&self.cluster, &prefix)
-                .await
-                .window_len(store_conformance::WINDOW)
-                .history(limits)
-        };
-        (replica().await, replica().await)
-    }
-
-    async fn settle(&self, store: &RedisStore) {
-        flushed(store).await;
+    async fn settle(&self, replica: &Replica<RedisStore>) {
+        flushed(replica.store()).await;
     }
 }
 
@@ -63,7 +45,7 @@ fn cluster() -> Option<Cluster> {
     RedisCluster::shared().map(|cluster| Cluster { cluster })
 }
 
-conformance_tests!(cluster());
+tower_sse_resume::store_conformance_tests!(cluster());
 
 #[tokio::test]
 async fn replicas_share_streams_of_many_scopes_across_the_slots() {

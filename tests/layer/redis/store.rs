@@ -10,9 +10,7 @@ use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use super::server::{RedisServer, flushed};
-use crate::conformance_tests;
-use crate::store_conformance::{self, Harness};
+use super::server::{RedisServer, flushed, replica};
 use crate::support::*;
 use bytes::Bytes;
 use futures_util::stream;
@@ -21,9 +19,10 @@ use http_body::Frame;
 use http_body_util::{BodyExt, StreamBody};
 use tokio::sync::mpsc;
 use tower::{Layer, ServiceExt, service_fn};
-use tower_sse_resume::store::StreamKey;
+use tower_sse_resume::store::{Snapshot, StoredStream, StreamKey};
+use tower_sse_resume::test_util::{Harness, Replica, Setup};
 use tower_sse_resume::{
-    FailurePolicy, HistoryLimits, IdBatch, RedisStore, SseResumeLayer, StoreError, TrackerStore,
+    FailurePolicy, IdBatch, RedisStore, SseResumeLayer, StoreError, TrackerStore,
 };
 
 /// Keys of each test start with a prefix of their own.
@@ -47,6 +46,18 @@ fn client(server: &RedisServer) -> redis::Connection {
         .unwrap()
 }
 
+/// What `store` keeps of the stream of `key`, `cursor` applied.
+async fn stored(
+    store: &RedisStore,
+    key: &StreamKey,
+    cursor: Option<&str>,
+) -> Result<StoredStream, StoreError> {
+    match store.open(key, cursor).await? {
+        Snapshot::Stored(stream) => Ok(stream),
+        other => panic!("Redis keeps its streams: {other:?}"),
+    }
+}
+
 /// Runs `check` until it holds, for 10 s at most.
 async fn eventually<F, Fut>(what: &str, mut check: F)
 where
@@ -68,33 +79,25 @@ struct Redis {
     server: RedisServer,
 }
 
+/// Two replicas, each over a connection of its own, sharing one prefix.
+async fn replicas(
+    server: &RedisServer,
+    setup: Setup,
+) -> (Replica<RedisStore>, Replica<RedisStore>) {
+    let prefix = fresh_prefix();
+    let a = replica(connect(server, &prefix).await, setup);
+    (a, replica(connect(server, &prefix).await, setup))
+}
+
 impl Harness for Redis {
     type Store = RedisStore;
 
-    async fn pair(&self, window_len: usize, ttl: Duration) -> (RedisStore, RedisStore) {
-        let prefix = fresh_prefix();
-        let replica = || async {
-            connect(&self.server, &prefix)
-                .await
-                .window_len(window_len)
-                .ttl(ttl)
-        };
-        (replica().await, replica().await)
+    async fn pair(&self, setup: Setup) -> (Replica<RedisStore>, Replica<RedisStore>) {
+        replicas(&self.server, setup).await
     }
 
-    async fn history_pair(&self, limits: HistoryLimits) -> (RedisStore, RedisStore) {
-        let prefix = fresh_prefix();
-        let replica = || async {
-            connect(&self.server, &prefix)
-                .await
-                .window_len(store_conformance::WINDOW)
-                .history(limits)
-        };
-        (replica().await, replica().await)
-    }
-
-    async fn settle(&self, store: &RedisStore) {
-        flushed(store).await;
+    async fn settle(&self, replica: &Replica<RedisStore>) {
+        flushed(replica.store()).await;
     }
 }
 
@@ -102,7 +105,7 @@ fn redis() -> Option<Redis> {
     RedisServer::start().map(|server| Redis { server })
 }
 
-conformance_tests!(redis());
+tower_sse_resume::store_conformance_tests!(redis());
 
 // ---------------------------------------------------------------------------
 // Replicas through the layer
@@ -255,27 +258,24 @@ async fn a_late_write_from_a_stale_stream_never_hides_events() {
         return;
     };
     let key = StreamKey::new("s", "GET /mcp");
-    let stale = replicas.a.load(&key).await.unwrap();
+    let stale = stored(&replicas.a, &key, None).await.unwrap();
     let mut early = IdBatch::new();
     for id in ["1", "2", "3"] {
-        stale.lock().check_and_record(id);
         early.push_event(id, fingerprint_of(&events([id.parse().unwrap()])));
     }
-    replicas.a.record(&key, &early).unwrap();
+    replicas.a.record(&key, stale.fence, &early).unwrap();
     flushed(&replicas.a).await;
 
-    let opened = replicas.b.open("s", "GET /mcp", Some("3")).await.unwrap();
-    assert_eq!(opened.cursor_known, Some(true));
-    drop(opened);
+    let resumed = stored(&replicas.b, &key, Some("3")).await.unwrap();
+    assert_eq!(resumed.cursor_known, Some(true));
+    assert!(resumed.fence > stale.fence, "the cursor moved the fence");
 
     let mut late = IdBatch::new();
     for id in ["4", "5"] {
-        stale.lock().check_and_record(id);
         late.push_event(id, fingerprint_of(&events([id.parse().unwrap()])));
     }
-    replicas.a.record(&key, &late).unwrap();
+    replicas.a.record(&key, stale.fence, &late).unwrap();
     flushed(&replicas.a).await;
-    drop(stale);
     assert_eq!(replicas.a.stats().fenced, 2, "{:?}", replicas.a.stats());
 
     let upstream = Upstream::new([Reply::sse([events(1..=6)])]);
@@ -384,7 +384,6 @@ async fn keys_expire_after_their_ttl() {
         std::future::ready(keys.is_empty())
     })
     .await;
-    store.expire().await.unwrap();
     let got = exchange(Transport::Oneshot, &layer, &upstream, vec![request()]).await;
     assert_eq!(got[0].text(), events(1..=3), "nothing left to drop");
     assert_eq!(
@@ -601,8 +600,7 @@ async fn a_slow_redis_at_request_start_fails_open_or_closed_within_the_timeout()
     assert_eq!(got[0].status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(upstream.seen().len(), 1, "the upstream was not called");
 
-    let error = store
-        .load(&StreamKey::new("s", "GET /mcp"))
+    let error = stored(&store, &StreamKey::new("s", "GET /mcp"), None)
         .await
         .expect_err("still paused");
     assert!(matches!(error, StoreError::Unavailable(_)), "{error}");
@@ -635,7 +633,7 @@ async fn redis_down_fails_open_and_the_write_queue_stays_bounded() {
     }
     let mut backlogged = 0_u64;
     for _ in 0..10 {
-        match store.record(&key, &batch) {
+        match store.record(&key, 0, &batch) {
             Ok(()) => {}
             Err(StoreError::Backlogged) => backlogged += 1,
             Err(error) => panic!("{error}"),
@@ -674,10 +672,10 @@ async fn bad_values_in_redis_are_errors_not_panics() {
         .arg("3")
         .query(&mut redis)
         .unwrap();
-    let tracker = store.load(&key).await.unwrap();
-    assert_eq!(tracker.lock().ids().collect::<Vec<_>>(), ["1", "3"]);
+    let loaded = stored(&store, &key, None).await.unwrap();
+    let ids: Vec<&str> = loaded.ids.iter().map(|(id, _)| id.as_str()).collect();
+    assert_eq!(ids, ["1", "3"]);
     assert!(store.stats().bad_values >= 1);
-    drop(tracker);
 
     // A stream whose name is not UTF-8 is never found, and a cursor in it
     // fails the request's open, which the layer survives.
@@ -695,13 +693,11 @@ async fn bad_values_in_redis_are_errors_not_panics() {
         .query(&mut redis)
         .unwrap();
     let before = store.stats().bad_values;
-    assert_eq!(store.find_stream("s", "q").await.unwrap(), None);
-    assert!(store.stats().bad_values > before);
-    let error = store
-        .open("s", "GET /mcp", Some("q"))
+    let error = stored(&store, &key, Some("q"))
         .await
         .expect_err("a corrupt stream name");
     assert!(matches!(error, StoreError::Corrupt(_)), "{error}");
+    assert!(store.stats().bad_values > before);
 
     // Keys of the wrong type are removed and the stream starts afresh.
     for (k, command) in [(&window, "SET"), (&streams, "SET"), (&generations, "SET")] {
@@ -712,7 +708,7 @@ async fn bad_values_in_redis_are_errors_not_panics() {
             .unwrap();
     }
     let before = store.stats().bad_values;
-    let opened = store.open("s", "GET /mcp", Some("1")).await.unwrap();
+    let opened = stored(&store, &key, Some("1")).await.unwrap();
     assert_eq!(opened.cursor_known, Some(false));
     assert!(
         store.stats().bad_values >= before + 2,

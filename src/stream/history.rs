@@ -9,6 +9,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::time::Instant;
 
+use crate::stats::Stats;
+
 /// The default [`HistoryLimits::max_events`].
 pub const DEFAULT_HISTORY_EVENTS: usize = 1024;
 /// The default [`HistoryLimits::max_bytes`]: 1 MiB.
@@ -22,8 +24,9 @@ pub const DEFAULT_HISTORY_TOTAL_BYTES: usize = 64 << 20;
 /// most this many, this many bytes, and this old. Whichever bound is hit
 /// first lets the oldest block go.
 ///
-/// Give it to a store, e.g. [`MemoryStore::history`](crate::MemoryStore::history),
-/// to turn the history on.
+/// Give it to the layer, [`SseResumeLayer::history`](crate::SseResumeLayer::history),
+/// or to `RedisStore::history`, to turn the
+/// history on.
 ///
 /// # Examples
 ///
@@ -53,7 +56,7 @@ impl Default for HistoryLimits {
 
 impl HistoryLimits {
     /// The defaults: 1024 blocks, 1 MiB, ten minutes per stream, and
-    /// 64 MiB for all the streams of a store in process.
+    /// 64 MiB for all the streams of a layer in process.
     pub fn new() -> Self {
         Self {
             max_events: DEFAULT_HISTORY_EVENTS,
@@ -83,10 +86,10 @@ impl HistoryLimits {
         self
     }
 
-    /// The most bytes of blocks kept by all the streams of a store in this
+    /// The most bytes of blocks kept by all the streams of a layer in this
     /// process (at least 1), shared equally among them when it runs short.
     ///
-    /// [`MemoryStore`](crate::MemoryStore) keeps to it this way: a stream
+    /// The layer keeps to it this way: a stream
     /// recording past the total lets its own oldest blocks go down to its
     /// share (the total over the number of histories), and a request
     /// opening while the total is exceeded trims every history to a little
@@ -114,7 +117,7 @@ impl HistoryLimits {
         self.max_age
     }
 
-    /// The most bytes kept by all the streams of a store in process.
+    /// The most bytes kept by all the streams of a layer in process.
     pub fn total_bytes(&self) -> usize {
         self.max_total_bytes
     }
@@ -133,12 +136,14 @@ pub(crate) struct History {
     budget: Budget,
 }
 
-/// The bytes all the histories of a store hold, shared by them.
+/// The bytes all the histories of a layer hold, shared by them.
 #[derive(Debug, Clone)]
 pub(crate) struct Budget {
     used: Arc<AtomicUsize>,
     histories: Arc<AtomicUsize>,
     max: usize,
+    /// Where the bytes held are reported, as a gauge.
+    stats: Option<Stats>,
 }
 
 impl Budget {
@@ -147,6 +152,15 @@ impl Budget {
             used: Arc::default(),
             histories: Arc::default(),
             max,
+            stats: None,
+        }
+    }
+
+    /// A budget of `max` bytes whose use `stats` reports.
+    pub(crate) fn reporting(max: usize, stats: Stats) -> Self {
+        Self {
+            stats: Some(stats),
+            ..Self::new(max)
         }
     }
 
@@ -162,13 +176,20 @@ impl Budget {
 
     fn add(&self, bytes: usize) {
         self.used.fetch_add(bytes, Relaxed);
+        if let Some(stats) = &self.stats {
+            stats.add_history_bytes(bytes as i64);
+        }
     }
 
     fn remove(&self, bytes: usize) {
         self.used.fetch_sub(bytes, Relaxed);
+        if let Some(stats) = &self.stats {
+            stats.add_history_bytes(-(bytes as i64));
+        }
     }
 
     /// The bytes held now.
+    #[cfg(test)]
     pub(crate) fn used(&self) -> usize {
         self.used.load(Relaxed)
     }
@@ -183,7 +204,8 @@ struct Entry {
 }
 
 impl History {
-    /// A history of its own, its total bounded like a store's.
+    /// A history of its own, its total bounded like a layer's.
+    #[cfg(test)]
     pub(crate) fn new(limits: HistoryLimits) -> Self {
         Self::sharing(limits, Budget::new(limits.max_total_bytes))
     }

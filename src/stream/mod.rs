@@ -1,0 +1,424 @@
+//! A stream: what the upstream sends under one scope and stream key, and
+//! the responses attached to it.
+//!
+//! A [`Stream`] is the layer's in-process state of one stream, shared by
+//! every response of it: the window of ids forwarded on it, its replay
+//! history when it keeps one, its generation, and the bookkeeping of the
+//! responses attached to it. [`Streams`] is the registry the layer keeps
+//! them in. The body checks each block against its stream under one short
+//! lock per chunk, and never waits on a store.
+
+use std::fmt;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use bytes::Bytes;
+use tokio::time::Instant;
+
+pub(crate) use history::{Budget, History};
+pub use history::{
+    DEFAULT_HISTORY_AGE, DEFAULT_HISTORY_BYTES, DEFAULT_HISTORY_EVENTS,
+    DEFAULT_HISTORY_TOTAL_BYTES, HistoryLimits,
+};
+pub(crate) use ids::{Ids, Seen};
+pub use registry::{DEFAULT_IDLE_TTL, DEFAULT_MAX_STREAMS, DEFAULT_MAX_STREAMS_PER_SCOPE};
+pub(crate) use registry::{Opened, Stored, StreamLimits, Streams};
+use responses::{Responses, Role};
+
+mod any;
+mod history;
+mod ids;
+mod registry;
+mod responses;
+mod ring;
+mod rising;
+
+/// The default [`SseResumeLayer::window_len`](crate::SseResumeLayer::window_len):
+/// the number of ids a stream's window remembers.
+pub const DEFAULT_WINDOW_LEN: usize = 1024;
+
+/// A shared handle on the state of one stream. Clones share it.
+#[derive(Clone)]
+pub(crate) struct Stream {
+    state: Arc<Mutex<StreamState>>,
+}
+
+/// The state of one stream: the ids forwarded on it, oldest first, at
+/// most `capacity` of them, each with a fingerprint of its event; its
+/// replay history, when it keeps one; and the responses attached to it.
+///
+/// Ids are compared as bytes. While every id is a decimal number greater
+/// than the one before, as many servers number their events, the window
+/// keeps them as numbers, which costs next to nothing to check; the first
+/// id that is not moves it for good to a general form: the ids back to back
+/// in one byte ring with a hash index, allocating nothing per id once warm.
+///
+/// The history is kept under the same lock as the ids, so that a replay and
+/// the ids it covers are one snapshot.
+#[derive(Clone)]
+pub(crate) struct StreamState {
+    ids: Ids,
+    history: Option<History>,
+    /// Bumped whenever a client's cursor is applied: a response opened
+    /// before that may have forwarded ids its client never got, and must
+    /// stop recording them. A store that fences writes counts them too.
+    generation: u64,
+    responses: Responses,
+}
+
+/// A response attached to a stream, detached when dropped.
+pub(crate) struct Attachment {
+    pub(crate) stream: Stream,
+    pub(crate) role: Role,
+}
+
+/// What a client's cursor resumes: the blocks a replay history holds after
+/// it, or a gap.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Replay {
+    /// No replay history is kept, or the client sent no cursor.
+    Off,
+    /// The history holds the cursor: these blocks followed it, oldest
+    /// first, and go to the client before the upstream's stream.
+    Blocks(Vec<Bytes>),
+    /// The history does not hold the cursor (evicted, or never seen): the
+    /// client is told of a possible gap.
+    Gap,
+}
+
+impl Stream {
+    pub(crate) fn new(state: StreamState) -> Self {
+        Self {
+            state: Arc::new(Mutex::new(state)),
+        }
+    }
+
+    /// Locks the state, to check and record many ids at once.
+    pub(crate) fn lock(&self) -> MutexGuard<'_, StreamState> {
+        // A panic elsewhere while the lock was held cannot leave the state
+        // half-updated in a way that matters more than losing the stream.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Attaches a new response: its client has the ids the window holds
+    /// now, and those it will forward.
+    pub(crate) fn attach(&self) -> Attachment {
+        let mut state = self.lock();
+        self.attach_locked(&mut state)
+    }
+
+    /// Attaches a new response to `state`, which is this stream's, locked
+    /// by the caller together with the change that opens the response.
+    pub(crate) fn attach_locked(&self, state: &mut StreamState) -> Attachment {
+        let role = state.responses.attach(&state.ids, state.generation);
+        Attachment {
+            stream: self.clone(),
+            role,
+        }
+    }
+
+    /// Whether a response holds another handle on this stream.
+    pub(crate) fn in_use(&self) -> bool {
+        Arc::strong_count(&self.state) > 1
+    }
+}
+
+impl fmt::Debug for Stream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Stream").field(&*self.lock()).finish()
+    }
+}
+
+impl StreamState {
+    /// An empty window of `capacity` ids (at least one), with a replay
+    /// history within `history` when given, its bytes counting against a
+    /// `budget` shared with the other streams.
+    pub(crate) fn new(capacity: usize, history: Option<(HistoryLimits, Budget)>) -> Self {
+        Self {
+            ids: Ids::new(capacity),
+            history: history.map(|(limits, budget)| History::sharing(limits, budget)),
+            generation: 0,
+            responses: Responses::default(),
+        }
+    }
+
+    /// Records `id` unless the window has it already. Returns whether it was
+    /// new. The event the id comes with is not compared.
+    #[cfg(test)]
+    pub(crate) fn check_and_record(&mut self, id: impl AsRef<[u8]>) -> bool {
+        self.ids.observe(id.as_ref(), None) != Seen::Same
+    }
+
+    /// Looks `id` up, with the fingerprint of its event (`None` trusts the
+    /// id alone), and records it when it is new to the window.
+    #[inline]
+    pub(crate) fn observe(&mut self, id: &[u8], content: Option<u64>) -> Seen {
+        self.ids.observe(id, content)
+    }
+
+    /// Records an id a response forwarded to its own client into the
+    /// stream, which another response may be ahead on: see
+    /// [`Ids::observe_in_order`].
+    #[inline]
+    pub(crate) fn record_forwarded(&mut self, id: &[u8], content: Option<u64>) -> Seen {
+        self.ids.observe_in_order(id, content)
+    }
+
+    /// Replaces the ids, as when a store loaded newer ones; the responses
+    /// attached keep what their clients have.
+    pub(crate) fn replace_ids<'a>(&mut self, entries: impl IntoIterator<Item = (&'a str, u64)>) {
+        self.responses.hand_off(&self.ids);
+        self.ids.clear();
+        for (id, content) in entries {
+            self.ids.observe(id.as_bytes(), Some(content));
+        }
+    }
+
+    /// The ids with the fingerprints of their events, oldest first.
+    pub(crate) fn entries(&self) -> impl Iterator<Item = (String, u64)> + '_ {
+        self.ids.entries()
+    }
+
+    /// Whether the window holds `id`, or the history a block with it.
+    pub(crate) fn knows(&self, id: &str) -> bool {
+        self.ids.contains(id.as_bytes()) || self.history.as_ref().is_some_and(|h| h.contains(id))
+    }
+
+    /// Applies a client's cursor: the client has every event up to `id`.
+    ///
+    /// The ids recorded after it were forwarded but maybe never delivered,
+    /// so they are forgotten and a replay of them goes through. When the
+    /// window does not know `id` at all it is cleared: a duplicate is better
+    /// than a loss. Returns whether the cursor was known.
+    pub(crate) fn apply_cursor(&mut self, id: impl AsRef<[u8]>) -> bool {
+        self.next_generation();
+        self.ids.cut_after(id.as_ref())
+    }
+
+    fn next_generation(&mut self) {
+        self.set_generation(self.generation + 1);
+    }
+
+    /// Resumes a client from its cursor `id`.
+    ///
+    /// When the history holds `id`, the blocks after it are returned for
+    /// replay and the window is left as it is: the ids it holds after `id`
+    /// are exactly those of the replayed blocks, so an upstream's replay of
+    /// them is dropped. Otherwise the cursor is applied as by
+    /// [`apply_cursor`](Self::apply_cursor), and with a history that is a
+    /// [`Replay::Gap`]. Returns whether the cursor was known, and the replay.
+    pub(crate) fn resume(&mut self, id: &str) -> (bool, Replay) {
+        let replay = match &mut self.history {
+            Some(history) => history.after(id, Instant::now()),
+            None => return (self.apply_cursor(id), Replay::Off),
+        };
+        match replay {
+            Some(blocks) => {
+                self.next_generation();
+                (true, Replay::Blocks(blocks))
+            }
+            None => (self.apply_cursor(id), Replay::Gap),
+        }
+    }
+
+    /// Keeps a forwarded block in the history, if there is one. `id` is the
+    /// id a client may resume from, the block's own or a stamped one.
+    pub(crate) fn record_block(&mut self, id: Option<&str>, block: &[u8]) {
+        if let Some(history) = &mut self.history {
+            history.push(id, block, Instant::now());
+        }
+    }
+
+    /// Trims the history to its share of the budget, when all the streams
+    /// hold more than that in all.
+    pub(crate) fn trim_history(&mut self) {
+        if let Some(history) = &mut self.history {
+            history.trim_to_share();
+        }
+    }
+
+    /// Forgets the history, as when a block was forwarded that it could not
+    /// keep: no replay may skip it.
+    pub(crate) fn forget_history(&mut self) {
+        if let Some(history) = &mut self.history {
+            history.clear();
+        }
+    }
+
+    /// Whether the stream keeps a replay history in process.
+    pub(crate) fn has_history(&self) -> bool {
+        self.history.is_some()
+    }
+
+    /// The number of blocks and of bytes the history holds.
+    pub(crate) fn history_len(&self) -> (usize, usize) {
+        self.history
+            .as_ref()
+            .map_or((0, 0), |history| (history.len(), history.bytes()))
+    }
+
+    /// How many times a client's cursor was applied: a response opened at
+    /// an older generation may have forwarded ids its client never got.
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Sets the generation, for a store that counts them. In a new one,
+    /// the responses attached so far stop recording, and the one whose
+    /// view was the window keeps a copy.
+    pub(crate) fn set_generation(&mut self, generation: u64) {
+        if generation != self.generation {
+            self.responses.new_generation(&self.ids);
+            self.generation = generation;
+        }
+    }
+
+    /// The newest id, decoded lossily from UTF-8.
+    pub(crate) fn last_id(&self) -> Option<String> {
+        self.ids.last_id()
+    }
+
+    /// The ids, oldest first, decoded lossily from UTF-8.
+    #[cfg(any(test, feature = "test-util"))]
+    pub(crate) fn ids(&self) -> impl Iterator<Item = String> + '_ {
+        self.ids.entries().map(|(id, _)| id)
+    }
+
+    pub(crate) fn responses(&mut self) -> &mut Responses {
+        &mut self.responses
+    }
+
+    /// The most ids the window holds.
+    pub(crate) fn capacity(&self) -> usize {
+        self.ids.capacity()
+    }
+}
+
+impl fmt::Debug for StreamState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StreamState")
+            .field("ids", &self.ids)
+            .field("history", &self.history_len())
+            .field("generation", &self.generation)
+            .field("attached", &self.responses.current())
+            .finish()
+    }
+}
+
+impl Drop for Attachment {
+    fn drop(&mut self) {
+        let mut state = self.stream.lock();
+        let generation = state.generation;
+        state.responses.detach(&self.role, generation);
+    }
+}
+
+impl fmt::Debug for Attachment {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Attachment")
+            .field("tag", &self.role.tag)
+            .field("generation", &self.role.generation)
+            .field("solo", &self.role.own.is_none())
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(capacity: usize, ids: &[&str]) -> StreamState {
+        let mut state = StreamState::new(capacity, None);
+        for id in ids {
+            state.check_and_record(id);
+        }
+        state
+    }
+
+    fn ids(state: &StreamState) -> Vec<String> {
+        state.ids().collect()
+    }
+
+    #[test]
+    fn records_each_id_once() {
+        let mut state = state(8, &[]);
+        assert!(state.check_and_record("1"));
+        assert!(state.check_and_record("2"));
+        assert!(!state.check_and_record("1"));
+        assert_eq!(ids(&state), ["1", "2"]);
+    }
+
+    #[test]
+    fn forgets_the_oldest_beyond_capacity() {
+        let mut state = state(3, &["1", "2", "3", "4"]);
+        assert_eq!(ids(&state), ["2", "3", "4"]);
+        assert!(state.check_and_record("1"), "an evicted id is new again");
+    }
+
+    #[test]
+    fn known_cursor_forgets_what_came_after_it() {
+        let mut state = state(8, &["1", "2", "3", "4", "5"]);
+        assert!(state.apply_cursor("3"));
+        assert_eq!(ids(&state), ["1", "2", "3"]);
+        assert!(state.check_and_record("4"));
+        assert!(!state.check_and_record("2"));
+    }
+
+    #[test]
+    fn unknown_cursor_clears_the_window() {
+        let mut state = state(8, &["1", "2"]);
+        assert!(!state.apply_cursor("9"));
+        assert!(ids(&state).is_empty());
+    }
+
+    #[test]
+    fn clones_of_a_stream_share_its_state() {
+        let stream = Stream::new(StreamState::new(4, None));
+        let other = stream.clone();
+        assert!(stream.lock().check_and_record("a"));
+        assert!(!other.lock().check_and_record("a"));
+        assert_eq!(other.lock().last_id().as_deref(), Some("a"));
+        assert!(stream.in_use());
+        drop(other);
+        assert!(!stream.in_use());
+    }
+
+    #[test]
+    fn rising_numbers_then_anything() {
+        let mut state = state(4, &[]);
+        for id in ["1", "2", "3"] {
+            assert!(state.check_and_record(id));
+        }
+        assert!(state.ids.is_rising());
+        assert!(!state.check_and_record("2"), "a replay of a number it has");
+        assert!(
+            state.check_and_record("05"),
+            "not a plain number: ids in general"
+        );
+        assert!(!state.ids.is_rising());
+        assert!(!state.check_and_record("3"), "what it had is kept");
+        assert!(state.check_and_record("5"), "\"05\" is not \"5\"");
+        assert_eq!(ids(&state), ["2", "3", "05", "5"]);
+    }
+
+    #[test]
+    fn a_number_below_the_others_that_it_lacks_is_new() {
+        let mut state = state(8, &["10", "20"]);
+        assert!(state.check_and_record("15"));
+        assert!(!state.check_and_record("15"));
+        assert!(!state.check_and_record("20"));
+        assert_eq!(ids(&state), ["10", "20", "15"]);
+    }
+
+    #[test]
+    fn cursors_on_rising_numbers() {
+        let mut state = state(3, &["1", "2", "3", "4"]);
+        assert!(!state.check_and_record("4"));
+        assert!(state.check_and_record("1"), "evicted, so new again");
+        let mut state = self::state(8, &["1", "2", "3"]);
+        assert!(state.apply_cursor("2"));
+        assert_eq!(ids(&state), ["1", "2"]);
+        assert!(!state.apply_cursor("x"));
+        assert!(ids(&state).is_empty());
+    }
+}
