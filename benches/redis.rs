@@ -32,9 +32,6 @@ use tokio::runtime::Runtime;
 use tower::{Layer, Service, ServiceExt};
 use tower_sse_resume::{MemoryStore, RedisStore, SseResumeLayer, TrackerStore};
 
-#[path = "../tests/layer/redis/server.rs"]
-mod redis_server;
-
 /// Ids in the window of the stream that `stream_start` opens.
 const WINDOW_IDS: u64 = 64;
 const EVENTS: usize = 10_000;
@@ -205,7 +202,7 @@ fn bench_events(
 }
 
 fn benches(c: &mut Criterion) {
-    let Some(server) = redis_server::RedisServer::start() else {
+    let Some(server) = tower_sse_resume_support::RedisServer::start() else {
         return;
     };
     let rt = runtime();

@@ -32,9 +32,6 @@ use tokio::runtime::Runtime;
 use tower::{Layer, Service, ServiceExt};
 use tower_sse_resume::{HistoryLimits, RedisStore, SseResumeLayer, TrackerStore};
 
-#[path = "../tests/layer/redis/server.rs"]
-mod redis_server;
-
 const EVENTS: u32 = 1000;
 const DATA_LEN: usize = 100;
 const CHUNK_LEN: usize = 16 * 1024;
@@ -192,7 +189,7 @@ fn benches(c: &mut Criterion) {
 
     let memory = SseResumeLayer::new().history(limits);
     prefill(&rt, &memory, || {});
-    let server = redis_server::RedisServer::start();
+    let server = tower_sse_resume_support::RedisServer::start();
     let redis = server.as_ref().map(|server| {
         let store = rt
             .block_on(RedisStore::connect(&server.url()))

@@ -1,0 +1,248 @@
+//! What the tests and the benches of `tower-sse-resume` share, which is not
+//! part of the crate: a throwaway `redis-server` on a free loopback port,
+//! killed when dropped, and a Redis Cluster of them.
+//!
+//! When `redis-server` is not on `PATH`, [`RedisServer::start`] prints why
+//! and returns `None`, so that the caller skips, unless
+//! `TOWER_SSE_RESUME_REQUIRE_REDIS=1`: then it panics, as CI wants.
+
+use std::io::{self, Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::time::{Duration, Instant};
+
+/// Set to `1` to turn a missing `redis-server` into a failure.
+pub const REQUIRE_REDIS: &str = "TOWER_SSE_RESUME_REQUIRE_REDIS";
+
+/// How long a server may take to answer `PING` after it starts.
+const START_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A `redis-server` child process on 127.0.0.1.
+pub struct RedisServer {
+    child: Option<Child>,
+    port: u16,
+    args: Vec<String>,
+    dir: PathBuf,
+}
+
+impl RedisServer {
+    /// Starts a server with no persistence on a free port, or returns
+    /// `None` when `redis-server` is missing and not required.
+    pub fn start() -> Option<Self> {
+        Self::start_with(&[])
+    }
+
+    /// Like [`start`](Self::start), with extra `redis-server` arguments.
+    pub fn start_with(extra: &[&str]) -> Option<Self> {
+        if !redis_available() {
+            return None;
+        }
+        // Another process may take the port between its probe and the
+        // server's bind: try a few.
+        let mut last_error = None;
+        for _ in 0..5 {
+            let port = free_port();
+            let dir = std::env::temp_dir().join(format!(
+                "tower-sse-resume-redis-{}-{port}",
+                std::process::id()
+            ));
+            std::fs::create_dir_all(&dir).expect("a temporary directory");
+            let mut server = Self {
+                child: None,
+                port,
+                args: extra.iter().map(|arg| (*arg).to_owned()).collect(),
+                dir,
+            };
+            match server.spawn() {
+                Ok(()) => return Some(server),
+                Err(error) => last_error = Some(error),
+            }
+        }
+        panic!("could not start redis-server: {last_error:?}");
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from((Ipv4Addr::LOCALHOST, self.port))
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// Kills the server at once (`SIGKILL`), as a crash would.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server again on the same port, empty.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn()
+            .unwrap_or_else(|error| panic!("could not restart redis-server: {error}"));
+    }
+
+    fn spawn(&mut self) -> io::Result<()> {
+        let port = self.port.to_string();
+        let dir = self.dir.to_string_lossy().into_owned();
+        let mut child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port,
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .args(["--dir", &dir, "--daemonize", "no", "--loglevel", "warning"])
+            .args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if ping(self.addr()) {
+                self.child = Some(child);
+                return Ok(());
+            }
+            if let Some(status) = child.try_wait()? {
+                return Err(io::Error::other(format!("redis-server exited: {status}")));
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(io::Error::other("redis-server did not answer PING"));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Whether `redis-server` can run here; prints why not, or panics when it
+/// is required.
+pub fn redis_available() -> bool {
+    tool_available("redis-server")
+}
+
+/// Whether `tool` runs here; prints why not, or panics when Redis is
+/// required.
+fn tool_available(tool: &str) -> bool {
+    let found = Command::new(tool)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success());
+    if !found {
+        if std::env::var(REQUIRE_REDIS).is_ok_and(|value| value == "1") {
+            panic!("{tool} is not on PATH and {REQUIRE_REDIS}=1");
+        }
+        eprintln!("skipped: {tool} is not on PATH (set {REQUIRE_REDIS}=1 to fail instead)");
+    }
+    found
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .and_then(|listener| listener.local_addr())
+        .map(|addr| addr.port())
+        .expect("a free port")
+}
+
+fn ping(addr: SocketAddr) -> bool {
+    let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+    let mut reply = [0; 7];
+    stream.write_all(b"PING\r\n").is_ok()
+        && stream.read_exact(&mut reply).is_ok()
+        && &reply == b"+PONG\r\n"
+}
+
+/// A Redis Cluster of three primaries on loopback, each a [`RedisServer`].
+pub struct RedisCluster {
+    nodes: Vec<RedisServer>,
+}
+
+impl RedisCluster {
+    /// Starts and joins three nodes, or returns `None` when `redis-server`
+    /// is missing and not required.
+    pub fn start() -> Option<Self> {
+        if !tool_available("redis-cli") {
+            return None;
+        }
+        let mut nodes = Vec::new();
+        for _ in 0..3 {
+            let args = [
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                "nodes.conf",
+            ];
+            nodes.push(RedisServer::start_with(&args)?);
+        }
+        let addrs: Vec<String> = nodes.iter().map(|node| node.addr().to_string()).collect();
+        let status = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&addrs)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("redis-cli runs");
+        assert!(status.success(), "redis-cli --cluster create: {status}");
+        let deadline = Instant::now() + START_TIMEOUT;
+        for node in &nodes {
+            while !cluster_ok(node.port()) {
+                assert!(Instant::now() < deadline, "the cluster did not come up");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        Some(Self { nodes })
+    }
+
+    /// One cluster for every test that runs while another holds it: a
+    /// cluster takes seconds to form. The last holder's drop stops it.
+    pub fn shared() -> Option<Arc<Self>> {
+        static SHARED: Mutex<Weak<RedisCluster>> = Mutex::new(Weak::new());
+        let mut shared = SHARED.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(cluster) = shared.upgrade() {
+            return Some(cluster);
+        }
+        let cluster = Arc::new(Self::start()?);
+        *shared = Arc::downgrade(&cluster);
+        Some(cluster)
+    }
+
+    pub fn urls(&self) -> Vec<String> {
+        self.nodes.iter().map(RedisServer::url).collect()
+    }
+}
+
+fn cluster_ok(port: u16) -> bool {
+    Command::new("redis-cli")
+        .args(["-p", &port.to_string(), "cluster", "info"])
+        .stderr(Stdio::null())
+        .output()
+        .is_ok_and(|output| String::from_utf8_lossy(&output.stdout).contains("cluster_state:ok"))
+}
