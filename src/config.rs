@@ -156,6 +156,48 @@ macro_rules! builder_methods {
             self
         }
 
+        /// Keeps reading a stream's upstream for up to `time` when its
+        /// client goes away first, recording every block into the stream's
+        /// replay history and window as if forwarded, so that nothing the
+        /// upstream sends meanwhile is lost, even from an upstream that
+        /// can neither resume nor replay. Off by default.
+        ///
+        /// The client that comes back takes the upstream over instead of
+        /// a new upstream request: a request whose `Last-Event-ID` the
+        /// stream knows, or a `GET` on the stream's key. It gets the
+        /// upstream response's status and headers, the history after its
+        /// cursor (without one, what was recorded while it was away), then
+        /// the live remainder. A per-request stream (a `POST`) whose
+        /// upstream ended is complete: resuming it from a cursor its
+        /// history holds replays the rest and ends, without an upstream
+        /// request.
+        ///
+        /// A stream lingers only when its response is the only one
+        /// attached, has a scope, and its request's `MCP-Protocol-Version`
+        /// is before `2026-07-28` (there, closing a stream cancels its
+        /// request). It needs a replay history ([`history`](Self::history),
+        /// or the store's); without one it does nothing, and says so once
+        /// in the log. The upstream is let go when it ends, when `time`
+        /// runs out with no client, or when more streams are held than
+        /// [`max_held_streams`](Self::max_held_streams), oldest first.
+        ///
+        /// The background reading needs a tokio runtime, and the
+        /// service's response bodies to be `Send + 'static`, as the
+        /// bodies of hyper and axum are.
+        pub fn linger(mut self, time: std::time::Duration) -> Self {
+            self.config.options_mut().linger = Some(time);
+            self.config.set_limits(|streams| streams.linger = true);
+            self
+        }
+
+        /// The most streams held at once, with [`linger`](Self::linger):
+        /// 1024 by default. Past it, the oldest hold lets its upstream go.
+        /// Setting it empties the layer's streams.
+        pub fn max_held_streams(mut self, max: usize) -> Self {
+            self.config.set_limits(|streams| streams.max_held = max);
+            self
+        }
+
         /// A handle on the counters, shared by the layer and every service
         /// made from it.
         pub fn stats(&self) -> $crate::Stats {
@@ -204,6 +246,7 @@ pub(crate) struct Options {
     pub(crate) max_block_len: usize,
     pub(crate) max_id_len: usize,
     pub(crate) unscoped_window_len: usize,
+    pub(crate) linger: Option<std::time::Duration>,
     pub(crate) stats: Stats,
 }
 
@@ -220,6 +263,7 @@ impl Default for Options {
             max_block_len: DEFAULT_MAX_BLOCK_LEN,
             max_id_len: DEFAULT_MAX_ID_LEN,
             unscoped_window_len: DEFAULT_WINDOW_LEN,
+            linger: None,
             stats: Stats::default(),
         }
     }

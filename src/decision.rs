@@ -7,11 +7,12 @@ use std::sync::Arc;
 use http::HeaderValue;
 
 use crate::headers::header_value;
+use crate::linger::LingerConfig;
 use crate::recorder::Recorder;
 use crate::stamp::clock_epoch;
 use crate::stats::Stats;
 use crate::store::TrackerStore;
-use crate::stream::{Attachment, Opened, Replay, Stream, StreamState};
+use crate::stream::{Attachment, Handover, Opened, Replay, Serve, Stream, StreamState};
 
 /// How the request asks the upstream to resume, read from its headers
 /// before the store is asked anything.
@@ -23,6 +24,8 @@ pub(crate) struct Resumption {
     pub(crate) from_history: bool,
     /// Stamp ids on events without one.
     pub(crate) stamp: bool,
+    /// Not a `GET`: a per-request stream.
+    pub(crate) per_request: bool,
 }
 
 /// What one request decided: its response's place on its stream, where its
@@ -39,6 +42,15 @@ pub(crate) struct Decision {
     pub(crate) cursor: Option<String>,
     /// Where stamped ids start, when the layer stamps them.
     pub(crate) stamp_epoch: Option<u64>,
+    /// How the response is served: by the inner service, or by a held
+    /// stream's upstream or history.
+    pub(crate) serve: Serve,
+    /// The held stream's upstream, once its task handed it over.
+    pub(crate) handover: Option<Handover>,
+    /// How the response lingers when its client goes away, if it may.
+    pub(crate) linger: Option<LingerConfig>,
+    /// Whether the request was not a `GET`: a per-request stream.
+    pub(crate) per_request: bool,
 }
 
 /// What the upstream request's `Last-Event-ID` becomes.
@@ -58,6 +70,7 @@ impl Decision {
         stats: Stats,
         resumption: Resumption,
         cursor: Option<String>,
+        linger: Option<LingerConfig>,
     ) -> Self {
         let Opened {
             key,
@@ -66,6 +79,8 @@ impl Decision {
             replay,
             stamp_epoch,
             stored,
+            serve,
+            may_linger,
         } = opened;
         if cursor_known == Some(false) {
             stats.unknown_cursor();
@@ -101,6 +116,10 @@ impl Decision {
             replay,
             cursor,
             stamp_epoch,
+            serve,
+            handover: None,
+            linger: linger.filter(|_| may_linger),
+            per_request: resumption.per_request,
         }
     }
 
@@ -114,6 +133,10 @@ impl Decision {
             replay: Replay::Off,
             cursor: None,
             stamp_epoch: None,
+            serve: Serve::Upstream,
+            handover: None,
+            linger: None,
+            per_request: false,
         }
     }
 }

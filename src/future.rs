@@ -18,8 +18,9 @@ use crate::body::{Dedup, SseResumeBody};
 use crate::config::{FailurePolicy, Options};
 use crate::decision::{Decision, UpstreamCursor};
 use crate::headers::{LAST_EVENT_ID, SSE_RESUME_GAP, is_encoded, is_event_stream};
+use crate::linger::Linger;
 use crate::store::StoreError;
-use crate::stream::Replay;
+use crate::stream::{Handover, Head, Leftover, Replay, Serve};
 
 pub(crate) type OpenFuture = Pin<Box<dyn Future<Output = Result<Decision, StoreError>> + Send>>;
 
@@ -84,7 +85,9 @@ where
 impl<S, ReqB, ResB> Future for ResponseFuture<S, ReqB>
 where
     S: Service<Request<ReqB>, Response = Response<ResB>>,
-    ResB: Body,
+    ResB: Body + Send + 'static,
+    ResB::Data: Send,
+    ResB::Error: Send,
 {
     type Output = Result<Response<SseResumeBody<ResB>>, S::Error>;
 
@@ -109,6 +112,19 @@ where
                             Decision::unscoped(options.unscoped_window_len, &options.stats)
                         }
                     };
+                    if let Some(handover) = decision.handover.take() {
+                        match take_over(handover, decision, options) {
+                            Ok(response) => return Poll::Ready(Ok(response)),
+                            // Another service's body: its upstream goes, and
+                            // this request goes to the inner service.
+                            Err(back) => decision = *back,
+                        }
+                    }
+                    if let Serve::Complete(head) = &decision.serve {
+                        let head = Arc::clone(head);
+                        options.stats.complete_replayed();
+                        return Poll::Ready(Ok(replay_complete(&head, decision, options)));
+                    }
                     match mem::replace(&mut decision.upstream_cursor, UpstreamCursor::Keep) {
                         UpstreamCursor::Keep => {}
                         UpstreamCursor::Set(id) => {
@@ -154,23 +170,113 @@ where
 
 /// Wraps an event stream's body in the dedup `decision` set up; any other
 /// response passes through.
-fn wrap<B: Body>(
+fn wrap<B>(
     response: Response<B>,
-    decision: Decision,
+    mut decision: Decision,
     options: &Options,
-) -> Response<SseResumeBody<B>> {
+) -> Response<SseResumeBody<B>>
+where
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Send,
+{
     let (mut parts, body) = response.into_parts();
     if !is_event_stream(&parts.headers) || is_encoded(&parts.headers) {
         return Response::from_parts(parts, SseResumeBody::passthrough(body));
     }
     parts.headers.remove(CONTENT_LENGTH);
+    let Some(linger) = decision.linger.take() else {
+        mark_gap(&mut parts.headers, &decision);
+        let dedup = Dedup::new(decision, options);
+        return Response::from_parts(parts, SseResumeBody::resume(body, dedup));
+    };
+    // The response a client that takes the stream over starts with.
+    let head = Head {
+        status: parts.status,
+        version: parts.version,
+        headers: parts.headers.clone(),
+        per_request: decision.per_request,
+    };
+    decision.attachment.stream.lock().set_head(Arc::new(head));
+    mark_gap(&mut parts.headers, &decision);
+    let dedup = Box::new(Dedup::new(decision, options));
+    let body = SseResumeBody::lingering(Box::pin(body), dedup, Linger::new(linger));
+    Response::from_parts(parts, body)
+}
+
+/// Says in the headers when the response starts with the gap signal.
+fn mark_gap(headers: &mut http::HeaderMap, decision: &Decision) {
     if decision.replay == Replay::Gap {
-        parts
-            .headers
-            .insert(SSE_RESUME_GAP, HeaderValue::from_static("1"));
+        headers.insert(SSE_RESUME_GAP, HeaderValue::from_static("1"));
     }
-    let dedup = Dedup::new(decision, options);
-    Response::from_parts(parts, SseResumeBody::resume(body, dedup))
+}
+
+/// Starts a response as the held stream's did, with the history after
+/// the client's cursor, then its upstream from where its task stopped.
+/// Gives the decision back when the upstream is another service's body.
+#[allow(clippy::result_large_err)]
+fn take_over<B>(
+    handover: Handover,
+    mut decision: Decision,
+    options: &Options,
+) -> Result<Response<SseResumeBody<B>>, Box<Decision>>
+where
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Send,
+{
+    let Handover {
+        body,
+        pending,
+        leftover,
+        head,
+    } = handover;
+    let Ok(body) = body.downcast::<Pin<Box<B>>>() else {
+        return Err(Box::new(decision));
+    };
+    let linger = decision.linger.take();
+    let response = head_response(&head, &decision);
+    let mut dedup = Box::new(Dedup::new(decision, options));
+    for chunk in pending {
+        dedup.push(chunk);
+    }
+    match leftover {
+        Leftover::Nothing => {}
+        Leftover::Trailers(trailers) => {
+            dedup.end();
+            dedup.trailers = Some(trailers);
+        }
+        Leftover::End => {
+            dedup.end();
+        }
+    }
+    let body = match linger {
+        Some(linger) => SseResumeBody::lingering(*body, dedup, Linger::new(linger)),
+        None => SseResumeBody::boxed(*body, dedup),
+    };
+    tracing::debug!("took a held stream over");
+    Ok(response.map(|()| body))
+}
+
+/// What a complete stream's history holds after the client's cursor, as
+/// the stream's responses started, and the end.
+fn replay_complete<B: Body>(
+    head: &Head,
+    decision: Decision,
+    options: &Options,
+) -> Response<SseResumeBody<B>> {
+    let response = head_response(head, &decision);
+    response.map(|()| SseResumeBody::replayed(Dedup::new(decision, options)))
+}
+
+/// A response with the status and headers of `head`.
+fn head_response<T: Default>(head: &Head, decision: &Decision) -> Response<T> {
+    let mut response = Response::new(T::default());
+    *response.status_mut() = head.status;
+    *response.version_mut() = head.version;
+    *response.headers_mut() = head.headers.clone();
+    mark_gap(response.headers_mut(), decision);
+    response
 }
 
 fn service_unavailable<B: Body>() -> Response<SseResumeBody<B>> {

@@ -249,6 +249,7 @@ mod decision;
 mod future;
 mod headers;
 mod layer;
+mod linger;
 mod recorder;
 mod service;
 mod stamp;
@@ -268,6 +269,6 @@ pub use store::{
 pub use store::{RedisStats, RedisStore};
 pub use stream::{
     DEFAULT_HISTORY_AGE, DEFAULT_HISTORY_BYTES, DEFAULT_HISTORY_EVENTS,
-    DEFAULT_HISTORY_TOTAL_BYTES, DEFAULT_IDLE_TTL, DEFAULT_MAX_STREAMS,
+    DEFAULT_HISTORY_TOTAL_BYTES, DEFAULT_IDLE_TTL, DEFAULT_MAX_HELD_STREAMS, DEFAULT_MAX_STREAMS,
     DEFAULT_MAX_STREAMS_PER_SCOPE, DEFAULT_WINDOW_LEN, HistoryLimits, Replay,
 };

@@ -16,7 +16,13 @@ use crate::decision::{Decision, Resumption};
 use crate::future::ResponseFuture;
 use crate::headers::{client_cursor, mcp_without_resumption};
 use crate::layer::SseResumeLayer;
+use crate::linger::LingerConfig;
 use crate::store::{MemoryStore, StreamKey, TrackerStore};
+use crate::stream::{Request as StreamRequest, Serve};
+
+/// How long a takeover waits for the held stream's task to hand its
+/// upstream over: it answers at once, unless it is gone.
+const TAKEOVER_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Middleware that makes the event streams of `S` resumable and
 /// duplicate-free. Made by [`SseResumeLayer`].
@@ -92,7 +98,9 @@ impl<S: fmt::Debug, T: fmt::Debug> fmt::Debug for SseResume<S, T> {
 impl<S, T, ReqB, ResB> Service<Request<ReqB>> for SseResume<S, T>
 where
     S: Service<Request<ReqB>, Response = Response<ResB>> + Clone,
-    ResB: Body,
+    ResB: Body + Send + 'static,
+    ResB::Data: Send,
+    ResB::Error: Send,
     T: TrackerStore,
 {
     type Response = Response<SseResumeBody<ResB>>;
@@ -119,10 +127,24 @@ where
         let cursor = client_cursor(&parts.headers);
         let may_resume = options.inject
             && !(options.mcp_protocol_gate && mcp_without_resumption(&parts.headers));
+        let get = parts.method == Method::GET;
         let resumption = Resumption {
-            inject: may_resume && cursor.is_none() && parts.method == Method::GET,
+            inject: may_resume && cursor.is_none() && get,
             from_history: may_resume && cursor.is_some(),
             stamp: options.stamp_ids,
+            per_request: !get,
+        };
+        // From MCP 2026-07-28 on, closing a stream cancels its request.
+        let linger = (options.linger)
+            .filter(|_| !mcp_without_resumption(&parts.headers))
+            .map(|time| LingerConfig {
+                time,
+                holds: Arc::clone(self.config.streams.holds()),
+                stats: options.stats.clone(),
+            });
+        let request = StreamRequest {
+            get,
+            linger: linger.is_some(),
         };
 
         let store = Arc::clone(&self.config.store);
@@ -131,8 +153,16 @@ where
         let open = async move {
             let key = StreamKey::new(&scope, &stream);
             let snapshot = store.open(&key, cursor.as_deref()).await?;
-            let opened = streams.open(key, cursor.as_deref(), snapshot);
-            Ok(Decision::scoped(opened, store, stats, resumption, cursor))
+            let opened = streams.open(key, cursor.as_deref(), snapshot, request);
+            let mut decision = Decision::scoped(opened, store, stats, resumption, cursor, linger);
+            if let Serve::Takeover(answer) = mem::replace(&mut decision.serve, Serve::Upstream) {
+                // A task that does not answer in time lost its upstream:
+                // the request goes to the inner service.
+                if let Ok(Ok(handover)) = tokio::time::timeout(TAKEOVER_WAIT, answer).await {
+                    decision.handover = Some(handover);
+                }
+            }
+            Ok(decision)
         };
         let request = Request::from_parts(parts, body);
         ResponseFuture::open(Box::pin(open), inner, request, Arc::clone(options))

@@ -22,6 +22,12 @@ struct Counters {
     gaps: AtomicU64,
     streams: AtomicU64,
     history_bytes: AtomicU64,
+    held: AtomicU64,
+    takeovers: AtomicU64,
+    linger_expiries: AtomicU64,
+    held_evicted: AtomicU64,
+    events_held: AtomicU64,
+    completes_replayed: AtomicU64,
 }
 
 /// The counters at one moment.
@@ -47,6 +53,23 @@ pub struct StatsSnapshot {
     pub streams: u64,
     /// Bytes of blocks the replay histories kept in process hold now.
     pub history_bytes: u64,
+    /// Streams held now: their client went away, and the layer reads on
+    /// ([`SseResumeLayer::linger`](crate::SseResumeLayer::linger)).
+    pub held: u64,
+    /// Reconnects that took over a held stream instead of a new upstream
+    /// request.
+    pub takeovers: u64,
+    /// Holds that ended because no client came back in time.
+    pub linger_expiries: u64,
+    /// Holds ended early to keep within
+    /// [`SseResumeLayer::max_held_streams`](crate::SseResumeLayer::max_held_streams).
+    pub held_evicted: u64,
+    /// Blocks that dispatch an event, recorded while their stream was
+    /// held.
+    pub events_held: u64,
+    /// Resumes of a complete per-request stream, answered from the history
+    /// without an upstream request.
+    pub completes_replayed: u64,
 }
 
 impl Stats {
@@ -63,6 +86,12 @@ impl Stats {
             gaps: c.gaps.load(Relaxed),
             streams: c.streams.load(Relaxed),
             history_bytes: c.history_bytes.load(Relaxed),
+            held: c.held.load(Relaxed),
+            takeovers: c.takeovers.load(Relaxed),
+            linger_expiries: c.linger_expiries.load(Relaxed),
+            held_evicted: c.held_evicted.load(Relaxed),
+            events_held: c.events_held.load(Relaxed),
+            completes_replayed: c.completes_replayed.load(Relaxed),
         }
     }
 
@@ -97,6 +126,30 @@ impl Stats {
 
     pub(crate) fn add_history_bytes(&self, delta: i64) {
         add_signed(&self.counters.history_bytes, delta);
+    }
+
+    pub(crate) fn add_held(&self, delta: i64) {
+        add_signed(&self.counters.held, delta);
+    }
+
+    pub(crate) fn takeover(&self) {
+        self.counters.takeovers.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn linger_expired(&self) {
+        self.counters.linger_expiries.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn held_evicted(&self) {
+        self.counters.held_evicted.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn add_events_held(&self, events: u64) {
+        self.counters.events_held.fetch_add(events, Relaxed);
+    }
+
+    pub(crate) fn complete_replayed(&self) {
+        self.counters.completes_replayed.fetch_add(1, Relaxed);
     }
 
     pub(crate) fn store_error(&self) {

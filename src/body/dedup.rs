@@ -11,7 +11,7 @@ use crate::framer::{Framer, Segment};
 use crate::recorder::Recorder;
 use crate::stamp::Stamper;
 use crate::stats::Stats;
-use crate::stream::{Attachment, Ids, Replay, Seen};
+use crate::stream::{Attachment, Ids, Replay, Seen, Stream, StreamState};
 
 /// The deduplicating state of an event-stream body.
 #[derive(Debug)]
@@ -30,11 +30,14 @@ pub(crate) struct Dedup {
     stats: Stats,
     forwarded: u64,
     dropped: u64,
-    pub(super) trailers: Option<HeaderMap>,
+    pub(crate) trailers: Option<HeaderMap>,
     ending: bool,
     pub(super) ended: bool,
     /// Carries the stream's key to every event logged for it.
     span: tracing::Span,
+    /// The hold this response reads for, once its client went away: it
+    /// records while its stream still has that hold, and sends nothing.
+    holding: Option<u64>,
 }
 
 impl Dedup {
@@ -88,7 +91,40 @@ impl Dedup {
             ended: false,
             span,
             recorder,
+            holding: None,
         }
+    }
+
+    /// The stream this response is attached to.
+    pub(crate) fn stream(&self) -> &Stream {
+        &self.attachment.stream
+    }
+
+    /// Whether this response may go on reading for its stream once its
+    /// client is gone: it is the only one attached, and no cursor has
+    /// superseded it. Tells so under the lock of `state`.
+    pub(crate) fn may_hold(&self, state: &mut StreamState) -> bool {
+        !self.ended
+            && state.generation() == self.attachment.role.generation
+            && state.responses().current() == 1
+    }
+
+    /// From now on, reads for the hold `id`: records while the stream has
+    /// it, and sends nothing.
+    pub(crate) fn hold(&mut self, id: u64) {
+        self.holding = Some(id);
+        self.output.discard();
+    }
+
+    /// The upstream bytes not yet decided on: a block still incomplete, or
+    /// a chunk that came after the hold was taken.
+    pub(crate) fn take_pending(&mut self) -> Vec<Bytes> {
+        self.output.take_pending()
+    }
+
+    /// Whether the upstream body has ended.
+    pub(crate) fn is_ended(&self) -> bool {
+        self.ended
     }
 
     /// Everything ready to go to the client, taken.
@@ -101,22 +137,24 @@ impl Dedup {
         taken
     }
 
-    /// The stream this response is attached to.
-    #[cfg(feature = "test-util")]
-    pub(crate) fn stream(&self) -> &crate::stream::Stream {
-        &self.attachment.stream
-    }
-
-    pub(crate) fn push(&mut self, chunk: Bytes) {
+    /// Takes the next chunk of the upstream's body. Returns `false` when
+    /// the response reads for a hold that its stream no longer has: the
+    /// chunk is then left pending, for the response that took it over.
+    pub(crate) fn push(&mut self, chunk: Bytes) -> bool {
         self.output.push_input(chunk.clone());
         self.framer.push(chunk);
-        self.drain();
+        self.drain()
     }
 
-    pub(crate) fn end(&mut self) {
+    /// The upstream's body ended. Returns `false` as [`push`](Self::push)
+    /// does, the end then left to the response that took the hold over.
+    pub(crate) fn end(&mut self) -> bool {
         self.ending = true;
         self.framer.finish();
-        self.drain();
+        if !self.drain() {
+            return false;
+        }
+        self.attachment.stream.lock().upstream_ended();
         self.recorder.flush();
         self.ended = true;
         let _span = self.span.enter();
@@ -125,13 +163,19 @@ impl Dedup {
             dropped = self.dropped,
             "sse stream ended"
         );
+        true
     }
 
     /// Checks every segment the framer has against what this response's
     /// client has, under one lock of the stream's window for the whole chunk.
-    fn drain(&mut self) {
+    fn drain(&mut self) -> bool {
         let (mut forwarded, mut dropped) = (0, 0);
         let mut window = self.attachment.stream.lock();
+        if let Some(hold) = self.holding {
+            if !window.holds(hold) {
+                return false;
+            }
+        }
         let role = &mut self.attachment.role;
         // A client cursor applied since this response opened means its
         // client may have reconnected: what this response forwards now may
@@ -214,6 +258,14 @@ impl Dedup {
         self.output.close();
         self.forwarded += forwarded;
         self.dropped += dropped;
-        self.stats.add_body_counts(forwarded, dropped);
+        if self.holding.is_some() {
+            // Nobody reads this response any more: what it forwards is
+            // only recorded.
+            self.output.discard();
+            self.stats.add_events_held(forwarded);
+        } else {
+            self.stats.add_body_counts(forwarded, dropped);
+        }
+        true
     }
 }

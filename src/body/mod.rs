@@ -3,15 +3,20 @@
 //! [`SseResumeBody`] wraps the upstream's body: untouched, or, for an event
 //! stream, through a [`Dedup`] (`dedup.rs`): the framer and what the
 //! client has, with `additions.rs` for replays, the history and stamped
-//! ids, and `output.rs` for the bytes cut from the input chunks.
+//! ids, and `output.rs` for the bytes cut from the input chunks. With
+//! linger on, the upstream body is boxed, so that it can outlive the
+//! response when the client goes away (`crate::linger`).
 
 use std::fmt;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use bytes::{Buf, Bytes};
+use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
+
+use crate::linger::Linger;
 
 mod additions;
 mod dedup;
@@ -30,6 +35,20 @@ pin_project! {
         #[pin]
         kind: Kind<B>,
     }
+
+    impl<B: Body> PinnedDrop for SseResumeBody<B> {
+        fn drop(this: Pin<&mut Self>) {
+            // A client that goes away before the upstream ends leaves the
+            // upstream to read on for its stream, when linger is on.
+            if let KindProj::Lingering { body, dedup, linger, .. } = this.project().kind.project() {
+                if let (Some(body), Some(dedup), Some(linger)) = (body.take(), dedup.take(), linger.take()) {
+                    if !dedup.is_ended() {
+                        linger.start(body, dedup);
+                    }
+                }
+            }
+        }
+    }
 }
 
 pin_project! {
@@ -42,6 +61,17 @@ pin_project! {
             dedup: Box<Dedup>,
             error: Option<<B as Body>::Error>,
         },
+        // As `Resume`, the upstream boxed to be handed on: to the
+        // background when the client goes away, then to the response that
+        // takes the stream over.
+        Lingering {
+            body: Option<Pin<Box<B>>>,
+            dedup: Option<Box<Dedup>>,
+            error: Option<<B as Body>::Error>,
+            linger: Option<Linger<B>>,
+        },
+        // What the history holds of a complete stream, and nothing else.
+        Replayed { dedup: Box<Dedup> },
         Rejected { message: Option<Bytes> },
     }
 }
@@ -51,6 +81,8 @@ impl<B: Body> fmt::Debug for SseResumeBody<B> {
         let kind = match &self.kind {
             Kind::Passthrough { .. } => "Passthrough",
             Kind::Resume { .. } => "Resume",
+            Kind::Lingering { .. } => "Lingering",
+            Kind::Replayed { .. } => "Replayed",
             Kind::Rejected { .. } => "Rejected",
         };
         f.debug_struct("SseResumeBody")
@@ -72,6 +104,40 @@ impl<B: Body> SseResumeBody<B> {
                 body,
                 dedup: Box::new(dedup),
                 error: None,
+            },
+        }
+    }
+
+    /// An event stream whose upstream goes on for its stream, as `linger`
+    /// says, when the client goes away first.
+    pub(crate) fn lingering(body: Pin<Box<B>>, dedup: Box<Dedup>, linger: Linger<B>) -> Self {
+        Self {
+            kind: Kind::Lingering {
+                body: Some(body),
+                dedup: Some(dedup),
+                error: None,
+                linger: Some(linger),
+            },
+        }
+    }
+
+    /// An event stream over an upstream handed on, that no longer lingers.
+    pub(crate) fn boxed(body: Pin<Box<B>>, dedup: Box<Dedup>) -> Self {
+        Self {
+            kind: Kind::Lingering {
+                body: Some(body),
+                dedup: Some(dedup),
+                error: None,
+                linger: None,
+            },
+        }
+    }
+
+    /// What `dedup` replays, then the end.
+    pub(crate) fn replayed(dedup: Dedup) -> Self {
+        Self {
+            kind: Kind::Replayed {
+                dedup: Box::new(dedup),
             },
         }
     }
@@ -104,56 +170,36 @@ where
             KindProj::Rejected { message } => {
                 Poll::Ready(message.take().map(|m| Ok(Frame::data(m))))
             }
-            KindProj::Resume {
-                mut body,
-                dedup,
+            KindProj::Resume { body, dedup, error } => poll_resume(body, dedup, error, cx),
+            KindProj::Lingering {
+                body: Some(body),
+                dedup: Some(dedup),
                 error,
-            } => loop {
-                if let Some(bytes) = dedup.output.pop() {
-                    return Poll::Ready(Some(Ok(Frame::data(bytes))));
-                }
-                if let Some(trailers) = dedup.trailers.take() {
-                    return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
-                }
-                if let Some(error) = error.take() {
-                    return Poll::Ready(Some(Err(error)));
-                }
-                if dedup.ended {
-                    return Poll::Ready(None);
-                }
-                let Poll::Ready(frame) = body.as_mut().poll_frame(cx) else {
-                    // The upstream is quiet: a good moment to persist.
-                    dedup.recorder.flush();
-                    return Poll::Pending;
-                };
-                match frame {
-                    Some(Ok(frame)) => match frame.into_data() {
-                        Ok(data) => dedup.push(into_bytes(data)),
-                        Err(frame) => {
-                            dedup.end();
-                            dedup.trailers = frame.into_trailers().ok();
-                        }
-                    },
-                    Some(Err(upstream)) => {
-                        // Every complete block goes out before the error.
-                        dedup.end();
-                        *error = Some(upstream);
-                    }
-                    None => dedup.end(),
-                }
-            },
+                ..
+            } => poll_resume(body.as_mut(), dedup, error, cx),
+            KindProj::Lingering { .. } => Poll::Ready(None),
+            KindProj::Replayed { dedup } => {
+                Poll::Ready(dedup.output.pop().map(|b| Ok(Frame::data(b))))
+            }
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match &self.kind {
             Kind::Passthrough { body } => body.is_end_stream(),
-            Kind::Resume { dedup, error, .. } => {
+            Kind::Resume { dedup, error, .. }
+            | Kind::Lingering {
+                dedup: Some(dedup),
+                error,
+                ..
+            } => {
                 dedup.ended
                     && dedup.output.is_empty()
                     && dedup.trailers.is_none()
                     && error.is_none()
             }
+            Kind::Lingering { dedup: None, .. } => true,
+            Kind::Replayed { dedup } => dedup.output.is_empty(),
             Kind::Rejected { message } => message.is_none(),
         }
     }
@@ -161,7 +207,9 @@ where
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
             Kind::Passthrough { body } => body.size_hint(),
-            Kind::Resume { .. } => SizeHint::default(),
+            Kind::Resume { .. } | Kind::Lingering { .. } | Kind::Replayed { .. } => {
+                SizeHint::default()
+            }
             Kind::Rejected { message } => {
                 SizeHint::with_exact(message.as_ref().map_or(0, |m| m.len() as u64))
             }
@@ -169,7 +217,56 @@ where
     }
 }
 
-fn into_bytes(mut data: impl Buf) -> Bytes {
+/// Polls an event stream: what is ready first, then the upstream.
+fn poll_resume<B: Body>(
+    mut body: Pin<&mut B>,
+    dedup: &mut Dedup,
+    error: &mut Option<B::Error>,
+    cx: &mut Context<'_>,
+) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+    loop {
+        if let Some(bytes) = dedup.output.pop() {
+            return Poll::Ready(Some(Ok(Frame::data(bytes))));
+        }
+        if let Some(trailers) = dedup.trailers.take() {
+            return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
+        }
+        if let Some(error) = error.take() {
+            return Poll::Ready(Some(Err(error)));
+        }
+        if dedup.ended {
+            return Poll::Ready(None);
+        }
+        let Poll::Ready(frame) = body.as_mut().poll_frame(cx) else {
+            // The upstream is quiet: a good moment to persist.
+            dedup.recorder.flush();
+            return Poll::Pending;
+        };
+        match frame {
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(data) => {
+                    dedup.push(into_bytes(data));
+                }
+                Err(frame) => end(dedup, frame.into_trailers().ok()),
+            },
+            Some(Err(upstream)) => {
+                // Every complete block goes out before the error.
+                dedup.end();
+                *error = Some(upstream);
+            }
+            None => {
+                dedup.end();
+            }
+        }
+    }
+}
+
+fn end(dedup: &mut Dedup, trailers: Option<HeaderMap>) {
+    dedup.end();
+    dedup.trailers = trailers;
+}
+
+pub(crate) fn into_bytes(mut data: impl Buf) -> Bytes {
     // Free for `Bytes` itself, the common case.
     data.copy_to_bytes(data.remaining())
 }

@@ -144,6 +144,24 @@ impl Output {
         Some(frame.freeze())
     }
 
+    /// Drops everything ready to send: nobody reads it.
+    pub(super) fn discard(&mut self) {
+        self.close();
+        self.ready.clear();
+        self.replay.clear();
+    }
+
+    /// Takes the input not handed out yet, oldest first.
+    pub(super) fn take_pending(&mut self) -> Vec<Bytes> {
+        self.close_run();
+        let mut pending: Vec<Bytes> = self.input.drain(..).collect();
+        if let Some(first) = pending.first_mut() {
+            *first = first.slice(self.offset..);
+        }
+        self.offset = 0;
+        pending
+    }
+
     pub(super) fn is_empty(&self) -> bool {
         self.ready.is_empty()
             && self.replay.is_empty()

@@ -134,6 +134,12 @@ pub(crate) struct History {
     bytes: usize,
     limits: HistoryLimits,
     budget: Budget,
+    /// Blocks pushed since the history began, kept or not: the newest
+    /// block is number `pushed`, and they are numbered without gaps.
+    pushed: u64,
+    /// Blocks numbered up to this one are gone for good, cleared or too
+    /// long to keep: a replay from before it would skip them.
+    lost_until: u64,
 }
 
 /// The bytes all the histories of a layer hold, shared by them.
@@ -218,6 +224,8 @@ impl History {
             bytes: 0,
             limits,
             budget,
+            pushed: 0,
+            lost_until: 0,
         }
     }
 
@@ -225,6 +233,7 @@ impl History {
     /// limits. A block over the byte limit cannot be kept: everything
     /// before it is forgotten too, so that no replay skips it.
     pub(crate) fn push(&mut self, id: Option<&str>, block: &[u8], now: Instant) {
+        self.pushed += 1;
         if block.len() > self.limits.max_bytes {
             self.clear();
             return;
@@ -277,6 +286,30 @@ impl History {
         )
     }
 
+    /// Where the history stands now: [`after_mark`](Self::after_mark) of it
+    /// later gives what was pushed in between.
+    pub(crate) fn mark(&self) -> u64 {
+        self.pushed
+    }
+
+    /// The blocks pushed after `mark`, oldest first, or `None` when some of
+    /// them are gone (evicted, cleared, or never kept).
+    pub(crate) fn after_mark(&mut self, mark: u64, now: Instant) -> Option<Vec<Bytes>> {
+        self.prune(now);
+        let oldest = self.pushed + 1 - self.entries.len() as u64;
+        if mark < self.lost_until || mark + 1 < oldest {
+            return None;
+        }
+        let skip = usize::try_from(mark + 1 - oldest).unwrap_or(usize::MAX);
+        Some(
+            self.entries
+                .iter()
+                .skip(skip)
+                .map(|entry| entry.block.clone())
+                .collect(),
+        )
+    }
+
     /// Whether a block of the history carries `id`.
     pub(crate) fn contains(&self, id: &str) -> bool {
         self.entries
@@ -286,6 +319,7 @@ impl History {
 
     /// Forgets every block.
     pub(crate) fn clear(&mut self) {
+        self.lost_until = self.pushed;
         self.entries.clear();
         self.budget.remove(self.bytes);
         self.bytes = 0;
@@ -331,6 +365,8 @@ impl Clone for History {
             bytes: self.bytes,
             limits: self.limits,
             budget: self.budget.clone(),
+            pushed: self.pushed,
+            lost_until: self.lost_until,
         }
     }
 }
@@ -442,5 +478,31 @@ mod tests {
         assert_eq!(replayed(&mut history, "1"), None);
         assert_eq!(replayed(&mut history, "2").unwrap(), Vec::<String>::new());
         assert!(history.contains("2") && !history.contains("1"));
+    }
+
+    #[test]
+    fn after_a_mark_come_the_blocks_pushed_since() {
+        let now = Instant::now();
+        let mut history = History::new(HistoryLimits::new().max_events(3).max_bytes(100));
+        history.push(Some("1"), b"one", now);
+        let mark = history.mark();
+        assert_eq!(history.after_mark(mark, now), Some(vec![]));
+        history.push(Some("2"), b"two", now);
+        history.push(None, b"three", now);
+        assert_eq!(
+            history.after_mark(mark, now),
+            Some(vec![Bytes::from("two"), Bytes::from("three")])
+        );
+        history.push(Some("4"), b"four", now);
+        history.push(Some("5"), b"five", now);
+        assert_eq!(history.after_mark(mark, now), None, "2 was evicted");
+        let mark = history.mark();
+        history.push(Some("6"), &[b'x'; 101], now);
+        history.push(Some("7"), b"seven", now);
+        assert_eq!(history.after_mark(mark, now), None, "6 could not be kept");
+        assert_eq!(
+            history.after_mark(history.mark() - 1, now),
+            Some(vec![Bytes::from("seven")])
+        );
     }
 }

@@ -9,7 +9,7 @@
 //! lock per chunk, and never waits on a store.
 
 use std::fmt;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 
 use bytes::Bytes;
 use tokio::time::Instant;
@@ -19,13 +19,17 @@ pub use history::{
     DEFAULT_HISTORY_AGE, DEFAULT_HISTORY_BYTES, DEFAULT_HISTORY_EVENTS,
     DEFAULT_HISTORY_TOTAL_BYTES, HistoryLimits,
 };
+pub(crate) use hold::{Handover, Head, Hold, Holds, Leftover};
 pub(crate) use ids::{Ids, Seen};
-pub use registry::{DEFAULT_IDLE_TTL, DEFAULT_MAX_STREAMS, DEFAULT_MAX_STREAMS_PER_SCOPE};
-pub(crate) use registry::{Opened, Stored, StreamLimits, Streams};
+pub use registry::{
+    DEFAULT_IDLE_TTL, DEFAULT_MAX_HELD_STREAMS, DEFAULT_MAX_STREAMS, DEFAULT_MAX_STREAMS_PER_SCOPE,
+};
+pub(crate) use registry::{Opened, Request, Serve, Stored, StreamLimits, Streams};
 use responses::{Responses, Role};
 
 mod any;
 mod history;
+mod hold;
 mod ids;
 mod registry;
 mod responses;
@@ -54,7 +58,6 @@ pub(crate) struct Stream {
 ///
 /// The history is kept under the same lock as the ids, so that a replay and
 /// the ids it covers are one snapshot.
-#[derive(Clone)]
 pub(crate) struct StreamState {
     ids: Ids,
     history: Option<History>,
@@ -63,6 +66,13 @@ pub(crate) struct StreamState {
     /// stop recording them. A store that fences writes counts them too.
     generation: u64,
     responses: Responses,
+    /// The response whose client went away, reading on in the background.
+    hold: Option<Hold>,
+    /// How the stream's responses start, kept while linger is on.
+    head: Option<Arc<Head>>,
+    /// Whether the upstream body of a per-request stream ended: resuming
+    /// it replays from the history and needs no upstream.
+    complete: bool,
 }
 
 /// A response attached to a stream, detached when dropped.
@@ -86,6 +96,16 @@ pub enum Replay {
     Gap,
 }
 
+/// How a new response asks a lingering task for its upstream.
+pub(crate) type HoldSender = tokio::sync::oneshot::Sender<tokio::sync::oneshot::Sender<Handover>>;
+
+/// Locks a stream's state through a handle of any kind.
+pub(crate) fn lock_state(state: &Mutex<StreamState>) -> MutexGuard<'_, StreamState> {
+    // A panic elsewhere while the lock was held cannot leave the state
+    // half-updated in a way that matters more than losing the stream.
+    state.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 impl Stream {
     pub(crate) fn new(state: StreamState) -> Self {
         Self {
@@ -95,9 +115,7 @@ impl Stream {
 
     /// Locks the state, to check and record many ids at once.
     pub(crate) fn lock(&self) -> MutexGuard<'_, StreamState> {
-        // A panic elsewhere while the lock was held cannot leave the state
-        // half-updated in a way that matters more than losing the stream.
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+        lock_state(&self.state)
     }
 
     /// Attaches a new response: its client has the ids the window holds
@@ -121,6 +139,11 @@ impl Stream {
     pub(crate) fn in_use(&self) -> bool {
         Arc::strong_count(&self.state) > 1
     }
+
+    /// A handle that does not keep the stream.
+    pub(crate) fn downgrade(&self) -> Weak<Mutex<StreamState>> {
+        Arc::downgrade(&self.state)
+    }
 }
 
 impl fmt::Debug for Stream {
@@ -139,7 +162,75 @@ impl StreamState {
             history: history.map(|(limits, budget)| History::sharing(limits, budget)),
             generation: 0,
             responses: Responses::default(),
+            hold: None,
+            head: None,
+            complete: false,
         }
+    }
+
+    /// Starts holding the stream, unless another hold has it.
+    pub(crate) fn start_hold(&mut self, id: u64, takeover: HoldSender) -> bool {
+        if self.hold.is_some() {
+            return false;
+        }
+        let mark = self.history.as_ref().map_or(0, History::mark);
+        self.hold = Some(Hold { id, takeover, mark });
+        true
+    }
+
+    /// Whether the hold `id` still has the stream.
+    pub(crate) fn holds(&self, id: u64) -> bool {
+        self.hold.as_ref().is_some_and(|hold| hold.id == id)
+    }
+
+    /// Takes the hold `id` off the stream, if it is still there.
+    pub(crate) fn take_hold(&mut self, id: u64) -> Option<Hold> {
+        if self.holds(id) {
+            self.hold.take()
+        } else {
+            None
+        }
+    }
+
+    /// Takes whatever hold the stream has, to take the stream over.
+    pub(crate) fn take_any_hold(&mut self) -> Option<Hold> {
+        self.hold.take()
+    }
+
+    /// Whether a hold has the stream.
+    pub(crate) fn is_held(&self) -> bool {
+        self.hold.is_some()
+    }
+
+    /// The blocks kept since the history stood at `mark`, or a gap.
+    pub(crate) fn replay_after(&mut self, mark: u64) -> Replay {
+        match &mut self.history {
+            Some(history) => match history.after_mark(mark, Instant::now()) {
+                Some(blocks) => Replay::Blocks(blocks),
+                None => Replay::Gap,
+            },
+            None => Replay::Gap,
+        }
+    }
+
+    pub(crate) fn set_head(&mut self, head: Arc<Head>) {
+        self.head = Some(head);
+    }
+
+    pub(crate) fn head(&self) -> Option<&Arc<Head>> {
+        self.head.as_ref()
+    }
+
+    /// The upstream body of a response of the stream ended.
+    pub(crate) fn upstream_ended(&mut self) {
+        if self.head.as_ref().is_some_and(|head| head.per_request) {
+            self.complete = true;
+        }
+    }
+
+    /// Whether the stream is per-request and its upstream ended.
+    pub(crate) fn is_complete(&self) -> bool {
+        self.complete
     }
 
     /// Records `id` unless the window has it already. Returns whether it was

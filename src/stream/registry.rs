@@ -10,12 +10,17 @@
 use std::collections::HashMap;
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
+use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-use super::{Attachment, Budget, DEFAULT_WINDOW_LEN, HistoryLimits, Replay, Stream, StreamState};
+use super::{
+    Attachment, Budget, DEFAULT_WINDOW_LEN, Handover, Head, HistoryLimits, Holds, Replay, Stream,
+    StreamState,
+};
 use crate::stats::Stats;
 use crate::store::{Snapshot, StoredStream, StreamKey};
 
@@ -25,6 +30,8 @@ pub const DEFAULT_MAX_STREAMS: usize = 100_000;
 pub const DEFAULT_MAX_STREAMS_PER_SCOPE: usize = 64;
 /// The default [`SseResumeLayer::idle_ttl`](crate::SseResumeLayer::idle_ttl): one hour.
 pub const DEFAULT_IDLE_TTL: Duration = Duration::from_secs(3600);
+/// The default [`SseResumeLayer::max_held_streams`](crate::SseResumeLayer::max_held_streams).
+pub const DEFAULT_MAX_HELD_STREAMS: usize = 1024;
 
 /// A stream a store keeps is let go this long after its last response
 /// detached: the store has it, and this process only shares it between
@@ -43,6 +50,11 @@ pub(crate) struct StreamLimits {
     pub(crate) idle_ttl: Duration,
     /// A replay history kept in process, for streams no store keeps.
     pub(crate) history: Option<HistoryLimits>,
+    /// The most streams held at once, while linger is on.
+    pub(crate) max_held: usize,
+    /// Whether responses may linger: streams a store keeps then keep a
+    /// history in process too, for the client that takes one over.
+    pub(crate) linger: bool,
 }
 
 impl Default for StreamLimits {
@@ -53,6 +65,8 @@ impl Default for StreamLimits {
             window_len: DEFAULT_WINDOW_LEN,
             idle_ttl: DEFAULT_IDLE_TTL,
             history: None,
+            max_held: DEFAULT_MAX_HELD_STREAMS,
+            linger: false,
         }
     }
 }
@@ -67,7 +81,31 @@ pub(crate) struct Streams {
     shards: Box<[Mutex<Shard>]>,
     /// The bytes every history holds, within `HistoryLimits::max_total_bytes`.
     history_budget: Budget,
+    holds: Arc<Holds>,
+    /// Whether the log said that linger needs a history.
+    told_no_history: AtomicBool,
     stats: Stats,
+}
+
+/// What the request that opens a response is, as far as its stream cares.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Request {
+    /// A `GET`: a standing stream, that a reconnect without a cursor takes
+    /// over when it is held.
+    pub(crate) get: bool,
+    /// Whether the response may linger, and take a held stream over.
+    pub(crate) linger: bool,
+}
+
+/// How a response is served.
+#[derive(Debug)]
+pub(crate) enum Serve {
+    /// By the inner service, as without linger.
+    Upstream,
+    /// By the upstream of the stream's hold: its task answers here.
+    Takeover(oneshot::Receiver<Handover>),
+    /// By the history alone: the stream is complete.
+    Complete(Arc<Head>),
 }
 
 /// What opening a request's stream gave.
@@ -87,6 +125,10 @@ pub(crate) struct Opened {
     /// How the stream's forwarded ids go to the store that keeps it; `None`
     /// when nothing is kept behind the registry.
     pub(crate) stored: Option<Stored>,
+    pub(crate) serve: Serve,
+    /// Whether the response may linger: linger is on for the request, and
+    /// the stream keeps a history.
+    pub(crate) may_linger: bool,
 }
 
 /// How a response records into the store that keeps its stream.
@@ -141,6 +183,8 @@ impl Streams {
         // from rounding down to little.
         let shards = (limits.max_streams / 16).clamp(1, MAX_SHARDS);
         Self {
+            holds: Arc::new(Holds::new(limits.max_held, stats.clone())),
+            told_no_history: AtomicBool::new(false),
             limits,
             shards: (0..shards).map(|_| Mutex::default()).collect(),
             history_budget: Budget::reporting(
@@ -155,20 +199,35 @@ impl Streams {
         self.limits
     }
 
+    pub(crate) fn holds(&self) -> &Arc<Holds> {
+        &self.holds
+    }
+
     /// Opens the stream of `key` for a new response, with the client's
     /// `cursor`, as the store's `snapshot` of it says.
-    pub(crate) fn open(&self, key: StreamKey, cursor: Option<&str>, snapshot: Snapshot) -> Opened {
-        match snapshot {
-            Snapshot::InProcess => self.open_in_process(key, cursor),
-            Snapshot::Stored(stored) => self.adopt(key.scope(), stored),
+    pub(crate) fn open(
+        &self,
+        key: StreamKey,
+        cursor: Option<&str>,
+        snapshot: Snapshot,
+        request: Request,
+    ) -> Opened {
+        let mut opened = match snapshot {
+            Snapshot::InProcess => self.open_in_process(key, cursor, request),
+            Snapshot::Stored(stored) => self.adopt(key.scope(), stored, cursor, request),
+        };
+        if request.linger && !opened.may_linger && !self.told_no_history.swap(true, Relaxed) {
+            tracing::warn!("linger needs a replay history: set one on the layer or the store");
         }
+        opened.may_linger &= request.linger;
+        opened
     }
 
     /// Opens a stream nothing keeps behind the registry. The cursor
     /// resolves to the request's own stream when that one knows it (two
     /// streams may number alike), else to the scope's most recently used
     /// stream that does, else to the request's own.
-    fn open_in_process(&self, key: StreamKey, cursor: Option<&str>) -> Opened {
+    fn open_in_process(&self, key: StreamKey, cursor: Option<&str>, request: Request) -> Opened {
         let mut shard = self.shard(key.scope());
         let found = cursor.and_then(|id| {
             let own_knows = shard.get(&key).is_some_and(|s| s.lock().knows(id));
@@ -191,16 +250,18 @@ impl Streams {
             self.trim_histories();
         }
         let mut state = stream.lock();
-        let (cursor_known, replay) = match cursor {
+        let (cursor_known, mut replay) = match cursor {
             Some(id) => {
                 let (known, replay) = state.resume(id);
                 (Some(known), replay)
             }
             None => (None, Replay::Off),
         };
+        let serve = serve(&mut state, request, cursor_known, &mut replay);
         // Under the same lock as the cursor: the response's client has
         // exactly what the window holds now.
         let attachment = stream.attach_locked(&mut state);
+        let may_linger = state.has_history();
         drop(state);
         Opened {
             key,
@@ -209,6 +270,8 @@ impl Streams {
             replay,
             stamp_epoch: None,
             stored: None,
+            serve,
+            may_linger,
         }
     }
 
@@ -217,13 +280,25 @@ impl Streams {
     /// store holds merged in: in the same generation, the store's ids first
     /// and the ones still on their way to it after; in a newer one (a
     /// cursor cut the window), what the store has.
-    fn adopt(&self, scope: &str, stored: StoredStream) -> Opened {
+    fn adopt(
+        &self,
+        scope: &str,
+        stored: StoredStream,
+        cursor: Option<&str>,
+        request: Request,
+    ) -> Opened {
         let key = StreamKey::new(scope, &stored.stream);
         let mut shard = self.shard(scope);
         let stream = match shard.get_held(&key) {
             Some(stream) => stream,
             None => {
-                let stream = Stream::new(StreamState::new(self.limits.window_len, None));
+                // With linger, a held stream is taken over from what this
+                // process recorded, some of it maybe not in the store yet.
+                let history = self.limits.linger.then(|| {
+                    let limits = self.limits.history.unwrap_or_default();
+                    (limits, self.history_budget.clone())
+                });
+                let stream = Stream::new(StreamState::new(self.limits.window_len, history));
                 shard.replace(&key, &self.limits, self.per_shard(), stream.clone());
                 stream
             }
@@ -239,18 +314,29 @@ impl Streams {
         state.replace_ids(merged.map(|(id, content)| (id.as_str(), *content)));
         // Responses opened before a cursor cut the window stop recording.
         state.set_generation(stored.fence);
+        let (mut cursor_known, mut replay) = (stored.cursor_known, stored.replay);
+        if request.linger && state.is_held() {
+            // This process's history has what its hold recorded.
+            if let Some(id) = cursor {
+                let (known, resumed) = state.resume(id);
+                (cursor_known, replay) = (Some(known), resumed);
+            }
+        }
+        let serve = serve(&mut state, request, cursor_known, &mut replay);
         let attachment = stream.attach_locked(&mut state);
         drop(state);
         Opened {
             key,
             attachment,
-            cursor_known: stored.cursor_known,
-            replay: stored.replay,
+            cursor_known,
+            replay,
             stamp_epoch: stored.stamp_epoch,
             stored: Some(Stored {
                 fence: stored.fence,
                 keeps_blocks: stored.keeps_blocks,
             }),
+            serve,
+            may_linger: stored.keeps_blocks,
         }
     }
 
@@ -302,6 +388,44 @@ impl Streams {
                 entry.stream.lock().trim_history();
             }
         }
+    }
+}
+
+/// How a response of `state` is served, decided under the same lock as
+/// its cursor. A held stream is taken over by a request whose cursor it
+/// knows, or by a `GET` on its key: the client that went away, surely.
+/// Without a cursor, the replay is what the hold recorded. A complete
+/// stream resumed from a cursor its history holds is served from the
+/// history alone.
+fn serve(
+    state: &mut StreamState,
+    request: Request,
+    cursor_known: Option<bool>,
+    replay: &mut Replay,
+) -> Serve {
+    if !request.linger {
+        return Serve::Upstream;
+    }
+    let head = state.head().cloned();
+    if let (true, Some(head), Replay::Blocks(_)) = (state.is_complete(), head, &*replay) {
+        if cursor_known == Some(true) {
+            return Serve::Complete(head);
+        }
+    }
+    if !state.is_held() || !(cursor_known == Some(true) || request.get) {
+        return Serve::Upstream;
+    }
+    let Some(hold) = state.take_any_hold() else {
+        return Serve::Upstream;
+    };
+    if cursor_known.is_none() {
+        *replay = state.replay_after(hold.mark);
+    }
+    let (answer, answered) = oneshot::channel();
+    match hold.takeover.send(answer) {
+        Ok(()) => Serve::Takeover(answered),
+        // The task is gone: the upstream with it.
+        Err(_) => Serve::Upstream,
     }
 }
 

@@ -52,7 +52,7 @@ use crate::body::Dedup;
 use crate::config::Config;
 use crate::decision::{Decision, Resumption};
 use crate::store::{StoreError, StreamKey, TrackerStore};
-use crate::stream::{DEFAULT_WINDOW_LEN, HistoryLimits, Replay};
+use crate::stream::{DEFAULT_WINDOW_LEN, HistoryLimits, Replay, Request as StreamRequest};
 
 pub mod checks;
 
@@ -181,7 +181,11 @@ impl<T: TrackerStore> Replica<T> {
     ) -> Result<TestResponse, StoreError> {
         let key = StreamKey::new(scope, stream);
         let snapshot = self.config.store.open(&key, cursor).await?;
-        let opened = self.config.streams.open(key, cursor, snapshot);
+        let request = StreamRequest {
+            get: stream.starts_with("GET "),
+            linger: false,
+        };
+        let opened = self.config.streams.open(key, cursor, snapshot, request);
         let (key, cursor_known, replay) = (
             opened.key.clone(),
             opened.cursor_known,
@@ -191,6 +195,7 @@ impl<T: TrackerStore> Replica<T> {
             inject: false,
             from_history: false,
             stamp: false,
+            per_request: !stream.starts_with("GET "),
         };
         let options = &self.config.options;
         let decision = Decision::scoped(
@@ -199,6 +204,7 @@ impl<T: TrackerStore> Replica<T> {
             options.stats.clone(),
             resumption,
             cursor.map(str::to_owned),
+            None,
         );
         Ok(TestResponse {
             key,
