@@ -155,12 +155,13 @@ where
             let snapshot = store.open(&key, cursor.as_deref()).await?;
             let opened = streams.open(key, cursor.as_deref(), snapshot, request);
             let mut decision = Decision::scoped(opened, store, stats, resumption, cursor, linger);
-            if let Serve::Takeover(answer) = mem::replace(&mut decision.serve, Serve::Upstream) {
+            if let Serve::Takeover(answer) = &mut decision.serve {
                 // A task that does not answer in time lost its upstream:
                 // the request goes to the inner service.
                 if let Ok(Ok(handover)) = tokio::time::timeout(TAKEOVER_WAIT, answer).await {
                     decision.handover = Some(handover);
                 }
+                decision.serve = Serve::Upstream;
             }
             Ok(decision)
         };

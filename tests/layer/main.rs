@@ -4,6 +4,7 @@
 //! `redis`).
 
 mod basics;
+mod linger;
 #[cfg(feature = "redis")]
 mod redis;
 mod replay;

@@ -1,0 +1,407 @@
+//! Linger and takeover: a client goes away while its upstream goes on, and
+//! comes back. Against a live-only upstream, which ignores `Last-Event-ID`
+//! and numbers its events by the clock, through `oneshot` and a real hyper
+//! server and client on loopback.
+
+use std::convert::Infallible;
+use std::pin::pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::stream;
+use http::{Request, Response};
+use http_body::{Body, Frame};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, StreamBody};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tower::{Layer, Service, ServiceExt};
+
+use crate::support::*;
+use tower_sse_resume::{HistoryLimits, SseResumeLayer};
+
+/// The upstream's pace: one event every this long.
+const TICK: Duration = Duration::from_millis(10);
+
+/// An upstream that can neither resume nor replay: event `n` happens at
+/// `n` ticks after it starts, and a request gets the events that happen
+/// while it is connected, up to event `last`, then the end.
+#[derive(Clone)]
+struct LiveUpstream {
+    start: Instant,
+    last: u32,
+    requests: Arc<AtomicUsize>,
+    /// Responses whose body the proxy dropped before it ended.
+    closed: Arc<AtomicUsize>,
+}
+
+impl LiveUpstream {
+    fn new(last: u32) -> Self {
+        Self {
+            start: Instant::now(),
+            last,
+            requests: Arc::default(),
+            closed: Arc::default(),
+        }
+    }
+
+    fn requests(&self) -> usize {
+        self.requests.load(Ordering::SeqCst)
+    }
+
+    fn closed(&self) -> usize {
+        self.closed.load(Ordering::SeqCst)
+    }
+}
+
+type LiveBody = UnsyncBoxBody<Bytes, Infallible>;
+
+impl<B> Service<Request<B>> for LiveUpstream {
+    type Response = Response<LiveBody>;
+    type Error = Infallible;
+    type Future = std::future::Ready<Result<Response<LiveBody>, Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _request: Request<B>) -> Self::Future {
+        self.requests.fetch_add(1, Ordering::SeqCst);
+        let (sender, receiver) = mpsc::channel::<Frame<Bytes>>(1);
+        let (start, last, closed) = (self.start, self.last, Arc::clone(&self.closed));
+        tokio::spawn(async move {
+            let mut next = (start.elapsed().as_nanos() / TICK.as_nanos()) as u32 + 1;
+            while next <= last {
+                tokio::time::sleep_until(start + TICK * next).await;
+                if sender
+                    .send(Frame::data(Bytes::from(events([next]))))
+                    .await
+                    .is_err()
+                {
+                    closed.fetch_add(1, Ordering::SeqCst);
+                    return;
+                }
+                next += 1;
+            }
+        });
+        let frames = stream::unfold(receiver, |mut receiver| async move {
+            let frame = receiver.recv().await?;
+            Some((Ok::<_, Infallible>(frame), receiver))
+        });
+        let response = Response::builder()
+            .header("content-type", "text/event-stream")
+            .header("x-upstream", "live")
+            .body(StreamBody::new(frames).boxed_unsync())
+            .unwrap();
+        std::future::ready(Ok(response))
+    }
+}
+
+fn lingering(linger: Duration) -> SseResumeLayer {
+    SseResumeLayer::new()
+        .history(HistoryLimits::new())
+        .linger(linger)
+}
+
+/// The newest id in `text`.
+fn last_id(text: &str) -> u32 {
+    let line = text.lines().rfind(|line| line.starts_with("id: ")).unwrap();
+    line["id: ".len()..].parse().unwrap()
+}
+
+/// Reads `body` until it has event `until` or has ended, and returns what
+/// came.
+async fn read_until<B>(body: B, until: u32) -> (String, bool)
+where
+    B: Body<Data = Bytes>,
+    B::Error: std::fmt::Debug,
+{
+    let mut body = pin!(body);
+    let mut text = String::new();
+    let end = format!("id: {until}\n");
+    while !text.contains(&end) {
+        let frame = tokio::time::timeout(STEP, body.frame()).await;
+        match frame.expect("body stalled") {
+            Some(frame) => {
+                let frame = frame.unwrap();
+                if let Some(data) = frame.data_ref() {
+                    text.push_str(std::str::from_utf8(data).unwrap());
+                }
+            }
+            None => return (text, true),
+        }
+    }
+    (text, false)
+}
+
+/// Reads `body` until `count` events came, and returns them.
+async fn read_events<B>(body: B, count: usize) -> String
+where
+    B: Body<Data = Bytes>,
+    B::Error: std::fmt::Debug,
+{
+    let mut body = pin!(body);
+    let mut text = String::new();
+    while text.matches("\n\n").count() < count {
+        let frame = tokio::time::timeout(STEP, body.frame()).await;
+        let frame = frame.expect("body stalled").expect("more events").unwrap();
+        if let Some(data) = frame.data_ref() {
+            text.push_str(std::str::from_utf8(data).unwrap());
+        }
+    }
+    text
+}
+
+/// Waits until `check` holds, for a few seconds at most.
+async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_client_away_for_a_while_loses_nothing_and_the_upstream_sees_one_request() {
+    for transport in TRANSPORTS {
+        let upstream = LiveUpstream::new(60);
+        let layer = lingering(Duration::from_secs(5));
+        let service = layer.layer(upstream.clone());
+        let server = Server::start(service.clone()).await;
+        let open = |request: Request<()>| {
+            let (service, server) = (service.clone(), &server);
+            async move {
+                match transport {
+                    Transport::Oneshot => service
+                        .oneshot(request)
+                        .await
+                        .unwrap()
+                        .map(BodyExt::boxed_unsync),
+                    Transport::Http => server
+                        .open(request)
+                        .await
+                        .map(|body| body.map_err(|_| unreachable!()).boxed_unsync()),
+                }
+            }
+        };
+        let first = open(get("/feed", "s1").body(()).unwrap()).await;
+        let got = read_events(first.into_body(), 20).await;
+        let cursor = last_id(&got);
+        let first_id = cursor + 1 - got.matches("\n\n").count() as u32;
+        assert_eq!(got, events(first_id..=cursor), "{transport:?}");
+
+        // Away for 300 ms: about 30 events.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        eventually("the hold", || layer.stats().snapshot().held == 1).await;
+        let resumed = open(
+            get("/feed", "s1")
+                .header("last-event-id", cursor.to_string())
+                .body(())
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(
+            resumed.headers()["x-upstream"],
+            "live",
+            "the upstream's headers"
+        );
+        let (got, ended) = read_until(resumed.into_body(), 60).await;
+        assert!(ended || got.ends_with(&events([60])));
+        assert_eq!(
+            got,
+            events(cursor + 1..=60),
+            "{transport:?}: every event once"
+        );
+        assert_eq!(
+            upstream.requests(),
+            1,
+            "{transport:?}: the upstream saw one request"
+        );
+        let stats = layer.stats().snapshot();
+        assert_eq!(stats.takeovers, 1, "{transport:?}: {stats:?}");
+        assert!(stats.events_held >= 20, "{transport:?}: {stats:?}");
+    }
+}
+
+#[tokio::test]
+async fn without_linger_the_same_client_loses_what_came_while_it_was_away() {
+    let upstream = LiveUpstream::new(60);
+    let layer = SseResumeLayer::new().history(HistoryLimits::new());
+    let service = layer.layer(upstream.clone());
+    let first = service
+        .clone()
+        .oneshot(get("/feed", "s1").body(()).unwrap())
+        .await
+        .unwrap();
+    let cursor = last_id(&read_events(first.into_body(), 20).await);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let request = get("/feed", "s1").header("last-event-id", cursor.to_string());
+    let resumed = service.oneshot(request.body(()).unwrap()).await.unwrap();
+    let (got, _) = read_until(resumed.into_body(), 60).await;
+    assert!(
+        last_id(&got) == 60 && !got.contains(&events([cursor + 1])),
+        "{got}"
+    );
+    assert_eq!(upstream.requests(), 2);
+    assert_eq!(
+        upstream.closed(),
+        1,
+        "the first upstream request was let go"
+    );
+}
+
+#[tokio::test]
+async fn a_get_without_a_cursor_takes_a_held_stream_over() {
+    let upstream = LiveUpstream::new(40);
+    let layer = lingering(Duration::from_secs(5));
+    let service = layer.layer(upstream.clone());
+    let first = service
+        .clone()
+        .oneshot(get("/feed", "s1").body(()).unwrap())
+        .await
+        .unwrap();
+    let cursor = last_id(&read_events(first.into_body(), 10).await);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let again = service
+        .oneshot(get("/feed", "s1").body(()).unwrap())
+        .await
+        .unwrap();
+    let (got, _) = read_until(again.into_body(), 40).await;
+    assert_eq!(
+        got,
+        events(cursor + 1..=40),
+        "what came while away, then live"
+    );
+    assert_eq!(upstream.requests(), 1);
+}
+
+#[tokio::test]
+async fn a_second_client_while_one_is_attached_gets_its_own_upstream_request() {
+    let upstream = LiveUpstream::new(30);
+    let layer = lingering(Duration::from_secs(5));
+    let service = layer.layer(upstream.clone());
+    let first = service
+        .clone()
+        .oneshot(get("/feed", "s1").body(()).unwrap())
+        .await
+        .unwrap();
+    let mut first_body = pin!(first.into_body());
+    let frame = tokio::time::timeout(STEP, first_body.frame())
+        .await
+        .unwrap();
+    assert!(frame.is_some());
+    let second = service
+        .oneshot(get("/feed", "s1").body(()).unwrap())
+        .await
+        .unwrap();
+    let (got, _) = read_until(second.into_body(), 30).await;
+    assert_eq!(last_id(&got), 30);
+    assert_eq!(upstream.requests(), 2, "nothing was held: no takeover");
+    assert_eq!(layer.stats().snapshot().takeovers, 0);
+}
+
+#[tokio::test]
+async fn the_upstream_is_let_go_when_the_linger_runs_out() {
+    let upstream = LiveUpstream::new(1_000);
+    let layer = lingering(Duration::from_millis(200));
+    let service = layer.layer(upstream.clone());
+    let first = service
+        .oneshot(get("/feed", "s1").body(()).unwrap())
+        .await
+        .unwrap();
+    read_events(first.into_body(), 3).await;
+    let gone = Instant::now();
+    eventually("the upstream to close", || upstream.closed() == 1).await;
+    let held_for = gone.elapsed();
+    assert!(held_for >= Duration::from_millis(200), "held {held_for:?}");
+    assert!(held_for < Duration::from_secs(2), "held {held_for:?}");
+    let stats = layer.stats().snapshot();
+    assert_eq!((stats.linger_expiries, stats.held), (1, 0), "{stats:?}");
+}
+
+#[tokio::test]
+async fn past_the_bound_the_oldest_hold_lets_its_upstream_go() {
+    let upstream = LiveUpstream::new(1_000);
+    let layer = lingering(Duration::from_secs(30)).max_held_streams(2);
+    let service = layer.layer(upstream.clone());
+    for (held, session) in [1, 2, 2].into_iter().zip(["s1", "s2", "s3"]) {
+        let response = service
+            .clone()
+            .oneshot(get("/feed", session).body(()).unwrap())
+            .await;
+        read_events(response.unwrap().into_body(), 2).await;
+        eventually("the hold", || layer.stats().snapshot().held == held).await;
+    }
+    eventually("the oldest upstream to close", || upstream.closed() == 1).await;
+    let stats = layer.stats().snapshot();
+    assert_eq!((stats.held, stats.held_evicted), (2, 1), "{stats:?}");
+    // The evicted session's reconnect gets a request of its own.
+    let again = service
+        .oneshot(get("/feed", "s1").body(()).unwrap())
+        .await
+        .unwrap();
+    drop(again);
+    assert_eq!(upstream.requests(), 4);
+}
+
+#[tokio::test]
+async fn no_linger_for_unscoped_streams_or_mcp_2026_07_28() {
+    let upstream = LiveUpstream::new(1_000);
+    let layer = lingering(Duration::from_secs(30));
+    let service = layer.layer(upstream.clone());
+    let unscoped = Request::get("/feed").body(()).unwrap();
+    let mcp_2026 = get("/feed", "s1")
+        .header("mcp-protocol-version", "2026-07-28")
+        .body(())
+        .unwrap();
+    for (closed, request) in [unscoped, mcp_2026].into_iter().enumerate() {
+        let response = service.clone().oneshot(request).await.unwrap();
+        read_events(response.into_body(), 2).await;
+        eventually("the upstream to close", || upstream.closed() == closed + 1).await;
+    }
+    assert_eq!(layer.stats().snapshot().held, 0);
+}
+
+#[tokio::test]
+async fn a_tool_call_cut_midway_resumes_by_get_and_then_from_its_history() {
+    // A tool call's POST stream: 30 notifications, then its result.
+    let upstream = LiveUpstream::new(31);
+    let layer = lingering(Duration::from_secs(5));
+    let service = layer.layer(upstream.clone());
+    let call = Request::post("/mcp").header("mcp-session-id", "s1");
+    let response = service
+        .clone()
+        .oneshot(call.body(()).unwrap())
+        .await
+        .unwrap();
+    let cursor = last_id(&read_events(response.into_body(), 10).await);
+
+    let resume = || {
+        let request = get("/mcp", "s1").header("last-event-id", cursor.to_string());
+        service.clone().oneshot(request.body(()).unwrap())
+    };
+    let resumed = resume().await.unwrap();
+    let (got, ended) = read_until(resumed.into_body(), u32::MAX).await;
+    assert!(ended, "the call's stream ends with its upstream");
+    assert_eq!(
+        got,
+        events(cursor + 1..=31),
+        "the rest of the call, result and all"
+    );
+    assert_eq!(upstream.requests(), 1, "taken over, not sent again");
+
+    // Later, the same resume on the complete stream: from the history.
+    let again = resume().await.unwrap();
+    let (got, ended) = read_until(again.into_body(), u32::MAX).await;
+    assert!(ended, "a complete stream ends");
+    assert_eq!(got, events(cursor + 1..=31));
+    assert_eq!(
+        upstream.requests(),
+        1,
+        "no upstream request for a complete stream"
+    );
+    assert_eq!(layer.stats().snapshot().completes_replayed, 1);
+}
