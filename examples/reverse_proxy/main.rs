@@ -5,8 +5,16 @@
 //! reconnect, replays from a few events earlier than asked. Through the
 //! proxy, clients see every event exactly once.
 //!
+//! `--demo live` runs an upstream that cannot resume instead: it ignores
+//! `Last-Event-ID`, and a client gets the events that happen while it is
+//! connected. The proxy cuts every client's connection every few seconds,
+//! as a flaky network would. Without `--linger`, what happens while the
+//! client reconnects is lost; with it, nothing is.
+//!
 //! ```text
 //! cargo run --example reverse_proxy                      # the demo
+//! cargo run --example reverse_proxy -- --demo live             # events lost
+//! cargo run --example reverse_proxy -- --demo live --linger 30 # none lost
 //! cargo run --example reverse_proxy -- --upstream http://127.0.0.1:3000
 //! cargo run --example reverse_proxy -- --help
 //! cargo run --example reverse_proxy --features redis -- --redis redis://127.0.0.1:6379/
@@ -32,7 +40,8 @@ mod proxy;
 use proxy::{BoxError, ProxyBody};
 
 const USAGE: &str = "\
-Usage: reverse_proxy [--listen ADDR] [--upstream URL] [--redis URL] [--history] [--stamp-ids]
+Usage: reverse_proxy [--listen ADDR] [--upstream URL] [--demo replay|live]
+                     [--redis URL] [--history] [--stamp-ids] [--linger SECS]
 
 A streaming SSE reverse proxy that makes event streams resumable and
 duplicate-free. With no --upstream it starts a demo upstream on loopback.
@@ -40,19 +49,31 @@ duplicate-free. With no --upstream it starts a demo upstream on loopback.
 Options:
   --listen ADDR     address to listen on (default 127.0.0.1:8080)
   --upstream URL    proxy this http:// server instead of the demo
-  --redis URL       keep trackers in Redis, shared by every replica
+  --demo MODE       the demo upstream: `replay` (the default) drops every
+                    few seconds and replays from earlier than asked; `live`
+                    cannot resume at all, and the proxy cuts each client's
+                    connection every few seconds
+  --redis URL       keep streams in Redis, shared by every replica
                     (build with --features redis)
   --history         keep a replay history, to resume clients even when
                     the upstream cannot
   --stamp-ids       stamp ids on events that come without one
+  --linger SECS     when a client goes away, read its upstream on for up
+                    to SECS seconds, so that it loses nothing (implies
+                    --history)
   --help            print this help";
+
+/// How long a client's connection lasts in the live demo.
+const LIVE_CUT: Duration = Duration::from_secs(4);
 
 struct Options {
     listen: SocketAddr,
     upstream: Option<Uri>,
+    live: bool,
     redis: Option<String>,
     history: bool,
     stamp_ids: bool,
+    linger: Option<Duration>,
 }
 
 #[tokio::main]
@@ -81,9 +102,11 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Options>,
     let mut options = Options {
         listen: ([127, 0, 0, 1], 8080).into(),
         upstream: None,
+        live: false,
         redis: None,
         history: false,
         stamp_ids: false,
+        linger: None,
     };
     while let Some(flag) = args.next() {
         let mut value = || args.next().ok_or(format!("{flag} needs a value"));
@@ -112,6 +135,19 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Options>,
                 }
                 options.redis = Some(value);
             }
+            "--demo" => match value()?.as_str() {
+                "live" => options.live = true,
+                "replay" => options.live = false,
+                other => return Err(format!("--demo: want replay or live, got {other}")),
+            },
+            "--linger" => {
+                let value = value()?;
+                let secs: u64 = value
+                    .parse()
+                    .map_err(|_| format!("--linger: not a number of seconds: {value}"))?;
+                options.linger = Some(Duration::from_secs(secs));
+                options.history = true;
+            }
             "--history" => options.history = true,
             "--stamp-ids" => options.stamp_ids = true,
             other => return Err(format!("unknown argument: {other}")),
@@ -133,7 +169,7 @@ async fn run(options: Options) -> Result<(), String> {
             upstream
         }
         None => {
-            let demo = demo::start()
+            let demo = demo::start(options.live)
                 .await
                 .map_err(|error| format!("demo upstream: {error}"))?;
             format!("http://{demo}")
@@ -149,11 +185,28 @@ async fn run(options: Options) -> Result<(), String> {
     if let Some(limits) = history {
         layer = layer.history(limits);
     }
+    if let Some(linger) = options.linger {
+        layer = layer.linger(linger);
+    }
     tokio::spawn(log_stats(layer.stats()));
 
     let label = upstream.to_string();
     let forwarder = proxy::forwarder(upstream);
-    if is_demo {
+    // In the live demo, every client's connection is cut now and then.
+    let cut = (is_demo && options.live).then_some(LIVE_CUT);
+    if is_demo && options.live {
+        let linger = if options.linger.is_some() {
+            "with --linger, nothing is lost"
+        } else {
+            "without --linger, what happens while a client reconnects is lost"
+        };
+        println!(
+            "proxying http://{addr} -> a live demo upstream that cannot resume; the proxy cuts each client every {} s",
+            LIVE_CUT.as_secs()
+        );
+        println!("{linger}");
+        println!("watch: open http://{addr}/ in a browser: the gaps counter tells");
+    } else if is_demo {
         println!("proxying http://{addr} -> a demo upstream that drops every 3 s and replays");
         println!("watch: open http://{addr}/ in a browser: each event arrives once");
         println!("try:   curl -N -H 'Mcp-Session-Id: demo' http://{addr}/events");
@@ -172,17 +225,21 @@ async fn run(options: Options) -> Result<(), String> {
             if let Some(limits) = history {
                 store = store.history(limits);
             }
-            println!("trackers in Redis at {url}, shared with every proxy using it");
+            println!("streams in Redis at {url}, shared with every proxy using it");
             proxy::serve(
                 listener,
                 ServiceBuilder::new()
+                    .map_response(move |response| flaky::cut_after(response, cut))
                     .layer(layer.store(store))
                     .service(forwarder),
             )
             .await
         }
         _ => {
-            let service = ServiceBuilder::new().layer(layer).service(forwarder);
+            let service = ServiceBuilder::new()
+                .map_response(move |response| flaky::cut_after(response, cut))
+                .layer(layer)
+                .service(forwarder);
             proxy::serve(listener, service).await
         }
     }
@@ -214,12 +271,14 @@ async fn log_stats(stats: Stats) {
         }
         println!(
             "forwarded {:>6}  duplicates dropped {:>5}  cursors injected {:>4}  \
-             replayed {:>5}  gaps {:>3}",
+             replayed {:>5}  gaps {:>3}  held {:>3}  takeovers {:>4}",
             now.events_forwarded,
             now.duplicates_dropped,
             now.cursors_injected,
             now.events_replayed,
-            now.gaps
+            now.gaps,
+            now.held,
+            now.takeovers
         );
     }
 }
@@ -236,9 +295,10 @@ mod demo {
     const REPLAY: u64 = 4;
     const INTERVAL: Duration = Duration::from_millis(250);
 
-    pub(super) async fn start() -> std::io::Result<SocketAddr> {
+    pub(super) async fn start(live: bool) -> std::io::Result<SocketAddr> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
+        let started = tokio::time::Instant::now();
         tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
@@ -247,7 +307,13 @@ mod demo {
                 tokio::spawn(async move {
                     let builder =
                         hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-                    let service = hyper::service::service_fn(respond);
+                    let service = hyper::service::service_fn(move |request| async move {
+                        if live {
+                            respond_live(request, started).await
+                        } else {
+                            respond(request).await
+                        }
+                    });
                     let _ = builder
                         .serve_connection(TokioIo::new(stream), service)
                         .await;
@@ -298,13 +364,41 @@ mod demo {
         Ok(response)
     }
 
+    /// The live upstream: event `n` happens `n` intervals after it
+    /// started, whoever is connected; `Last-Event-ID` means nothing to it.
+    async fn respond_live(
+        request: Request<Incoming>,
+        started: tokio::time::Instant,
+    ) -> Result<Response<ProxyBody>, Infallible> {
+        if request.uri().path() != "/events" {
+            return respond(request).await;
+        }
+        let retry = futures_util::stream::once(async {
+            Ok::<_, BoxError>(Frame::data(Bytes::from_static(b"retry: 500\n\n")))
+        });
+        let first = (started.elapsed().as_millis() / INTERVAL.as_millis()) as u64 + 1;
+        let events = futures_util::stream::unfold(first, move |id| async move {
+            tokio::time::sleep_until(started + INTERVAL * id as u32).await;
+            let block = format!("id: {id}\ndata: event {id}\n\n");
+            Some((Ok::<_, BoxError>(Frame::data(Bytes::from(block))), id + 1))
+        });
+        let mut response = Response::new(BoxBody::new(StreamBody::new(retry.chain(events))));
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/event-stream"),
+        );
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        Ok(response)
+    }
+
     const PAGE: &str = r#"<!doctype html>
 <meta charset="utf-8">
 <title>tower-sse-resume demo</title>
 <style>body{font:14px system-ui;margin:2em} .bad{color:#b00} #log{font-family:monospace}</style>
 <h1>tower-sse-resume demo</h1>
-<p>The upstream drops this stream every few seconds and replays from earlier
-than asked. Through the proxy, each event should arrive exactly once.</p>
+<p>The stream drops every few seconds, and the browser reconnects. Through
+the proxy, each event should arrive exactly once.</p>
 <p id="summary"></p>
 <div id="log"></div>
 <script>
@@ -316,7 +410,7 @@ source.onmessage = (event) => {
   const id = Number(event.lastEventId);
   const line = document.createElement("div");
   line.textContent = `#${id} ${event.data}`;
-  if (id !== last + 1) { problems++; line.className = "bad"; line.textContent += id <= last ? "  (duplicate)" : "  (gap)"; }
+  if (last && id !== last + 1) { problems++; line.className = "bad"; line.textContent += id <= last ? "  (duplicate)" : "  (gap)"; }
   last = Math.max(last, id); received++;
   document.getElementById("log").prepend(line);
   show();
@@ -327,4 +421,45 @@ function show() {
 }
 </script>
 "#;
+}
+
+/// The live demo's flaky network: every client's response body ends after
+/// a while, as if its connection dropped, and the browser reconnects.
+mod flaky {
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    use super::*;
+
+    pub(super) fn cut_after<B>(
+        response: Response<B>,
+        cut: Option<Duration>,
+    ) -> Response<CutAfter<B>> {
+        response.map(|body| CutAfter {
+            body: Box::pin(body),
+            deadline: cut.map(|cut| Box::pin(tokio::time::sleep(cut))),
+        })
+    }
+
+    pub(super) struct CutAfter<B> {
+        body: Pin<Box<B>>,
+        deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+    }
+
+    impl<B: hyper::body::Body> hyper::body::Body for CutAfter<B> {
+        type Data = B::Data;
+        type Error = B::Error;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+            if let Some(deadline) = &mut self.deadline {
+                if deadline.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(None);
+                }
+            }
+            self.body.as_mut().poll_frame(cx)
+        }
+    }
 }
