@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::proxy::{Proxy, Script, Upstream, parse_data};
+use crate::proxy::{CuttingRelay, Proxy, Script, Upstream, parse_data};
 use serde_json::Value;
 use tower_sse_resume::{HistoryLimits, SseResumeLayer};
 
@@ -110,6 +110,62 @@ async fn without_the_layer_chromium_sees_duplicates() {
     );
 }
 
+/// How long each of the browser's `/events` connections lasts in the
+/// linger tests before the relay cuts it.
+const CUT: Duration = Duration::from_millis(600);
+
+/// The browser's connection to the proxy is cut every 600 ms while a
+/// live-only upstream goes on: with linger, each reconnect takes the held
+/// upstream over, and the page gets every event once, in order, from one
+/// upstream request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_cut_off_from_a_live_upstream_loses_nothing_with_linger() {
+    let layer = SseResumeLayer::new()
+        .history(HistoryLimits::new())
+        .linger(Duration::from_secs(10));
+    let Some(run) = run_with(Some(layer.clone()), Script::live(), Some(CUT)).await else {
+        return;
+    };
+    let first = run.ids[0];
+    assert_eq!(
+        run.ids,
+        (first..first + run.script.total).collect::<Vec<_>>(),
+        "once, in order"
+    );
+    assert!(run.cuts >= 2, "{} cuts", run.cuts);
+    assert!(
+        run.cursors.len() > run.cuts,
+        "the page reconnected each time"
+    );
+    assert_eq!(run.asked.len(), 1, "one upstream request: {:?}", run.asked);
+    let stats = layer.stats().snapshot();
+    eprintln!(
+        "{} events, {} cuts, {} takeovers, {} events recorded while held",
+        run.ids.len(),
+        run.cuts,
+        stats.takeovers,
+        stats.events_held
+    );
+    assert!(stats.takeovers >= run.cuts as u64 - 1, "{stats:?}");
+}
+
+/// The control: without linger, each cut loses what the live upstream
+/// sent while the page reconnected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_linger_chromium_cut_off_from_a_live_upstream_loses_events() {
+    let layer = SseResumeLayer::new().history(HistoryLimits::new());
+    let Some(run) = run_with(Some(layer), Script::live(), Some(CUT)).await else {
+        return;
+    };
+    let skipped = run
+        .ids
+        .windows(2)
+        .filter(|pair| pair[1] != pair[0] + 1)
+        .count();
+    assert!(skipped > 0, "no loss seen: {:?}", run.ids);
+    assert!(run.asked.len() > 1, "{:?}", run.asked);
+}
+
 /// What one page saw.
 struct Run {
     script: Script,
@@ -123,11 +179,24 @@ struct Run {
     delays: Vec<(u64, u64)>,
     /// The cursor each gap event carried, in order.
     gaps: Vec<u64>,
+    /// The browser's connections the relay cut.
+    cuts: usize,
 }
 
 /// Opens the page in Chromium through the proxy, with `layer` or without
-/// any, and reads its report. `None` when the browser is missing.
+/// any, against the flaky upstream, and reads its report. `None` when the
+/// browser is missing.
 async fn run(layer: Option<SseResumeLayer>) -> Option<Run> {
+    run_with(layer, Script::flaky(), None).await
+}
+
+/// Like [`run`], against the upstream of `script`, with the browser's
+/// connections cut `cut` after each `GET /events` when given.
+async fn run_with(
+    layer: Option<SseResumeLayer>,
+    mut script: Script,
+    cut: Option<Duration>,
+) -> Option<Run> {
     if !Path::new(CHROMIUM).exists() {
         let required = std::env::var("TOWER_SSE_RESUME_REQUIRE_BROWSER").as_deref() == Ok("1");
         assert!(!required, "{CHROMIUM} is missing: apt-get install chromium");
@@ -135,7 +204,6 @@ async fn run(layer: Option<SseResumeLayer>) -> Option<Run> {
         return None;
     }
     let _one = ONE_BROWSER.lock().await;
-    let mut script = Script::flaky();
     script.page = Some(page(script.total));
     let mut upstream = Upstream::start(script.clone()).await;
     let proxy = match layer {
@@ -143,7 +211,12 @@ async fn run(layer: Option<SseResumeLayer>) -> Option<Run> {
         None => Proxy::without_layer(upstream.addr).await,
     };
 
-    let mut browser = Browser::launch(&format!("http://{}/", proxy.addr));
+    let relay = match cut {
+        Some(after) => Some(CuttingRelay::start(proxy.addr, after).await),
+        None => None,
+    };
+    let front = relay.as_ref().map_or(proxy.addr, |relay| relay.addr);
+    let mut browser = Browser::launch(&format!("http://{front}/"));
     let report = loop {
         if let Some(report) = upstream.report(Duration::from_millis(250)).await {
             break report;
@@ -162,6 +235,7 @@ async fn run(layer: Option<SseResumeLayer>) -> Option<Run> {
         asked: Vec::new(),
         delays: Vec::new(),
         gaps: Vec::new(),
+        cuts: relay.as_ref().map_or(0, CuttingRelay::cuts),
     };
     for entry in &log {
         match entry["kind"].as_str() {

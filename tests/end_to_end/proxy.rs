@@ -62,6 +62,10 @@ pub(crate) struct Script {
     pub(crate) interval: Duration,
     /// Served at `/`, with `/report` taking what the page posts.
     pub(crate) page: Option<String>,
+    /// An upstream that cannot resume: it ignores `Last-Event-ID`, never
+    /// breaks, and event `n` happens `n` intervals after it starts, whoever
+    /// is connected. `total` and `cuts` then mean nothing.
+    pub(crate) live: bool,
 }
 
 impl Script {
@@ -74,6 +78,19 @@ impl Script {
             replay: 3,
             interval: Duration::from_millis(40),
             page: None,
+            live: false,
+        }
+    }
+
+    /// Events every 40 ms, live only.
+    pub(crate) fn live() -> Self {
+        Self {
+            total: 60,
+            cuts: Vec::new(),
+            replay: 0,
+            interval: Duration::from_millis(40),
+            page: None,
+            live: true,
         }
     }
 }
@@ -96,6 +113,7 @@ pub(crate) struct Upstream {
 /// State shared by the upstream's connections.
 struct Shared {
     script: Script,
+    started: tokio::time::Instant,
     /// When each event was first sent: a replay is the same event again,
     /// as from an upstream with an event store.
     first_sent: Mutex<HashMap<u64, u64>>,
@@ -110,6 +128,7 @@ impl Upstream {
         let (reports_tx, reports) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
             script,
+            started: tokio::time::Instant::now(),
             first_sent: Mutex::default(),
             connections: AtomicUsize::new(0),
             seen: Arc::clone(&seen),
@@ -203,6 +222,9 @@ fn events(shared: &Arc<Shared>, request: &Request<Incoming>) -> Response<Body> {
         last_event_id,
     });
     let script = &shared.script;
+    if script.live {
+        return live_events(shared);
+    }
     let connection = shared.connections.fetch_add(1, Ordering::Relaxed);
     let cut = script.cuts.get(connection).copied();
     let first = asked.map_or(1, |id| id.saturating_sub(script.replay).max(1));
@@ -250,6 +272,29 @@ fn events(shared: &Arc<Shared>, request: &Request<Incoming>) -> Response<Body> {
         HeaderValue::from_static("text/event-stream"),
     );
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    response
+}
+
+/// The events that happen while the connection lasts, from the next one.
+fn live_events(shared: &Arc<Shared>) -> Response<Body> {
+    let (started, interval) = (shared.started, shared.script.interval);
+    let first = (started.elapsed().as_nanos() / interval.as_nanos()) as u64 + 1;
+    let retry = stream::once(async { Ok(Frame::data(Bytes::from_static(b"retry: 100\n\n"))) });
+    let shared = Arc::clone(shared);
+    let events = stream::unfold(first, move |id| {
+        let shared = Arc::clone(&shared);
+        async move {
+            tokio::time::sleep_until(started + interval * u32::try_from(id).unwrap()).await;
+            Some((Ok(Frame::data(Bytes::from(event(&shared, id)))), id + 1))
+        }
+    });
+    let mut response = Response::new(BoxBody::new(StreamBody::new(
+        futures_util::StreamExt::chain(retry, events),
+    )));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
     response
 }
 
@@ -318,6 +363,88 @@ impl Proxy {
 impl Drop for Proxy {
     fn drop(&mut self) {
         self.task.abort();
+    }
+}
+
+/// A TCP relay in front of `target` that cuts every connection carrying a
+/// `GET /events` some time after the request, as a flaky network between
+/// a client and the proxy would, while the proxy's upstream goes on.
+pub(crate) struct CuttingRelay {
+    pub(crate) addr: SocketAddr,
+    cuts: Arc<AtomicUsize>,
+    task: JoinHandle<()>,
+}
+
+impl CuttingRelay {
+    pub(crate) async fn start(target: SocketAddr, after: Duration) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let cuts = Arc::new(AtomicUsize::new(0));
+        let counted = Arc::clone(&cuts);
+        let task = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let cuts = Arc::clone(&counted);
+                tokio::spawn(async move {
+                    let Ok(server) = tokio::net::TcpStream::connect(target).await else {
+                        return;
+                    };
+                    relay(client, server, after, cuts).await;
+                });
+            }
+        });
+        Self { addr, cuts, task }
+    }
+
+    /// The connections cut so far.
+    pub(crate) fn cuts(&self) -> usize {
+        self.cuts.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for CuttingRelay {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Pipes bytes both ways until either side closes, or until `after` past
+/// the first `GET /events` the client sends: then both sides are closed.
+async fn relay(
+    mut client: tokio::net::TcpStream,
+    mut server: tokio::net::TcpStream,
+    after: Duration,
+    cuts: Arc<AtomicUsize>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let (mut client_read, mut client_write) = client.split();
+    let (mut server_read, mut server_write) = server.split();
+    let mut cut_at: Option<tokio::time::Instant> = None;
+    let (mut up, mut down) = ([0_u8; 8192], [0_u8; 8192]);
+    loop {
+        let cut = async {
+            match cut_at {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            read = client_read.read(&mut up) => {
+                let Ok(n @ 1..) = read else { return };
+                if cut_at.is_none() && up[..n].windows(11).any(|w| w == b"GET /events") {
+                    cut_at = Some(tokio::time::Instant::now() + after);
+                }
+                if server_write.write_all(&up[..n]).await.is_err() { return }
+            }
+            read = server_read.read(&mut down) => {
+                let Ok(n @ 1..) = read else { return };
+                if client_write.write_all(&down[..n]).await.is_err() { return }
+            }
+            () = cut => {
+                cuts.fetch_add(1, Ordering::SeqCst);
+                return;
+            }
+        }
     }
 }
 
