@@ -1,8 +1,10 @@
 //! End to end over real sockets: a flaky upstream, the proxy with the layer,
-//! and real clients (headless Chromium, `eventsource-client`).
+//! and real clients (headless Chromium, `eventsource-client`, the MCP
+//! Python SDK).
 
 mod browser;
 mod client_crate;
+mod mcp;
 mod proxy;
 /// The demo's own proxy, which the tests drive rather than a copy of it.
 #[path = "../../examples/reverse_proxy/proxy.rs"]
