@@ -124,7 +124,12 @@ async fn read_on<B>(
             }
             frame = std::future::poll_fn(|cx| body.as_mut().poll_frame(cx)), if !taken => match frame {
                 Some(Ok(frame)) => match frame.into_data() {
-                    Ok(data) => taken = !dedup.push(into_bytes(data)),
+                    Ok(data) => {
+                        taken = !dedup.push(into_bytes(data));
+                        // Nobody waits on this stream: its store may as
+                        // well have each chunk's ids at once.
+                        dedup.recorder.flush();
+                    }
                     Err(frame) => {
                         if dedup.end() {
                             break None;

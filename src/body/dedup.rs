@@ -22,7 +22,7 @@ pub(crate) struct Dedup {
     /// Whether a block is a duplicate only when its event is the same as
     /// the one its id was forwarded with, not merely its id.
     compare_events: bool,
-    pub(super) recorder: Recorder,
+    pub(crate) recorder: Recorder,
     pub(super) output: Output,
     max_id_len: usize,
     /// What only some streams add, kept off the common path.

@@ -187,8 +187,12 @@ impl Streams {
             told_no_history: AtomicBool::new(false),
             limits,
             shards: (0..shards).map(|_| Mutex::default()).collect(),
+            // With linger, streams a store keeps have a history in process
+            // too, within the defaults when the layer sets none.
             history_budget: Budget::reporting(
-                limits.history.map_or(0, |h| h.total_bytes()),
+                (limits.history)
+                    .or(limits.linger.then(HistoryLimits::default))
+                    .map_or(0, |h| h.total_bytes()),
                 stats.clone(),
             ),
             stats,

@@ -405,3 +405,55 @@ async fn a_tool_call_cut_midway_resumes_by_get_and_then_from_its_history() {
     );
     assert_eq!(layer.stats().snapshot().completes_replayed, 1);
 }
+
+#[cfg(feature = "redis")]
+#[tokio::test]
+async fn with_redis_the_holder_records_into_redis_for_every_replica() {
+    use crate::redis::server::{RedisServer, flushed};
+    use tower_sse_resume::RedisStore;
+
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let connect = || async {
+        RedisStore::connect(&server.url())
+            .await
+            .unwrap()
+            .prefix("linger:")
+            .history(HistoryLimits::new())
+    };
+    let (a, b) = (connect().await, connect().await);
+    let upstream = LiveUpstream::new(60);
+    let layer_a = SseResumeLayer::new()
+        .store(a.clone())
+        .linger(Duration::from_secs(5));
+    let service_a = layer_a.layer(upstream.clone());
+    let first = service_a
+        .clone()
+        .oneshot(get("/feed", "s1").body(()).unwrap())
+        .await;
+    let cursor = last_id(&read_events(first.unwrap().into_body(), 10).await);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    flushed(&a).await;
+
+    // Replica B resumes the same client from Redis: what A recorded while
+    // it held the stream is there.
+    let resume = || {
+        let request = get("/feed", "s1").header("last-event-id", cursor.to_string());
+        request.body(()).unwrap()
+    };
+    let quiet = Upstream::new([Reply::sse([""])]);
+    let layer_b = SseResumeLayer::new().store(b);
+    let on_b = exchange(Transport::Oneshot, &layer_b, &quiet, vec![resume()]).await;
+    let replayed = on_b[0].text();
+    let newest = last_id(replayed);
+    assert!(newest >= cursor + 20, "{replayed}");
+    assert_eq!(replayed, events(cursor + 1..=newest), "recorded while held");
+
+    // The client back on A takes the stream over: every event once.
+    let resumed = service_a.oneshot(resume()).await.unwrap();
+    let (got, _) = read_until(resumed.into_body(), 60).await;
+    assert_eq!(got, events(cursor + 1..=60));
+    assert_eq!(upstream.requests(), 1);
+    assert_eq!(layer_a.stats().snapshot().takeovers, 1);
+}

@@ -6,6 +6,6 @@
 
 mod cluster;
 mod replay;
-mod server;
+pub(crate) mod server;
 mod store;
 mod streams;
