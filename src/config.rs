@@ -18,8 +18,23 @@ macro_rules! builder_methods {
         /// Requests without one are deduplicated within their own response
         /// only.
         pub fn scope(mut self, extractor: impl $crate::key::KeyExtractor) -> Self {
-            self.config.options_mut().scope =
-                std::sync::Arc::new($crate::key::BoxedExtractor::new(extractor));
+            let options = self.config.options_mut();
+            options.scope = std::sync::Arc::new($crate::key::BoxedExtractor::new(extractor));
+            options.default_scope = false;
+            self
+        }
+
+        /// Whether one scope is one client, as an MCP session is: with
+        /// [`linger`](Self::linger), a request whose `Last-Event-ID` its
+        /// stream knows then also takes over the upstream of the response
+        /// still attached to the stream (its client's old connection, not
+        /// yet seen to be gone), and that response ends. On by default for
+        /// the default `Mcp-Session-Id` scope, off for any other. Only a
+        /// response that opened alone can be ended this way, so two
+        /// clients of one scope never end each other's responses over and
+        /// over: the second gets its own upstream request.
+        pub fn one_client_per_scope(mut self, one: bool) -> Self {
+            self.config.options_mut().one_client = Some(one);
             self
         }
 
@@ -247,7 +262,17 @@ pub(crate) struct Options {
     pub(crate) max_id_len: usize,
     pub(crate) unscoped_window_len: usize,
     pub(crate) linger: Option<std::time::Duration>,
+    /// Set by `one_client_per_scope`; by default, whether the scope is
+    /// the default one.
+    pub(crate) one_client: Option<bool>,
+    pub(crate) default_scope: bool,
     pub(crate) stats: Stats,
+}
+
+impl Options {
+    pub(crate) fn one_client_per_scope(&self) -> bool {
+        self.one_client.unwrap_or(self.default_scope)
+    }
 }
 
 impl Default for Options {
@@ -264,6 +289,8 @@ impl Default for Options {
             max_id_len: DEFAULT_MAX_ID_LEN,
             unscoped_window_len: DEFAULT_WINDOW_LEN,
             linger: None,
+            one_client: None,
+            default_scope: true,
             stats: Stats::default(),
         }
     }

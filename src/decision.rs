@@ -26,6 +26,8 @@ pub(crate) struct Resumption {
     pub(crate) stamp: bool,
     /// Not a `GET`: a per-request stream.
     pub(crate) per_request: bool,
+    /// One scope is one client.
+    pub(crate) one_client: bool,
 }
 
 /// What one request decided: its response's place on its stream, where its
@@ -51,6 +53,9 @@ pub(crate) struct Decision {
     pub(crate) linger: Option<LingerConfig>,
     /// Whether the request was not a `GET`: a per-request stream.
     pub(crate) per_request: bool,
+    /// Whether one scope is one client, so that a reconnect may end this
+    /// response and take its upstream over.
+    pub(crate) one_client: bool,
 }
 
 /// What the upstream request's `Last-Event-ID` becomes.
@@ -120,6 +125,7 @@ impl Decision {
             handover: None,
             linger: linger.filter(|_| may_linger),
             per_request: resumption.per_request,
+            one_client: resumption.one_client,
         }
     }
 
@@ -137,6 +143,7 @@ impl Decision {
             handover: None,
             linger: None,
             per_request: false,
+            one_client: false,
         }
     }
 }

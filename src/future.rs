@@ -199,8 +199,9 @@ where
     };
     decision.attachment.stream.lock().set_head(Arc::new(head));
     mark_gap(&mut parts.headers, &decision);
+    let one_client = decision.one_client;
     let dedup = Box::new(Dedup::new(decision, options));
-    let body = SseResumeBody::lingering(Box::pin(body), dedup, Linger::new(linger));
+    let body = SseResumeBody::lingering(Box::pin(body), dedup, Linger::new(linger), one_client);
     Response::from_parts(parts, body)
 }
 
@@ -251,9 +252,12 @@ where
         }
     }
     let body = match linger {
-        Some(linger) => SseResumeBody::lingering(*body, dedup, Linger::new(linger)),
+        // Taken over, it is no longer offered to the next reconnect: two
+        // clients of one scope cannot end each other's over and over.
+        Some(linger) => SseResumeBody::lingering(*body, dedup, Linger::new(linger), false),
         None => SseResumeBody::boxed(*body, dedup),
     };
+    options.stats.takeover();
     tracing::debug!("took a held stream over");
     Ok(response.map(|()| body))
 }

@@ -34,6 +34,7 @@ pub(crate) struct LingerConfig {
 /// so that the body itself needs none.
 pub(crate) struct Linger<B> {
     start: fn(Pin<Box<B>>, Box<Dedup>, LingerConfig),
+    hand_over: fn(Pin<Box<B>>, &mut Dedup, oneshot::Sender<Handover>),
     config: LingerConfig,
 }
 
@@ -46,6 +47,7 @@ where
     pub(crate) fn new(config: LingerConfig) -> Self {
         Self {
             start: start::<B>,
+            hand_over: hand_over::<B>,
             config,
         }
     }
@@ -56,6 +58,17 @@ impl<B> Linger<B> {
     pub(crate) fn start(self, body: Pin<Box<B>>, dedup: Box<Dedup>) {
         (self.start)(body, dedup, self.config);
     }
+
+    /// A reconnect of the same client asked on `reply` for the upstream of
+    /// this attached response, which ends.
+    pub(crate) fn hand_over(
+        &self,
+        body: Pin<Box<B>>,
+        dedup: &mut Dedup,
+        reply: oneshot::Sender<Handover>,
+    ) {
+        (self.hand_over)(body, dedup, reply);
+    }
 }
 
 impl<B> std::fmt::Debug for Linger<B> {
@@ -64,6 +77,24 @@ impl<B> std::fmt::Debug for Linger<B> {
             .field("config", &self.config)
             .finish_non_exhaustive()
     }
+}
+
+fn hand_over<B>(body: Pin<Box<B>>, dedup: &mut Dedup, reply: oneshot::Sender<Handover>)
+where
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Send,
+{
+    let Some(head) = dedup.stream().lock().head().cloned() else {
+        return;
+    };
+    let handover = Handover {
+        body: Box::new(body),
+        pending: dedup.take_pending(),
+        leftover: Leftover::Nothing,
+        head,
+    };
+    let _ = reply.send(handover);
 }
 
 fn start<B>(body: Pin<Box<B>>, mut dedup: Box<Dedup>, config: LingerConfig)
@@ -160,8 +191,6 @@ async fn read_on<B>(
             leftover,
             head,
         };
-        if reply.send(handover).is_ok() {
-            config.stats.takeover();
-        }
+        let _ = reply.send(handover);
     }
 }

@@ -133,6 +133,7 @@ where
             from_history: may_resume && cursor.is_some(),
             stamp: options.stamp_ids,
             per_request: !get,
+            one_client: options.one_client_per_scope(),
         };
         // From MCP 2026-07-28 on, closing a stream cancels its request.
         let linger = (options.linger)
@@ -145,6 +146,7 @@ where
         let request = StreamRequest {
             get,
             linger: linger.is_some(),
+            one_client: resumption.one_client,
         };
 
         let store = Arc::clone(&self.config.store);

@@ -106,7 +106,7 @@ impl Dedup {
     pub(crate) fn may_hold(&self, state: &mut StreamState) -> bool {
         !self.ended
             && state.generation() == self.attachment.role.generation
-            && state.responses().current() == 1
+            && state.responses().attached() == 1
     }
 
     /// From now on, reads for the hold `id`: records while the stream has
@@ -120,6 +120,14 @@ impl Dedup {
     /// a chunk that came after the hold was taken.
     pub(crate) fn take_pending(&mut self) -> Vec<Bytes> {
         self.output.take_pending()
+    }
+
+    /// Offers this response to a reconnect of its client, which may end it
+    /// and take its upstream over: see [`StreamState::offer_eviction`].
+    pub(crate) fn offer_eviction(&self, sender: crate::stream::HoldSender) {
+        let role = &self.attachment.role;
+        let mut state = self.attachment.stream.lock();
+        state.offer_eviction(role.tag, role.generation, sender);
     }
 
     /// Whether the upstream body has ended.
@@ -175,6 +183,9 @@ impl Dedup {
             if !window.holds(hold) {
                 return false;
             }
+        }
+        if window.is_evicted(self.attachment.role.tag) {
+            return false;
         }
         let role = &mut self.attachment.role;
         // A client cursor applied since this response opened means its

@@ -17,6 +17,9 @@ use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
 use crate::linger::Linger;
+use crate::stream::Handover;
+use std::future::Future;
+use tokio::sync::oneshot;
 
 mod additions;
 mod dedup;
@@ -69,6 +72,9 @@ pin_project! {
             dedup: Option<Box<Dedup>>,
             error: Option<<B as Body>::Error>,
             linger: Option<Linger<B>>,
+            // Where a reconnect of the same client asks for the upstream,
+            // which ends this response.
+            evict: Option<EvictReceiver>,
         },
         // What the history holds of a complete stream, and nothing else.
         Replayed { dedup: Box<Dedup> },
@@ -110,13 +116,24 @@ impl<B: Body> SseResumeBody<B> {
 
     /// An event stream whose upstream goes on for its stream, as `linger`
     /// says, when the client goes away first.
-    pub(crate) fn lingering(body: Pin<Box<B>>, dedup: Box<Dedup>, linger: Linger<B>) -> Self {
+    pub(crate) fn lingering(
+        body: Pin<Box<B>>,
+        dedup: Box<Dedup>,
+        linger: Linger<B>,
+        evictable: bool,
+    ) -> Self {
+        let evict = evictable.then(|| {
+            let (sender, receiver) = oneshot::channel();
+            dedup.offer_eviction(sender);
+            receiver
+        });
         Self {
             kind: Kind::Lingering {
                 body: Some(body),
                 dedup: Some(dedup),
                 error: None,
                 linger: Some(linger),
+                evict,
             },
         }
     }
@@ -129,6 +146,7 @@ impl<B: Body> SseResumeBody<B> {
                 dedup: Some(dedup),
                 error: None,
                 linger: None,
+                evict: None,
             },
         }
     }
@@ -172,11 +190,23 @@ where
             }
             KindProj::Resume { body, dedup, error } => poll_resume(body, dedup, error, cx),
             KindProj::Lingering {
-                body: Some(body),
+                body: body @ Some(_),
                 dedup: Some(dedup),
                 error,
-                ..
-            } => poll_resume(body.as_mut(), dedup, error, cx),
+                evict,
+                linger,
+            } => {
+                if let Some(reply) = asked(evict, cx) {
+                    // A reconnect of this client takes the upstream over:
+                    // this response ends here.
+                    if let (Some(body), Some(linger)) = (body.take(), linger.as_ref()) {
+                        linger.hand_over(body, dedup, reply);
+                    }
+                    return Poll::Ready(None);
+                }
+                let body = body.as_mut().map(Pin::as_mut);
+                poll_resume(body.expect("matched Some"), dedup, error, cx)
+            }
             KindProj::Lingering { .. } => Poll::Ready(None),
             KindProj::Replayed { dedup } => {
                 Poll::Ready(dedup.output.pop().map(|b| Ok(Frame::data(b))))
@@ -217,6 +247,29 @@ where
     }
 }
 
+/// How a reconnect asks a response for its upstream.
+type EvictReceiver = oneshot::Receiver<oneshot::Sender<Handover>>;
+
+/// Whether a reconnect asked for the upstream, the waker registered if not.
+/// Once the offer is withdrawn, it is forgotten.
+fn asked(
+    evict: &mut Option<EvictReceiver>,
+    cx: &mut Context<'_>,
+) -> Option<oneshot::Sender<Handover>> {
+    let receiver = evict.as_mut()?;
+    match Pin::new(receiver).poll(cx) {
+        Poll::Ready(Ok(reply)) => {
+            *evict = None;
+            Some(reply)
+        }
+        Poll::Ready(Err(_)) => {
+            *evict = None;
+            None
+        }
+        Poll::Pending => None,
+    }
+}
+
 /// Polls an event stream: what is ready first, then the upstream.
 fn poll_resume<B: Body>(
     mut body: Pin<&mut B>,
@@ -245,7 +298,12 @@ fn poll_resume<B: Body>(
         match frame {
             Some(Ok(frame)) => match frame.into_data() {
                 Ok(data) => {
-                    dedup.push(into_bytes(data));
+                    if !dedup.push(into_bytes(data)) {
+                        // Ended for a reconnect of this client, which asks
+                        // for the upstream next: poll again for it.
+                        cx.waker().wake_by_ref();
+                        return Poll::Pending;
+                    }
                 }
                 Err(frame) => end(dedup, frame.into_trailers().ok()),
             },

@@ -73,6 +73,12 @@ pub(crate) struct StreamState {
     /// Whether the upstream body of a per-request stream ended: resuming
     /// it replays from the history and needs no upstream.
     complete: bool,
+    /// The attached response that a reconnect of the same client may end
+    /// and take the upstream of, where one scope is one client: the one
+    /// that opened alone.
+    evictable: Option<(u64, HoldSender)>,
+    /// The response ended that way: it records nothing more.
+    evicted: Option<u64>,
 }
 
 /// A response attached to a stream, detached when dropped.
@@ -165,7 +171,36 @@ impl StreamState {
             hold: None,
             head: None,
             complete: false,
+            evictable: None,
+            evicted: None,
         }
+    }
+
+    /// Lets a reconnect of the same client end the response `tag` and take
+    /// its upstream, asking on `sender`: when the response is the only one
+    /// attached, and opened alone, at the current generation.
+    pub(crate) fn offer_eviction(&mut self, tag: u64, generation: u64, sender: HoldSender) {
+        let alone = self.responses.attached() == 1;
+        if alone && self.responses.is_solo(tag) && self.generation == generation {
+            self.evictable = Some((tag, sender));
+        }
+    }
+
+    /// Ends the response that offered itself, for a reconnect of its
+    /// client: returns how to ask it for its upstream.
+    pub(crate) fn evict(&mut self) -> Option<HoldSender> {
+        let (tag, _) = self.evictable.as_ref()?;
+        if !self.responses.is_solo(*tag) || self.responses.attached() != 1 {
+            return None;
+        }
+        let (tag, sender) = self.evictable.take()?;
+        self.evicted = Some(tag);
+        Some(sender)
+    }
+
+    /// Whether the response `tag` was ended by a reconnect of its client.
+    pub(crate) fn is_evicted(&self, tag: u64) -> bool {
+        self.evicted == Some(tag)
     }
 
     /// Starts holding the stream, unless another hold has it.

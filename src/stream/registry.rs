@@ -18,8 +18,8 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::{
-    Attachment, Budget, DEFAULT_WINDOW_LEN, Handover, Head, HistoryLimits, Holds, Replay, Stream,
-    StreamState,
+    Attachment, Budget, DEFAULT_WINDOW_LEN, Handover, Head, HistoryLimits, HoldSender, Holds,
+    Replay, Stream, StreamState,
 };
 use crate::stats::Stats;
 use crate::store::{Snapshot, StoredStream, StreamKey};
@@ -95,6 +95,9 @@ pub(crate) struct Request {
     pub(crate) get: bool,
     /// Whether the response may linger, and take a held stream over.
     pub(crate) linger: bool,
+    /// Whether one scope is one client: a request whose cursor the stream
+    /// knows then also takes over an attached response's upstream.
+    pub(crate) one_client: bool,
 }
 
 /// How a response is served.
@@ -254,6 +257,8 @@ impl Streams {
             self.trim_histories();
         }
         let mut state = stream.lock();
+        let cursor_here = cursor.is_some_and(|id| state.knows(id));
+        let evicted = evict(&mut state, request, cursor_here);
         let (cursor_known, mut replay) = match cursor {
             Some(id) => {
                 let (known, replay) = state.resume(id);
@@ -261,7 +266,7 @@ impl Streams {
             }
             None => (None, Replay::Off),
         };
-        let serve = serve(&mut state, request, cursor_known, &mut replay);
+        let serve = serve(&mut state, request, cursor_known, &mut replay, evicted);
         // Under the same lock as the cursor: the response's client has
         // exactly what the window holds now.
         let attachment = stream.attach_locked(&mut state);
@@ -309,6 +314,7 @@ impl Streams {
         };
         drop(shard);
         let mut state = stream.lock();
+        let evicted = evict(&mut state, request, stored.cursor_known == Some(true));
         let local: Vec<(String, u64)> = if state.generation() == stored.fence {
             state.entries().collect()
         } else {
@@ -326,7 +332,7 @@ impl Streams {
                 (cursor_known, replay) = (Some(known), resumed);
             }
         }
-        let serve = serve(&mut state, request, cursor_known, &mut replay);
+        let serve = serve(&mut state, request, cursor_known, &mut replay, evicted);
         let attachment = stream.attach_locked(&mut state);
         drop(state);
         Opened {
@@ -401,11 +407,16 @@ impl Streams {
 /// Without a cursor, the replay is what the hold recorded. A complete
 /// stream resumed from a cursor its history holds is served from the
 /// history alone.
+///
+/// Where one scope is one client, `evicted` is the attached response a
+/// request with a known cursor ended, taken before the cursor moved the
+/// stream on: it hands its upstream over.
 fn serve(
     state: &mut StreamState,
     request: Request,
     cursor_known: Option<bool>,
     replay: &mut Replay,
+    evicted: Option<HoldSender>,
 ) -> Serve {
     if !request.linger {
         return Serve::Upstream;
@@ -416,21 +427,35 @@ fn serve(
             return Serve::Complete(head);
         }
     }
-    if !state.is_held() || !(cursor_known == Some(true) || request.get) {
-        return Serve::Upstream;
-    }
-    let Some(hold) = state.take_any_hold() else {
+    let ask = if state.is_held() && (cursor_known == Some(true) || request.get) {
+        let Some(hold) = state.take_any_hold() else {
+            return Serve::Upstream;
+        };
+        if cursor_known.is_none() {
+            *replay = state.replay_after(hold.mark);
+        }
+        hold.takeover
+    } else if let Some(sender) = evicted {
+        sender
+    } else {
         return Serve::Upstream;
     };
-    if cursor_known.is_none() {
-        *replay = state.replay_after(hold.mark);
-    }
     let (answer, answered) = oneshot::channel();
-    match hold.takeover.send(answer) {
+    match ask.send(answer) {
         Ok(()) => Serve::Takeover(answered),
-        // The task is gone: the upstream with it.
+        // The response or task is gone: the upstream with it.
         Err(_) => Serve::Upstream,
     }
+}
+
+/// Where one scope is one client, a request whose cursor the stream knows
+/// is the client of the response attached to the stream, back while its old
+/// connection still looks open: that response ends, and the request takes
+/// its upstream. Only a response that opened alone offers itself, so two
+/// clients of one scope cannot end each other's over and over.
+fn evict(state: &mut StreamState, request: Request, cursor_known: bool) -> Option<HoldSender> {
+    let applies = request.linger && request.one_client && cursor_known && !state.is_held();
+    applies.then(|| state.evict()).flatten()
 }
 
 /// A locked shard, which tells the counters how many streams it gained or

@@ -23,6 +23,8 @@ pub(crate) struct Responses {
     handoff: Option<(u64, Box<Ids>)>,
     /// Responses attached at the window's current generation.
     current: usize,
+    /// Responses attached at any generation.
+    attached: usize,
     /// The response whose events without an id go into the history: the one
     /// that opened when no other was attached. A second one's would be the
     /// same upstream events again, which nothing could tell apart.
@@ -50,6 +52,7 @@ impl Responses {
         self.next_tag += 1;
         let alone = self.current == 0;
         self.current += 1;
+        self.attached += 1;
         if alone {
             self.solo = Some(tag);
             self.keeper = Some(tag);
@@ -106,6 +109,12 @@ impl Responses {
         if role.generation == generation {
             self.current = self.current.saturating_sub(1);
         }
+        self.attached = self.attached.saturating_sub(1);
+    }
+
+    /// The responses attached, at any generation.
+    pub(crate) fn attached(&self) -> usize {
+        self.attached
     }
 
     pub(crate) fn current(&self) -> usize {

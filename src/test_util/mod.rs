@@ -184,6 +184,7 @@ impl<T: TrackerStore> Replica<T> {
         let request = StreamRequest {
             get: stream.starts_with("GET "),
             linger: false,
+            one_client: false,
         };
         let opened = self.config.streams.open(key, cursor, snapshot, request);
         let (key, cursor_known, replay) = (
@@ -196,6 +197,7 @@ impl<T: TrackerStore> Replica<T> {
             from_history: false,
             stamp: false,
             per_request: !stream.starts_with("GET "),
+            one_client: false,
         };
         let options = &self.config.options;
         let decision = Decision::scoped(

@@ -4,7 +4,7 @@
 //! server and client on loopback.
 
 use std::convert::Infallible;
-use std::pin::pin;
+use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
@@ -456,4 +456,129 @@ async fn with_redis_the_holder_records_into_redis_for_every_replica() {
     assert_eq!(got, events(cursor + 1..=60));
     assert_eq!(upstream.requests(), 1);
     assert_eq!(layer_a.stats().snapshot().takeovers, 1);
+}
+
+/// The data of the next frame of `body`.
+async fn next_text<B>(mut body: Pin<&mut B>) -> String
+where
+    B: Body<Data = Bytes>,
+    B::Error: std::fmt::Debug,
+{
+    let frame = tokio::time::timeout(STEP, body.frame()).await.unwrap();
+    let frame = frame.expect("a frame").unwrap();
+    String::from_utf8(frame.into_data().unwrap().to_vec()).unwrap()
+}
+
+/// Opens a `GET /feed` of session `s1` on `service`, resuming from `cursor`.
+async fn open_feed<S>(service: &S, cursor: Option<u32>) -> S::Response
+where
+    S: Service<Request<()>> + Clone,
+    S::Error: std::fmt::Debug,
+{
+    let mut request = get("/feed", "s1");
+    if let Some(cursor) = cursor {
+        request = request.header("last-event-id", cursor.to_string());
+    }
+    service
+        .clone()
+        .oneshot(request.body(()).unwrap())
+        .await
+        .unwrap()
+}
+
+/// Reads `body` to its end into nothing, as a connection whose client is
+/// gone still takes what the server writes; returns how many events went.
+fn drain_into_the_void<B>(body: B) -> tokio::task::JoinHandle<usize>
+where
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: std::fmt::Debug,
+{
+    tokio::spawn(async move {
+        let collected = body.collect().await.unwrap().to_bytes();
+        std::str::from_utf8(&collected)
+            .unwrap()
+            .matches("\n\n")
+            .count()
+    })
+}
+
+#[tokio::test]
+async fn one_client_per_scope_a_reconnect_ends_the_old_response_and_takes_its_upstream() {
+    let upstream = LiveUpstream::new(50);
+    let layer = lingering(Duration::from_secs(5));
+    let service = layer.layer(upstream.clone());
+    let mut old = Box::pin(open_feed(&service, None).await.into_body());
+    let mut got = String::new();
+    while got.matches("\n\n").count() < 10 {
+        got.push_str(&next_text(old.as_mut()).await);
+    }
+    let cursor = last_id(&got);
+    // The client's connection dies without a word: the server goes on
+    // writing into it for a while.
+    let void = drain_into_the_void(old);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let new = open_feed(&service, Some(cursor)).await;
+    let (got, _) = read_until(new.into_body(), 50).await;
+    assert_eq!(got, events(cursor + 1..=50), "every event once");
+    assert_eq!(
+        upstream.requests(),
+        1,
+        "the old response's upstream, taken over"
+    );
+    let lost_in_the_void = tokio::time::timeout(STEP, void).await.unwrap().unwrap();
+    assert!(
+        lost_in_the_void >= 5,
+        "the old response ended, after {lost_in_the_void}"
+    );
+    assert_eq!(layer.stats().snapshot().takeovers, 1);
+}
+
+#[tokio::test]
+async fn without_one_client_per_scope_a_reconnect_gets_its_own_upstream_request() {
+    let upstream = LiveUpstream::new(50);
+    let layer = lingering(Duration::from_secs(5)).one_client_per_scope(false);
+    let service = layer.layer(upstream.clone());
+    let old = open_feed(&service, None).await;
+    let mut old = pin!(old.into_body());
+    let cursor = last_id(&next_text(old.as_mut()).await);
+    let new = open_feed(&service, Some(cursor)).await;
+    let (got, _) = read_until(new.into_body(), 50).await;
+    assert_eq!(last_id(&got), 50);
+    assert_eq!(upstream.requests(), 2);
+    assert_eq!(layer.stats().snapshot().takeovers, 0);
+    let next = tokio::time::timeout(STEP, old.frame()).await.unwrap();
+    assert!(next.is_some(), "the old response goes on");
+}
+
+#[tokio::test]
+async fn two_clients_of_one_scope_reconnecting_over_and_over_never_end_each_other_in_a_loop() {
+    let upstream = LiveUpstream::new(10_000);
+    let layer = lingering(Duration::from_secs(5));
+    let service = layer.layer(upstream.clone());
+    // Each client holds one response, read on by its connection, and
+    // reconnects from the last id it got, in turn.
+    let mut cursors = Vec::new();
+    let mut connections = Vec::new();
+    for _ in 0..2 {
+        let mut body = Box::pin(open_feed(&service, None).await.into_body());
+        cursors.push(last_id(&next_text(body.as_mut()).await));
+        connections.push(drain_into_the_void(body));
+    }
+    for round in 0..10 {
+        let mut new = Box::pin(
+            open_feed(&service, Some(cursors[round % 2]))
+                .await
+                .into_body(),
+        );
+        cursors[round % 2] = last_id(&next_text(new.as_mut()).await);
+        connections[round % 2].abort();
+        connections[round % 2] = drain_into_the_void(new);
+    }
+    let takeovers = layer.stats().snapshot().takeovers;
+    assert!(takeovers <= 1, "{takeovers} takeovers");
+    assert!(
+        upstream.requests() >= 11,
+        "{} requests",
+        upstream.requests()
+    );
 }
