@@ -2,7 +2,10 @@
 //! against the same body collected with no layer (the near-limit baseline)
 //! and against the `sse-stream` parser merely parsing it. The layer runs
 //! with events compared by content (`memory_dedup`, the default) and with
-//! ids trusted alone (`memory_dedup_trust_ids`); for 100-byte events also
+//! ids trusted alone (`memory_dedup_trust_ids`), and with a replay history
+//! without and with linger (`memory_dedup_history`,
+//! `memory_dedup_history_linger`: what linger costs while the client is
+//! attached); for 100-byte events also
 //! as two responses of one stream at once (`two_responses`: two bodies an
 //! iteration, to compare with twice `memory_dedup`).
 //!
@@ -29,7 +32,7 @@ use http_body_util::{BodyExt, StreamBody};
 use sse_stream::SseByteStream;
 use tokio::runtime::Runtime;
 use tower::{Service, ServiceBuilder, ServiceExt};
-use tower_sse_resume::SseResumeLayer;
+use tower_sse_resume::{HistoryLimits, SseResumeLayer};
 
 /// Every this many events, one repeats the id of the event before it.
 const DUPLICATE_EVERY: usize = 10;
@@ -144,10 +147,10 @@ async fn sse_stream_parse(
 }
 
 /// A service answering every request with the event stream of `chunks`,
-/// behind a default [`SseResumeLayer`], or one that trusts ids alone.
+/// behind `layer`.
 fn layered_service(
     chunks: Arc<[Bytes]>,
-    trust_ids: bool,
+    layer: SseResumeLayer,
 ) -> impl Service<
     Request<()>,
     Response = Response<impl Body<Data = Bytes, Error = Infallible>>,
@@ -160,9 +163,7 @@ fn layered_service(
             .insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
         std::future::ready(Ok::<_, Infallible>(response))
     });
-    ServiceBuilder::new()
-        .layer(SseResumeLayer::new().trust_ids(trust_ids))
-        .service(inner)
+    ServiceBuilder::new().layer(layer).service(inner)
 }
 
 /// Two `GET /mcp` responses of session `session` at once, through
@@ -266,10 +267,17 @@ where
 
 fn bench_input(c: &mut Criterion, input: &Input) {
     let rt = runtime();
-    let mut service = layered_service(Arc::clone(&input.chunks), false);
+    let layered = |layer| layered_service(Arc::clone(&input.chunks), layer);
+    let mut service = layered(SseResumeLayer::new());
     sanity_check(&rt, input, &mut service);
-    let mut trusting = layered_service(Arc::clone(&input.chunks), true);
+    let mut trusting = layered(SseResumeLayer::new().trust_ids(true));
     sanity_check(&rt, input, &mut trusting);
+    // Linger needs a history: its baseline keeps one too.
+    let history = || SseResumeLayer::new().history(HistoryLimits::new());
+    let mut with_history = layered(history());
+    sanity_check(&rt, input, &mut with_history);
+    let mut lingering = layered(history().linger(Duration::from_secs(30)));
+    sanity_check(&rt, input, &mut lingering);
     let chunks = &input.chunks;
     let mut group = c.benchmark_group(input.name);
     group.throughput(Throughput::Bytes(input.total_len as u64));
@@ -302,6 +310,18 @@ fn bench_input(c: &mut Criterion, input: &Input) {
             black_box(rt.block_on(memory_dedup(&mut trusting, black_box(&session))))
         });
     });
+    for (name, service) in [
+        ("memory_dedup_history", &mut with_history),
+        ("memory_dedup_history_linger", &mut lingering),
+    ] {
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                session += 1;
+                let session = format!("bench-session-{session}");
+                black_box(rt.block_on(memory_dedup(service, black_box(&session))))
+            });
+        });
+    }
     if input.two_responses {
         let (first, second) = rt.block_on(two_responses(&mut service, "sanity-two"));
         assert!(

@@ -1,5 +1,5 @@
-//! Heap memory of the layer's streams in process: bytes per idle key, per remembered id,
-//! and per block kept in a replay history.
+//! Heap memory of the layer's streams in process: bytes per idle key, per
+//! remembered id, per block kept in a replay history, and per held stream.
 //!
 //! A measurement, not a timing: it fills a layer's streams through the public API
 //! (`test_util::Replica`: responses opened on a layer's streams, events
@@ -325,8 +325,78 @@ fn per_request_streams() {
     before.report("  after the idle TTL and `expire`", POST_SESSIONS, "stream");
 }
 
+/// Sessions whose client went away while their upstream goes on.
+const HELD_SESSIONS: usize = 2_000;
+
+/// What a held stream costs (`SseResumeLayer::linger`): its upstream body,
+/// the task reading it, its window and history of one event; against the
+/// same streams with their clients still attached.
+fn held_streams() {
+    use futures_util::StreamExt;
+    use http_body_util::{BodyExt, StreamBody};
+    use tower::{Layer, ServiceExt};
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("a runtime");
+    let layer = SseResumeLayer::new()
+        .history(HistoryLimits::new())
+        .linger(std::time::Duration::from_secs(3600))
+        .max_held_streams(10 * HELD_SESSIONS);
+    // One event, then an upstream that stays open and quiet.
+    let upstream = tower::service_fn(|_: http::Request<()>| {
+        let first = bytes::Bytes::from_static(b"id: 1\ndata: event 1\n\n");
+        let frames = futures_util::stream::iter([Ok::<_, std::convert::Infallible>(
+            http_body::Frame::data(first),
+        )])
+        .chain(futures_util::stream::pending());
+        let response = http::Response::builder()
+            .header("content-type", "text/event-stream")
+            .body(StreamBody::new(frames))
+            .expect("a response");
+        std::future::ready(Ok::<_, std::convert::Infallible>(response))
+    });
+    let service = layer.layer(upstream);
+    let mut session = String::with_capacity(64);
+    let mut open = |k: usize| {
+        uuid_like(&mut session, k, 0);
+        let request = http::Request::get("/mcp")
+            .header("mcp-session-id", session.as_str())
+            .body(())
+            .expect("a request");
+        rt.block_on(async {
+            let response = service.clone().oneshot(request).await.expect("infallible");
+            let mut body = Box::pin(response.into_body());
+            let frame = body.frame().await.expect("a frame").expect("infallible");
+            assert!(frame.is_data());
+            body
+        })
+    };
+    let before = Snapshot::now();
+    let attached: Vec<_> = (0..HELD_SESSIONS).map(&mut open).collect();
+    before.report(
+        &format!("attached stream, one event in its history ({HELD_SESSIONS} sessions)"),
+        HELD_SESSIONS,
+        "stream",
+    );
+    let before = Snapshot::now();
+    // Dropped where a runtime can take the upstream on.
+    let runtime = rt.enter();
+    drop(attached);
+    drop(runtime);
+    rt.block_on(tokio::task::yield_now());
+    assert_eq!(layer.stats().snapshot().held, HELD_SESSIONS as u64);
+    before.report(
+        "+ when its client goes away and it is held",
+        HELD_SESSIONS,
+        "stream",
+    );
+}
+
 fn run(scenario: &str) {
     match scenario {
+        "held" => held_streams(),
         "per_request" => per_request_streams(),
         "histories" => histories(),
         "idle_keys" => idle_keys(),
@@ -352,6 +422,7 @@ fn main() {
         "uuid_ids",
         "histories",
         "per_request",
+        "held",
     ] {
         let status = Command::new(&exe)
             .env(SCENARIO_VAR, scenario)

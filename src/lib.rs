@@ -233,7 +233,30 @@
 //!   upstream that numbers nothing can resume too. Stamped ids are never
 //!   sent upstream, and never deduplicate.
 //!
-//! The [`framer`] module, the sans-IO parser underneath, is usable on its
+//! # Clients that go away: linger and takeover
+//!
+//! With [`SseResumeLayer::linger`], a client that goes away before its
+//! upstream ends leaves the upstream read on in the background for a while,
+//! every block recorded into the history as if forwarded, so that an
+//! upstream that can neither resume nor replay loses nothing either. The
+//! client that comes back takes the upstream over instead of a new
+//! upstream request: the upstream's status and headers, the history after
+//! its cursor, then the live remainder, each event once. A per-request
+//! stream whose upstream ended is complete, and resumes from its history
+//! alone.
+//!
+//! ```
+//! use std::time::Duration;
+//! use tower_sse_resume::{HistoryLimits, SseResumeLayer};
+//!
+//! let layer = SseResumeLayer::new()
+//!     .history(HistoryLimits::new())
+//!     .linger(Duration::from_secs(30))
+//!     .max_held_streams(10_000);
+//! # let _ = layer;
+//! ```
+//!
+//! //! The [`framer`] module, the sans-IO parser underneath, is usable on its
 //! own.
 
 pub mod framer;
