@@ -582,3 +582,29 @@ async fn two_clients_of_one_scope_reconnecting_over_and_over_never_end_each_othe
         upstream.requests()
     );
 }
+
+#[tokio::test]
+async fn memory_stays_flat_under_churn_of_held_streams() {
+    let upstream = LiveUpstream::new(u32::MAX);
+    let layer = lingering(Duration::from_millis(50))
+        .max_held_streams(32)
+        .max_streams(256);
+    let service = layer.layer(upstream.clone());
+    let mut most_held = 0;
+    for round in 0..3 {
+        for session in 0..100 {
+            let session = format!("s{round}-{session}");
+            let response = service
+                .clone()
+                .oneshot(get("/feed", &session).body(()).unwrap());
+            read_events(response.await.unwrap().into_body(), 1).await;
+            most_held = most_held.max(layer.stats().snapshot().held);
+        }
+    }
+    assert!(most_held <= 32, "{most_held} held at once");
+    eventually("every hold to end", || layer.stats().snapshot().held == 0).await;
+    let stats = layer.stats().snapshot();
+    assert!(stats.streams <= 256, "{stats:?}");
+    assert!(stats.history_bytes <= 256 * 4096, "{stats:?}");
+    eventually("every upstream to close", || upstream.closed() == 300).await;
+}
