@@ -24,6 +24,20 @@ macro_rules! builder_methods {
             self
         }
 
+        /// The query parameter a client may send its cursor in, for
+        /// browsers whose `EventSource` cannot set `Last-Event-ID` after a
+        /// page reload: `last_event_id` by default, as Mercure and Nchan
+        /// read it; `None` reads none. A request's `Last-Event-ID` header
+        /// wins over it. The parameter is not part of the stream key, and
+        /// goes upstream unchanged; the cursor also goes upstream as
+        /// `Last-Event-ID`, exactly as if the client had sent the header,
+        /// and every rule of a cursor applies to it. A value that does not
+        /// percent-decode to UTF-8 is ignored.
+        pub fn cursor_query(mut self, name: Option<&str>) -> Self {
+            self.config.options_mut().cursor_query = name.map(str::to_owned);
+            self
+        }
+
         /// Whether one scope is one client, as an MCP session is: with
         /// [`linger`](Self::linger), a request whose `Last-Event-ID` its
         /// stream knows then also takes over the upstream of the response
@@ -262,6 +276,7 @@ pub(crate) struct Options {
     pub(crate) max_id_len: usize,
     pub(crate) unscoped_window_len: usize,
     pub(crate) linger: Option<std::time::Duration>,
+    pub(crate) cursor_query: Option<String>,
     /// Set by `one_client_per_scope`; by default, whether the scope is
     /// the default one.
     pub(crate) one_client: Option<bool>,
@@ -289,6 +304,7 @@ impl Default for Options {
             max_id_len: DEFAULT_MAX_ID_LEN,
             unscoped_window_len: DEFAULT_WINDOW_LEN,
             linger: None,
+            cursor_query: Some(crate::query::DEFAULT_CURSOR_QUERY.to_owned()),
             one_client: None,
             default_scope: true,
             stats: Stats::default(),

@@ -114,6 +114,11 @@ impl KeyExtractor for Query {
 /// one of them is resumes that stream and no other, as MCP resumes every
 /// stream by `GET`.
 ///
+/// The layer reads its key without the query parameter of a client's
+/// cursor ([`SseResumeLayer::cursor_query`](crate::SseResumeLayer::cursor_query)):
+/// `/events?topic=a&last_event_id=7` is the stream of `/events?topic=a`.
+/// So does every extractor the layer is given.
+///
 /// # Choosing another key
 ///
 /// A stream key says which upstream stream a response is a view of: two

@@ -273,6 +273,7 @@ mod future;
 mod headers;
 mod layer;
 mod linger;
+mod query;
 mod recorder;
 mod service;
 mod stamp;
@@ -283,6 +284,7 @@ pub use config::{DEFAULT_MAX_ID_LEN, FailurePolicy};
 pub use future::ResponseFuture;
 pub use headers::{LAST_EVENT_ID, MCP_PROTOCOL_VERSION, SSE_RESUME_GAP};
 pub use layer::SseResumeLayer;
+pub use query::DEFAULT_CURSOR_QUERY;
 pub use service::SseResume;
 pub use stats::{Stats, StatsSnapshot};
 pub use store::{

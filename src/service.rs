@@ -14,9 +14,10 @@ use crate::body::SseResumeBody;
 use crate::config::{Config, builder_methods};
 use crate::decision::{Decision, Resumption};
 use crate::future::ResponseFuture;
-use crate::headers::{client_cursor, mcp_without_resumption};
+use crate::headers::{LAST_EVENT_ID, client_cursor, header_value, mcp_without_resumption};
 use crate::layer::SseResumeLayer;
 use crate::linger::LingerConfig;
+use crate::query;
 use crate::store::{MemoryStore, StreamKey, TrackerStore};
 use crate::stream::{Request as StreamRequest, Serve};
 
@@ -117,13 +118,31 @@ where
         let inner = mem::replace(&mut self.inner, clone);
         let options = &self.config.options;
 
-        let (parts, body) = request.into_parts();
+        let (mut parts, body) = request.into_parts();
+        let query_cursor =
+            (options.cursor_query.as_deref()).and_then(|name| query::find(&parts.uri, name));
         let Some(scope) = options.scope.extract(&parts) else {
             let decision = Decision::unscoped(options.unscoped_window_len, &options.stats);
             let request = Request::from_parts(parts, body);
             return ResponseFuture::call(inner, request, decision, Arc::clone(options));
         };
-        let stream = options.stream_key.extract(&parts).unwrap_or_default();
+        let stream = match query_cursor {
+            // The parameter is not part of the stream key, and goes
+            // upstream as `Last-Event-ID` too, unless the header is there.
+            Some(found) => {
+                let uri = mem::replace(&mut parts.uri, found.without);
+                let stream = options.stream_key.extract(&parts);
+                parts.uri = uri;
+                if client_cursor(&parts.headers).is_none() {
+                    if let Some(value) = header_value(&found.cursor) {
+                        parts.headers.insert(LAST_EVENT_ID, value);
+                    }
+                }
+                stream
+            }
+            None => options.stream_key.extract(&parts),
+        };
+        let stream = stream.unwrap_or_default();
         let cursor = client_cursor(&parts.headers);
         let may_resume = options.inject
             && !(options.mcp_protocol_gate && mcp_without_resumption(&parts.headers));

@@ -469,3 +469,90 @@ async fn a_block_or_id_the_history_cannot_keep_ends_it_through_the_layer() {
         assert_eq!(got[1].headers["sse-resume-gap"], "1", "{what}");
     }
 }
+
+#[tokio::test]
+async fn a_cursor_in_the_url_resumes_as_the_header_does() {
+    for transport in TRANSPORTS {
+        let layer = layer_with_history(HistoryLimits::new());
+        let upstream = Upstream::new([Reply::sse([events(1..=3)]), Reply::sse([events(3..=4)])]);
+        let requests = vec![
+            get("/mcp", "s").body(()).unwrap(),
+            get("/mcp?last_event_id=1", "s").body(()).unwrap(),
+        ];
+        let got = exchange(transport, &layer, &upstream, requests).await;
+        assert_eq!(
+            got[1].text(),
+            events(2..=4),
+            "{transport:?}: the history after the cursor, then the rest"
+        );
+        let seen = upstream.seen();
+        assert_eq!(
+            seen[1].query.as_deref(),
+            Some("last_event_id=1"),
+            "{transport:?}: the query goes upstream unchanged"
+        );
+        assert_eq!(
+            seen[1].last_event_id(),
+            Some("3"),
+            "{transport:?}: and the cursor as Last-Event-ID, after the replay"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_header_wins_over_the_url_and_the_parameter_is_no_part_of_the_key() {
+    let layer = layer_with_history(HistoryLimits::new());
+    let upstream = Upstream::new([
+        Reply::sse([events(1..=3)]),
+        Reply::sse([""]),
+        Reply::sse([events(7..=8)]),
+        Reply::sse([""]),
+    ]);
+    let requests = vec![
+        get("/mcp", "s").body(()).unwrap(),
+        get("/mcp?last_event_id=1", "s")
+            .header("last-event-id", "2")
+            .body(())
+            .unwrap(),
+        // An unknown cursor: a gap, and the stream of `GET /mcp` goes on.
+        get("/mcp?last_event_id=zz", "s").body(()).unwrap(),
+        get("/mcp", "s").body(()).unwrap(),
+    ];
+    let got = exchange(Transport::Oneshot, &layer, &upstream, requests).await;
+    assert_eq!(got[1].text(), events(3..=3), "resumed from the header's 2");
+    assert!(
+        got[2]
+            .text()
+            .starts_with("event: sse-resume-gap\ndata: zz\n\n")
+    );
+    assert_eq!(
+        upstream.seen()[3].last_event_id(),
+        Some("8"),
+        "the cursor's request recorded into `GET /mcp`: its last id is injected"
+    );
+}
+
+#[tokio::test]
+async fn a_cursor_in_the_url_decodes_and_can_be_switched_off() {
+    let upstream = Upstream::new([
+        Reply::sse(["id: a/1\ndata: x\n\nid: a/2\ndata: y\n\n"]),
+        Reply::sse([""]),
+    ]);
+    let layer = layer_with_history(HistoryLimits::new());
+    let requests = vec![
+        get("/mcp", "s").body(()).unwrap(),
+        get("/mcp?last_event_id=a%2F1", "s").body(()).unwrap(),
+    ];
+    let got = exchange(Transport::Oneshot, &layer, &upstream, requests).await;
+    assert_eq!(got[1].text(), "id: a/2\ndata: y\n\n");
+
+    let upstream = Upstream::new([Reply::sse([events(1..=3)]), Reply::sse([events(1..=3)])]);
+    let layer = layer_with_history(HistoryLimits::new()).cursor_query(None);
+    let requests = vec![
+        get("/mcp", "s").body(()).unwrap(),
+        get("/mcp?last_event_id=1", "s").body(()).unwrap(),
+    ];
+    let got = exchange(Transport::Oneshot, &layer, &upstream, requests).await;
+    assert_eq!(got[1].text(), events(1..=3), "another stream, no cursor");
+    assert_eq!(upstream.seen()[1].last_event_id(), None);
+}

@@ -106,6 +106,7 @@ impl Reply {
 pub(crate) struct Seen {
     pub(crate) method: Method,
     pub(crate) path: String,
+    pub(crate) query: Option<String>,
     pub(crate) headers: HeaderMap,
 }
 
@@ -153,6 +154,7 @@ impl<B> Service<Request<B>> for Upstream {
         self.seen.lock().unwrap().push(Seen {
             method: request.method().clone(),
             path: request.uri().path().to_owned(),
+            query: request.uri().query().map(str::to_owned),
             headers: request.headers().clone(),
         });
         let reply = self
