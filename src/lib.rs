@@ -129,7 +129,7 @@
 //!
 //! - [`MemoryStore`], the default, keeps nothing more: one process.
 //! - `RedisStore` (feature `redis`) keeps the windows and histories in
-//!   Redis or Valkey, so that a client reconnecting to another replica of
+//!   Redis, so that a client reconnecting to another replica of
 //!   a gateway is resumed and deduplicated there too.
 //! - A store of your own implements two methods over plain data: see the
 //!   [`store`] module, and the conformance suite every store runs
@@ -259,11 +259,14 @@
 //! //! The [`framer`] module, the sans-IO parser underneath, is usable on its
 //! own.
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 pub mod framer;
 pub mod key;
 pub mod store;
 mod stream;
 #[cfg(feature = "test-util")]
+#[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
 pub mod test_util;
 
 mod body;
@@ -291,6 +294,7 @@ pub use store::{
     IdBatch, MemoryStore, Snapshot, StoreError, StoredStream, StreamKey, TrackerStore,
 };
 #[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use store::{RedisStats, RedisStore};
 pub use stream::{
     DEFAULT_HISTORY_AGE, DEFAULT_HISTORY_BYTES, DEFAULT_HISTORY_EVENTS,

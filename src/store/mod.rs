@@ -9,7 +9,8 @@
 //! - [`MemoryStore`], the default, keeps nothing behind the layer: the
 //!   streams in process are all there is.
 //! - `RedisStore` (feature `redis`) keeps them in Redis
-//!   or Valkey, shared by every replica of a gateway.
+//!   (Valkey speaks its protocol, but was not run here), shared by every
+//!   replica of a gateway.
 //!
 //! # Writing a store
 //!
@@ -75,6 +76,7 @@ mod redis;
 
 pub use memory::MemoryStore;
 #[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use redis::{DEFAULT_PREFIX, DEFAULT_QUEUE_LEN, DEFAULT_TIMEOUT, RedisStats, RedisStore};
 
 /// What keeps a layer's streams behind it. See the [module docs](self) for

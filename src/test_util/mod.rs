@@ -98,7 +98,8 @@ pub trait Harness: Send + Sync {
     fn settle(&self, replica: &Replica<Self::Store>) -> impl Future<Output = ()> + Send;
 }
 
-/// Expands to one `#[tokio::test]` per check of [`checks`], each running
+/// Feature `test-util`. Expands to one `#[tokio::test]` per check of
+/// [`checks`], each running
 /// against the harness `$harness` evaluates to (an `Option`: `None` skips
 /// them all, as when the server a store needs is missing).
 #[macro_export]

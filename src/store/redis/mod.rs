@@ -1,4 +1,4 @@
-//! [`RedisStore`]: streams kept in Redis or Valkey, shared by every replica of
+//! [`RedisStore`]: streams kept in Redis, shared by every replica of
 //! a gateway.
 
 use std::fmt;
@@ -40,11 +40,14 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// A write waits at least this long for Redis, whatever the open timeout.
 const MIN_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// Keeps streams in Redis or Valkey, so that every replica of a gateway
+/// Keeps streams in Redis, so that every replica of a gateway
 /// resumes and deduplicates a client's stream, wherever it reconnects.
 ///
-/// Requires the `redis` cargo feature. Works with a single node (through a
-/// reconnecting connection manager) and with Cluster
+/// Requires the `redis` cargo feature. The tests run it against Redis
+/// 7.0, a single node and a Cluster of three; Valkey speaks the same
+/// protocol and scripts and is expected to work, but was not run here.
+/// Works with a single node (through a reconnecting connection manager)
+/// and with Cluster
 /// ([`connect_cluster`](Self::connect_cluster)): all keys of a scope share
 /// a hash tag. The sections below describe the key layout, the round trips
 /// and what is atomic across replicas.
@@ -189,7 +192,7 @@ pub struct RedisStats {
 }
 
 impl RedisStore {
-    /// Connects to the Redis or Valkey server at `url`, e.g.
+    /// Connects to the Redis server at `url`, e.g.
     /// `redis://127.0.0.1:6379/` or `rediss://user:pass@host/0`, and starts
     /// the background writer on the current tokio runtime.
     ///
@@ -211,7 +214,7 @@ impl RedisStore {
         Ok(Self::start(Connection::Single(manager)))
     }
 
-    /// Connects to a Redis or Valkey Cluster through any of its `nodes`
+    /// Connects to a Redis Cluster through any of its `nodes`
     /// (URLs as for [`connect`](Self::connect)). All keys of a scope share
     /// a hash tag, so every script runs on one slot, and writes are
     /// pipelined per scope.
