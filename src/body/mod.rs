@@ -196,16 +196,22 @@ where
                 evict,
                 linger,
             } => {
-                if let Some(reply) = asked(evict, cx) {
-                    // A reconnect of this client takes the upstream over:
-                    // this response ends here.
-                    if let (Some(body), Some(linger)) = (body.take(), linger.as_ref()) {
-                        linger.hand_over(body, dedup, reply);
+                let upstream = body.as_mut().map(Pin::as_mut).expect("matched Some");
+                let polled = poll_resume(upstream, dedup, error, cx);
+                // Asked only once the response waits, not per frame: what
+                // it sent before was recorded before a reconnect took its
+                // replay, and once ended it records nothing more.
+                if polled.is_pending() {
+                    if let Some(reply) = asked(evict, cx) {
+                        // A reconnect of this client takes the upstream
+                        // over: this response ends here.
+                        if let (Some(body), Some(linger)) = (body.take(), linger.as_ref()) {
+                            linger.hand_over(body, dedup, reply);
+                        }
+                        return Poll::Ready(None);
                     }
-                    return Poll::Ready(None);
                 }
-                let body = body.as_mut().map(Pin::as_mut);
-                poll_resume(body.expect("matched Some"), dedup, error, cx)
+                polled
             }
             KindProj::Lingering { .. } => Poll::Ready(None),
             KindProj::Replayed { dedup } => {
