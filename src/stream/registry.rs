@@ -298,7 +298,7 @@ impl Streams {
     ) -> Opened {
         let key = StreamKey::new(scope, &stored.stream);
         let mut shard = self.shard(scope);
-        let stream = match shard.get_held(&key) {
+        let stream = match shard.get_in_use(&key) {
             Some(stream) => stream,
             None => {
                 // With linger, a held stream is taken over from what this
@@ -494,8 +494,8 @@ impl Shard {
         Some(entry.stream.clone())
     }
 
-    /// The stream of `key` when a response holds it.
-    fn get_held(&mut self, key: &StreamKey) -> Option<Stream> {
+    /// The stream of `key` when a response is attached to it.
+    fn get_in_use(&mut self, key: &StreamKey) -> Option<Stream> {
         let entry = self.scopes.get_mut(key.scope())?.get_mut(key.stream())?;
         entry.last_used = Instant::now();
         entry.stream.in_use().then(|| entry.stream.clone())
