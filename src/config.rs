@@ -24,6 +24,18 @@ macro_rules! builder_methods {
             self
         }
 
+        /// Sends a keep-alive, a comment block (`:` and a blank line), when
+        /// nothing has come from the upstream for `quiet`, so that load
+        /// balancers and proxies that close idle connections (often after
+        /// 60 s) keep the stream open. Off by default. Only at a block
+        /// boundary, never inside a block; never recorded, never replayed,
+        /// counted in [`StatsSnapshot::keep_alives`](crate::StatsSnapshot::keep_alives).
+        /// Needs a tokio runtime with its timer.
+        pub fn keep_alive(mut self, quiet: std::time::Duration) -> Self {
+            self.config.options_mut().keep_alive = Some(quiet);
+            self
+        }
+
         /// The query parameter a client may send its cursor in, for
         /// browsers whose `EventSource` cannot set `Last-Event-ID` after a
         /// page reload: `last_event_id` by default, as Mercure and Nchan
@@ -277,6 +289,7 @@ pub(crate) struct Options {
     pub(crate) unscoped_window_len: usize,
     pub(crate) linger: Option<std::time::Duration>,
     pub(crate) cursor_query: Option<String>,
+    pub(crate) keep_alive: Option<std::time::Duration>,
     /// Set by `one_client_per_scope`; by default, whether the scope is
     /// the default one.
     pub(crate) one_client: Option<bool>,
@@ -305,6 +318,7 @@ impl Default for Options {
             unscoped_window_len: DEFAULT_WINDOW_LEN,
             linger: None,
             cursor_query: Some(crate::query::DEFAULT_CURSOR_QUERY.to_owned()),
+            keep_alive: None,
             one_client: None,
             default_scope: true,
             stats: Stats::default(),

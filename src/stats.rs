@@ -28,6 +28,7 @@ struct Counters {
     held_evicted: AtomicU64,
     events_held: AtomicU64,
     completes_replayed: AtomicU64,
+    keep_alives: AtomicU64,
 }
 
 /// The counters at one moment.
@@ -70,6 +71,9 @@ pub struct StatsSnapshot {
     /// Resumes of a complete per-request stream, answered from the history
     /// without an upstream request.
     pub completes_replayed: u64,
+    /// Keep-alive comments sent to quiet streams
+    /// ([`SseResumeLayer::keep_alive`](crate::SseResumeLayer::keep_alive)).
+    pub keep_alives: u64,
 }
 
 impl Stats {
@@ -92,6 +96,7 @@ impl Stats {
             held_evicted: c.held_evicted.load(Relaxed),
             events_held: c.events_held.load(Relaxed),
             completes_replayed: c.completes_replayed.load(Relaxed),
+            keep_alives: c.keep_alives.load(Relaxed),
         }
     }
 
@@ -150,6 +155,10 @@ impl Stats {
 
     pub(crate) fn complete_replayed(&self) {
         self.counters.completes_replayed.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn keep_alive(&self) {
+        self.counters.keep_alives.fetch_add(1, Relaxed);
     }
 
     pub(crate) fn store_error(&self) {

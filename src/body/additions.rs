@@ -58,6 +58,14 @@ impl Additions {
     pub(super) fn passed_start(&mut self) {
         self.at_start = false;
     }
+
+    /// Something went out before the upstream's first byte, if that is
+    /// still to come.
+    pub(super) fn sent_before_start(&mut self) {
+        if self.at_start {
+            self.prefixed = true;
+        }
+    }
 }
 
 impl<'a> Forwarding<'a> {

@@ -4,6 +4,7 @@ use bytes::Bytes;
 use http::HeaderMap;
 
 use super::additions::{Additions, Forwarding, gap_event};
+use super::keep_alive::{KEEP_ALIVE, KeepAlive};
 use super::output::Output;
 use crate::config::Options;
 use crate::decision::Decision;
@@ -38,6 +39,7 @@ pub(crate) struct Dedup {
     /// The hold this response reads for, once its client went away: it
     /// records while its stream still has that hold, and sends nothing.
     holding: Option<u64>,
+    keep_alive: Option<KeepAlive>,
 }
 
 impl Dedup {
@@ -74,8 +76,15 @@ impl Dedup {
         };
         let local_history = attachment.stream.lock().has_history();
         let stamper = stamp_epoch.map(Stamper::new);
-        let additions = (local_history || recorder.wants_blocks() || stamper.is_some() || prefixed)
-            .then(|| Box::new(Additions::new(local_history, stamper, prefixed)));
+        let keep_alive = options.keep_alive.and_then(KeepAlive::new);
+        // A keep-alive before the upstream's first byte needs what a
+        // replay does: a byte order mark there is no longer at the start.
+        let additions = (local_history
+            || recorder.wants_blocks()
+            || stamper.is_some()
+            || prefixed
+            || keep_alive.is_some())
+        .then(|| Box::new(Additions::new(local_history, stamper, prefixed)));
         Self {
             framer: Framer::with_max_block_len(options.max_block_len).fingerprints(compare_events),
             attachment,
@@ -92,6 +101,28 @@ impl Dedup {
             span,
             recorder,
             holding: None,
+            keep_alive,
+        }
+    }
+
+    /// A keep-alive to send now, when one is due and the upstream is at a
+    /// block boundary: never inside a block. Never recorded.
+    pub(super) fn keep_alive_due(&mut self, cx: &mut std::task::Context<'_>) -> Option<Bytes> {
+        let keep_alive = self.keep_alive.as_mut()?;
+        if !keep_alive.poll_due(cx) || self.output.has_undecided() {
+            return None;
+        }
+        if let Some(additions) = self.additions.as_deref_mut() {
+            additions.sent_before_start();
+        }
+        self.stats.keep_alive();
+        Some(KEEP_ALIVE)
+    }
+
+    /// The upstream sent something.
+    pub(super) fn heard(&mut self) {
+        if let Some(keep_alive) = &mut self.keep_alive {
+            keep_alive.heard();
         }
     }
 

@@ -23,6 +23,7 @@ use tokio::sync::oneshot;
 
 mod additions;
 mod dedup;
+mod keep_alive;
 mod output;
 
 pub use additions::GAP_EVENT;
@@ -299,8 +300,12 @@ fn poll_resume<B: Body>(
         let Poll::Ready(frame) = body.as_mut().poll_frame(cx) else {
             // The upstream is quiet: a good moment to persist.
             dedup.recorder.flush();
+            if let Some(keep_alive) = dedup.keep_alive_due(cx) {
+                return Poll::Ready(Some(Ok(Frame::data(keep_alive))));
+            }
             return Poll::Pending;
         };
+        dedup.heard();
         match frame {
             Some(Ok(frame)) => match frame.into_data() {
                 Ok(data) => {

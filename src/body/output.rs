@@ -162,6 +162,11 @@ impl Output {
         pending
     }
 
+    /// Whether input is waiting for the rest of its block.
+    pub(super) fn has_undecided(&self) -> bool {
+        !self.input.is_empty()
+    }
+
     pub(super) fn is_empty(&self) -> bool {
         self.ready.is_empty()
             && self.replay.is_empty()

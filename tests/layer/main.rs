@@ -4,6 +4,7 @@
 //! `redis`).
 
 mod basics;
+mod keep_alive;
 mod linger;
 #[cfg(feature = "redis")]
 mod redis;
