@@ -36,6 +36,26 @@ macro_rules! builder_methods {
             self
         }
 
+        /// Whether each response of a scoped stream starts with a priming
+        /// event, as MCP 2025-11-25 describes: a stamped id with empty
+        /// data, which a client keeps as its cursor, so that it can resume
+        /// even before the upstream sent anything. It is kept in the
+        /// history like any stamped event; a browser's `EventSource`
+        /// dispatches it as a message with empty data, which MCP clients
+        /// ignore. Needs [`stamp_ids`](Self::stamp_ids) and a replay
+        /// history; never for MCP `2026-07-28` or later. Off by default.
+        pub fn prime(mut self, prime: bool) -> Self {
+            self.config.options_mut().prime = prime;
+            self
+        }
+
+        /// The `retry` hint that goes with the priming event: how long a
+        /// client waits before it reconnects. None by default.
+        pub fn prime_retry(mut self, retry: std::time::Duration) -> Self {
+            self.config.options_mut().prime_retry = Some(retry);
+            self
+        }
+
         /// The query parameter a client may send its cursor in, for
         /// browsers whose `EventSource` cannot set `Last-Event-ID` after a
         /// page reload: `last_event_id` by default, as Mercure and Nchan
@@ -290,6 +310,8 @@ pub(crate) struct Options {
     pub(crate) linger: Option<std::time::Duration>,
     pub(crate) cursor_query: Option<String>,
     pub(crate) keep_alive: Option<std::time::Duration>,
+    pub(crate) prime: bool,
+    pub(crate) prime_retry: Option<std::time::Duration>,
     /// Set by `one_client_per_scope`; by default, whether the scope is
     /// the default one.
     pub(crate) one_client: Option<bool>,
@@ -319,6 +341,8 @@ impl Default for Options {
             linger: None,
             cursor_query: Some(crate::query::DEFAULT_CURSOR_QUERY.to_owned()),
             keep_alive: None,
+            prime: false,
+            prime_retry: None,
             one_client: None,
             default_scope: true,
             stats: Stats::default(),

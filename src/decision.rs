@@ -28,6 +28,8 @@ pub(crate) struct Resumption {
     pub(crate) per_request: bool,
     /// One scope is one client.
     pub(crate) one_client: bool,
+    /// Start with a priming event, with this `retry` hint.
+    pub(crate) prime: Option<Option<std::time::Duration>>,
 }
 
 /// What one request decided: its response's place on its stream, where its
@@ -56,6 +58,8 @@ pub(crate) struct Decision {
     /// Whether one scope is one client, so that a reconnect may end this
     /// response and take its upstream over.
     pub(crate) one_client: bool,
+    /// Whether the response starts with a priming event, and its `retry`.
+    pub(crate) prime: Option<Option<std::time::Duration>>,
 }
 
 /// What the upstream request's `Last-Event-ID` becomes.
@@ -126,6 +130,7 @@ impl Decision {
             linger: linger.filter(|_| may_linger),
             per_request: resumption.per_request,
             one_client: resumption.one_client,
+            prime: resumption.prime,
         }
     }
 
@@ -144,6 +149,7 @@ impl Decision {
             linger: None,
             per_request: false,
             one_client: false,
+            prime: None,
         }
     }
 }

@@ -153,6 +153,9 @@ where
             stamp: options.stamp_ids,
             per_request: !get,
             one_client: options.one_client_per_scope(),
+            // MCP 2026-07-28 removed resumption, and priming with it.
+            prime: (options.prime && !mcp_without_resumption(&parts.headers))
+                .then_some(options.prime_retry),
         };
         // From MCP 2026-07-28 on, closing a stream cancels its request.
         let linger = (options.linger)

@@ -47,10 +47,11 @@ impl Dedup {
     pub(crate) fn new(decision: Decision, options: &Options) -> Self {
         let Decision {
             attachment,
-            recorder,
+            mut recorder,
             replay,
             cursor,
             stamp_epoch,
+            prime,
             ..
         } = decision;
         let stats = options.stats.clone();
@@ -75,7 +76,24 @@ impl Dedup {
             }
         };
         let local_history = attachment.stream.lock().has_history();
-        let stamper = stamp_epoch.map(Stamper::new);
+        let mut stamper = stamp_epoch.map(Stamper::new);
+        let keeps_history = local_history || recorder.wants_blocks();
+        let primed = match (&mut stamper, prime) {
+            (Some(stamper), Some(retry)) if keeps_history => {
+                let priming = priming_event(stamper, retry);
+                output.send(priming.clone());
+                // Kept like any stamped block, so that a client resuming
+                // from its id gets what followed it.
+                let id = stamper.last_id();
+                if local_history {
+                    attachment.stream.lock().record_block(Some(id), &priming);
+                }
+                recorder.push_block(Some(id), &priming);
+                true
+            }
+            _ => false,
+        };
+        let prefixed = prefixed || primed;
         let keep_alive = options.keep_alive.and_then(KeepAlive::new);
         // A keep-alive before the upstream's first byte needs what a
         // replay does: a byte order mark there is no longer at the start.
@@ -310,4 +328,16 @@ impl Dedup {
         }
         true
     }
+}
+
+/// The priming event of MCP 2025-11-25: a stamped id with empty data,
+/// which a client keeps as its cursor without dispatching anything, and the
+/// `retry` hint when there is one.
+fn priming_event(stamper: &mut Stamper, retry: Option<std::time::Duration>) -> Bytes {
+    let mut event = stamper.next_line().to_owned();
+    if let Some(retry) = retry {
+        event.push_str(&format!("retry: {}\n", retry.as_millis()));
+    }
+    event.push_str("data:\n\n");
+    Bytes::from(event)
 }

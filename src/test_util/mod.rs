@@ -199,6 +199,7 @@ impl<T: TrackerStore> Replica<T> {
             stamp: false,
             per_request: !stream.starts_with("GET "),
             one_client: false,
+            prime: None,
         };
         let options = &self.config.options;
         let decision = Decision::scoped(

@@ -166,6 +166,41 @@ async fn without_linger_chromium_cut_off_from_a_live_upstream_loses_events() {
     assert!(run.asked.len() > 1, "{:?}", run.asked);
 }
 
+/// MCP priming: the proxy starts each stream with a stamped id and empty
+/// data. The upstream sends nothing on the first connection, which the
+/// relay cuts: the browser reconnects with the priming id as its
+/// `Last-Event-ID`, which the layer knows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_resumes_from_the_priming_event_before_any_other() {
+    let layer = SseResumeLayer::new()
+        .history(HistoryLimits::new())
+        .stamp_ids(true)
+        .prime(true)
+        .prime_retry(Duration::from_millis(100));
+    let script = Script {
+        total: 10,
+        quiet_first: true,
+        ..Script::live()
+    };
+    let Some(run) = run_with(Some(layer.clone()), script, Some(CUT)).await else {
+        return;
+    };
+    let first = run.relayed_cursors.first().cloned().flatten();
+    assert_eq!(first, None, "the first request has no cursor");
+    let cursor = run.relayed_cursors[1]
+        .clone()
+        .expect("a cursor on reconnect");
+    assert_eq!(
+        cursor, run.primes[0],
+        "the browser resumed from the first priming event's id"
+    );
+    let (epoch, count) = cursor.split_once('-').expect("a stamped id");
+    assert!(epoch.parse::<u64>().is_ok() && count == "1", "{cursor}");
+    assert!(!run.ids.is_empty(), "the stream went on");
+    let stats = layer.stats().snapshot();
+    assert_eq!((stats.gaps, stats.unknown_cursors), (0, 0), "{stats:?}");
+}
+
 /// What one page saw.
 struct Run {
     script: Script,
@@ -181,6 +216,10 @@ struct Run {
     gaps: Vec<u64>,
     /// The browser's connections the relay cut.
     cuts: usize,
+    /// The `Last-Event-ID` of each `/events` request the relay saw.
+    relayed_cursors: Vec<Option<String>>,
+    /// The id of each priming event, in order.
+    primes: Vec<String>,
 }
 
 /// Opens the page in Chromium through the proxy, with `layer` or without
@@ -236,6 +275,8 @@ async fn run_with(
         delays: Vec::new(),
         gaps: Vec::new(),
         cuts: relay.as_ref().map_or(0, CuttingRelay::cuts),
+        relayed_cursors: relay.as_ref().map_or_else(Vec::new, CuttingRelay::cursors),
+        primes: Vec::new(),
     };
     for entry in &log {
         match entry["kind"].as_str() {
@@ -243,6 +284,11 @@ async fn run_with(
             Some("gap") => run
                 .gaps
                 .push(entry["data"].as_str().unwrap().parse().unwrap()),
+            // A priming event: an id and empty data, which `EventSource`
+            // dispatches as an empty message.
+            Some("message") if entry["data"] == "" => {
+                run.primes.push(entry["id"].as_str().unwrap().to_owned());
+            }
             Some("message") => {
                 let id: u64 = entry["id"].as_str().unwrap().parse().unwrap();
                 let (data_id, sent) = parse_data(entry["data"].as_str().unwrap()).unwrap();
@@ -261,7 +307,7 @@ async fn run_with(
     }
     run.asked = seen
         .iter()
-        .map(|seen| seen.last_event_id.as_deref().map(|id| id.parse().unwrap()))
+        .map(|seen| seen.last_event_id.as_deref().and_then(|id| id.parse().ok()))
         .collect();
     Some(run)
 }

@@ -66,6 +66,8 @@ pub(crate) struct Script {
     /// breaks, and event `n` happens `n` intervals after it starts, whoever
     /// is connected. `total` and `cuts` then mean nothing.
     pub(crate) live: bool,
+    /// With `live`, the first connection gets nothing at all.
+    pub(crate) quiet_first: bool,
 }
 
 impl Script {
@@ -79,6 +81,7 @@ impl Script {
             interval: Duration::from_millis(40),
             page: None,
             live: false,
+            quiet_first: false,
         }
     }
 
@@ -91,6 +94,7 @@ impl Script {
             interval: Duration::from_millis(40),
             page: None,
             live: true,
+            quiet_first: false,
         }
     }
 }
@@ -223,7 +227,8 @@ fn events(shared: &Arc<Shared>, request: &Request<Incoming>) -> Response<Body> {
     });
     let script = &shared.script;
     if script.live {
-        return live_events(shared);
+        let connection = shared.connections.fetch_add(1, Ordering::Relaxed);
+        return live_events(shared, script.quiet_first && connection == 0);
     }
     let connection = shared.connections.fetch_add(1, Ordering::Relaxed);
     let cut = script.cuts.get(connection).copied();
@@ -276,7 +281,7 @@ fn events(shared: &Arc<Shared>, request: &Request<Incoming>) -> Response<Body> {
 }
 
 /// The events that happen while the connection lasts, from the next one.
-fn live_events(shared: &Arc<Shared>) -> Response<Body> {
+fn live_events(shared: &Arc<Shared>, quiet: bool) -> Response<Body> {
     let (started, interval) = (shared.started, shared.script.interval);
     let first = (started.elapsed().as_nanos() / interval.as_nanos()) as u64 + 1;
     let retry = stream::once(async { Ok(Frame::data(Bytes::from_static(b"retry: 100\n\n"))) });
@@ -284,6 +289,9 @@ fn live_events(shared: &Arc<Shared>) -> Response<Body> {
     let events = stream::unfold(first, move |id| {
         let shared = Arc::clone(&shared);
         async move {
+            if quiet {
+                std::future::pending::<()>().await;
+            }
             tokio::time::sleep_until(started + interval * u32::try_from(id).unwrap()).await;
             Some((Ok(Frame::data(Bytes::from(event(&shared, id)))), id + 1))
         }
@@ -372,6 +380,8 @@ impl Drop for Proxy {
 pub(crate) struct CuttingRelay {
     pub(crate) addr: SocketAddr,
     cuts: Arc<AtomicUsize>,
+    /// The `Last-Event-ID` of each `GET /events`, as the client sent it.
+    cursors: Arc<Mutex<Vec<Option<String>>>>,
     task: JoinHandle<()>,
 }
 
@@ -380,19 +390,30 @@ impl CuttingRelay {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let cuts = Arc::new(AtomicUsize::new(0));
-        let counted = Arc::clone(&cuts);
+        let cursors = Arc::default();
+        let (counted, noted) = (Arc::clone(&cuts), Arc::clone(&cursors));
         let task = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
-                let cuts = Arc::clone(&counted);
+                let (cuts, cursors) = (Arc::clone(&counted), Arc::clone(&noted));
                 tokio::spawn(async move {
                     let Ok(server) = tokio::net::TcpStream::connect(target).await else {
                         return;
                     };
-                    relay(client, server, after, cuts).await;
+                    relay(client, server, after, cuts, cursors).await;
                 });
             }
         });
-        Self { addr, cuts, task }
+        Self {
+            addr,
+            cuts,
+            cursors,
+            task,
+        }
+    }
+
+    /// The `Last-Event-ID` of each `GET /events` so far, in order.
+    pub(crate) fn cursors(&self) -> Vec<Option<String>> {
+        self.cursors.lock().unwrap().clone()
     }
 
     /// The connections cut so far.
@@ -414,6 +435,7 @@ async fn relay(
     mut server: tokio::net::TcpStream,
     after: Duration,
     cuts: Arc<AtomicUsize>,
+    cursors: Arc<Mutex<Vec<Option<String>>>>,
 ) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -433,6 +455,7 @@ async fn relay(
                 let Ok(n @ 1..) = read else { return };
                 if cut_at.is_none() && up[..n].windows(11).any(|w| w == b"GET /events") {
                     cut_at = Some(tokio::time::Instant::now() + after);
+                    cursors.lock().unwrap().push(last_event_id(&up[..n]));
                 }
                 if server_write.write_all(&up[..n]).await.is_err() { return }
             }
@@ -446,6 +469,16 @@ async fn relay(
             }
         }
     }
+}
+
+/// The `Last-Event-ID` header in the head of a request, if it has one.
+fn last_event_id(head: &[u8]) -> Option<String> {
+    let head = String::from_utf8_lossy(head);
+    head.lines().find_map(|line| {
+        let (name, value) = line.split_once(':')?;
+        name.eq_ignore_ascii_case("last-event-id")
+            .then(|| value.trim().to_owned())
+    })
 }
 
 fn uri_of(addr: SocketAddr) -> Uri {

@@ -556,3 +556,96 @@ async fn a_cursor_in_the_url_decodes_and_can_be_switched_off() {
     assert_eq!(got[1].text(), events(1..=3), "another stream, no cursor");
     assert_eq!(upstream.seen()[1].last_event_id(), None);
 }
+
+/// The layer for MCP priming: stamped ids, a history, priming with a
+/// `retry` hint of 3 s.
+fn priming() -> SseResumeLayer {
+    layer_with_history(HistoryLimits::new())
+        .stamp_ids(true)
+        .prime(true)
+        .prime_retry(Duration::from_secs(3))
+}
+
+/// The priming event a body starts with, and its id.
+fn priming_id(body: &str) -> &str {
+    let (first, _) = body.split_once("\n\n").expect("a first block");
+    let id = first.strip_prefix("id: ").expect("an id first");
+    let (id, rest) = id.split_once('\n').unwrap();
+    assert_eq!(
+        rest, "retry: 3000\ndata:",
+        "an id, the retry hint, empty data"
+    );
+    assert!(id.split_once('-').is_some(), "a stamped id: {id}");
+    id
+}
+
+#[tokio::test]
+async fn each_stream_starts_with_a_priming_event_a_client_can_resume_from() {
+    for transport in TRANSPORTS {
+        let layer = priming();
+        let upstream = Upstream::new([Reply::sse([""]), Reply::sse(["data: a\n\ndata: b\n\n"])]);
+        // The first response: the priming event, then nothing yet.
+        let got = exchange(
+            transport,
+            &layer,
+            &upstream,
+            vec![get("/mcp", "s").body(()).unwrap()],
+        )
+        .await;
+        let body = got[0].text().to_owned();
+        let id = priming_id(&body);
+        assert_eq!(
+            body.len(),
+            format!("id: {id}\nretry: 3000\ndata:\n\n").len(),
+            "{body}"
+        );
+        // Resuming from the priming id: known, no gap.
+        let got = exchange(transport, &layer, &upstream, vec![resume("s", id)]).await;
+        let resumed = got[0].text();
+        assert!(
+            !resumed.contains("sse-resume-gap"),
+            "{transport:?}: {resumed}"
+        );
+        let second = priming_id(resumed);
+        assert_ne!(second, id, "each response primes with its own id");
+        let (epoch, _) = second.split_once('-').unwrap();
+        assert_eq!(
+            resumed,
+            format!(
+                "id: {second}\nretry: 3000\ndata:\n\nid: {epoch}-2\ndata: a\n\nid: {epoch}-3\ndata: b\n\n"
+            ),
+            "{transport:?}: primed, then the upstream's events, stamped"
+        );
+        let stats = layer.stats().snapshot();
+        assert_eq!(
+            (stats.gaps, stats.unknown_cursors),
+            (0, 0),
+            "{transport:?}: {stats:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn no_priming_without_stamped_ids_or_for_mcp_2026_07_28() {
+    let upstream = Upstream::new([Reply::sse(["data: a\n\n"]), Reply::sse(["data: a\n\n"])]);
+    let unstamped = layer_with_history(HistoryLimits::new()).prime(true);
+    let got = exchange(
+        Transport::Oneshot,
+        &unstamped,
+        &upstream,
+        vec![get("/mcp", "s").body(()).unwrap()],
+    )
+    .await;
+    assert_eq!(got[0].text(), "data: a\n\n");
+    let request = get("/mcp", "s")
+        .header("mcp-protocol-version", "2026-07-28")
+        .body(())
+        .unwrap();
+    let got = exchange(Transport::Oneshot, &priming(), &upstream, vec![request]).await;
+    assert!(got[0].text().starts_with("id: "), "stamped still");
+    assert!(
+        !got[0].text().contains("data:\n\n"),
+        "no priming: {}",
+        got[0].text()
+    );
+}
