@@ -6,6 +6,14 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 /// A handle on the layer's counters. Clones share them.
 ///
 /// Get one from [`SseResumeLayer::stats`](crate::SseResumeLayer::stats).
+///
+/// With the `metrics` cargo feature, every counter also goes, as it moves,
+/// to the recorder installed for the [`metrics`](https://docs.rs/metrics)
+/// facade (a Prometheus exporter, say; this crate ships none), by
+/// Prometheus names: `sse_resume_` and the field of [`StatsSnapshot`],
+/// with `_total` for counters (`sse_resume_events_forwarded_total`), and
+/// without it for the gauges `sse_resume_streams`,
+/// `sse_resume_history_bytes` and `sse_resume_held_streams`.
 #[derive(Debug, Clone, Default)]
 pub struct Stats {
     counters: Arc<Counters>,
@@ -103,66 +111,85 @@ impl Stats {
     pub(crate) fn add_body_counts(&self, forwarded: u64, dropped: u64) {
         if forwarded > 0 {
             self.counters.events_forwarded.fetch_add(forwarded, Relaxed);
+            report::count("sse_resume_events_forwarded_total", forwarded);
         }
         if dropped > 0 {
             self.counters.duplicates_dropped.fetch_add(dropped, Relaxed);
+            report::count("sse_resume_duplicates_dropped_total", dropped);
         }
     }
 
     pub(crate) fn cursor_injected(&self) {
         self.counters.cursors_injected.fetch_add(1, Relaxed);
+        report::count("sse_resume_cursors_injected_total", 1);
     }
 
     pub(crate) fn unknown_cursor(&self) {
         self.counters.unknown_cursors.fetch_add(1, Relaxed);
+        report::count("sse_resume_unknown_cursors_total", 1);
     }
 
     pub(crate) fn add_replayed(&self, events: u64) {
         self.counters.events_replayed.fetch_add(events, Relaxed);
+        report::count("sse_resume_events_replayed_total", events);
     }
 
     pub(crate) fn gap(&self) {
         self.counters.gaps.fetch_add(1, Relaxed);
+        report::count("sse_resume_gaps_total", 1);
     }
 
     pub(crate) fn add_streams(&self, delta: i64) {
+        if delta == 0 {
+            return;
+        }
         add_signed(&self.counters.streams, delta);
+        report::gauge("sse_resume_streams", delta);
     }
 
     pub(crate) fn add_history_bytes(&self, delta: i64) {
         add_signed(&self.counters.history_bytes, delta);
+        report::gauge("sse_resume_history_bytes", delta);
     }
 
     pub(crate) fn add_held(&self, delta: i64) {
         add_signed(&self.counters.held, delta);
+        report::gauge("sse_resume_held_streams", delta);
     }
 
     pub(crate) fn takeover(&self) {
         self.counters.takeovers.fetch_add(1, Relaxed);
+        report::count("sse_resume_takeovers_total", 1);
     }
 
     pub(crate) fn linger_expired(&self) {
         self.counters.linger_expiries.fetch_add(1, Relaxed);
+        report::count("sse_resume_linger_expiries_total", 1);
     }
 
     pub(crate) fn held_evicted(&self) {
         self.counters.held_evicted.fetch_add(1, Relaxed);
+        report::count("sse_resume_held_evicted_total", 1);
     }
 
     pub(crate) fn add_events_held(&self, events: u64) {
         self.counters.events_held.fetch_add(events, Relaxed);
+        report::count("sse_resume_events_held_total", events);
     }
 
     pub(crate) fn complete_replayed(&self) {
         self.counters.completes_replayed.fetch_add(1, Relaxed);
+        report::count("sse_resume_completes_replayed_total", 1);
     }
 
     pub(crate) fn keep_alive(&self) {
         self.counters.keep_alives.fetch_add(1, Relaxed);
+        report::count("sse_resume_keep_alives_total", 1);
     }
 
     pub(crate) fn store_error(&self) {
         self.counters.store_errors.fetch_add(1, Relaxed);
+        report::count("sse_resume_store_errors_total", 1);
     }
 }
 
@@ -173,4 +200,26 @@ fn add_signed(gauge: &AtomicU64, delta: i64) {
     } else if delta < 0 {
         gauge.fetch_sub(delta.unsigned_abs(), Relaxed);
     }
+}
+
+/// With the `metrics` feature, every counter also goes to the `metrics`
+/// facade, to whatever recorder the application installed, by Prometheus
+/// names (`sse_resume_…_total` for counters; gauges without the suffix).
+/// Without it, nothing.
+mod report {
+    #[cfg(feature = "metrics")]
+    pub(super) fn count(name: &'static str, n: u64) {
+        metrics::counter!(name).increment(n);
+    }
+
+    #[cfg(feature = "metrics")]
+    pub(super) fn gauge(name: &'static str, delta: i64) {
+        metrics::gauge!(name).increment(delta as f64);
+    }
+
+    #[cfg(not(feature = "metrics"))]
+    pub(super) fn count(_name: &'static str, _n: u64) {}
+
+    #[cfg(not(feature = "metrics"))]
+    pub(super) fn gauge(_name: &'static str, _delta: i64) {}
 }

@@ -18,6 +18,7 @@
 //! cargo run --example reverse_proxy -- --upstream http://127.0.0.1:3000
 //! cargo run --example reverse_proxy -- --help
 //! cargo run --example reverse_proxy --features redis -- --redis redis://127.0.0.1:6379/
+//! cargo run --example reverse_proxy --features metrics -- --metrics 127.0.0.1:9090
 //! ```
 
 use std::convert::Infallible;
@@ -42,6 +43,7 @@ use proxy::{BoxError, ProxyBody};
 const USAGE: &str = "\
 Usage: reverse_proxy [--listen ADDR] [--upstream URL] [--demo replay|live]
                      [--redis URL] [--history] [--stamp-ids] [--linger SECS]
+                     [--metrics ADDR]
 
 A streaming SSE reverse proxy that makes event streams resumable and
 duplicate-free. With no --upstream it starts a demo upstream on loopback.
@@ -61,6 +63,9 @@ Options:
   --linger SECS     when a client goes away, read its upstream on for up
                     to SECS seconds, so that it loses nothing (implies
                     --history)
+  --metrics ADDR    serve the layer's counters at http://ADDR/metrics in
+                    the Prometheus text format (build with --features
+                    metrics)
   --help            print this help";
 
 /// How long a client's connection lasts in the live demo.
@@ -74,6 +79,7 @@ struct Options {
     history: bool,
     stamp_ids: bool,
     linger: Option<Duration>,
+    metrics: Option<SocketAddr>,
 }
 
 #[tokio::main]
@@ -107,6 +113,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Options>,
         history: false,
         stamp_ids: false,
         linger: None,
+        metrics: None,
     };
     while let Some(flag) = args.next() {
         let mut value = || args.next().ok_or(format!("{flag} needs a value"));
@@ -148,6 +155,16 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Options>,
                 options.linger = Some(Duration::from_secs(secs));
                 options.history = true;
             }
+            "--metrics" => {
+                let value = value()?;
+                if !cfg!(feature = "metrics") {
+                    return Err("--metrics: build with --features metrics".into());
+                }
+                let addr = value
+                    .parse()
+                    .map_err(|_| format!("--metrics: not an address: {value}"))?;
+                options.metrics = Some(addr);
+            }
             "--history" => options.history = true,
             "--stamp-ids" => options.stamp_ids = true,
             other => return Err(format!("unknown argument: {other}")),
@@ -157,6 +174,13 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Options>,
 }
 
 async fn run(options: Options) -> Result<(), String> {
+    if let Some(addr) = options.metrics {
+        metrics_exporter_prometheus::PrometheusBuilder::new()
+            .with_http_listener(addr)
+            .install()
+            .map_err(|error| format!("--metrics {addr}: {error}"))?;
+        println!("metrics: http://{addr}/metrics");
+    }
     let listener = TcpListener::bind(options.listen)
         .await
         .map_err(|error| format!("cannot listen on {}: {error}", options.listen))?;
