@@ -170,7 +170,7 @@ async fn a_client_away_for_a_while_loses_nothing_and_the_upstream_sees_one_reque
         let upstream = LiveUpstream::new(60);
         let layer = lingering(Duration::from_secs(5));
         let service = layer.layer(upstream.clone());
-        let server = Server::start(service.clone()).await;
+        let server = Server::start(service.clone()).await.over(transport);
         let open = |request: Request<()>| {
             let (service, server) = (service.clone(), &server);
             async move {
@@ -180,7 +180,7 @@ async fn a_client_away_for_a_while_loses_nothing_and_the_upstream_sees_one_reque
                         .await
                         .unwrap()
                         .map(BodyExt::boxed_unsync),
-                    Transport::Http => server
+                    Transport::Http | Transport::Http2 => server
                         .open(request)
                         .await
                         .map(|body| body.map_err(|_| unreachable!()).boxed_unsync()),

@@ -188,11 +188,14 @@ impl Received {
 pub(crate) enum Transport {
     /// `ServiceExt::oneshot` on the layered service.
     Oneshot,
-    /// A hyper server on 127.0.0.1 and a hyper client.
+    /// A hyper server on 127.0.0.1 and a hyper HTTP/1.1 client.
     Http,
+    /// The same server, and a hyper HTTP/2 client with prior knowledge.
+    Http2,
 }
 
-pub(crate) const TRANSPORTS: [Transport; 2] = [Transport::Oneshot, Transport::Http];
+pub(crate) const TRANSPORTS: [Transport; 3] =
+    [Transport::Oneshot, Transport::Http, Transport::Http2];
 
 /// A request with a session, as an MCP client would send it.
 pub(crate) fn get(path: &str, session: &str) -> http::request::Builder {
@@ -216,8 +219,8 @@ pub(crate) async fn exchange<T: TrackerStore>(
                 received.push(read(response).await);
             }
         }
-        Transport::Http => {
-            let server = Server::start(service).await;
+        Transport::Http | Transport::Http2 => {
+            let server = Server::start(service).await.over(transport);
             for request in requests {
                 received.push(server.send(request).await);
             }
@@ -264,6 +267,8 @@ where
 /// A hyper server on a free loopback port, stopped when dropped.
 pub(crate) struct Server {
     pub(crate) addr: SocketAddr,
+    /// Whether the client speaks HTTP/2 to it.
+    http2: bool,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -291,7 +296,17 @@ impl Server {
                 });
             }
         });
-        Self { addr, task }
+        Self {
+            addr,
+            http2: false,
+            task,
+        }
+    }
+
+    /// The same server, its client speaking HTTP/2 for `Transport::Http2`.
+    pub(crate) fn over(mut self, transport: Transport) -> Self {
+        self.http2 = matches!(transport, Transport::Http2);
+        self
     }
 
     /// Sends one request on a new connection and reads the whole response.
@@ -307,11 +322,30 @@ impl Server {
             .await
             .unwrap()
             .unwrap();
+        let (mut parts, ()) = request.into_parts();
+        if self.http2 {
+            // HTTP/2 names the server in the URI's authority.
+            let target = parts
+                .uri
+                .path_and_query()
+                .map_or("/", |target| target.as_str());
+            parts.uri = format!("http://{}{target}", self.addr).parse().unwrap();
+            let io = TokioIo::new(stream);
+            let (mut sender, connection) =
+                hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+                    .await
+                    .unwrap();
+            tokio::spawn(connection);
+            let request = Request::from_parts(parts, Empty::<Bytes>::new());
+            return tokio::time::timeout(STEP, sender.send_request(request))
+                .await
+                .unwrap()
+                .unwrap();
+        }
         let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .unwrap();
         tokio::spawn(connection);
-        let (mut parts, ()) = request.into_parts();
         parts
             .headers
             .insert("host", self.addr.to_string().parse().unwrap());
