@@ -29,7 +29,7 @@ pub(crate) fn session_scope(parts: &Parts) -> Option<String> {
         .or_else(|| Query::new("session").extract(parts))
 }
 
-/// The service that forwards every request to `upstream`.
+/// The service that forwards every request to `upstream`, over HTTP/1.1.
 pub(crate) fn forwarder(
     upstream: Uri,
 ) -> impl tower::Service<
@@ -40,7 +40,25 @@ pub(crate) fn forwarder(
 > + Clone
 + Send
 + 'static {
-    let client = Client::builder(TokioExecutor::new()).build(HttpConnector::new());
+    forwarder_over(upstream, false)
+}
+
+/// The service that forwards every request to `upstream`, over HTTP/2
+/// with prior knowledge (h2c) when `http2`, else over HTTP/1.1.
+pub(crate) fn forwarder_over(
+    upstream: Uri,
+    http2: bool,
+) -> impl tower::Service<
+    Request<Incoming>,
+    Response = Response<ProxyBody>,
+    Error = Infallible,
+    Future = impl Future<Output = Result<Response<ProxyBody>, Infallible>> + Send,
+> + Clone
++ Send
++ 'static {
+    let client = Client::builder(TokioExecutor::new())
+        .http2_only(http2)
+        .build(HttpConnector::new());
     service_fn(move |request| forward(client.clone(), upstream.clone(), request))
 }
 

@@ -4,6 +4,7 @@
 
 mod browser;
 mod client_crate;
+mod http2;
 mod mcp;
 mod proxy;
 /// The demo's own proxy, which the tests drive rather than a copy of it.

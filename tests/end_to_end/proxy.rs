@@ -104,6 +104,7 @@ impl Script {
 pub(crate) struct Seen {
     pub(crate) path_and_query: String,
     pub(crate) last_event_id: Option<String>,
+    pub(crate) version: http::Version,
 }
 
 /// The scripted upstream on a free loopback port, stopped when dropped.
@@ -224,6 +225,7 @@ fn events(shared: &Arc<Shared>, request: &Request<Incoming>) -> Response<Body> {
             .path_and_query()
             .map_or_else(String::new, ToString::to_string),
         last_event_id,
+        version: request.version(),
     });
     let script = &shared.script;
     if script.live {
@@ -344,6 +346,14 @@ impl Proxy {
     pub(crate) async fn start(upstream: SocketAddr, layer: SseResumeLayer) -> Self {
         let layer = layer.scope(reverse_proxy::session_scope);
         Self::serve(layer.layer(reverse_proxy::forwarder(uri_of(upstream)))).await
+    }
+
+    /// The same proxy, speaking HTTP/2 with prior knowledge to the
+    /// upstream.
+    pub(crate) async fn start_http2(upstream: SocketAddr, layer: SseResumeLayer) -> Self {
+        let layer = layer.scope(reverse_proxy::session_scope);
+        let forwarder = reverse_proxy::forwarder_over(uri_of(upstream), true);
+        Self::serve(layer.layer(forwarder)).await
     }
 
     /// The same proxy without the layer: the control.
