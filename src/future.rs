@@ -201,7 +201,8 @@ where
     mark_gap(&mut parts.headers, &decision);
     let one_client = decision.one_client;
     let dedup = Box::new(Dedup::new(decision, options));
-    let body = SseResumeBody::lingering(Box::pin(body), dedup, Linger::new(linger), one_client);
+    let linger = Some(Linger::new(linger));
+    let body = SseResumeBody::lingering(Box::pin(body), dedup, linger, one_client);
     Response::from_parts(parts, body)
 }
 
@@ -251,12 +252,9 @@ where
             dedup.end();
         }
     }
-    let body = match linger {
-        // Taken over, it is no longer offered to the next reconnect: two
-        // clients of one scope cannot end each other's over and over.
-        Some(linger) => SseResumeBody::lingering(*body, dedup, Linger::new(linger), false),
-        None => SseResumeBody::boxed(*body, dedup),
-    };
+    // Taken over, it is no longer offered to the next reconnect: two
+    // clients of one scope cannot end each other's over and over.
+    let body = SseResumeBody::lingering(*body, dedup, linger.map(Linger::new), false);
     options.stats.takeover();
     tracing::debug!("took a held stream over");
     Ok(response.map(|()| body))

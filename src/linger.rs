@@ -85,13 +85,32 @@ where
     B::Data: Send,
     B::Error: Send,
 {
-    let Some(head) = dedup.stream().lock().head().cloned() else {
+    let head = dedup.stream().lock().head().cloned();
+    send_upstream(body, dedup, Leftover::Nothing, head, reply);
+}
+
+/// Sends the upstream `body` to the response that asked on `reply`, with
+/// the bytes not yet part of a whole block and what came after them. A
+/// stream without a `head` started no response to copy: the asker goes to
+/// the inner service instead.
+fn send_upstream<B>(
+    body: Pin<Box<B>>,
+    dedup: &mut Dedup,
+    leftover: Leftover,
+    head: Option<Arc<crate::stream::Head>>,
+    reply: oneshot::Sender<Handover>,
+) where
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Send,
+{
+    let Some(head) = head else {
         return;
     };
     let handover = Handover {
         body: Box::new(body),
         pending: dedup.take_pending(),
-        leftover: Leftover::Nothing,
+        leftover,
         head,
     };
     let _ = reply.send(handover);
@@ -181,16 +200,13 @@ async fn read_on<B>(
             },
         }
     };
-    stream.lock().take_hold(id);
+    let head = {
+        let mut state = stream.lock();
+        state.take_hold(id);
+        state.head().cloned()
+    };
     config.holds.remove(id);
-    let head = stream.lock().head().cloned();
-    if let (Some(reply), Some(head)) = (ask, head) {
-        let handover = Handover {
-            body: Box::new(body),
-            pending: dedup.take_pending(),
-            leftover,
-            head,
-        };
-        let _ = reply.send(handover);
+    if let Some(reply) = ask {
+        send_upstream(body, &mut dedup, leftover, head, reply);
     }
 }

@@ -211,7 +211,6 @@ impl Dedup {
         if !self.drain() {
             return false;
         }
-        self.attachment.stream.lock().upstream_ended();
         self.recorder.flush();
         self.ended = true;
         let _span = self.span.enter();
@@ -314,6 +313,10 @@ impl Dedup {
                 }
             }
         }
+        if self.ending {
+            // Under the same lock: a per-request stream is complete now.
+            window.upstream_ended();
+        }
         drop(window);
         self.output.close();
         self.forwarded += forwarded;
@@ -331,8 +334,8 @@ impl Dedup {
 }
 
 /// The priming event of MCP 2025-11-25: a stamped id with empty data,
-/// which a client keeps as its cursor without dispatching anything, and the
-/// `retry` hint when there is one.
+/// which a client keeps as its cursor (a browser's `EventSource` dispatches
+/// it as an empty message), and the `retry` hint when there is one.
 fn priming_event(stamper: &mut Stamper, retry: Option<std::time::Duration>) -> Bytes {
     let mut event = stamper.next_line().to_owned();
     if let Some(retry) = retry {

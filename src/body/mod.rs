@@ -120,7 +120,7 @@ impl<B: Body> SseResumeBody<B> {
     pub(crate) fn lingering(
         body: Pin<Box<B>>,
         dedup: Box<Dedup>,
-        linger: Linger<B>,
+        linger: Option<Linger<B>>,
         evictable: bool,
     ) -> Self {
         let evict = evictable.then(|| {
@@ -133,21 +133,8 @@ impl<B: Body> SseResumeBody<B> {
                 body: Some(body),
                 dedup: Some(dedup),
                 error: None,
-                linger: Some(linger),
+                linger,
                 evict,
-            },
-        }
-    }
-
-    /// An event stream over an upstream handed on, that no longer lingers.
-    pub(crate) fn boxed(body: Pin<Box<B>>, dedup: Box<Dedup>) -> Self {
-        Self {
-            kind: Kind::Lingering {
-                body: Some(body),
-                dedup: Some(dedup),
-                error: None,
-                linger: None,
-                evict: None,
             },
         }
     }

@@ -182,8 +182,9 @@ impl<T: TrackerStore> Replica<T> {
     ) -> Result<TestResponse, StoreError> {
         let key = StreamKey::new(scope, stream);
         let snapshot = self.config.store.open(&key, cursor).await?;
+        let get = stream.starts_with("GET ");
         let request = StreamRequest {
-            get: stream.starts_with("GET "),
+            get,
             linger: false,
             one_client: false,
         };
@@ -197,7 +198,7 @@ impl<T: TrackerStore> Replica<T> {
             inject: false,
             from_history: false,
             stamp: false,
-            per_request: !stream.starts_with("GET "),
+            per_request: !get,
             one_client: false,
             prime: None,
         };
