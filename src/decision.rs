@@ -11,7 +11,7 @@ use crate::linger::LingerConfig;
 use crate::recorder::Recorder;
 use crate::stamp::clock_epoch;
 use crate::stats::Stats;
-use crate::store::TrackerStore;
+use crate::store::{Follow, TrackerStore};
 use crate::stream::{Attachment, Handover, Opened, Replay, Serve, Stream, StreamState};
 
 /// How the request asks the upstream to resume, read from its headers
@@ -51,6 +51,9 @@ pub(crate) struct Decision {
     pub(crate) serve: Serve,
     /// The held stream's upstream, once its task handed it over.
     pub(crate) handover: Option<Handover>,
+    /// The stream as another replica records it, when this response
+    /// follows it.
+    pub(crate) follow: Option<Follow>,
     /// How the response lingers when its client goes away, if it may.
     pub(crate) linger: Option<LingerConfig>,
     /// Whether the request was not a `GET`: a per-request stream.
@@ -127,6 +130,7 @@ impl Decision {
             stamp_epoch,
             serve,
             handover: None,
+            follow: None,
             linger: linger.filter(|_| may_linger),
             per_request: resumption.per_request,
             one_client: resumption.one_client,
@@ -146,6 +150,7 @@ impl Decision {
             stamp_epoch: None,
             serve: Serve::Upstream,
             handover: None,
+            follow: None,
             linger: None,
             per_request: false,
             one_client: false,

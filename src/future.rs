@@ -8,7 +8,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
-use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use http::header::{CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE};
 use http::{HeaderValue, Request, Response, StatusCode};
 use http_body::Body;
 use pin_project_lite::pin_project;
@@ -19,7 +19,7 @@ use crate::config::{FailurePolicy, Options};
 use crate::decision::{Decision, UpstreamCursor};
 use crate::headers::{LAST_EVENT_ID, SSE_RESUME_GAP, is_encoded, is_event_stream};
 use crate::linger::Linger;
-use crate::store::StoreError;
+use crate::store::{Follow, StoreError};
 use crate::stream::{Handover, Head, Leftover, Replay, Serve};
 
 pub(crate) type OpenFuture = Pin<Box<dyn Future<Output = Result<Decision, StoreError>> + Send>>;
@@ -119,6 +119,10 @@ where
                             // this request goes to the inner service.
                             Err(back) => decision = *back,
                         }
+                    }
+                    if let Some(follow) = decision.follow.take() {
+                        options.stats.follow();
+                        return Poll::Ready(Ok(follow_response(follow, decision, options)));
                     }
                     if let Serve::Complete(head) = &decision.serve {
                         let head = Arc::clone(head);
@@ -269,6 +273,25 @@ fn replay_complete<B: Body>(
 ) -> Response<SseResumeBody<B>> {
     let response = head_response(head, &decision);
     response.map(|()| SseResumeBody::replayed(Dedup::new(decision, options)))
+}
+
+/// A response that follows a stream another replica holds: the replay,
+/// then what that replica records, until the stream ends. Its head is
+/// that of an event stream, not the upstream's, which this replica never
+/// saw.
+fn follow_response<B: Body>(
+    follow: Follow,
+    decision: Decision,
+    options: &Options,
+) -> Response<SseResumeBody<B>> {
+    let cursor = decision.cursor.clone().unwrap_or_default();
+    let mut response = Response::new(());
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    mark_gap(headers, &decision);
+    tracing::debug!("following a stream another replica holds");
+    response.map(|()| SseResumeBody::following(follow, Dedup::new(decision, options), cursor))
 }
 
 /// A response with the status and headers of `head`.

@@ -291,7 +291,8 @@ pub use query::DEFAULT_CURSOR_QUERY;
 pub use service::SseResume;
 pub use stats::{Stats, StatsSnapshot};
 pub use store::{
-    IdBatch, MemoryStore, Snapshot, StoreError, StoredStream, StreamKey, TrackerStore,
+    Follow, FollowSender, Followed, HeldStream, IdBatch, Lease, MemoryStore, Snapshot, StoreError,
+    StoredStream, StreamEnd, StreamKey, TrackerStore, Unfollowed,
 };
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]

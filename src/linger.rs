@@ -165,6 +165,11 @@ async fn read_on<B>(
             biased;
             ask = &mut asked => break ask.ok(),
             () = &mut expiry, if !taken => {
+                if dedup.recorder.is_followed() {
+                    // A client follows the stream on another replica.
+                    expiry.as_mut().reset(Instant::now() + config.time);
+                    continue;
+                }
                 if stream.lock().take_hold(id).is_some() {
                     config.stats.linger_expired();
                     tracing::debug!(hold = id, "no client came back: upstream let go");

@@ -4,7 +4,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use crate::stats::Stats;
-use crate::store::{IdBatch, StoreError, StreamKey, TrackerStore};
+use crate::store::{IdBatch, Lease, StoreError, StreamEnd, StreamKey, TrackerStore};
 use crate::stream::Stored;
 
 /// Ids recorded since the last hand-over to the store, at most this many.
@@ -25,6 +25,12 @@ pub(crate) struct Recorder {
     wants_blocks: bool,
     batch: IdBatch,
     stats: Stats,
+    /// While the response reads its stream's upstream, the store's mark
+    /// that it does, for other replicas to follow. Let go after the last
+    /// batch.
+    lease: Option<Lease>,
+    /// How the stream ends when its upstream does.
+    end: StreamEnd,
 }
 
 impl Recorder {
@@ -42,6 +48,8 @@ impl Recorder {
             wants_blocks: stored.keeps_blocks,
             batch: IdBatch::new(),
             stats,
+            lease: None,
+            end: StreamEnd::Ended,
         }
     }
 
@@ -54,7 +62,39 @@ impl Recorder {
             wants_blocks: false,
             batch: IdBatch::new(),
             stats,
+            lease: None,
+            end: StreamEnd::Ended,
         }
+    }
+
+    /// Records nothing more: another replica records the stream, and this
+    /// response follows it.
+    pub(crate) fn mute(&mut self) {
+        self.sink = None;
+    }
+
+    /// Holds `lease` while the response reads its stream's upstream; a
+    /// per-request stream is complete when that ends.
+    pub(crate) fn hold(&mut self, lease: Option<Lease>, per_request: bool) {
+        self.lease = lease;
+        self.end = if per_request {
+            StreamEnd::Complete
+        } else {
+            StreamEnd::Ended
+        };
+    }
+
+    /// Whether a response on another replica follows the stream now.
+    pub(crate) fn is_followed(&self) -> bool {
+        self.lease.as_ref().is_some_and(Lease::is_followed)
+    }
+
+    /// The upstream ended: the last batch says so, for the followers.
+    pub(crate) fn end_stream(&mut self) {
+        if self.lease.is_some() {
+            self.batch.end_stream(self.end);
+        }
+        self.flush();
     }
 
     /// Hands on an id new to the stream, with the fingerprint of its
@@ -125,6 +165,8 @@ impl Recorder {
 impl Drop for Recorder {
     fn drop(&mut self) {
         self.flush();
+        // After the last batch: the store lets the stream go in order.
+        drop(self.lease.take());
     }
 }
 

@@ -178,14 +178,43 @@ where
             let key = StreamKey::new(&scope, &stream);
             let snapshot = store.open(&key, cursor.as_deref()).await?;
             let opened = streams.open(key, cursor.as_deref(), snapshot, request);
-            let mut decision = Decision::scoped(opened, store, stats, resumption, cursor, linger);
-            if let Serve::Takeover(answer) = &mut decision.serve {
-                // A task that does not answer in time lost its upstream:
-                // the request goes to the inner service.
-                if let Ok(Ok(handover)) = tokio::time::timeout(TAKEOVER_WAIT, answer).await {
-                    decision.handover = Some(handover);
+            let key = opened.key.clone();
+            let store_for_decision = Arc::clone(&store);
+            let mut decision = Decision::scoped(
+                opened,
+                store_for_decision,
+                stats,
+                resumption,
+                cursor,
+                linger,
+            );
+            match &mut decision.serve {
+                Serve::Takeover(answer) => {
+                    // A task that does not answer in time lost its
+                    // upstream: the request goes to the inner service.
+                    if let Ok(Ok(handover)) = tokio::time::timeout(TAKEOVER_WAIT, answer).await {
+                        decision.handover = Some(handover);
+                    }
+                    decision.serve = Serve::Upstream;
                 }
-                decision.serve = Serve::Upstream;
+                Serve::Follow(position) => {
+                    // Another replica reads the upstream: this response
+                    // follows what it records, and records nothing itself.
+                    if let Some(follow) = store.follow(&key, *position) {
+                        decision.recorder.mute();
+                        decision.follow = Some(follow);
+                    }
+                    decision.serve = Serve::Upstream;
+                }
+                Serve::Upstream | Serve::Complete(_) => {}
+            }
+            let reads_upstream = decision.follow.is_none()
+                && matches!(decision.serve, Serve::Upstream)
+                && decision.linger.is_some();
+            if reads_upstream {
+                // Other replicas follow it while this one reads it.
+                let lease = store.hold(&key);
+                decision.recorder.hold(lease, decision.per_request);
             }
             Ok(decision)
         };

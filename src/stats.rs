@@ -37,6 +37,8 @@ struct Counters {
     events_held: AtomicU64,
     completes_replayed: AtomicU64,
     keep_alives: AtomicU64,
+    follows: AtomicU64,
+    follows_lost: AtomicU64,
 }
 
 /// The counters at one moment.
@@ -82,6 +84,12 @@ pub struct StatsSnapshot {
     /// Keep-alive comments sent to quiet streams
     /// ([`SseResumeLayer::keep_alive`](crate::SseResumeLayer::keep_alive)).
     pub keep_alives: u64,
+    /// Reconnects that followed a stream another replica holds, instead
+    /// of a new upstream request ([`TrackerStore::follow`](crate::TrackerStore::follow)).
+    pub follows: u64,
+    /// Follows that ended with the gap signal: the holder went away
+    /// without ending the stream, or the store stayed unreachable.
+    pub follows_lost: u64,
 }
 
 impl Stats {
@@ -105,6 +113,8 @@ impl Stats {
             events_held: c.events_held.load(Relaxed),
             completes_replayed: c.completes_replayed.load(Relaxed),
             keep_alives: c.keep_alives.load(Relaxed),
+            follows: c.follows.load(Relaxed),
+            follows_lost: c.follows_lost.load(Relaxed),
         }
     }
 
@@ -185,6 +195,16 @@ impl Stats {
     pub(crate) fn keep_alive(&self) {
         self.counters.keep_alives.fetch_add(1, Relaxed);
         report::count("sse_resume_keep_alives_total", 1);
+    }
+
+    pub(crate) fn follow(&self) {
+        self.counters.follows.fetch_add(1, Relaxed);
+        report::count("sse_resume_follows_total", 1);
+    }
+
+    pub(crate) fn follow_lost(&self) {
+        self.counters.follows_lost.fetch_add(1, Relaxed);
+        report::count("sse_resume_follows_lost_total", 1);
     }
 
     pub(crate) fn store_error(&self) {

@@ -179,6 +179,15 @@ impl Dedup {
         state.offer_eviction(role.tag, role.generation, sender);
     }
 
+    /// The stream this response followed was lost after the block with
+    /// `last_id`: the gap signal, then the end.
+    pub(super) fn follow_lost(&mut self, last_id: &str) {
+        self.output.send(gap_event(last_id));
+        self.stats.gap();
+        self.stats.follow_lost();
+        self.ended = true;
+    }
+
     /// Whether the upstream body has ended.
     pub(crate) fn is_ended(&self) -> bool {
         self.ended
@@ -211,7 +220,7 @@ impl Dedup {
         if !self.drain() {
             return false;
         }
-        self.recorder.flush();
+        self.recorder.end_stream();
         self.ended = true;
         let _span = self.span.enter();
         tracing::debug!(

@@ -17,6 +17,7 @@ use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
 use crate::linger::Linger;
+use crate::store::{Follow, Followed};
 use crate::stream::Handover;
 use std::future::Future;
 use tokio::sync::oneshot;
@@ -79,6 +80,9 @@ pin_project! {
         },
         // What the history holds of a complete stream, and nothing else.
         Replayed { dedup: Box<Dedup> },
+        // The replay, then a stream another replica holds, as it records
+        // it: whole blocks, exactly once by their place in the history.
+        Following { follow: Follow, dedup: Box<Dedup>, cursor: String },
         Rejected { message: Option<Bytes> },
     }
 }
@@ -90,6 +94,7 @@ impl<B: Body> fmt::Debug for SseResumeBody<B> {
             Kind::Resume { .. } => "Resume",
             Kind::Lingering { .. } => "Lingering",
             Kind::Replayed { .. } => "Replayed",
+            Kind::Following { .. } => "Following",
             Kind::Rejected { .. } => "Rejected",
         };
         f.debug_struct("SseResumeBody")
@@ -144,6 +149,18 @@ impl<B: Body> SseResumeBody<B> {
         Self {
             kind: Kind::Replayed {
                 dedup: Box::new(dedup),
+            },
+        }
+    }
+
+    /// What `dedup` replays, then what `follow` delivers; `cursor` is the
+    /// client's, for a gap.
+    pub(crate) fn following(follow: Follow, dedup: Dedup, cursor: String) -> Self {
+        Self {
+            kind: Kind::Following {
+                follow,
+                dedup: Box::new(dedup),
+                cursor,
             },
         }
     }
@@ -205,6 +222,11 @@ where
             KindProj::Replayed { dedup } => {
                 Poll::Ready(dedup.output.pop().map(|b| Ok(Frame::data(b))))
             }
+            KindProj::Following {
+                follow,
+                dedup,
+                cursor,
+            } => poll_following(follow, dedup, cursor, cx),
         }
     }
 
@@ -224,6 +246,7 @@ where
             }
             Kind::Lingering { dedup: None, .. } => true,
             Kind::Replayed { dedup } => dedup.output.is_empty(),
+            Kind::Following { dedup, .. } => dedup.ended && dedup.output.is_empty(),
             Kind::Rejected { message } => message.is_none(),
         }
     }
@@ -231,9 +254,10 @@ where
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
             Kind::Passthrough { body } => body.size_hint(),
-            Kind::Resume { .. } | Kind::Lingering { .. } | Kind::Replayed { .. } => {
-                SizeHint::default()
-            }
+            Kind::Resume { .. }
+            | Kind::Lingering { .. }
+            | Kind::Replayed { .. }
+            | Kind::Following { .. } => SizeHint::default(),
             Kind::Rejected { message } => {
                 SizeHint::with_exact(message.as_ref().map_or(0, |m| m.len() as u64))
             }
@@ -312,6 +336,42 @@ fn poll_resume<B: Body>(
             }
             None => {
                 dedup.end();
+            }
+        }
+    }
+}
+
+/// Polls a follow: the replay first, then what the holding replica
+/// records, whole blocks that go out as they come.
+fn poll_following<E>(
+    follow: &mut Follow,
+    dedup: &mut Dedup,
+    cursor: &str,
+    cx: &mut Context<'_>,
+) -> Poll<Option<Result<Frame<Bytes>, E>>> {
+    loop {
+        if let Some(bytes) = dedup.output.pop() {
+            return Poll::Ready(Some(Ok(Frame::data(bytes))));
+        }
+        if dedup.ended {
+            return Poll::Ready(None);
+        }
+        match follow.poll_next(cx) {
+            Poll::Ready(Some(Followed::Blocks(blocks))) => {
+                dedup.heard();
+                return Poll::Ready(Some(Ok(Frame::data(blocks))));
+            }
+            Poll::Ready(Some(Followed::End)) => dedup.ended = true,
+            // A follower that stopped without a word lost the stream too.
+            Poll::Ready(Some(Followed::Lost(last_id))) => {
+                dedup.follow_lost(last_id.as_deref().unwrap_or(cursor));
+            }
+            Poll::Ready(None) => dedup.follow_lost(cursor),
+            Poll::Pending => {
+                return match dedup.keep_alive_due(cx) {
+                    Some(keep_alive) => Poll::Ready(Some(Ok(Frame::data(keep_alive)))),
+                    None => Poll::Pending,
+                };
             }
         }
     }

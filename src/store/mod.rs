@@ -70,14 +70,19 @@ use std::sync::Arc;
 
 use crate::stream::Replay;
 
+mod follow;
 mod memory;
 #[cfg(feature = "redis")]
 mod redis;
 
+pub use follow::{Follow, FollowSender, Followed, HeldStream, Lease, Unfollowed};
 pub use memory::MemoryStore;
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
-pub use redis::{DEFAULT_PREFIX, DEFAULT_QUEUE_LEN, DEFAULT_TIMEOUT, RedisStats, RedisStore};
+pub use redis::{
+    DEFAULT_LEASE, DEFAULT_MAX_FOLLOWERS, DEFAULT_PREFIX, DEFAULT_QUEUE_LEN, DEFAULT_TIMEOUT,
+    RedisStats, RedisStore,
+};
 
 /// What keeps a layer's streams behind it. See the [module docs](self) for
 /// writing one.
@@ -110,6 +115,27 @@ pub trait TrackerStore: Send + Sync + 'static {
     /// It is only called for streams the store opened with
     /// [`Snapshot::Stored`].
     fn record(&self, key: &StreamKey, fence: u64, batch: &IdBatch) -> Result<(), StoreError>;
+
+    /// Marks the stream of `key` as read from its upstream by this process,
+    /// for as long as the returned lease lives, so that a client that
+    /// reconnects to another replica follows it there
+    /// ([`StoredStream::follow_from`]). Called for a response that may
+    /// linger, once it is served by its upstream. `None`, the default,
+    /// for a store that no other replica shares.
+    fn hold(&self, key: &StreamKey) -> Option<Lease> {
+        let _ = key;
+        None
+    }
+
+    /// Follows the stream of `key` that another replica holds, from after
+    /// the block at `position` of its history, as that replica records it,
+    /// until it ends. Called when [`open`](Self::open) gave
+    /// [`StoredStream::follow_from`]. `None`, the default, sends the
+    /// request upstream instead.
+    fn follow(&self, key: &StreamKey, position: u64) -> Option<Follow> {
+        let _ = (key, position);
+        None
+    }
 }
 
 /// What [`TrackerStore::open`] found of a stream.
@@ -153,6 +179,12 @@ pub struct StoredStream {
     /// Whether the store keeps a replay history of the stream itself: then
     /// the batches it records carry the blocks forwarded.
     pub keeps_blocks: bool,
+    /// Set when another replica holds the stream (it reads the stream's
+    /// upstream), or the stream's upstream ended: the position in the
+    /// history of the newest block of the replay, from which the response
+    /// may [follow](TrackerStore::follow) the stream instead of calling the
+    /// upstream.
+    pub follow_from: Option<u64>,
 }
 
 impl StoredStream {
@@ -166,6 +198,7 @@ impl StoredStream {
             replay: Replay::Off,
             stamp_epoch: None,
             keeps_blocks: false,
+            follow_from: None,
         }
     }
 }
@@ -183,6 +216,7 @@ pub struct IdBatch {
     block_ids: Strings,
     blocks: Strings,
     forgets_history: bool,
+    stream_end: Option<StreamEnd>,
 }
 
 impl IdBatch {
@@ -259,8 +293,20 @@ impl IdBatch {
         self.forgets_history
     }
 
+    /// Marks the stream's upstream as ended after this batch: a replica
+    /// that follows the stream ends its response there.
+    pub fn end_stream(&mut self, end: StreamEnd) {
+        self.stream_end = Some(end);
+    }
+
+    /// How the stream's upstream ended after this batch, if it did.
+    pub fn stream_end(&self) -> Option<StreamEnd> {
+        self.stream_end
+    }
+
     /// Appends everything `other` holds after what this batch holds.
     pub fn extend(&mut self, other: &IdBatch) {
+        self.stream_end = other.stream_end.or(self.stream_end);
         if other.forgets_history {
             self.forget_history();
         }
@@ -296,6 +342,7 @@ impl IdBatch {
         self.block_ids.clear();
         self.blocks.clear();
         self.forgets_history = false;
+        self.stream_end = None;
     }
 
     /// The number of ids.
@@ -315,7 +362,19 @@ impl IdBatch {
             && self.blocks.len() == 0
             && !self.forgets_history
             && !self.starts_window_over
+            && self.stream_end.is_none()
     }
+}
+
+/// How a stream's upstream ended, as an [`IdBatch`] says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StreamEnd {
+    /// A standing stream's upstream ended: the next request asks it anew.
+    Ended,
+    /// A per-request stream's upstream ended: the stream is complete, and
+    /// its history is all a client resuming it gets.
+    Complete,
 }
 
 /// Byte strings back to back in one buffer.

@@ -109,6 +109,9 @@ pub(crate) enum Serve {
     Takeover(oneshot::Receiver<Handover>),
     /// By the history alone: the stream is complete.
     Complete(Arc<Head>),
+    /// By following the stream as another replica records it, from after
+    /// this position of the store's history.
+    Follow(u64),
 }
 
 /// What opening a request's stream gave.
@@ -266,7 +269,14 @@ impl Streams {
             }
             None => (None, Replay::Off),
         };
-        let serve = serve(&mut state, request, cursor_known, &mut replay, evicted);
+        let serve = serve(
+            &mut state,
+            request,
+            cursor_known,
+            &mut replay,
+            evicted,
+            None,
+        );
         // Under the same lock as the cursor: the response's client has
         // exactly what the window holds now.
         let attachment = stream.attach_locked(&mut state);
@@ -332,7 +342,15 @@ impl Streams {
                 (cursor_known, replay) = (Some(known), resumed);
             }
         }
-        let serve = serve(&mut state, request, cursor_known, &mut replay, evicted);
+        let follow_from = stored.follow_from.filter(|_| cursor_known == Some(true));
+        let serve = serve(
+            &mut state,
+            request,
+            cursor_known,
+            &mut replay,
+            evicted,
+            follow_from,
+        );
         let attachment = stream.attach_locked(&mut state);
         drop(state);
         Opened {
@@ -411,12 +429,17 @@ impl Streams {
 /// Where one scope is one client, `evicted` is the attached response a
 /// request with a known cursor ended, taken before the cursor moved the
 /// stream on: it hands its upstream over.
+///
+/// Otherwise, a stream that another replica holds (`follow_from`, from
+/// the store) is followed from the end of the replay, when the replay
+/// resumes the client's cursor.
 fn serve(
     state: &mut StreamState,
     request: Request,
     cursor_known: Option<bool>,
     replay: &mut Replay,
     evicted: Option<HoldSender>,
+    follow_from: Option<u64>,
 ) -> Serve {
     if !request.linger {
         return Serve::Upstream;
@@ -437,6 +460,8 @@ fn serve(
         hold.takeover
     } else if let Some(sender) = evicted {
         sender
+    } else if let (Some(position), Replay::Blocks(_)) = (follow_from, &*replay) {
+        return Serve::Follow(position);
     } else {
         return Serve::Upstream;
     };

@@ -3,51 +3,72 @@
 //!
 //! [`RedisStore`]: super::RedisStore
 
+use ::redis::{Cmd, Script};
+
 use super::Config;
 use super::scripts::millis;
 
 /// The keys of one scope.
 #[derive(Debug, Clone)]
 pub(super) struct Keys {
+    /// What every key of the scope starts with: `<prefix>{<scope>}:`.
+    pub(super) scope: String,
     pub(super) streams: String,
     pub(super) generations: String,
-    /// StreamState keys are this followed by the stream.
+    /// Window keys are this followed by the stream.
     pub(super) windows: String,
 }
 
 impl Keys {
     pub(super) fn new(prefix: &str, scope: &str) -> Self {
         Self {
+            scope: scope_key(prefix, scope, ""),
             streams: scope_key(prefix, scope, "s"),
             generations: scope_key(prefix, scope, "g"),
             windows: scope_key(prefix, scope, "w:"),
         }
     }
 
-    pub(super) fn window(&self, stream: &str) -> String {
-        let mut key = String::with_capacity(self.windows.len() + stream.len());
-        key.push_str(&self.windows);
+    /// The key of `stream` of this scope that starts with `kind`: `w:`
+    /// for its window, `wf:` its fingerprints, `h:` its history, `l:` its
+    /// lease, `f:` its mark that it is followed, `c:` its channel (no key,
+    /// but named alike).
+    pub(super) fn of(&self, kind: &str, stream: &str) -> String {
+        let mut key = String::with_capacity(self.scope.len() + kind.len() + stream.len());
+        key.push_str(&self.scope);
+        key.push_str(kind);
         key.push_str(stream);
         key
     }
 
-    /// Sets the keys and arguments every script starts with.
-    pub(super) fn bind<'a, 'b>(
+    /// A call of `script` with the keys and arguments every script of
+    /// the preamble starts with: by its hash, or with `whole` its code.
+    pub(super) fn script_call(
         &self,
-        invocation: &'b mut ::redis::ScriptInvocation<'a>,
+        script: &Script,
+        code: &str,
+        whole: bool,
         config: &Config,
-    ) -> &'b mut ::redis::ScriptInvocation<'a> {
-        let [events, bytes, age] = history_args(config);
-        invocation
-            .key(&self.streams)
-            .key(&self.generations)
+    ) -> Cmd {
+        let mut command = if whole {
+            let mut command = ::redis::cmd("EVAL");
+            command.arg(code);
+            command
+        } else {
+            let mut command = ::redis::cmd("EVALSHA");
+            command.arg(script.get_hash());
+            command
+        };
+        command
+            .arg(2)
+            .arg(&self.streams)
+            .arg(&self.generations)
             .arg(&self.windows)
             .arg(millis(config.ttl))
             .arg(config.window_len)
             .arg(config.max_streams_per_scope)
-            .arg(events)
-            .arg(bytes)
-            .arg(age)
+            .arg(history_args(config).as_slice());
+        command
     }
 }
 

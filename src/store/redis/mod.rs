@@ -2,28 +2,32 @@
 //! a gateway.
 
 use std::fmt;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use ::redis::cluster::ClusterClientBuilder;
-use ::redis::{Client, Value};
+use ::redis::{Client, ErrorKind, RedisResult, ServerErrorKind, Value};
 use tokio::sync::watch;
 
-use super::{IdBatch, Snapshot, StoreError, StoredStream, StreamKey, TrackerStore};
+use super::{Follow, IdBatch, Lease, Snapshot, StoreError, StoredStream, StreamKey, TrackerStore};
 use crate::stream::{
-    DEFAULT_IDLE_TTL, DEFAULT_MAX_STREAMS_PER_SCOPE, DEFAULT_WINDOW_LEN, HistoryLimits,
+    DEFAULT_IDLE_TTL, DEFAULT_MAX_STREAMS_PER_SCOPE, DEFAULT_WINDOW_LEN, HistoryLimits, Replay,
 };
 
 use connection::{Connection, unavailable, within};
-use keys::{Keys, escape, scope_key};
+use follow::{Follower, Subscriber};
+use keys::{Keys, escape};
+use lease::{Leases, RedisHeld, refresh_leases};
 use queue::{Kept, Queue, Target};
-use scripts::{Loaded, scripts};
+use scripts::{OPEN, Opened, millis, parse_blocks, parse_window, script_code, scripts};
 use writer::Writer;
 
 mod connection;
+mod follow;
 mod keys;
+mod lease;
 mod queue;
 mod scripts;
 mod writer;
@@ -34,6 +38,12 @@ pub const DEFAULT_PREFIX: &str = "sse-resume:";
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(250);
 /// The default [`RedisStore::queue_len`], in ids.
 pub const DEFAULT_QUEUE_LEN: usize = 65_536;
+/// The default [`RedisStore::lease`]: 3 s.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(3);
+/// The default [`RedisStore::max_followers`].
+pub const DEFAULT_MAX_FOLLOWERS: usize = 10_000;
+/// What a follow holds unread before its follower waits.
+const FOLLOW_CAPACITY: usize = 4;
 
 /// How long [`RedisStore::connect`] waits for a first connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -155,6 +165,15 @@ pub struct RedisStore {
 struct Shared {
     connection: Connection,
     queue: Arc<Queue>,
+    /// This process's name in the leases it takes: unique per store.
+    holder: Arc<str>,
+    leases: Arc<Leases>,
+    subscriber: Arc<Subscriber>,
+    followers: Arc<AtomicUsize>,
+    /// The lease, in ms: see [`RedisStore::lease`].
+    lease: Arc<AtomicU64>,
+    /// Tells the background tasks to stop.
+    closing: watch::Sender<bool>,
 }
 
 #[derive(Debug, Clone)]
@@ -166,6 +185,7 @@ struct Config {
     max_streams_per_scope: usize,
     timeout: Duration,
     history: Option<HistoryLimits>,
+    max_followers: usize,
 }
 
 /// What a [`RedisStore`] did with the ids handed to it, counted in ids
@@ -208,10 +228,10 @@ impl RedisStore {
             .set_max_delay(Duration::from_secs(1));
         let manager = within(
             CONNECT_TIMEOUT,
-            ConnectionManager::new_with_config(client, config),
+            ConnectionManager::new_with_config(client.clone(), config),
         )
         .await?;
-        Ok(Self::start(Connection::Single(manager)))
+        Ok(Self::start(Connection::Single(manager), vec![client]))
     }
 
     /// Connects to a Redis Cluster through any of its `nodes`
@@ -224,17 +244,28 @@ impl RedisStore {
         S: AsRef<str>,
     {
         let nodes: Vec<String> = nodes.into_iter().map(|n| n.as_ref().to_owned()).collect();
+        // Followers listen through any one node: a Cluster carries every
+        // channel to every node.
+        let subscribers = (nodes.iter())
+            .map(|node| Client::open(node.as_str()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(unavailable)?;
         let client = ClusterClientBuilder::new(nodes)
             .connection_timeout(MIN_WRITE_TIMEOUT)
             .response_timeout(MIN_WRITE_TIMEOUT)
             .retries(3)
             .build()
             .map_err(unavailable)?;
+        if subscribers.is_empty() {
+            return Err(StoreError::Unavailable("no Cluster node given".into()));
+        }
         let connection = within(CONNECT_TIMEOUT, client.get_async_connection()).await?;
-        Ok(Self::start(Connection::Cluster(connection)))
+        Ok(Self::start(Connection::Cluster(connection), subscribers))
     }
 
-    fn start(connection: Connection) -> Self {
+    /// Starts the background tasks: the writer, the leases' keeper, and
+    /// the followers' subscription through `subscribers`.
+    fn start(connection: Connection, subscribers: Vec<Client>) -> Self {
         let (done, done_receiver) = watch::channel(0);
         let queue = Arc::new(Queue::new(DEFAULT_QUEUE_LEN, done_receiver));
         let writer = Writer {
@@ -243,8 +274,31 @@ impl RedisStore {
             done,
         };
         tokio::spawn(writer.run());
+        let (closing, closed) = watch::channel(false);
+        let holder: Arc<str> = holder_id().into();
+        let leases = Arc::new(Leases::default());
+        let lease = Arc::new(AtomicU64::new(millis(DEFAULT_LEASE)));
+        tokio::spawn(refresh_leases(
+            Arc::downgrade(&leases),
+            connection.clone(),
+            Arc::clone(&holder),
+            Arc::clone(&lease),
+            closed.clone(),
+        ));
+        let subscriber = Arc::new(Subscriber::default());
+        tokio::spawn(Arc::clone(&subscriber).run(subscribers, closed));
+        let shared = Shared {
+            connection,
+            queue,
+            holder,
+            leases,
+            subscriber,
+            followers: Arc::default(),
+            lease,
+            closing,
+        };
         Self {
-            shared: Arc::new(Shared { connection, queue }),
+            shared: Arc::new(shared),
             config: Arc::new(Config {
                 prefix: escape(DEFAULT_PREFIX),
                 ttl: DEFAULT_IDLE_TTL,
@@ -252,6 +306,7 @@ impl RedisStore {
                 max_streams_per_scope: DEFAULT_MAX_STREAMS_PER_SCOPE,
                 timeout: DEFAULT_TIMEOUT,
                 history: None,
+                max_followers: DEFAULT_MAX_FOLLOWERS,
             }),
         }
     }
@@ -299,6 +354,36 @@ impl RedisStore {
         self.configure(|config| config.history = Some(limits))
     }
 
+    /// How long a replica's hold on a stream lasts in Redis without being
+    /// renewed (at least 30 ms): 3 s by default. A replica renews its
+    /// holds a third of it apart, so a follower on another replica notices
+    /// within about this long plus a third that the holder died. Set it
+    /// alike on every replica. Shared with every clone.
+    pub fn lease(self, lease: Duration) -> Self {
+        let lease = lease.max(Duration::from_millis(30));
+        self.shared.lease.store(millis(lease), Relaxed);
+        self
+    }
+
+    /// The most responses of this process following streams that other
+    /// replicas hold (at least 1): 10,000 by default. Past it, a request
+    /// goes to the upstream as without following.
+    pub fn max_followers(self, max: usize) -> Self {
+        self.configure(|config| config.max_followers = max.max(1))
+    }
+
+    /// The number of responses of this process following a stream that
+    /// another replica holds, now.
+    pub fn followers(&self) -> usize {
+        self.shared.followers.load(Relaxed)
+    }
+
+    /// The number of streams this process holds now: it reads their
+    /// upstream, and other replicas follow them.
+    pub fn holds(&self) -> usize {
+        self.shared.leases.len()
+    }
+
     /// The most ids waiting to be written (at least 1): 65,536 by default,
     /// and 256 bytes per id. Ids recorded past it are refused and counted.
     /// Shared with every clone.
@@ -323,31 +408,119 @@ impl RedisStore {
         Keys::new(&self.config.prefix, scope)
     }
 
-    /// Runs the open script: the window of `stream`, or of the scope's
-    /// stream that recorded `cursor`, with `cursor` applied.
-    async fn open_script(
+    /// Opens `stream` with `cursor` applied: the open script, and in the
+    /// same pipeline the window, read natively. A second round trip reads
+    /// the replay natively when there is one, and the window of the
+    /// cursor's stream when that is another.
+    async fn load(
         &self,
         keys: &Keys,
         stream: &str,
         cursor: Option<&str>,
-    ) -> Result<Loaded, StoreError> {
+    ) -> Result<StoredStream, StoreError> {
         let config = &self.config;
-        let mut invocation = scripts().open.prepare_invoke();
-        keys.bind(&mut invocation, config)
-            .arg(stream)
-            .arg(cursor.unwrap_or(""))
-            .arg("1");
+        let open = |whole: bool| {
+            let code = if whole {
+                script_code(OPEN)
+            } else {
+                String::new()
+            };
+            let mut command = keys.script_call(&scripts().open, &code, whole, config);
+            command
+                .arg(stream)
+                .arg(cursor.unwrap_or(""))
+                .arg("1")
+                .arg(&*self.shared.holder);
+            command
+        };
+        let window_len = isize::try_from(config.window_len).unwrap_or(isize::MAX);
+        let read_window = |pipeline: &mut ::redis::Pipeline, stream: &str| {
+            pipeline
+                .cmd("LRANGE")
+                .arg(keys.of("w:", stream))
+                .arg(-window_len)
+                .arg(-1)
+                .cmd("LRANGE")
+                .arg(keys.of("wf:", stream))
+                .arg(-window_len)
+                .arg(-1);
+        };
         let mut connection = self.shared.connection.clone();
-        let reply: Value = within(config.timeout, invocation.invoke_async(&mut connection)).await?;
-        match Loaded::parse(reply) {
-            Ok(loaded) => {
-                self.note_bad_values(loaded.bad_values, keys);
-                Ok(loaded)
+        let mut first = Vec::new();
+        for whole in [false, true] {
+            let mut pipeline = ::redis::pipe();
+            pipeline.ignore_errors().add_command(open(whole));
+            read_window(&mut pipeline, stream);
+            first = query(&pipeline, &mut connection, config.timeout).await?;
+            // Redis lost its scripts (a restart): send this one whole.
+            if !matches!(&first[0], Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript))
+            {
+                break;
             }
-            Err(error) => {
-                self.note_bad_values(1, keys);
-                Err(error)
+        }
+        let mut first = first.into_iter();
+        let opened = Opened::parse(next_reply(&mut first)?);
+        let opened = opened.inspect_err(|_| self.note_bad_values(1, keys))?;
+        let mut bad_values = opened.bad_values;
+        let same_stream = opened.stream == stream;
+        let (ids, prints) = (next_reply(&mut first)?, next_reply(&mut first)?);
+        let replay_wanted = opened.replayed == Some(true);
+        let mut second = Vec::new().into_iter();
+        if !same_stream || replay_wanted {
+            let mut pipeline = ::redis::pipe();
+            pipeline.ignore_errors();
+            if !same_stream {
+                read_window(&mut pipeline, &opened.stream);
             }
+            if replay_wanted {
+                pipeline
+                    .cmd("LRANGE")
+                    .arg(keys.of("h:", &opened.stream))
+                    .arg(opened.replay_index)
+                    .arg(-1);
+            }
+            second = query(&pipeline, &mut connection, config.timeout)
+                .await?
+                .into_iter();
+        }
+        let (ids, prints) = if same_stream {
+            (ids, prints)
+        } else {
+            (next_reply(&mut second)?, next_reply(&mut second)?)
+        };
+        let mut loaded = StoredStream::new(opened.stream);
+        loaded.ids = parse_window(ids, prints, &mut bad_values)?;
+        loaded.replay = match opened.replayed {
+            None => Replay::Off,
+            Some(false) => Replay::Gap,
+            Some(true) => match parse_blocks(next_reply(&mut second)?, opened.replay_position)? {
+                Some(blocks) => {
+                    if opened.follow {
+                        loaded.follow_from = Some(blocks.last);
+                    }
+                    Replay::Blocks(blocks.blocks)
+                }
+                // The history moved on between the two round trips: what
+                // the client missed is no longer all there.
+                None => Replay::Gap,
+            },
+        };
+        self.note_bad_values(bad_values, keys);
+        // Redis never counts below zero.
+        loaded.fence = u64::try_from(opened.generation).unwrap_or(0);
+        loaded.cursor_known = opened.cursor_known;
+        loaded.stamp_epoch = (opened.epoch > 0).then_some(opened.epoch);
+        loaded.keeps_blocks = config.history.is_some();
+        Ok(loaded)
+    }
+
+    fn target(&self, key: &StreamKey) -> Target {
+        Target {
+            keys: self.keys(key.scope()),
+            stream: key.stream().to_owned(),
+            config: Arc::clone(&self.config),
+            holder: Arc::clone(&self.shared.holder),
+            lease_ms: self.shared.lease.load(Relaxed),
         }
     }
 
@@ -370,15 +543,7 @@ impl RedisStore {
 impl TrackerStore for RedisStore {
     async fn open(&self, key: &StreamKey, cursor: Option<&str>) -> Result<Snapshot, StoreError> {
         let keys = self.keys(key.scope());
-        let loaded = self.open_script(&keys, key.stream(), cursor).await?;
-        let mut stream = StoredStream::new(loaded.stream);
-        stream.ids = loaded.entries;
-        // Redis never counts below zero.
-        stream.fence = u64::try_from(loaded.generation).unwrap_or(0);
-        stream.cursor_known = loaded.cursor_known;
-        stream.replay = loaded.replay;
-        stream.stamp_epoch = (loaded.epoch > 0).then_some(loaded.epoch);
-        stream.keeps_blocks = self.config.history.is_some();
+        let stream = self.load(&keys, key.stream(), cursor).await?;
         Ok(Snapshot::Stored(stream))
     }
 
@@ -386,22 +551,61 @@ impl TrackerStore for RedisStore {
         if batch.is_empty() {
             return Ok(());
         }
-        let mut window_key = scope_key(&self.config.prefix, key.scope(), "w:");
-        window_key.push_str(key.stream());
         self.shared.queue.push(
-            window_key,
+            self.keys(key.scope()).of("w:", key.stream()),
             i64::try_from(fence).unwrap_or(i64::MAX),
             batch,
-            || Target {
-                keys: self.keys(key.scope()),
-                stream: key.stream().to_owned(),
-                config: Arc::clone(&self.config),
-            },
+            || self.target(key),
             Kept {
                 window: self.config.window_len,
                 history: self.config.history.map_or(0, |limits| limits.events()),
             },
         )
+    }
+
+    fn hold(&self, key: &StreamKey) -> Option<Lease> {
+        // Only a stream with a shared history can be followed.
+        self.config.history?;
+        let keys = self.keys(key.scope());
+        let lease_key = keys.of("l:", key.stream());
+        let window_key = keys.of("w:", key.stream());
+        let leases = &self.shared.leases;
+        let (first, followed) = leases.add(&lease_key, keys.of("f:", key.stream()));
+        if first {
+            (self.shared.queue).push_lease(window_key.clone(), || self.target(key), true);
+        }
+        Some(Lease::new(RedisHeld {
+            shared: Arc::clone(&self.shared),
+            lease_key,
+            window_key,
+            target: Some(self.target(key)),
+            followed,
+        }))
+    }
+
+    fn follow(&self, key: &StreamKey, position: u64) -> Option<Follow> {
+        let followers = &self.shared.followers;
+        let counted = followers.fetch_update(Relaxed, Relaxed, |n| {
+            (n < self.config.max_followers).then_some(n + 1)
+        });
+        if counted.is_err() {
+            tracing::warn!(%key, "too many followers: the request goes upstream");
+            return None;
+        }
+        let (sender, follow) = Follow::channel(FOLLOW_CAPACITY);
+        let follower = Follower {
+            connection: self.shared.connection.clone(),
+            keys: self.keys(key.scope()),
+            stream: key.stream().to_owned(),
+            config: Arc::clone(&self.config),
+            subscriber: Arc::clone(&self.shared.subscriber),
+            followers: Arc::clone(followers),
+            lease: Duration::from_millis(self.shared.lease.load(Relaxed)),
+            next: position + 1,
+            sender,
+        };
+        tokio::spawn(follower.run(self.shared.closing.subscribe()));
+        Some(follow)
     }
 }
 
@@ -417,9 +621,40 @@ impl fmt::Debug for RedisStore {
 
 impl Drop for Shared {
     fn drop(&mut self) {
-        // The writer sends what is left, then stops.
+        // The writer sends what is left, then stops; so do the others.
         self.queue.close();
+        self.closing.send_replace(true);
     }
+}
+
+/// Sends `pipeline`, each command's reply apart, within `limit`.
+async fn query(
+    pipeline: &::redis::Pipeline,
+    connection: &mut Connection,
+    limit: Duration,
+) -> Result<Vec<RedisResult<Value>>, StoreError> {
+    let replies: Vec<RedisResult<Value>> = within(limit, pipeline.query_async(connection)).await?;
+    Ok(replies)
+}
+
+/// The next reply of a pipeline, its error as the store's.
+fn next_reply(replies: &mut impl Iterator<Item = RedisResult<Value>>) -> Result<Value, StoreError> {
+    match replies.next() {
+        Some(reply) => reply.map_err(unavailable),
+        None => Err(StoreError::Corrupt("a short pipeline reply".to_owned())),
+    }
+}
+
+/// A name for this process's leases, unique to one store: the process id,
+/// the time and a count.
+fn holder_id() -> String {
+    use std::sync::atomic::AtomicU64;
+    static COUNT: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_nanos());
+    let count = COUNT.fetch_add(1, Relaxed);
+    format!("{}-{nanos:x}-{count}", std::process::id())
 }
 
 pub(super) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {

@@ -34,12 +34,15 @@ struct QueueState {
     closed: bool,
 }
 
-/// The ids of one window waiting to be written.
+/// The ids of one window waiting to be written, and what becomes of the
+/// stream's lease: taken before them, let go after.
 pub(super) struct Pending {
     pub(super) target: Target,
     pub(super) generation: i64,
     pub(super) ids: IdBatch,
     bytes: usize,
+    pub(super) claim: bool,
+    pub(super) release: bool,
 }
 
 /// How many ids and blocks Redis keeps per window: more queued are
@@ -62,6 +65,10 @@ pub(super) struct Target {
     pub(super) keys: Keys,
     pub(super) stream: String,
     pub(super) config: Arc<Config>,
+    /// This process's holder id, and its lease in ms, for the stream's
+    /// lease.
+    pub(super) holder: Arc<str>,
+    pub(super) lease_ms: u64,
 }
 
 #[derive(Default)]
@@ -146,6 +153,8 @@ impl Queue {
                     generation,
                     ids: ids.clone(),
                     bytes,
+                    claim: false,
+                    release: false,
                 });
             }
         }
@@ -155,6 +164,37 @@ impl Queue {
         drop(state);
         self.wake.notify_one();
         Ok(())
+    }
+
+    /// Queues taking (`claim`) or letting go of the lease of the stream
+    /// of `window_key`, in order with its ids: a claim goes before the ids
+    /// queued after it, a release after every id queued before it. Never
+    /// refused: a lease is one flag per stream.
+    pub(super) fn push_lease(
+        &self,
+        window_key: String,
+        target: impl FnOnce() -> Target,
+        claim: bool,
+    ) {
+        let mut state = lock(&self.state);
+        let pending = state.pending.entry(window_key).or_insert_with(|| Pending {
+            target: target(),
+            generation: -1,
+            ids: IdBatch::new(),
+            bytes: 0,
+            claim: false,
+            release: false,
+        });
+        if claim {
+            // Taken again before the release went: it stays taken.
+            pending.claim = true;
+            pending.release = false;
+        } else {
+            pending.release = true;
+        }
+        state.pushes += 1;
+        drop(state);
+        self.wake.notify_one();
     }
 
     /// Takes everything pending, and the number of pushes it covers.

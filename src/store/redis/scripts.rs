@@ -8,11 +8,11 @@ use ::redis::{Script, Value};
 use bytes::{Buf, Bytes};
 
 use crate::store::StoreError;
-use crate::stream::Replay;
 
 pub(super) struct Scripts {
     pub(super) open: Script,
     pub(super) write: Script,
+    pub(super) read: Script,
 }
 
 pub(super) fn scripts() -> &'static Scripts {
@@ -20,6 +20,7 @@ pub(super) fn scripts() -> &'static Scripts {
     SCRIPTS.get_or_init(|| Scripts {
         open: Script::new(&script_code(OPEN)),
         write: Script::new(&script_code(WRITE)),
+        read: Script::new(READ),
     })
 }
 
@@ -46,6 +47,7 @@ local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
 -- `windows` is `<prefix>{scope}:w:`: the scope's other keys start alike.
 local scope_keys = string.sub(windows, 1, -3)
 local history_bytes_key = scope_keys .. 'hb'
+local positions_key = scope_keys .. 'hn'
 local epoch_key = scope_keys .. 'e'
 
 -- A key of ours that something else gave another type is removed, rather
@@ -92,14 +94,26 @@ end
 local function forget(stream)
   redis.call('ZREM', streams_key, stream)
   redis.call('HDEL', generations_key, stream)
+  redis.call('HDEL', positions_key, stream)
   redis.call('DEL', window_keys(stream))
+  redis.call('DEL', scope_keys .. 'd:' .. stream)
   forget_history(stream)
 end
 
--- The bytes of a history entry's block, without its time.
+-- The bytes of a history entry's block, and when it was kept. An entry
+-- is `<ms>:<position>:<bytes>`; one without both is from no version of
+-- this crate that reads it, and has no time: the next prune lets it go.
 local function block_of(entry)
-  local colon = string.find(entry, ':', 1, true)
-  return string.sub(entry, (colon or 0) + 1), tonumber(string.sub(entry, 1, (colon or 1) - 1))
+  local first = string.find(entry, ':', 1, true)
+  local second = first and string.find(entry, ':', first + 1, true)
+  if not second then return entry, nil end
+  return string.sub(entry, second + 1), tonumber(string.sub(entry, 1, first - 1))
+end
+
+-- The position of the newest block ever kept in the history of `stream`:
+-- positions rise by one per block, and the history's list ends there.
+local function last_position(stream)
+  return tonumber(redis.call('HGET', positions_key, stream)) or 0
 end
 
 -- Lets the oldest blocks of a stream's history go past its bounds. A
@@ -141,15 +155,17 @@ local function prune_history(stream)
   end
 end
 
--- The blocks that followed `cursor` in the history of `stream`, oldest
--- first, or nil when the history does not hold it.
+-- Where the blocks that followed `cursor` start in the history of
+-- `stream`: their index in its list and the position of the first; nil
+-- when the history does not hold it. The caller reads them itself: a
+-- native read is many times faster than one through Lua.
 local function replay_after(stream, cursor)
   prune_history(stream)
   local blocks, ids = history_keys(stream)
   local at = redis.call('LPOS', ids, cursor, 'RANK', -1)
   if not at then return nil end
-  -- Entries as kept, `<ms>:<bytes>`: the caller strips the times.
-  return redis.call('LRANGE', blocks, at + 1, -1)
+  local len = redis.call('LLEN', blocks)
+  return at + 1, last_position(stream) - len + at + 2
 end
 
 -- Marks a stream used: refreshes the TTLs, and makes room in the scope.
@@ -162,6 +178,7 @@ local function touch(stream)
     redis.call('PEXPIRE', blocks, ttl)
     redis.call('PEXPIRE', ids, ttl)
     redis.call('PEXPIRE', history_bytes_key, ttl)
+    redis.call('PEXPIRE', positions_key, ttl)
     redis.call('PEXPIRE', epoch_key, ttl)
   end
   if redis.call('ZADD', streams_key, now, stream) == 1 then
@@ -203,36 +220,40 @@ end
 usable(streams_key, 'zset')
 usable(generations_key, 'hash')
 usable(history_bytes_key, 'hash')
+usable(positions_key, 'hash')
 -- Streams unused for longer than the TTL: their windows are gone.
 for _, stream in ipairs(redis.call('ZRANGEBYSCORE', streams_key, '-inf', now - ttl)) do
   forget(stream)
 end
 ";
 
-/// `ARGV[8]`: the stream; `ARGV[9]`: the client's cursor, or empty; `ARGV[10]`:
-/// `1` to look for the cursor's stream in the whole scope when the stream
-/// does not know it. Returns the stream, whether the cursor was known (-1
-/// without one), the generation, the bad values met, the window, whether
-/// the history held the cursor (-1 without a cursor or a history), the
-/// blocks that followed it, with a history an epoch for stamped ids (else
-/// 0), and the fingerprints of the window's events.
-const OPEN: &str = r"
-local stream, cursor, search = ARGV[8], ARGV[9], ARGV[10] == '1'
-local known, gen, replayed, replay = -1, 0, -1, {}
+/// `ARGV[8]`: the stream; `ARGV[9]`: the client's cursor, or empty;
+/// `ARGV[10]`: `1` to look for the cursor's stream in the whole scope when
+/// the stream does not know it; `ARGV[11]`: this process's holder id.
+/// Returns the stream, whether the cursor was known (-1 without one), the
+/// generation, the bad values met, whether the history held the cursor
+/// (-1 without a cursor or a history), where the blocks after it start
+/// (their index in the history's list, and the position of the first),
+/// with a history an epoch for stamped ids (else 0), and 1 when the stream
+/// is to be followed: another process holds it, or it is complete. The
+/// window itself is read natively, after the script.
+pub(super) const OPEN: &str = r"
+local stream, cursor, search, me = ARGV[8], ARGV[9], ARGV[10] == '1', ARGV[11]
+local known, gen, replayed, replay_index, replay_position = -1, 0, -1, 0, 0
 local window, fingerprints = window_keys(stream)
 if cursor ~= '' then
   if search and not knows(stream, cursor) then
     stream = find(cursor) or stream
     window, fingerprints = window_keys(stream)
   end
-  local blocks = nil
+  local index, position = nil, nil
   if history_len > 0 then
-    blocks = replay_after(stream, cursor)
-    replayed = blocks and 1 or 0
+    index, position = replay_after(stream, cursor)
+    replayed = index and 1 or 0
   end
-  if blocks then
+  if index then
     -- The window's ids after the cursor are those of the replayed blocks.
-    known, replay = 1, blocks
+    known, replay_index, replay_position = 1, index, position
   else
     local at = nil
     if usable(window, 'list') then
@@ -254,171 +275,352 @@ if cursor ~= '' then
 else
   gen = generation(stream) or 0
 end
-local ids, prints = {}, {}
-if usable(window, 'list') then
-  ids = redis.call('LRANGE', window, -window_len, -1)
-end
-if usable(fingerprints, 'list') then
-  prints = redis.call('LRANGE', fingerprints, -window_len, -1)
-end
-local epoch = 0
+usable(window, 'list')
+usable(fingerprints, 'list')
+local epoch, follow = 0, 0
 if history_len > 0 then
   if usable(epoch_key, 'string') then
     epoch = tonumber(redis.call('GET', epoch_key)) or 0
   end
   epoch = math.max(now, epoch + 1)
   redis.call('SET', epoch_key, epoch, 'PX', ttl)
+  local lease, ended = scope_keys .. 'l:' .. stream, scope_keys .. 'd:' .. stream
+  if usable(lease, 'string') and redis.call('GET', lease) ~= me then
+    follow = 1
+  elseif usable(ended, 'string') and string.sub(redis.call('GET', ended), 1, 1) == 'c' then
+    follow = 1
+  end
 end
-if #ids > 0 or gen > 0 or replayed >= 0 then touch(stream) end
-return {stream, known, gen, bad_values, ids, replayed, replay, epoch, prints}
+if redis.call('EXISTS', window) == 1 or gen > 0 or replayed >= 0 then touch(stream) end
+return {stream, known, gen, bad_values, replayed, replay_index, replay_position, epoch, follow}
 ";
 
 /// `ARGV[8]`: the stream; `ARGV[9]`: the generation its ids were forwarded in,
 /// or -1; `ARGV[10]`: the number of ids; `ARGV[11]`: `1` when the history
 /// before these blocks is to be forgotten; `ARGV[12]`: `1` when the window
-/// before these ids is; then the ids, oldest first, and the fingerprints
-/// of their events; then for the history, each block's id (or empty) and
-/// bytes. Returns 1 when written, 0 when a cursor cut the window since
-/// that generation, and the bad values met.
+/// before these ids is; `ARGV[13]`: this process's holder id; `ARGV[14]`:
+/// the lease in ms; `ARGV[15]`: `1` to take the stream's lease first;
+/// `ARGV[16]`: `1` to let it go after; `ARGV[17]`: how the stream ended
+/// after these blocks, `e` (its upstream ended) or `c` (complete: a
+/// per-request stream), or empty; then the ids, oldest first, and the
+/// fingerprints of their events; then for the history, each block's id
+/// (or empty) and bytes. Returns 1 when written, 0 when a cursor cut the
+/// window since that generation, and the bad values met. Tells the
+/// stream's followers on its channel whenever its history or lease moved.
 pub(super) const WRITE: &str = r"
 local stream, gen, count = ARGV[8], tonumber(ARGV[9]), tonumber(ARGV[10])
 local forget_first, start_over = ARGV[11] == '1', ARGV[12] == '1'
-local first_id = 13
+local me, lease_ms = ARGV[13], tonumber(ARGV[14])
+local claim, release, ending = ARGV[15] == '1', ARGV[16] == '1', ARGV[17]
+local first_id = 18
+local lease, ended = scope_keys .. 'l:' .. stream, scope_keys .. 'd:' .. stream
+local moved = claim or release
+if claim then
+  usable(lease, 'string')
+  redis.call('SET', lease, me, 'PX', lease_ms)
+  redis.call('DEL', ended)
+end
+local written = 1
 if gen >= 0 then
   local current = generation(stream)
   if current == nil then
     if gen > 0 then redis.call('HSET', generations_key, stream, gen) end
   elseif current ~= gen then
-    return {0, bad_values}
+    written = 0
   end
 end
-local first_print = first_id + count
-local first_block = first_print + count
-local window, fingerprints = window_keys(stream)
-if start_over then redis.call('DEL', window, fingerprints) end
-if count > 0 then
-  usable(window, 'list')
-  usable(fingerprints, 'list')
-  for first = first_id, first_print - 1, 1000 do
-    local last = math.min(first + 999, first_print - 1)
-    redis.call('RPUSH', window, unpack(ARGV, first, last))
-    redis.call('RPUSH', fingerprints, unpack(ARGV, first + count, last + count))
+if written == 1 then
+  local first_print = first_id + count
+  local first_block = first_print + count
+  local window, fingerprints = window_keys(stream)
+  if start_over then redis.call('DEL', window, fingerprints) end
+  if count > 0 then
+    usable(window, 'list')
+    usable(fingerprints, 'list')
+    for first = first_id, first_print - 1, 1000 do
+      local last = math.min(first + 999, first_print - 1)
+      redis.call('RPUSH', window, unpack(ARGV, first, last))
+      redis.call('RPUSH', fingerprints, unpack(ARGV, first + count, last + count))
+    end
+    redis.call('LTRIM', window, -window_len, -1)
+    redis.call('LTRIM', fingerprints, -window_len, -1)
   end
-  redis.call('LTRIM', window, -window_len, -1)
-  redis.call('LTRIM', fingerprints, -window_len, -1)
-end
-if history_len > 0 then
-  if forget_first then forget_history(stream) end
-  prune_history(stream)
-  local blocks, ids = history_keys(stream)
-  local added = 0
-  for i = first_block, #ARGV - 1, 2 do
-    redis.call('RPUSH', ids, ARGV[i])
-    redis.call('RPUSH', blocks, now .. ':' .. ARGV[i + 1])
-    added = added + #ARGV[i + 1]
-  end
-  if added > 0 then
-    redis.call('HINCRBY', history_bytes_key, stream, added)
+  if history_len > 0 then
+    if forget_first then forget_history(stream) end
     prune_history(stream)
+    local blocks, ids = history_keys(stream)
+    local before = last_position(stream)
+    local added, position = 0, before
+    for i = first_block, #ARGV - 1, 2 do
+      position = position + 1
+      redis.call('RPUSH', ids, ARGV[i])
+      redis.call('RPUSH', blocks, now .. ':' .. position .. ':' .. ARGV[i + 1])
+      added = added + #ARGV[i + 1]
+    end
+    if position > before then
+      redis.call('HSET', positions_key, stream, position)
+      redis.call('HINCRBY', history_bytes_key, stream, added)
+      prune_history(stream)
+      moved = true
+    end
+    if forget_first then moved = true end
+  end
+  if ending ~= '' then
+    usable(ended, 'string')
+    redis.call('SET', ended, ending .. ':' .. last_position(stream), 'PX', ttl)
+    moved = true
+  end
+  touch(stream)
+end
+if release or (written == 1 and ending ~= '') then
+  if usable(lease, 'string') and redis.call('GET', lease) == me then
+    redis.call('DEL', lease)
   end
 end
-touch(stream)
-return {1, bad_values}
+if moved then
+  redis.call('PUBLISH', scope_keys .. 'c:' .. stream, last_position(stream))
+end
+return {written, bad_values}
 ";
 
-/// A window as the open script returns it.
+/// What a follower reads, without the preamble: it changes nothing but its
+/// own mark. `KEYS[1]`: the stream's history (for a Cluster's routing);
+/// `ARGV[1]`: the scope's key prefix, `<prefix>{scope}:`; `ARGV[2]`: the
+/// stream; `ARGV[3]`: the position of the first block wanted; `ARGV[4]`:
+/// the most blocks to return; `ARGV[5]`: how long the mark that the stream
+/// is followed lasts, in ms. Returns the newest position, the position of
+/// the history's first block, 1 while a process holds the stream, how it
+/// ended (`<e|c>:<position>`, or empty), and the blocks from the one
+/// wanted with their ids.
+pub(super) const READ: &str = r"
+local scope_keys, stream = ARGV[1], ARGV[2]
+local from, most, mark_ms = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local blocks, ids = KEYS[1], scope_keys .. 'hi:' .. stream
+local function of_type(key, kind)
+  local found = redis.call('TYPE', key)['ok']
+  return found == kind
+end
+local mark = scope_keys .. 'f:' .. stream
+redis.call('SET', mark, '1', 'PX', mark_ms)
+local last = 0
+if of_type(scope_keys .. 'hn', 'hash') then
+  last = tonumber(redis.call('HGET', scope_keys .. 'hn', stream)) or 0
+end
+local held = 0
+if of_type(scope_keys .. 'l:' .. stream, 'string') then held = 1 end
+local ended = ''
+if of_type(scope_keys .. 'd:' .. stream, 'string') then
+  ended = redis.call('GET', scope_keys .. 'd:' .. stream)
+end
+local len = 0
+if of_type(blocks, 'list') and of_type(ids, 'list') then
+  len = math.min(redis.call('LLEN', blocks), redis.call('LLEN', ids))
+end
+local first = last - len + 1
+local found, found_ids = {}, {}
+if from <= last and len > 0 then
+  local start = math.max(from, first) - first
+  found = redis.call('LRANGE', blocks, start, start + most - 1)
+  found_ids = redis.call('LRANGE', ids, start, start + most - 1)
+end
+return {last, first, held, ended, found, found_ids}
+";
+
+/// Keeps a lease: `KEYS[1]`, the lease; `ARGV[1]`: this process's holder
+/// id; `ARGV[2]`: the lease in ms; `ARGV[3]`: the stream's mark that it is
+/// followed. Takes the lease again when it lapsed, never from another
+/// holder. Returns 1 while the stream is followed.
+pub(super) const REFRESH: &str = r"
+local found = redis.call('TYPE', KEYS[1])['ok']
+if found ~= 'string' and found ~= 'none' then redis.call('DEL', KEYS[1]) end
+local holder = redis.call('GET', KEYS[1])
+if not holder or holder == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', tonumber(ARGV[2]))
+end
+return redis.call('EXISTS', ARGV[3])
+";
+
+/// What the open script returns: the stream, the cursor applied, and where
+/// the replay and the window are to be read.
 #[derive(Debug)]
-pub(super) struct Loaded {
+pub(super) struct Opened {
     pub(super) stream: String,
     pub(super) cursor_known: Option<bool>,
     pub(super) generation: i64,
-    /// The window's ids, with the fingerprints of their events (0 where
-    /// Redis holds none).
-    pub(super) entries: Vec<(String, u64)>,
     pub(super) bad_values: u64,
-    pub(super) replay: Replay,
+    /// Whether the history held the cursor; `None` without a cursor or a
+    /// history.
+    pub(super) replayed: Option<bool>,
+    /// Where the blocks after the cursor start: their index in the
+    /// history's list, and the position of the first.
+    pub(super) replay_index: i64,
+    pub(super) replay_position: u64,
     /// Where stamped ids start; 0 without a history.
     pub(super) epoch: u64,
+    /// Whether another process holds the stream, or it is complete.
+    pub(super) follow: bool,
 }
 
-impl Loaded {
+impl Opened {
     pub(super) fn parse(reply: Value) -> Result<Self, StoreError> {
         let mut items = array(reply, 9)?.into_iter();
         let stream = bulk(next(&mut items)?)?;
-        let known = int(next(&mut items)?)?;
-        let generation = int(next(&mut items)?)?;
-        let mut bad_values = u64::try_from(int(next(&mut items)?)?).unwrap_or(0);
-        let raw_ids = list(next(&mut items)?, "window")?;
-        let mut ids = Vec::with_capacity(raw_ids.len());
-        for id in raw_ids {
-            // An id that is not UTF-8 was never recorded by this crate:
-            // skip it, the rest of the window is still good.
-            match bulk(id).map(String::from_utf8) {
-                Ok(Ok(id)) => ids.push(id),
-                _ => bad_values += 1,
-            }
-        }
         // Stream names come from this crate's `&str` keys: one that is not
         // UTF-8 was written by something else, and its window is no
         // stream's to adopt.
         let stream = String::from_utf8(stream)
             .map_err(|_| corrupt("a stream name that is not UTF-8".to_owned()))?;
+        let known = int(next(&mut items)?)?;
+        let generation = int(next(&mut items)?)?;
+        let bad_values = u64::try_from(int(next(&mut items)?)?).unwrap_or(0);
         let replayed = int(next(&mut items)?)?;
-        let blocks = list(next(&mut items)?, "replay")?;
-        let replay = match replayed {
-            1 => Replay::Blocks(
-                blocks
-                    .into_iter()
-                    .map(|entry| bulk(entry).map(block_of))
-                    .collect::<Result<_, _>>()?,
-            ),
-            0 => Replay::Gap,
-            _ => Replay::Off,
-        };
+        let replay_index = int(next(&mut items)?)?;
+        let replay_position = u64::try_from(int(next(&mut items)?)?).unwrap_or(0);
         let epoch = u64::try_from(int(next(&mut items)?)?).unwrap_or(0);
-        let prints = list(next(&mut items)?, "fingerprints")?;
-        let prints: Vec<u64> = prints
-            .into_iter()
-            .map(|print| {
-                bulk(print)
-                    .ok()
-                    .and_then(|print| std::str::from_utf8(&print).ok()?.parse().ok())
-            })
-            .collect::<Option<_>>()
-            .filter(|prints: &Vec<u64>| prints.len() == ids.len())
-            // Fingerprints that do not match the ids say nothing: unknown
-            // events, which an upstream's replay then passes (a duplicate,
-            // never a loss).
-            .unwrap_or_else(|| {
-                bad_values += u64::from(!ids.is_empty());
-                vec![0; ids.len()]
-            });
-        let entries = ids.into_iter().zip(prints).collect();
+        let follow = int(next(&mut items)?)? == 1;
         Ok(Self {
             stream,
-            cursor_known: match known {
-                -1 => None,
-                known => Some(known == 1),
-            },
+            cursor_known: (known >= 0).then_some(known == 1),
             generation,
-            entries,
             bad_values,
-            replay,
+            replayed: (replayed >= 0).then_some(replayed == 1),
+            replay_index,
+            replay_position,
             epoch,
+            follow,
         })
     }
 }
 
-/// The block of a history entry, `<ms>:<bytes>`, without copying it.
-fn block_of(entry: Vec<u8>) -> Bytes {
-    let start = entry
+/// A window read natively: its ids, with the fingerprints of their events
+/// (0 where Redis holds none). Counts into `bad_values` what it skips.
+pub(super) fn parse_window(
+    ids: Value,
+    prints: Value,
+    bad_values: &mut u64,
+) -> Result<Vec<(String, u64)>, StoreError> {
+    let raw_ids = list(ids, "window")?;
+    let mut ids = Vec::with_capacity(raw_ids.len());
+    for id in raw_ids {
+        // An id that is not UTF-8 was never recorded by this crate: skip
+        // it, the rest of the window is still good.
+        match bulk(id).map(String::from_utf8) {
+            Ok(Ok(id)) => ids.push(id),
+            _ => *bad_values += 1,
+        }
+    }
+    let prints = list(prints, "fingerprints")?;
+    let prints: Vec<u64> = prints
+        .into_iter()
+        .map(|print| {
+            bulk(print)
+                .ok()
+                .and_then(|print| std::str::from_utf8(&print).ok()?.parse().ok())
+        })
+        .collect::<Option<_>>()
+        .filter(|prints: &Vec<u64>| prints.len() == ids.len())
+        // Fingerprints that do not match the ids say nothing: unknown
+        // events, which an upstream's replay then passes (a duplicate,
+        // never a loss).
+        .unwrap_or_else(|| {
+            *bad_values += u64::from(!ids.is_empty());
+            vec![0; ids.len()]
+        });
+    Ok(ids.into_iter().zip(prints).collect())
+}
+
+/// History entries read natively, from the one at position `first`: their
+/// blocks, and the position of the last. `None` when they do not start
+/// there or skip one: the history moved between the open script and the
+/// read, and what the client missed is no longer all there.
+pub(super) fn parse_blocks(entries: Value, first: u64) -> Result<Option<Blocks>, StoreError> {
+    let entries = list(entries, "history")?;
+    let mut blocks = Vec::with_capacity(entries.len());
+    let mut expected = first;
+    for entry in entries {
+        let (position, block) = entry_of(bulk(entry)?)?;
+        if position != expected {
+            return Ok(None);
+        }
+        blocks.push(block);
+        expected += 1;
+    }
+    Ok(Some(Blocks {
+        blocks,
+        last: expected - 1,
+    }))
+}
+
+/// Blocks of a history, oldest first, and the position of the last.
+#[derive(Debug)]
+pub(super) struct Blocks {
+    pub(super) blocks: Vec<Bytes>,
+    pub(super) last: u64,
+}
+
+/// What the read script returns to a follower.
+#[derive(Debug)]
+pub(super) struct Read {
+    /// The newest position of the history.
+    pub(super) last: u64,
+    /// The position of the history's first block.
+    pub(super) first: u64,
+    /// Whether a process holds the stream.
+    pub(super) held: bool,
+    /// The position the stream ended at, if it ended.
+    pub(super) ended_at: Option<u64>,
+    /// The blocks from the one asked for, each with its id (empty for
+    /// none).
+    pub(super) blocks: Vec<(u64, Bytes, Vec<u8>)>,
+}
+
+impl Read {
+    pub(super) fn parse(reply: Value) -> Result<Self, StoreError> {
+        let mut items = array(reply, 6)?.into_iter();
+        let last = u64::try_from(int(next(&mut items)?)?).unwrap_or(0);
+        let first = u64::try_from(int(next(&mut items)?)?).unwrap_or(0);
+        let held = int(next(&mut items)?)? == 1;
+        let ended = bulk(next(&mut items)?)?;
+        let ended_at = std::str::from_utf8(&ended)
+            .ok()
+            .and_then(|ended| ended.split_once(':'))
+            .and_then(|(_, at)| at.parse().ok());
+        let entries = list(next(&mut items)?, "history")?;
+        let ids = list(next(&mut items)?, "history ids")?;
+        let mut blocks = Vec::with_capacity(entries.len());
+        for (entry, id) in entries.into_iter().zip(ids) {
+            let (position, block) = entry_of(bulk(entry)?)?;
+            blocks.push((position, block, bulk(id)?));
+        }
+        Ok(Self {
+            last,
+            first,
+            held,
+            ended_at,
+            blocks,
+        })
+    }
+}
+
+/// A history entry, `<ms>:<position>:<bytes>`: its position and block,
+/// the block without copying it.
+fn entry_of(entry: Vec<u8>) -> Result<(u64, Bytes), StoreError> {
+    let mut colons = entry
         .iter()
-        .position(|&byte| byte == b':')
-        .map_or(0, |at| at + 1);
+        .enumerate()
+        .filter(|&(_, &byte)| byte == b':')
+        .map(|(at, _)| at);
+    let (Some(first), Some(second)) = (colons.next(), colons.next()) else {
+        return Err(corrupt("a history entry without its position".to_owned()));
+    };
+    let position = std::str::from_utf8(&entry[first + 1..second])
+        .ok()
+        .and_then(|position| position.parse().ok())
+        .ok_or_else(|| corrupt("a history entry with a bad position".to_owned()))?;
     let mut block = Bytes::from(entry);
     // Unlike `slice`, this allocates nothing: the buffer stays the vector's.
-    block.advance(start);
-    block
+    block.advance(second + 1);
+    Ok((position, block))
 }
 
 fn list(value: Value, what: &str) -> Result<Vec<Value>, StoreError> {

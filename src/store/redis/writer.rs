@@ -12,11 +12,10 @@ use tokio::task::JoinSet;
 use tokio::time::timeout;
 
 use super::connection::{Connection, TimedOut};
-use super::keys::history_args;
 use super::queue::{Pending, Queue, Target};
-use super::scripts::{WRITE, array, corrupt, int, millis, next, script_code, scripts};
+use super::scripts::{WRITE, array, corrupt, int, next, script_code, scripts};
 use super::{Config, MIN_WRITE_TIMEOUT};
-use crate::store::StoreError;
+use crate::store::{StoreError, StreamEnd};
 
 /// Writes are sent this many times at most before they are dropped.
 const WRITE_ATTEMPTS: u32 = 4;
@@ -97,7 +96,7 @@ impl Writer {
                     Outcome::Refused(error) => {
                         counters.dropped.fetch_add(ids, Relaxed);
                         tracing::error!(
-                            window = %pending.target.keys.window(&pending.target.stream),
+                            window = %pending.target.keys.of("w:", &pending.target.stream),
                             %error,
                             "Redis refused a write of forwarded ids"
                         );
@@ -232,28 +231,16 @@ fn write_command(pending: &Pending, whole_script: bool) -> Cmd {
         keys,
         stream,
         config,
+        holder,
+        lease_ms,
     } = &pending.target;
-    let script = &scripts().write;
-    let mut command = if whole_script {
-        let mut command = ::redis::cmd("EVAL");
-        command.arg(script_code(WRITE));
-        command
+    let code = if whole_script {
+        script_code(WRITE)
     } else {
-        let mut command = ::redis::cmd("EVALSHA");
-        command.arg(script.get_hash());
-        command
+        String::new()
     };
-    command
-        .arg(2)
-        .arg(&keys.streams)
-        .arg(&keys.generations)
-        .arg(&keys.windows)
-        .arg(millis(config.ttl))
-        .arg(config.window_len)
-        .arg(config.max_streams_per_scope)
-        .arg(history_args(config).as_slice())
-        .arg(stream)
-        .arg(pending.generation);
+    let mut command = keys.script_call(&scripts().write, &code, whole_script, config);
+    command.arg(stream).arg(pending.generation);
     let batch = &pending.ids;
     let skip = batch.len().saturating_sub(config.window_len);
     let history_len = config.history.map_or(0, |limits| limits.events());
@@ -263,7 +250,16 @@ fn write_command(pending: &Pending, whole_script: bool) -> Cmd {
     command
         .arg(batch.len() - skip)
         .arg(if forget_history { "1" } else { "0" })
-        .arg(if batch.starts_window_over() { "1" } else { "0" });
+        .arg(if batch.starts_window_over() { "1" } else { "0" })
+        .arg(&**holder)
+        .arg(lease_ms)
+        .arg(flag(pending.claim))
+        .arg(flag(pending.release))
+        .arg(match batch.stream_end() {
+            None => "",
+            Some(StreamEnd::Ended) => "e",
+            Some(StreamEnd::Complete) => "c",
+        });
     for id in batch.iter().skip(skip) {
         command.arg(id);
     }
@@ -274,6 +270,10 @@ fn write_command(pending: &Pending, whole_script: bool) -> Cmd {
         command.arg(id).arg(block);
     }
     command
+}
+
+fn flag(on: bool) -> &'static str {
+    if on { "1" } else { "0" }
 }
 
 fn outcome(reply: RedisResult<Value>) -> Outcome {

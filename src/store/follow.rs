@@ -1,0 +1,121 @@
+//! Following across replicas: what a store hands the layer so that a
+//! response on one replica follows a stream another replica reads from its
+//! upstream ([`Follow`]), and how the reading replica says so ([`Lease`]).
+
+use std::fmt;
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+/// What a [`Follow`] delivers, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Followed {
+    /// Bytes of whole blocks the holding replica recorded, as forwarded.
+    Blocks(Bytes),
+    /// The stream's upstream ended: so does the response.
+    End,
+    /// The stream can no longer be followed: its holder is gone without
+    /// ending it (it died, or let it go), the history lost blocks the
+    /// follower had not read, or the store stayed unreachable. The layer
+    /// ends the response with the gap signal, whose data is the id of the
+    /// last block sent (when the follow sent one with an id; else the
+    /// client's cursor).
+    Lost(Option<String>),
+}
+
+/// A stream another replica reads from its upstream, as this one follows
+/// it: the blocks it records, then its end. Made by
+/// [`TrackerStore::follow`](super::TrackerStore::follow) with
+/// [`Follow::channel`]; dropping it tells the sender.
+pub struct Follow {
+    receiver: mpsc::Receiver<Followed>,
+}
+
+/// Where a store sends what a [`Follow`] delivers.
+#[derive(Debug, Clone)]
+pub struct FollowSender {
+    sender: mpsc::Sender<Followed>,
+}
+
+/// The [`Follow`] was dropped: nobody reads what is sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unfollowed;
+
+impl Follow {
+    /// A follow and its sender, which waits once `capacity` items (at
+    /// least 1) are unread: a slow client slows its follower, nothing
+    /// piles up.
+    pub fn channel(capacity: usize) -> (FollowSender, Follow) {
+        let (sender, receiver) = mpsc::channel(capacity.max(1));
+        (FollowSender { sender }, Follow { receiver })
+    }
+
+    pub(crate) fn poll_next(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Followed>> {
+        self.receiver.poll_recv(cx)
+    }
+}
+
+impl FollowSender {
+    /// Sends `item`, waiting while the follow is full.
+    pub async fn send(&self, item: Followed) -> Result<(), Unfollowed> {
+        self.sender.send(item).await.map_err(|_| Unfollowed)
+    }
+
+    /// Waits until the follow is dropped.
+    pub async fn closed(&self) {
+        self.sender.closed().await;
+    }
+
+    /// Whether the follow was dropped.
+    pub fn is_closed(&self) -> bool {
+        self.sender.is_closed()
+    }
+}
+
+impl fmt::Debug for Follow {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Follow").finish_non_exhaustive()
+    }
+}
+
+/// A stream this replica reads from its upstream, marked so in the store
+/// for as long as the lease lives: other replicas follow it then, rather
+/// than ask the upstream themselves. Made by
+/// [`TrackerStore::hold`](super::TrackerStore::hold); dropping it lets the
+/// stream go.
+pub struct Lease {
+    held: Box<dyn HeldStream>,
+}
+
+/// A store's side of a [`Lease`]: its `Drop` lets the stream go.
+pub trait HeldStream: Send + Sync + 'static {
+    /// Whether another replica follows the stream now: a held stream's
+    /// linger then goes on.
+    fn is_followed(&self) -> bool;
+}
+
+impl Lease {
+    /// The lease of `held`.
+    pub fn new(held: impl HeldStream) -> Self {
+        Self {
+            held: Box::new(held),
+        }
+    }
+
+    /// Whether another replica follows the stream now.
+    pub fn is_followed(&self) -> bool {
+        self.held.is_followed()
+    }
+}
+
+impl fmt::Debug for Lease {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Lease")
+            .field("followed", &self.is_followed())
+            .finish()
+    }
+}

@@ -1,0 +1,289 @@
+//! Following: a response of this process that follows a stream another
+//! replica holds, reading the stream's history from Redis as the holder
+//! records it.
+//!
+//! Each follower is a small task that reads the history from the position
+//! after the last block it sent, whenever the stream's channel says it
+//! moved (and now and then regardless, to notice a holder that died). One
+//! subscription connection per process carries every channel: however
+//! many followers, the process has that one and its shared connection.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::time::Duration;
+
+use ::redis::{Client, Value};
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
+use tokio::sync::{Notify, watch};
+use tokio::time::{Instant, sleep, timeout};
+
+use super::connection::{Connection, within};
+use super::keys::Keys;
+use super::scripts::{Read, millis, scripts};
+use super::{Config, lock};
+use crate::store::{FollowSender, Followed};
+
+/// The most blocks one read returns: a follower far behind reads again
+/// at once.
+const READ_BLOCKS: usize = 256;
+/// How long the subscription waits for a connection.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// The longest pause between two attempts to connect the subscription.
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
+
+/// The channels this process's followers listen to, and the one
+/// subscription that carries them.
+#[derive(Default)]
+pub(super) struct Subscriber {
+    wanted: std::sync::Mutex<HashMap<String, Watched>>,
+    changed: Notify,
+}
+
+struct Watched {
+    /// Bumped whenever the channel says its stream moved.
+    tell: watch::Sender<u64>,
+    followers: usize,
+}
+
+impl Subscriber {
+    /// Listens to `channel`: the receiver changes whenever it says its
+    /// stream moved, and when the subscription came back after a cut.
+    fn watch(&self, channel: &str) -> watch::Receiver<u64> {
+        let mut wanted = lock(&self.wanted);
+        if let Some(watched) = wanted.get_mut(channel) {
+            watched.followers += 1;
+            return watched.tell.subscribe();
+        }
+        let (tell, told) = watch::channel(0);
+        wanted.insert(channel.to_owned(), Watched { tell, followers: 1 });
+        drop(wanted);
+        self.changed.notify_one();
+        told
+    }
+
+    fn unwatch(&self, channel: &str) {
+        let mut wanted = lock(&self.wanted);
+        if let Some(watched) = wanted.get_mut(channel) {
+            watched.followers -= 1;
+            if watched.followers == 0 {
+                wanted.remove(channel);
+                drop(wanted);
+                self.changed.notify_one();
+            }
+        }
+    }
+
+    fn tell(&self, channel: &str) {
+        if let Some(watched) = lock(&self.wanted).get(channel) {
+            watched.tell.send_modify(|n| *n += 1);
+        }
+    }
+
+    fn tell_all(&self) {
+        for watched in lock(&self.wanted).values() {
+            watched.tell.send_modify(|n| *n += 1);
+        }
+    }
+
+    /// The channels to subscribe to and to leave, against `subscribed`.
+    fn changes(&self, subscribed: &HashSet<String>) -> (Vec<String>, Vec<String>) {
+        let wanted = lock(&self.wanted);
+        let join = wanted.keys().filter(|c| !subscribed.contains(*c)).cloned();
+        let leave = subscribed
+            .iter()
+            .filter(|c| !wanted.contains_key(*c))
+            .cloned();
+        (join.collect(), leave.collect())
+    }
+
+    /// Keeps one subscription to every channel wanted, through `clients`
+    /// in turn (the nodes of a Cluster, which carries every channel to
+    /// every node), until `closing`.
+    pub(super) async fn run(
+        self: Arc<Self>,
+        clients: Vec<Client>,
+        mut closing: watch::Receiver<bool>,
+    ) {
+        let mut next_client = 0;
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            let client = &clients[next_client % clients.len()];
+            let connected = tokio::select! {
+                connected = timeout(CONNECT_TIMEOUT, client.get_async_pubsub()) => connected,
+                _ = closing.changed() => return,
+            };
+            let Ok(Ok(pubsub)) = connected else {
+                next_client += 1;
+                tokio::select! {
+                    () = sleep(backoff) => {}
+                    _ = closing.changed() => return,
+                }
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+                continue;
+            };
+            backoff = Duration::from_millis(50);
+            let (mut sink, mut messages) = pubsub.split();
+            let mut subscribed = HashSet::new();
+            // What was said while the subscription was down went unheard:
+            // every follower reads again.
+            self.tell_all();
+            loop {
+                let changed = self.changed.notified();
+                tokio::pin!(changed);
+                changed.as_mut().enable();
+                let (join, leave) = self.changes(&subscribed);
+                if !join.is_empty() {
+                    if sink.subscribe(&join).await.is_err() {
+                        break;
+                    }
+                    // Anything said before the subscription took is read
+                    // now.
+                    for channel in join {
+                        self.tell(&channel);
+                        subscribed.insert(channel);
+                    }
+                }
+                if !leave.is_empty() {
+                    if sink.unsubscribe(&leave).await.is_err() {
+                        break;
+                    }
+                    for channel in &leave {
+                        subscribed.remove(channel);
+                    }
+                }
+                tokio::select! {
+                    message = messages.next() => match message {
+                        Some(message) => self.tell(message.get_channel_name()),
+                        None => break,
+                    },
+                    () = &mut changed => {}
+                    _ = closing.changed() => return,
+                }
+            }
+            tracing::warn!("the Redis subscription for followers dropped: connecting again");
+        }
+    }
+}
+
+/// One follower: where it reads, and what it has sent.
+pub(super) struct Follower {
+    pub(super) connection: Connection,
+    pub(super) keys: Keys,
+    pub(super) stream: String,
+    pub(super) config: Arc<Config>,
+    pub(super) subscriber: Arc<Subscriber>,
+    pub(super) followers: Arc<AtomicUsize>,
+    pub(super) lease: Duration,
+    /// The position of the next block to send.
+    pub(super) next: u64,
+    pub(super) sender: FollowSender,
+}
+
+impl Follower {
+    /// Sends the stream's blocks as they are recorded, then how it ended,
+    /// until the follow is dropped or `closing`.
+    pub(super) async fn run(mut self, mut closing: watch::Receiver<bool>) {
+        let channel = self.keys.of("c:", &self.stream);
+        let mut told = self.subscriber.watch(&channel);
+        let last = self.follow(&mut told, &mut closing).await;
+        if let Some(last) = last {
+            let _ = self.sender.send(last).await;
+        }
+        self.subscriber.unwatch(&channel);
+        self.followers.fetch_sub(1, Relaxed);
+    }
+
+    /// Follows until the stream ends or is lost (what to send last), or
+    /// the follow is dropped (`None`).
+    async fn follow(
+        &mut self,
+        told: &mut watch::Receiver<u64>,
+        closing: &mut watch::Receiver<bool>,
+    ) -> Option<Followed> {
+        let lease = self.lease;
+        // A holder that died is seen within the lease and one of these.
+        let poll = (lease / 3).max(Duration::from_millis(10));
+        let give_up = lease * 4;
+        let mut heard = Instant::now();
+        let mut last_id: Option<String> = None;
+        loop {
+            match self.read().await {
+                Ok(read) => {
+                    heard = Instant::now();
+                    let lost = || Some(Followed::Lost(last_id.clone()));
+                    // The history started over below us, or let go of
+                    // blocks this follower had not read.
+                    if read.last + 1 < self.next
+                        || (self.next < read.first && self.next <= read.last)
+                    {
+                        tracing::warn!(stream = %self.stream, "followed history lost blocks: gap");
+                        return lost();
+                    }
+                    let got = read.blocks.len();
+                    if got > 0 {
+                        if read.blocks[0].0 != self.next {
+                            return lost();
+                        }
+                        let len = read.blocks.iter().map(|(_, block, _)| block.len()).sum();
+                        let mut bytes = BytesMut::with_capacity(len);
+                        for (_, block, id) in &read.blocks {
+                            bytes.extend_from_slice(block);
+                            if !id.is_empty() {
+                                last_id = Some(String::from_utf8_lossy(id).into_owned());
+                            }
+                        }
+                        self.next += got as u64;
+                        let blocks = Followed::Blocks(Bytes::from(bytes));
+                        if self.sender.send(blocks).await.is_err() {
+                            return None;
+                        }
+                    }
+                    if read.ended_at.is_some_and(|end| self.next > end) {
+                        return Some(Followed::End);
+                    }
+                    if got == READ_BLOCKS {
+                        continue;
+                    }
+                    if !read.held && read.ended_at.is_none() {
+                        tracing::debug!(stream = %self.stream, ?last_id, "followed stream let go: gap");
+                        return Some(Followed::Lost(last_id));
+                    }
+                }
+                Err(error) => {
+                    if heard.elapsed() >= give_up {
+                        tracing::warn!(stream = %self.stream, %error, "Redis unreachable while following: gap");
+                        return Some(Followed::Lost(last_id));
+                    }
+                }
+            }
+            tokio::select! {
+                changed = told.changed() => {
+                    if changed.is_err() {
+                        // Nobody tells any more: the poll goes on alone.
+                        sleep(poll).await;
+                    }
+                }
+                () = sleep(poll) => {}
+                () = self.sender.closed() => return None,
+                _ = closing.changed() => return Some(Followed::Lost(last_id)),
+            }
+        }
+    }
+
+    async fn read(&self) -> Result<Read, crate::store::StoreError> {
+        let mut invocation = scripts().read.prepare_invoke();
+        invocation
+            .key(self.keys.of("h:", &self.stream))
+            .arg(&self.keys.scope)
+            .arg(&self.stream)
+            .arg(self.next)
+            .arg(READ_BLOCKS)
+            .arg(millis(self.lease));
+        let mut connection = self.connection.clone();
+        let limit = self.config.timeout.max(super::MIN_WRITE_TIMEOUT);
+        let reply: Value = within(limit, invocation.invoke_async(&mut connection)).await?;
+        Read::parse(reply)
+    }
+}

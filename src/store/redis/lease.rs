@@ -1,0 +1,159 @@
+//! Leases: the streams this process reads from their upstream, marked so
+//! in Redis for as long as it does, so that other replicas follow them
+//! rather than ask the upstream again.
+//!
+//! A lease is taken and let go through the write queue, in order with the
+//! stream's ids: a follower never sees a stream let go before its last
+//! blocks are written. In between, one task keeps every lease of the
+//! process alive, and learns whether each stream is followed.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use ::redis::Value;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use super::connection::{Connection, within};
+use super::queue::Target;
+use super::scripts::{REFRESH, millis};
+use super::{Shared, lock};
+use crate::store::HeldStream;
+
+/// The leases this process holds, by lease key.
+#[derive(Default)]
+pub(super) struct Leases {
+    held: std::sync::Mutex<HashMap<String, Held>>,
+}
+
+/// One stream's lease, shared by every response of this process that
+/// reads the stream's upstream.
+struct Held {
+    responses: usize,
+    followed_key: String,
+    followed: Arc<AtomicBool>,
+}
+
+/// A stream this process holds, as its [`Lease`](crate::store::Lease)
+/// sees it: dropping it lets the stream go once no other response of this
+/// process holds it.
+pub(super) struct RedisHeld {
+    pub(super) shared: Arc<Shared>,
+    pub(super) lease_key: String,
+    pub(super) window_key: String,
+    pub(super) target: Option<Target>,
+    pub(super) followed: Arc<AtomicBool>,
+}
+
+impl Leases {
+    /// Counts one more response holding the stream of `lease_key`; the
+    /// first takes the lease. Returns whether it is the first, and the
+    /// stream's flag of being followed.
+    pub(super) fn add(&self, lease_key: &str, followed_key: String) -> (bool, Arc<AtomicBool>) {
+        let mut held = lock(&self.held);
+        match held.get_mut(lease_key) {
+            Some(entry) => {
+                entry.responses += 1;
+                (false, Arc::clone(&entry.followed))
+            }
+            None => {
+                let followed = Arc::new(AtomicBool::new(false));
+                let entry = Held {
+                    responses: 1,
+                    followed_key,
+                    followed: Arc::clone(&followed),
+                };
+                held.insert(lease_key.to_owned(), entry);
+                (true, followed)
+            }
+        }
+    }
+
+    /// Counts one response fewer; returns whether it was the last.
+    fn remove(&self, lease_key: &str) -> bool {
+        let mut held = lock(&self.held);
+        let Some(entry) = held.get_mut(lease_key) else {
+            return false;
+        };
+        entry.responses -= 1;
+        if entry.responses == 0 {
+            held.remove(lease_key);
+            return true;
+        }
+        false
+    }
+
+    pub(super) fn len(&self) -> usize {
+        lock(&self.held).len()
+    }
+}
+
+impl HeldStream for RedisHeld {
+    fn is_followed(&self) -> bool {
+        self.followed.load(Relaxed)
+    }
+}
+
+impl Drop for RedisHeld {
+    fn drop(&mut self) {
+        if let (true, Some(target)) = (
+            self.shared.leases.remove(&self.lease_key),
+            self.target.take(),
+        ) {
+            let window_key = std::mem::take(&mut self.window_key);
+            self.shared.queue.push_lease(window_key, || target, false);
+        }
+    }
+}
+
+/// Keeps every lease of the process alive, a third of the lease apart,
+/// until `closing`.
+pub(super) async fn refresh_leases(
+    leases: std::sync::Weak<Leases>,
+    connection: Connection,
+    holder: Arc<str>,
+    lease: Arc<AtomicU64>,
+    mut closing: watch::Receiver<bool>,
+) {
+    loop {
+        let lease = Duration::from_millis(lease.load(Relaxed));
+        let every = (lease / 3).max(Duration::from_millis(10));
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
+            _ = closing.changed() => return,
+        }
+        let Some(leases) = leases.upgrade() else {
+            return;
+        };
+        let held: Vec<(String, String, Arc<AtomicBool>)> = lock(&leases.held)
+            .iter()
+            .map(|(key, held)| {
+                let followed = Arc::clone(&held.followed);
+                (key.clone(), held.followed_key.clone(), followed)
+            })
+            .collect();
+        drop(leases);
+        // Sent at once: the connection pipelines them.
+        let mut calls = JoinSet::new();
+        for (lease_key, followed_key, followed) in held {
+            let mut command = ::redis::cmd("EVAL");
+            command
+                .arg(REFRESH)
+                .arg(1)
+                .arg(lease_key)
+                .arg(&*holder)
+                .arg(millis(lease))
+                .arg(followed_key);
+            let mut connection = connection.clone();
+            calls.spawn(async move {
+                let reply = within(every, command.query_async::<Value>(&mut connection)).await;
+                if let Ok(Value::Int(is_followed)) = reply {
+                    followed.store(is_followed == 1, Relaxed);
+                }
+            });
+        }
+        while calls.join_next().await.is_some() {}
+    }
+}
