@@ -136,6 +136,8 @@ where
         }
     }
     dedup.hold(id);
+    // What the client got last may still wait for the next chunk.
+    dedup.recorder.flush();
     config.holds.add(id, stream.downgrade());
     tracing::debug!(hold = id, linger = ?config.time, "client gone: reading on");
     runtime.spawn(read_on(body, dedup, asked, id, config));

@@ -83,6 +83,27 @@ impl RedisServer {
         }
     }
 
+    /// Stops the server without killing it (`SIGSTOP`): it takes
+    /// connections but answers nothing until [`resume`](Self::resume), as
+    /// an overloaded or partitioned server would, and keeps its data.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Lets a [paused](Self::pause) server go on (`SIGCONT`).
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        if let Some(child) = &self.child {
+            let status = Command::new("kill")
+                .args([signal, &child.id().to_string()])
+                .status();
+            assert!(status.is_ok_and(|s| s.success()), "kill {signal} failed");
+        }
+    }
+
     /// Starts the server again on the same port, empty.
     pub fn restart(&mut self) {
         self.kill();

@@ -24,13 +24,13 @@ use crate::support::*;
 use tower_sse_resume::{HistoryLimits, SseResumeLayer};
 
 /// The upstream's pace: one event every this long.
-const TICK: Duration = Duration::from_millis(10);
+pub(crate) const TICK: Duration = Duration::from_millis(10);
 
 /// An upstream that can neither resume nor replay: event `n` happens at
 /// `n` ticks after it starts, and a request gets the events that happen
 /// while it is connected, up to event `last`, then the end.
 #[derive(Clone)]
-struct LiveUpstream {
+pub(crate) struct LiveUpstream {
     start: Instant,
     last: u32,
     requests: Arc<AtomicUsize>,
@@ -39,7 +39,7 @@ struct LiveUpstream {
 }
 
 impl LiveUpstream {
-    fn new(last: u32) -> Self {
+    pub(crate) fn new(last: u32) -> Self {
         Self {
             start: Instant::now(),
             last,
@@ -48,16 +48,16 @@ impl LiveUpstream {
         }
     }
 
-    fn requests(&self) -> usize {
+    pub(crate) fn requests(&self) -> usize {
         self.requests.load(Ordering::SeqCst)
     }
 
-    fn closed(&self) -> usize {
+    pub(crate) fn closed(&self) -> usize {
         self.closed.load(Ordering::SeqCst)
     }
 }
 
-type LiveBody = UnsyncBoxBody<Bytes, Infallible>;
+pub(crate) type LiveBody = UnsyncBoxBody<Bytes, Infallible>;
 
 impl<B> Service<Request<B>> for LiveUpstream {
     type Response = Response<LiveBody>;
@@ -107,14 +107,14 @@ fn lingering(linger: Duration) -> SseResumeLayer {
 }
 
 /// The newest id in `text`.
-fn last_id(text: &str) -> u32 {
+pub(crate) fn last_id(text: &str) -> u32 {
     let line = text.lines().rfind(|line| line.starts_with("id: ")).unwrap();
     line["id: ".len()..].parse().unwrap()
 }
 
 /// Reads `body` until it has event `until` or has ended, and returns what
 /// came.
-async fn read_until<B>(body: B, until: u32) -> (String, bool)
+pub(crate) async fn read_until<B>(body: B, until: u32) -> (String, bool)
 where
     B: Body<Data = Bytes>,
     B::Error: std::fmt::Debug,
@@ -138,7 +138,7 @@ where
 }
 
 /// Reads `body` until `count` events came, and returns them.
-async fn read_events<B>(body: B, count: usize) -> String
+pub(crate) async fn read_events<B>(body: B, count: usize) -> String
 where
     B: Body<Data = Bytes>,
     B::Error: std::fmt::Debug,
@@ -156,7 +156,7 @@ where
 }
 
 /// Waits until `check` holds, for a few seconds at most.
-async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+pub(crate) async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(5);
     while !check() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");

@@ -207,6 +207,7 @@ impl Follower {
         let poll = (lease / 3).max(Duration::from_millis(10));
         let give_up = lease * 4;
         let mut heard = Instant::now();
+        let mut unheld_since: Option<Instant> = None;
         let mut last_id: Option<String> = None;
         loop {
             match self.read().await {
@@ -246,7 +247,11 @@ impl Follower {
                     if got == READ_BLOCKS {
                         continue;
                     }
-                    if !read.held && read.ended_at.is_none() {
+                    if read.held || read.ended_at.is_some() {
+                        unheld_since = None;
+                    } else if unheld_since.get_or_insert(heard).elapsed() >= lease / 2 {
+                        // Not at once: a holder back from a Redis outage
+                        // takes its lapsed lease again within a third.
                         tracing::debug!(stream = %self.stream, ?last_id, "followed stream let go: gap");
                         return Some(Followed::Lost(last_id));
                     }

@@ -240,7 +240,16 @@ end
 pub(super) const OPEN: &str = r"
 local stream, cursor, search, me = ARGV[8], ARGV[9], ARGV[10] == '1', ARGV[11]
 local known, gen, replayed, replay_index, replay_position = -1, 0, -1, 0, 0
+local follow = 0
 local window, fingerprints = window_keys(stream)
+
+-- Whether a client resuming `stream` follows it: another process holds
+-- it, or it is complete.
+local function followed(stream)
+  local lease, ended = scope_keys .. 'l:' .. stream, scope_keys .. 'd:' .. stream
+  if usable(lease, 'string') and redis.call('GET', lease) ~= me then return true end
+  return usable(ended, 'string') and string.sub(redis.call('GET', ended), 1, 1) == 'c'
+end
 if cursor ~= '' then
   if search and not knows(stream, cursor) then
     stream = find(cursor) or stream
@@ -254,6 +263,11 @@ if cursor ~= '' then
   if index then
     -- The window's ids after the cursor are those of the replayed blocks.
     known, replay_index, replay_position = 1, index, position
+    if followed(stream) then
+      -- The client follows the stream where its holder records it: that
+      -- response is not superseded, and goes on recording.
+      follow = 1
+    end
   else
     local at = nil
     if usable(window, 'list') then
@@ -270,26 +284,24 @@ if cursor ~= '' then
       known = 0
     end
   end
-  generation(stream)
-  gen = redis.call('HINCRBY', generations_key, stream, 1)
+  if follow == 1 then
+    gen = generation(stream) or 0
+  else
+    generation(stream)
+    gen = redis.call('HINCRBY', generations_key, stream, 1)
+  end
 else
   gen = generation(stream) or 0
 end
 usable(window, 'list')
 usable(fingerprints, 'list')
-local epoch, follow = 0, 0
+local epoch = 0
 if history_len > 0 then
   if usable(epoch_key, 'string') then
     epoch = tonumber(redis.call('GET', epoch_key)) or 0
   end
   epoch = math.max(now, epoch + 1)
   redis.call('SET', epoch_key, epoch, 'PX', ttl)
-  local lease, ended = scope_keys .. 'l:' .. stream, scope_keys .. 'd:' .. stream
-  if usable(lease, 'string') and redis.call('GET', lease) ~= me then
-    follow = 1
-  elseif usable(ended, 'string') and string.sub(redis.call('GET', ended), 1, 1) == 'c' then
-    follow = 1
-  end
 end
 if redis.call('EXISTS', window) == 1 or gen > 0 or replayed >= 0 then touch(stream) end
 return {stream, known, gen, bad_values, replayed, replay_index, replay_position, epoch, follow}

@@ -1,0 +1,379 @@
+//! Following across replicas: a client that reconnects to another replica
+//! than the one that holds its stream follows the stream there, through
+//! Redis, with no upstream request, exactly once and in order. Against a
+//! live-only upstream and a real `redis-server` on loopback; each replica
+//! is its own `RedisStore` and layer, through `oneshot` or its own hyper
+//! server.
+//!
+//! Without `redis-server` on `PATH` every test prints a message and passes,
+//! unless `TOWER_SSE_RESUME_REQUIRE_REDIS=1`.
+
+use std::convert::Infallible;
+use std::pin::pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body::Body;
+use http_body_util::BodyExt;
+use http_body_util::combinators::UnsyncBoxBody;
+use tokio::time::Instant;
+use tower::{Layer, ServiceExt};
+
+use super::server::{RedisServer, flushed};
+use crate::linger::{LiveUpstream, last_id, read_events};
+use crate::support::*;
+use tower_sse_resume::{GAP_EVENT, HistoryLimits, RedisStore, SseResumeLayer};
+
+/// How long a replica's hold on a stream lasts unrenewed, in these tests.
+const LEASE: Duration = Duration::from_millis(600);
+
+type AnyBody = UnsyncBoxBody<Bytes, BoxError>;
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// One replica of the gateway: its store and its layer, with a history
+/// and linger, over a prefix that no other test uses.
+struct Replica {
+    store: RedisStore,
+    layer: SseResumeLayer<RedisStore>,
+}
+
+impl Replica {
+    async fn connect(server: &RedisServer, prefix: &str) -> Self {
+        let store = RedisStore::connect(&server.url())
+            .await
+            .expect("connect to redis-server")
+            .prefix(prefix)
+            .history(HistoryLimits::new())
+            .lease(LEASE);
+        let layer = SseResumeLayer::new()
+            .store(store.clone())
+            .linger(Duration::from_secs(5));
+        Self { store, layer }
+    }
+}
+
+fn fresh_prefix() -> String {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    format!("follow{}:", NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+/// The replicas of one test, each reached through `transport`.
+struct Gateway {
+    transport: Transport,
+    services: Vec<Box<dyn Fn(Request<()>) -> ResponseFuture + Send + Sync>>,
+}
+
+type ResponseFuture = std::pin::Pin<Box<dyn Future<Output = Response<AnyBody>> + Send>>;
+
+impl Gateway {
+    async fn start(replicas: &[&Replica], upstream: &LiveUpstream, transport: Transport) -> Self {
+        let mut services: Vec<Box<dyn Fn(Request<()>) -> ResponseFuture + Send + Sync>> =
+            Vec::new();
+        for replica in replicas {
+            let service = replica.layer.layer(upstream.clone());
+            match transport {
+                Transport::Oneshot => services.push(Box::new(move |request| {
+                    let service = service.clone();
+                    Box::pin(async move {
+                        let response = service.oneshot(request).await.unwrap();
+                        response.map(|body| body.map_err(|e: Infallible| match e {}).boxed_unsync())
+                    })
+                })),
+                Transport::Http | Transport::Http2 => {
+                    // Stopped when the last of its closures goes.
+                    let server = std::sync::Arc::new(Server::start(service).await.over(transport));
+                    services.push(Box::new(move |request| {
+                        let server = std::sync::Arc::clone(&server);
+                        Box::pin(async move {
+                            let response = server.open(request).await;
+                            response.map(|body| body.map_err(Into::into).boxed_unsync())
+                        })
+                    }));
+                }
+            }
+        }
+        Self {
+            transport,
+            services,
+        }
+    }
+
+    async fn open(&self, replica: usize, request: Request<()>) -> Response<AnyBody> {
+        (self.services[replica])(request).await
+    }
+}
+
+fn feed(cursor: Option<u32>) -> Request<()> {
+    let mut request = get("/feed", "s1");
+    if let Some(cursor) = cursor {
+        request = request.header("last-event-id", cursor.to_string());
+    }
+    request.body(()).unwrap()
+}
+
+/// Reads `body` to its end, failing past `limit`; returns the text and
+/// how long it took.
+async fn read_to_end<B>(body: B, limit: Duration) -> (String, Duration)
+where
+    B: Body<Data = Bytes>,
+    B::Error: std::fmt::Debug,
+{
+    let started = Instant::now();
+    let collected = tokio::time::timeout(limit, body.collect())
+        .await
+        .expect("the body did not end in time")
+        .expect("no error");
+    let text = String::from_utf8(collected.to_bytes().to_vec()).unwrap();
+    (text, started.elapsed())
+}
+
+#[tokio::test]
+async fn a_client_that_reconnects_to_another_replica_follows_the_stream_there() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    for transport in TRANSPORTS {
+        let prefix = fresh_prefix();
+        let (a, b) = (
+            Replica::connect(&server, &prefix).await,
+            Replica::connect(&server, &prefix).await,
+        );
+        let upstream = LiveUpstream::new(60);
+        let gateway = Gateway::start(&[&a, &b], &upstream, transport).await;
+
+        let first = gateway.open(0, feed(None)).await;
+        let cursor = last_id(&read_events(first.into_body(), 10).await);
+        // The client's connection to A is cut; it comes back through B.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        flushed(&a.store).await;
+        let resumed = gateway.open(1, feed(Some(cursor))).await;
+        assert_eq!(resumed.status(), 200);
+        let (got, _) = read_to_end(resumed.into_body(), STEP).await;
+
+        assert_eq!(got, events(cursor + 1..=60), "over {:?}", gateway.transport);
+        assert_eq!(upstream.requests(), 1, "B asked the upstream nothing");
+        assert_eq!(b.layer.stats().snapshot().follows, 1);
+        assert_eq!(b.layer.stats().snapshot().follows_lost, 0);
+    }
+}
+
+#[tokio::test]
+async fn a_follower_keeps_the_holders_linger_from_running_out() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let prefix = fresh_prefix();
+    let mut a = Replica::connect(&server, &prefix).await;
+    // A lingers far shorter than the stream lasts: only the follower on B
+    // keeps its hold.
+    a.layer = a.layer.clone().linger(Duration::from_millis(300));
+    let b = Replica::connect(&server, &prefix).await;
+    let upstream = LiveUpstream::new(150);
+    let gateway = Gateway::start(&[&a, &b], &upstream, Transport::Oneshot).await;
+
+    let first = gateway.open(0, feed(None)).await;
+    let cursor = last_id(&read_events(first.into_body(), 5).await);
+    flushed(&a.store).await;
+    let resumed = gateway.open(1, feed(Some(cursor))).await;
+    let (got, _) = read_to_end(resumed.into_body(), STEP).await;
+
+    assert_eq!(got, events(cursor + 1..=150));
+    assert_eq!(a.layer.stats().snapshot().linger_expiries, 0);
+    assert_eq!(upstream.requests(), 1);
+}
+
+#[tokio::test]
+async fn a_tool_call_held_on_one_replica_ends_with_its_result_on_another() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let prefix = fresh_prefix();
+    let (a, b) = (
+        Replica::connect(&server, &prefix).await,
+        Replica::connect(&server, &prefix).await,
+    );
+    // Event 30 is the tool call's result; then its stream ends.
+    let upstream = LiveUpstream::new(30);
+    let gateway = Gateway::start(&[&a, &b], &upstream, Transport::Http).await;
+
+    let call = Request::post("/mcp").header("mcp-session-id", "s1");
+    let first = gateway.open(0, call.body(()).unwrap()).await;
+    let cursor = last_id(&read_events(first.into_body(), 10).await);
+    flushed(&a.store).await;
+    let resume = || {
+        let request = get("/mcp", "s1").header("last-event-id", cursor.to_string());
+        request.body(()).unwrap()
+    };
+    let resumed = gateway.open(1, resume()).await;
+    let (got, _) = read_to_end(resumed.into_body(), STEP).await;
+    assert_eq!(
+        got,
+        events(cursor + 1..=30),
+        "up to the result, then the end"
+    );
+
+    // Complete now: resumed again on B from the history alone.
+    flushed(&a.store).await;
+    let again = gateway.open(1, resume()).await;
+    let (replayed, _) = read_to_end(again.into_body(), STEP).await;
+    assert_eq!(replayed, events(cursor + 1..=30));
+    assert_eq!(upstream.requests(), 1, "the tool call was never sent again");
+    assert_eq!(b.layer.stats().snapshot().follows, 2);
+}
+
+#[tokio::test]
+async fn a_thousand_followers_share_the_replicas_two_connections() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let prefix = fresh_prefix();
+    let (a, b) = (
+        Replica::connect(&server, &prefix).await,
+        Replica::connect(&server, &prefix).await,
+    );
+    let upstream = LiveUpstream::new(400);
+    let gateway = Gateway::start(&[&a, &b], &upstream, Transport::Oneshot).await;
+    let first = gateway.open(0, feed(None)).await;
+    let cursor = last_id(&read_events(first.into_body(), 3).await);
+    flushed(&a.store).await;
+
+    let mut followers = Vec::new();
+    for _ in 0..1000 {
+        followers.push(gateway.open(1, feed(Some(cursor))).await.into_body());
+    }
+    assert_eq!(b.store.followers(), 1000);
+    let clients = client_count(&server).await;
+    // A's two, B's two, and the one counting.
+    assert!(clients <= 5, "{clients} connections to Redis");
+
+    // Each follower gets what A reads next.
+    let wanted = cursor + 20;
+    for body in &mut followers {
+        let mut body = pin!(body);
+        let mut text = String::new();
+        while !text.contains(&format!("id: {wanted}\n")) {
+            let frame = tokio::time::timeout(STEP, body.frame()).await.unwrap();
+            let frame = frame.unwrap().unwrap();
+            text.push_str(std::str::from_utf8(frame.data_ref().unwrap()).unwrap());
+        }
+        assert!(text.starts_with(&events(cursor + 1..=cursor + 3)), "{text}");
+    }
+    drop(followers);
+    crate::linger::eventually("followers to stop", || b.store.followers() == 0).await;
+    assert_eq!(upstream.requests(), 1);
+}
+
+/// The number of clients connected to `server`.
+async fn client_count(server: &RedisServer) -> usize {
+    let client = redis::Client::open(server.url()).unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    let list: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    list.lines().count()
+}
+
+#[tokio::test]
+async fn a_follower_goes_on_after_redis_pauses_and_gives_up_when_it_stays_away() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let prefix = fresh_prefix();
+    let (a, b) = (
+        Replica::connect(&server, &prefix).await,
+        Replica::connect(&server, &prefix).await,
+    );
+    let upstream = LiveUpstream::new(80);
+    let gateway = Gateway::start(&[&a, &b], &upstream, Transport::Oneshot).await;
+    let first = gateway.open(0, feed(None)).await;
+    let cursor = last_id(&read_events(first.into_body(), 5).await);
+    flushed(&a.store).await;
+
+    // A short pause, shorter than the lease: the follower goes on.
+    let resumed = gateway.open(1, feed(Some(cursor))).await;
+    let reading = tokio::spawn(read_to_end(resumed.into_body(), STEP));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    server.pause();
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    server.resume();
+    let (got, _) = reading.await.unwrap();
+    assert_eq!(got, events(cursor + 1..=80));
+
+    // A long one: the follower ends with the gap signal, in bounded time.
+    let upstream = LiveUpstream::new(1000);
+    let gateway = Gateway::start(&[&a, &b], &upstream, Transport::Oneshot).await;
+    let first = gateway.open(0, feed(None)).await;
+    let cursor = last_id(&read_events(first.into_body(), 5).await);
+    flushed(&a.store).await;
+    let resumed = gateway.open(1, feed(Some(cursor))).await;
+    let reading = tokio::spawn(read_to_end(resumed.into_body(), Duration::from_secs(15)));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    server.pause();
+    let outcome = reading.await;
+    server.resume();
+    let (got, took) = outcome.unwrap();
+    let gap = format!("event: {GAP_EVENT}\n");
+    assert!(got.ends_with("\n\n") && got.contains(&gap), "{got}");
+    let (before, _) = got.split_at(got.find(&gap).unwrap());
+    let newest = last_id(before);
+    assert_eq!(
+        before,
+        events(cursor + 1..=newest),
+        "in order, once, then the gap"
+    );
+    assert!(took < Duration::from_secs(8), "gave up after {took:?}");
+    assert_eq!(b.layer.stats().snapshot().follows_lost, 1);
+}
+
+#[test]
+fn a_follower_notices_the_holder_die_within_the_lease_and_signals_the_gap() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let prefix = fresh_prefix();
+    // Replica A on a runtime of its own, which the test kills at once: no
+    // task of A says goodbye to Redis, as with SIGKILL.
+    let runtime_a = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let runtime_b = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let upstream = runtime_a.block_on(async { LiveUpstream::new(1000) });
+    let a = runtime_a.block_on(Replica::connect(&server, &prefix));
+    let cursor = runtime_a.block_on(async {
+        let service = a.layer.layer(upstream.clone());
+        let first = service.oneshot(feed(None)).await.unwrap();
+        let cursor = last_id(&read_events(first.into_body(), 5).await);
+        flushed(&a.store).await;
+        cursor
+    });
+    runtime_b.block_on(async move {
+        let b = Replica::connect(&server, &prefix).await;
+        let service = b.layer.layer(upstream.clone());
+        let resumed = service.oneshot(feed(Some(cursor))).await.unwrap();
+        let reading = tokio::spawn(read_to_end(resumed.into_body(), STEP));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let killed = Instant::now();
+        runtime_a.shutdown_background();
+        let (got, _) = reading.await.unwrap();
+        let noticed = killed.elapsed();
+
+        let gap = format!("event: {GAP_EVENT}\n");
+        let (before, after) = got.split_at(got.find(&gap).expect("the gap signal"));
+        let newest = last_id(before);
+        assert_eq!(before, events(cursor + 1..=newest), "in order, once");
+        assert_eq!(after, format!("{gap}data: {newest}\n\n"), "then the end");
+        // The lease, half of it unheld, and a poll.
+        assert!(noticed < LEASE * 3, "noticed after {noticed:?}");
+        assert_eq!(b.layer.stats().snapshot().follows_lost, 1);
+    });
+}
