@@ -11,6 +11,10 @@
 //!   itself; skipped with a message when it is not on `PATH`); the upstream
 //!   sends nothing.
 //!
+//! - `redis_native_lrange`: the baseline for `redis`, the same kept
+//!   blocks read by the client itself with one `LRANGE` of the history's
+//!   list, on a connection of its own.
+//!
 //! Group `replay_1000_first_byte` times a request up to the first byte of
 //! the body, `replay_1000_total` up to its end. Everything runs on one
 //! current-thread tokio runtime, Redis's I/O included.
@@ -114,12 +118,17 @@ fn prefill<T: TrackerStore>(rt: &Runtime, layer: &SseResumeLayer<T>, settle: imp
     assert_eq!(replayed, events(1, EVENTS), "a replay of exactly 1..=1000");
 }
 
-/// The three contenders, each timed by `run` on `service`.
+/// The contenders, each timed by `run` on `service`.
 struct Contenders<P, M, R> {
     plain: P,
     memory: M,
     redis: Option<R>,
+    /// A connection of the benchmark's own to the same Redis.
+    native: Option<redis::aio::MultiplexedConnection>,
 }
+
+/// The history's list of the stream that `prefill` kept in Redis.
+const HISTORY_KEY: &str = "sse-resume:{bench}:h:GET /mcp";
 
 fn bench_group<P, M, R, PB, MB, RB>(
     group: &mut BenchmarkGroup<'_, WallTime>,
@@ -164,6 +173,21 @@ fn bench_group<P, M, R, PB, MB, RB>(
             }))
         });
     });
+    if let Some(native) = &mut contenders.native {
+        group.bench_function("redis_native_lrange", |b| {
+            b.iter(|| {
+                // Event 0 is kept too: the 1,000 after it, as a replay from 0.
+                let read = redis::cmd("LRANGE")
+                    .arg(HISTORY_KEY)
+                    .arg(1)
+                    .arg(-1)
+                    .to_owned();
+                let entries: Vec<Vec<u8>> = rt.block_on(read.query_async(native)).unwrap();
+                assert_eq!(entries.len(), EVENTS as usize);
+                black_box(entries)
+            });
+        });
+    }
     if let Some(redis) = &mut contenders.redis {
         group.bench_function("redis", |b| {
             b.iter(|| {
@@ -200,7 +224,13 @@ fn benches(c: &mut Criterion) {
         layer
     });
 
+    let native = server.as_ref().map(|server| {
+        let client = redis::Client::open(server.url()).expect("a Redis URL");
+        rt.block_on(client.get_multiplexed_async_connection())
+            .expect("connect to redis-server")
+    });
     let mut contenders = Contenders {
+        native,
         plain: SseResumeLayer::new().layer(upstream(events(1, EVENTS))),
         memory: memory.layer(upstream(Bytes::new())),
         redis: redis

@@ -179,15 +179,18 @@ pub(super) struct Follower {
     /// The position of the next block to send.
     pub(super) next: u64,
     pub(super) sender: FollowSender,
+    /// The store, kept while the follow lasts: its background tasks
+    /// serve this one.
+    pub(super) _store: Arc<super::Shared>,
 }
 
 impl Follower {
     /// Sends the stream's blocks as they are recorded, then how it ended,
-    /// until the follow is dropped or `closing`.
-    pub(super) async fn run(mut self, mut closing: watch::Receiver<bool>) {
+    /// until the follow is dropped.
+    pub(super) async fn run(mut self) {
         let channel = self.keys.of("c:", &self.stream);
         let mut told = self.subscriber.watch(&channel);
-        let last = self.follow(&mut told, &mut closing).await;
+        let last = self.follow(&mut told).await;
         if let Some(last) = last {
             let _ = self.sender.send(last).await;
         }
@@ -197,11 +200,7 @@ impl Follower {
 
     /// Follows until the stream ends or is lost (what to send last), or
     /// the follow is dropped (`None`).
-    async fn follow(
-        &mut self,
-        told: &mut watch::Receiver<u64>,
-        closing: &mut watch::Receiver<bool>,
-    ) -> Option<Followed> {
+    async fn follow(&mut self, told: &mut watch::Receiver<u64>) -> Option<Followed> {
         let lease = self.lease;
         // A holder that died is seen within the lease and one of these.
         let poll = (lease / 3).max(Duration::from_millis(10));
@@ -272,7 +271,6 @@ impl Follower {
                 }
                 () = sleep(poll) => {}
                 () = self.sender.closed() => return None,
-                _ = closing.changed() => return Some(Followed::Lost(last_id)),
             }
         }
     }

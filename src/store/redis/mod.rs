@@ -603,8 +603,9 @@ impl TrackerStore for RedisStore {
             lease: Duration::from_millis(self.shared.lease.load(Relaxed)),
             next: position + 1,
             sender,
+            _store: Arc::clone(&self.shared),
         };
-        tokio::spawn(follower.run(self.shared.closing.subscribe()));
+        tokio::spawn(follower.run());
         Some(follow)
     }
 }
