@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use ::redis::cluster::ClusterClientBuilder;
-use ::redis::{Client, ErrorKind, RedisResult, ServerErrorKind, Value};
+use ::redis::{Client, ErrorKind, ServerErrorKind, Value};
 use tokio::sync::watch;
 
 use super::{Follow, IdBatch, Lease, Snapshot, StoreError, StoredStream, StreamKey, TrackerStore};
@@ -21,7 +21,7 @@ use follow::{Follower, Subscriber};
 use keys::{Keys, escape};
 use lease::{Leases, RedisHeld, refresh_leases};
 use queue::{Kept, Queue, Target};
-use scripts::{OPEN, Opened, millis, parse_blocks, parse_window, script_code, scripts};
+use scripts::{OPEN, Opened, millis, parse_blocks, script_code, scripts};
 use writer::Writer;
 
 mod connection;
@@ -408,10 +408,9 @@ impl RedisStore {
         Keys::new(&self.config.prefix, scope)
     }
 
-    /// Opens `stream` with `cursor` applied: the open script, and in the
-    /// same pipeline the window, read natively. A second round trip reads
-    /// the replay natively when there is one, and the window of the
-    /// cursor's stream when that is another.
+    /// Opens `stream` with `cursor` applied: the open script, which
+    /// returns the window too; then, when there is a replay, a second round
+    /// trip reads its blocks natively.
     async fn load(
         &self,
         keys: &Keys,
@@ -433,79 +432,44 @@ impl RedisStore {
                 .arg(&*self.shared.holder);
             command
         };
-        let window_len = isize::try_from(config.window_len).unwrap_or(isize::MAX);
-        let read_window = |pipeline: &mut ::redis::Pipeline, stream: &str| {
-            pipeline
-                .cmd("LRANGE")
-                .arg(keys.of("w:", stream))
-                .arg(-window_len)
-                .arg(-1)
-                .cmd("LRANGE")
-                .arg(keys.of("wf:", stream))
-                .arg(-window_len)
-                .arg(-1);
-        };
         let mut connection = self.shared.connection.clone();
-        let mut first = Vec::new();
-        for whole in [false, true] {
-            let mut pipeline = ::redis::pipe();
-            pipeline.ignore_errors().add_command(open(whole));
-            read_window(&mut pipeline, stream);
-            first = query(&pipeline, &mut connection, config.timeout).await?;
-            // Redis lost its scripts (a restart): send this one whole.
-            if !matches!(&first[0], Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript))
-            {
-                break;
+        let mut reply = within(config.timeout, open(false).query_async(&mut connection)).await;
+        if let Err(StoreError::Unavailable(error)) = &reply {
+            let no_script = error
+                .downcast_ref::<::redis::RedisError>()
+                .is_some_and(|e| e.kind() == ErrorKind::Server(ServerErrorKind::NoScript));
+            if no_script {
+                // Redis lost its scripts (a restart): send this one whole.
+                reply = within(config.timeout, open(true).query_async(&mut connection)).await;
             }
         }
-        let mut first = first.into_iter();
-        let opened = Opened::parse(next_reply(&mut first)?);
-        let opened = opened.inspect_err(|_| self.note_bad_values(1, keys))?;
-        let mut bad_values = opened.bad_values;
-        let same_stream = opened.stream == stream;
-        let (ids, prints) = (next_reply(&mut first)?, next_reply(&mut first)?);
-        let replay_wanted = opened.replayed == Some(true);
-        let mut second = Vec::new().into_iter();
-        if !same_stream || replay_wanted {
-            let mut pipeline = ::redis::pipe();
-            pipeline.ignore_errors();
-            if !same_stream {
-                read_window(&mut pipeline, &opened.stream);
-            }
-            if replay_wanted {
-                pipeline
-                    .cmd("LRANGE")
-                    .arg(keys.of("h:", &opened.stream))
-                    .arg(opened.replay_index)
-                    .arg(-1);
-            }
-            second = query(&pipeline, &mut connection, config.timeout)
-                .await?
-                .into_iter();
-        }
-        let (ids, prints) = if same_stream {
-            (ids, prints)
-        } else {
-            (next_reply(&mut second)?, next_reply(&mut second)?)
-        };
+        let opened = Opened::parse(reply?).inspect_err(|_| self.note_bad_values(1, keys))?;
+        self.note_bad_values(opened.bad_values, keys);
         let mut loaded = StoredStream::new(opened.stream);
-        loaded.ids = parse_window(ids, prints, &mut bad_values)?;
         loaded.replay = match opened.replayed {
             None => Replay::Off,
             Some(false) => Replay::Gap,
-            Some(true) => match parse_blocks(next_reply(&mut second)?, opened.replay_position)? {
-                Some(blocks) => {
-                    if opened.follow {
-                        loaded.follow_from = Some(blocks.last);
+            Some(true) => {
+                let mut read = ::redis::cmd("LRANGE");
+                read.arg(keys.of("h:", &loaded.stream))
+                    .arg(opened.replay_index)
+                    .arg(-1);
+                let entries: Value =
+                    within(config.timeout, read.query_async(&mut connection)).await?;
+                match parse_blocks(entries, opened.replay_position)? {
+                    Some(blocks) => {
+                        if opened.follow {
+                            loaded.follow_from = Some(blocks.last);
+                        }
+                        Replay::Blocks(blocks.blocks)
                     }
-                    Replay::Blocks(blocks.blocks)
+                    // The history moved on between the two round trips:
+                    // what the client missed is no longer all there.
+                    None => Replay::Gap,
                 }
-                // The history moved on between the two round trips: what
-                // the client missed is no longer all there.
-                None => Replay::Gap,
-            },
+            }
         };
-        self.note_bad_values(bad_values, keys);
+        loaded.ids = opened.window;
         // Redis never counts below zero.
         loaded.fence = u64::try_from(opened.generation).unwrap_or(0);
         loaded.cursor_known = opened.cursor_known;
@@ -625,24 +589,6 @@ impl Drop for Shared {
         // The writer sends what is left, then stops; so do the others.
         self.queue.close();
         self.closing.send_replace(true);
-    }
-}
-
-/// Sends `pipeline`, each command's reply apart, within `limit`.
-async fn query(
-    pipeline: &::redis::Pipeline,
-    connection: &mut Connection,
-    limit: Duration,
-) -> Result<Vec<RedisResult<Value>>, StoreError> {
-    let replies: Vec<RedisResult<Value>> = within(limit, pipeline.query_async(connection)).await?;
-    Ok(replies)
-}
-
-/// The next reply of a pipeline, its error as the store's.
-fn next_reply(replies: &mut impl Iterator<Item = RedisResult<Value>>) -> Result<Value, StoreError> {
-    match replies.next() {
-        Some(reply) => reply.map_err(unavailable),
-        None => Err(StoreError::Corrupt("a short pipeline reply".to_owned())),
     }
 }
 

@@ -235,8 +235,10 @@ end
 /// (-1 without a cursor or a history), where the blocks after it start
 /// (their index in the history's list, and the position of the first),
 /// with a history an epoch for stamped ids (else 0), and 1 when the stream
-/// is to be followed: another process holds it, or it is complete. The
-/// window itself is read natively, after the script.
+/// is to be followed: another process holds it, or it is complete; then
+/// the window: its number of ids and the ids one per line, and the same
+/// of their fingerprints. The replay's blocks are read natively, after
+/// the script.
 pub(super) const OPEN: &str = r"
 local stream, cursor, search, me = ARGV[8], ARGV[9], ARGV[10] == '1', ARGV[11]
 local known, gen, replayed, replay_index, replay_position = -1, 0, -1, 0, 0
@@ -304,7 +306,12 @@ if history_len > 0 then
   redis.call('SET', epoch_key, epoch, 'PX', ttl)
 end
 if redis.call('EXISTS', window) == 1 or gen > 0 or replayed >= 0 then touch(stream) end
-return {stream, known, gen, bad_values, replayed, replay_index, replay_position, epoch, follow}
+-- The window goes back as two strings, each entry on a line (no id holds
+-- a line break): one reply each rather than one per id.
+local ids = redis.call('LRANGE', window, -window_len, -1)
+local prints = redis.call('LRANGE', fingerprints, -window_len, -1)
+return {stream, known, gen, bad_values, replayed, replay_index, replay_position, epoch, follow,
+  #ids, table.concat(ids, '\n'), #prints, table.concat(prints, '\n')}
 ";
 
 /// `ARGV[8]`: the stream; `ARGV[9]`: the generation its ids were forwarded in,
@@ -471,11 +478,13 @@ pub(super) struct Opened {
     pub(super) epoch: u64,
     /// Whether another process holds the stream, or it is complete.
     pub(super) follow: bool,
+    /// The window: its ids, with the fingerprints of their events.
+    pub(super) window: Vec<(String, u64)>,
 }
 
 impl Opened {
     pub(super) fn parse(reply: Value) -> Result<Self, StoreError> {
-        let mut items = array(reply, 9)?.into_iter();
+        let mut items = array(reply, 13)?.into_iter();
         let stream = bulk(next(&mut items)?)?;
         // Stream names come from this crate's `&str` keys: one that is not
         // UTF-8 was written by something else, and its window is no
@@ -484,12 +493,15 @@ impl Opened {
             .map_err(|_| corrupt("a stream name that is not UTF-8".to_owned()))?;
         let known = int(next(&mut items)?)?;
         let generation = int(next(&mut items)?)?;
-        let bad_values = u64::try_from(int(next(&mut items)?)?).unwrap_or(0);
+        let mut bad_values = u64::try_from(int(next(&mut items)?)?).unwrap_or(0);
         let replayed = int(next(&mut items)?)?;
         let replay_index = int(next(&mut items)?)?;
         let replay_position = u64::try_from(int(next(&mut items)?)?).unwrap_or(0);
         let epoch = u64::try_from(int(next(&mut items)?)?).unwrap_or(0);
         let follow = int(next(&mut items)?)? == 1;
+        let ids = lines(int(next(&mut items)?)?, bulk(next(&mut items)?)?);
+        let prints = lines(int(next(&mut items)?)?, bulk(next(&mut items)?)?);
+        let window = window_of(ids, prints, &mut bad_values);
         Ok(Self {
             stream,
             cursor_known: (known >= 0).then_some(known == 1),
@@ -500,45 +512,47 @@ impl Opened {
             replay_position,
             epoch,
             follow,
+            window,
         })
     }
 }
 
-/// A window read natively: its ids, with the fingerprints of their events
-/// (0 where Redis holds none). Counts into `bad_values` what it skips.
-pub(super) fn parse_window(
-    ids: Value,
-    prints: Value,
-    bad_values: &mut u64,
-) -> Result<Vec<(String, u64)>, StoreError> {
-    let raw_ids = list(ids, "window")?;
-    let mut ids = Vec::with_capacity(raw_ids.len());
-    for id in raw_ids {
+/// The `count` lines of `joined`.
+fn lines(count: i64, joined: Vec<u8>) -> Vec<Vec<u8>> {
+    if count <= 0 {
+        return Vec::new();
+    }
+    joined
+        .split(|&byte| byte == b'\n')
+        .map(<[u8]>::to_vec)
+        .collect()
+}
+
+/// A window's ids, with the fingerprints of their events (0 where Redis
+/// holds none). Counts into `bad_values` what it skips.
+fn window_of(ids: Vec<Vec<u8>>, prints: Vec<Vec<u8>>, bad_values: &mut u64) -> Vec<(String, u64)> {
+    let mut kept = Vec::with_capacity(ids.len());
+    for id in ids {
         // An id that is not UTF-8 was never recorded by this crate: skip
         // it, the rest of the window is still good.
-        match bulk(id).map(String::from_utf8) {
-            Ok(Ok(id)) => ids.push(id),
-            _ => *bad_values += 1,
+        match String::from_utf8(id) {
+            Ok(id) => kept.push(id),
+            Err(_) => *bad_values += 1,
         }
     }
-    let prints = list(prints, "fingerprints")?;
     let prints: Vec<u64> = prints
         .into_iter()
-        .map(|print| {
-            bulk(print)
-                .ok()
-                .and_then(|print| std::str::from_utf8(&print).ok()?.parse().ok())
-        })
+        .map(|print| std::str::from_utf8(&print).ok()?.parse().ok())
         .collect::<Option<_>>()
-        .filter(|prints: &Vec<u64>| prints.len() == ids.len())
+        .filter(|prints: &Vec<u64>| prints.len() == kept.len())
         // Fingerprints that do not match the ids say nothing: unknown
         // events, which an upstream's replay then passes (a duplicate,
         // never a loss).
         .unwrap_or_else(|| {
-            *bad_values += u64::from(!ids.is_empty());
-            vec![0; ids.len()]
+            *bad_values += u64::from(!kept.is_empty());
+            vec![0; kept.len()]
         });
-    Ok(ids.into_iter().zip(prints).collect())
+    kept.into_iter().zip(prints).collect()
 }
 
 /// History entries read natively, from the one at position `first`: their
