@@ -54,6 +54,10 @@ pub(crate) struct Decision {
     /// The stream as another replica records it, when this response
     /// follows it.
     pub(crate) follow: Option<Follow>,
+    /// Whether the request itself opens the stream it follows (a `GET` on
+    /// its standing stream, not a resume of a per-request one): then it
+    /// may go upstream when the stream's holder goes away.
+    pub(crate) follows_own: bool,
     /// How the response lingers when its client goes away, if it may.
     pub(crate) linger: Option<LingerConfig>,
     /// Whether the request was not a `GET`: a per-request stream.
@@ -131,6 +135,7 @@ impl Decision {
             serve,
             handover: None,
             follow: None,
+            follows_own: false,
             linger: linger.filter(|_| may_linger),
             per_request: resumption.per_request,
             one_client: resumption.one_client,
@@ -151,6 +156,7 @@ impl Decision {
             serve: Serve::Upstream,
             handover: None,
             follow: None,
+            follows_own: false,
             linger: None,
             per_request: false,
             one_client: false,

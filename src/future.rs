@@ -14,7 +14,7 @@ use http_body::Body;
 use pin_project_lite::pin_project;
 use tower_service::Service;
 
-use crate::body::{Dedup, SseResumeBody};
+use crate::body::{Dedup, Resume, SseResumeBody};
 use crate::config::{FailurePolicy, Options};
 use crate::decision::{Decision, UpstreamCursor};
 use crate::headers::{LAST_EVENT_ID, SSE_RESUME_GAP, is_encoded, is_event_stream};
@@ -84,7 +84,9 @@ where
 
 impl<S, ReqB, ResB> Future for ResponseFuture<S, ReqB>
 where
-    S: Service<Request<ReqB>, Response = Response<ResB>>,
+    S: Service<Request<ReqB>, Response = Response<ResB>> + Send + 'static,
+    S::Future: Send + 'static,
+    ReqB: Send + 'static,
     ResB: Body + Send + 'static,
     ResB::Data: Send,
     ResB::Error: Send,
@@ -122,7 +124,13 @@ where
                     }
                     if let Some(follow) = decision.follow.take() {
                         options.stats.follow();
-                        return Poll::Ready(Ok(follow_response(follow, decision, options)));
+                        // A standing stream goes on from the upstream when
+                        // its holder goes away; a per-request one cannot be
+                        // sent again, and a `GET` resuming it is no request
+                        // for it.
+                        let resume = decision.follows_own.then(|| resume(service, request));
+                        let response = follow_response(follow, decision, resume, options);
+                        return Poll::Ready(Ok(response));
                     }
                     if let Serve::Complete(head) = &decision.serve {
                         let head = Arc::clone(head);
@@ -282,6 +290,7 @@ fn replay_complete<B: Body>(
 fn follow_response<B: Body>(
     follow: Follow,
     decision: Decision,
+    resume: Option<Resume<B>>,
     options: &Options,
 ) -> Response<SseResumeBody<B>> {
     let cursor = decision.cursor.clone().unwrap_or_default();
@@ -291,7 +300,25 @@ fn follow_response<B: Body>(
     headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     mark_gap(headers, &decision);
     tracing::debug!("following a stream another replica holds");
-    response.map(|()| SseResumeBody::following(follow, Dedup::new(decision, options), cursor))
+    let dedup = Dedup::new(decision, options);
+    response.map(|()| SseResumeBody::following(follow, dedup, cursor, resume))
+}
+
+/// Sends `request` to `service` later, with the `Last-Event-ID` given
+/// then: for a follow that outlives its holder.
+fn resume<S, ReqB, B>(mut service: S, mut request: Request<ReqB>) -> Resume<B>
+where
+    S: Service<Request<ReqB>, Response = Response<B>> + Send + 'static,
+    S::Future: Send + 'static,
+    ReqB: Send + 'static,
+{
+    Box::new(move |last_id| {
+        if let Some(id) = last_id {
+            request.headers_mut().insert(LAST_EVENT_ID, id);
+        }
+        let call = service.call(request);
+        Box::pin(async move { call.await.ok() })
+    })
 }
 
 /// A response with the status and headers of `head`.

@@ -31,6 +31,8 @@ pub(crate) struct Recorder {
     lease: Option<Lease>,
     /// How the stream ends when its upstream does.
     end: StreamEnd,
+    /// Records nothing while another replica records the stream.
+    muted: bool,
 }
 
 impl Recorder {
@@ -50,6 +52,7 @@ impl Recorder {
             stats,
             lease: None,
             end: StreamEnd::Ended,
+            muted: false,
         }
     }
 
@@ -64,13 +67,20 @@ impl Recorder {
             stats,
             lease: None,
             end: StreamEnd::Ended,
+            muted: false,
         }
     }
 
-    /// Records nothing more: another replica records the stream, and this
+    /// Records nothing: another replica records the stream, and this
     /// response follows it.
     pub(crate) fn mute(&mut self) {
-        self.sink = None;
+        self.muted = true;
+    }
+
+    /// Records again: the replica that recorded the stream went away, and
+    /// this response reads the upstream itself now.
+    pub(crate) fn unmute(&mut self) {
+        self.muted = false;
     }
 
     /// Holds `lease` while the response reads its stream's upstream; a
@@ -100,7 +110,7 @@ impl Recorder {
     /// Hands on an id new to the stream, with the fingerprint of its
     /// event; `starts_over` when the window started over from it.
     pub(crate) fn push(&mut self, id: &[u8], fingerprint: u64, starts_over: bool) {
-        if self.sink.is_none() {
+        if self.sink.is_none() || self.muted {
             return;
         }
         if starts_over {
@@ -117,14 +127,14 @@ impl Recorder {
     }
 
     pub(crate) fn push_block(&mut self, id: Option<&str>, block: &[u8]) {
-        if self.wants_blocks {
+        if self.wants_blocks && !self.muted {
             self.batch.push_block(id, block);
             self.flush_if_full();
         }
     }
 
     pub(crate) fn forget_history(&mut self) {
-        if self.wants_blocks {
+        if self.wants_blocks && !self.muted {
             self.batch.forget_history();
         }
     }

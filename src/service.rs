@@ -98,7 +98,9 @@ impl<S: fmt::Debug, T: fmt::Debug> fmt::Debug for SseResume<S, T> {
 
 impl<S, T, ReqB, ResB> Service<Request<ReqB>> for SseResume<S, T>
 where
-    S: Service<Request<ReqB>, Response = Response<ResB>> + Clone,
+    S: Service<Request<ReqB>, Response = Response<ResB>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    ReqB: Send + 'static,
     ResB: Body + Send + 'static,
     ResB::Data: Send,
     ResB::Error: Send,
@@ -203,6 +205,7 @@ where
                     if let Some(follow) = store.follow(&key, *position) {
                         decision.recorder.mute();
                         decision.follow = Some(follow);
+                        decision.follows_own = get && key.stream() == stream;
                     }
                     decision.serve = Serve::Upstream;
                 }

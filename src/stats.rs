@@ -39,6 +39,7 @@ struct Counters {
     keep_alives: AtomicU64,
     follows: AtomicU64,
     follows_lost: AtomicU64,
+    follows_resumed: AtomicU64,
 }
 
 /// The counters at one moment.
@@ -87,9 +88,13 @@ pub struct StatsSnapshot {
     /// Reconnects that followed a stream another replica holds, instead
     /// of a new upstream request ([`TrackerStore::follow`](crate::TrackerStore::follow)).
     pub follows: u64,
-    /// Follows that ended with the gap signal: the holder went away
-    /// without ending the stream, or the store stayed unreachable.
+    /// Follows that ended with the gap signal: the holder of a
+    /// per-request stream went away without ending it, the store stayed
+    /// unreachable, or the upstream could not be asked in its place.
     pub follows_lost: u64,
+    /// Follows of a standing stream whose holder went away, that went on
+    /// from the upstream, asked from the stream's last id.
+    pub follows_resumed: u64,
 }
 
 impl Stats {
@@ -115,6 +120,7 @@ impl Stats {
             keep_alives: c.keep_alives.load(Relaxed),
             follows: c.follows.load(Relaxed),
             follows_lost: c.follows_lost.load(Relaxed),
+            follows_resumed: c.follows_resumed.load(Relaxed),
         }
     }
 
@@ -205,6 +211,11 @@ impl Stats {
     pub(crate) fn follow_lost(&self) {
         self.counters.follows_lost.fetch_add(1, Relaxed);
         report::count("sse_resume_follows_lost_total", 1);
+    }
+
+    pub(crate) fn follow_resumed(&self) {
+        self.counters.follows_resumed.fetch_add(1, Relaxed);
+        report::count("sse_resume_follows_resumed_total", 1);
     }
 
     pub(crate) fn store_error(&self) {

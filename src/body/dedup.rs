@@ -188,6 +188,14 @@ impl Dedup {
         self.ended = true;
     }
 
+    /// The stream this response followed was lost, and it goes on from
+    /// the upstream: it records from now on.
+    pub(super) fn resumed(&mut self) {
+        self.recorder.unmute();
+        self.stats.follow_resumed();
+        tracing::debug!("followed stream lost: going on from the upstream");
+    }
+
     /// Whether the upstream body has ended.
     pub(crate) fn is_ended(&self) -> bool {
         self.ended

@@ -12,10 +12,11 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use bytes::{Buf, Bytes};
-use http::HeaderMap;
+use http::{HeaderMap, HeaderValue, Response};
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
+use crate::headers::{header_value, is_encoded, is_event_stream};
 use crate::linger::Linger;
 use crate::store::{Follow, Followed};
 use crate::stream::Handover;
@@ -82,7 +83,15 @@ pin_project! {
         Replayed { dedup: Box<Dedup> },
         // The replay, then a stream another replica holds, as it records
         // it: whole blocks, exactly once by their place in the history.
-        Following { follow: Follow, dedup: Box<Dedup>, cursor: String },
+        // When the holder goes away, a standing stream goes on from the
+        // upstream, asked here.
+        Following {
+            follow: Follow,
+            dedup: Option<Box<Dedup>>,
+            cursor: String,
+            resume: Option<Resume<B>>,
+            resuming: Option<ResumeFuture<B>>,
+        },
         Rejected { message: Option<Bytes> },
     }
 }
@@ -154,13 +163,21 @@ impl<B: Body> SseResumeBody<B> {
     }
 
     /// What `dedup` replays, then what `follow` delivers; `cursor` is the
-    /// client's, for a gap.
-    pub(crate) fn following(follow: Follow, dedup: Dedup, cursor: String) -> Self {
+    /// client's, for a gap. When the stream is lost, `resume` asks the
+    /// upstream, if there is one to ask.
+    pub(crate) fn following(
+        follow: Follow,
+        dedup: Dedup,
+        cursor: String,
+        resume: Option<Resume<B>>,
+    ) -> Self {
         Self {
             kind: Kind::Following {
                 follow,
-                dedup: Box::new(dedup),
+                dedup: Some(Box::new(dedup)),
                 cursor,
+                resume,
+                resuming: None,
             },
         }
     }
@@ -182,9 +199,27 @@ where
     type Error = B::Error;
 
     fn poll_frame(
-        self: Pin<&mut Self>,
+        mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        if let KindProj::Following {
+            follow,
+            dedup: dedup @ Some(_),
+            cursor,
+            resume,
+            resuming,
+        } = self.as_mut().project().kind.project()
+        {
+            let following = dedup.as_deref_mut().expect("matched Some");
+            match poll_following(follow, following, cursor, resume, resuming, cx) {
+                Following::Poll(poll) => return poll,
+                Following::Upstream(body) => {
+                    let dedup = dedup.take().expect("matched Some");
+                    let error = None;
+                    (self.as_mut().project().kind).set(Kind::Resume { body, dedup, error });
+                }
+            }
+        }
         match self.project().kind.project() {
             KindProj::Passthrough { body } => {
                 let frame = ready!(body.poll_frame(cx));
@@ -222,11 +257,8 @@ where
             KindProj::Replayed { dedup } => {
                 Poll::Ready(dedup.output.pop().map(|b| Ok(Frame::data(b))))
             }
-            KindProj::Following {
-                follow,
-                dedup,
-                cursor,
-            } => poll_following(follow, dedup, cursor, cx),
+            // Handled above.
+            KindProj::Following { .. } => Poll::Ready(None),
         }
     }
 
@@ -246,7 +278,9 @@ where
             }
             Kind::Lingering { dedup: None, .. } => true,
             Kind::Replayed { dedup } => dedup.output.is_empty(),
-            Kind::Following { dedup, .. } => dedup.ended && dedup.output.is_empty(),
+            Kind::Following { dedup, .. } => dedup
+                .as_ref()
+                .is_none_or(|d| d.ended && d.output.is_empty()),
             Kind::Rejected { message } => message.is_none(),
         }
     }
@@ -341,37 +375,85 @@ fn poll_resume<B: Body>(
     }
 }
 
+/// How a follow whose holder went away asks the upstream itself, with the
+/// `Last-Event-ID` given: made by the response future, which still holds
+/// the request and the service.
+pub(crate) type Resume<B> = Box<dyn FnOnce(Option<HeaderValue>) -> ResumeFuture<B> + Send>;
+/// The upstream's response to a [`Resume`], or `None` when it failed.
+pub(crate) type ResumeFuture<B> = Pin<Box<dyn Future<Output = Option<Response<B>>> + Send>>;
+
+/// What polling a follow gave: a frame to send, or the upstream to go on
+/// from.
+enum Following<B: Body> {
+    Poll(Poll<Option<Result<Frame<Bytes>, B::Error>>>),
+    Upstream(B),
+}
+
 /// Polls a follow: the replay first, then what the holding replica
-/// records, whole blocks that go out as they come.
-fn poll_following<E>(
+/// records, through the dedup so that the window knows it; when the
+/// stream is lost, the upstream through `resume`, or else the gap signal.
+fn poll_following<B: Body>(
     follow: &mut Follow,
     dedup: &mut Dedup,
     cursor: &str,
+    resume: &mut Option<Resume<B>>,
+    resuming: &mut Option<ResumeFuture<B>>,
     cx: &mut Context<'_>,
-) -> Poll<Option<Result<Frame<Bytes>, E>>> {
+) -> Following<B> {
     loop {
         if let Some(bytes) = dedup.output.pop() {
-            return Poll::Ready(Some(Ok(Frame::data(bytes))));
+            return Following::Poll(Poll::Ready(Some(Ok(Frame::data(bytes)))));
         }
         if dedup.ended {
-            return Poll::Ready(None);
+            return Following::Poll(Poll::Ready(None));
         }
-        match follow.poll_next(cx) {
+        let polled = match resuming {
+            Some(future) => match future.as_mut().poll(cx) {
+                Poll::Ready(response) => {
+                    *resuming = None;
+                    match response
+                        .filter(|r| is_event_stream(r.headers()) && !is_encoded(r.headers()))
+                    {
+                        Some(response) => {
+                            dedup.resumed();
+                            return Following::Upstream(response.into_body());
+                        }
+                        None => {
+                            dedup.follow_lost(cursor);
+                            continue;
+                        }
+                    }
+                }
+                Poll::Pending => Poll::Pending,
+            },
+            None => follow.poll_next(cx),
+        };
+        match polled {
             Poll::Ready(Some(Followed::Blocks(blocks))) => {
                 dedup.heard();
-                return Poll::Ready(Some(Ok(Frame::data(blocks))));
+                dedup.push(blocks);
             }
             Poll::Ready(Some(Followed::End)) => dedup.ended = true,
             // A follower that stopped without a word lost the stream too.
-            Poll::Ready(Some(Followed::Lost(last_id))) => {
-                dedup.follow_lost(last_id.as_deref().unwrap_or(cursor));
+            Poll::Ready(lost) => {
+                let last_id = match lost {
+                    Some(Followed::Lost(last_id)) => last_id,
+                    _ => None,
+                };
+                match resume.take() {
+                    Some(resume) => {
+                        // The stream's own last id: what the client has.
+                        let last = dedup.stream().lock().last_id();
+                        *resuming = Some(resume(last.and_then(|id| header_value(&id))));
+                    }
+                    None => dedup.follow_lost(last_id.as_deref().unwrap_or(cursor)),
+                }
             }
-            Poll::Ready(None) => dedup.follow_lost(cursor),
             Poll::Pending => {
-                return match dedup.keep_alive_due(cx) {
+                return Following::Poll(match dedup.keep_alive_due(cx) {
                     Some(keep_alive) => Poll::Ready(Some(Ok(Frame::data(keep_alive)))),
                     None => Poll::Pending,
-                };
+                });
             }
         }
     }

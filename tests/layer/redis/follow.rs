@@ -303,13 +303,16 @@ async fn a_follower_goes_on_after_redis_pauses_and_gives_up_when_it_stays_away()
     let (got, _) = reading.await.unwrap();
     assert_eq!(got, events(cursor + 1..=80));
 
-    // A long one: the follower ends with the gap signal, in bounded time.
+    // A long one, while B follows a tool call (which no replica may send
+    // again): B ends it with the gap signal, in bounded time.
     let upstream = LiveUpstream::new(1000);
     let gateway = Gateway::start(&[&a, &b], &upstream, Transport::Oneshot).await;
-    let first = gateway.open(0, feed(None)).await;
+    let call = Request::post("/mcp").header("mcp-session-id", "s1");
+    let first = gateway.open(0, call.body(()).unwrap()).await;
     let cursor = last_id(&read_events(first.into_body(), 5).await);
     flushed(&a.store).await;
-    let resumed = gateway.open(1, feed(Some(cursor))).await;
+    let resume = get("/mcp", "s1").header("last-event-id", cursor.to_string());
+    let resumed = gateway.open(1, resume.body(()).unwrap()).await;
     let reading = tokio::spawn(read_to_end(resumed.into_body(), Duration::from_secs(15)));
     tokio::time::sleep(Duration::from_millis(100)).await;
     server.pause();
@@ -327,31 +330,42 @@ async fn a_follower_goes_on_after_redis_pauses_and_gives_up_when_it_stays_away()
     );
     assert!(took < Duration::from_secs(8), "gave up after {took:?}");
     assert_eq!(b.layer.stats().snapshot().follows_lost, 1);
+    assert_eq!(upstream.requests(), 1);
 }
 
-#[test]
-fn a_follower_notices_the_holder_die_within_the_lease_and_signals_the_gap() {
-    let Some(server) = RedisServer::start() else {
-        return;
-    };
+/// What a follower on B got when replica A, holding the stream that
+/// `request` opened, was killed while B followed it, and how long B took
+/// to notice; with B's stats and the upstream.
+struct Killed {
+    cursor: u32,
+    got: String,
+    noticed: Duration,
+    stats: tower_sse_resume::StatsSnapshot,
+    upstream: LiveUpstream,
+}
+
+/// Runs replica A on a runtime of its own, which is killed at once while
+/// B follows: no task of A says goodbye to Redis, as with SIGKILL.
+fn kill_the_holder(
+    last: u32,
+    request: fn() -> Request<()>,
+    resume: fn(u32) -> Request<()>,
+) -> Option<Killed> {
+    let server = RedisServer::start()?;
     let prefix = fresh_prefix();
-    // Replica A on a runtime of its own, which the test kills at once: no
-    // task of A says goodbye to Redis, as with SIGKILL.
-    let runtime_a = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let runtime_b = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let upstream = runtime_a.block_on(async { LiveUpstream::new(1000) });
+    let runtime = || {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap()
+    };
+    let (runtime_a, runtime_b) = (runtime(), runtime());
+    let upstream = runtime_a.block_on(async { LiveUpstream::new(last) });
     let a = runtime_a.block_on(Replica::connect(&server, &prefix));
     let cursor = runtime_a.block_on(async {
         let service = a.layer.layer(upstream.clone());
-        let first = service.oneshot(feed(None)).await.unwrap();
+        let first = service.oneshot(request()).await.unwrap();
         let cursor = last_id(&read_events(first.into_body(), 5).await);
         flushed(&a.store).await;
         cursor
@@ -359,21 +373,78 @@ fn a_follower_notices_the_holder_die_within_the_lease_and_signals_the_gap() {
     runtime_b.block_on(async move {
         let b = Replica::connect(&server, &prefix).await;
         let service = b.layer.layer(upstream.clone());
-        let resumed = service.oneshot(feed(Some(cursor))).await.unwrap();
+        let resumed = service.oneshot(resume(cursor)).await.unwrap();
         let reading = tokio::spawn(read_to_end(resumed.into_body(), STEP));
         tokio::time::sleep(Duration::from_millis(200)).await;
         let killed = Instant::now();
         runtime_a.shutdown_background();
         let (got, _) = reading.await.unwrap();
-        let noticed = killed.elapsed();
+        Some(Killed {
+            cursor,
+            got,
+            noticed: killed.elapsed(),
+            stats: b.layer.stats().snapshot(),
+            upstream,
+        })
+    })
+}
 
-        let gap = format!("event: {GAP_EVENT}\n");
-        let (before, after) = got.split_at(got.find(&gap).expect("the gap signal"));
-        let newest = last_id(before);
-        assert_eq!(before, events(cursor + 1..=newest), "in order, once");
-        assert_eq!(after, format!("{gap}data: {newest}\n\n"), "then the end");
-        // The lease, half of it unheld, and a poll.
-        assert!(noticed < LEASE * 3, "noticed after {noticed:?}");
-        assert_eq!(b.layer.stats().snapshot().follows_lost, 1);
-    });
+#[test]
+fn when_the_holder_of_a_tool_call_dies_its_follower_ends_with_the_gap_signal() {
+    let call = || {
+        let request = Request::post("/mcp").header("mcp-session-id", "s1");
+        request.body(()).unwrap()
+    };
+    let resume = |cursor: u32| {
+        let request = get("/mcp", "s1").header("last-event-id", cursor.to_string());
+        request.body(()).unwrap()
+    };
+    let Some(killed) = kill_the_holder(1000, call, resume) else {
+        return;
+    };
+    let gap = format!("event: {GAP_EVENT}\n");
+    let got = &killed.got;
+    let at = got.find(&gap);
+    let (before, after) = got.split_at(at.unwrap_or_else(|| panic!("no gap signal: {got:?}")));
+    let newest = last_id(before);
+    assert_eq!(before, events(killed.cursor + 1..=newest), "in order, once");
+    assert_eq!(after, format!("{gap}data: {newest}\n\n"), "then the end");
+    // The lease, half of it unheld, and a poll.
+    assert!(
+        killed.noticed < LEASE * 3,
+        "noticed after {:?}",
+        killed.noticed
+    );
+    assert_eq!(killed.stats.follows_lost, 1);
+    assert_eq!(
+        killed.upstream.requests(),
+        1,
+        "a tool call is never sent again"
+    );
+}
+
+#[test]
+fn when_the_holder_of_a_standing_stream_dies_its_follower_asks_the_upstream() {
+    let Some(killed) = kill_the_holder(150, || feed(None), |cursor| feed(Some(cursor))) else {
+        return;
+    };
+    let ids: Vec<u32> = (killed.got.lines())
+        .filter_map(|line| line.strip_prefix("id: ")?.parse().ok())
+        .collect();
+    assert!(!killed.got.contains(GAP_EVENT), "{}", killed.got);
+    assert_eq!(ids.first(), Some(&(killed.cursor + 1)));
+    assert!(
+        ids.windows(2).all(|pair| pair[0] < pair[1]),
+        "rising, once: {ids:?}"
+    );
+    assert_eq!(ids.last(), Some(&150), "to the upstream's end");
+    assert_eq!(killed.stats.follows_resumed, 1);
+    assert_eq!(killed.upstream.requests(), 2, "A's, then B's own");
+    // This upstream cannot resume: what it sent while nobody read it is
+    // lost, about a lease's worth.
+    let lost = 150 - killed.cursor - ids.len() as u32;
+    assert!(
+        lost <= (LEASE * 2).as_millis() as u32 / 10,
+        "{lost} events lost"
+    );
 }
