@@ -7,6 +7,8 @@ mod client_crate;
 mod http2;
 mod mcp;
 mod proxy;
+#[cfg(feature = "redis")]
+mod replicas;
 /// The demo's own proxy, which the tests drive rather than a copy of it.
 #[path = "../../examples/reverse_proxy/proxy.rs"]
 mod reverse_proxy;

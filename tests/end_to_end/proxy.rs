@@ -25,7 +25,7 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tower::{Layer, service_fn};
-use tower_sse_resume::SseResumeLayer;
+use tower_sse_resume::{SseResumeLayer, TrackerStore};
 
 use crate::reverse_proxy;
 
@@ -344,6 +344,14 @@ pub(crate) struct Proxy {
 
 impl Proxy {
     pub(crate) async fn start(upstream: SocketAddr, layer: SseResumeLayer) -> Self {
+        Self::start_with(upstream, layer).await
+    }
+
+    /// The same proxy, its layer over any store.
+    pub(crate) async fn start_with<T: TrackerStore>(
+        upstream: SocketAddr,
+        layer: SseResumeLayer<T>,
+    ) -> Self {
         let layer = layer.scope(reverse_proxy::session_scope);
         Self::serve(layer.layer(reverse_proxy::forwarder(uri_of(upstream)))).await
     }
@@ -397,13 +405,22 @@ pub(crate) struct CuttingRelay {
 
 impl CuttingRelay {
     pub(crate) async fn start(target: SocketAddr, after: Duration) -> Self {
+        Self::balanced(vec![target], after).await
+    }
+
+    /// The same relay in front of several replicas, as a load balancer:
+    /// each connection goes to the next of `targets` in turn.
+    pub(crate) async fn balanced(targets: Vec<SocketAddr>, after: Duration) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let cuts = Arc::new(AtomicUsize::new(0));
         let cursors = Arc::default();
         let (counted, noted) = (Arc::clone(&cuts), Arc::clone(&cursors));
         let task = tokio::spawn(async move {
+            let mut next = 0;
             while let Ok((client, _)) = listener.accept().await {
+                let target = targets[next % targets.len()];
+                next += 1;
                 let (cuts, cursors) = (Arc::clone(&counted), Arc::clone(&noted));
                 tokio::spawn(async move {
                     let Ok(server) = tokio::net::TcpStream::connect(target).await else {
