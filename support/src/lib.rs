@@ -208,38 +208,126 @@ impl RedisCluster {
     /// Starts and joins three nodes, or returns `None` when `redis-server`
     /// is missing and not required.
     pub fn start() -> Option<Self> {
+        Self::start_nodes(3, &[])
+    }
+
+    /// Starts three primaries with a replica each, which takes over within
+    /// about a second when its primary dies.
+    pub fn start_with_replicas() -> Option<Self> {
+        Self::start_nodes(6, &["--cluster-node-timeout", "1000"])
+    }
+
+    fn start_nodes(count: usize, extra: &[&str]) -> Option<Self> {
         if !tool_available("redis-cli") {
             return None;
         }
         let mut nodes = Vec::new();
-        for _ in 0..3 {
-            let args = [
+        for _ in 0..count {
+            let mut args = vec![
                 "--cluster-enabled",
                 "yes",
                 "--cluster-config-file",
                 "nodes.conf",
             ];
+            args.extend_from_slice(extra);
             nodes.push(RedisServer::start_with(&args)?);
         }
         let addrs: Vec<String> = nodes.iter().map(|node| node.addr().to_string()).collect();
+        let replicas = (count / 3 - 1).to_string();
         let status = Command::new("redis-cli")
             .args(["--cluster", "create"])
             .args(&addrs)
-            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .args(["--cluster-replicas", &replicas, "--cluster-yes"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status()
             .expect("redis-cli runs");
         assert!(status.success(), "redis-cli --cluster create: {status}");
+        let cluster = Self { nodes };
+        cluster.wait_until_ok();
+        cluster.wait_until_replicas_synced();
+        Some(cluster)
+    }
+
+    /// Waits until every replica has its primary's data: one that never
+    /// synced cannot take over.
+    fn wait_until_replicas_synced(&self) {
         let deadline = Instant::now() + START_TIMEOUT;
-        for node in &nodes {
+        for node in &self.nodes {
+            loop {
+                let output = Command::new("redis-cli")
+                    .args(["-p", &node.port().to_string(), "info", "replication"])
+                    .output()
+                    .expect("redis-cli runs");
+                let info = String::from_utf8_lossy(&output.stdout);
+                if !info.contains("role:slave") || info.contains("master_link_status:up") {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "a replica did not sync");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+
+    /// Waits until every node that runs sees the cluster whole.
+    pub fn wait_until_ok(&self) {
+        let deadline = Instant::now() + START_TIMEOUT;
+        for node in self.nodes.iter().filter(|node| node.child.is_some()) {
             while !cluster_ok(node.port()) {
                 assert!(Instant::now() < deadline, "the cluster did not come up");
                 std::thread::sleep(Duration::from_millis(50));
             }
         }
-        Some(Self { nodes })
+    }
+
+    /// The node that is the primary of the slot of hash tag `tag` now.
+    pub fn primary_of(&self, tag: &str) -> usize {
+        let alive = self
+            .nodes
+            .iter()
+            .find(|node| node.child.is_some())
+            .expect("a node");
+        let cli = |args: &[&str]| {
+            let output = Command::new("redis-cli")
+                .args(["-p", &alive.port().to_string()])
+                .args(args)
+                .output()
+                .expect("redis-cli runs");
+            String::from_utf8_lossy(&output.stdout).into_owned()
+        };
+        let slot: u16 = cli(&["cluster", "keyslot", tag])
+            .trim()
+            .parse()
+            .expect("a slot");
+        for line in cli(&["cluster", "nodes"]).lines() {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            if fields.len() < 9 || !fields[2].contains("master") || fields[2].contains("fail") {
+                continue;
+            }
+            let serves = fields[8..].iter().any(|range| {
+                let (low, high) = range.split_once('-').unwrap_or((range, range));
+                matches!((low.parse::<u16>(), high.parse::<u16>()), (Ok(l), Ok(h)) if l <= slot && slot <= h)
+            });
+            if serves {
+                let port: u16 = fields[1]
+                    .split(['@', ':'])
+                    .nth(1)
+                    .and_then(|port| port.parse().ok())
+                    .expect("a port");
+                return self
+                    .nodes
+                    .iter()
+                    .position(|n| n.port() == port)
+                    .expect("a node");
+            }
+        }
+        panic!("no primary serves slot {slot}");
+    }
+
+    /// Kills node `index` at once (`SIGKILL`).
+    pub fn kill(&mut self, index: usize) {
+        self.nodes[index].kill();
     }
 
     /// One cluster for every test that runs while another holds it: a

@@ -1,7 +1,7 @@
 //! The write queue: ids waiting to be written, coalesced per window and
 //! bounded, until the writer takes them.
 
-use std::collections::{HashMap, hash_map};
+use std::collections::{HashMap, HashSet, hash_map};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
@@ -28,6 +28,8 @@ pub(super) struct Queue {
 #[derive(Default)]
 struct QueueState {
     pending: HashMap<String, Pending>,
+    /// Windows whose dropped blocks the next write must account for.
+    holes: HashSet<String>,
     ids: usize,
     bytes: usize,
     pushes: u64,
@@ -43,6 +45,9 @@ pub(super) struct Pending {
     bytes: usize,
     pub(super) claim: bool,
     pub(super) release: bool,
+    /// Whether blocks of this stream written before were dropped: the
+    /// history before these is forgotten, so that no replay skips them.
+    pub(super) after_hole: bool,
 }
 
 /// How many ids and blocks Redis keeps per window: more queued are
@@ -111,7 +116,8 @@ impl Queue {
             return Err(StoreError::Backlogged);
         }
         let (mut added_ids, mut added_bytes) = (count as isize, bytes as isize);
-        match state.pending.entry(window_key) {
+        let QueueState { pending, holes, .. } = &mut *state;
+        match pending.entry(window_key) {
             hash_map::Entry::Occupied(mut slot) => {
                 let pending = slot.get_mut();
                 if generation < pending.generation {
@@ -148,6 +154,7 @@ impl Queue {
                 }
             }
             hash_map::Entry::Vacant(slot) => {
+                let after_hole = holes.remove(slot.key());
                 slot.insert(Pending {
                     target: target(),
                     generation,
@@ -155,6 +162,7 @@ impl Queue {
                     bytes,
                     claim: false,
                     release: false,
+                    after_hole,
                 });
             }
         }
@@ -177,6 +185,7 @@ impl Queue {
         claim: bool,
     ) {
         let mut state = lock(&self.state);
+        let after_hole = state.holes.remove(&window_key);
         let pending = state.pending.entry(window_key).or_insert_with(|| Pending {
             target: target(),
             generation: -1,
@@ -184,6 +193,7 @@ impl Queue {
             bytes: 0,
             claim: false,
             release: false,
+            after_hole,
         });
         if claim {
             // Taken again before the release went: it stays taken.
@@ -195,6 +205,22 @@ impl Queue {
         state.pushes += 1;
         drop(state);
         self.wake.notify_one();
+    }
+
+    /// Notes that the blocks of `dropped` never reached Redis: the next
+    /// write of its stream forgets the history before it.
+    pub(super) fn mark_hole(&self, dropped: &Pending) {
+        if dropped.ids.blocks().len() == 0 {
+            return;
+        }
+        let window_key = dropped.target.keys.of("w:", &dropped.target.stream);
+        let mut state = lock(&self.state);
+        match state.pending.get_mut(&window_key) {
+            Some(pending) => pending.after_hole = true,
+            None => {
+                state.holes.insert(window_key);
+            }
+        }
     }
 
     /// Takes everything pending, and the number of pushes it covers.

@@ -95,6 +95,7 @@ impl Writer {
                     }
                     Outcome::Refused(error) => {
                         counters.dropped.fetch_add(ids, Relaxed);
+                        self.queue.mark_hole(&pending);
                         tracing::error!(
                             window = %pending.target.keys.of("w:", &pending.target.stream),
                             %error,
@@ -103,6 +104,7 @@ impl Writer {
                     }
                     Outcome::Bad(error) => {
                         counters.dropped.fetch_add(ids, Relaxed);
+                        self.queue.mark_hole(&pending);
                         tracing::error!(%error, "unexpected reply to a write of forwarded ids");
                     }
                 }
@@ -120,6 +122,9 @@ impl Writer {
             if attempt == WRITE_ATTEMPTS {
                 let ids: usize = pending.iter().map(|pending| pending.ids.len()).sum();
                 counters.dropped.fetch_add(ids as u64, Relaxed);
+                for pending in &pending {
+                    self.queue.mark_hole(pending);
+                }
                 let error =
                     failed.map_or_else(|| "the script is missing".to_owned(), |e| e.to_string());
                 tracing::warn!(
@@ -245,8 +250,9 @@ fn write_command(pending: &Pending, whole_script: bool) -> Cmd {
     let skip = batch.len().saturating_sub(config.window_len);
     let history_len = config.history.map_or(0, |limits| limits.events());
     let skip_blocks = batch.blocks().len().saturating_sub(history_len);
-    // Blocks that cannot be kept leave a hole no replay may skip.
-    let forget_history = batch.forgets_history() || skip_blocks > 0;
+    // Blocks that cannot be kept leave a hole no replay may skip, and so do
+    // blocks dropped before.
+    let forget_history = batch.forgets_history() || skip_blocks > 0 || pending.after_hole;
     command
         .arg(batch.len() - skip)
         .arg(if forget_history { "1" } else { "0" })

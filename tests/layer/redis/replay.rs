@@ -361,3 +361,64 @@ async fn a_replay_racing_a_stale_replicas_live_events_has_no_duplicate_and_no_ga
     );
     drop((next_feed, last));
 }
+
+/// Sets `maxmemory` on `server`: 1 byte refuses every write (OOM), 0 lifts
+/// the limit.
+async fn set_maxmemory(server: &RedisServer, bytes: u64) {
+    let client = redis::Client::open(server.url()).unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    let () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory")
+        .arg(bytes)
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn blocks_redis_refused_leave_a_gap_no_replay_skips_silently() {
+    let Some(replicas) = Replicas::start(HistoryLimits::new()).await else {
+        return;
+    };
+    let (feed, body) = mpsc::unbounded_channel();
+    let (quiet_feed, quiet_body) = mpsc::unbounded_channel();
+    let upstream = fed_upstream(vec![body, quiet_body]);
+    let on_a = SseResumeLayer::new()
+        .store(replicas.a.clone())
+        .layer(upstream.clone());
+    let mut stream = on_a
+        .oneshot(get("/mcp", "s").body(()).unwrap())
+        .await
+        .unwrap()
+        .into_body();
+    let mut send = async |chunk: &'static str| {
+        feed.send(chunk).unwrap();
+        assert_eq!(next_text(&mut stream).await, chunk);
+        // Polled once more, the quiet stream hands its ids to the store.
+        drop(next_text(&mut stream).now_or_never());
+        flushed(&replicas.a).await;
+    };
+    send("id: 1\ndata: a\n\nid: 2\ndata: b\n\n").await;
+    // Redis refuses what comes next: out of memory.
+    set_maxmemory(&replicas.server, 1).await;
+    send("id: 3\ndata: c\n\n").await;
+    assert!(replicas.a.stats().dropped >= 1, "{:?}", replicas.a.stats());
+    set_maxmemory(&replicas.server, 0).await;
+    send("id: 4\ndata: d\n\n").await;
+
+    // A client that had 2 missed 3, which Redis never kept: it is told so,
+    // rather than given 4 as if nothing were missing.
+    let on_b = SseResumeLayer::new()
+        .store(replicas.b.clone())
+        .layer(upstream);
+    drop(quiet_feed);
+    let got = on_b.oneshot(resume("s", "2")).await.unwrap();
+    let text = read(got).await;
+    assert!(
+        text.text()
+            .starts_with(&format!("event: {GAP_EVENT}\ndata: 2\n\n")),
+        "{}",
+        text.text()
+    );
+}
