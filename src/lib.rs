@@ -256,7 +256,17 @@
 //! # let _ = layer;
 //! ```
 //!
-//! //! The [`framer`] module, the sans-IO parser underneath, is usable on its
+//! With `RedisStore` and a history, a client that comes back on another
+//! replica *follows* the stream there: the replay from the shared history,
+//! then what the holding replica records, until the stream ends, with no
+//! upstream request. When the holder dies, a standing stream goes on from
+//! the upstream, asked from its last recorded id, and a per-request one
+//! ends with the gap signal ([`TrackerStore::hold`],
+//! [`TrackerStore::follow`]; `RedisStore` documents what each case can
+//! lose). The inner service, its future and the request body must be
+//! `Send + 'static` for it, as hyper's and axum's are.
+//!
+//! The [`framer`] module, the sans-IO parser underneath, is usable on its
 //! own.
 
 #![cfg_attr(docsrs, feature(doc_cfg))]

@@ -14,7 +14,9 @@
 //!
 //! # Writing a store
 //!
-//! A store has two methods, both over plain data:
+//! A store has two methods, both over plain data, and two more for
+//! following across replicas, which a store that no other replica shares
+//! leaves to their defaults:
 //!
 //! - [`open`](TrackerStore::open) is called once per request that has a
 //!   scope, before the inner service is called, and may do I/O: one round
@@ -30,15 +32,23 @@
 //!   batch, bounded, and write it in the background. Refuse a batch whose
 //!   fence is older than the stream's generation: its ids were forwarded
 //!   to a client that may have reconnected since.
+//! - [`hold`](TrackerStore::hold) marks a stream as read from its upstream
+//!   by this replica, for as long as the [`Lease`] it returns lives, and
+//!   [`follow`](TrackerStore::follow) delivers, as a [`Follow`], what the
+//!   replica that holds a stream records, from a position of its history;
+//!   [`StoredStream::follow_from`] says when a stream is to be followed.
 //!
 //! What a store must do with a cursor is written down as checks in the
 //! conformance suite, `tower_sse_resume::test_util` (feature
 //! `test-util`), which the crate's own stores run. A store that wraps
-//! another, to watch what is recorded, say, delegates both methods:
+//! another, to watch what is recorded, say, delegates every method (left
+//! to their defaults, `hold` and `follow` would turn following off):
 //!
 //! ```
 //! use std::sync::atomic::{AtomicU64, Ordering};
-//! use tower_sse_resume::{IdBatch, MemoryStore, Snapshot, StoreError, StreamKey, TrackerStore};
+//! use tower_sse_resume::{
+//!     Follow, IdBatch, Lease, MemoryStore, Snapshot, StoreError, StreamKey, TrackerStore,
+//! };
 //!
 //! struct Counted<T> {
 //!     inner: T,
@@ -53,6 +63,14 @@
 //!     fn record(&self, key: &StreamKey, fence: u64, batch: &IdBatch) -> Result<(), StoreError> {
 //!         self.ids.fetch_add(batch.len() as u64, Ordering::Relaxed);
 //!         self.inner.record(key, fence, batch)
+//!     }
+//!
+//!     fn hold(&self, key: &StreamKey) -> Option<Lease> {
+//!         self.inner.hold(key)
+//!     }
+//!
+//!     fn follow(&self, key: &StreamKey, position: u64) -> Option<Follow> {
+//!         self.inner.follow(key, position)
 //!     }
 //! }
 //!

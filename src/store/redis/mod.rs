@@ -111,10 +111,17 @@ const MIN_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 /// | `<prefix>{S}:wf:T` | list | at the same places, the fingerprint of each id's event (decimal) |
 /// | `<prefix>{S}:s` | sorted set | the streams of `S`, scored by last use (ms): for finding a cursor's stream, capping the streams per scope and forgetting idle ones |
 /// | `<prefix>{S}:g` | hash | per stream, its generation: bumped whenever a client cursor cuts the window |
-/// | `<prefix>{S}:h:T` | list | with a [history](Self::history), the blocks of `T`, oldest first, each as `<ms>:<bytes>`: when it was kept, and the block as forwarded |
+/// | `<prefix>{S}:h:T` | list | with a [history](Self::history), the blocks of `T`, oldest first, each as `<ms>:<position>:<bytes>`: when it was kept, its place in the stream, and the block as forwarded |
 /// | `<prefix>{S}:hi:T` | list | at the same places, the id a client may resume from after each block (empty for none) |
 /// | `<prefix>{S}:hb` | hash | with a history, per stream, the bytes its blocks hold, for the byte bound |
+/// | `<prefix>{S}:hn` | hash | with a history, per stream, the position of the newest block it ever kept: positions rise by one per block, and its list ends there |
 /// | `<prefix>{S}:e` | string | with a history, the last epoch handed out for stamped ids, so that every replica's are unique and rise |
+/// | `<prefix>{S}:l:T` | string | while a replica reads the upstream of `T` and may linger: that replica's holder id, with the [lease](Self::lease) as TTL |
+/// | `<prefix>{S}:f:T` | string | while a replica follows `T`: a mark, with the lease as TTL, that keeps the holder's linger going |
+/// | `<prefix>{S}:d:T` | string | once the upstream of `T` ended: `e:<position>` for a standing stream, `c:<position>` for a complete per-request one |
+///
+/// The history's writes are told on the channel `<prefix>{S}:c:T` (Pub/Sub,
+/// not a key), with the newest position.
 ///
 /// In the prefix and the scope, `%`, `{` and `}` are written `%25`, `%7B`
 /// and `%7D`, so that the braces of the hash tag are the only ones and two
@@ -126,11 +133,51 @@ const MIN_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 ///
 /// Opening a stream is one Lua script (`EVALSHA`): it finds the stream of
 /// the client's cursor within the scope, cuts the window after it (or
-/// clears it), bumps the generation, and returns the window. Ids are
+/// clears it), bumps the generation, and returns the window. When the
+/// history holds the cursor, the script returns where the blocks after it
+/// start, and a second round trip reads them with a native `LRANGE`: a
+/// replay's first byte leaves after two round trips. Ids are
 /// written behind the stream: [`TrackerStore::record`] only queues them
 /// (bounded), and a background task sends what has piled up for all keys
 /// as one pipeline of write scripts, one per key, coalesced to the last
 /// window's worth of ids.
+///
+/// # Following a stream another replica holds
+///
+/// With a history and linger on, a replica that reads a stream's upstream
+/// holds a lease on it in Redis, renewed a third of the lease apart by one
+/// task per store. A client that reconnects to another replica, with a
+/// cursor the shared history holds, is served there from the history
+/// after its cursor and then *follows* the stream as the holder records it,
+/// until its upstream ends, with no upstream request. Each write of the
+/// history publishes the newest position on the stream's channel; one
+/// subscription per store carries every channel, and each follower reads
+/// the blocks after the last one it sent, by position: exactly once, in
+/// order, whatever was published or missed. A follower marks the stream
+/// followed, which keeps the holder's linger going. A store opens two
+/// connections to a node (and one per primary in a Cluster, plus one for
+/// the subscription), however many followers it serves
+/// ([`max_followers`](Self::max_followers), 10,000 by default, bounds them).
+///
+/// When the holder goes away without ending the stream (it died, or its
+/// linger ran out), its lease lapses and the follower notices within
+/// twice the lease:
+///
+/// - **a standing stream** (the follower's own `GET`): the follower asks
+///   the upstream itself, with the stream's last recorded id as
+///   `Last-Event-ID`, and goes on from it, deduplicated. An upstream that
+///   resumes loses nothing; one that cannot loses what it sent after the
+///   holder's last write, up to twice the lease (counted as
+///   `follows_resumed` in the layer's stats).
+/// - **a per-request stream** (a tool call, resumed by a `GET`): it cannot
+///   be sent again, and the response ends with the gap signal after the
+///   last block recorded (counted as `follows_lost`).
+///
+/// When Redis is unreachable while a client follows, the follower retries;
+/// past four times the lease it gives up as when the holder goes away.
+/// Blocks that Redis refused, or that were dropped after the write retries,
+/// leave a hole: the next write forgets the history before it, so that a
+/// replay across it gets the gap signal instead of skipping it.
 ///
 /// # What is atomic and what is best effort
 ///
@@ -357,8 +404,8 @@ impl RedisStore {
     /// How long a replica's hold on a stream lasts in Redis without being
     /// renewed (at least 30 ms): 3 s by default. A replica renews its
     /// holds a third of it apart, so a follower on another replica notices
-    /// within about this long plus a third that the holder died. Set it
-    /// alike on every replica. Shared with every clone.
+    /// within twice this long that the holder died. Set it alike on every
+    /// replica. Shared with every clone.
     pub fn lease(self, lease: Duration) -> Self {
         let lease = lease.max(Duration::from_millis(30));
         self.shared.lease.store(millis(lease), Relaxed);
