@@ -78,9 +78,9 @@ struct Followed {
     drops: usize,
 }
 
-/// Follows `/events` through `proxy` with `eventsource-client` until event
-/// `last` arrives.
-async fn follow(proxy: SocketAddr, last: u64) -> Followed {
+/// An `eventsource-client` for `/events` at `addr` in session `session`,
+/// reconnecting by itself 50 to 200 ms after each drop.
+pub(crate) fn reconnecting_client(addr: SocketAddr, session: &str) -> impl Client {
     let transport = HyperTransport::builder()
         .disable_proxy()
         .connect_timeout(Duration::from_secs(5))
@@ -91,12 +91,18 @@ async fn follow(proxy: SocketAddr, last: u64) -> Followed {
         .delay(Duration::from_millis(50))
         .delay_max(Duration::from_millis(200))
         .build();
-    let client = ClientBuilder::for_url(&format!("http://{proxy}/events"))
+    ClientBuilder::for_url(&format!("http://{addr}/events"))
         .unwrap()
-        .header("mcp-session-id", "client-crate")
+        .header("mcp-session-id", session)
         .unwrap()
         .reconnect(reconnect)
-        .build_with_transport(transport);
+        .build_with_transport(transport)
+}
+
+/// Follows `/events` through `proxy` with `eventsource-client` until event
+/// `last` arrives.
+async fn follow(proxy: SocketAddr, last: u64) -> Followed {
+    let client = reconnecting_client(proxy, "client-crate");
 
     let mut got = Followed {
         ids: Vec::new(),

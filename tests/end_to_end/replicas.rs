@@ -14,15 +14,15 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
-use eventsource_client::{Client, ClientBuilder, ReconnectOptions, SSE};
+use eventsource_client::{Client, SSE};
 use futures_util::StreamExt;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::rt::TokioExecutor;
-use launchdarkly_sdk_transport::HyperTransport;
 use tower_sse_resume::{HistoryLimits, RedisStore, SseResumeLayer};
 use tower_sse_resume_support::RedisServer;
 
+use crate::client_crate::reconnecting_client;
 use crate::proxy::{CuttingRelay, Proxy, Script, Upstream, parse_data};
 
 /// The exchange takes about 3 s; this bounds it on a slow machine.
@@ -123,22 +123,7 @@ async fn without_linger_the_same_client_loses_events_at_every_cut() {
 /// Follows `/events` through `balancer` with `eventsource-client` until
 /// event `last`; returns the ids in the order they came.
 async fn with_eventsource_client(balancer: SocketAddr, last: u64) -> Vec<u64> {
-    let transport = HyperTransport::builder()
-        .disable_proxy()
-        .connect_timeout(Duration::from_secs(5))
-        .build_http()
-        .unwrap();
-    let reconnect = ReconnectOptions::reconnect(true)
-        .retry_initial(false)
-        .delay(Duration::from_millis(50))
-        .delay_max(Duration::from_millis(200))
-        .build();
-    let client = ClientBuilder::for_url(&format!("http://{balancer}/events"))
-        .unwrap()
-        .header("mcp-session-id", "replicas")
-        .unwrap()
-        .reconnect(reconnect)
-        .build_with_transport(transport);
+    let client = reconnecting_client(balancer, "replicas");
     let mut ids = Vec::new();
     let mut stream = client.stream();
     let run = async {

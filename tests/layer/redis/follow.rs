@@ -61,7 +61,6 @@ fn fresh_prefix() -> String {
 
 /// The replicas of one test, each reached through `transport`.
 struct Gateway {
-    transport: Transport,
     services: Vec<Box<dyn Fn(Request<()>) -> ResponseFuture + Send + Sync>>,
 }
 
@@ -94,10 +93,7 @@ impl Gateway {
                 }
             }
         }
-        Self {
-            transport,
-            services,
-        }
+        Self { services }
     }
 
     async fn open(&self, replica: usize, request: Request<()>) -> Response<AnyBody> {
@@ -111,6 +107,42 @@ fn feed(cursor: Option<u32>) -> Request<()> {
         request = request.header("last-event-id", cursor.to_string());
     }
     request.body(()).unwrap()
+}
+
+/// Two replicas over a fresh prefix, an upstream of `last` events, and the
+/// gateway that reaches them through `transport`.
+struct Scene {
+    a: Replica,
+    b: Replica,
+    upstream: LiveUpstream,
+    gateway: Gateway,
+}
+
+impl Scene {
+    async fn start(server: &RedisServer, last: u32, transport: Transport) -> Self {
+        let prefix = fresh_prefix();
+        let (a, b) = (
+            Replica::connect(server, &prefix).await,
+            Replica::connect(server, &prefix).await,
+        );
+        let upstream = LiveUpstream::new(last);
+        let gateway = Gateway::start(&[&a, &b], &upstream, transport).await;
+        Self {
+            a,
+            b,
+            upstream,
+            gateway,
+        }
+    }
+
+    /// A client of replica A reads `count` events of `request` and goes
+    /// away; returns its cursor, once A's writes are in Redis.
+    async fn client_leaves_a(&self, request: Request<()>, count: usize) -> u32 {
+        let first = self.gateway.open(0, request).await;
+        let cursor = last_id(&read_events(first.into_body(), count).await);
+        flushed(&self.a.store).await;
+        cursor
+    }
 }
 
 /// Reads `body` to its end, failing past `limit`; returns the text and
@@ -135,27 +167,18 @@ async fn a_client_that_reconnects_to_another_replica_follows_the_stream_there() 
         return;
     };
     for transport in TRANSPORTS {
-        let prefix = fresh_prefix();
-        let (a, b) = (
-            Replica::connect(&server, &prefix).await,
-            Replica::connect(&server, &prefix).await,
-        );
-        let upstream = LiveUpstream::new(60);
-        let gateway = Gateway::start(&[&a, &b], &upstream, transport).await;
-
-        let first = gateway.open(0, feed(None)).await;
-        let cursor = last_id(&read_events(first.into_body(), 10).await);
+        let scene = Scene::start(&server, 60, transport).await;
         // The client's connection to A is cut; it comes back through B.
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        flushed(&a.store).await;
-        let resumed = gateway.open(1, feed(Some(cursor))).await;
+        let cursor = scene.client_leaves_a(feed(None), 10).await;
+        let resumed = scene.gateway.open(1, feed(Some(cursor))).await;
         assert_eq!(resumed.status(), 200);
         let (got, _) = read_to_end(resumed.into_body(), STEP).await;
 
-        assert_eq!(got, events(cursor + 1..=60), "over {:?}", gateway.transport);
-        assert_eq!(upstream.requests(), 1, "B asked the upstream nothing");
-        assert_eq!(b.layer.stats().snapshot().follows, 1);
-        assert_eq!(b.layer.stats().snapshot().follows_lost, 0);
+        assert_eq!(got, events(cursor + 1..=60), "over {transport:?}");
+        assert_eq!(scene.upstream.requests(), 1, "B asked the upstream nothing");
+        let b = scene.b.layer.stats().snapshot();
+        assert_eq!(b.follows, 1);
+        assert_eq!(b.follows_lost, 0);
     }
 }
 
@@ -189,24 +212,15 @@ async fn a_tool_call_held_on_one_replica_ends_with_its_result_on_another() {
     let Some(server) = RedisServer::start() else {
         return;
     };
-    let prefix = fresh_prefix();
-    let (a, b) = (
-        Replica::connect(&server, &prefix).await,
-        Replica::connect(&server, &prefix).await,
-    );
     // Event 30 is the tool call's result; then its stream ends.
-    let upstream = LiveUpstream::new(30);
-    let gateway = Gateway::start(&[&a, &b], &upstream, Transport::Http).await;
-
+    let scene = Scene::start(&server, 30, Transport::Http).await;
     let call = Request::post("/mcp").header("mcp-session-id", "s1");
-    let first = gateway.open(0, call.body(()).unwrap()).await;
-    let cursor = last_id(&read_events(first.into_body(), 10).await);
-    flushed(&a.store).await;
+    let cursor = scene.client_leaves_a(call.body(()).unwrap(), 10).await;
     let resume = || {
         let request = get("/mcp", "s1").header("last-event-id", cursor.to_string());
         request.body(()).unwrap()
     };
-    let resumed = gateway.open(1, resume()).await;
+    let resumed = scene.gateway.open(1, resume()).await;
     let (got, _) = read_to_end(resumed.into_body(), STEP).await;
     assert_eq!(
         got,
@@ -215,12 +229,16 @@ async fn a_tool_call_held_on_one_replica_ends_with_its_result_on_another() {
     );
 
     // Complete now: resumed again on B from the history alone.
-    flushed(&a.store).await;
-    let again = gateway.open(1, resume()).await;
+    flushed(&scene.a.store).await;
+    let again = scene.gateway.open(1, resume()).await;
     let (replayed, _) = read_to_end(again.into_body(), STEP).await;
     assert_eq!(replayed, events(cursor + 1..=30));
-    assert_eq!(upstream.requests(), 1, "the tool call was never sent again");
-    assert_eq!(b.layer.stats().snapshot().follows, 2);
+    assert_eq!(
+        scene.upstream.requests(),
+        1,
+        "the tool call was never sent again"
+    );
+    assert_eq!(scene.b.layer.stats().snapshot().follows, 2);
 }
 
 #[tokio::test]
@@ -228,16 +246,9 @@ async fn a_thousand_followers_share_the_replicas_two_connections() {
     let Some(server) = RedisServer::start() else {
         return;
     };
-    let prefix = fresh_prefix();
-    let (a, b) = (
-        Replica::connect(&server, &prefix).await,
-        Replica::connect(&server, &prefix).await,
-    );
-    let upstream = LiveUpstream::new(400);
-    let gateway = Gateway::start(&[&a, &b], &upstream, Transport::Oneshot).await;
-    let first = gateway.open(0, feed(None)).await;
-    let cursor = last_id(&read_events(first.into_body(), 3).await);
-    flushed(&a.store).await;
+    let scene = Scene::start(&server, 400, Transport::Oneshot).await;
+    let (b, gateway) = (&scene.b, &scene.gateway);
+    let cursor = scene.client_leaves_a(feed(None), 3).await;
 
     let mut followers = Vec::new();
     for _ in 0..1000 {
@@ -262,7 +273,7 @@ async fn a_thousand_followers_share_the_replicas_two_connections() {
     }
     drop(followers);
     crate::linger::eventually("followers to stop", || b.store.followers() == 0).await;
-    assert_eq!(upstream.requests(), 1);
+    assert_eq!(scene.upstream.requests(), 1);
 }
 
 /// The number of clients connected to `server`.
@@ -282,19 +293,11 @@ async fn a_follower_goes_on_after_redis_pauses_and_gives_up_when_it_stays_away()
     let Some(server) = RedisServer::start() else {
         return;
     };
-    let prefix = fresh_prefix();
-    let (a, b) = (
-        Replica::connect(&server, &prefix).await,
-        Replica::connect(&server, &prefix).await,
-    );
-    let upstream = LiveUpstream::new(80);
-    let gateway = Gateway::start(&[&a, &b], &upstream, Transport::Oneshot).await;
-    let first = gateway.open(0, feed(None)).await;
-    let cursor = last_id(&read_events(first.into_body(), 5).await);
-    flushed(&a.store).await;
+    let scene = Scene::start(&server, 80, Transport::Oneshot).await;
+    let cursor = scene.client_leaves_a(feed(None), 5).await;
 
     // A short pause, shorter than the lease: the follower goes on.
-    let resumed = gateway.open(1, feed(Some(cursor))).await;
+    let resumed = scene.gateway.open(1, feed(Some(cursor))).await;
     let reading = tokio::spawn(read_to_end(resumed.into_body(), STEP));
     tokio::time::sleep(Duration::from_millis(200)).await;
     server.pause();
@@ -305,14 +308,11 @@ async fn a_follower_goes_on_after_redis_pauses_and_gives_up_when_it_stays_away()
 
     // A long one, while B follows a tool call (which no replica may send
     // again): B ends it with the gap signal, in bounded time.
-    let upstream = LiveUpstream::new(1000);
-    let gateway = Gateway::start(&[&a, &b], &upstream, Transport::Oneshot).await;
+    let scene = Scene::start(&server, 1000, Transport::Oneshot).await;
     let call = Request::post("/mcp").header("mcp-session-id", "s1");
-    let first = gateway.open(0, call.body(()).unwrap()).await;
-    let cursor = last_id(&read_events(first.into_body(), 5).await);
-    flushed(&a.store).await;
+    let cursor = scene.client_leaves_a(call.body(()).unwrap(), 5).await;
     let resume = get("/mcp", "s1").header("last-event-id", cursor.to_string());
-    let resumed = gateway.open(1, resume.body(()).unwrap()).await;
+    let resumed = scene.gateway.open(1, resume.body(()).unwrap()).await;
     let reading = tokio::spawn(read_to_end(resumed.into_body(), Duration::from_secs(15)));
     tokio::time::sleep(Duration::from_millis(100)).await;
     server.pause();
@@ -329,8 +329,8 @@ async fn a_follower_goes_on_after_redis_pauses_and_gives_up_when_it_stays_away()
         "in order, once, then the gap"
     );
     assert!(took < Duration::from_secs(8), "gave up after {took:?}");
-    assert_eq!(b.layer.stats().snapshot().follows_lost, 1);
-    assert_eq!(upstream.requests(), 1);
+    assert_eq!(scene.b.layer.stats().snapshot().follows_lost, 1);
+    assert_eq!(scene.upstream.requests(), 1);
 }
 
 /// What a follower on B got when replica A, holding the stream that
