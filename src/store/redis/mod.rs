@@ -21,7 +21,7 @@ use follow::{Follower, Subscriber};
 use keys::{Keys, escape};
 use lease::{Leases, RedisHeld, refresh_leases};
 use queue::{Kept, Queue, Target};
-use scripts::{OPEN, Opened, millis, parse_blocks, script_code, scripts};
+use scripts::{OPEN, Opened, ids_of, millis, parse_blocks, script_code, scripts, window_of};
 use writer::Writer;
 
 mod connection;
@@ -493,6 +493,7 @@ impl RedisStore {
         let opened = Opened::parse(reply?).inspect_err(|_| self.note_bad_values(1, keys))?;
         self.note_bad_values(opened.bad_values, keys);
         let mut loaded = StoredStream::new(opened.stream);
+        loaded.ids = opened.window;
         loaded.replay = match opened.replayed {
             None => Replay::Off,
             Some(false) => Replay::Gap,
@@ -508,6 +509,13 @@ impl RedisStore {
                         if opened.follow {
                             loaded.follow_from = Some(blocks.last);
                         }
+                        // The window after the cursor holds the ids of the
+                        // replayed blocks: taken from them, or else read.
+                        let tail = opened.window_tail.and_then(|n| ids_of(&blocks.blocks, n));
+                        match tail {
+                            Some(tail) => loaded.ids.extend(tail),
+                            None => loaded.ids = self.read_window(keys, &loaded.stream).await?,
+                        }
                         Replay::Blocks(blocks.blocks)
                     }
                     // The history moved on between the two round trips:
@@ -516,13 +524,38 @@ impl RedisStore {
                 }
             }
         };
-        loaded.ids = opened.window;
         // Redis never counts below zero.
         loaded.fence = u64::try_from(opened.generation).unwrap_or(0);
         loaded.cursor_known = opened.cursor_known;
         loaded.stamp_epoch = (opened.epoch > 0).then_some(opened.epoch);
         loaded.keeps_blocks = config.history.is_some();
         Ok(loaded)
+    }
+
+    /// The window of `stream`, read natively.
+    async fn read_window(
+        &self,
+        keys: &Keys,
+        stream: &str,
+    ) -> Result<Vec<(String, u64)>, StoreError> {
+        let len = isize::try_from(self.config.window_len).unwrap_or(isize::MAX);
+        let mut pipeline = ::redis::pipe();
+        pipeline
+            .cmd("LRANGE")
+            .arg(keys.of("w:", stream))
+            .arg(-len)
+            .arg(-1)
+            .cmd("LRANGE")
+            .arg(keys.of("wf:", stream))
+            .arg(-len)
+            .arg(-1);
+        let mut connection = self.shared.connection.clone();
+        let (ids, prints): (Vec<Vec<u8>>, Vec<Vec<u8>>) =
+            within(self.config.timeout, pipeline.query_async(&mut connection)).await?;
+        let mut bad_values = 0;
+        let window = window_of(ids, prints, &mut bad_values);
+        self.note_bad_values(bad_values, keys);
+        Ok(window)
     }
 
     fn target(&self, key: &StreamKey) -> Target {

@@ -237,8 +237,9 @@ end
 /// with a history an epoch for stamped ids (else 0), and 1 when the stream
 /// is to be followed: another process holds it, or it is complete; then
 /// the window: its number of ids and the ids one per line, and the same
-/// of their fingerprints. The replay's blocks are read natively, after
-/// the script.
+/// of their fingerprints, and -1; or with a replay, the window up to the
+/// cursor, and the number of ids after it. The replay's blocks are read
+/// natively, after the script.
 pub(super) const OPEN: &str = r"
 local stream, cursor, search, me = ARGV[8], ARGV[9], ARGV[10] == '1', ARGV[11]
 local known, gen, replayed, replay_index, replay_position = -1, 0, -1, 0, 0
@@ -307,11 +308,22 @@ if history_len > 0 then
 end
 if redis.call('EXISTS', window) == 1 or gen > 0 or replayed >= 0 then touch(stream) end
 -- The window goes back as two strings, each entry on a line (no id holds
--- a line break): one reply each rather than one per id.
-local ids = redis.call('LRANGE', window, -window_len, -1)
-local prints = redis.call('LRANGE', fingerprints, -window_len, -1)
+-- a line break): one reply each rather than one per id. With a replay,
+-- only up to the cursor, and how many ids follow it: those of the
+-- replayed blocks, which the caller reads anyway.
+local len, plen = redis.call('LLEN', window), redis.call('LLEN', fingerprints)
+local first, last, tail = math.max(0, len - window_len), len - 1, -1
+if replayed == 1 then
+  local at = redis.call('LPOS', window, cursor, 'RANK', -1)
+  if at then last, tail = at, len - at - 1 end
+end
+local ids = redis.call('LRANGE', window, first, last)
+local prints = {}
+if first - len + plen >= 0 then
+  prints = redis.call('LRANGE', fingerprints, first - len + plen, last - len + plen)
+end
 return {stream, known, gen, bad_values, replayed, replay_index, replay_position, epoch, follow,
-  #ids, table.concat(ids, '\n'), #prints, table.concat(prints, '\n')}
+  #ids, table.concat(ids, '\n'), #prints, table.concat(prints, '\n'), tail}
 ";
 
 /// `ARGV[8]`: the stream; `ARGV[9]`: the generation its ids were forwarded in,
@@ -478,13 +490,17 @@ pub(super) struct Opened {
     pub(super) epoch: u64,
     /// Whether another process holds the stream, or it is complete.
     pub(super) follow: bool,
-    /// The window: its ids, with the fingerprints of their events.
+    /// The window: its ids, with the fingerprints of their events; with a
+    /// replay, up to the cursor.
     pub(super) window: Vec<(String, u64)>,
+    /// With a replay, the number of ids the window holds after the cursor:
+    /// those of the replayed blocks that came with an id of their own.
+    pub(super) window_tail: Option<usize>,
 }
 
 impl Opened {
     pub(super) fn parse(reply: Value) -> Result<Self, StoreError> {
-        let mut items = array(reply, 13)?.into_iter();
+        let mut items = array(reply, 14)?.into_iter();
         let stream = bulk(next(&mut items)?)?;
         // Stream names come from this crate's `&str` keys: one that is not
         // UTF-8 was written by something else, and its window is no
@@ -502,6 +518,7 @@ impl Opened {
         let ids = lines(int(next(&mut items)?)?, bulk(next(&mut items)?)?);
         let prints = lines(int(next(&mut items)?)?, bulk(next(&mut items)?)?);
         let window = window_of(ids, prints, &mut bad_values);
+        let window_tail = usize::try_from(int(next(&mut items)?)?).ok();
         Ok(Self {
             stream,
             cursor_known: (known >= 0).then_some(known == 1),
@@ -513,6 +530,7 @@ impl Opened {
             epoch,
             follow,
             window,
+            window_tail,
         })
     }
 }
@@ -530,7 +548,11 @@ fn lines(count: i64, joined: Vec<u8>) -> Vec<Vec<u8>> {
 
 /// A window's ids, with the fingerprints of their events (0 where Redis
 /// holds none). Counts into `bad_values` what it skips.
-fn window_of(ids: Vec<Vec<u8>>, prints: Vec<Vec<u8>>, bad_values: &mut u64) -> Vec<(String, u64)> {
+pub(super) fn window_of(
+    ids: Vec<Vec<u8>>,
+    prints: Vec<Vec<u8>>,
+    bad_values: &mut u64,
+) -> Vec<(String, u64)> {
     let mut kept = Vec::with_capacity(ids.len());
     for id in ids {
         // An id that is not UTF-8 was never recorded by this crate: skip
@@ -553,6 +575,30 @@ fn window_of(ids: Vec<Vec<u8>>, prints: Vec<Vec<u8>>, bad_values: &mut u64) -> V
             vec![0; kept.len()]
         });
     kept.into_iter().zip(prints).collect()
+}
+
+/// The ids of `blocks` and the fingerprints of their events, as the
+/// window recorded them, when exactly `expected` of the blocks have an id
+/// of their own; `None` otherwise (some ids were stamped, or too long to
+/// be kept): the window is then read as it is.
+pub(super) fn ids_of(blocks: &[Bytes], expected: usize) -> Option<Vec<(String, u64)>> {
+    let mut framer = crate::framer::Framer::new().fingerprints(true);
+    let mut ids = Vec::with_capacity(expected);
+    for block in blocks {
+        framer.push(block.clone());
+    }
+    framer.finish();
+    while let Some(segment) = framer.next_segment() {
+        if let crate::framer::Segment::Block(block) = segment {
+            if let Some(id) = block.id_bytes() {
+                ids.push((
+                    std::str::from_utf8(id).ok()?.to_owned(),
+                    block.fingerprint(),
+                ));
+            }
+        }
+    }
+    (ids.len() == expected).then_some(ids)
 }
 
 /// History entries read natively, from the one at position `first`: their
