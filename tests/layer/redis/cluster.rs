@@ -189,3 +189,52 @@ async fn the_store_recovers_when_the_primary_of_a_streams_slot_fails_over() {
         assert_eq!(text, events(2..=300));
     }
 }
+
+/// Following across replicas on a Cluster: the lease, the history and the
+/// channel of a stream all carry its scope's hash tag, and the
+/// subscription of each replica, made through one node, hears the
+/// channel whichever node serves the slot.
+#[tokio::test]
+async fn a_client_follows_its_stream_on_another_replica_over_a_cluster() {
+    use crate::linger::{LiveUpstream, last_id, read_events};
+    use http_body_util::BodyExt;
+    use std::time::Duration;
+    use tower::{Layer, ServiceExt};
+    use tower_sse_resume::HistoryLimits;
+
+    let Some(cluster) = RedisCluster::shared() else {
+        return;
+    };
+    let prefix = fresh_prefix();
+    let replica = || async {
+        let store = connect(&cluster, &prefix)
+            .await
+            .history(HistoryLimits::new());
+        let layer = SseResumeLayer::new()
+            .store(store.clone())
+            .linger(Duration::from_secs(5));
+        (store, layer)
+    };
+    let ((store_a, a), (_, b)) = (replica().await, replica().await);
+    // Sessions spread over the slots.
+    for session in ["c1", "c2", "c3"] {
+        let upstream = LiveUpstream::new(60);
+        let request = || get("/feed", session);
+        let first = a
+            .layer(upstream.clone())
+            .oneshot(request().body(()).unwrap());
+        let cursor = last_id(&read_events(first.await.unwrap().into_body(), 5).await);
+        flushed(&store_a).await;
+        let resume = request().header("last-event-id", cursor.to_string());
+        let resumed = b.layer(upstream.clone()).oneshot(resume.body(()).unwrap());
+        let body = resumed.await.unwrap().into_body();
+        let got = tokio::time::timeout(STEP, body.collect())
+            .await
+            .unwrap()
+            .unwrap();
+        let got = String::from_utf8(got.to_bytes().to_vec()).unwrap();
+        assert_eq!(got, events(cursor + 1..=60), "session {session}");
+        assert_eq!(upstream.requests(), 1, "none from B");
+    }
+    assert_eq!(b.stats().snapshot().follows, 3);
+}
