@@ -256,6 +256,7 @@ async fn a_thousand_followers_share_the_replicas_two_connections() {
     }
     assert_eq!(b.store.followers(), 1000);
     let clients = client_count(&server).await;
+    eprintln!("1,000 followers: {clients} connections to Redis");
     // A's two, B's two, and the one counting.
     assert!(clients <= 5, "{clients} connections to Redis");
 
