@@ -1,0 +1,176 @@
+//! One replica of the gateway in a child process: the demo's proxy with
+//! the layer over `RedisStore`, so that it can be killed with `SIGKILL`
+//! and its CPU time and memory are its own.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, Command, ExitCode, Stdio};
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tower::ServiceBuilder;
+use tower_sse_resume::{HistoryLimits, RedisStore, SseResumeLayer};
+
+use crate::reverse_proxy;
+
+/// How long a replica's hold on a stream lasts unrenewed in Redis.
+pub(crate) const LEASE: Duration = Duration::from_secs(1);
+
+/// How the replicas are set up.
+#[derive(Clone, Debug)]
+pub(crate) struct Setup {
+    pub(crate) upstream: SocketAddr,
+    pub(crate) redis: String,
+    /// With a history and linger, for an upstream that cannot resume.
+    pub(crate) linger: bool,
+}
+
+/// A replica's child process, killed when dropped.
+pub(crate) struct Replica {
+    pub(crate) addr: SocketAddr,
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<std::process::ChildStdout>,
+    /// Where its standard error goes: a panic would be written there.
+    pub(crate) log: PathBuf,
+}
+
+impl Replica {
+    /// Starts a replica on `port` (0 for any), logging to `log`.
+    pub(crate) fn spawn(setup: &Setup, port: u16, log: PathBuf) -> Result<Self, String> {
+        let exe = std::env::current_exe().map_err(|e| format!("own path: {e}"))?;
+        let stderr = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .map_err(|e| format!("{}: {e}", log.display()))?;
+        let mut child = Command::new(exe)
+            .arg("replica")
+            .arg(setup.upstream.to_string())
+            .arg(&setup.redis)
+            .arg(if setup.linger { "linger" } else { "plain" })
+            .arg(port.to_string())
+            // It exits when this pipe closes, even if the soak dies.
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .map_err(|e| format!("replica process: {e}"))?;
+        let stdin = child.stdin.take().expect("piped");
+        let mut stdout = BufReader::new(child.stdout.take().expect("piped"));
+        let mut line = String::new();
+        let _ = stdout.read_line(&mut line);
+        let addr = line
+            .trim()
+            .strip_prefix("listening ")
+            .and_then(|a| a.parse().ok());
+        let Some(addr) = addr else {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!("the replica said {line:?}"));
+        };
+        Ok(Self {
+            addr,
+            child,
+            stdin,
+            stdout,
+            log,
+        })
+    }
+
+    /// Kills the replica at once, as a crash would.
+    pub(crate) fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// The layer's counters, as the replica prints them.
+    pub(crate) fn stats(&mut self) -> Option<String> {
+        writeln!(self.stdin, "stats").ok()?;
+        let mut line = String::new();
+        self.stdout.read_line(&mut line).ok()?;
+        Some(line.trim().strip_prefix("stats ")?.to_owned())
+    }
+
+    fn status_field(&self, name: &str) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
+        let line = status.lines().find(|line| line.starts_with(name))?;
+        line.split_whitespace().nth(1)?.parse().ok()
+    }
+
+    /// The resident set now, in KiB.
+    pub(crate) fn rss_kib(&self) -> Option<u64> {
+        self.status_field("VmRSS:")
+    }
+
+    /// The user and system CPU time so far.
+    pub(crate) fn cpu_seconds(&self) -> Option<f64> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).ok()?;
+        // The fields after the command name, which is in parentheses.
+        let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+        let ticks: u64 =
+            fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+        // USER_HZ, the unit of /proc/PID/stat, is 100 on Linux.
+        Some(ticks as f64 / 100.0)
+    }
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// `soak replica UPSTREAM REDIS linger|plain PORT`: one replica.
+pub(crate) async fn main(args: &[String]) -> ExitCode {
+    let [upstream, redis, mode, port] = args else {
+        eprintln!("usage: soak replica HOST:PORT REDIS_URL linger|plain PORT");
+        return ExitCode::from(2);
+    };
+    let (Ok(upstream), Ok(port)) = (upstream.parse::<SocketAddr>(), port.parse::<u16>()) else {
+        eprintln!("soak replica: bad address or port");
+        return ExitCode::from(2);
+    };
+    let store = match RedisStore::connect(redis).await {
+        Ok(store) => store.lease(LEASE),
+        Err(error) => {
+            eprintln!("soak replica: {redis}: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut layer = SseResumeLayer::new().scope(reverse_proxy::session_scope);
+    let store = if mode == "linger" {
+        layer = layer.linger(Duration::from_secs(30));
+        store.history(HistoryLimits::new())
+    } else {
+        store
+    };
+    let layer = layer.store(store);
+    let Ok(listener) = TcpListener::bind(("127.0.0.1", port)).await else {
+        eprintln!("soak replica: cannot listen on port {port}");
+        return ExitCode::FAILURE;
+    };
+    let addr = listener.local_addr().expect("an address");
+    let forwarder = reverse_proxy::forwarder(format!("http://{upstream}").parse().expect("a URI"));
+    let service = ServiceBuilder::new()
+        .layer(layer.clone())
+        .service(forwarder);
+    tokio::spawn(reverse_proxy::serve(listener, service));
+    println!("listening {addr}");
+    // Answers `stats` on stdin; leaves when the soak goes, however it goes.
+    let stats = layer.stats();
+    let lines = tokio::task::spawn_blocking(move || {
+        let mut stdin = BufReader::new(std::io::stdin());
+        let mut line = String::new();
+        while stdin.read_line(&mut line).is_ok_and(|n| n > 0) {
+            if line.trim() == "stats" {
+                println!("stats {:?}", stats.snapshot());
+            }
+            line.clear();
+        }
+        let _ = std::io::stdin().read_to_end(&mut Vec::new());
+    });
+    let _ = lines.await;
+    ExitCode::SUCCESS
+}
