@@ -111,6 +111,16 @@ impl Queue {
         let max_ids = self.max_ids.load(Relaxed);
         let mut state = lock(&self.state);
         if state.ids + count > max_ids || state.bytes + bytes > max_ids * QUEUE_BYTES_PER_ID {
+            if ids.blocks().len() > 0 {
+                // The history will lack these blocks: no replay may skip
+                // them.
+                match state.pending.get_mut(&window_key) {
+                    Some(pending) => pending.after_hole = true,
+                    None => {
+                        state.holes.insert(window_key);
+                    }
+                }
+            }
             drop(state);
             self.counters.rejected.fetch_add(count as u64, Relaxed);
             return Err(StoreError::Backlogged);
