@@ -42,6 +42,9 @@ pub const DEFAULT_QUEUE_LEN: usize = 65_536;
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(3);
 /// The default [`RedisStore::max_followers`].
 pub const DEFAULT_MAX_FOLLOWERS: usize = 10_000;
+/// The pause before asking again for a cursor that the replica holding its
+/// stream has likely not written yet.
+const CURSOR_WAIT: Duration = Duration::from_millis(20);
 /// What a follow holds unread before its follower waits.
 const FOLLOW_CAPACITY: usize = 4;
 
@@ -465,7 +468,7 @@ impl RedisStore {
         cursor: Option<&str>,
     ) -> Result<StoredStream, StoreError> {
         let config = &self.config;
-        let open = |whole: bool| {
+        let open = |whole: bool, wait: bool| {
             let code = if whole {
                 script_code(OPEN)
             } else {
@@ -476,21 +479,31 @@ impl RedisStore {
                 .arg(stream)
                 .arg(cursor.unwrap_or(""))
                 .arg("1")
-                .arg(&*self.shared.holder);
+                .arg(&*self.shared.holder)
+                .arg(if wait { "1" } else { "0" });
             command
         };
         let mut connection = self.shared.connection.clone();
-        let mut reply = within(config.timeout, open(false).query_async(&mut connection)).await;
-        if let Err(StoreError::Unavailable(error)) = &reply {
-            let no_script = error
-                .downcast_ref::<::redis::RedisError>()
-                .is_some_and(|e| e.kind() == ErrorKind::Server(ServerErrorKind::NoScript));
-            if no_script {
-                // Redis lost its scripts (a restart): send this one whole.
-                reply = within(config.timeout, open(true).query_async(&mut connection)).await;
+        let deadline = tokio::time::Instant::now() + config.timeout;
+        let mut whole = false;
+        let reply = loop {
+            // A cursor on its way from the replica that holds the stream is
+            // waited for, within half the timeout.
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let wait = left > config.timeout / 2;
+            let reply = within(left, open(whole, wait).query_async(&mut connection)).await;
+            match reply {
+                Err(StoreError::Unavailable(error)) if !whole && is_no_script(&*error) => {
+                    // Redis lost its scripts (a restart): send this one whole.
+                    whole = true;
+                }
+                Ok(reply) if Opened::is_wait(&reply) => {
+                    tokio::time::sleep(CURSOR_WAIT.min(left / 4)).await;
+                }
+                reply => break reply?,
             }
-        }
-        let opened = Opened::parse(reply?).inspect_err(|_| self.note_bad_values(1, keys))?;
+        };
+        let opened = Opened::parse(reply).inspect_err(|_| self.note_bad_values(1, keys))?;
         self.note_bad_values(opened.bad_values, keys);
         let mut loaded = StoredStream::new(opened.stream);
         loaded.ids = opened.window;
@@ -670,6 +683,12 @@ impl Drop for Shared {
         self.queue.close();
         self.closing.send_replace(true);
     }
+}
+
+/// Whether `error` is Redis saying it has not the script asked for.
+fn is_no_script(error: &(dyn std::error::Error + Send + Sync + 'static)) -> bool {
+    (error.downcast_ref::<::redis::RedisError>())
+        .is_some_and(|e| e.kind() == ErrorKind::Server(ServerErrorKind::NoScript))
 }
 
 /// A name for this process's leases, unique to one store: the process id,

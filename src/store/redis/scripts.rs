@@ -229,7 +229,9 @@ end
 
 /// `ARGV[8]`: the stream; `ARGV[9]`: the client's cursor, or empty;
 /// `ARGV[10]`: `1` to look for the cursor's stream in the whole scope when
-/// the stream does not know it; `ARGV[11]`: this process's holder id.
+/// the stream does not know it; `ARGV[11]`: this process's holder id;
+/// `ARGV[12]`: `1` to return `{'wait'}`, changing nothing, when no
+/// stream knows the cursor while another process holds the stream.
 /// Returns the stream, whether the cursor was known (-1 without one), the
 /// generation, the bad values met, whether the history held the cursor
 /// (-1 without a cursor or a history), where the blocks after it start
@@ -242,6 +244,7 @@ end
 /// natively, after the script.
 pub(super) const OPEN: &str = r"
 local stream, cursor, search, me = ARGV[8], ARGV[9], ARGV[10] == '1', ARGV[11]
+local wait = ARGV[12] == '1'
 local known, gen, replayed, replay_index, replay_position = -1, 0, -1, 0, 0
 local follow = 0
 local window, fingerprints = window_keys(stream)
@@ -255,7 +258,16 @@ local function followed(stream)
 end
 if cursor ~= '' then
   if search and not knows(stream, cursor) then
-    stream = find(cursor) or stream
+    local found = find(cursor)
+    if not found and wait then
+      -- Unknown, while another process holds the stream: its write of
+      -- the cursor is likely on its way. Nothing is cut yet.
+      local lease = scope_keys .. 'l:' .. stream
+      if usable(lease, 'string') and redis.call('GET', lease) ~= me then
+        return {'wait'}
+      end
+    end
+    stream = found or stream
     window, fingerprints = window_keys(stream)
   end
   local index, position = nil, nil
@@ -499,6 +511,11 @@ pub(super) struct Opened {
 }
 
 impl Opened {
+    /// Whether the script asked to be run again, a little later.
+    pub(super) fn is_wait(reply: &Value) -> bool {
+        matches!(reply, Value::Array(items) if items.len() == 1)
+    }
+
     pub(super) fn parse(reply: Value) -> Result<Self, StoreError> {
         let mut items = array(reply, 14)?.into_iter();
         let stream = bulk(next(&mut items)?)?;

@@ -449,3 +449,41 @@ fn when_the_holder_of_a_standing_stream_dies_its_follower_asks_the_upstream() {
         "{lost} events lost"
     );
 }
+
+#[tokio::test]
+async fn a_cursor_still_on_its_way_from_the_holder_is_waited_for() {
+    use tower_sse_resume::{IdBatch, Snapshot, StreamKey, TrackerStore};
+
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let prefix = fresh_prefix();
+    let (a, b) = (
+        Replica::connect(&server, &prefix).await,
+        Replica::connect(&server, &prefix).await,
+    );
+    let key = StreamKey::new("s1", "GET /feed");
+    let Ok(Snapshot::Stored(opened)) = a.store.open(&key, None).await else {
+        panic!("a stored stream");
+    };
+    let lease = a.store.hold(&key).expect("a lease");
+    flushed(&a.store).await;
+    // A forwarded event 7 and B hears of it before A's write lands.
+    let writer = a.store.clone();
+    let (writer_key, fence) = (key.clone(), opened.fence);
+    let late = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        let mut batch = IdBatch::new();
+        batch.push("7");
+        batch.push_block(Some("7"), b"id: 7\ndata: seven\n\n");
+        writer.record(&writer_key, fence, &batch).unwrap();
+        flushed(&writer).await;
+    });
+    let Ok(Snapshot::Stored(resumed)) = b.store.open(&key, Some("7")).await else {
+        panic!("a stored stream");
+    };
+    late.await.unwrap();
+    assert_eq!(resumed.cursor_known, Some(true), "waited for, not cut");
+    assert_eq!(resumed.follow_from, Some(1), "and followed from after it");
+    drop(lease);
+}
