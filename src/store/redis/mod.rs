@@ -45,6 +45,9 @@ pub const DEFAULT_MAX_FOLLOWERS: usize = 10_000;
 /// The pause before asking again for a cursor that the replica holding its
 /// stream has likely not written yet.
 const CURSOR_WAIT: Duration = Duration::from_millis(20);
+/// How many blocks before a replay's first the second round trip reads,
+/// for the history's indices to move down by meanwhile.
+const REPLAY_SLACK: i64 = 64;
 /// What a follow holds unread before its follower waits.
 const FOLLOW_CAPACITY: usize = 4;
 
@@ -511,10 +514,11 @@ impl RedisStore {
             None => Replay::Off,
             Some(false) => Replay::Gap,
             Some(true) => {
+                // From a little earlier: the writes of the holder may let
+                // older blocks go meanwhile, which moves the indices down.
+                let from = (opened.replay_index - REPLAY_SLACK).max(0);
                 let mut read = ::redis::cmd("LRANGE");
-                read.arg(keys.of("h:", &loaded.stream))
-                    .arg(opened.replay_index)
-                    .arg(-1);
+                read.arg(keys.of("h:", &loaded.stream)).arg(from).arg(-1);
                 let entries: Value =
                     within(config.timeout, read.query_async(&mut connection)).await?;
                 match parse_blocks(entries, opened.replay_position)? {

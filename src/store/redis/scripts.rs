@@ -618,16 +618,21 @@ pub(super) fn ids_of(blocks: &[Bytes], expected: usize) -> Option<Vec<(String, u
     (ids.len() == expected).then_some(ids)
 }
 
-/// History entries read natively, from the one at position `first`: their
-/// blocks, and the position of the last. `None` when they do not start
-/// there or skip one: the history moved between the open script and the
-/// read, and what the client missed is no longer all there.
+/// History entries read natively, from some before the one at position
+/// `first`: the blocks from that one on, and the position of the last.
+/// Those before it are skipped: writes in between may have let older
+/// blocks go, which moves the list's indices down. `None` when the block
+/// at `first` is not among them, or one is skipped: what the client missed
+/// is no longer all there.
 pub(super) fn parse_blocks(entries: Value, first: u64) -> Result<Option<Blocks>, StoreError> {
     let entries = list(entries, "history")?;
     let mut blocks = Vec::with_capacity(entries.len());
     let mut expected = first;
     for entry in entries {
         let (position, block) = entry_of(bulk(entry)?)?;
+        if position < first {
+            continue;
+        }
         if position != expected {
             return Ok(None);
         }
