@@ -386,11 +386,12 @@ impl Report {
             at(0.5),
             at(0.99)
         );
+        let (first, last) = self.rss_windows();
         println!(
-            "replicas: {:.1}% of a core in all; RSS {:.1} MiB in the second sixth of the run, {:.1} MiB in the last",
+            "replicas: {:.1}% of a core in all; RSS {:.1} MiB over {first:?} s, {:.1} MiB over {last:?} s",
             100.0 * self.cpu / self.seconds,
-            self.rss_mib(1),
-            self.rss_mib(5),
+            self.rss_mib(first),
+            self.rss_mib(last),
         );
         println!("bad clients: {} requests", self.bad_requests);
         if self.panicked {
@@ -398,12 +399,22 @@ impl Report {
         }
     }
 
-    /// The mean RSS, in MiB, over sixth `k` (0..6) of the run.
-    fn rss_mib(&self, k: usize) -> f64 {
-        let end = self.samples.last().map_or(0.0, |&(at, _)| at);
-        let (from, to) = (end * k as f64 / 6.0, end * (k + 1) as f64 / 6.0);
+    /// Where memory is compared: the first minute after a minute of
+    /// warm-up, and the last minute; in a run shorter than three minutes,
+    /// its second sixth and its last.
+    fn rss_windows(&self) -> ((u64, u64), (u64, u64)) {
+        let end = self.samples.last().map_or(0, |&(at, _)| at as u64);
+        if end >= 180 {
+            ((60, 120), (end - 60, end))
+        } else {
+            ((end / 6, end / 3), (end * 5 / 6, end))
+        }
+    }
+
+    /// The mean RSS, in MiB, of the samples in `(from, to)` seconds.
+    fn rss_mib(&self, (from, to): (u64, u64)) -> f64 {
         let window: Vec<u64> = (self.samples.iter())
-            .filter(|&&(at, _)| at >= from && at <= to)
+            .filter(|&&(at, _)| at >= from as f64 && at <= to as f64)
             .map(|&(_, rss)| rss)
             .collect();
         let mean = window.iter().sum::<u64>() as f64 / window.len().max(1) as f64;
