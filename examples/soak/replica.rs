@@ -146,6 +146,7 @@ pub(crate) async fn main(args: &[String]) -> ExitCode {
     } else {
         store
     };
+    let redis_stats = store.clone();
     let layer = layer.store(store);
     let Ok(listener) = TcpListener::bind(("127.0.0.1", port)).await else {
         eprintln!("soak replica: cannot listen on port {port}");
@@ -165,7 +166,7 @@ pub(crate) async fn main(args: &[String]) -> ExitCode {
         let mut line = String::new();
         while stdin.read_line(&mut line).is_ok_and(|n| n > 0) {
             if line.trim() == "stats" {
-                println!("stats {:?}", stats.snapshot());
+                println!("stats {:?} {:?}", stats.snapshot(), redis_stats.stats());
             }
             line.clear();
         }

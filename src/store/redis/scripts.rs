@@ -246,8 +246,14 @@ pub(super) const OPEN: &str = r"
 local stream, cursor, search, me = ARGV[8], ARGV[9], ARGV[10] == '1', ARGV[11]
 local wait = ARGV[12] == '1'
 local known, gen, replayed, replay_index, replay_position = -1, 0, -1, 0, 0
-local follow = 0
+local follow, keep = 0, false
 local window, fingerprints = window_keys(stream)
+
+-- Whether this process holds `stream`.
+local function held_here(stream)
+  local lease = scope_keys .. 'l:' .. stream
+  return usable(lease, 'string') and redis.call('GET', lease) == me
+end
 
 -- Whether a client resuming `stream` follows it: another process holds
 -- it, or it is complete.
@@ -282,6 +288,10 @@ if cursor ~= '' then
       -- The client follows the stream where its holder records it: that
       -- response is not superseded, and goes on recording.
       follow = 1
+    elseif held_here(stream) then
+      -- This process holds the stream: the client takes it over there,
+      -- and what the hold recorded is still on its way here.
+      keep = true
     end
   else
     local at = nil
@@ -299,7 +309,7 @@ if cursor ~= '' then
       known = 0
     end
   end
-  if follow == 1 then
+  if follow == 1 or keep then
     gen = generation(stream) or 0
   else
     generation(stream)

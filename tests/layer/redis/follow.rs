@@ -487,3 +487,52 @@ async fn a_cursor_still_on_its_way_from_the_holder_is_waited_for() {
     assert_eq!(resumed.follow_from, Some(1), "and followed from after it");
     drop(lease);
 }
+
+/// A client that comes back to the replica that holds its stream takes it
+/// over there: its cursor must not fence what the hold recorded and has
+/// not written yet, which another replica replays later. (Found by the
+/// soak: reconnects to the other replica met cursors Redis never kept.)
+#[tokio::test(flavor = "current_thread")]
+async fn a_takeover_on_the_holder_does_not_fence_the_holds_last_writes() {
+    use tower_sse_resume::{IdBatch, Replay, Snapshot, StreamKey, TrackerStore};
+
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let prefix = fresh_prefix();
+    let (a, b) = (
+        Replica::connect(&server, &prefix).await,
+        Replica::connect(&server, &prefix).await,
+    );
+    let key = StreamKey::new("s1", "GET /feed");
+    let Ok(Snapshot::Stored(opened)) = a.store.open(&key, None).await else {
+        panic!("a stored stream");
+    };
+    let _lease = a.store.hold(&key).expect("a lease");
+    let record = |id: &str, block: &'static [u8]| {
+        let mut batch = IdBatch::new();
+        batch.push(id);
+        batch.push_block(Some(id), block);
+        a.store.record(&key, opened.fence, &batch).unwrap();
+    };
+    record("1", b"id: 1\ndata: one\n\n");
+    flushed(&a.store).await;
+    // The hold reads event 2; before its write goes, the client is back
+    // on A with cursor 1.
+    record("2", b"id: 2\ndata: two\n\n");
+    let Ok(Snapshot::Stored(_)) = a.store.open(&key, Some("1")).await else {
+        panic!("a stored stream");
+    };
+    flushed(&a.store).await;
+    let Ok(Snapshot::Stored(on_b)) = b.store.open(&key, Some("1")).await else {
+        panic!("a stored stream");
+    };
+    let Replay::Blocks(blocks) = on_b.replay else {
+        panic!("a replay: {:?}", on_b.replay);
+    };
+    assert_eq!(
+        blocks,
+        vec![bytes::Bytes::from_static(b"id: 2\ndata: two\n\n")]
+    );
+    assert_eq!(a.store.stats().fenced, 0);
+}
