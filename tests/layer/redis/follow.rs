@@ -450,33 +450,76 @@ fn when_the_holder_of_a_standing_stream_dies_its_follower_asks_the_upstream() {
     );
 }
 
+/// A stream that replica A opened and holds, and replica B beside it.
+struct HeldOnA {
+    a: Replica,
+    b: Replica,
+    key: tower_sse_resume::StreamKey,
+    /// The generation A opened the stream at.
+    fence: u64,
+    lease: tower_sse_resume::Lease,
+}
+
+impl HeldOnA {
+    async fn start(server: &RedisServer) -> Self {
+        use tower_sse_resume::{Snapshot, StreamKey, TrackerStore};
+
+        let prefix = fresh_prefix();
+        let (a, b) = (
+            Replica::connect(server, &prefix).await,
+            Replica::connect(server, &prefix).await,
+        );
+        let key = StreamKey::new("s1", "GET /feed");
+        let Ok(Snapshot::Stored(opened)) = a.store.open(&key, None).await else {
+            panic!("a stored stream");
+        };
+        let lease = a.store.hold(&key).expect("a lease");
+        Self {
+            a,
+            b,
+            key,
+            fence: opened.fence,
+            lease,
+        }
+    }
+}
+
+/// Records into `store` that event `id` went out as `block`.
+fn record_one(
+    store: &RedisStore,
+    key: &tower_sse_resume::StreamKey,
+    fence: u64,
+    id: &str,
+    block: &'static [u8],
+) {
+    use tower_sse_resume::{IdBatch, TrackerStore};
+
+    let mut batch = IdBatch::new();
+    batch.push(id);
+    batch.push_block(Some(id), block);
+    store.record(key, fence, &batch).unwrap();
+}
+
 #[tokio::test]
 async fn a_cursor_still_on_its_way_from_the_holder_is_waited_for() {
-    use tower_sse_resume::{IdBatch, Snapshot, StreamKey, TrackerStore};
+    use tower_sse_resume::{Snapshot, TrackerStore};
 
     let Some(server) = RedisServer::start() else {
         return;
     };
-    let prefix = fresh_prefix();
-    let (a, b) = (
-        Replica::connect(&server, &prefix).await,
-        Replica::connect(&server, &prefix).await,
-    );
-    let key = StreamKey::new("s1", "GET /feed");
-    let Ok(Snapshot::Stored(opened)) = a.store.open(&key, None).await else {
-        panic!("a stored stream");
-    };
-    let lease = a.store.hold(&key).expect("a lease");
+    let HeldOnA {
+        a,
+        b,
+        key,
+        fence,
+        lease,
+    } = HeldOnA::start(&server).await;
     flushed(&a.store).await;
     // A forwarded event 7 and B hears of it before A's write lands.
-    let writer = a.store.clone();
-    let (writer_key, fence) = (key.clone(), opened.fence);
+    let (writer, writer_key) = (a.store.clone(), key.clone());
     let late = tokio::spawn(async move {
         tokio::time::sleep(Duration::from_millis(60)).await;
-        let mut batch = IdBatch::new();
-        batch.push("7");
-        batch.push_block(Some("7"), b"id: 7\ndata: seven\n\n");
-        writer.record(&writer_key, fence, &batch).unwrap();
+        record_one(&writer, &writer_key, fence, "7", b"id: 7\ndata: seven\n\n");
         flushed(&writer).await;
     });
     let Ok(Snapshot::Stored(resumed)) = b.store.open(&key, Some("7")).await else {
@@ -494,27 +537,15 @@ async fn a_cursor_still_on_its_way_from_the_holder_is_waited_for() {
 /// soak: reconnects to the other replica met cursors Redis never kept.)
 #[tokio::test(flavor = "current_thread")]
 async fn a_takeover_on_the_holder_does_not_fence_the_holds_last_writes() {
-    use tower_sse_resume::{IdBatch, Replay, Snapshot, StreamKey, TrackerStore};
+    use tower_sse_resume::{Replay, Snapshot, TrackerStore};
 
     let Some(server) = RedisServer::start() else {
         return;
     };
-    let prefix = fresh_prefix();
-    let (a, b) = (
-        Replica::connect(&server, &prefix).await,
-        Replica::connect(&server, &prefix).await,
-    );
-    let key = StreamKey::new("s1", "GET /feed");
-    let Ok(Snapshot::Stored(opened)) = a.store.open(&key, None).await else {
-        panic!("a stored stream");
-    };
-    let _lease = a.store.hold(&key).expect("a lease");
-    let record = |id: &str, block: &'static [u8]| {
-        let mut batch = IdBatch::new();
-        batch.push(id);
-        batch.push_block(Some(id), block);
-        a.store.record(&key, opened.fence, &batch).unwrap();
-    };
+    let HeldOnA {
+        a, b, key, fence, ..
+    } = HeldOnA::start(&server).await;
+    let record = |id: &str, block: &'static [u8]| record_one(&a.store, &key, fence, id, block);
     record("1", b"id: 1\ndata: one\n\n");
     flushed(&a.store).await;
     // The hold reads event 2; before its write goes, the client is back
