@@ -542,8 +542,13 @@ async fn a_takeover_on_the_holder_does_not_fence_the_holds_last_writes() {
     let Some(server) = RedisServer::start() else {
         return;
     };
+    // The lease is kept to the end: A holds the stream throughout.
     let HeldOnA {
-        a, b, key, fence, ..
+        a,
+        b,
+        key,
+        fence,
+        lease: _held,
     } = HeldOnA::start(&server).await;
     let record = |id: &str, block: &'static [u8]| record_one(&a.store, &key, fence, id, block);
     record("1", b"id: 1\ndata: one\n\n");
