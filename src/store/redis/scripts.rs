@@ -399,9 +399,11 @@ if written == 1 then
     redis.call('LTRIM', fingerprints, -window_len, -1)
   end
   if history_len > 0 then
+    -- Pruned once, after the blocks go in: that prune holds every bound.
     if forget_first then forget_history(stream) end
-    prune_history(stream)
     local blocks, ids = history_keys(stream)
+    usable(blocks, 'list')
+    usable(ids, 'list')
     local before = last_position(stream)
     local added, position = 0, before
     for i = first_block, #ARGV - 1, 2 do
