@@ -203,8 +203,14 @@ const MIN_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 ///   replay of them is forwarded again: a duplicate, never a loss. Two
 ///   replicas streaming one key at once may both forward an id, and once
 ///   a cursor has cut the window, the writes of the stream opened before
-///   it are refused (counted as fenced). A cursor still in its replica's
-///   queue is unknown and clears the window.
+///   it are refused (counted as fenced), except where the client follows
+///   the stream or takes it over on the replica that holds it. A cursor
+///   still in the queue of the replica that holds its stream is waited
+///   for, within half the [`timeout`](Self::timeout); past that, or when
+///   no replica holds the stream, it is unknown and clears the window.
+/// - **Best effort: history.** Blocks that Redis refused or that were
+///   dropped leave a hole in the shared history: the next write forgets
+///   the history before it, and a replay across it gets the gap signal.
 /// - **Best effort: writes.** When Redis is down, writes are retried a few
 ///   times and then dropped and counted (see [`RedisStats`]); the client's
 ///   stream goes on, deduplicated in process.
