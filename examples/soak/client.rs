@@ -60,6 +60,12 @@ impl Tally {
             } else {
                 n - last - 1
             };
+            if missed > 0 && !self.gap_pending && std::env::var_os("SOAK_DEBUG").is_some() {
+                eprintln!(
+                    "lost {missed} before {epoch}:{n} after {last_epoch}:{last}, reconnect {}",
+                    self.reconnects
+                );
+            }
             self.missed(missed);
         }
         self.delivered += 1;

@@ -23,7 +23,12 @@
 //! received, after a gap signal); the reconnects; the replicas' CPU and
 //! memory; and the time from a reconnect's request to its first byte.
 //! With `--check` it exits non-zero when an event is doubled, a loss is
-//! not one that the faults run can explain, or a replica panicked.
+//! not one that the faults run can explain, or a replica panicked. With
+//! `SOAK_DEBUG=1` in the environment, every loss without a gap signal is
+//! written to standard error as it is counted: which events, after which,
+//! and at which reconnect.
+//!
+//! The replicas keep their logs in `$TMPDIR/soak-<pid>/`.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -297,6 +302,13 @@ async fn soak(options: Options) -> Result<bool, String> {
         let mut tally = client.await.map_err(|e| e.to_string())?;
         // What the upstream numbered that the client never got.
         if tally.last.0 == epoch && tally.last.1 < last {
+            if std::env::var_os("SOAK_DEBUG").is_some() {
+                eprintln!(
+                    "tail: {} missing after {:?}",
+                    last - tally.last.1,
+                    tally.last
+                );
+            }
             tally.missed(last - tally.last.1);
         }
         total.delivered += tally.delivered;
