@@ -13,6 +13,10 @@ use crate::store::{IdBatch, StoreError};
 
 /// Queued bytes allowed per queued id: the queue is bounded in bytes too.
 const QUEUE_BYTES_PER_ID: usize = 256;
+/// The most windows remembered as having a hole: past it, a hole is
+/// still counted as dropped ids, but its stream's next write does not
+/// forget the history before it.
+const MAX_HOLES: usize = 65_536;
 
 /// Ids waiting to be written, coalesced per window, bounded in ids and
 /// bytes.
@@ -34,6 +38,19 @@ struct QueueState {
     bytes: usize,
     pushes: u64,
     closed: bool,
+}
+
+impl QueueState {
+    /// Notes that blocks of the window at `window_key` never reached Redis.
+    fn note_hole(&mut self, window_key: String) {
+        match self.pending.get_mut(&window_key) {
+            Some(pending) => pending.after_hole = true,
+            None if self.holes.len() < MAX_HOLES => {
+                self.holes.insert(window_key);
+            }
+            None => {}
+        }
+    }
 }
 
 /// The ids of one window waiting to be written, and what becomes of the
@@ -114,12 +131,7 @@ impl Queue {
             if ids.blocks().len() > 0 {
                 // The history will lack these blocks: no replay may skip
                 // them.
-                match state.pending.get_mut(&window_key) {
-                    Some(pending) => pending.after_hole = true,
-                    None => {
-                        state.holes.insert(window_key);
-                    }
-                }
+                state.note_hole(window_key);
             }
             drop(state);
             self.counters.rejected.fetch_add(count as u64, Relaxed);
@@ -224,13 +236,7 @@ impl Queue {
             return;
         }
         let window_key = dropped.target.keys.of("w:", &dropped.target.stream);
-        let mut state = lock(&self.state);
-        match state.pending.get_mut(&window_key) {
-            Some(pending) => pending.after_hole = true,
-            None => {
-                state.holes.insert(window_key);
-            }
-        }
+        lock(&self.state).note_hole(window_key);
     }
 
     /// Takes everything pending, and the number of pushes it covers.
