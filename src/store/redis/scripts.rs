@@ -116,6 +116,14 @@ local function last_position(stream)
   return tonumber(redis.call('HGET', positions_key, stream)) or 0
 end
 
+-- The position an entry of a history was kept at, or nil.
+local function position_of(entry)
+  if not entry then return nil end
+  local first = string.find(entry, ':', 1, true)
+  local second = first and string.find(entry, ':', first + 1, true)
+  return second and tonumber(string.sub(entry, first + 1, second - 1))
+end
+
 -- Lets the oldest blocks of a stream's history go past its bounds. A
 -- history whose two lists disagree was written by something else: it goes.
 local function prune_history(stream)
@@ -164,6 +172,12 @@ local function replay_after(stream, cursor)
   local blocks, ids = history_keys(stream)
   local at = redis.call('LPOS', ids, cursor, 'RANK', -1)
   if not at then return nil end
+  -- Read off the entries: the count in `hn` may not have survived a
+  -- failover that the list did.
+  local after = position_of(redis.call('LINDEX', blocks, at + 1))
+  if after then return at + 1, after end
+  local at_cursor = position_of(redis.call('LINDEX', blocks, at))
+  if at_cursor then return at + 1, at_cursor + 1 end
   local len = redis.call('LLEN', blocks)
   return at + 1, last_position(stream) - len + at + 2
 end
@@ -404,7 +418,9 @@ if written == 1 then
     local blocks, ids = history_keys(stream)
     usable(blocks, 'list')
     usable(ids, 'list')
-    local before = last_position(stream)
+    -- Positions go on from the list's last entry too: a failover may keep
+    -- the list and lose the count.
+    local before = math.max(last_position(stream), position_of(redis.call('LINDEX', blocks, -1)) or 0)
     local added, position = 0, before
     for i = first_block, #ARGV - 1, 2 do
       position = position + 1
@@ -472,6 +488,18 @@ if of_type(blocks, 'list') and of_type(ids, 'list') then
   len = math.min(redis.call('LLEN', blocks), redis.call('LLEN', ids))
 end
 local first = last - len + 1
+-- Read off the entries when they say: the count may not have survived a
+-- failover that the list did.
+local function position_of(entry)
+  if not entry then return nil end
+  local a = string.find(entry, ':', 1, true)
+  local b = a and string.find(entry, ':', a + 1, true)
+  return b and tonumber(string.sub(entry, a + 1, b - 1))
+end
+if len > 0 then
+  local head, tail = position_of(redis.call('LINDEX', blocks, 0)), position_of(redis.call('LINDEX', blocks, len - 1))
+  if head and tail then first, last = head, tail end
+end
 local found, found_ids = {}, {}
 if from <= last and len > 0 then
   local start = math.max(from, first) - first
