@@ -20,13 +20,25 @@ pub(super) fn scripts() -> &'static Scripts {
     SCRIPTS.get_or_init(|| Scripts {
         open: Script::new(&script_code(OPEN)),
         write: Script::new(&script_code(WRITE)),
-        read: Script::new(READ),
+        read: Script::new(&format!("{POSITION_OF}{READ}")),
     })
 }
 
 pub(super) fn script_code(body: &str) -> String {
-    format!("{PREAMBLE}{body}")
+    format!("{POSITION_OF}{PREAMBLE}{body}")
 }
+
+/// Shared by the scripts with the preamble and the read script: the
+/// position an entry of a history (`<ms>:<position>:<bytes>`) was kept
+/// at, or nil.
+const POSITION_OF: &str = r"
+local function position_of(entry)
+  if not entry then return nil end
+  local first = string.find(entry, ':', 1, true)
+  local second = first and string.find(entry, ':', first + 1, true)
+  return second and tonumber(string.sub(entry, first + 1, second - 1))
+end
+";
 
 /// What every script starts with. KEYS: the scope's streams and
 /// generations. ARGV: the window key prefix, the TTL in ms, the window
@@ -114,14 +126,6 @@ end
 -- positions rise by one per block, and the history's list ends there.
 local function last_position(stream)
   return tonumber(redis.call('HGET', positions_key, stream)) or 0
-end
-
--- The position an entry of a history was kept at, or nil.
-local function position_of(entry)
-  if not entry then return nil end
-  local first = string.find(entry, ':', 1, true)
-  local second = first and string.find(entry, ':', first + 1, true)
-  return second and tonumber(string.sub(entry, first + 1, second - 1))
 end
 
 -- Lets the oldest blocks of a stream's history go past its bounds. A
@@ -490,12 +494,6 @@ end
 local first = last - len + 1
 -- Read off the entries when they say: the count may not have survived a
 -- failover that the list did.
-local function position_of(entry)
-  if not entry then return nil end
-  local a = string.find(entry, ':', 1, true)
-  local b = a and string.find(entry, ':', a + 1, true)
-  return b and tonumber(string.sub(entry, a + 1, b - 1))
-end
 if len > 0 then
   local head, tail = position_of(redis.call('LINDEX', blocks, 0)), position_of(redis.call('LINDEX', blocks, len - 1))
   if head and tail then first, last = head, tail end
