@@ -102,6 +102,14 @@ impl Decision {
             stats.unknown_cursor();
             tracing::debug!(%key, "unknown client cursor: window cleared");
         }
+        tracing::debug!(
+            %key,
+            ?cursor,
+            ?cursor_known,
+            replay = ?replay.summary(),
+            serve = serve.name(),
+            "stream opened"
+        );
         let replayed = matches!(replay, Replay::Blocks(_));
         // The newest id the upstream sent: stamped ids never go in the
         // window. One that is not a valid header value is never sent.

@@ -40,6 +40,8 @@ pub(crate) struct Tally {
     pub(crate) first_byte_us: Vec<u32>,
     /// The last event received: its epoch and number.
     pub(crate) last: (u64, u64),
+    /// The stream and replica of the connection now, for `SOAK_DEBUG`.
+    pub(crate) connection: String,
     /// Whether a gap signal came after the last event.
     pub(crate) gap_pending: bool,
 }
@@ -62,8 +64,10 @@ impl Tally {
             };
             if missed > 0 && !self.gap_pending && std::env::var_os("SOAK_DEBUG").is_some() {
                 eprintln!(
-                    "lost {missed} before {epoch}:{n} after {last_epoch}:{last}, reconnect {}",
-                    self.reconnects
+                    "{} lost {missed} before {epoch}:{n} after {last_epoch}:{last}, reconnect {}, {}",
+                    crate::trace::now(),
+                    self.reconnects,
+                    self.connection
                 );
             }
             self.missed(missed);
@@ -126,6 +130,7 @@ pub(crate) async fn good_client(
         attempt += 1;
         let cursor = (tally.last.1 > 0).then(|| tally.last.1.to_string());
         let drop_after = random.exponential(mean_drop);
+        tally.connection = format!("{session} via {replica}");
         let connection = tokio::select! {
             connection = follow_once(replica, &session, cursor, drop_after, &churn, &mut tally, &mut retry) => connection,
             _ = stop.changed() => break,

@@ -43,6 +43,7 @@ mod replica;
 /// The demo's own proxy, which the replicas run.
 #[path = "../reverse_proxy/proxy.rs"]
 mod reverse_proxy;
+mod trace;
 mod upstream;
 
 use client::{Misbehaviour, Tally};

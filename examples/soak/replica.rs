@@ -132,6 +132,9 @@ pub(crate) async fn main(args: &[String]) -> ExitCode {
         eprintln!("soak replica: bad address or port");
         return ExitCode::from(2);
     };
+    if std::env::var_os("SOAK_DEBUG").is_some() {
+        crate::trace::install();
+    }
     let store = match RedisStore::connect(redis).await {
         Ok(store) => store.lease(LEASE),
         Err(error) => {

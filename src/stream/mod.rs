@@ -102,6 +102,32 @@ pub enum Replay {
     Gap,
 }
 
+impl Replay {
+    /// What the replay holds, for the logs: the ids of its first and last
+    /// blocks, when they have one.
+    pub(crate) fn summary(&self) -> String {
+        match self {
+            Replay::Off => "off".to_owned(),
+            Replay::Gap => "gap".to_owned(),
+            Replay::Blocks(blocks) => {
+                let id = |block: Option<&Bytes>| {
+                    let block = block?;
+                    let line = block
+                        .split(|b| *b == b'\n')
+                        .find(|l| l.starts_with(b"id:"))?;
+                    Some(String::from_utf8_lossy(&line[3..]).trim().to_owned())
+                };
+                format!(
+                    "{} blocks, {:?} to {:?}",
+                    blocks.len(),
+                    id(blocks.first()),
+                    id(blocks.last())
+                )
+            }
+        }
+    }
+}
+
 /// How a new response asks a lingering task for its upstream.
 pub(crate) type HoldSender = tokio::sync::oneshot::Sender<tokio::sync::oneshot::Sender<Handover>>;
 

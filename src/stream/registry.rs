@@ -114,6 +114,18 @@ pub(crate) enum Serve {
     Follow(u64),
 }
 
+impl Serve {
+    /// What serves the response, for the logs.
+    pub(crate) fn name(&self) -> String {
+        match self {
+            Serve::Upstream => "upstream".to_owned(),
+            Serve::Takeover(_) => "takeover".to_owned(),
+            Serve::Complete(_) => "complete".to_owned(),
+            Serve::Follow(position) => format!("follow after {position}"),
+        }
+    }
+}
+
 /// What opening a request's stream gave.
 #[derive(Debug)]
 pub(crate) struct Opened {

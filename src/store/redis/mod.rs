@@ -523,23 +523,38 @@ impl RedisStore {
                 // From a little earlier: the writes of the holder may let
                 // older blocks go meanwhile, which moves the indices down.
                 let from = (opened.replay_index - REPLAY_SLACK).max(0);
+                let history = keys.of("h:", &loaded.stream);
                 let mut read = ::redis::cmd("LRANGE");
-                read.arg(keys.of("h:", &loaded.stream)).arg(from).arg(-1);
+                read.arg(&history).arg(from).arg(-1);
                 let entries: Value =
                     within(config.timeout, read.query_async(&mut connection)).await?;
-                match parse_blocks(entries, opened.replay_position)? {
-                    Some(blocks) => {
+                let mut replay = parse_blocks(entries, opened.replay_position)?;
+                // The window after the cursor holds the ids of the replayed
+                // blocks, taken from them when they are all it holds.
+                let tail = (replay.as_ref())
+                    .zip(opened.window_tail)
+                    .and_then(|(replay, n)| ids_of(&replay.blocks, n));
+                match tail {
+                    Some(tail) => loaded.ids.extend(tail),
+                    None if replay.is_some() => {
+                        // The holder wrote between the round trips, or some
+                        // blocks have ids the window does not keep: the
+                        // blocks and the window again, read at one instant,
+                        // so that the window holds no id the replay lacks.
+                        let (entries, window) = self
+                            .read_replay_and_window(keys, &loaded.stream, from)
+                            .await?;
+                        replay = parse_blocks(entries, opened.replay_position)?;
+                        loaded.ids = window;
+                    }
+                    None => {}
+                }
+                match replay {
+                    Some(replay) => {
                         if opened.follow {
-                            loaded.follow_from = Some(blocks.last);
+                            loaded.follow_from = Some(replay.last);
                         }
-                        // The window after the cursor holds the ids of the
-                        // replayed blocks: taken from them, or else read.
-                        let tail = opened.window_tail.and_then(|n| ids_of(&blocks.blocks, n));
-                        match tail {
-                            Some(tail) => loaded.ids.extend(tail),
-                            None => loaded.ids = self.read_window(keys, &loaded.stream).await?,
-                        }
-                        Replay::Blocks(blocks.blocks)
+                        Replay::Blocks(replay.blocks)
                     }
                     // The history moved on between the two round trips:
                     // what the client missed is no longer all there.
@@ -555,15 +570,22 @@ impl RedisStore {
         Ok(loaded)
     }
 
-    /// The window of `stream`, read natively.
-    async fn read_window(
+    /// The history of `stream` from index `from` on, and its window, read
+    /// natively in one transaction: nothing is written in between.
+    async fn read_replay_and_window(
         &self,
         keys: &Keys,
         stream: &str,
-    ) -> Result<Vec<(String, u64)>, StoreError> {
+        from: i64,
+    ) -> Result<(Value, Vec<(String, u64)>), StoreError> {
         let len = isize::try_from(self.config.window_len).unwrap_or(isize::MAX);
-        let mut pipeline = ::redis::pipe();
-        pipeline
+        let mut transaction = ::redis::pipe();
+        transaction
+            .atomic()
+            .cmd("LRANGE")
+            .arg(keys.of("h:", stream))
+            .arg(from)
+            .arg(-1)
             .cmd("LRANGE")
             .arg(keys.of("w:", stream))
             .arg(-len)
@@ -573,12 +595,15 @@ impl RedisStore {
             .arg(-len)
             .arg(-1);
         let mut connection = self.shared.connection.clone();
-        let (ids, prints): (Vec<Vec<u8>>, Vec<Vec<u8>>) =
-            within(self.config.timeout, pipeline.query_async(&mut connection)).await?;
+        let (entries, ids, prints): (Value, Vec<Vec<u8>>, Vec<Vec<u8>>) = within(
+            self.config.timeout,
+            transaction.query_async(&mut connection),
+        )
+        .await?;
         let mut bad_values = 0;
         let window = window_of(ids, prints, &mut bad_values);
         self.note_bad_values(bad_values, keys);
-        Ok(window)
+        Ok((entries, window))
     }
 
     fn target(&self, key: &StreamKey) -> Target {

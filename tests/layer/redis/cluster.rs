@@ -195,6 +195,18 @@ async fn the_store_recovers_when_the_primary_of_a_streams_slot_fails_over() {
 /// subscription of each replica, made through one node, hears the
 /// channel whichever node serves the slot.
 #[tokio::test]
+async fn a_replay_over_a_cluster_opens_with_the_ids_of_its_own_blocks() {
+    let Some(cluster) = RedisCluster::shared() else {
+        return;
+    };
+    let prefix = fresh_prefix();
+    let history = |store: RedisStore| store.history(tower_sse_resume::HistoryLimits::new());
+    let a = history(connect(&cluster, &prefix).await);
+    let b = history(connect(&cluster, &prefix).await);
+    super::replay::replays_open_with_their_own_ids(&a, &b).await;
+}
+
+#[tokio::test]
 async fn a_client_follows_its_stream_on_another_replica_over_a_cluster() {
     use crate::linger::{LiveUpstream, last_id, read_events};
     use http_body_util::BodyExt;

@@ -422,3 +422,83 @@ async fn blocks_redis_refused_leave_a_gap_no_replay_skips_silently() {
         text.text()
     );
 }
+
+#[tokio::test]
+async fn a_replay_opens_with_the_ids_of_its_own_blocks_while_the_holder_writes() {
+    let Some(replicas) = Replicas::start(HistoryLimits::new()).await else {
+        return;
+    };
+    replays_open_with_their_own_ids(&replicas.a, &replicas.b).await;
+}
+
+/// A holds a stream and writes an event every round trip. B resumes it
+/// from a recent cursor, over and over: each time, the window it opens
+/// with holds after the cursor exactly the ids of the blocks it replays.
+/// An id the replay lacks there would be dropped as one the client has
+/// when B follows it, and lost: writes landing between B's round trips
+/// once put the newest in the window alone.
+pub(super) async fn replays_open_with_their_own_ids(a: &RedisStore, b: &RedisStore) {
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicU64;
+    use tower_sse_resume::store::{Snapshot, StreamKey};
+    use tower_sse_resume::{IdBatch, Replay, TrackerStore};
+
+    let key = StreamKey::new("s", "GET /mcp");
+    let Snapshot::Stored(opened) = a.open(&key, None).await.unwrap() else {
+        panic!("Redis keeps its streams");
+    };
+    let lease = a.hold(&key).expect("a history: the stream is held");
+    let written = Arc::new(AtomicU64::new(0));
+    let writer = tokio::spawn({
+        let (a, key, written) = (a.clone(), key.clone(), Arc::clone(&written));
+        async move {
+            for n in 1..=20_000_u32 {
+                let block = events([n]);
+                let mut batch = IdBatch::new();
+                batch.push_event(&n.to_string(), fingerprint_of(&block));
+                batch.push_block(Some(&n.to_string()), block.as_bytes());
+                a.record(&key, opened.fence, &batch).unwrap();
+                flushed(&a).await;
+                written.store(u64::from(n), Ordering::Relaxed);
+            }
+        }
+    });
+    let ids_of = |text: &str| -> Vec<String> {
+        (text.lines())
+            .filter_map(|line| line.strip_prefix("id: "))
+            .map(str::to_owned)
+            .collect()
+    };
+    let mut replays = 0;
+    while replays < 300 && !writer.is_finished() {
+        let newest = written.load(Ordering::Relaxed);
+        if newest < 10 {
+            tokio::task::yield_now().await;
+            continue;
+        }
+        let cursor = (newest - 5).to_string();
+        let Snapshot::Stored(stored) = b.open(&key, Some(&cursor)).await.unwrap() else {
+            panic!("Redis keeps its streams");
+        };
+        let Replay::Blocks(blocks) = &stored.replay else {
+            panic!("cursor {cursor} is in the history: {:?}", stored.replay);
+        };
+        let replayed: Vec<String> = (blocks.iter())
+            .flat_map(|block| ids_of(std::str::from_utf8(block).unwrap()))
+            .collect();
+        let ids: Vec<&str> = stored.ids.iter().map(|(id, _)| id.as_str()).collect();
+        let at = ids
+            .iter()
+            .rposition(|id| *id == cursor)
+            .expect("the cursor");
+        assert_eq!(
+            ids[at + 1..],
+            replayed.iter().map(String::as_str).collect::<Vec<_>>()[..],
+            "after cursor {cursor}, the window and the replay"
+        );
+        replays += 1;
+    }
+    writer.abort();
+    drop(lease);
+    assert_eq!(replays, 300, "the writer ran out first");
+}
