@@ -199,8 +199,10 @@ pub struct StoredStream {
     pub keeps_blocks: bool,
     /// Set when another replica holds the stream (it reads the stream's
     /// upstream), or the stream's upstream ended: the position in the
-    /// history of the newest block of the replay, from which the response
-    /// may [follow](TrackerStore::follow) the stream instead of calling the
+    /// history of the newest block of the replay (without a cursor, of the
+    /// history's newest block, and only while another replica holds the
+    /// stream), from which the response may
+    /// [follow](TrackerStore::follow) the stream instead of calling the
     /// upstream.
     pub follow_from: Option<u64>,
 }

@@ -354,7 +354,9 @@ impl Streams {
                 (cursor_known, replay) = (Some(known), resumed);
             }
         }
-        let follow_from = stored.follow_from.filter(|_| cursor_known == Some(true));
+        // Followed from the end of the replay of a known cursor, or from
+        // the newest block without one.
+        let follow_from = stored.follow_from.filter(|_| cursor_known != Some(false));
         let serve = serve(
             &mut state,
             request,
@@ -444,7 +446,8 @@ impl Streams {
 ///
 /// Otherwise, a stream that another replica holds (`follow_from`, from
 /// the store) is followed from the end of the replay, when the replay
-/// resumes the client's cursor.
+/// resumes the client's cursor, or by a `GET` on its key without a cursor
+/// from its newest block.
 fn serve(
     state: &mut StreamState,
     request: Request,
@@ -473,6 +476,10 @@ fn serve(
     } else if let Some(sender) = evicted {
         sender
     } else if let (Some(position), Replay::Blocks(_)) = (follow_from, &*replay) {
+        return Serve::Follow(position);
+    } else if let (Some(position), None, true) = (follow_from, cursor_known, request.get) {
+        // A `GET` without a cursor on a stream another replica reads: as
+        // it would take a held stream over here, it follows it there.
         return Serve::Follow(position);
     } else {
         return Serve::Upstream;

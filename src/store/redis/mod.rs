@@ -155,7 +155,11 @@ const MIN_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 /// task per store. A client that reconnects to another replica, with a
 /// cursor the shared history holds, is served there from the history
 /// after its cursor and then *follows* the stream as the holder records it,
-/// until its upstream ends, with no upstream request. Each write of the
+/// until its upstream ends, with no upstream request. A `GET` on the
+/// stream's key without a cursor (a client that got nothing yet, or a
+/// second tab) follows it too, from its newest block, as it would take a
+/// held stream over on the holder: one replica reads a stream's upstream
+/// and records it, never two. Each write of the
 /// history publishes the newest position on the stream's channel; one
 /// subscription per store carries every channel, and each follower reads
 /// the blocks after the last one it sent, by position: exactly once, in
@@ -517,7 +521,13 @@ impl RedisStore {
         let mut loaded = StoredStream::new(opened.stream);
         loaded.ids = opened.window;
         loaded.replay = match opened.replayed {
-            None => Replay::Off,
+            None => {
+                if opened.follow && cursor.is_none() {
+                    // Nothing to replay: the follow starts after the newest.
+                    loaded.follow_from = Some(opened.replay_position);
+                }
+                Replay::Off
+            }
             Some(false) => Replay::Gap,
             Some(true) => {
                 // From a little earlier: the writes of the holder may let

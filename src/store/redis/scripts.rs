@@ -253,9 +253,11 @@ end
 /// Returns the stream, whether the cursor was known (-1 without one), the
 /// generation, the bad values met, whether the history held the cursor
 /// (-1 without a cursor or a history), where the blocks after it start
-/// (their index in the history's list, and the position of the first),
-/// with a history an epoch for stamped ids (else 0), and 1 when the stream
-/// is to be followed: another process holds it, or it is complete; then
+/// (their index in the history's list, and the position of the first;
+/// without a cursor, the position of the newest block, after which a
+/// follow starts), with a history an epoch for stamped ids (else 0), and 1
+/// when the stream is to be followed: another process holds it, or with a
+/// cursor it is complete; then
 /// the window: its number of ids and the ids one per line, and the same
 /// of their fingerprints, and -1; or with a replay, the window up to the
 /// cursor, and the number of ids after it. The replay's blocks are read
@@ -335,6 +337,14 @@ if cursor ~= '' then
   end
 else
   gen = generation(stream) or 0
+  local lease = scope_keys .. 'l:' .. stream
+  if history_len > 0 and usable(lease, 'string') and redis.call('GET', lease) ~= me then
+    -- Another process reads the stream: a client without a cursor follows
+    -- it from its newest block rather than reading the upstream too.
+    local blocks = history_keys(stream)
+    follow = 1
+    replay_position = math.max(last_position(stream), position_of(redis.call('LINDEX', blocks, -1)) or 0)
+  end
 end
 usable(window, 'list')
 usable(fingerprints, 'list')
@@ -533,12 +543,15 @@ pub(super) struct Opened {
     /// history.
     pub(super) replayed: Option<bool>,
     /// Where the blocks after the cursor start: their index in the
-    /// history's list, and the position of the first.
+    /// history's list, and the position of the first. Without a cursor,
+    /// the position is that of the newest block, after which a follow
+    /// starts.
     pub(super) replay_index: i64,
     pub(super) replay_position: u64,
     /// Where stamped ids start; 0 without a history.
     pub(super) epoch: u64,
-    /// Whether another process holds the stream, or it is complete.
+    /// Whether another process holds the stream, or (with a cursor) it is
+    /// complete.
     pub(super) follow: bool,
     /// The window: its ids, with the fingerprints of their events; with a
     /// replay, up to the cursor.

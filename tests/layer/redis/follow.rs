@@ -183,6 +183,34 @@ async fn a_client_that_reconnects_to_another_replica_follows_the_stream_there() 
 }
 
 #[tokio::test]
+async fn a_get_without_a_cursor_follows_a_stream_another_replica_holds() {
+    // A client that got nothing yet, or a second tab, opens the stream on B
+    // while A holds it. B follows A, rather than reading the upstream too:
+    // two replicas recording one stream into Redis would each hold its
+    // window, and a replay of one could lack an id the other put there,
+    // which the replay's reader then drops as one its client has.
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    for transport in TRANSPORTS {
+        let scene = Scene::start(&server, 60, transport).await;
+        scene.client_leaves_a(feed(None), 5).await;
+        let second = scene.gateway.open(1, feed(None)).await;
+        assert_eq!(second.status(), 200);
+        let (got, _) = read_to_end(second.into_body(), STEP).await;
+
+        let first = got
+            .lines()
+            .find_map(|line| line.strip_prefix("id: "))
+            .and_then(|id| id.parse().ok())
+            .expect("some events");
+        assert_eq!(got, events(first..=60), "over {transport:?}");
+        assert_eq!(scene.upstream.requests(), 1, "B asked the upstream nothing");
+        assert_eq!(scene.b.layer.stats().snapshot().follows, 1);
+    }
+}
+
+#[tokio::test]
 async fn a_follower_keeps_the_holders_linger_from_running_out() {
     let Some(server) = RedisServer::start() else {
         return;
