@@ -26,7 +26,10 @@
 //! not one that the faults run can explain, or a replica panicked. With
 //! `SOAK_DEBUG=1` in the environment, every loss without a gap signal is
 //! written to standard error as it is counted: which events, after which,
-//! and at which reconnect.
+//! at which reconnect, on which stream and through which replica; and each
+//! replica writes the layer's debug events to its log (how each request
+//! was served: its cursor, its replay, and takeover, follow or upstream),
+//! to be matched by time and stream.
 //!
 //! The replicas keep their logs in `$TMPDIR/soak-<pid>/`.
 
