@@ -159,7 +159,9 @@ const MIN_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 /// stream's key without a cursor (a client that got nothing yet, or a
 /// second tab) follows it too, from its newest block, as it would take a
 /// held stream over on the holder: one replica reads a stream's upstream
-/// and records it, never two. Each write of the
+/// and records it, never two. Unlike a takeover on the holder, it gets no
+/// replay of what the holder read while no client was attached: another
+/// replica cannot tell when that client went away. Each write of the
 /// history publishes the newest position on the stream's channel; one
 /// subscription per store carries every channel, and each follower reads
 /// the blocks after the last one it sent, by position: exactly once, in
