@@ -37,6 +37,9 @@ use tokio::sync::{Semaphore, watch};
 use tower::{Layer, Service, service_fn};
 use tower_sse_resume::SseResumeLayer;
 
+#[path = "common/process.rs"]
+mod process;
+
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 type Body = BoxBody<Bytes, BoxError>;
 
@@ -529,26 +532,14 @@ impl ProxyChild {
         Ok(Self { child, addr })
     }
 
-    fn status_field(&self, name: &str) -> Option<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
-        let line = status.lines().find(|line| line.starts_with(name))?;
-        line.split_whitespace().nth(1)?.parse().ok()
-    }
-
     /// The child's peak resident set, in KiB.
     fn peak_rss_kib(&self) -> Option<u64> {
-        self.status_field("VmHWM:")
+        process::status_kib(self.child.id(), "VmHWM:")
     }
 
     /// The child's user and system CPU time so far.
     fn cpu_seconds(&self) -> Option<f64> {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).ok()?;
-        // The fields after the command name, which is in parentheses.
-        let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-        let ticks: u64 =
-            fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-        // USER_HZ, the unit of /proc/PID/stat, is 100 on Linux.
-        Some(ticks as f64 / 100.0)
+        process::cpu_seconds(self.child.id())
     }
 }
 

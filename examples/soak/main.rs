@@ -42,6 +42,8 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 mod client;
+#[path = "../common/process.rs"]
+mod process;
 mod replica;
 /// The demo's own proxy, which the replicas run.
 #[path = "../reverse_proxy/proxy.rs"]

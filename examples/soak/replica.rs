@@ -12,7 +12,7 @@ use tokio::net::TcpListener;
 use tower::ServiceBuilder;
 use tower_sse_resume::{HistoryLimits, RedisStore, SseResumeLayer};
 
-use crate::reverse_proxy;
+use crate::{process, reverse_proxy};
 
 /// How long a replica's hold on a stream lasts unrenewed in Redis.
 pub(crate) const LEASE: Duration = Duration::from_secs(1);
@@ -93,26 +93,14 @@ impl Replica {
         Some(line.trim().strip_prefix("stats ")?.to_owned())
     }
 
-    fn status_field(&self, name: &str) -> Option<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
-        let line = status.lines().find(|line| line.starts_with(name))?;
-        line.split_whitespace().nth(1)?.parse().ok()
-    }
-
     /// The resident set now, in KiB.
     pub(crate) fn rss_kib(&self) -> Option<u64> {
-        self.status_field("VmRSS:")
+        process::status_kib(self.child.id(), "VmRSS:")
     }
 
     /// The user and system CPU time so far.
     pub(crate) fn cpu_seconds(&self) -> Option<f64> {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).ok()?;
-        // The fields after the command name, which is in parentheses.
-        let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-        let ticks: u64 =
-            fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-        // USER_HZ, the unit of /proc/PID/stat, is 100 on Linux.
-        Some(ticks as f64 / 100.0)
+        process::cpu_seconds(self.child.id())
     }
 }
 

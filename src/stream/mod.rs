@@ -111,11 +111,15 @@ impl Replay {
             Replay::Gap => "gap".to_owned(),
             Replay::Blocks(blocks) => {
                 let id = |block: Option<&Bytes>| {
-                    let block = block?;
-                    let line = block
-                        .split(|b| *b == b'\n')
-                        .find(|l| l.starts_with(b"id:"))?;
-                    Some(String::from_utf8_lossy(&line[3..]).trim().to_owned())
+                    let mut framer = crate::framer::Framer::new();
+                    framer.push(block?.clone());
+                    framer.finish();
+                    match framer.next_segment()? {
+                        crate::framer::Segment::Block(block) => {
+                            Some(String::from_utf8_lossy(block.id_bytes()?).into_owned())
+                        }
+                        crate::framer::Segment::Passthrough(_) => None,
+                    }
                 };
                 format!(
                     "{} blocks, {:?} to {:?}",

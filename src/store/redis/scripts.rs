@@ -128,6 +128,13 @@ local function last_position(stream)
   return tonumber(redis.call('HGET', positions_key, stream)) or 0
 end
 
+-- The position of the newest block of `stream`'s history: the count, or
+-- the list's last entry when a failover kept the list and lost the count.
+local function newest_position(stream)
+  local blocks = history_keys(stream)
+  return math.max(last_position(stream), position_of(redis.call('LINDEX', blocks, -1)) or 0)
+end
+
 -- Lets the oldest blocks of a stream's history go past its bounds. A
 -- history whose two lists disagree was written by something else: it goes.
 local function prune_history(stream)
@@ -269,29 +276,33 @@ local known, gen, replayed, replay_index, replay_position = -1, 0, -1, 0, 0
 local follow, keep = 0, false
 local window, fingerprints = window_keys(stream)
 
--- Whether this process holds `stream`.
-local function held_here(stream)
+-- The holder id of the process that reads `stream`'s upstream, or nil.
+local function holder(stream)
   local lease = scope_keys .. 'l:' .. stream
-  return usable(lease, 'string') and redis.call('GET', lease) == me
+  if usable(lease, 'string') then return redis.call('GET', lease) end
+  return nil
+end
+
+-- Whether another process than this one reads `stream`'s upstream.
+local function held_elsewhere(stream)
+  local held_by = holder(stream)
+  return held_by ~= nil and held_by ~= me
 end
 
 -- Whether a client resuming `stream` follows it: another process holds
 -- it, or it is complete.
 local function followed(stream)
-  local lease, ended = scope_keys .. 'l:' .. stream, scope_keys .. 'd:' .. stream
-  if usable(lease, 'string') and redis.call('GET', lease) ~= me then return true end
+  if held_elsewhere(stream) then return true end
+  local ended = scope_keys .. 'd:' .. stream
   return usable(ended, 'string') and string.sub(redis.call('GET', ended), 1, 1) == 'c'
 end
 if cursor ~= '' then
   if search and not knows(stream, cursor) then
     local found = find(cursor)
-    if not found and wait then
+    if not found and wait and held_elsewhere(stream) then
       -- Unknown, while another process holds the stream: its write of
       -- the cursor is likely on its way. Nothing is cut yet.
-      local lease = scope_keys .. 'l:' .. stream
-      if usable(lease, 'string') and redis.call('GET', lease) ~= me then
-        return {'wait'}
-      end
+      return {'wait'}
     end
     stream = found or stream
     window, fingerprints = window_keys(stream)
@@ -308,7 +319,7 @@ if cursor ~= '' then
       -- The client follows the stream where its holder records it: that
       -- response is not superseded, and goes on recording.
       follow = 1
-    elseif held_here(stream) then
+    elseif holder(stream) == me then
       -- This process holds the stream: the client takes it over there,
       -- and what the hold recorded is still on its way here.
       keep = true
@@ -337,13 +348,11 @@ if cursor ~= '' then
   end
 else
   gen = generation(stream) or 0
-  local lease = scope_keys .. 'l:' .. stream
-  if history_len > 0 and usable(lease, 'string') and redis.call('GET', lease) ~= me then
+  if history_len > 0 and held_elsewhere(stream) then
     -- Another process reads the stream: a client without a cursor follows
     -- it from its newest block rather than reading the upstream too.
-    local blocks = history_keys(stream)
     follow = 1
-    replay_position = math.max(last_position(stream), position_of(redis.call('LINDEX', blocks, -1)) or 0)
+    replay_position = newest_position(stream)
   end
 end
 usable(window, 'list')
@@ -432,9 +441,7 @@ if written == 1 then
     local blocks, ids = history_keys(stream)
     usable(blocks, 'list')
     usable(ids, 'list')
-    -- Positions go on from the list's last entry too: a failover may keep
-    -- the list and lose the count.
-    local before = math.max(last_position(stream), position_of(redis.call('LINDEX', blocks, -1)) or 0)
+    local before = newest_position(stream)
     local added, position = 0, before
     for i = first_block, #ARGV - 1, 2 do
       position = position + 1
