@@ -217,6 +217,9 @@ const MIN_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 /// - **Best effort: history.** Blocks that Redis refused or that were
 ///   dropped leave a hole in the shared history: the next write forgets
 ///   the history before it, and a replay across it gets the gap signal.
+///   So do blocks a failover lost (Redis replicates asynchronously): the
+///   writer remembers where it left each stream's history, and a history
+///   that ends before that is forgotten at the next write.
 /// - **Best effort: writes.** When Redis is down, writes are retried a few
 ///   times and then dropped and counted (see [`RedisStats`]); the client's
 ///   stream goes on, deduplicated in process.
@@ -337,6 +340,7 @@ impl RedisStore {
             connection: connection.clone(),
             queue: Arc::clone(&queue),
             done,
+            written_up_to: Default::default(),
         };
         tokio::spawn(writer.run());
         let (closing, closed) = watch::channel(false);

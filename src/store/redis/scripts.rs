@@ -392,17 +392,20 @@ return {stream, known, gen, bad_values, replayed, replay_index, replay_position,
 /// the lease in ms; `ARGV[15]`: `1` to take the stream's lease first;
 /// `ARGV[16]`: `1` to let it go after; `ARGV[17]`: how the stream ended
 /// after these blocks, `e` (its upstream ended) or `c` (complete: a
-/// per-request stream), or empty; then the ids, oldest first, and the
-/// fingerprints of their events; then for the history, each block's id
-/// (or empty) and bytes. Returns 1 when written, 0 when a cursor cut the
-/// window since that generation, and the bad values met. Tells the
+/// per-request stream), or empty; `ARGV[18]`: the position of the newest
+/// block this process wrote for the stream, or 0; then the ids, oldest
+/// first, and the fingerprints of their events; then for the history,
+/// each block's id (or empty) and bytes. Returns 1 when written, 0 when a
+/// cursor cut the window since that generation, the bad values met, and
+/// the position of the history's newest block. Tells the
 /// stream's followers on its channel whenever its history or lease moved.
 pub(super) const WRITE: &str = r"
 local stream, gen, count = ARGV[8], tonumber(ARGV[9]), tonumber(ARGV[10])
 local forget_first, start_over = ARGV[11] == '1', ARGV[12] == '1'
 local me, lease_ms = ARGV[13], tonumber(ARGV[14])
 local claim, release, ending = ARGV[15] == '1', ARGV[16] == '1', ARGV[17]
-local first_id = 18
+local wrote_up_to = tonumber(ARGV[18]) or 0
+local first_id = 19
 local lease, ended = scope_keys .. 'l:' .. stream, scope_keys .. 'd:' .. stream
 local moved = claim or release
 if claim then
@@ -442,6 +445,14 @@ if written == 1 then
     usable(blocks, 'list')
     usable(ids, 'list')
     local before = newest_position(stream)
+    if before < wrote_up_to then
+      -- Blocks this process wrote are gone, not let go by a prune (that
+      -- keeps the count): a failover lost them. No replay may skip them,
+      -- and positions go on from the last one written.
+      forget_history(stream)
+      redis.call('HSET', positions_key, stream, wrote_up_to)
+      before, moved = wrote_up_to, true
+    end
     local added, position = 0, before
     for i = first_block, #ARGV - 1, 2 do
       position = position + 1
@@ -472,7 +483,9 @@ end
 if moved then
   redis.call('PUBLISH', scope_keys .. 'c:' .. stream, last_position(stream))
 end
-return {written, bad_values}
+local newest = 0
+if history_len > 0 then newest = newest_position(stream) end
+return {written, bad_values, newest}
 ";
 
 /// What a follower reads, without the preamble: it changes nothing but its

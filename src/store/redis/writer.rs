@@ -29,12 +29,22 @@ pub(super) struct Writer {
     pub(super) connection: Connection,
     pub(super) queue: Arc<Queue>,
     pub(super) done: watch::Sender<u64>,
+    /// Per window, the position of the newest history block written: a
+    /// history that ends before it lost blocks (a failover), and the next
+    /// write forgets it rather than let a replay skip them.
+    pub(super) written_up_to: HashMap<String, u64>,
 }
+
+/// The most windows whose newest written position the writer remembers:
+/// past it, it starts over, and a failover right then may go unnoticed.
+const MAX_WRITTEN_UP_TO: usize = 65_536;
 
 /// The outcome of one write script.
 enum Outcome {
     Written {
         bad_values: u64,
+        /// The position of the history's newest block, 0 without one.
+        newest: u64,
     },
     Fenced {
         bad_values: u64,
@@ -77,9 +87,10 @@ impl Writer {
             for (pending, outcome) in pending.into_iter().zip(outcomes) {
                 let ids = pending.ids.len() as u64;
                 match outcome {
-                    Outcome::Written { bad_values } => {
+                    Outcome::Written { bad_values, newest } => {
                         counters.written.fetch_add(ids, Relaxed);
                         counters.bad_values.fetch_add(bad_values, Relaxed);
+                        note_written(&mut self.written_up_to, &pending, newest);
                     }
                     Outcome::Fenced { bad_values } => {
                         counters.fenced.fetch_add(ids, Relaxed);
@@ -169,7 +180,10 @@ impl Writer {
                 pipeline.ignore_errors();
                 let mut limit = MIN_WRITE_TIMEOUT;
                 for &i in chunk {
-                    pipeline.add_command(write_command(&pending[i], whole_script));
+                    let target = &pending[i].target;
+                    let window = target.keys.of("w:", &target.stream);
+                    let wrote_up_to = self.written_up_to.get(&window).copied().unwrap_or(0);
+                    pipeline.add_command(write_command(&pending[i], wrote_up_to, whole_script));
                     limit = limit.max(write_timeout(&pending[i].target.config));
                 }
                 let mut connection = self.connection.clone();
@@ -226,12 +240,25 @@ impl Writer {
     }
 }
 
+/// Remembers where the history of `pending`'s window ends now.
+fn note_written(written_up_to: &mut HashMap<String, u64>, pending: &Pending, newest: u64) {
+    if newest == 0 {
+        return;
+    }
+    let window = pending.target.keys.of("w:", &pending.target.stream);
+    if written_up_to.len() >= MAX_WRITTEN_UP_TO && !written_up_to.contains_key(&window) {
+        written_up_to.clear();
+    }
+    written_up_to.insert(window, newest);
+}
+
 fn write_timeout(config: &Config) -> Duration {
     config.timeout.max(MIN_WRITE_TIMEOUT)
 }
 
-/// The write script for one window, as a pipeline command.
-fn write_command(pending: &Pending, whole_script: bool) -> Cmd {
+/// The write script for one window, as a pipeline command, with the
+/// position of the newest block this process wrote for it (0 for none).
+fn write_command(pending: &Pending, wrote_up_to: u64, whole_script: bool) -> Cmd {
     let Target {
         keys,
         stream,
@@ -265,7 +292,8 @@ fn write_command(pending: &Pending, whole_script: bool) -> Cmd {
             None => "",
             Some(StreamEnd::Ended) => "e",
             Some(StreamEnd::Complete) => "c",
-        });
+        })
+        .arg(wrote_up_to);
     for id in batch.iter().skip(skip) {
         command.arg(id);
     }
@@ -285,15 +313,17 @@ fn flag(on: bool) -> &'static str {
 fn outcome(reply: RedisResult<Value>) -> Outcome {
     match reply {
         Ok(reply) => {
-            let parsed = array(reply, 2).and_then(|items| {
+            let parsed = array(reply, 3).and_then(|items| {
                 let mut items = items.into_iter();
-                Ok((int(next(&mut items)?)?, int(next(&mut items)?)?))
+                let written = int(next(&mut items)?)?;
+                Ok((written, int(next(&mut items)?)?, int(next(&mut items)?)?))
             });
             match parsed {
-                Ok((written, bad_values)) => {
+                Ok((written, bad_values, newest)) => {
                     let bad_values = u64::try_from(bad_values).unwrap_or(0);
                     if written == 1 {
-                        Outcome::Written { bad_values }
+                        let newest = u64::try_from(newest).unwrap_or(0);
+                        Outcome::Written { bad_values, newest }
                     } else {
                         Outcome::Fenced { bad_values }
                     }
