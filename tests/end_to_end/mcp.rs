@@ -7,9 +7,10 @@
 //! `.ci/run` does). Without it the tests are skipped with a message, unless
 //! `TOWER_SSE_RESUME_REQUIRE_MCP=1`, which makes them fail instead.
 
+use std::io::Read;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -19,6 +20,11 @@ use crate::proxy::Proxy;
 
 /// How long the server may take to listen, interpreter start included.
 const SERVER_START: Duration = Duration::from_secs(30);
+/// How long the client may take in all: its interpreter's start, its
+/// first connection (each wait bounded by 30 s in `client.py`), and the
+/// resumed call (bounded by the test's timeout). Past it, the client is
+/// killed and the test fails: a hung SDK must not hang CI.
+const CLIENT_DEADLINE: Duration = Duration::from_secs(120);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cut_tool_call_resumes_with_every_notification_and_its_result_once() {
@@ -67,12 +73,11 @@ async fn call_through(layer: SseResumeLayer, timeout_secs: u64) -> Option<Value>
     let proxy = Proxy::start(server.addr, layer).await;
     let url = format!("http://{}/mcp", proxy.addr);
     let output = tokio::task::spawn_blocking(move || {
-        Command::new("python3")
+        let mut client = Command::new("python3");
+        client
             .arg(script("client.py"))
-            .args([url, timeout_secs.to_string()])
-            .stdin(Stdio::null())
-            .output()
-            .expect("python3 runs")
+            .args([url, timeout_secs.to_string()]);
+        output_within(client, CLIENT_DEADLINE)
     })
     .await
     .unwrap();
@@ -84,6 +89,50 @@ async fn call_through(layer: SseResumeLayer, timeout_secs: u64) -> Option<Value>
         String::from_utf8_lossy(&output.stderr)
     );
     Some(serde_json::from_str(stdout.trim()).expect("the client's JSON"))
+}
+
+/// Runs `command` to its end and returns what it wrote, like
+/// [`Command::output`], but kills it and fails the test if it is still
+/// running after `deadline`.
+fn output_within(mut command: Command, deadline: Duration) -> Output {
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3 runs");
+    // Read both pipes as the child writes, so that it never blocks on a
+    // full one while we wait.
+    let drain = |mut pipe: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            let _ = pipe.read_to_end(&mut bytes);
+            bytes
+        })
+    };
+    let stdout = drain(Box::new(child.stdout.take().unwrap()));
+    let stderr = drain(Box::new(child.stderr.take().unwrap()));
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait on the child") {
+            break status;
+        }
+        if started.elapsed() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "the client was still running after {deadline:?}, and was killed\n{}\n{}",
+                String::from_utf8_lossy(&stdout.join().unwrap()),
+                String::from_utf8_lossy(&stderr.join().unwrap())
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    Output {
+        status,
+        stdout: stdout.join().unwrap(),
+        stderr: stderr.join().unwrap(),
+    }
 }
 
 fn sdk_available() -> bool {

@@ -6,7 +6,9 @@ session. Prints, as JSON, the notifications and the result the call got.
 Usage: python3 client.py URL [TIMEOUT_SECS]
 
 A resumed call that gets no result within TIMEOUT_SECS (20 by default)
-prints `"result": null` and what it got.
+prints `"result": null` and what it got. A first connection that does not
+initialize, or does not get its 10 notifications, within STEP_SECS fails
+with `TimeoutError`: the test never waits on the SDK without a bound.
 """
 
 import asyncio
@@ -21,6 +23,8 @@ from mcp.shared.message import ClientMessageMetadata
 
 CALLS = 30
 CUT_AFTER = 10
+# The bound on each wait of the first connection.
+STEP_SECS = 30
 
 
 async def main(url: str, timeout: float) -> None:
@@ -49,7 +53,8 @@ async def main(url: str, timeout: float) -> None:
     # after 10 notifications, the session kept.
     async with streamablehttp_client(url, terminate_on_close=False) as (read, write, get_id):
         async with ClientSession(read, write, logging_callback=on_log) as session:
-            await session.initialize()
+            with anyio.fail_after(STEP_SECS):
+                await session.initialize()
             session_id = get_id()
             async with anyio.create_task_group() as group:
 
@@ -61,7 +66,8 @@ async def main(url: str, timeout: float) -> None:
                     )
 
                 group.start_soon(run_call)
-                await enough.wait()
+                with anyio.fail_after(STEP_SECS):
+                    await enough.wait()
                 group.cancel_scope.cancel()
 
     # Second connection: the same session resumes the call from its token.
