@@ -5,8 +5,8 @@
 
 use std::convert::Infallible;
 use std::pin::{Pin, pin};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -16,7 +16,7 @@ use http::{Request, Response};
 use http_body::{Body, Frame};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, StreamBody};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tower::{Layer, Service, ServiceExt};
 
@@ -33,7 +33,11 @@ pub(crate) const TICK: Duration = Duration::from_millis(10);
 pub(crate) struct LiveUpstream {
     start: Instant,
     last: u32,
-    requests: Arc<AtomicUsize>,
+    /// With [`released`](Self::released): event `n` happens when the test
+    /// releases it, not at a time.
+    gate: Option<Arc<watch::Sender<u32>>>,
+    /// When each request came, in order.
+    requests: Arc<Mutex<Vec<Instant>>>,
     /// Responses whose body the proxy dropped before it ended.
     closed: Arc<AtomicUsize>,
 }
@@ -43,13 +47,31 @@ impl LiveUpstream {
         Self {
             start: Instant::now(),
             last,
+            gate: None,
             requests: Arc::default(),
             closed: Arc::default(),
         }
     }
 
+    /// The same upstream, whose events happen only as the test
+    /// [`release`](Self::release)s them, however slow the machine: none
+    /// yet.
+    pub(crate) fn released(last: u32) -> Self {
+        Self {
+            gate: Some(Arc::new(watch::Sender::new(0))),
+            ..Self::new(last)
+        }
+    }
+
+    /// Makes every event up to `n` happen, on a [`released`](Self::released)
+    /// upstream.
+    pub(crate) fn release(&self, n: u32) {
+        let gate = self.gate.as_ref().expect("a released upstream");
+        gate.send_modify(|released| *released = (*released).max(n));
+    }
+
     pub(crate) fn requests(&self) -> usize {
-        self.requests.load(Ordering::SeqCst)
+        self.requests.lock().unwrap().len()
     }
 
     pub(crate) fn closed(&self) -> usize {
@@ -69,13 +91,25 @@ impl<B> Service<Request<B>> for LiveUpstream {
     }
 
     fn call(&mut self, _request: Request<B>) -> Self::Future {
-        self.requests.fetch_add(1, Ordering::SeqCst);
+        self.requests.lock().unwrap().push(Instant::now());
         let (sender, receiver) = mpsc::channel::<Frame<Bytes>>(1);
         let (start, last, closed) = (self.start, self.last, Arc::clone(&self.closed));
+        let mut gate = self.gate.as_ref().map(|gate| gate.subscribe());
+        // The first event that has not happened yet.
+        let mut next = match &gate {
+            Some(gate) => *gate.borrow() + 1,
+            None => (start.elapsed().as_nanos() / TICK.as_nanos()) as u32 + 1,
+        };
         tokio::spawn(async move {
-            let mut next = (start.elapsed().as_nanos() / TICK.as_nanos()) as u32 + 1;
             while next <= last {
-                tokio::time::sleep_until(start + TICK * next).await;
+                match &mut gate {
+                    Some(gate) => {
+                        if gate.wait_for(|&released| released >= next).await.is_err() {
+                            return;
+                        }
+                    }
+                    None => tokio::time::sleep_until(start + TICK * next).await,
+                }
                 if sender
                     .send(Frame::data(Bytes::from(events([next]))))
                     .await
