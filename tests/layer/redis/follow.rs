@@ -196,18 +196,31 @@ async fn a_get_without_a_cursor_follows_a_stream_another_replica_holds() {
         return;
     };
     for transport in TRANSPORTS {
-        let scene = Scene::start(&server, 60, transport).await;
-        scene.client_leaves_a(feed(None), 5).await;
+        // The test says when each event happens, so the newest one is
+        // known when the second client opens.
+        let upstream = LiveUpstream::released(60);
+        let scene = Scene::over(&server, upstream.clone(), transport).await;
+        let first = scene.gateway.open(0, feed(None)).await;
+        upstream.release(5);
+        assert_eq!(read_events(first.into_body(), 5).await, events(1..=5));
+        // A reads on, with no client attached, up to event 8.
+        upstream.release(8);
+        // (Over HTTP, A may still forward some into the dead connection.)
+        crate::linger::eventually("A to read up to event 8", || {
+            let a = scene.a.layer.stats().snapshot();
+            a.events_forwarded + a.events_held == 8
+        })
+        .await;
+        flushed(&scene.a.store).await;
+
         let second = scene.gateway.open(1, feed(None)).await;
         assert_eq!(second.status(), 200);
+        upstream.release(60);
         let (got, _) = read_to_end(second.into_body(), STEP).await;
 
-        let first = got
-            .lines()
-            .find_map(|line| line.strip_prefix("id: "))
-            .and_then(|id| id.parse().ok())
-            .expect("some events");
-        assert_eq!(got, events(first..=60), "over {transport:?}");
+        // From after the newest event, 8: a cursor-less follow gets no
+        // replay of what A read while no client was attached.
+        assert_eq!(got, events(9..=60), "over {transport:?}");
         assert_eq!(scene.upstream.requests(), 1, "B asked the upstream nothing");
         assert_eq!(scene.b.layer.stats().snapshot().follows, 1);
     }
