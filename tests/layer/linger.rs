@@ -74,6 +74,11 @@ impl LiveUpstream {
         self.requests.lock().unwrap().len()
     }
 
+    /// When each request came, in order.
+    pub(crate) fn requested_at(&self) -> Vec<Instant> {
+        self.requests.lock().unwrap().clone()
+    }
+
     pub(crate) fn closed(&self) -> usize {
         self.closed.load(Ordering::SeqCst)
     }

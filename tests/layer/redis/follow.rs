@@ -28,6 +28,12 @@ use tower_sse_resume::{GAP_EVENT, HistoryLimits, RedisStore, SseResumeLayer};
 /// How long a replica's hold on a stream lasts unrenewed, in these tests.
 const LEASE: Duration = Duration::from_millis(600);
 
+/// How soon a follower notices that the holder died, as `RedisStore::lease`
+/// and the README promise: within twice the lease. The margin is for the
+/// scheduler and a round trip to Redis on a loaded machine, not for a
+/// third lease.
+const NOTICED_WITHIN: Duration = Duration::from_millis(2 * 600 + 300);
+
 type AnyBody = UnsyncBoxBody<Bytes, BoxError>;
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -383,12 +389,15 @@ async fn a_follower_goes_on_after_redis_pauses_and_gives_up_when_it_stays_away()
 }
 
 /// What a follower on B got when replica A, holding the stream that
-/// `request` opened, was killed while B followed it, and how long B took
-/// to notice; with B's stats and the upstream.
+/// `request` opened, was killed while B followed it, and when; with B's
+/// stats and the upstream.
 struct Killed {
     cursor: u32,
     got: String,
-    noticed: Duration,
+    /// When A was killed.
+    killed: Instant,
+    /// When B's response ended.
+    ended: Instant,
     stats: tower_sse_resume::StatsSnapshot,
     upstream: LiveUpstream,
 }
@@ -431,7 +440,8 @@ fn kill_the_holder(
         Some(Killed {
             cursor,
             got,
-            noticed: killed.elapsed(),
+            killed,
+            ended: Instant::now(),
             stats: b.layer.stats().snapshot(),
             upstream,
         })
@@ -458,12 +468,10 @@ fn when_the_holder_of_a_tool_call_dies_its_follower_ends_with_the_gap_signal() {
     let newest = last_id(before);
     assert_eq!(before, events(killed.cursor + 1..=newest), "in order, once");
     assert_eq!(after, format!("{gap}data: {newest}\n\n"), "then the end");
-    // The lease, half of it unheld, and a poll.
-    assert!(
-        killed.noticed < LEASE * 3,
-        "noticed after {:?}",
-        killed.noticed
-    );
+    // The lease lapses, then half of it unheld, seen by polls a third of
+    // it apart: within twice the lease.
+    let noticed = killed.ended - killed.killed;
+    assert!(noticed < NOTICED_WITHIN, "noticed after {noticed:?}");
     assert_eq!(killed.stats.follows_lost, 1);
     assert_eq!(
         killed.upstream.requests(),
@@ -472,6 +480,15 @@ fn when_the_holder_of_a_tool_call_dies_its_follower_ends_with_the_gap_signal() {
     );
 }
 
+/// TODAY'S BEHAVIOUR, WHICH ISSUE 25 ("Streams that end, stop and fail out
+/// loud") CHANGES. B goes on from the upstream without a word, although
+/// this upstream cannot resume and what it sent between A's last write
+/// and B's own request is lost (up to two leases of it). DESIGN.md's "No
+/// silent loss" asks for the gap signal first whenever the layer cannot
+/// know that the stream goes on where the client stopped, as here. When
+/// issue 25 lands, this test must require the gap event between the
+/// events B followed and those it got from the upstream, and the
+/// assertion marked below turns around.
 #[test]
 fn when_the_holder_of_a_standing_stream_dies_its_follower_asks_the_upstream() {
     let Some(killed) = kill_the_holder(150, || feed(None), |cursor| feed(Some(cursor))) else {
@@ -480,22 +497,37 @@ fn when_the_holder_of_a_standing_stream_dies_its_follower_asks_the_upstream() {
     let ids: Vec<u32> = (killed.got.lines())
         .filter_map(|line| line.strip_prefix("id: ")?.parse().ok())
         .collect();
-    assert!(!killed.got.contains(GAP_EVENT), "{}", killed.got);
+    // Today's behaviour, which issue 25 changes: no gap signal.
+    assert!(
+        !killed.got.contains(GAP_EVENT),
+        "the gap signal came: issue 25 has landed, turn this test around\n{}",
+        killed.got
+    );
     assert_eq!(ids.first(), Some(&(killed.cursor + 1)));
     assert!(
         ids.windows(2).all(|pair| pair[0] < pair[1]),
         "rising, once: {ids:?}"
     );
+    let holes = ids.windows(2).filter(|pair| pair[1] != pair[0] + 1);
+    assert!(
+        holes.count() <= 1,
+        "one hole at most, where B asked: {ids:?}"
+    );
     assert_eq!(ids.last(), Some(&150), "to the upstream's end");
     assert_eq!(killed.stats.follows_resumed, 1);
-    assert_eq!(killed.upstream.requests(), 2, "A's, then B's own");
+    let requested = killed.upstream.requested_at();
+    assert_eq!(requested.len(), 2, "A's, then B's own");
+    // B noticed, and asked the upstream itself, within twice the lease.
+    let noticed = requested[1] - killed.killed;
+    assert!(noticed < NOTICED_WITHIN, "noticed after {noticed:?}");
     // This upstream cannot resume: what it sent while nobody read it is
-    // lost, about a lease's worth.
+    // lost, about as many events as ticks went by between A's last write
+    // and B's request. Issue 25 keeps the loss, and announces it.
     let lost = 150 - killed.cursor - ids.len() as u32;
-    assert!(
-        lost <= (LEASE * 2).as_millis() as u32 / 10,
-        "{lost} events lost"
-    );
+    let ticks =
+        (noticed + Duration::from_millis(300)).as_millis() / crate::linger::TICK.as_millis();
+    eprintln!("noticed after {noticed:?}, {lost} events lost");
+    assert!(lost as u128 <= ticks, "{lost} events lost in {noticed:?}");
 }
 
 /// A stream that replica A opened and holds, and replica B beside it.
