@@ -6,8 +6,6 @@
 mod basics;
 mod keep_alive;
 mod linger;
-#[cfg(feature = "metrics")]
-mod metrics;
 #[cfg(feature = "redis")]
 mod redis;
 mod replay;
