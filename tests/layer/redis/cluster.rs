@@ -131,8 +131,13 @@ async fn the_store_recovers_when_the_primary_of_a_streams_slot_fails_over() {
     tokio::time::sleep(Duration::from_millis(800)).await;
     let primary = cluster.primary_of("s1");
     cluster.kill(primary);
-    // A request while the slot has no primary: it fails open, at once.
+    // A request while the slot has no primary: it fails open, at once,
+    // that is within the store's timeout, not after the failover (which
+    // cannot even begin before the nodes' timeout, 1 s). The margin is for
+    // a loaded machine.
     let quiet = Upstream::new((0..3).map(|_| Reply::sse([""])));
+    let errors_before = b.stats().snapshot().store_errors;
+    let started = tokio::time::Instant::now();
     let during = exchange(
         Transport::Oneshot,
         &b,
@@ -140,7 +145,14 @@ async fn the_store_recovers_when_the_primary_of_a_streams_slot_fails_over() {
         vec![get("/other", "s1").body(()).unwrap()],
     )
     .await;
+    let took = started.elapsed();
     assert_eq!(during[0].status, 200);
+    assert_eq!(quiet.seen().len(), 1, "sent upstream, the store aside");
+    let store_errors = b.stats().snapshot().store_errors - errors_before;
+    assert!(store_errors >= 1, "the store's failure was not counted");
+    let at_once = tower_sse_resume::store::DEFAULT_TIMEOUT + Duration::from_millis(750);
+    assert!(took < at_once, "failed open after {took:?}");
+    eprintln!("failed open after {took:?}, {store_errors} store errors");
     // The surviving nodes, kept up to the end of the test.
     let _cluster = tokio::task::spawn_blocking(move || {
         cluster.wait_until_ok();
