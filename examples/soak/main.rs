@@ -76,7 +76,8 @@ Options:
                      no history or linger in the proxy; live: cannot resume,
                      the proxy keeps a history and lingers (default resumes)
   --faults F,F..     at even times during the run, each once:
-                     replica (one replica killed with SIGKILL, then restarted),
+                     replica (the replica holding the most streams killed
+                     with SIGKILL, then restarted),
                      redis (redis-server killed, then restarted empty),
                      upstream (the upstream restarted, resuming afterwards),
                      renumber (the upstream restarted, numbering from 1);
@@ -414,16 +415,26 @@ async fn inject(
 ) -> Result<Affected, String> {
     match fault {
         Fault::Replica => {
-            let replica = &replicas[1];
-            let (name, addr, log) = (replica.name.clone(), replica.addr, replica.log.clone());
-            let held: BTreeSet<usize> = (upstream.held_by(&name).iter())
-                .filter_map(|stream| stream.strip_prefix("soak-")?.parse().ok())
+            // The replica that holds the most streams: the one whose death
+            // costs the most.
+            let held: Vec<BTreeSet<usize>> = (replicas.iter())
+                .map(|replica| {
+                    (upstream.held_by(&replica.name).iter())
+                        .filter_map(|stream| stream.strip_prefix("soak-")?.parse().ok())
+                        .collect()
+                })
                 .collect();
-            replicas[1].kill();
-            println!("         replica {name} held {} streams", held.len());
+            let k = (0..replicas.len())
+                .max_by_key(|&k| held[k].len())
+                .unwrap_or(0);
+            let replica = &mut replicas[k];
+            let (name, addr, log) = (replica.name.clone(), replica.addr, replica.log.clone());
+            replica.kill();
+            let counts: Vec<usize> = held.iter().map(BTreeSet::len).collect();
+            println!("         killed replica {name}; the replicas held {counts:?} streams");
             tokio::time::sleep(Duration::from_secs(2)).await;
-            replicas[1] = Replica::spawn(setup, &name, addr.port(), log)?;
-            Ok(Affected::Only(held))
+            replicas[k] = Replica::spawn(setup, &name, addr.port(), log)?;
+            Ok(Affected::Only(held[k].clone()))
         }
         Fault::Redis => {
             // Restarted empty: it forgets every stream.
