@@ -18,6 +18,7 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use crate::accounting::Received;
 use crate::upstream::parse_data;
 
 /// The event type of the layer's gap signal.
@@ -28,62 +29,34 @@ const DEFAULT_RETRY: Duration = Duration::from_millis(250);
 /// What one client counted.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Tally {
-    pub(crate) delivered: u64,
-    /// Events never received, with no gap signal before the next one.
-    pub(crate) lost: u64,
-    /// Events received a second time.
-    pub(crate) doubled: u64,
-    /// Events never received, after a gap signal that says so.
-    pub(crate) signalled: u64,
+    /// Every event and gap signal, in order.
+    pub(crate) received: Received,
     pub(crate) reconnects: u64,
     /// From sending each request to the first byte of its body.
     pub(crate) first_byte_us: Vec<u32>,
-    /// The last event received: its epoch and number.
-    pub(crate) last: (u64, u64),
     /// The stream and replica of the connection now, for `SOAK_DEBUG`.
     pub(crate) connection: String,
-    /// Whether a gap signal came after the last event.
-    pub(crate) gap_pending: bool,
 }
 
 impl Tally {
     /// Counts event `n` of `epoch`.
     fn event(&mut self, epoch: u64, n: u64) {
-        let (last_epoch, last) = self.last;
-        if epoch < last_epoch || (epoch == last_epoch && n <= last) {
-            self.doubled += 1;
-            return;
-        }
-        // The first event sets where the client came in: a live upstream
-        // owes it nothing from before.
-        if self.last != (0, 0) {
-            let missed = if epoch > last_epoch {
-                n - 1
-            } else {
-                n - last - 1
-            };
-            if missed > 0 && !self.gap_pending && std::env::var_os("SOAK_DEBUG").is_some() {
+        if let Some((last_epoch, last)) = self.received.last() {
+            let skipped = n.saturating_sub(last + 1);
+            if epoch == last_epoch
+                && skipped > 0
+                && !self.received.gap_pending()
+                && std::env::var_os("SOAK_DEBUG").is_some()
+            {
                 eprintln!(
-                    "{} lost {missed} before {epoch}:{n} after {last_epoch}:{last}, reconnect {}, {}",
+                    "{} lost {skipped} before {epoch}:{n} after {last_epoch}:{last}, reconnect {}, {}",
                     crate::trace::now(),
                     self.reconnects,
                     self.connection
                 );
             }
-            self.missed(missed);
         }
-        self.delivered += 1;
-        self.last = (epoch, n);
-    }
-
-    /// Counts `missed` events as lost or, after a gap signal, signalled.
-    pub(crate) fn missed(&mut self, missed: u64) {
-        if self.gap_pending {
-            self.signalled += missed;
-        } else {
-            self.lost += missed;
-        }
-        self.gap_pending = false;
+        self.received.event(epoch, n);
     }
 }
 
@@ -128,7 +101,7 @@ pub(crate) async fn good_client(
     while !*stop.borrow() {
         let replica = replicas[attempt % replicas.len()];
         attempt += 1;
-        let cursor = (tally.last.1 > 0).then(|| tally.last.1.to_string());
+        let cursor = tally.received.last().map(|(_, n)| n.to_string());
         let drop_after = random.exponential(mean_drop);
         tally.connection = format!("{session} via {replica}");
         let connection = tokio::select! {
@@ -176,6 +149,10 @@ async fn follow_once(
     let response = sender.send_request(request).await;
     let result = match response {
         Ok(response) if response.status() == 200 => {
+            if let Some(name) = response.headers().get(crate::replica::NAME_HEADER) {
+                let name = String::from_utf8_lossy(name.as_bytes());
+                tally.connection = format!("{session} via {replica} (replica {name})");
+            }
             read_events(response.into_body(), sent, drop_after, churn, tally, retry).await;
             Ok(())
         }
@@ -228,7 +205,7 @@ async fn read_events(
             let block: String = pending.drain(..end + 2).collect();
             for line in block.lines() {
                 if line == GAP {
-                    tally.gap_pending = true;
+                    tally.received.gap();
                 } else if let Some(ms) = line.strip_prefix("retry: ") {
                     if let Ok(ms) = ms.parse() {
                         *retry = Duration::from_millis(ms);

@@ -18,21 +18,27 @@
 //! stream's `retry`, to the other replica each time.
 //!
 //! At the end the upstream stops numbering, the clients stop dropping and
-//! catch up, and the soak reports, over every stream: the events delivered,
-//! lost (never received, with no gap signal), doubled and signalled (never
-//! received, after a gap signal); the reconnects; the replicas' CPU and
-//! memory; and the time from a reconnect's request to its first byte.
-//! With `--check` it exits non-zero when an event is doubled, a loss is
-//! not one that the faults run can explain, or a replica panicked. With
-//! `SOAK_DEBUG=1` in the environment, every loss without a gap signal is
-//! written to standard error as it is counted: which events, after which,
-//! at which reconnect, on which stream and through which replica; and each
-//! replica writes the layer's debug events to its log (how each request
-//! was served: its cursor, its replay, and takeover, follow or upstream),
-//! to be matched by time and stream.
+//! catch up, and the soak reports, over every stream (`accounting.rs`):
+//! the events delivered, lost (never received, with no gap signal),
+//! doubled and signalled (never received, after a gap signal), counted
+//! from the first event the upstream sent on each stream to the last it
+//! numbered, in every epoch; which of the lost and signalled ones a fault
+//! explains (due within its window, on a stream it affects) and which no
+//! fault does; the reconnects; the replicas' CPU and memory; and the time
+//! from a reconnect's request to its first byte. With `--check` it exits
+//! non-zero when an event is doubled, an event is lost or signalled that
+//! no fault explains, or a replica panicked. With `SOAK_DEBUG=1` in the
+//! environment, every skip without a gap signal is written to standard
+//! error as the client sees it: which events, after which, at which
+//! reconnect, on which stream and through which replica (each response
+//! says which in `x-soak-replica`); and each replica writes the layer's
+//! debug events to its log (how each request was served: its cursor, its
+//! replay, and takeover, follow or upstream), to be matched by time and
+//! stream.
 //!
 //! The replicas keep their logs in `$TMPDIR/soak-<pid>/`.
 
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -41,6 +47,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+mod accounting;
 mod client;
 #[path = "../common/process.rs"]
 mod process;
@@ -51,7 +58,8 @@ mod reverse_proxy;
 mod trace;
 mod upstream;
 
-use client::{Misbehaviour, Tally};
+use accounting::{Account, Affected, FaultWindow};
+use client::Misbehaviour;
 use replica::{LEASE, Replica, Setup};
 use upstream::{Kind, Upstream};
 
@@ -68,14 +76,19 @@ Options:
                      no history or linger in the proxy; live: cannot resume,
                      the proxy keeps a history and lingers (default resumes)
   --faults F,F..     at even times during the run, each once:
-                     replica (one replica killed with SIGKILL, then restarted),
+                     replica (the replica holding the most streams killed
+                     with SIGKILL, then restarted),
                      redis (redis-server killed, then restarted empty),
                      upstream (the upstream restarted, resuming afterwards),
                      renumber (the upstream restarted, numbering from 1);
                      all: those that apply to the upstream kind
   --bad-clients PCT  as many bad clients as PCT% of the streams, in turns:
                      garbage and 8 KiB cursors, slowloris headers, never read
-  --check            exit 1 on a doubled event, an unexplained loss, or a panic
+  --check            exit 1 on a doubled event, a panic, or an event lost or
+                     signalled that no fault explains: only the streams a
+                     fault affects (all, or those a killed replica held)
+                     may miss events, and only those due from 0.5 s before
+                     it to twice the lease and 0.5 s after it ended
 
 N streams need about 3N + 100 open files: raise the limit first, e.g.
 `ulimit -n 16384`.";
@@ -97,6 +110,30 @@ impl Fault {
             Fault::Renumber => "renumber",
         }
     }
+
+    /// Whether this fault can cost events to a stream of an upstream of
+    /// `kind`. An upstream that resumes loses nothing to a replica
+    /// killed, Redis emptied or itself restarted: it is asked again from
+    /// the client's cursor. Only renumbering loses what the old epoch
+    /// numbered and had not sent. An upstream that cannot resume loses
+    /// what it sent while nobody read it: while a follower had not yet
+    /// noticed its holder died, while Redis was away or forgot the
+    /// histories, while the proxy had not yet asked it again after a
+    /// restart.
+    fn can_lose(self, kind: Kind) -> bool {
+        kind == Kind::Live || self == Fault::Renumber
+    }
+}
+
+/// A fault's window opens this long before the fault, for events that
+/// were in flight when it came.
+const WINDOW_BEFORE: Duration = Duration::from_millis(500);
+
+/// A fault's window closes this long after what it broke came back: a
+/// follower notices a dead holder within twice the lease, and then asks
+/// the upstream again.
+fn window_after() -> Duration {
+    LEASE * 2 + Duration::from_millis(500)
 }
 
 struct Options {
@@ -195,6 +232,8 @@ fn parse_args(args: &[String]) -> Result<Option<Options>, String> {
 
 /// Runs the soak; returns whether `--check` passed.
 async fn soak(options: Options) -> Result<bool, String> {
+    // Every time the accounting compares is in seconds since this.
+    let origin = Instant::now();
     let needed = 3 * options.streams as u64 + 100;
     if open_files_limit().is_some_and(|limit| limit < needed) {
         return Err(format!(
@@ -217,6 +256,7 @@ async fn soak(options: Options) -> Result<bool, String> {
     for i in 0..2 {
         replicas.push(Replica::spawn(
             &setup,
+            &i.to_string(),
             0,
             logs.join(format!("replica{i}.log")),
         )?);
@@ -236,8 +276,11 @@ async fn soak(options: Options) -> Result<bool, String> {
     let (churn_tx, churn) = watch::channel(true);
     let (stop_tx, stop) = watch::channel(false);
     let mut clients = Vec::new();
+    // Where each stream would start if the upstream sent it nothing.
+    let mut starts = Vec::new();
     for i in 0..options.streams {
         let session = format!("soak-{i}");
+        starts.push(upstream.start_now());
         let client = client::good_client(
             session,
             Arc::clone(&addrs),
@@ -279,6 +322,7 @@ async fn soak(options: Options) -> Result<bool, String> {
         .map(|k| run.mul_f64(k as f64 / (options.faults.len() + 1) as f64))
         .collect();
     let mut next_fault = 0;
+    let mut windows = Vec::new();
     let mut next_sample = Duration::ZERO;
     while started.elapsed() < run {
         let now = started.elapsed();
@@ -289,8 +333,18 @@ async fn soak(options: Options) -> Result<bool, String> {
         }
         if next_fault < options.faults.len() && now >= fault_times[next_fault] {
             let fault = options.faults[next_fault];
-            println!("{:>5.0} s  fault: {}", now.as_secs_f64(), fault.name());
-            inject(fault, &mut replicas, &mut redis, &upstream, &setup).await?;
+            let at = origin.elapsed();
+            println!("{:>5.1} s  fault: {}", at.as_secs_f64(), fault.name());
+            let affected = inject(fault, &mut replicas, &mut redis, &upstream, &setup).await?;
+            if fault.can_lose(options.kind) {
+                let window = FaultWindow {
+                    fault: fault.name(),
+                    from: at.saturating_sub(WINDOW_BEFORE).as_secs_f64(),
+                    to: (origin.elapsed() + window_after()).as_secs_f64(),
+                    streams: affected,
+                };
+                windows.push(window);
+            }
             next_fault += 1;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -302,27 +356,26 @@ async fn soak(options: Options) -> Result<bool, String> {
     let catch_up = Duration::from_secs(5) + LEASE * 3;
     tokio::time::sleep(catch_up).await;
     let _ = stop_tx.send(true);
-    let (epoch, last) = upstream.last_event();
-    let mut total = Tally::default();
-    for client in clients {
-        let mut tally = client.await.map_err(|e| e.to_string())?;
-        // What the upstream numbered that the client never got.
-        if tally.last.0 == epoch && tally.last.1 < last {
-            if std::env::var_os("SOAK_DEBUG").is_some() {
-                eprintln!(
-                    "tail: {} missing after {:?}",
-                    last - tally.last.1,
-                    tally.last
-                );
-            }
-            tally.missed(last - tally.last.1);
-        }
-        total.delivered += tally.delivered;
-        total.lost += tally.lost;
-        total.doubled += tally.doubled;
-        total.signalled += tally.signalled;
-        total.reconnects += tally.reconnects;
-        total.first_byte_us.extend(tally.first_byte_us);
+    let timeline = upstream.timeline(origin);
+    let mut total = Account::default();
+    let mut reconnects = 0;
+    let mut first_byte_us = Vec::new();
+    for (i, client) in clients.into_iter().enumerate() {
+        let tally = client.await.map_err(|e| e.to_string())?;
+        // What the upstream sent first on this stream; if nothing, where
+        // it would have started when the client did.
+        let first = upstream
+            .first_sent(&format!("soak-{i}"))
+            .unwrap_or(starts[i]);
+        total.add(accounting::account(
+            i,
+            first,
+            &tally.received,
+            &timeline,
+            &windows,
+        ));
+        reconnects += tally.reconnects;
+        first_byte_us.extend(tally.first_byte_us);
     }
     let mut bad_requests = 0;
     for client in bad_clients {
@@ -335,6 +388,9 @@ async fn soak(options: Options) -> Result<bool, String> {
     });
     let report = Report {
         total,
+        reconnects,
+        first_byte_us,
+        windows,
         seconds: started.elapsed().as_secs_f64(),
         cpu,
         samples,
@@ -345,37 +401,66 @@ async fn soak(options: Options) -> Result<bool, String> {
     for (i, stats) in stats.iter().enumerate() {
         println!("replica {i}: {stats}");
     }
-    Ok(!options.check || report.check(&options))
+    Ok(!options.check || report.check())
 }
 
-/// Injects `fault`, and waits for what it broke to come back.
+/// Injects `fault`, and waits for what it broke to come back; returns
+/// the streams it can cost events: those the killed replica held, or all.
 async fn inject(
     fault: Fault,
     replicas: &mut [Replica],
     redis: &mut tower_sse_resume_support::RedisServer,
     upstream: &Upstream,
     setup: &Setup,
-) -> Result<(), String> {
+) -> Result<Affected, String> {
     match fault {
         Fault::Replica => {
-            let (addr, log) = (replicas[1].addr, replicas[1].log.clone());
-            replicas[1].kill();
+            // The replica that holds the most streams: the one whose death
+            // costs the most.
+            let held: Vec<BTreeSet<usize>> = (replicas.iter())
+                .map(|replica| {
+                    (upstream.held_by(&replica.name).iter())
+                        .filter_map(|stream| stream.strip_prefix("soak-")?.parse().ok())
+                        .collect()
+                })
+                .collect();
+            let k = (0..replicas.len())
+                .max_by_key(|&k| held[k].len())
+                .unwrap_or(0);
+            let replica = &mut replicas[k];
+            let (name, addr, log) = (replica.name.clone(), replica.addr, replica.log.clone());
+            replica.kill();
+            let counts: Vec<usize> = held.iter().map(BTreeSet::len).collect();
+            println!("         killed replica {name}; the replicas held {counts:?} streams");
             tokio::time::sleep(Duration::from_secs(2)).await;
-            replicas[1] = Replica::spawn(setup, addr.port(), log)?;
+            replicas[k] = Replica::spawn(setup, &name, addr.port(), log)?;
+            Ok(Affected::Only(held[k].clone()))
         }
         Fault::Redis => {
+            // Restarted empty: it forgets every stream.
             redis.kill();
             tokio::time::sleep(Duration::from_secs(2)).await;
             redis.restart();
+            Ok(Affected::All)
         }
-        Fault::Upstream => upstream.restart(false),
-        Fault::Renumber => upstream.restart(true),
+        Fault::Upstream => {
+            upstream.restart(false);
+            Ok(Affected::All)
+        }
+        Fault::Renumber => {
+            upstream.restart(true);
+            Ok(Affected::All)
+        }
     }
-    Ok(())
 }
 
 struct Report {
-    total: Tally,
+    total: Account,
+    reconnects: u64,
+    /// From each reconnect's request to the first byte of its body.
+    first_byte_us: Vec<u32>,
+    /// The faults that can cost events, and when.
+    windows: Vec<FaultWindow>,
     seconds: f64,
     /// The replicas' CPU time, in seconds.
     cpu: f64,
@@ -390,9 +475,54 @@ impl Report {
         let t = &self.total;
         println!(
             "events: {} delivered, {} lost, {} doubled, {} signalled; {} reconnects",
-            t.delivered, t.lost, t.doubled, t.signalled, t.reconnects
+            t.delivered,
+            t.lost(),
+            t.doubled,
+            t.signalled(),
+            self.reconnects
         );
-        let mut first_byte = t.first_byte_us.clone();
+        for window in &self.windows {
+            let streams = match &window.streams {
+                Affected::All => "every stream".to_owned(),
+                Affected::Only(streams) => format!("{} streams", streams.len()),
+            };
+            println!(
+                "fault window: {} from {:.1} s to {:.1} s, {streams}",
+                window.fault, window.from, window.to
+            );
+        }
+        println!(
+            "in fault windows: {} lost, {} signalled",
+            t.lost_in_windows, t.signalled_in_windows
+        );
+        println!(
+            "outside fault windows: {} lost, {} signalled",
+            t.lost_outside, t.signalled_outside
+        );
+        if t.empty_gaps > 0 || t.silent_streams > 0 {
+            println!(
+                "gap signals with nothing missing: {}; streams that got no event: {}",
+                t.empty_gaps, t.silent_streams
+            );
+        }
+        if !t.unexplained.is_empty() {
+            // When the unexplained events were due, 5 s at a time.
+            let mut buckets = std::collections::BTreeMap::<u64, u64>::new();
+            for hole in &t.unexplained {
+                *buckets.entry(hole.due as u64 / 5 * 5).or_default() += hole.to - hole.from + 1;
+            }
+            let buckets: Vec<String> = (buckets.iter())
+                .map(|(from, n)| format!("{from}-{} s: {n}", from + 5))
+                .collect();
+            println!("unexplained, by when due: {}", buckets.join(", "));
+            for hole in t.unexplained.iter().take(10) {
+                println!("unexplained: {hole}");
+            }
+            if t.unexplained.len() > 10 {
+                println!("unexplained: and {} more holes", t.unexplained.len() - 10);
+            }
+        }
+        let mut first_byte = self.first_byte_us.clone();
         first_byte.sort_unstable();
         let at = |q: f64| {
             let i =
@@ -440,32 +570,12 @@ impl Report {
     }
 
     /// Whether the run shows what must hold: nothing doubled, no panic,
-    /// and no loss the faults cannot explain. A replica killed while it
-    /// holds streams of an upstream that cannot resume loses what that
-    /// upstream sent until a follower asks it again: up to twice the lease
-    /// per stream of the killed replica (RedisStore's docs); Redis
-    /// restarted empty loses the histories, which the gap signal says.
-    fn check(&self, options: &Options) -> bool {
+    /// and no event missing, lost or signalled, that a fault cannot
+    /// explain (see `accounting`, and `Fault::can_lose` for which faults
+    /// explain what, and for which streams).
+    fn check(&self) -> bool {
         let t = &self.total;
-        let mut ok = t.doubled == 0 && !self.panicked && t.delivered > 0;
-        let explained = if options.kind == Kind::Live
-            && options
-                .faults
-                .iter()
-                .any(|f| matches!(f, Fault::Replica | Fault::Redis))
-        {
-            let per_stream = (LEASE * 2).as_secs_f64() * f64::from(options.rate) + 1.0;
-            (per_stream * options.streams as f64) as u64
-        } else {
-            0
-        };
-        if t.lost > explained {
-            println!(
-                "check: {} events lost, {explained} explained by the faults",
-                t.lost
-            );
-            ok = false;
-        }
+        let ok = t.holds() && !self.panicked && t.delivered > 0;
         if t.doubled > 0 {
             println!("check: {} events doubled", t.doubled);
         }

@@ -8,6 +8,8 @@ use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, ExitCode, Stdio};
 use std::time::Duration;
 
+use http::{HeaderValue, Request, Response};
+use hyper::body::Incoming;
 use tokio::net::TcpListener;
 use tower::ServiceBuilder;
 use tower_sse_resume::{HistoryLimits, RedisStore, SseResumeLayer};
@@ -16,6 +18,11 @@ use crate::{process, reverse_proxy};
 
 /// How long a replica's hold on a stream lasts unrenewed in Redis.
 pub(crate) const LEASE: Duration = Duration::from_secs(1);
+
+/// The header that names a replica: on its responses, so that a client
+/// knows which replica served it, and on its requests to the upstream, so
+/// that the upstream knows which replica holds each stream.
+pub(crate) const NAME_HEADER: &str = "x-soak-replica";
 
 /// How the replicas are set up.
 #[derive(Clone, Debug)]
@@ -28,6 +35,8 @@ pub(crate) struct Setup {
 
 /// A replica's child process, killed when dropped.
 pub(crate) struct Replica {
+    /// What it says in `x-soak-replica`.
+    pub(crate) name: String,
     pub(crate) addr: SocketAddr,
     child: Child,
     stdin: ChildStdin,
@@ -37,8 +46,14 @@ pub(crate) struct Replica {
 }
 
 impl Replica {
-    /// Starts a replica on `port` (0 for any), logging to `log`.
-    pub(crate) fn spawn(setup: &Setup, port: u16, log: PathBuf) -> Result<Self, String> {
+    /// Starts a replica named `name` on `port` (0 for any), logging to
+    /// `log`.
+    pub(crate) fn spawn(
+        setup: &Setup,
+        name: &str,
+        port: u16,
+        log: PathBuf,
+    ) -> Result<Self, String> {
         let exe = std::env::current_exe().map_err(|e| format!("own path: {e}"))?;
         let stderr = std::fs::OpenOptions::new()
             .create(true)
@@ -51,6 +66,7 @@ impl Replica {
             .arg(&setup.redis)
             .arg(if setup.linger { "linger" } else { "plain" })
             .arg(port.to_string())
+            .arg(name)
             // It exits when this pipe closes, even if the soak dies.
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -71,6 +87,7 @@ impl Replica {
             return Err(format!("the replica said {line:?}"));
         };
         Ok(Self {
+            name: name.to_owned(),
             addr,
             child,
             stdin,
@@ -110,14 +127,18 @@ impl Drop for Replica {
     }
 }
 
-/// `soak replica UPSTREAM REDIS linger|plain PORT`: one replica.
+/// `soak replica UPSTREAM REDIS linger|plain PORT NAME`: one replica.
 pub(crate) async fn main(args: &[String]) -> ExitCode {
-    let [upstream, redis, mode, port] = args else {
-        eprintln!("usage: soak replica HOST:PORT REDIS_URL linger|plain PORT");
+    let [upstream, redis, mode, port, name] = args else {
+        eprintln!("usage: soak replica HOST:PORT REDIS_URL linger|plain PORT NAME");
         return ExitCode::from(2);
     };
-    let (Ok(upstream), Ok(port)) = (upstream.parse::<SocketAddr>(), port.parse::<u16>()) else {
-        eprintln!("soak replica: bad address or port");
+    let (Ok(upstream), Ok(port), Ok(name)) = (
+        upstream.parse::<SocketAddr>(),
+        port.parse::<u16>(),
+        HeaderValue::from_str(name),
+    ) else {
+        eprintln!("soak replica: bad address, port or name");
         return ExitCode::from(2);
     };
     if std::env::var_os("SOAK_DEBUG").is_some() {
@@ -145,8 +166,17 @@ pub(crate) async fn main(args: &[String]) -> ExitCode {
     };
     let addr = listener.local_addr().expect("an address");
     let forwarder = reverse_proxy::forwarder(format!("http://{upstream}").parse().expect("a URI"));
+    let named = name.clone();
     let service = ServiceBuilder::new()
+        .map_response(move |mut response: Response<_>| {
+            response.headers_mut().insert(NAME_HEADER, named.clone());
+            response
+        })
         .layer(layer.clone())
+        .map_request(move |mut request: Request<Incoming>| {
+            request.headers_mut().insert(NAME_HEADER, name.clone());
+            request
+        })
         .service(forwarder);
     tokio::spawn(reverse_proxy::serve(listener, service));
     println!("listening {addr}");
