@@ -8,12 +8,18 @@
 // Each test crate includes this module and uses a different part of it.
 #![allow(dead_code)]
 
+use std::convert::Infallible;
 use std::future::Future;
-use std::pin::Pin;
+use std::pin::{Pin, pin};
+use std::sync::{Arc, Mutex};
 
-use http::Request;
-use http_body_util::BodyExt;
-use tower::{Layer, ServiceExt};
+use bytes::Bytes;
+use futures_util::{StreamExt, stream};
+use http::{Request, Response};
+use http_body::Frame;
+use http_body_util::{BodyExt, StreamBody};
+use tokio::sync::oneshot;
+use tower::{Layer, ServiceExt, service_fn};
 use tower_sse_resume::{SseResumeLayer, TrackerStore};
 
 use crate::support::*;
@@ -213,23 +219,101 @@ async fn open_both<T: TrackerStore>(
     texts
 }
 
-/// Two tabs of one session: two `GET /feed` responses at once, each
-/// getting 1..10 from its own upstream request. Each tab gets all ten.
+/// Reads `body` until it has given `want`, which must be all it gives
+/// then: then polls it once more, while its upstream is quiet, so that
+/// what it forwarded is handed to the store.
+async fn read_exactly<B>(mut body: Pin<&mut B>, want: &str, what: &str)
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: std::fmt::Debug,
+{
+    let mut text = String::new();
+    while text.len() < want.len() {
+        let frame = tokio::time::timeout(STEP, body.frame()).await;
+        let frame = frame.expect("body stalled").expect("more events").unwrap();
+        if let Some(data) = frame.data_ref() {
+            text.push_str(std::str::from_utf8(data).unwrap());
+        }
+    }
+    assert_eq!(text, want, "{what}");
+    let more = poll_once(pin!(body.frame()));
+    assert!(more.is_pending(), "{what}: more than {want:?}");
+}
+
+/// Reads `body` to its end.
+async fn read_rest<B>(body: Pin<&mut B>) -> String
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: std::fmt::Debug,
+{
+    let bytes = tokio::time::timeout(STEP, body.collect())
+        .await
+        .expect("body stalled")
+        .unwrap()
+        .to_bytes();
+    String::from_utf8(bytes.to_vec()).unwrap()
+}
+
+/// Two tabs of one session. Tab A (replica 0) gets 1..5 and its upstream
+/// stays open; tab B (replica 1) opens after that, without a cursor, so
+/// it is taken to have what its stream forwarded: 5 is injected upstream,
+/// whose replay of 4 and 5 is dropped, and B gets exactly 6..10. Then,
+/// with B read before or after it, A's upstream sends 6..10: A gets them
+/// too, although B forwarded them on the stream (read `[1, 0]`).
 pub(crate) async fn two_tabs<T: TrackerStore>(replicas: &Replicas<T>) {
     for order in [[0, 1], [1, 0]] {
         let session = format!("tabs-{}{}", order[0], order[1]);
-        let texts = open_both(
-            [replicas.layer(0), replicas.layer(1)],
-            [Reply::sse([events(1..=10)]), Reply::sse([events(1..=10)])],
-            [
-                get("/feed", &session).body(()).unwrap(),
-                get("/feed", &session).body(()).unwrap(),
-            ],
-            order,
-        )
-        .await;
-        assert_eq!(texts[0], events(1..=10), "the first tab, read {order:?}");
-        assert_eq!(texts[1], events(1..=10), "the second tab, read {order:?}");
+        // A's upstream sends 1..5, then 6..10 when released.
+        let (release_a, released) = oneshot::channel::<()>();
+        let released = Arc::new(Mutex::new(Some(released)));
+        let upstream_a = service_fn(move |_: Request<()>| {
+            let released = released.lock().unwrap().take().expect("one request");
+            async move {
+                let first = stream::once(async {
+                    Ok::<_, Infallible>(Frame::data(Bytes::from(events(1..=5))))
+                });
+                let then = stream::once(async move {
+                    released.await.expect("released");
+                    Ok(Frame::data(Bytes::from(events(6..=10))))
+                });
+                let response = Response::builder()
+                    .header("content-type", "text/event-stream")
+                    .body(StreamBody::new(first.chain(then)))
+                    .unwrap();
+                Ok::<_, Infallible>(response)
+            }
+        });
+        let a = replicas.layer(0).layer(upstream_a);
+        let a = a.oneshot(get("/feed", &session).body(()).unwrap());
+        let a = a.await.unwrap().into_body();
+        let mut a = pin!(a);
+        read_exactly(a.as_mut(), &events(1..=5), "tab A, before B opens").await;
+        (replicas.settle)().await;
+
+        let upstream_b = Upstream::new([Reply::sse([events(4..=10)])]);
+        let b = replicas.layer(1).layer(upstream_b.clone());
+        let b = b.oneshot(get("/feed", &session).body(()).unwrap());
+        let b = b.await.unwrap().into_body();
+        let mut b = pin!(b);
+        let seen = upstream_b.seen();
+        assert_eq!(seen[0].last_event_id(), Some("5"), "B's upstream resumes");
+
+        let (rest_a, got_b) = if order == [0, 1] {
+            release_a.send(()).unwrap();
+            let rest_a = read_rest(a.as_mut()).await;
+            (rest_a, read_rest(b.as_mut()).await)
+        } else {
+            let got_b = read_rest(b.as_mut()).await;
+            release_a.send(()).unwrap();
+            (read_rest(a.as_mut()).await, got_b)
+        };
+        let got_a = events(1..=5) + &rest_a;
+        assert_eq!(got_a, events(1..=10), "tab A, read {order:?}");
+        assert_eq!(
+            got_b,
+            events(6..=10),
+            "tab B, opened after 1..5, read {order:?}"
+        );
     }
 }
 
