@@ -196,20 +196,50 @@ async fn chromium_resumes_from_the_priming_event_before_any_other() {
     );
     let (epoch, count) = cursor.split_once('-').expect("a stamped id");
     assert!(epoch.parse::<u64>().is_ok() && count == "1", "{cursor}");
-    assert!(!run.ids.is_empty(), "the stream went on");
+
+    // Each connection of the page is one request upstream. The first got
+    // nothing but its priming event; each later one got the events its
+    // upstream request sent, from the first, with no gap and no
+    // duplicate. (This upstream cannot resume: were the relay to cut the
+    // second connection too, what happened before the third would be
+    // lost, as without linger it is.)
+    assert_eq!(run.connections.len(), run.starts.len(), "{run:?}");
+    assert_eq!(run.starts[0], None, "the first connection is quiet");
+    assert_eq!(run.connections[0], Vec::<u64>::new(), "{run:?}");
+    assert!(run.connections.len() >= 2, "{run:?}");
+    for (n, (got, start)) in run.connections.iter().zip(&run.starts).enumerate().skip(1) {
+        let start = start.expect("a live connection");
+        let sent: Vec<u64> = (start..).take(got.len()).collect();
+        assert_eq!(
+            got, &sent,
+            "connection {n}: from its first event, once, in order"
+        );
+    }
+    assert!(!run.ids.is_empty(), "the stream went on: {run:?}");
+    assert!(
+        run.ids.windows(2).all(|pair| pair[0] < pair[1]),
+        "no event twice: {:?}",
+        run.ids
+    );
     let stats = layer.stats().snapshot();
     assert_eq!((stats.gaps, stats.unknown_cursors), (0, 0), "{stats:?}");
 }
 
 /// What one page saw.
+#[derive(Debug)]
 struct Run {
     script: Script,
     /// The id of every event, in order.
     ids: Vec<u64>,
+    /// The id of every event, by the connection of the page it came on.
+    connections: Vec<Vec<u64>>,
     /// The last id the page had when each connection opened.
     cursors: Vec<Option<u64>>,
     /// The `Last-Event-ID` of each request, as the upstream saw it.
     asked: Vec<Option<u64>>,
+    /// The id each request's events started from, as the upstream sent
+    /// them.
+    starts: Vec<Option<u64>>,
     /// Each event's id and milliseconds from the upstream to the page.
     delays: Vec<(u64, u64)>,
     /// The cursor each gap event carried, in order.
@@ -270,8 +300,10 @@ async fn run_with(
     let mut run = Run {
         script,
         ids: Vec::new(),
+        connections: Vec::new(),
         cursors: Vec::new(),
         asked: Vec::new(),
+        starts: Vec::new(),
         delays: Vec::new(),
         gaps: Vec::new(),
         cuts: relay.as_ref().map_or(0, CuttingRelay::cuts),
@@ -280,7 +312,10 @@ async fn run_with(
     };
     for entry in &log {
         match entry["kind"].as_str() {
-            Some("open") => run.cursors.push(run.ids.last().copied()),
+            Some("open") => {
+                run.cursors.push(run.ids.last().copied());
+                run.connections.push(Vec::new());
+            }
             Some("gap") => run
                 .gaps
                 .push(entry["data"].as_str().unwrap().parse().unwrap()),
@@ -295,6 +330,9 @@ async fn run_with(
                 assert_eq!(data_id, id, "the data belongs to its id");
                 let arrived = entry["t"].as_u64().unwrap();
                 run.ids.push(id);
+                (run.connections.last_mut())
+                    .expect("an event after an open")
+                    .push(id);
                 run.delays.push((id, arrived.saturating_sub(sent)));
             }
             _ => {}
@@ -309,6 +347,7 @@ async fn run_with(
         .iter()
         .map(|seen| seen.last_event_id.as_deref().and_then(|id| id.parse().ok()))
         .collect();
+    run.starts = seen.iter().map(|seen| seen.first).collect();
     Some(run)
 }
 

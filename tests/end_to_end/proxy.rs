@@ -105,6 +105,9 @@ pub(crate) struct Seen {
     pub(crate) path_and_query: String,
     pub(crate) last_event_id: Option<String>,
     pub(crate) version: http::Version,
+    /// The id the connection's events start from; `None` for one that
+    /// sends none.
+    pub(crate) first: Option<u64>,
 }
 
 /// The scripted upstream on a free loopback port, stopped when dropped.
@@ -219,22 +222,31 @@ fn events(shared: &Arc<Shared>, request: &Request<Incoming>) -> Response<Body> {
     let asked = last_event_id
         .as_deref()
         .and_then(|id| id.parse::<u64>().ok());
-    shared.seen.lock().unwrap().push(Seen {
+    let script = &shared.script;
+    let mut seen = shared.seen.lock().unwrap();
+    let connection = shared.connections.fetch_add(1, Ordering::Relaxed);
+    let quiet = script.live && script.quiet_first && connection == 0;
+    let first = if script.live {
+        // The next event to happen.
+        let started = shared.started.elapsed();
+        (started.as_nanos() / script.interval.as_nanos()) as u64 + 1
+    } else {
+        asked.map_or(1, |id| id.saturating_sub(script.replay).max(1))
+    };
+    seen.push(Seen {
         path_and_query: request
             .uri()
             .path_and_query()
             .map_or_else(String::new, ToString::to_string),
         last_event_id,
         version: request.version(),
+        first: (!quiet).then_some(first),
     });
-    let script = &shared.script;
+    drop(seen);
     if script.live {
-        let connection = shared.connections.fetch_add(1, Ordering::Relaxed);
-        return live_events(shared, script.quiet_first && connection == 0);
+        return live_events(shared, first, quiet);
     }
-    let connection = shared.connections.fetch_add(1, Ordering::Relaxed);
     let cut = script.cuts.get(connection).copied();
-    let first = asked.map_or(1, |id| id.saturating_sub(script.replay).max(1));
     let (total, interval) = (script.total, script.interval);
     let shared = Arc::clone(shared);
 
@@ -282,10 +294,10 @@ fn events(shared: &Arc<Shared>, request: &Request<Incoming>) -> Response<Body> {
     response
 }
 
-/// The events that happen while the connection lasts, from the next one.
-fn live_events(shared: &Arc<Shared>, quiet: bool) -> Response<Body> {
+/// The events that happen while the connection lasts, from `first`, the
+/// next one.
+fn live_events(shared: &Arc<Shared>, first: u64, quiet: bool) -> Response<Body> {
     let (started, interval) = (shared.started, shared.script.interval);
-    let first = (started.elapsed().as_nanos() / interval.as_nanos()) as u64 + 1;
     let retry = stream::once(async { Ok(Frame::data(Bytes::from_static(b"retry: 100\n\n"))) });
     let shared = Arc::clone(shared);
     let events = stream::unfold(first, move |id| {
