@@ -203,10 +203,42 @@ pub(crate) async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
     }
 }
 
+/// With the client of a lingering layer gone, and `upstream` released up
+/// to `from`: makes its events happen one at a time until the layer holds
+/// the stream (a server notices a client gone only when it writes to it),
+/// then up to `to`, and waits until the layer has read them all. Returns
+/// how many of them the layer read while it held the stream.
+async fn away_while(
+    stats: &tower_sse_resume::Stats,
+    upstream: &LiveUpstream,
+    from: u32,
+    to: u32,
+) -> u64 {
+    let read = || {
+        let stats = stats.snapshot();
+        stats.events_forwarded + stats.events_held
+    };
+    let mut released = from;
+    while stats.snapshot().held == 0 {
+        assert!(released < to, "no hold after events {from}..{released}");
+        released += 1;
+        upstream.release(released);
+        eventually("the layer to read the event", || {
+            read() == u64::from(released)
+        })
+        .await;
+    }
+    let held_before = stats.snapshot().events_held;
+    upstream.release(to);
+    eventually("the layer to read every event", || read() == u64::from(to)).await;
+    stats.snapshot().events_held - held_before
+}
+
 #[tokio::test]
 async fn a_client_away_for_a_while_loses_nothing_and_the_upstream_sees_one_request() {
     for transport in TRANSPORTS {
-        let upstream = LiveUpstream::new(60);
+        // The test says when each event happens, however slow the machine.
+        let upstream = LiveUpstream::released(60);
         let layer = lingering(Duration::from_secs(5));
         let service = layer.layer(upstream.clone());
         let server = Server::start(service.clone()).await.over(transport);
@@ -227,14 +259,15 @@ async fn a_client_away_for_a_while_loses_nothing_and_the_upstream_sees_one_reque
             }
         };
         let first = open(get("/feed", "s1").body(()).unwrap()).await;
+        upstream.release(20);
         let got = read_events(first.into_body(), 20).await;
-        let cursor = last_id(&got);
-        let first_id = cursor + 1 - got.matches("\n\n").count() as u32;
-        assert_eq!(got, events(first_id..=cursor), "{transport:?}");
+        assert_eq!(got, events(1..=20), "{transport:?}");
+        let cursor = 20;
 
-        // Away for 300 ms: about 30 events.
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        eventually("the hold", || layer.stats().snapshot().held == 1).await;
+        // Away while events 21..50 happen, most of them once the layer
+        // holds the stream.
+        let held = away_while(&layer.stats(), &upstream, 20, 50).await;
+        assert_eq!(layer.stats().snapshot().held, 1);
         let resumed = open(
             get("/feed", "s1")
                 .header("last-event-id", cursor.to_string())
@@ -247,6 +280,7 @@ async fn a_client_away_for_a_while_loses_nothing_and_the_upstream_sees_one_reque
             "live",
             "the upstream's headers"
         );
+        upstream.release(60);
         let (got, ended) = read_until(resumed.into_body(), 60).await;
         assert!(ended || got.ends_with(&events([60])));
         assert_eq!(
@@ -261,13 +295,14 @@ async fn a_client_away_for_a_while_loses_nothing_and_the_upstream_sees_one_reque
         );
         let stats = layer.stats().snapshot();
         assert_eq!(stats.takeovers, 1, "{transport:?}: {stats:?}");
-        assert!(stats.events_held >= 20, "{transport:?}: {stats:?}");
+        assert!(held >= 20, "{transport:?}: {held} events held");
+        assert!(stats.events_held >= held, "{transport:?}: {stats:?}");
     }
 }
 
 #[tokio::test]
 async fn without_linger_the_same_client_loses_what_came_while_it_was_away() {
-    let upstream = LiveUpstream::new(60);
+    let upstream = LiveUpstream::released(60);
     let layer = SseResumeLayer::new().history(HistoryLimits::new());
     let service = layer.layer(upstream.clone());
     let first = service
@@ -275,15 +310,20 @@ async fn without_linger_the_same_client_loses_what_came_while_it_was_away() {
         .oneshot(get("/feed", "s1").body(()).unwrap())
         .await
         .unwrap();
-    let cursor = last_id(&read_events(first.into_body(), 20).await);
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let request = get("/feed", "s1").header("last-event-id", cursor.to_string());
+    upstream.release(20);
+    let got = read_events(first.into_body(), 20).await;
+    assert_eq!(got, events(1..=20));
+    // Away while events 21..30 happen: nobody reads them.
+    upstream.release(30);
+    eventually("the first upstream request to be let go", || {
+        upstream.closed() == 1
+    })
+    .await;
+    let request = get("/feed", "s1").header("last-event-id", "20");
     let resumed = service.oneshot(request.body(()).unwrap()).await.unwrap();
+    upstream.release(60);
     let (got, _) = read_until(resumed.into_body(), 60).await;
-    assert!(
-        last_id(&got) == 60 && !got.contains(&events([cursor + 1])),
-        "{got}"
-    );
+    assert_eq!(got, events(31..=60), "21..30 are lost, the rest comes once");
     assert_eq!(upstream.requests(), 2);
     assert_eq!(
         upstream.closed(),
@@ -462,7 +502,7 @@ async fn with_redis_the_holder_records_into_redis_for_every_replica() {
             .history(HistoryLimits::new())
     };
     let (a, b) = (connect().await, connect().await);
-    let upstream = LiveUpstream::new(60);
+    let upstream = LiveUpstream::released(60);
     let layer_a = SseResumeLayer::new()
         .store(a.clone())
         .linger(Duration::from_secs(5));
@@ -471,8 +511,13 @@ async fn with_redis_the_holder_records_into_redis_for_every_replica() {
         .clone()
         .oneshot(get("/feed", "s1").body(()).unwrap())
         .await;
-    let cursor = last_id(&read_events(first.unwrap().into_body(), 10).await);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    upstream.release(10);
+    let got = read_events(first.unwrap().into_body(), 10).await;
+    assert_eq!(got, events(1..=10));
+    let cursor = 10;
+    // Away while events 11..40 happen, which A holds.
+    let held = away_while(&layer_a.stats(), &upstream, 10, 40).await;
+    assert!(held >= 20, "{held} events held");
     flushed(&a).await;
 
     // Replica B resumes the same client from Redis: what A recorded while
@@ -484,13 +529,11 @@ async fn with_redis_the_holder_records_into_redis_for_every_replica() {
     let quiet = Upstream::new([Reply::sse([""])]);
     let layer_b = SseResumeLayer::new().store(b);
     let on_b = exchange(Transport::Oneshot, &layer_b, &quiet, vec![resume()]).await;
-    let replayed = on_b[0].text();
-    let newest = last_id(replayed);
-    assert!(newest >= cursor + 20, "{replayed}");
-    assert_eq!(replayed, events(cursor + 1..=newest), "recorded while held");
+    assert_eq!(on_b[0].text(), events(11..=40), "recorded while held");
 
     // The client back on A takes the stream over: every event once.
     let resumed = service_a.oneshot(resume()).await.unwrap();
+    upstream.release(60);
     let (got, _) = read_until(resumed.into_body(), 60).await;
     assert_eq!(got, events(cursor + 1..=60));
     assert_eq!(upstream.requests(), 1);
