@@ -595,17 +595,49 @@ async fn a_cursor_still_on_its_way_from_the_holder_is_waited_for() {
         lease,
     } = HeldOnA::start(&server).await;
     flushed(&a.store).await;
-    // A forwarded event 7 and B hears of it before A's write lands.
-    let (writer, writer_key) = (a.store.clone(), key.clone());
-    let late = tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(60)).await;
-        record_one(&writer, &writer_key, fence, "7", b"id: 7\ndata: seven\n\n");
-        flushed(&writer).await;
-    });
-    let Ok(Snapshot::Stored(resumed)) = b.store.open(&key, Some("7")).await else {
+    // B waits for a cursor on its way for half its open timeout: here
+    // 10 s, which no machine needs.
+    let b_store = b.store.clone().timeout(Duration::from_secs(20));
+    // Every command goes to the slow log, where the test sees B ask.
+    let client = redis::Client::open(server.url()).unwrap();
+    let mut redis = client.get_multiplexed_async_connection().await.unwrap();
+    let () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("slowlog-log-slower-than")
+        .arg(0)
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    // A forwarded event 7, and B asks for it before A's write lands.
+    let open = b_store.open(&key, Some("7"));
+    let late = async {
+        loop {
+            // Each entry: id, time, duration, arguments, client, name.
+            type Entry = (i64, i64, i64, Vec<String>, String, String);
+            let entries: Vec<Entry> = redis::cmd("SLOWLOG")
+                .arg("GET")
+                .arg(-1)
+                .query_async(&mut redis)
+                .await
+                .unwrap();
+            // The open script's arguments: the stream, the cursor, ...
+            let asked = entries.iter().any(|(_, _, _, arguments, _, _)| {
+                (arguments.windows(2)).any(|pair| pair[0] == "GET /feed" && pair[1] == "7")
+            });
+            if asked {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        record_one(&a.store, &key, fence, "7", b"id: 7\ndata: seven\n\n");
+        flushed(&a.store).await;
+    };
+    let (resumed, ()) = tokio::time::timeout(STEP, async { tokio::join!(open, late) })
+        .await
+        .expect("B never asked for 7, or its open never ended");
+    let Ok(Snapshot::Stored(resumed)) = resumed else {
         panic!("a stored stream");
     };
-    late.await.unwrap();
     assert_eq!(resumed.cursor_known, Some(true), "waited for, not cut");
     assert_eq!(resumed.follow_from, Some(1), "and followed from after it");
     drop(lease);
