@@ -5,6 +5,7 @@
 use std::fmt;
 use std::sync::Arc;
 
+use crate::credentials::Binding;
 use crate::framer::DEFAULT_MAX_BLOCK_LEN;
 use crate::key::{BoxedExtractor, DefaultStreamKey, Header};
 use crate::stats::Stats;
@@ -21,6 +22,43 @@ macro_rules! builder_methods {
             let options = self.config.options_mut();
             options.scope = std::sync::Arc::new($crate::key::BoxedExtractor::new(extractor));
             options.default_scope = false;
+            self
+        }
+
+        /// Reads each request's credentials with `extractor`: a stream
+        /// belongs to the credentials of the request that opened it, and
+        /// the layer answers from it only requests with the same ones. By
+        /// default [`DefaultCredentials`]($crate::key::DefaultCredentials):
+        /// `Authorization`, `Proxy-Authorization` and an `access_token`
+        /// in the URL. Give a [`Cookie`]($crate::key::Cookie), a
+        /// [`Header`]($crate::key::Header), or a closure that reads the
+        /// principal an authentication layer in front put in the
+        /// request's extensions; `|_: &http::request::Parts| None` binds
+        /// streams to their scope alone.
+        ///
+        /// A request with other credentials than a stream's, or none,
+        /// finds nothing of it: no replay, takeover, follow, complete
+        /// stream's rest or injected cursor, and it never ends another
+        /// client's response. It goes to the upstream, which decides. A
+        /// refreshed token is other credentials: its resume goes upstream
+        /// too, and gets the gap signal when the upstream cannot resume.
+        /// Only a keyed fingerprint of the credentials is kept
+        /// ([`credential_key`](Self::credential_key)), never their bytes.
+        pub fn credentials(mut self, extractor: impl $crate::key::KeyExtractor) -> Self {
+            (self.config.options_mut().credentials)
+                .set_extractor(Some($crate::key::BoxedExtractor::new(extractor)));
+            self
+        }
+
+        /// The key of the credentials' fingerprint (HMAC-SHA-256, 128 bits
+        /// kept). By default a random key made once per process, so a
+        /// stream bound to credentials is found on this replica only:
+        /// with a store shared by replicas (`RedisStore`), give each the
+        /// same secret key, at least 32 random bytes, kept as secret as
+        /// the credentials themselves. Until then the layer says so in
+        /// its log, once.
+        pub fn credential_key(mut self, key: impl AsRef<[u8]>) -> Self {
+            (self.config.options_mut().credentials).set_key(key.as_ref());
             self
         }
 
@@ -298,6 +336,7 @@ pub(crate) struct Config<T> {
 #[derive(Debug, Clone)]
 pub(crate) struct Options {
     pub(crate) scope: Arc<BoxedExtractor>,
+    pub(crate) credentials: Binding,
     pub(crate) stream_key: Arc<BoxedExtractor>,
     pub(crate) inject: bool,
     pub(crate) mcp_protocol_gate: bool,
@@ -329,6 +368,7 @@ impl Default for Options {
     fn default() -> Self {
         Self {
             scope: Arc::new(BoxedExtractor::new(Header::mcp_session_id())),
+            credentials: Binding::default(),
             stream_key: Arc::new(BoxedExtractor::new(DefaultStreamKey)),
             inject: true,
             mcp_protocol_gate: true,

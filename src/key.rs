@@ -117,7 +117,9 @@ impl KeyExtractor for Query {
 /// The layer reads its key without the query parameter of a client's
 /// cursor ([`SseResumeLayer::cursor_query`](crate::SseResumeLayer::cursor_query)):
 /// `/events?topic=a&last_event_id=7` is the stream of `/events?topic=a`.
-/// So does every extractor the layer is given.
+/// So does every extractor the layer is given. Nor is a bearer token in
+/// the URL ([`ACCESS_TOKEN_QUERY`]) part of the key: it is a credential,
+/// and a key is kept.
 ///
 /// # Choosing another key
 ///
@@ -131,12 +133,23 @@ pub struct DefaultStreamKey;
 
 impl KeyExtractor for DefaultStreamKey {
     fn extract(&self, parts: &Parts) -> Option<String> {
-        let target = parts
-            .uri
-            .path_and_query()
-            .map_or_else(|| parts.uri.path(), |target| target.as_str());
         if parts.method == http::Method::GET {
-            return Some(format!("GET {target}"));
+            let uri = &parts.uri;
+            return Some(match uri.query() {
+                // A token in the URL is a credential, never part of a key.
+                Some(query) if query.contains(ACCESS_TOKEN_QUERY) => {
+                    let kept = query
+                        .split('&')
+                        .filter(|pair| pair.split('=').next() != Some(ACCESS_TOKEN_QUERY));
+                    let kept: Vec<&str> = kept.collect();
+                    match kept.is_empty() {
+                        true => format!("GET {}", uri.path()),
+                        false => format!("GET {}?{}", uri.path(), kept.join("&")),
+                    }
+                }
+                Some(query) => format!("GET {}?{query}", uri.path()),
+                None => format!("GET {}", uri.path()),
+            });
         }
         Some(format!(
             "{} {} #{}",
@@ -158,6 +171,63 @@ fn request_nonce() -> String {
     static COUNT: AtomicU64 = AtomicU64::new(0);
     let process = PROCESS.get_or_init(|| RandomState::new().hash_one(std::process::id()));
     format!("{process:016x}-{}", COUNT.fetch_add(1, Relaxed))
+}
+
+/// The query parameter of an OAuth bearer token sent in the URL
+/// (RFC 6750), as a browser's `EventSource` must when it cannot set
+/// `Authorization`.
+pub const ACCESS_TOKEN_QUERY: &str = "access_token";
+
+/// The default credentials: the `Authorization` and `Proxy-Authorization`
+/// headers, every value of each, and the bearer token of the
+/// [`access_token`](ACCESS_TOKEN_QUERY) query parameter. A request with
+/// none of them has none.
+///
+/// A stream belongs to the credentials of the request that opened it:
+/// see [`SseResumeLayer::credentials`](crate::SseResumeLayer::credentials).
+/// Their bytes are read exactly, escaped so that two requests share
+/// credentials only when every value is the same.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DefaultCredentials;
+
+impl KeyExtractor for DefaultCredentials {
+    fn extract(&self, parts: &Parts) -> Option<String> {
+        let mut credentials = String::new();
+        for name in [
+            http::header::AUTHORIZATION,
+            http::header::PROXY_AUTHORIZATION,
+        ] {
+            for value in parts.headers.get_all(&name) {
+                push_line(&mut credentials, name.as_str(), value.as_bytes());
+            }
+        }
+        let query = (parts.uri.query().into_iter()).flat_map(|query| query.split('&'));
+        for pair in query {
+            if let Some((ACCESS_TOKEN_QUERY, token)) = pair.split_once('=') {
+                push_line(&mut credentials, ACCESS_TOKEN_QUERY, token.as_bytes());
+            }
+        }
+        (!credentials.is_empty()).then_some(credentials)
+    }
+}
+
+/// Adds `name:value` and a line feed, every byte of `value` that is not
+/// visible ASCII (and the backslash) escaped, so that no two lists of
+/// values read the same.
+fn push_line(out: &mut String, name: &str, value: &[u8]) {
+    use std::fmt::Write;
+    out.push_str(name);
+    out.push(':');
+    for &byte in value {
+        match byte {
+            b'\\' => out.push_str("\\\\"),
+            0x20..=0x7e => out.push(char::from(byte)),
+            _ => {
+                let _ = write!(out, "\\x{byte:02x}");
+            }
+        }
+    }
+    out.push('\n');
 }
 
 /// The method and the path, like `GET /mcp`: one stream for every request

@@ -281,6 +281,7 @@ pub mod test_util;
 
 mod body;
 mod config;
+mod credentials;
 mod decision;
 mod future;
 mod headers;

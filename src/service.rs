@@ -123,11 +123,21 @@ where
         let (mut parts, body) = request.into_parts();
         let query_cursor =
             (options.cursor_query.as_deref()).and_then(|name| query::find(&parts.uri, name));
-        let Some(scope) = options.scope.extract(&parts) else {
+        // A stream is its scope's and its credentials': a request with
+        // other credentials is in another partition, and finds nothing.
+        let bound = (options.scope.extract(&parts))
+            .and_then(|scope| options.credentials.bind(scope, &parts));
+        let Some(bound) = bound else {
             let decision = Decision::unscoped(options.unscoped_window_len, &options.stats);
             let request = Request::from_parts(parts, body);
             return ResponseFuture::call(inner, request, decision, Arc::clone(options));
         };
+        if bound.changed {
+            options.stats.credentials_changed();
+            tracing::debug!("a request of a scope came with other credentials than the one before");
+        }
+        let warn_unshared_key = bound.fingerprinted && !options.credentials.has_shared_key();
+        let scope = bound.scope;
         let stream = match query_cursor {
             // The parameter is not part of the stream key, and goes
             // upstream as `Last-Event-ID` too, unless the header is there.
@@ -217,6 +227,9 @@ where
             if reads_upstream {
                 // Other replicas follow it while this one reads it.
                 let lease = store.hold(&key);
+                if lease.is_some() && warn_unshared_key {
+                    warn_once_unshared_key();
+                }
                 decision.recorder.hold(lease, decision.per_request);
             }
             Ok(decision)
@@ -224,4 +237,16 @@ where
         let request = Request::from_parts(parts, body);
         ResponseFuture::open(Box::pin(open), inner, request, Arc::clone(options))
     }
+}
+
+/// Says once that streams bound to credentials cannot be followed on
+/// other replicas while each has a key of its own.
+fn warn_once_unshared_key() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        tracing::warn!(
+            "streams bound to credentials are followed and resumed on this replica only: \
+             give every replica the same SseResumeLayer::credential_key"
+        );
+    });
 }

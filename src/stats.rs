@@ -40,6 +40,7 @@ struct Counters {
     follows: AtomicU64,
     follows_lost: AtomicU64,
     follows_resumed: AtomicU64,
+    credentials_changed: AtomicU64,
 }
 
 /// The counters at one moment.
@@ -95,6 +96,11 @@ pub struct StatsSnapshot {
     /// Follows of a standing stream whose holder went away, that went on
     /// from the upstream, asked from the stream's last id.
     pub follows_resumed: u64,
+    /// Requests whose credentials were not those of their scope's
+    /// previous request: a refreshed token, or another client that knows
+    /// the scope. They found nothing the layer kept for the other
+    /// credentials ([`SseResumeLayer::credentials`](crate::SseResumeLayer::credentials)).
+    pub credentials_changed: u64,
 }
 
 impl Stats {
@@ -121,6 +127,7 @@ impl Stats {
             follows: c.follows.load(Relaxed),
             follows_lost: c.follows_lost.load(Relaxed),
             follows_resumed: c.follows_resumed.load(Relaxed),
+            credentials_changed: c.credentials_changed.load(Relaxed),
         }
     }
 
@@ -216,6 +223,11 @@ impl Stats {
     pub(crate) fn follow_resumed(&self) {
         self.counters.follows_resumed.fetch_add(1, Relaxed);
         report::count("sse_resume_follows_resumed_total", 1);
+    }
+
+    pub(crate) fn credentials_changed(&self) {
+        self.counters.credentials_changed.fetch_add(1, Relaxed);
+        report::count("sse_resume_credentials_changed_total", 1);
     }
 
     pub(crate) fn store_error(&self) {

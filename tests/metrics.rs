@@ -51,7 +51,7 @@ enum Kind {
 /// Every field of `StatsSnapshot`, the name it is exported under, and
 /// what the scenario of [`every_counter_and_gauge_moves_by_exactly_what_the_layer_counted`]
 /// leaves in it, summed over its layers. The order is the struct's.
-const EXPORTED: [(&str, &str, Kind, u64); 19] = [
+const EXPORTED: [(&str, &str, Kind, u64); 20] = [
     // A: 1 and 2, then 3 after the injected cursor; B: the tool call's 4;
     // C: 1 and 2 before the client went away, 5 after the takeover (3 and
     // 4 are held, then replayed); D: 1; E: 1 of each stream; G: 2, passed
@@ -102,12 +102,12 @@ const EXPORTED: [(&str, &str, Kind, u64); 19] = [
     // A: `zz`; H: the tool call whose holder let go.
     ("gaps", "sse_resume_gaps_total", Kind::Counter, 1 + 1),
     // One per stream of each layer: A, B, C, D, E (two), F, G (none: its
-    // store failed), H (two).
+    // store failed), H (two), I (one per token).
     (
         "streams",
         "sse_resume_streams",
         Kind::Gauge,
-        1 + 1 + 1 + 1 + 2 + 1 + 2,
+        1 + 1 + 1 + 1 + 2 + 1 + 2 + 2,
     ),
     // Every block a stream kept in process stays in its history, none
     // expired: A's 3, B's 4, C's 5, D's 1, E's 2, H's 3 (G's store failed:
@@ -173,6 +173,13 @@ const EXPORTED: [(&str, &str, Kind, u64); 19] = [
         Kind::Counter,
         1,
     ),
+    // I: the second token on the scope.
+    (
+        "credentials_changed",
+        "sse_resume_credentials_changed_total",
+        Kind::Counter,
+        1,
+    ),
 ];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -211,6 +218,7 @@ async fn every_counter_and_gauge_moves_by_exactly_what_the_layer_counted() {
     let f = a_keep_alive().await;
     let g = a_failing_store().await;
     let h = followers_that_lose_their_holder(&redis).await;
+    let i = two_tokens_on_one_scope().await;
 
     // Every line moved by exactly what the layers counted, and by what the
     // scenario says.
@@ -223,6 +231,7 @@ async fn every_counter_and_gauge_moves_by_exactly_what_the_layer_counted() {
         f.stats(),
         g.stats(),
         h.stats(),
+        i.stats(),
     ];
     let mut counted: BTreeMap<String, u64> = BTreeMap::new();
     for stats in &stats {
@@ -274,6 +283,21 @@ async fn dedup_injection_and_an_unknown_cursor() -> SseResumeLayer {
     assert_eq!(got[0].text(), events(1..=2));
     assert_eq!(got[1].text(), events([3]));
     assert!(got[2].text().contains(GAP_EVENT), "{}", got[2].text());
+    layer
+}
+
+/// I: one session id with two tokens, one after the other: two streams,
+/// and a change of credentials.
+async fn two_tokens_on_one_scope() -> SseResumeLayer {
+    let layer = SseResumeLayer::new();
+    let upstream = Upstream::new([Reply::sse([""]), Reply::sse([""])]);
+    let as_token = |token: &str| {
+        let request = get("/mcp", "i").header("authorization", token);
+        request.body(()).unwrap()
+    };
+    let requests = vec![as_token("Bearer one"), as_token("Bearer two")];
+    let got = exchange(Transport::Oneshot, &layer, &upstream, requests).await;
+    assert_eq!((got[0].text(), got[1].text()), ("", ""));
     layer
 }
 

@@ -526,7 +526,7 @@ mod tests {
             streams,
         };
         let held = window(Affected::Only(BTreeSet::from([0])));
-        let account = account(0, (1, 1), &got, &timeline, &[held.clone()]);
+        let account = account(0, (1, 1), &got, &timeline, std::slice::from_ref(&held));
         assert_eq!((account.lost_in_windows, account.lost_outside), (5, 2));
         assert_eq!(account.unexplained.len(), 1);
         assert_eq!(account.unexplained[0].from, 71);

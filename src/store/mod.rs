@@ -471,7 +471,7 @@ impl StreamKey {
 
 impl fmt::Display for StreamKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.scope, self.stream)
+        write!(f, "{}/{}", self.scope.escape_debug(), self.stream)
     }
 }
 

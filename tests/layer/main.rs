@@ -4,6 +4,7 @@
 //! `redis`).
 
 mod basics;
+mod credentials;
 mod keep_alive;
 mod linger;
 #[cfg(feature = "redis")]

@@ -1,0 +1,396 @@
+//! Nothing the layer kept reaches a request the upstream would refuse: a
+//! stream belongs to the credentials of the request that opened it.
+//!
+//! The upstream here accepts only Alice's bearer token and answers
+//! anything else with `401`, as a real MCP server must. Mallory knows
+//! Alice's session id (session ids leak through logs, URLs and shared
+//! links) but not her token. Every path that answers from what the layer
+//! kept, or acts on another client's stream, must send him to the
+//! upstream instead.
+
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body::Body;
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full};
+use tower::{Layer, Service, ServiceExt};
+
+use crate::linger::{LiveUpstream, last_id, read_events};
+use crate::support::*;
+use tower_sse_resume::{HistoryLimits, SSE_RESUME_GAP, SseResumeLayer};
+
+pub(crate) type AnyBody = UnsyncBoxBody<Bytes, BoxError>;
+
+pub(crate) const ALICE: &str = "Bearer alice-token-7f3a";
+pub(crate) const ALICE_REFRESHED: &str = "Bearer alice-token-refreshed-91c2";
+pub(crate) const MALLORY: &str = "Bearer mallory-token-0b5d";
+pub(crate) const REFUSED: &str = "unauthorized";
+
+/// A request the upstream was asked: its `Authorization` and its
+/// `Last-Event-ID`.
+pub(crate) type Asked = (String, Option<String>);
+
+/// The upstream's own check in front of `inner`: Alice's tokens pass,
+/// anything else gets `401`. Remembers the `Last-Event-ID` of every
+/// request it was asked, refused or not.
+#[derive(Clone)]
+pub(crate) struct Authorizing<S> {
+    inner: S,
+    asked: Arc<Mutex<Vec<Asked>>>,
+}
+
+impl<S> Authorizing<S> {
+    pub(crate) fn new(inner: S) -> Self {
+        Self {
+            inner,
+            asked: Arc::default(),
+        }
+    }
+
+    /// Each request the upstream was asked: its `Authorization` and its
+    /// `Last-Event-ID`.
+    pub(crate) fn asked(&self) -> Vec<Asked> {
+        self.asked.lock().unwrap().clone()
+    }
+}
+
+impl<S, B, Bd> Service<Request<B>> for Authorizing<S>
+where
+    S: Service<Request<B>, Response = Response<Bd>, Error = Infallible>,
+    S::Future: Into<std::future::Ready<Result<Response<Bd>, Infallible>>>,
+    Bd: Body<Data = Bytes> + Send + 'static,
+    Bd::Error: Into<BoxError>,
+{
+    type Response = Response<AnyBody>;
+    type Error = Infallible;
+    type Future = std::future::Ready<Result<Response<AnyBody>, Infallible>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        let header = |name: &str| {
+            (request.headers().get(name)).map(|value| value.to_str().unwrap().to_owned())
+        };
+        let authorization = header("authorization").unwrap_or_default();
+        let cursor = header("last-event-id");
+        self.asked
+            .lock()
+            .unwrap()
+            .push((authorization.clone(), cursor));
+        if authorization != ALICE && authorization != ALICE_REFRESHED {
+            let refused = Response::builder()
+                .status(StatusCode::UNAUTHORIZED)
+                .header("www-authenticate", "Bearer")
+                .body(
+                    Full::new(Bytes::from_static(REFUSED.as_bytes()))
+                        .map_err(|never| match never {})
+                        .boxed_unsync(),
+                )
+                .unwrap();
+            return std::future::ready(Ok(refused));
+        }
+        let ready: std::future::Ready<_> = self.inner.call(request).into();
+        let response = ready.into_inner().unwrap();
+        std::future::ready(Ok(
+            response.map(|body| body.map_err(Into::into).boxed_unsync())
+        ))
+    }
+}
+
+/// One layered upstream, reached through `transport`, each request on a
+/// connection of its own whose response is returned still streaming.
+pub(crate) struct Client {
+    open: Box<dyn Fn(Request<()>) -> OpenFuture + Send + Sync>,
+}
+
+type OpenFuture = std::pin::Pin<Box<dyn Future<Output = Response<AnyBody>> + Send>>;
+
+impl Client {
+    pub(crate) async fn over<T, U>(
+        transport: Transport,
+        layer: &SseResumeLayer<T>,
+        upstream: Authorizing<U>,
+    ) -> Self
+    where
+        T: tower_sse_resume::TrackerStore,
+        U: Clone + Send + Sync + 'static,
+        Authorizing<U>: Service<Request<()>, Response = Response<AnyBody>, Error = Infallible>
+            + Service<
+                Request<hyper::body::Incoming>,
+                Response = Response<AnyBody>,
+                Error = Infallible,
+            >,
+        <Authorizing<U> as Service<Request<()>>>::Future: Send + 'static,
+        <Authorizing<U> as Service<Request<hyper::body::Incoming>>>::Future: Send + 'static,
+    {
+        let service = layer.layer(upstream);
+        let open: Box<dyn Fn(Request<()>) -> OpenFuture + Send + Sync> = match transport {
+            Transport::Oneshot => Box::new(move |request| {
+                let service = service.clone();
+                Box::pin(async move {
+                    let response = service.oneshot(request).await.unwrap();
+                    response.map(|body| body.boxed_unsync())
+                })
+            }),
+            Transport::Http | Transport::Http2 => {
+                let server = Arc::new(Server::start(service).await.over(transport));
+                Box::new(move |request| {
+                    let server = Arc::clone(&server);
+                    Box::pin(async move {
+                        let response = server.open(request).await;
+                        response.map(|body| body.map_err(Into::into).boxed_unsync())
+                    })
+                })
+            }
+        };
+        Self { open }
+    }
+
+    pub(crate) async fn open(&self, request: Request<()>) -> Response<AnyBody> {
+        tokio::time::timeout(STEP, (self.open)(request))
+            .await
+            .expect("no response in time")
+    }
+
+    /// The whole response, which must end: a refusal, or a stream that
+    /// completes.
+    pub(crate) async fn send(&self, request: Request<()>) -> Received {
+        let response = self.open(request).await;
+        tokio::time::timeout(Duration::from_secs(10), read(response))
+            .await
+            .expect("the response did not end")
+    }
+}
+
+/// A request of session `s-alice` with `authorization`.
+pub(crate) fn as_user(
+    request: http::request::Builder,
+    authorization: &str,
+    cursor: Option<u32>,
+) -> Request<()> {
+    let mut request = request
+        .header("mcp-session-id", "s-alice")
+        .header("authorization", authorization);
+    if let Some(cursor) = cursor {
+        request = request.header("last-event-id", cursor.to_string());
+    }
+    request.body(()).unwrap()
+}
+
+fn lingering() -> SseResumeLayer {
+    SseResumeLayer::new()
+        .history(HistoryLimits::new())
+        .linger(Duration::from_secs(5))
+}
+
+/// The upstream's refusal, passed through untouched: nothing the layer
+/// kept before it, no gap signal.
+#[track_caller]
+pub(crate) fn assert_refused(received: &Received, what: &str) {
+    assert_eq!(received.status, StatusCode::UNAUTHORIZED, "{what}");
+    assert_eq!(received.text(), REFUSED, "{what}: nothing prepended");
+    assert!(
+        !received.headers.contains_key(SSE_RESUME_GAP),
+        "{what}: no gap signal"
+    );
+}
+
+#[tokio::test]
+async fn a_complete_tool_call_is_not_replayed_to_another_token() {
+    for transport in TRANSPORTS {
+        let upstream = Upstream::new([Reply::sse([events(1..=5)])]);
+        let layer = lingering();
+        let client = Client::over(transport, &layer, Authorizing::new(upstream)).await;
+        let call = client
+            .send(as_user(Request::post("/mcp"), ALICE, None))
+            .await;
+        assert_eq!(call.text(), events(1..=5));
+
+        let stranger = client
+            .send(as_user(Request::get("/mcp"), MALLORY, Some(1)))
+            .await;
+        assert_refused(&stranger, &format!("over {transport:?}"));
+        assert_eq!(layer.stats().snapshot().completes_replayed, 0);
+    }
+}
+
+#[tokio::test]
+async fn a_complete_tool_call_is_replayed_to_its_own_token() {
+    // The control of the test above: the same resume with Alice's token is
+    // answered from the history, without the upstream.
+    let upstream = Authorizing::new(Upstream::new([Reply::sse([events(1..=5)])]));
+    let layer = lingering();
+    let client = Client::over(Transport::Oneshot, &layer, upstream.clone()).await;
+    client
+        .send(as_user(Request::post("/mcp"), ALICE, None))
+        .await;
+    let resumed = client
+        .send(as_user(Request::get("/mcp"), ALICE, Some(1)))
+        .await;
+    assert_eq!(resumed.text(), events(2..=5));
+    assert_eq!(upstream.asked().len(), 1);
+    assert_eq!(layer.stats().snapshot().completes_replayed, 1);
+}
+
+#[tokio::test]
+async fn a_held_stream_is_not_taken_over_by_another_token() {
+    for transport in TRANSPORTS {
+        let upstream = Authorizing::new(LiveUpstream::new(100_000));
+        let layer = lingering();
+        let client = Client::over(transport, &layer, upstream.clone()).await;
+        let first = client
+            .open(as_user(Request::get("/mcp"), ALICE, None))
+            .await;
+        let cursor = last_id(&read_events(first.into_body(), 5).await);
+        // Alice is away; her stream is held.
+        crate::linger::eventually("the hold", || layer.stats().snapshot().held == 1).await;
+
+        for cursor in [None, Some(cursor)] {
+            let stranger = client
+                .send(as_user(Request::get("/mcp"), MALLORY, cursor))
+                .await;
+            assert_refused(&stranger, &format!("{cursor:?} over {transport:?}"));
+        }
+        assert_eq!(layer.stats().snapshot().takeovers, 0);
+
+        // Alice herself takes it over, and loses nothing.
+        let back = client
+            .open(as_user(Request::get("/mcp"), ALICE, Some(cursor)))
+            .await;
+        assert_eq!(back.status(), 200);
+        let got = read_events(back.into_body(), 5).await;
+        assert!(
+            got.starts_with(&events([cursor + 1])),
+            "over {transport:?}: {got}"
+        );
+        assert_eq!(layer.stats().snapshot().takeovers, 1);
+        let asked = upstream.asked();
+        assert_eq!(asked.len(), 3, "Alice's one request and Mallory's two");
+        assert!(asked[1..].iter().all(|(token, _)| token == MALLORY));
+    }
+}
+
+#[tokio::test]
+async fn another_tokens_get_has_no_cursor_injected() {
+    for transport in TRANSPORTS {
+        let upstream = Authorizing::new(Upstream::new([
+            Reply::sse([events(1..=3)]),
+            Reply::sse([events(4..=5)]),
+        ]));
+        let layer = SseResumeLayer::new();
+        let client = Client::over(transport, &layer, upstream.clone()).await;
+        client
+            .send(as_user(Request::get("/mcp"), ALICE, None))
+            .await;
+        let stranger = client
+            .send(as_user(Request::get("/mcp"), MALLORY, None))
+            .await;
+        assert_refused(&stranger, &format!("over {transport:?}"));
+        // Alice's own reconnect still gets her cursor injected.
+        client
+            .send(as_user(Request::get("/mcp"), ALICE, None))
+            .await;
+
+        let asked = upstream.asked();
+        assert_eq!(asked[1], (MALLORY.to_owned(), None), "over {transport:?}");
+        assert_eq!(asked[2], (ALICE.to_owned(), Some("3".to_owned())));
+        assert_eq!(layer.stats().snapshot().cursors_injected, 1);
+    }
+}
+
+#[tokio::test]
+async fn a_replay_to_another_token_is_the_upstreams_401_with_nothing_prepended() {
+    for transport in TRANSPORTS {
+        let upstream = Upstream::new([Reply::sse([events(1..=5)])]);
+        let layer = SseResumeLayer::new().history(HistoryLimits::new());
+        let client = Client::over(transport, &layer, Authorizing::new(upstream)).await;
+        client
+            .send(as_user(Request::get("/feed"), ALICE, None))
+            .await;
+        let stranger = client
+            .send(as_user(Request::get("/feed"), MALLORY, Some(2)))
+            .await;
+        assert_refused(&stranger, &format!("over {transport:?}"));
+        let stats = layer.stats().snapshot();
+        assert_eq!((stats.events_replayed, stats.gaps), (0, 0));
+    }
+}
+
+#[tokio::test]
+async fn another_tokens_resume_never_ends_the_response_attached_to_the_stream() {
+    // One client per scope (the MCP default): a resume whose cursor the
+    // stream knows ends the old response and takes its upstream, as its
+    // own client's reconnect. Not so for another token.
+    for transport in TRANSPORTS {
+        let upstream = Authorizing::new(LiveUpstream::new(100_000));
+        let layer = lingering();
+        let client = Client::over(transport, &layer, upstream.clone()).await;
+        let alice = client
+            .open(as_user(Request::get("/mcp"), ALICE, None))
+            .await;
+        let mut alice = std::pin::pin!(alice.into_body());
+        let mut seen = String::new();
+        while seen.matches("\n\n").count() < 3 {
+            let frame = tokio::time::timeout(STEP, alice.frame()).await.unwrap();
+            let frame = frame.expect("Alice's stream goes on").unwrap();
+            seen.push_str(std::str::from_utf8(frame.data_ref().unwrap()).unwrap());
+        }
+        let cursor = last_id(&seen);
+
+        let stranger = client
+            .send(as_user(Request::get("/mcp"), MALLORY, Some(cursor)))
+            .await;
+        assert_refused(&stranger, &format!("over {transport:?}"));
+
+        // Alice's response is still open and goes on where it was.
+        let more = read_events(alice.as_mut(), 3).await;
+        assert!(
+            more.starts_with(&events([cursor + 1])),
+            "over {transport:?}: {more}"
+        );
+        assert_eq!(layer.stats().snapshot().takeovers, 0);
+    }
+}
+
+#[tokio::test]
+async fn a_refreshed_token_goes_upstream_and_gets_the_gap_signal() {
+    // OAuth clients refresh their token mid-session. The layer cannot tell
+    // a refresh from a stranger: the resume goes to the upstream, and as
+    // this one cannot resume, the client hears of the gap rather than
+    // losing events silently.
+    for transport in TRANSPORTS {
+        let upstream = Authorizing::new(Upstream::new([
+            Reply::sse([events(1..=5)]),
+            Reply::sse([events(9..=10)]),
+        ]));
+        let layer = SseResumeLayer::new().history(HistoryLimits::new());
+        let client = Client::over(transport, &layer, upstream.clone()).await;
+        client
+            .send(as_user(Request::get("/feed"), ALICE, None))
+            .await;
+        let resumed = client
+            .send(as_user(Request::get("/feed"), ALICE_REFRESHED, Some(3)))
+            .await;
+
+        assert_eq!(resumed.status, StatusCode::OK);
+        assert_eq!(
+            resumed.headers.get(SSE_RESUME_GAP).map(|v| v.as_bytes()),
+            Some(&b"1"[..]),
+            "over {transport:?}"
+        );
+        assert!(resumed.text().ends_with(&events(9..=10)));
+        assert!(
+            !resumed.text().contains("event 4"),
+            "nothing of Alice's old history"
+        );
+        let asked = upstream.asked();
+        assert_eq!(asked[1], (ALICE_REFRESHED.to_owned(), Some("3".to_owned())));
+    }
+}
