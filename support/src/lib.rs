@@ -176,9 +176,31 @@ fn tool_available(tool: &str) -> bool {
         if std::env::var(REQUIRE_REDIS).is_ok_and(|value| value == "1") {
             panic!("{tool} is not on PATH and {REQUIRE_REDIS}=1");
         }
-        eprintln!("skipped: {tool} is not on PATH (set {REQUIRE_REDIS}=1 to fail instead)");
+        skipped(&format!(
+            "{tool} is not on PATH (set {REQUIRE_REDIS}=1 to fail instead)"
+        ));
     }
     found
+}
+
+/// The file a skipped test adds a line to, when set: `.ci/run` prints
+/// them at the end, as libtest shows nothing of a test that passed.
+pub const SKIPPED_LOG: &str = "TOWER_SSE_RESUME_SKIPPED_LOG";
+
+/// Says that a test is skipped and why: on standard error, and in the file
+/// [`SKIPPED_LOG`] names.
+pub fn skipped(why: &str) {
+    eprintln!("skipped: {why}");
+    if let Some(path) = std::env::var_os(SKIPPED_LOG) {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path);
+        if let Ok(mut file) = file {
+            let test = std::thread::current().name().unwrap_or("?").to_owned();
+            let _ = writeln!(file, "{test}: {why}");
+        }
+    }
 }
 
 fn free_port() -> u16 {

@@ -269,7 +269,9 @@ async fn run_with(
     if !Path::new(CHROMIUM).exists() {
         let required = std::env::var("TOWER_SSE_RESUME_REQUIRE_BROWSER").as_deref() == Ok("1");
         assert!(!required, "{CHROMIUM} is missing: apt-get install chromium");
-        eprintln!("skipped: {CHROMIUM} is missing (apt-get install chromium)");
+        tower_sse_resume_support::skipped(&format!(
+            "{CHROMIUM} is missing (apt-get install chromium)"
+        ));
         return None;
     }
     let _one = ONE_BROWSER.lock().await;

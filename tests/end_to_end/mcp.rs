@@ -147,7 +147,9 @@ fn sdk_available() -> bool {
             !required,
             "python3 with `mcp` is missing: pip install mcp==1.20.0"
         );
-        eprintln!("skipped: python3 with `mcp` is missing (pip install mcp==1.20.0)");
+        tower_sse_resume_support::skipped(
+            "python3 with `mcp` is missing (pip install mcp==1.20.0)",
+        );
     }
     found
 }
