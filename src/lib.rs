@@ -121,6 +121,43 @@
 //! - Responses that are not `text/event-stream`, or are compressed, pass
 //!   through untouched.
 //!
+//! # Security: whose a stream is
+//!
+//! Some requests are answered from what the layer kept, without the
+//! upstream: a replay, a takeover, a follow on another replica, a
+//! complete stream's rest; and some act on another's stream: an injected
+//! cursor, the one-client eviction. A scope (a session id) is not enough
+//! to trust for that: it leaks through logs, URLs and shared links. So a
+//! stream belongs to the scope *and* the credentials of the request that
+//! opened it ([`SseResumeLayer::credentials`]; by default
+//! `Authorization`, `Proxy-Authorization` and an `access_token` in the
+//! URL). A request with other credentials, or none, finds nothing of it
+//! and goes to the upstream, which decides.
+//!
+//! Only a keyed fingerprint of the credentials is kept (HMAC-SHA-256,
+//! [`SseResumeLayer::credential_key`]), never their bytes. Replicas over
+//! one shared store need the same key. A refreshed token is other
+//! credentials: its resume goes upstream, and gets the gap signal when the
+//! upstream cannot resume. To keep resumes across refreshes, bind to the
+//! principal an authentication layer in front resolved:
+//!
+//! ```
+//! # use tower_sse_resume::SseResumeLayer;
+//! #[derive(Clone)]
+//! struct User {
+//!     id: String,
+//! }
+//!
+//! let layer = SseResumeLayer::new().credentials(|parts: &http::request::Parts| {
+//!     parts.extensions.get::<User>().map(|user| user.id.clone())
+//! });
+//! # let _ = layer;
+//! ```
+//!
+//! Requests without credentials are bound by their scope alone: whoever
+//! knows it gets its streams. A scope carried in a URL is as secret as the
+//! URL.
+//!
 //! # Where streams are kept
 //!
 //! The layer keeps every stream it serves in process: its window of ids,

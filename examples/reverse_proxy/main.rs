@@ -66,7 +66,14 @@ Options:
   --metrics ADDR    serve the layer's counters at http://ADDR/metrics in
                     the Prometheus text format (build with --features
                     metrics)
-  --help            print this help";
+  --help            print this help
+
+The scope of a stream is the request's Mcp-Session-Id, or for the demo's
+page, whose EventSource cannot send headers, `?session=` in the URL: for
+the demo only, as a URL leaks. Either way a stream is bound to the
+request's Authorization: another token never reads it. With --redis,
+give every replica the same secret in SSE_RESUME_CREDENTIAL_KEY, or each
+resumes the streams of requests with an Authorization only itself.";
 
 /// How long a client's connection lasts in the live demo.
 const LIVE_CUT: Duration = Duration::from_secs(4);
@@ -249,6 +256,13 @@ async fn run(options: Options) -> Result<(), String> {
             if let Some(limits) = history {
                 store = store.history(limits);
             }
+            // Every replica must fingerprint credentials alike to resume
+            // each other's streams: a secret they share, from the
+            // environment rather than the command line, which `ps` shows.
+            let layer = match std::env::var("SSE_RESUME_CREDENTIAL_KEY") {
+                Ok(key) => layer.credential_key(key),
+                Err(_) => layer,
+            };
             println!("streams in Redis at {url}, shared with every proxy using it");
             proxy::serve(
                 listener,
