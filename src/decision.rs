@@ -1,6 +1,7 @@
 //! What a request decided when it opened: which stream, what its client
-//! has, what to ask the upstream, and how its response starts. The service
-//! makes the decision; the response future and the body only apply it.
+//! has, how its response starts, and how it is served (its [`Plan`]). The
+//! service decides, once; the response future and the body only carry the
+//! decision out.
 
 use std::sync::Arc;
 
@@ -12,7 +13,7 @@ use crate::recorder::Recorder;
 use crate::stamp::clock_epoch;
 use crate::stats::Stats;
 use crate::store::{Follow, TrackerStore};
-use crate::stream::{Attachment, Handover, Opened, Replay, Serve, Stream, StreamState};
+use crate::stream::{Attachment, Head, Opened, Replay, Serve, Stream, StreamState, TakenOver};
 
 /// How the request asks the upstream to resume, read from its headers
 /// before the store is asked anything.
@@ -32,32 +33,18 @@ pub(crate) struct Resumption {
     pub(crate) prime: Option<Option<std::time::Duration>>,
 }
 
-/// What one request decided: its response's place on its stream, where its
-/// ids go, what to ask the upstream, and how the response starts.
+/// What one request decided about its response: its place on its stream,
+/// where its ids go, and how it starts. How it is served is its [`Plan`].
 pub(crate) struct Decision {
     /// The response attached to its stream: what its client has.
     pub(crate) attachment: Attachment,
     pub(crate) recorder: Recorder,
-    /// Taken when the request goes upstream.
-    pub(crate) upstream_cursor: UpstreamCursor,
-    /// What goes out before the upstream's first byte.
+    /// What goes out before the first byte of what serves the response.
     pub(crate) replay: Replay,
     /// The client's cursor, for the gap event.
     pub(crate) cursor: Option<String>,
     /// Where stamped ids start, when the layer stamps them.
     pub(crate) stamp_epoch: Option<u64>,
-    /// How the response is served: by the inner service, or by a held
-    /// stream's upstream or history.
-    pub(crate) serve: Serve,
-    /// The held stream's upstream, once its task handed it over.
-    pub(crate) handover: Option<Handover>,
-    /// The stream as another replica records it, when this response
-    /// follows it.
-    pub(crate) follow: Option<Follow>,
-    /// Whether the request itself opens the stream it follows (a `GET` on
-    /// its standing stream, not a resume of a per-request one): then it
-    /// may go upstream when the stream's holder goes away.
-    pub(crate) follows_own: bool,
     /// How the response lingers when its client goes away, if it may.
     pub(crate) linger: Option<LingerConfig>,
     /// Whether the request was not a `GET`: a per-request stream.
@@ -67,6 +54,41 @@ pub(crate) struct Decision {
     pub(crate) one_client: bool,
     /// Whether the response starts with a priming event, and its `retry`.
     pub(crate) prime: Option<Option<std::time::Duration>>,
+}
+
+/// How a request is served: settled once, before its response future
+/// runs, and never changed after; the future only carries it out. `B` is
+/// the inner service's response body.
+pub(crate) enum Plan<B> {
+    /// By the inner service, the request's `Last-Event-ID` as this says.
+    Upstream(UpstreamCursor),
+    /// By the upstream of the held stream, which its task handed over.
+    TakeOver(TakenOver<B>),
+    /// By what another replica records of the stream, as it records it.
+    Follow {
+        follow: Follow,
+        /// The request opens its own standing stream (a `GET`, not the
+        /// resume of a per-request one): it may go upstream when the
+        /// stream's holder goes away.
+        own: bool,
+    },
+    /// By the history alone: the stream is complete.
+    Complete(Arc<Head>),
+    /// Not at all: the store failed, and the layer fails closed.
+    Reject,
+}
+
+impl<B> Plan<B> {
+    /// What serves the response, for the logs.
+    pub(crate) fn name(&self) -> &'static str {
+        match self {
+            Plan::Upstream(_) => "upstream",
+            Plan::TakeOver(_) => "takeover",
+            Plan::Follow { .. } => "follow",
+            Plan::Complete(_) => "complete",
+            Plan::Reject => "reject",
+        }
+    }
 }
 
 /// What the upstream request's `Last-Event-ID` becomes.
@@ -79,7 +101,8 @@ pub(crate) enum UpstreamCursor {
 }
 
 impl Decision {
-    /// A stream in a scope, as the layer's streams opened it.
+    /// A stream in a scope, as the layer's streams opened it; with how
+    /// the registry would serve it, and what the upstream would be asked.
     pub(crate) fn scoped<T: TrackerStore>(
         opened: Opened,
         store: Arc<T>,
@@ -87,7 +110,7 @@ impl Decision {
         resumption: Resumption,
         cursor: Option<String>,
         linger: Option<LingerConfig>,
-    ) -> Self {
+    ) -> (Self, Serve, UpstreamCursor) {
         let Opened {
             key,
             attachment,
@@ -130,25 +153,21 @@ impl Decision {
         let stamp_epoch = resumption
             .stamp
             .then(|| stamp_epoch.unwrap_or_else(clock_epoch));
-        Self {
+        let decision = Self {
             attachment,
             recorder: match stored {
                 Some(stored) => Recorder::to_store(store, key, stored, stats),
                 None => Recorder::nowhere(stats),
             },
-            upstream_cursor,
             replay,
             cursor,
             stamp_epoch,
-            serve,
-            handover: None,
-            follow: None,
-            follows_own: false,
             linger: linger.filter(|_| may_linger),
             per_request: resumption.per_request,
             one_client: resumption.one_client,
             prime: resumption.prime,
-        }
+        };
+        (decision, serve, upstream_cursor)
     }
 
     /// A request without a scope, or whose store failed open: a window of
@@ -157,14 +176,9 @@ impl Decision {
         Self {
             attachment: Stream::new(StreamState::new(window_len, None)).attach(),
             recorder: Recorder::nowhere(stats.clone()),
-            upstream_cursor: UpstreamCursor::Keep,
             replay: Replay::Off,
             cursor: None,
             stamp_epoch: None,
-            serve: Serve::Upstream,
-            handover: None,
-            follow: None,
-            follows_own: false,
             linger: None,
             per_request: false,
             one_client: false,

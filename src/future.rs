@@ -1,9 +1,9 @@
-//! [`ResponseFuture`]: waits for the store's part of the decision, sends
-//! the request upstream as decided, and wraps the response body.
+//! [`ResponseFuture`]: waits for the request's decision and plan, then
+//! carries the plan out: the request upstream, a takeover, a follow, a
+//! complete stream's rest, or a refusal; and wraps the response body.
 
 use std::fmt;
 use std::future::Future;
-use std::mem;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
@@ -15,45 +15,47 @@ use pin_project_lite::pin_project;
 use tower_service::Service;
 
 use crate::body::{Dedup, Resume, SseResumeBody};
-use crate::config::{FailurePolicy, Options};
-use crate::decision::{Decision, UpstreamCursor};
+use crate::config::Options;
+use crate::decision::{Decision, Plan, UpstreamCursor};
 use crate::headers::{LAST_EVENT_ID, SSE_RESUME_GAP, is_encoded, is_event_stream};
 use crate::linger::Linger;
-use crate::store::{Follow, StoreError};
-use crate::stream::{Handover, Head, Leftover, Replay, Serve};
+use crate::store::Follow;
+use crate::stream::{Head, Leftover, Replay, TakenOver};
 
-pub(crate) type OpenFuture = Pin<Box<dyn Future<Output = Result<Decision, StoreError>> + Send>>;
+/// Opens the request's stream and settles its plan.
+pub(crate) type OpenFuture<B> = Pin<Box<dyn Future<Output = (Decision, Plan<B>)> + Send>>;
 
 pin_project! {
-    /// The response future of [`SseResume`](crate::SseResume).
-    pub struct ResponseFuture<S, ReqB>
+    /// The response future of [`SseResume`](crate::SseResume); `ResB` is
+    /// the inner service's response body.
+    pub struct ResponseFuture<S, ReqB, ResB>
     where
         S: Service<Request<ReqB>>,
     {
         #[pin]
-        state: State<S, ReqB>,
+        state: State<S, ReqB, ResB>,
         options: Arc<Options>,
     }
 }
 
 pin_project! {
     #[project = StateProj]
-    enum State<S, ReqB>
+    enum State<S, ReqB, ResB>
     where
         S: Service<Request<ReqB>>,
     {
-        // Loading the stream before the inner service is called, since the
-        // request may need its last id.
-        Opening { open: OpenFuture, call: Option<(S, Request<ReqB>)> },
+        // Deciding before the inner service is called, since the request
+        // may need its stream's last id, or not go upstream at all.
+        Opening { open: OpenFuture<ResB>, call: Option<(S, Request<ReqB>)> },
         Calling { #[pin] future: S::Future, decision: Option<Decision> },
     }
 }
 
-impl<S, ReqB> ResponseFuture<S, ReqB>
+impl<S, ReqB, ResB> ResponseFuture<S, ReqB, ResB>
 where
     S: Service<Request<ReqB>>,
 {
-    /// Calls `service` right away, as `decision` says.
+    /// Calls `service` right away, for a response that `decision` wraps.
     pub(crate) fn call(
         mut service: S,
         request: Request<ReqB>,
@@ -69,7 +71,7 @@ where
 
     /// Waits for `open` to decide, then calls `service`.
     pub(crate) fn open(
-        open: OpenFuture,
+        open: OpenFuture<ResB>,
         service: S,
         request: Request<ReqB>,
         options: Arc<Options>,
@@ -82,7 +84,7 @@ where
     }
 }
 
-impl<S, ReqB, ResB> Future for ResponseFuture<S, ReqB>
+impl<S, ReqB, ResB> Future for ResponseFuture<S, ReqB, ResB>
 where
     S: Service<Request<ReqB>, Response = Response<ResB>> + Send + 'static,
     S::Future: Send + 'static,
@@ -98,46 +100,31 @@ where
         loop {
             match this.state.as_mut().project() {
                 StateProj::Opening { open, call } => {
-                    let opened = ready!(open.as_mut().poll(cx));
+                    let (decision, plan) = ready!(open.as_mut().poll(cx));
                     let Some((mut service, mut request)) = call.take() else {
                         panic!("ResponseFuture polled after completion");
                     };
                     let options = &**this.options;
-                    let mut decision = match opened {
-                        Ok(decision) => decision,
-                        Err(error) => {
-                            options.stats.store_error();
-                            tracing::warn!(%error, policy = ?options.failure_policy, "tracker store failed");
-                            if options.failure_policy == FailurePolicy::FailClosed {
-                                return Poll::Ready(Ok(service_unavailable()));
-                            }
-                            Decision::unscoped(options.unscoped_window_len, &options.stats)
+                    let cursor = match plan {
+                        Plan::Upstream(cursor) => cursor,
+                        Plan::TakeOver(taken) => {
+                            return Poll::Ready(Ok(take_over(taken, decision, options)));
                         }
+                        Plan::Follow { follow, own } => {
+                            options.stats.follow();
+                            // A per-request stream cannot be sent again, and
+                            // a `GET` resuming it is no request for it.
+                            let resume = own.then(|| resume(service, request));
+                            let response = follow_response(follow, decision, resume, options);
+                            return Poll::Ready(Ok(response));
+                        }
+                        Plan::Complete(head) => {
+                            options.stats.complete_replayed();
+                            return Poll::Ready(Ok(replay_complete(&head, decision, options)));
+                        }
+                        Plan::Reject => return Poll::Ready(Ok(service_unavailable())),
                     };
-                    if let Some(handover) = decision.handover.take() {
-                        match take_over(handover, decision, options) {
-                            Ok(response) => return Poll::Ready(Ok(response)),
-                            // Another service's body: its upstream goes, and
-                            // this request goes to the inner service.
-                            Err(back) => decision = *back,
-                        }
-                    }
-                    if let Some(follow) = decision.follow.take() {
-                        options.stats.follow();
-                        // A standing stream goes on from the upstream when
-                        // its holder goes away; a per-request one cannot be
-                        // sent again, and a `GET` resuming it is no request
-                        // for it.
-                        let resume = decision.follows_own.then(|| resume(service, request));
-                        let response = follow_response(follow, decision, resume, options);
-                        return Poll::Ready(Ok(response));
-                    }
-                    if let Serve::Complete(head) = &decision.serve {
-                        let head = Arc::clone(head);
-                        options.stats.complete_replayed();
-                        return Poll::Ready(Ok(replay_complete(&head, decision, options)));
-                    }
-                    match mem::replace(&mut decision.upstream_cursor, UpstreamCursor::Keep) {
+                    match cursor {
                         UpstreamCursor::Keep => {}
                         UpstreamCursor::Set(id) => {
                             request.headers_mut().insert(LAST_EVENT_ID, id);
@@ -165,7 +152,7 @@ where
     }
 }
 
-impl<S, ReqB> fmt::Debug for ResponseFuture<S, ReqB>
+impl<S, ReqB, ResB> fmt::Debug for ResponseFuture<S, ReqB, ResB>
 where
     S: Service<Request<ReqB>>,
 {
@@ -227,27 +214,22 @@ fn mark_gap(headers: &mut http::HeaderMap, decision: &Decision) {
 
 /// Starts a response as the held stream's did, with the history after
 /// the client's cursor, then its upstream from where its task stopped.
-/// Gives the decision back when the upstream is another service's body.
-#[allow(clippy::result_large_err)]
 fn take_over<B>(
-    handover: Handover,
+    taken: TakenOver<B>,
     mut decision: Decision,
     options: &Options,
-) -> Result<Response<SseResumeBody<B>>, Box<Decision>>
+) -> Response<SseResumeBody<B>>
 where
     B: Body + Send + 'static,
     B::Data: Send,
     B::Error: Send,
 {
-    let Handover {
+    let TakenOver {
         body,
         pending,
         leftover,
         head,
-    } = handover;
-    let Ok(body) = body.downcast::<Pin<Box<B>>>() else {
-        return Err(Box::new(decision));
-    };
+    } = taken;
     let linger = decision.linger.take();
     let response = head_response(&head, &decision);
     let mut dedup = Box::new(Dedup::new(decision, options));
@@ -266,10 +248,10 @@ where
     }
     // Taken over, it is no longer offered to the next reconnect: two
     // clients of one scope cannot end each other's over and over.
-    let body = SseResumeBody::lingering(*body, dedup, linger.map(Linger::new), false);
+    let body = SseResumeBody::lingering(body, dedup, linger.map(Linger::new), false);
     options.stats.takeover();
     tracing::debug!("took a held stream over");
-    Ok(response.map(|()| body))
+    response.map(|()| body)
 }
 
 /// What a complete stream's history holds after the client's cursor, as

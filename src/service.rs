@@ -11,15 +11,17 @@ use http_body::Body;
 use tower_service::Service;
 
 use crate::body::SseResumeBody;
-use crate::config::{Config, builder_methods};
-use crate::decision::{Decision, Resumption};
+use crate::config::FailurePolicy;
+use crate::config::{Config, Options, builder_methods};
+use crate::decision::{Decision, Plan, Resumption, UpstreamCursor};
 use crate::future::ResponseFuture;
 use crate::headers::{LAST_EVENT_ID, client_cursor, header_value, mcp_without_resumption};
 use crate::layer::SseResumeLayer;
 use crate::linger::LingerConfig;
 use crate::query;
-use crate::store::{MemoryStore, StreamKey, TrackerStore};
-use crate::stream::{Request as StreamRequest, Serve};
+use crate::stats::Stats;
+use crate::store::{MemoryStore, StoreError, StreamKey, TrackerStore};
+use crate::stream::{Request as StreamRequest, Serve, Streams};
 
 /// How long a takeover waits for the held stream's task to hand its
 /// upstream over: it answers at once, unless it is gone.
@@ -108,7 +110,7 @@ where
 {
     type Response = Response<SseResumeBody<ResB>>;
     type Error = S::Error;
-    type Future = ResponseFuture<S, ReqB>;
+    type Future = ResponseFuture<S, ReqB, ResB>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -185,57 +187,115 @@ where
 
         let store = Arc::clone(&self.config.store);
         let streams = Arc::clone(&self.config.streams);
-        let stats = options.stats.clone();
+        let opening = Opening {
+            key: StreamKey::new(&scope, &stream),
+            stream,
+            cursor,
+            request,
+            resumption,
+            linger,
+            warn_unshared_key,
+        };
+        let open_options = Arc::clone(options);
         let open = async move {
-            let key = StreamKey::new(&scope, &stream);
-            let snapshot = store.open(&key, cursor.as_deref()).await?;
-            let opened = streams.open(key, cursor.as_deref(), snapshot, request);
-            let key = opened.key.clone();
-            let store_for_decision = Arc::clone(&store);
-            let mut decision = Decision::scoped(
-                opened,
-                store_for_decision,
-                stats,
-                resumption,
-                cursor,
-                linger,
-            );
-            match &mut decision.serve {
-                Serve::Takeover(answer) => {
-                    // A task that does not answer in time lost its
-                    // upstream: the request goes to the inner service.
-                    if let Ok(Ok(handover)) = tokio::time::timeout(TAKEOVER_WAIT, answer).await {
-                        decision.handover = Some(handover);
-                    }
-                    decision.serve = Serve::Upstream;
-                }
-                Serve::Follow(position) => {
-                    // Another replica reads the upstream: this response
-                    // follows what it records, and records nothing itself.
-                    if let Some(follow) = store.follow(&key, *position) {
-                        decision.recorder.mute();
-                        decision.follow = Some(follow);
-                        decision.follows_own = get && key.stream() == stream;
-                    }
-                    decision.serve = Serve::Upstream;
-                }
-                Serve::Upstream | Serve::Complete(_) => {}
+            match decide(opening, &store, streams, &open_options.stats).await {
+                Ok(settled) => settled,
+                Err(error) => store_failed(&error, &open_options),
             }
-            let reads_upstream = decision.follow.is_none()
-                && matches!(decision.serve, Serve::Upstream)
-                && decision.linger.is_some();
-            if reads_upstream {
-                // Other replicas follow it while this one reads it.
-                let lease = store.hold(&key);
-                if lease.is_some() && warn_unshared_key {
-                    warn_once_unshared_key();
-                }
-                decision.recorder.hold(lease, decision.per_request);
-            }
-            Ok(decision)
         };
         let request = Request::from_parts(parts, body);
         ResponseFuture::open(Box::pin(open), inner, request, Arc::clone(options))
+    }
+}
+
+/// What a scoped request brings to its stream, before the store is asked.
+struct Opening {
+    key: StreamKey,
+    /// The request's own stream key, within its scope.
+    stream: String,
+    cursor: Option<String>,
+    request: StreamRequest,
+    resumption: Resumption,
+    linger: Option<LingerConfig>,
+    /// The stream is bound to credentials under a key of this process's
+    /// own: no other replica can follow it.
+    warn_unshared_key: bool,
+}
+
+/// Opens the request's stream and settles how it is served: the one place
+/// a plan is made. A takeover waits for the held stream's task to hand
+/// its upstream over; a follow asks the store to follow. Either goes to
+/// the inner service instead when it cannot be done.
+async fn decide<T: TrackerStore, B: 'static>(
+    opening: Opening,
+    store: &Arc<T>,
+    streams: Arc<Streams>,
+    stats: &Stats,
+) -> Result<(Decision, Plan<B>), StoreError> {
+    let Opening {
+        key,
+        stream,
+        cursor,
+        request,
+        resumption,
+        linger,
+        warn_unshared_key,
+    } = opening;
+    let snapshot = store.open(&key, cursor.as_deref()).await?;
+    let opened = streams.open(key, cursor.as_deref(), snapshot, request);
+    let key = opened.key.clone();
+    let (mut decision, serve, upstream_cursor) = Decision::scoped(
+        opened,
+        Arc::clone(store),
+        stats.clone(),
+        resumption,
+        cursor,
+        linger,
+    );
+    let plan = match serve {
+        Serve::Upstream => Plan::Upstream(upstream_cursor),
+        Serve::Complete(head) => Plan::Complete(head),
+        // A task that does not answer in time lost its upstream, and one
+        // that is another service's body cannot be served here.
+        Serve::Takeover(answer) => match tokio::time::timeout(TAKEOVER_WAIT, answer).await {
+            Ok(Ok(handover)) => handover
+                .typed::<B>()
+                .map_or(Plan::Upstream(upstream_cursor), Plan::TakeOver),
+            _ => Plan::Upstream(upstream_cursor),
+        },
+        // Another replica reads the upstream: this response follows what
+        // it records, and records nothing itself.
+        Serve::Follow(position) => match store.follow(&key, position) {
+            Some(follow) => {
+                decision.recorder.mute();
+                let own = !resumption.per_request && key.stream() == stream;
+                Plan::Follow { follow, own }
+            }
+            None => Plan::Upstream(upstream_cursor),
+        },
+    };
+    let reads_upstream = matches!(plan, Plan::Upstream(_) | Plan::TakeOver(_));
+    if reads_upstream && decision.linger.is_some() {
+        // Other replicas follow it while this one reads it.
+        let lease = store.hold(&key);
+        if lease.is_some() && warn_unshared_key {
+            warn_once_unshared_key();
+        }
+        decision.recorder.hold(lease, decision.per_request);
+    }
+    tracing::debug!(%key, plan = plan.name(), "serving");
+    Ok((decision, plan))
+}
+
+/// A store that failed to open the stream: the response is deduplicated
+/// within itself, or refused when the layer fails closed.
+fn store_failed<B>(error: &StoreError, options: &Options) -> (Decision, Plan<B>) {
+    options.stats.store_error();
+    tracing::warn!(%error, policy = ?options.failure_policy, "tracker store failed");
+    let decision = Decision::unscoped(options.unscoped_window_len, &options.stats);
+    match options.failure_policy {
+        FailurePolicy::FailClosed => (decision, Plan::Reject),
+        FailurePolicy::FailOpen => (decision, Plan::Upstream(UpstreamCursor::Keep)),
     }
 }
 

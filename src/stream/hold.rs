@@ -5,6 +5,7 @@
 use std::any::Any;
 use std::collections::VecDeque;
 use std::fmt;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 
 use bytes::Bytes;
@@ -42,6 +43,31 @@ pub(crate) struct Hold {
 pub(crate) struct Handover {
     /// The upstream body, a `Pin<Box<B>>` of the service's body type.
     pub(crate) body: Box<dyn Any + Send>,
+    /// Upstream bytes read but not yet part of a whole block.
+    pub(crate) pending: Vec<Bytes>,
+    /// What the task read from the upstream after its hold was taken.
+    pub(crate) leftover: Leftover,
+    pub(crate) head: Arc<Head>,
+}
+
+impl Handover {
+    /// This handover with its upstream body as a `B`, the body type of
+    /// the service now asking; `None` when it is another service's.
+    pub(crate) fn typed<B: 'static>(self) -> Option<TakenOver<B>> {
+        let body = self.body.downcast::<Pin<Box<B>>>().ok()?;
+        Some(TakenOver {
+            body: *body,
+            pending: self.pending,
+            leftover: self.leftover,
+            head: self.head,
+        })
+    }
+}
+
+/// A handover whose upstream body is of the asking service's type: what
+/// a response that takes a stream over is made of.
+pub(crate) struct TakenOver<B> {
+    pub(crate) body: Pin<Box<B>>,
     /// Upstream bytes read but not yet part of a whole block.
     pub(crate) pending: Vec<Bytes>,
     /// What the task read from the upstream after its hold was taken.

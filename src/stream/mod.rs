@@ -19,7 +19,7 @@ pub use history::{
     DEFAULT_HISTORY_AGE, DEFAULT_HISTORY_BYTES, DEFAULT_HISTORY_EVENTS,
     DEFAULT_HISTORY_TOTAL_BYTES, HistoryLimits,
 };
-pub(crate) use hold::{Handover, Head, Hold, Holds, Leftover};
+pub(crate) use hold::{Handover, Head, Hold, Holds, Leftover, TakenOver};
 pub(crate) use ids::{Ids, Seen};
 pub use registry::{
     DEFAULT_IDLE_TTL, DEFAULT_MAX_HELD_STREAMS, DEFAULT_MAX_STREAMS, DEFAULT_MAX_STREAMS_PER_SCOPE,

@@ -203,7 +203,7 @@ impl<T: TrackerStore> Replica<T> {
             prime: None,
         };
         let options = &self.config.options;
-        let decision = Decision::scoped(
+        let (decision, _, _) = Decision::scoped(
             opened,
             Arc::clone(&self.config.store),
             options.stats.clone(),
