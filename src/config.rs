@@ -20,8 +20,8 @@ macro_rules! builder_methods {
         /// only.
         pub fn scope(mut self, extractor: impl $crate::key::KeyExtractor) -> Self {
             let options = self.config.options_mut();
+            options.mcp_scope = $crate::key::reads_mcp_session_id(&extractor);
             options.scope = std::sync::Arc::new($crate::key::BoxedExtractor::new(extractor));
-            options.default_scope = false;
             self
         }
 
@@ -88,9 +88,12 @@ macro_rules! builder_methods {
         }
 
         /// The `retry` hint that goes with the priming event: how long a
-        /// client waits before it reconnects. None by default.
+        /// client waits before it reconnects. None by default. Setting it
+        /// turns [`prime`](Self::prime) on.
         pub fn prime_retry(mut self, retry: std::time::Duration) -> Self {
-            self.config.options_mut().prime_retry = Some(retry);
+            let options = self.config.options_mut();
+            options.prime_retry = Some(retry);
+            options.prime = true;
             self
         }
 
@@ -113,7 +116,9 @@ macro_rules! builder_methods {
         /// stream knows then also takes over the upstream of the response
         /// still attached to the stream (its client's old connection, not
         /// yet seen to be gone), and that response ends. On by default for
-        /// the default `Mcp-Session-Id` scope, off for any other. Only a
+        /// the `Mcp-Session-Id` scope (the default, or
+        /// [`Header::mcp_session_id`]($crate::key::Header::mcp_session_id)
+        /// given to [`scope`](Self::scope)), off for any other. Only a
         /// response that opened alone can be ended this way, so two
         /// clients of one scope never end each other's responses over and
         /// over: the second gets its own upstream request.
@@ -352,15 +357,15 @@ pub(crate) struct Options {
     pub(crate) prime: bool,
     pub(crate) prime_retry: Option<std::time::Duration>,
     /// Set by `one_client_per_scope`; by default, whether the scope is
-    /// the default one.
+    /// MCP's session id.
     pub(crate) one_client: Option<bool>,
-    pub(crate) default_scope: bool,
+    pub(crate) mcp_scope: bool,
     pub(crate) stats: Stats,
 }
 
 impl Options {
     pub(crate) fn one_client_per_scope(&self) -> bool {
-        self.one_client.unwrap_or(self.default_scope)
+        self.one_client.unwrap_or(self.mcp_scope)
     }
 }
 
@@ -384,7 +389,7 @@ impl Default for Options {
             prime: false,
             prime_retry: None,
             one_client: None,
-            default_scope: true,
+            mcp_scope: true,
             stats: Stats::default(),
         }
     }
@@ -442,5 +447,37 @@ impl<T: fmt::Debug> fmt::Debug for Config<T> {
             .field("streams", &self.streams.limits())
             .field("options", &self.options)
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::SseResumeLayer;
+    use crate::key::{Cookie, Header};
+
+    fn one_client(layer: &SseResumeLayer) -> bool {
+        layer.config.options.one_client_per_scope()
+    }
+
+    #[test]
+    fn one_client_per_scope_follows_the_mcp_session_scope_however_it_is_given() {
+        assert!(one_client(&SseResumeLayer::new()));
+        assert!(one_client(
+            &SseResumeLayer::new().scope(Header::mcp_session_id())
+        ));
+        let other = http::HeaderName::from_static("x-session");
+        assert!(!one_client(
+            &SseResumeLayer::new().scope(Header::new(other))
+        ));
+        assert!(!one_client(&SseResumeLayer::new().scope(Cookie::new("s"))));
+        let chosen = SseResumeLayer::new().scope(Cookie::new("s"));
+        assert!(one_client(&chosen.one_client_per_scope(true)));
+    }
+
+    #[test]
+    fn a_retry_hint_turns_priming_on() {
+        let layer = SseResumeLayer::new().prime_retry(std::time::Duration::from_secs(3));
+        assert!(layer.config.options.prime);
+        assert!(!SseResumeLayer::new().config.options.prime);
     }
 }

@@ -44,6 +44,13 @@ impl Header {
     }
 }
 
+/// Whether `extractor` reads `Mcp-Session-Id`: a scope that is one MCP
+/// session, and so one client.
+pub(crate) fn reads_mcp_session_id<E: KeyExtractor>(extractor: &E) -> bool {
+    let extractor: &dyn std::any::Any = extractor;
+    (extractor.downcast_ref::<Header>()).is_some_and(|header| header.0 == MCP_SESSION_ID)
+}
+
 impl KeyExtractor for Header {
     fn extract(&self, parts: &Parts) -> Option<String> {
         let value = parts.headers.get(&self.0)?.to_str().ok()?;
