@@ -5,7 +5,7 @@
 //! shared links, and is often guessable. Yet the layer answers some
 //! requests from what it kept, without the upstream: a replay, a
 //! takeover, a follow, a complete stream's rest; and one request acts on
-//! another's stream: injection, the one-client eviction. So the layer
+//! another's stream: injection, the one-client displacement. So the layer
 //! keeps each stream under its scope *and* a keyed fingerprint of the
 //! request's credentials. A request with other credentials (or none) is
 //! in another partition: it finds nothing there, and goes to the

@@ -126,7 +126,7 @@
 //! Some requests are answered from what the layer kept, without the
 //! upstream: a replay, a takeover, a follow on another replica, a
 //! complete stream's rest; and some act on another's stream: an injected
-//! cursor, the one-client eviction. A scope (a session id) is not enough
+//! cursor, the one-client displacement. A scope (a session id) is not enough
 //! to trust for that: it leaks through logs, URLs and shared links. So a
 //! stream belongs to the scope *and* the credentials of the request that
 //! opened it ([`SseResumeLayer::credentials`]; by default

@@ -172,11 +172,11 @@ impl Dedup {
     }
 
     /// Offers this response to a reconnect of its client, which may end it
-    /// and take its upstream over: see [`StreamState::offer_eviction`].
-    pub(crate) fn offer_eviction(&self, sender: crate::stream::HoldSender) {
+    /// and take its upstream over: see [`StreamState::offer_displacement`].
+    pub(crate) fn offer_displacement(&self, sender: crate::stream::HoldSender) {
         let role = &self.attachment.role;
         let mut state = self.attachment.stream.lock();
-        state.offer_eviction(role.tag, role.generation, sender);
+        state.offer_displacement(role.tag, role.generation, sender);
     }
 
     /// The stream this response followed was lost after the block with
@@ -249,7 +249,7 @@ impl Dedup {
                 return false;
             }
         }
-        if window.is_evicted(self.attachment.role.tag) {
+        if window.is_displaced(self.attachment.role.tag) {
             return false;
         }
         let role = &mut self.attachment.role;

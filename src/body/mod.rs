@@ -77,7 +77,7 @@ pin_project! {
             linger: Option<Linger<B>>,
             // Where a reconnect of the same client asks for the upstream,
             // which ends this response.
-            evict: Option<EvictReceiver>,
+            displace: Option<DisplaceReceiver>,
         },
         // What the history holds of a complete stream, and nothing else.
         Replayed { dedup: Box<Dedup> },
@@ -135,11 +135,11 @@ impl<B: Body> SseResumeBody<B> {
         body: Pin<Box<B>>,
         dedup: Box<Dedup>,
         linger: Option<Linger<B>>,
-        evictable: bool,
+        displaceable: bool,
     ) -> Self {
-        let evict = evictable.then(|| {
+        let displace = displaceable.then(|| {
             let (sender, receiver) = oneshot::channel();
-            dedup.offer_eviction(sender);
+            dedup.offer_displacement(sender);
             receiver
         });
         Self {
@@ -148,7 +148,7 @@ impl<B: Body> SseResumeBody<B> {
                 dedup: Some(dedup),
                 error: None,
                 linger,
-                evict,
+                displace,
             },
         }
     }
@@ -233,7 +233,7 @@ where
                 body: body @ Some(_),
                 dedup: Some(dedup),
                 error,
-                evict,
+                displace,
                 linger,
             } => {
                 let upstream = body.as_mut().map(Pin::as_mut).expect("matched Some");
@@ -242,7 +242,7 @@ where
                 // it sent before was recorded before a reconnect took its
                 // replay, and once ended it records nothing more.
                 if polled.is_pending() {
-                    if let Some(reply) = asked(evict, cx) {
+                    if let Some(reply) = asked(displace, cx) {
                         // A reconnect of this client takes the upstream
                         // over: this response ends here.
                         if let (Some(body), Some(linger)) = (body.take(), linger.as_ref()) {
@@ -300,22 +300,22 @@ where
 }
 
 /// How a reconnect asks a response for its upstream.
-type EvictReceiver = oneshot::Receiver<oneshot::Sender<Handover>>;
+type DisplaceReceiver = oneshot::Receiver<oneshot::Sender<Handover>>;
 
 /// Whether a reconnect asked for the upstream, the waker registered if not.
 /// Once the offer is withdrawn, it is forgotten.
 fn asked(
-    evict: &mut Option<EvictReceiver>,
+    displace: &mut Option<DisplaceReceiver>,
     cx: &mut Context<'_>,
 ) -> Option<oneshot::Sender<Handover>> {
-    let receiver = evict.as_mut()?;
+    let receiver = displace.as_mut()?;
     match Pin::new(receiver).poll(cx) {
         Poll::Ready(Ok(reply)) => {
-            *evict = None;
+            *displace = None;
             Some(reply)
         }
         Poll::Ready(Err(_)) => {
-            *evict = None;
+            *displace = None;
             None
         }
         Poll::Pending => None,

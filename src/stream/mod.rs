@@ -7,6 +7,45 @@
 //! responses attached to it. [`Streams`] is the registry the layer keeps
 //! them in. The body checks each block against its stream under one short
 //! lock per chunk, and never waits on a store.
+//!
+//! # Glossary
+//!
+//! One word, one meaning, here and in the rest of the crate:
+//!
+//! - **scope**: whose streams: a session id, with the fingerprint of the
+//!   request's credentials when it has some. Nothing crosses scopes.
+//! - **stream key**: which stream of the scope: a `GET`'s method, path
+//!   and query, or a per-request stream's key of its own.
+//! - **stream**: what the upstream sends under one scope and stream key,
+//!   over every response of it.
+//! - **response**: one client's view of a stream, *attached* to it while
+//!   it lives: what its client has, and what it forwards.
+//! - **cursor**: the id a client says it has (`Last-Event-ID`).
+//! - **window**: the ids a stream forwarded lately, with what each event
+//!   was: what deduplicates.
+//! - **history**: the blocks a stream forwarded lately: what a *replay*
+//!   sends a client from after its cursor. A cursor it does not hold gets
+//!   the *gap* signal.
+//! - **generation**: goes up each time a client's cursor makes the
+//!   stream forget ids (those after the cursor, or all of them for an
+//!   unknown one). A response records only at the generation it opened
+//!   at; a store refuses writes of an older one (the `fence` a store is
+//!   given is the writer's generation).
+//! - **hold**: a response whose client went away, its upstream still read
+//!   for a while ([`SseResumeLayer::linger`](crate::SseResumeLayer::linger));
+//!   the stream is *held*. A client that comes back *takes over* the
+//!   upstream.
+//! - **lease**: a store's mark that this process holds a stream, so that
+//!   another replica *follows* it (sends what this one records) rather
+//!   than asking the upstream again.
+//! - **complete**: a per-request stream whose upstream ended: resumed from
+//!   its history alone.
+//! - **displace**: where one scope is one client, a reconnect ends the
+//!   response still attached (its client's old connection) and takes its
+//!   upstream over.
+//! - **evict**: a bound making room: the least recently used streams, the
+//!   oldest holds past the most held, the oldest ids and blocks of a window
+//!   or history.
 
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
@@ -76,9 +115,9 @@ pub(crate) struct StreamState {
     /// The attached response that a reconnect of the same client may end
     /// and take the upstream of, where one scope is one client: the one
     /// that opened alone.
-    evictable: Option<(u64, HoldSender)>,
+    displaceable: Option<(u64, HoldSender)>,
     /// The response ended that way: it records nothing more.
-    evicted: Option<u64>,
+    displaced: Option<u64>,
 }
 
 /// A response attached to a stream, detached when dropped.
@@ -201,36 +240,36 @@ impl StreamState {
             hold: None,
             head: None,
             complete: false,
-            evictable: None,
-            evicted: None,
+            displaceable: None,
+            displaced: None,
         }
     }
 
     /// Lets a reconnect of the same client end the response `tag` and take
     /// its upstream, asking on `sender`: when the response is the only one
     /// attached, and opened alone, at the current generation.
-    pub(crate) fn offer_eviction(&mut self, tag: u64, generation: u64, sender: HoldSender) {
+    pub(crate) fn offer_displacement(&mut self, tag: u64, generation: u64, sender: HoldSender) {
         let alone = self.responses.attached() == 1;
         if alone && self.responses.is_solo(tag) && self.generation == generation {
-            self.evictable = Some((tag, sender));
+            self.displaceable = Some((tag, sender));
         }
     }
 
     /// Ends the response that offered itself, for a reconnect of its
     /// client: returns how to ask it for its upstream.
-    pub(crate) fn evict(&mut self) -> Option<HoldSender> {
-        let (tag, _) = self.evictable.as_ref()?;
+    pub(crate) fn displace(&mut self) -> Option<HoldSender> {
+        let (tag, _) = self.displaceable.as_ref()?;
         if !self.responses.is_solo(*tag) || self.responses.attached() != 1 {
             return None;
         }
-        let (tag, sender) = self.evictable.take()?;
-        self.evicted = Some(tag);
+        let (tag, sender) = self.displaceable.take()?;
+        self.displaced = Some(tag);
         Some(sender)
     }
 
     /// Whether the response `tag` was ended by a reconnect of its client.
-    pub(crate) fn is_evicted(&self, tag: u64) -> bool {
-        self.evicted == Some(tag)
+    pub(crate) fn is_displaced(&self, tag: u64) -> bool {
+        self.displaced == Some(tag)
     }
 
     /// Starts holding the stream, unless another hold has it.

@@ -273,7 +273,7 @@ impl Streams {
         }
         let mut state = stream.lock();
         let cursor_here = cursor.is_some_and(|id| state.knows(id));
-        let evicted = evict(&mut state, request, cursor_here);
+        let displaced = displace(&mut state, request, cursor_here);
         let (cursor_known, mut replay) = match cursor {
             Some(id) => {
                 let (known, replay) = state.resume(id);
@@ -286,7 +286,7 @@ impl Streams {
             request,
             cursor_known,
             &mut replay,
-            evicted,
+            displaced,
             None,
         );
         // Under the same lock as the cursor: the response's client has
@@ -336,7 +336,7 @@ impl Streams {
         };
         drop(shard);
         let mut state = stream.lock();
-        let evicted = evict(&mut state, request, stored.cursor_known == Some(true));
+        let displaced = displace(&mut state, request, stored.cursor_known == Some(true));
         let local: Vec<(String, u64)> = if state.generation() == stored.fence {
             state.entries().collect()
         } else {
@@ -362,7 +362,7 @@ impl Streams {
             request,
             cursor_known,
             &mut replay,
-            evicted,
+            displaced,
             follow_from,
         );
         let attachment = stream.attach_locked(&mut state);
@@ -440,7 +440,7 @@ impl Streams {
 /// stream resumed from a cursor its history holds is served from the
 /// history alone.
 ///
-/// Where one scope is one client, `evicted` is the attached response a
+/// Where one scope is one client, `displaced` is the attached response a
 /// request with a known cursor ended, taken before the cursor moved the
 /// stream on: it hands its upstream over.
 ///
@@ -453,7 +453,7 @@ fn serve(
     request: Request,
     cursor_known: Option<bool>,
     replay: &mut Replay,
-    evicted: Option<HoldSender>,
+    displaced: Option<HoldSender>,
     follow_from: Option<u64>,
 ) -> Serve {
     if !request.linger {
@@ -473,7 +473,7 @@ fn serve(
             *replay = state.replay_after(hold.mark);
         }
         hold.takeover
-    } else if let Some(sender) = evicted {
+    } else if let Some(sender) = displaced {
         sender
     } else if let (Some(position), Replay::Blocks(_)) = (follow_from, &*replay) {
         return Serve::Follow(position);
@@ -497,9 +497,9 @@ fn serve(
 /// connection still looks open: that response ends, and the request takes
 /// its upstream. Only a response that opened alone offers itself, so two
 /// clients of one scope cannot end each other's over and over.
-fn evict(state: &mut StreamState, request: Request, cursor_known: bool) -> Option<HoldSender> {
+fn displace(state: &mut StreamState, request: Request, cursor_known: bool) -> Option<HoldSender> {
     let applies = request.linger && request.one_client && cursor_known && !state.is_held();
-    applies.then(|| state.evict()).flatten()
+    applies.then(|| state.displace()).flatten()
 }
 
 /// A locked shard, which tells the counters how many streams it gained or
