@@ -86,7 +86,7 @@ where
 
 impl<S, ReqB, ResB> Future for ResponseFuture<S, ReqB, ResB>
 where
-    S: Service<Request<ReqB>, Response = Response<ResB>> + Send + 'static,
+    S: Service<Request<ReqB>, Response = Response<ResB>> + Clone + Send + 'static,
     S::Future: Send + 'static,
     ReqB: Send + 'static,
     ResB: Body + Send + 'static,
@@ -114,7 +114,11 @@ where
                             options.stats.follow();
                             // A per-request stream cannot be sent again, and
                             // a `GET` resuming it is no request for it.
-                            let resume = own.then(|| resume(service, request));
+                            // It keeps a clone, not the service made ready:
+                            // that holds what its `poll_ready` took (a
+                            // concurrency limit's permit) for no request.
+                            let resume = own.then(|| resume(service.clone(), request));
+                            drop(service);
                             let response = follow_response(follow, decision, resume, options);
                             return Poll::Ready(Ok(response));
                         }
@@ -286,8 +290,8 @@ fn follow_response<B: Body>(
     response.map(|()| SseResumeBody::following(follow, dedup, cursor, resume))
 }
 
-/// Sends `request` to `service` later, with the `Last-Event-ID` given
-/// then: for a follow that outlives its holder.
+/// Sends `request` to `service` later, once it is ready, with the
+/// `Last-Event-ID` given then: for a follow that outlives its holder.
 fn resume<S, ReqB, B>(mut service: S, mut request: Request<ReqB>) -> Resume<B>
 where
     S: Service<Request<ReqB>, Response = Response<B>> + Send + 'static,
@@ -298,8 +302,12 @@ where
         if let Some(id) = last_id {
             request.headers_mut().insert(LAST_EVENT_ID, id);
         }
-        let call = service.call(request);
-        Box::pin(async move { call.await.ok() })
+        Box::pin(async move {
+            std::future::poll_fn(|cx| service.poll_ready(cx))
+                .await
+                .ok()?;
+            service.call(request).await.ok()
+        })
     })
 }
 

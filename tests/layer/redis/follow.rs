@@ -684,3 +684,34 @@ async fn a_takeover_on_the_holder_does_not_fence_the_holds_last_writes() {
     );
     assert_eq!(a.store.stats().fenced, 0);
 }
+
+#[tokio::test]
+async fn a_follow_holds_no_permit_of_the_inner_service_while_it_lasts() {
+    // A follow never calls the inner service unless its holder goes away.
+    // The service it was given ready holds what its `poll_ready` took, a
+    // concurrency limit's permit for one: kept for the whole follow, it
+    // would shut every other request of the replica out.
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let scene = Scene::start(&server, 100_000, Transport::Oneshot).await;
+    let cursor = scene.client_leaves_a(feed(None), 5).await;
+    let b = tower::ServiceBuilder::new()
+        .layer(scene.b.layer.clone())
+        .concurrency_limit(1)
+        .service(scene.upstream.clone());
+
+    let follow = b.clone().oneshot(feed(Some(cursor))).await.unwrap();
+    assert_eq!(scene.b.layer.stats().snapshot().follows, 1);
+    let mut follow = Box::pin(follow.into_body());
+    let got = read_events(follow.as_mut(), 3).await;
+    assert!(got.starts_with(&events([cursor + 1])), "{got}");
+
+    // The follow is still open, and another client's request goes through.
+    let other = get("/feed", "s2").body(()).unwrap();
+    let answered = tokio::time::timeout(STEP, b.oneshot(other)).await;
+    let other = answered.expect("another request waited for the follow's permit");
+    assert_eq!(other.unwrap().status(), 200);
+    let more = read_events(follow.as_mut(), 1).await;
+    assert!(!more.is_empty(), "the follow goes on");
+}
