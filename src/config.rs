@@ -210,6 +210,21 @@ macro_rules! builder_methods {
             self
         }
 
+        /// A handle on the counters, shared by the layer and every service
+        /// made from it.
+        pub fn stats(&self) -> $crate::Stats {
+            self.config.options.stats.clone()
+        }
+    };
+}
+pub(crate) use builder_methods;
+
+/// The builder methods that set how streams are kept in process: on
+/// [`SseResumeLayer`](crate::SseResumeLayer) only, so that every service a
+/// layer makes shares one registry of streams, kept within one set of
+/// limits.
+macro_rules! limit_methods {
+    () => {
         /// Keeps a replay history of each stream in process within
         /// `limits`, so that a client reconnecting with `Last-Event-ID`
         /// gets the blocks it missed from the layer, even from an upstream
@@ -301,15 +316,9 @@ macro_rules! builder_methods {
             self.config.set_limits(|streams| streams.max_held = max);
             self
         }
-
-        /// A handle on the counters, shared by the layer and every service
-        /// made from it.
-        pub fn stats(&self) -> $crate::Stats {
-            self.config.options.stats.clone()
-        }
     };
 }
-pub(crate) use builder_methods;
+pub(crate) use limit_methods;
 
 /// The default [`SseResumeLayer::max_id_len`](crate::SseResumeLayer::max_id_len): longer ids are forwarded
 /// but not tracked.

@@ -2,7 +2,7 @@
 
 use tower_layer::Layer;
 
-use crate::config::{Config, builder_methods};
+use crate::config::{Config, builder_methods, limit_methods};
 use crate::service::SseResume;
 use crate::store::{MemoryStore, TrackerStore};
 
@@ -44,6 +44,7 @@ impl<T: TrackerStore> SseResumeLayer<T> {
     }
 
     builder_methods!();
+    limit_methods!();
 }
 
 impl<S, T> Layer<S> for SseResumeLayer<T> {

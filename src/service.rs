@@ -29,6 +29,22 @@ const TAKEOVER_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Middleware that makes the event streams of `S` resumable and
 /// duplicate-free. Made by [`SseResumeLayer`].
+///
+/// Every service a layer makes shares the layer's streams, its store and
+/// their limits, which are set on the layer only; a service can still
+/// change how it reads requests:
+///
+/// ```
+/// # use tower_sse_resume::SseResume;
+/// let service = SseResume::new(()).inject_last_event_id(false);
+/// # let _ = service;
+/// ```
+///
+/// ```compile_fail
+/// # use tower_sse_resume::{HistoryLimits, SseResume};
+/// // A history is a limit of the streams every sibling shares.
+/// let service = SseResume::new(()).history(HistoryLimits::new());
+/// ```
 pub struct SseResume<S, T = MemoryStore> {
     inner: S,
     config: Config<T>,
@@ -46,16 +62,11 @@ impl<S> SseResume<S> {
     }
 }
 
+/// The options that only change how this service reads requests. The
+/// store and the limits of the streams kept in process are set on the
+/// [`SseResumeLayer`], once, for every service it makes: they share its
+/// streams.
 impl<S, T: TrackerStore> SseResume<S, T> {
-    /// Keeps the streams in `store` behind the layer. Its streams in
-    /// process start empty.
-    pub fn store<U: TrackerStore>(self, store: U) -> SseResume<S, U> {
-        SseResume {
-            inner: self.inner,
-            config: self.config.with_store(store),
-        }
-    }
-
     builder_methods!();
 }
 
