@@ -289,7 +289,9 @@ macro_rules! limit_methods {
         /// the live remainder. A per-request stream (a `POST`) whose
         /// upstream ended is complete: resuming it from a cursor its
         /// history holds replays the rest and ends, without an upstream
-        /// request.
+        /// request; a client that has all of it gets `204 No Content`,
+        /// which stops an `EventSource` (an empty `200` would have it
+        /// reconnect forever).
         ///
         /// A stream lingers only when its response is the only one
         /// attached, has a scope, and its request's `MCP-Protocol-Version`

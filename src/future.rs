@@ -124,6 +124,11 @@ where
                         }
                         Plan::Complete(head) => {
                             options.stats.complete_replayed();
+                            // A client that has all of it is told it is
+                            // over: an empty `200` says "reconnect".
+                            if decision.replay == Replay::Blocks(Vec::new()) {
+                                return Poll::Ready(Ok(no_content()));
+                            }
                             return Poll::Ready(Ok(replay_complete(&head, decision, options)));
                         }
                         Plan::Reject => return Poll::Ready(Ok(service_unavailable())),
@@ -318,6 +323,14 @@ fn head_response<T: Default>(head: &Head, decision: &Decision) -> Response<T> {
     *response.version_mut() = head.version;
     *response.headers_mut() = head.headers.clone();
     mark_gap(response.headers_mut(), decision);
+    response
+}
+
+/// `204 No Content`: the stream is over and the client has all of it. An
+/// `EventSource` stops reconnecting.
+fn no_content<B: Body>() -> Response<SseResumeBody<B>> {
+    let mut response = Response::new(SseResumeBody::rejected(""));
+    *response.status_mut() = StatusCode::NO_CONTENT;
     response
 }
 

@@ -182,10 +182,11 @@ impl<B: Body> SseResumeBody<B> {
         }
     }
 
+    /// A body the layer answers with itself: `message`, or none at all.
     pub(crate) fn rejected(message: &'static str) -> Self {
         Self {
             kind: Kind::Rejected {
-                message: Some(Bytes::from_static(message.as_bytes())),
+                message: (!message.is_empty()).then(|| Bytes::from_static(message.as_bytes())),
             },
         }
     }

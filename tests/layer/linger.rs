@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::stream;
-use http::{Request, Response};
+use http::{Request, Response, StatusCode};
 use http_body::{Body, Frame};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, StreamBody};
@@ -483,6 +483,36 @@ async fn a_tool_call_cut_midway_resumes_by_get_and_then_from_its_history() {
         "no upstream request for a complete stream"
     );
     assert_eq!(layer.stats().snapshot().completes_replayed, 1);
+}
+
+#[tokio::test]
+async fn a_client_that_has_all_of_a_complete_stream_gets_204_and_stops() {
+    // An empty `200` is how a stream says "reconnect": an `EventSource`, or
+    // an MCP client, would come back every `retry` forever. `204` stops it.
+    for transport in TRANSPORTS {
+        let upstream = Upstream::new([Reply::sse([events(1..=5)])]);
+        let layer = lingering(Duration::from_secs(5));
+        let call = Request::post("/mcp").header("mcp-session-id", "s1");
+        let resume = |cursor: u32| {
+            let request = get("/mcp", "s1").header("last-event-id", cursor.to_string());
+            request.body(()).unwrap()
+        };
+        let got = exchange(
+            transport,
+            &layer,
+            &upstream,
+            vec![call.body(()).unwrap(), resume(5), resume(4)],
+        )
+        .await;
+        assert_eq!(got[0].text(), events(1..=5));
+        assert_eq!(got[1].status, StatusCode::NO_CONTENT, "over {transport:?}");
+        assert_eq!(got[1].text(), "");
+        // From earlier: the rest, and the end, as before.
+        assert_eq!(got[2].status, StatusCode::OK);
+        assert_eq!(got[2].text(), events([5]));
+        assert_eq!(upstream.seen().len(), 1, "no upstream request for either");
+        assert_eq!(layer.stats().snapshot().completes_replayed, 2);
+    }
 }
 
 #[cfg(feature = "redis")]
