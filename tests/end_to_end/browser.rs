@@ -166,6 +166,31 @@ async fn without_linger_chromium_cut_off_from_a_live_upstream_loses_events() {
     assert!(run.asked.len() > 1, "{:?}", run.asked);
 }
 
+/// A complete stream (a call that ended) resumed by an `EventSource`: it
+/// gets the rest and the end, reconnects once with the last id, gets
+/// `204 No Content` and stops. With an empty `200` it would reconnect
+/// every `retry` (100 ms here) for as long as the page lives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_stops_reconnecting_once_it_has_all_of_a_complete_stream() {
+    let layer = SseResumeLayer::new()
+        .history(HistoryLimits::new())
+        .linger(Duration::from_secs(30));
+    let script = Script {
+        total: 5,
+        page: Some(complete_page().to_owned()),
+        ..Script::flaky()
+    };
+    let Some(run) = run_with(Some(layer.clone()), script, None).await else {
+        return;
+    };
+    assert_eq!(run.ids, vec![4, 5], "the rest of the call, once");
+    assert_eq!(run.final_state, Some(2), "the EventSource is CLOSED");
+    let resumes = layer.stats().snapshot().completes_replayed;
+    assert_eq!(resumes, 2, "the resume, and one more request: the 204");
+    assert_eq!(run.errors, 2, "the end of the rest, and the 204");
+    assert_eq!(run.asked.len(), 1, "the upstream saw the call only");
+}
+
 /// MCP priming: the proxy starts each stream with a stamped id and empty
 /// data. The upstream sends nothing on the first connection, which the
 /// relay cuts: the browser reconnects with the priming id as its
@@ -250,6 +275,10 @@ struct Run {
     relayed_cursors: Vec<Option<String>>,
     /// The id of each priming event, in order.
     primes: Vec<String>,
+    /// The `EventSource`'s errors: each time a connection ended or failed.
+    errors: usize,
+    /// Its `readyState` when the page reported, if the page says.
+    final_state: Option<u64>,
 }
 
 /// Opens the page in Chromium through the proxy, with `layer` or without
@@ -275,7 +304,9 @@ async fn run_with(
         return None;
     }
     let _one = ONE_BROWSER.lock().await;
-    script.page = Some(page(script.total));
+    if script.page.is_none() {
+        script.page = Some(page(script.total));
+    }
     let mut upstream = Upstream::start(script.clone()).await;
     let proxy = match layer {
         Some(layer) => Proxy::start(upstream.addr, layer).await,
@@ -311,6 +342,8 @@ async fn run_with(
         cuts: relay.as_ref().map_or(0, CuttingRelay::cuts),
         relayed_cursors: relay.as_ref().map_or_else(Vec::new, CuttingRelay::cursors),
         primes: Vec::new(),
+        errors: 0,
+        final_state: None,
     };
     for entry in &log {
         match entry["kind"].as_str() {
@@ -318,6 +351,8 @@ async fn run_with(
                 run.cursors.push(run.ids.last().copied());
                 run.connections.push(Vec::new());
             }
+            Some("error") => run.errors += 1,
+            Some("state") => run.final_state = entry["state"].as_u64(),
             Some("gap") => run
                 .gaps
                 .push(entry["data"].as_str().unwrap().parse().unwrap()),
@@ -383,6 +418,32 @@ setTimeout(report, 30000);
 </script>
 "#
     )
+}
+
+/// A page that makes a call (`POST /events`, an MCP tool call's stream),
+/// then resumes it with an `EventSource` from its third event, and reports
+/// after 10 s what came and whether the `EventSource` stopped.
+fn complete_page() -> &'static str {
+    r#"<!doctype html>
+<meta charset="utf-8">
+<title>tower-sse-resume: a complete stream</title>
+<script>
+const log = [];
+const url = "/events?session=browser-" + Math.random().toString(36).slice(2);
+fetch(url, { method: "POST" }).then((response) => response.text()).then(() => {
+  const source = new EventSource(url + "&last_event_id=3");
+  source.onopen = () => log.push({ kind: "open", t: Date.now() });
+  source.onerror = () => log.push({ kind: "error", t: Date.now() });
+  source.onmessage = (event) =>
+    log.push({ kind: "message", id: event.lastEventId, data: event.data, t: Date.now() });
+  setTimeout(() => {
+    log.push({ kind: "state", state: source.readyState });
+    source.close();
+    fetch("/report", { method: "POST", body: JSON.stringify(log) });
+  }, 10000);
+});
+</script>
+"#
 }
 
 /// Headless Chromium with a fresh profile, killed with its whole process

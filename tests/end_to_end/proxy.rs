@@ -192,6 +192,7 @@ async fn respond(
     let path = request.uri().path().to_owned();
     match (request.method(), path.as_str(), &shared.script.page) {
         (&Method::GET, "/events", _) => Ok(events(&shared, &request)),
+        (&Method::POST, "/events", _) => Ok(a_call(&shared, &request)),
         (&Method::GET, "/", Some(page)) => {
             let mut response = Response::new(full(page.clone()));
             response
@@ -291,6 +292,31 @@ fn events(shared: &Arc<Shared>, request: &Request<Incoming>) -> Response<Body> {
         HeaderValue::from_static("text/event-stream"),
     );
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    response
+}
+
+/// A call's stream, as a `POST` (an MCP tool call) gets: a quick `retry`,
+/// events `1..=total` at once, and the end.
+fn a_call(shared: &Arc<Shared>, request: &Request<Incoming>) -> Response<Body> {
+    shared.seen.lock().unwrap().push(Seen {
+        path_and_query: request
+            .uri()
+            .path_and_query()
+            .map_or_else(String::new, ToString::to_string),
+        last_event_id: None,
+        version: request.version(),
+        first: Some(1),
+    });
+    let mut text = String::from("retry: 100\n\n");
+    for id in 1..=shared.script.total {
+        text.push_str(&event(shared, id));
+    }
+    let mut response = Response::new(full(text));
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
     response
 }
 
