@@ -190,6 +190,18 @@ macro_rules! builder_methods {
             self
         }
 
+        /// Whether the upstream resumes from `Last-Event-ID` exactly where
+        /// a client stopped, as an upstream with an event store does. Off
+        /// by default: the layer cannot know. When a follow's holder died
+        /// and the stream goes on from the upstream, asked from the last
+        /// id the client has, the client first gets the gap signal (the
+        /// `sse-resume-gap` event), unless this says the upstream lost
+        /// nothing.
+        pub fn upstream_resumes(mut self, resumes: bool) -> Self {
+            self.config.options_mut().upstream_resumes = resumes;
+            self
+        }
+
         /// What to do when the store fails at the start of a request.
         pub fn failure_policy(mut self, policy: $crate::FailurePolicy) -> Self {
             self.config.options_mut().failure_policy = policy;
@@ -358,6 +370,7 @@ pub(crate) struct Options {
     pub(crate) mcp_protocol_gate: bool,
     pub(crate) stamp_ids: bool,
     pub(crate) trust_ids: bool,
+    pub(crate) upstream_resumes: bool,
     pub(crate) failure_policy: FailurePolicy,
     pub(crate) max_block_len: usize,
     pub(crate) max_id_len: usize,
@@ -390,6 +403,7 @@ impl Default for Options {
             mcp_protocol_gate: true,
             stamp_ids: false,
             trust_ids: false,
+            upstream_resumes: false,
             failure_policy: FailurePolicy::FailOpen,
             max_block_len: DEFAULT_MAX_BLOCK_LEN,
             max_id_len: DEFAULT_MAX_ID_LEN,

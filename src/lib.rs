@@ -297,8 +297,9 @@
 //! replica *follows* the stream there: the replay from the shared history,
 //! then what the holding replica records, until the stream ends, with no
 //! upstream request. When the holder dies, a standing stream goes on from
-//! the upstream, asked from its last recorded id, and a per-request one
-//! ends with the gap signal ([`TrackerStore::hold`],
+//! the upstream, asked from its last recorded id, after the gap signal
+//! (unless [`SseResumeLayer::upstream_resumes`] says the upstream lost
+//! nothing), and a per-request one ends with the gap signal ([`TrackerStore::hold`],
 //! [`TrackerStore::follow`]; `RedisStore` documents what each case can
 //! lose). The inner service, its future and the request body must be
 //! `Send + 'static` for it, as hyper's and axum's are.

@@ -99,8 +99,9 @@ const EXPORTED: [(&str, &str, Kind, u64); 20] = [
         Kind::Counter,
         2 + 2,
     ),
-    // A: `zz`; H: the tool call whose holder let go.
-    ("gaps", "sse_resume_gaps_total", Kind::Counter, 1 + 1),
+    // A: `zz`; H: the tool call whose holder let go, and the standing
+    // stream that went on from the upstream.
+    ("gaps", "sse_resume_gaps_total", Kind::Counter, 1 + 2),
     // One per stream of each layer: A, B, C, D, E (two), F, G (none: its
     // store failed), H (two), I (one per token).
     (
@@ -494,7 +495,15 @@ async fn followers_that_lose_their_holder(redis: &RedisServer) -> SseResumeLayer
         text.push_str(std::str::from_utf8(&rest.unwrap().to_bytes()).unwrap());
         texts.push(text);
     }
-    assert_eq!(texts[0], events(2..=3), "followed, then from the upstream");
+    assert_eq!(
+        texts[0],
+        format!(
+            "{}event: {GAP_EVENT}\ndata: 2\n\n{}",
+            events([2]),
+            events([3])
+        ),
+        "followed, then the gap signal and the upstream"
+    );
     assert_eq!(
         texts[1],
         format!("{}event: {GAP_EVENT}\ndata: 2\n\n", events([2])),

@@ -40,6 +40,10 @@ pub(crate) struct Dedup {
     /// records while its stream still has that hold, and sends nothing.
     holding: Option<u64>,
     keep_alive: Option<KeepAlive>,
+    /// Whether the upstream resumes exactly where a client stopped: a
+    /// follow whose holder died then goes on from it without the gap
+    /// signal.
+    upstream_resumes: bool,
 }
 
 impl Dedup {
@@ -117,6 +121,7 @@ impl Dedup {
             ending: false,
             ended: false,
             span,
+            upstream_resumes: options.upstream_resumes,
             recorder,
             holding: None,
             keep_alive,
@@ -189,11 +194,18 @@ impl Dedup {
     }
 
     /// The stream this response followed was lost, and it goes on from
-    /// the upstream: it records from now on.
+    /// the upstream: it records from now on. Unless the upstream resumes
+    /// exactly where the client stopped, it may have sent events nobody
+    /// read meanwhile: the client gets the gap signal first.
     pub(super) fn resumed(&mut self) {
         self.recorder.unmute();
         self.stats.follow_resumed();
         tracing::debug!("followed stream lost: going on from the upstream");
+        if !self.upstream_resumes {
+            let last_id = self.stream().lock().last_id().unwrap_or_default();
+            self.output.send(gap_event(&last_id));
+            self.stats.gap();
+        }
     }
 
     /// Whether the upstream body has ended.

@@ -408,6 +408,7 @@ fn kill_the_holder(
     last: u32,
     request: fn() -> Request<()>,
     resume: fn(u32) -> Request<()>,
+    upstream_resumes: bool,
 ) -> Option<Killed> {
     let server = RedisServer::start()?;
     let prefix = fresh_prefix();
@@ -430,7 +431,8 @@ fn kill_the_holder(
     });
     runtime_b.block_on(async move {
         let b = Replica::connect(&server, &prefix).await;
-        let service = b.layer.layer(upstream.clone());
+        let layer = b.layer.clone().upstream_resumes(upstream_resumes);
+        let service = layer.layer(upstream.clone());
         let resumed = service.oneshot(resume(cursor)).await.unwrap();
         let reading = tokio::spawn(read_to_end(resumed.into_body(), STEP));
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -458,7 +460,7 @@ fn when_the_holder_of_a_tool_call_dies_its_follower_ends_with_the_gap_signal() {
         let request = get("/mcp", "s1").header("last-event-id", cursor.to_string());
         request.body(()).unwrap()
     };
-    let Some(killed) = kill_the_holder(1000, call, resume) else {
+    let Some(killed) = kill_the_holder(1000, call, resume, false) else {
         return;
     };
     let gap = format!("event: {GAP_EVENT}\n");
@@ -480,54 +482,66 @@ fn when_the_holder_of_a_tool_call_dies_its_follower_ends_with_the_gap_signal() {
     );
 }
 
-/// TODAY'S BEHAVIOUR, WHICH ISSUE 25 ("Streams that end, stop and fail out
-/// loud") CHANGES. B goes on from the upstream without a word, although
-/// this upstream cannot resume and what it sent between A's last write
-/// and B's own request is lost (up to two leases of it). DESIGN.md's "No
-/// silent loss" asks for the gap signal first whenever the layer cannot
-/// know that the stream goes on where the client stopped, as here. When
-/// issue 25 lands, this test must require the gap event between the
-/// events B followed and those it got from the upstream, and the
-/// assertion marked below turns around.
+/// A standing stream whose holder died goes on from the upstream, asked
+/// from the last id B has. This upstream cannot resume: what it sent while
+/// nobody read it is lost, and the layer cannot know how much, so the
+/// client hears of it: the gap signal, right where the hole is.
 #[test]
-fn when_the_holder_of_a_standing_stream_dies_its_follower_asks_the_upstream() {
-    let Some(killed) = kill_the_holder(150, || feed(None), |cursor| feed(Some(cursor))) else {
+fn when_the_holder_of_a_standing_stream_dies_its_follower_signals_the_gap_and_asks_the_upstream() {
+    let Some(killed) = kill_the_holder(150, || feed(None), |cursor| feed(Some(cursor)), false)
+    else {
         return;
     };
-    let ids: Vec<u32> = (killed.got.lines())
+    let gap = format!("event: {GAP_EVENT}\n");
+    let got = &killed.got;
+    let at = got
+        .find(&gap)
+        .unwrap_or_else(|| panic!("no gap signal: {got}"));
+    let (followed, resumed) = got.split_at(at);
+    let newest = if followed.is_empty() {
+        killed.cursor
+    } else {
+        last_id(followed)
+    };
+    assert_eq!(
+        followed,
+        events(killed.cursor + 1..=newest),
+        "followed, once"
+    );
+    let signal = format!("{gap}data: {newest}\n\n");
+    let resumed = resumed
+        .strip_prefix(&signal)
+        .unwrap_or_else(|| panic!("{resumed}"));
+    let ids: Vec<u32> = (resumed.lines())
         .filter_map(|line| line.strip_prefix("id: ")?.parse().ok())
         .collect();
-    // Today's behaviour, which issue 25 changes: no gap signal.
-    assert!(
-        !killed.got.contains(GAP_EVENT),
-        "the gap signal came: issue 25 has landed, turn this test around\n{}",
-        killed.got
+    let first = *ids.first().expect("events from the upstream");
+    assert!(first > newest, "after the gap: {ids:?}");
+    assert_eq!(
+        ids,
+        (first..=150).collect::<Vec<_>>(),
+        "then every one, once"
     );
-    assert_eq!(ids.first(), Some(&(killed.cursor + 1)));
-    assert!(
-        ids.windows(2).all(|pair| pair[0] < pair[1]),
-        "rising, once: {ids:?}"
-    );
-    let holes = ids.windows(2).filter(|pair| pair[1] != pair[0] + 1);
-    assert!(
-        holes.count() <= 1,
-        "one hole at most, where B asked: {ids:?}"
-    );
-    assert_eq!(ids.last(), Some(&150), "to the upstream's end");
     assert_eq!(killed.stats.follows_resumed, 1);
+    assert_eq!(killed.stats.gaps, 1);
     let requested = killed.upstream.requested_at();
     assert_eq!(requested.len(), 2, "A's, then B's own");
     // B noticed, and asked the upstream itself, within twice the lease.
     let noticed = requested[1] - killed.killed;
     assert!(noticed < NOTICED_WITHIN, "noticed after {noticed:?}");
-    // This upstream cannot resume: what it sent while nobody read it is
-    // lost, about as many events as ticks went by between A's last write
-    // and B's request. Issue 25 keeps the loss, and announces it.
-    let lost = 150 - killed.cursor - ids.len() as u32;
-    let ticks =
-        (noticed + Duration::from_millis(300)).as_millis() / crate::linger::TICK.as_millis();
-    eprintln!("noticed after {noticed:?}, {lost} events lost");
-    assert!(lost as u128 <= ticks, "{lost} events lost in {noticed:?}");
+}
+
+/// The same, with an upstream the operator declared resumes: then the
+/// stream goes on exactly where the client stopped, with no gap signal.
+#[test]
+fn when_the_upstream_resumes_a_dead_holders_follower_goes_on_without_a_gap_signal() {
+    let Some(killed) = kill_the_holder(150, || feed(None), |cursor| feed(Some(cursor)), true)
+    else {
+        return;
+    };
+    assert!(!killed.got.contains(GAP_EVENT), "{}", killed.got);
+    assert_eq!(killed.stats.follows_resumed, 1);
+    assert_eq!(killed.stats.gaps, 0);
 }
 
 /// A stream that replica A opened and holds, and replica B beside it.
