@@ -112,7 +112,7 @@ macro_rules! builder_methods {
         }
 
         /// Whether one scope is one client, as an MCP session is: with
-        /// [`linger`](Self::linger), a request whose `Last-Event-ID` its
+        /// [`linger`]($crate::SseResumeLayer::linger), a request whose `Last-Event-ID` its
         /// stream knows then also takes over the upstream of the response
         /// still attached to the stream (its client's old connection, not
         /// yet seen to be gone), and that response ends. On by default for
