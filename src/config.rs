@@ -323,6 +323,13 @@ macro_rules! limit_methods {
             self
         }
 
+        /// An MCP session's end stops its streams: a `DELETE` with the
+        /// session's `Mcp-Session-Id` (the scope, when it is MCP's), once
+        /// the upstream answers it with `2xx`, ends every stream held in
+        /// that scope and credentials (the upstream sees its body closed
+        /// at once) and forgets their histories. In this process: another
+        /// replica's holds run out their linger.
+        ///
         /// The most streams held at once, with [`linger`](Self::linger):
         /// 1024 by default. Past it, the oldest hold lets its upstream go.
         /// Setting it empties the layer's streams.

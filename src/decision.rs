@@ -13,7 +13,9 @@ use crate::recorder::Recorder;
 use crate::stamp::clock_epoch;
 use crate::stats::Stats;
 use crate::store::{Follow, TrackerStore};
-use crate::stream::{Attachment, Head, Opened, Replay, Serve, Stream, StreamState, TakenOver};
+use crate::stream::{
+    Attachment, Head, Opened, Replay, Serve, Stream, StreamState, Streams, TakenOver,
+};
 
 /// How the request asks the upstream to resume, read from its headers
 /// before the store is asked anything.
@@ -54,6 +56,23 @@ pub(crate) struct Decision {
     pub(crate) one_client: bool,
     /// Whether the response starts with a priming event, and its `retry`.
     pub(crate) prime: Option<Option<std::time::Duration>>,
+    /// The scope whose streams end once the upstream accepts the request:
+    /// an MCP session's `DELETE`.
+    pub(crate) ends_scope: Option<EndScope>,
+}
+
+/// The end of a scope's streams, for when the upstream accepts the end of
+/// the session.
+pub(crate) struct EndScope {
+    pub(crate) streams: Arc<Streams>,
+    pub(crate) scope: String,
+}
+
+impl EndScope {
+    pub(crate) fn run(self) {
+        let ended = self.streams.end_scope(&self.scope);
+        tracing::debug!(ended, "session ended: its streams end");
+    }
 }
 
 /// How a request is served: settled once, before its response future
@@ -166,6 +185,7 @@ impl Decision {
             per_request: resumption.per_request,
             one_client: resumption.one_client,
             prime: resumption.prime,
+            ends_scope: None,
         };
         (decision, serve, upstream_cursor)
     }
@@ -183,6 +203,7 @@ impl Decision {
             per_request: false,
             one_client: false,
             prime: None,
+            ends_scope: None,
         }
     }
 }

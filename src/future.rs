@@ -151,9 +151,14 @@ where
                 }
                 StateProj::Calling { future, decision } => {
                     let response = ready!(future.poll(cx))?;
-                    let Some(decision) = decision.take() else {
+                    let Some(mut decision) = decision.take() else {
                         panic!("ResponseFuture polled after completion");
                     };
+                    if let Some(end) = decision.ends_scope.take() {
+                        if response.status().is_success() {
+                            end.run();
+                        }
+                    }
                     return Poll::Ready(Ok(wrap(response, decision, this.options)));
                 }
             }

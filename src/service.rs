@@ -13,7 +13,7 @@ use tower_service::Service;
 use crate::body::SseResumeBody;
 use crate::config::FailurePolicy;
 use crate::config::{Config, Options, builder_methods};
-use crate::decision::{Decision, Plan, Resumption, UpstreamCursor};
+use crate::decision::{Decision, EndScope, Plan, Resumption, UpstreamCursor};
 use crate::future::ResponseFuture;
 use crate::headers::{LAST_EVENT_ID, client_cursor, header_value, mcp_without_resumption};
 use crate::layer::SseResumeLayer;
@@ -145,6 +145,19 @@ where
             let request = Request::from_parts(parts, body);
             return ResponseFuture::call(inner, request, decision, Arc::clone(options));
         };
+        if parts.method == Method::DELETE && options.mcp_scope {
+            // The end of an MCP session: once the upstream accepts it, the
+            // streams of its scope (and credentials) end. Only where the
+            // scope is MCP's session id: elsewhere a `DELETE` is any
+            // request.
+            let mut decision = Decision::unscoped(options.unscoped_window_len, &options.stats);
+            decision.ends_scope = Some(EndScope {
+                streams: Arc::clone(&self.config.streams),
+                scope: bound.scope,
+            });
+            let request = Request::from_parts(parts, body);
+            return ResponseFuture::call(inner, request, decision, Arc::clone(options));
+        }
         if bound.changed {
             options.stats.credentials_changed();
             tracing::debug!("a request of a scope came with other credentials than the one before");

@@ -403,6 +403,21 @@ impl Streams {
         self.limits.max_streams / self.shards.len()
     }
 
+    /// Ends every stream of `scope`, as when its MCP session ended: each
+    /// hold lets its upstream go now, and the streams are forgotten with
+    /// their histories. A response still attached reads on until its own
+    /// client or upstream ends it. Returns how many streams there were.
+    pub(crate) fn end_scope(&self, scope: &str) -> usize {
+        let ended = self.shard(scope).take_scope(scope);
+        for stream in &ended {
+            let mut state = stream.lock();
+            // Dropped, the hold tells its task to let the upstream go.
+            drop(state.take_any_hold());
+            state.forget_history();
+        }
+        ended.len()
+    }
+
     fn shard(&self, scope: &str) -> ShardGuard<'_> {
         let mut hasher = DefaultHasher::new();
         scope.hash(&mut hasher);
@@ -649,6 +664,13 @@ impl Shard {
         for (_, scope, stream) in by_age.iter().take(count) {
             self.remove(scope, stream);
         }
+    }
+
+    /// Takes every stream of `scope` out of the shard.
+    fn take_scope(&mut self, scope: &str) -> Vec<Stream> {
+        let streams = self.scopes.remove(scope).unwrap_or_default();
+        self.streams -= streams.len();
+        streams.into_values().map(|entry| entry.stream).collect()
     }
 
     fn remove(&mut self, scope: &str, stream: &str) {

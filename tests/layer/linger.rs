@@ -95,7 +95,12 @@ impl<B> Service<Request<B>> for LiveUpstream {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, _request: Request<B>) -> Self::Future {
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        if request.method() == http::Method::DELETE {
+            // The end of an MCP session: answered at once, and no stream.
+            let body = http_body_util::Empty::new().map_err(|never| match never {});
+            return std::future::ready(Ok(Response::new(body.boxed_unsync())));
+        }
         self.requests.lock().unwrap().push(Instant::now());
         let (sender, receiver) = mpsc::channel::<Frame<Bytes>>(1);
         let (start, last, closed) = (self.start, self.last, Arc::clone(&self.closed));

@@ -10,6 +10,7 @@ mod linger;
 #[cfg(feature = "redis")]
 mod redis;
 mod replay;
+mod stop;
 #[cfg(feature = "test-util")]
 mod store_memory;
 mod stream_cases;
