@@ -394,3 +394,119 @@ async fn a_refreshed_token_goes_upstream_and_gets_the_gap_signal() {
         assert_eq!(asked[1], (ALICE_REFRESHED.to_owned(), Some("3".to_owned())));
     }
 }
+
+/// Every event and span the layer logs, at every level, with all their
+/// fields, as text: what a log would show.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<String>>);
+
+impl Captured {
+    fn text(&self) -> String {
+        self.0.lock().unwrap().clone()
+    }
+
+    fn write(&self, head: &str, fields: impl FnOnce(&mut dyn tracing::field::Visit)) {
+        let mut line = head.to_owned();
+        fields(&mut Fields(&mut line));
+        line.push('\n');
+        self.0.lock().unwrap().push_str(&line);
+    }
+}
+
+/// Writes each field as ` name=value`.
+struct Fields<'a>(&'a mut String);
+
+impl tracing::field::Visit for Fields<'_> {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        use std::fmt::Write;
+        let _ = write!(self.0, " {}={value:?}", field.name());
+    }
+}
+
+impl tracing::Subscriber for Captured {
+    fn register_callsite(
+        &self,
+        _: &'static tracing::Metadata<'static>,
+    ) -> tracing::subscriber::Interest {
+        tracing::subscriber::Interest::always()
+    }
+
+    fn max_level_hint(&self) -> Option<tracing::level_filters::LevelFilter> {
+        Some(tracing::level_filters::LevelFilter::TRACE)
+    }
+
+    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+        true
+    }
+
+    fn new_span(&self, span: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let head = format!("span {}", span.metadata().name());
+        self.write(&head, |fields| span.record(fields));
+        tracing::span::Id::from_u64(NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+    }
+
+    fn record(&self, _: &tracing::span::Id, values: &tracing::span::Record<'_>) {
+        self.write("record", |fields| values.record(fields));
+    }
+
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+
+    fn event(&self, event: &tracing::Event<'_>) {
+        let head = format!("{} {}", event.metadata().level(), event.metadata().target());
+        self.write(&head, |fields| event.record(fields));
+    }
+
+    fn enter(&self, _: &tracing::span::Id) {}
+
+    fn exit(&self, _: &tracing::span::Id) {}
+}
+
+#[tokio::test]
+async fn a_token_in_the_url_is_other_credentials_than_the_same_in_the_header() {
+    // The upstream reads the header only: what the layer kept for Alice's
+    // header is not replayed to a request with her token in the URL.
+    let upstream = Authorizing::new(Upstream::new([Reply::sse([events(1..=5)])]));
+    let layer = lingering();
+    let client = Client::over(Transport::Oneshot, &layer, upstream).await;
+    client
+        .send(as_user(Request::post("/mcp"), ALICE, None))
+        .await;
+    let secret = ALICE.strip_prefix("Bearer ").unwrap();
+    let in_url = Request::get(format!("/mcp?access_token={secret}"))
+        .header("mcp-session-id", "s-alice")
+        .header("last-event-id", "2");
+    assert_refused(&client.send(in_url.body(()).unwrap()).await, "in the URL");
+    assert_eq!(layer.stats().snapshot().completes_replayed, 0);
+}
+
+#[test]
+fn no_log_shows_a_credential() {
+    let captured = Captured::default();
+    // This thread's: each test below runs its runtime, and the layer's
+    // tasks, on it.
+    let _guard = tracing::subscriber::set_default(captured.clone());
+    // `tracing` caches whether a callsite is wanted when a thread first
+    // reaches it: with one dispatcher alive it asks that thread's default,
+    // none on the threads of the tests running beside this one, and would
+    // mute the callsite here too. With two alive it asks both of them.
+    let _second = tracing::Dispatch::new(Captured::default());
+    // Takeovers, replays, follows' kin and refusals, Alice's, her
+    // refreshed token's and Mallory's, over every transport.
+    a_complete_tool_call_is_not_replayed_to_another_token();
+    a_complete_tool_call_is_replayed_to_its_own_token();
+    a_held_stream_is_not_taken_over_by_another_token();
+    another_tokens_get_has_no_cursor_injected();
+    a_replay_to_another_token_is_the_upstreams_401_with_nothing_prepended();
+    another_tokens_resume_never_ends_the_response_attached_to_the_stream();
+    a_refreshed_token_goes_upstream_and_gets_the_gap_signal();
+    a_token_in_the_url_is_other_credentials_than_the_same_in_the_header();
+    let logged = captured.text();
+    // The control: the log saw those paths, fields and all.
+    assert!(logged.contains("took a held stream over"), "{logged}");
+    assert!(logged.contains("other credentials"), "{logged}");
+    assert!(logged.contains("key="), "{logged}");
+    for token in ["alice-token", "mallory-token"] {
+        assert!(!logged.contains(token), "{token} in the log:\n{logged}");
+    }
+}
