@@ -510,3 +510,31 @@ fn no_log_shows_a_credential() {
         assert!(!logged.contains(token), "{token} in the log:\n{logged}");
     }
 }
+
+#[tokio::test]
+async fn debug_output_shows_neither_the_credential_key_nor_a_token() {
+    const KEY: &[u8] = b"k3y-s3cr3t-of-the-replicas-32-by";
+    let layer = lingering().credential_key(KEY);
+    let upstream = Authorizing::new(Upstream::new([Reply::sse([events(1..=3)])]));
+    let client = Client::over(Transport::Oneshot, &layer, upstream).await;
+    client
+        .send(as_user(Request::get("/mcp"), ALICE, None))
+        .await;
+    let service = layer.layer(tower::service_fn(|_: Request<()>| async {
+        Ok::<_, Infallible>(Response::new(Full::new(Bytes::new())))
+    }));
+    let shown = format!("{layer:?}\n{service:?}\n{layer:#?}");
+    // The control: the options are there, the binding among them.
+    assert!(shown.contains("Binding"), "{shown}");
+    let as_bytes = format!("{:?}", &KEY[..3]);
+    let as_hex: String = KEY[..3].iter().map(|b| format!("{b:02x}")).collect();
+    let in_text = std::str::from_utf8(&KEY[..6]).unwrap();
+    for secret in [
+        in_text,
+        &as_bytes[1..as_bytes.len() - 1],
+        &as_hex,
+        "alice-token",
+    ] {
+        assert!(!shown.contains(secret), "{secret} shown:\n{shown}");
+    }
+}
