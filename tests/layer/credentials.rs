@@ -538,3 +538,171 @@ async fn debug_output_shows_neither_the_credential_key_nor_a_token() {
         assert!(!shown.contains(secret), "{secret} shown:\n{shown}");
     }
 }
+
+/// An upstream that takes Alice's and Mallory's tokens alike and tags
+/// each event's data with its owner, numbering each owner's events from
+/// 1: the ids of the two collide. A GET gets `GET_EVENTS` events a few
+/// milliseconds apart, then its end; a POST (a tool call) three at once.
+#[derive(Clone, Default)]
+struct Tagging {
+    next: Arc<Mutex<[u32; 2]>>,
+}
+
+const GET_EVENTS: u32 = 30;
+
+impl<B> Service<Request<B>> for Tagging {
+    type Response = Response<AnyBody>;
+    type Error = Infallible;
+    type Future = std::future::Ready<Result<Response<AnyBody>, Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        let token = request.headers().get("authorization").unwrap();
+        let (owner, slot) = match token.to_str().unwrap() {
+            ALICE => ("alice", 0),
+            MALLORY => ("mallory", 1),
+            other => panic!("an unknown token: {other}"),
+        };
+        let post = request.method() == http::Method::POST;
+        let count = if post { 3 } else { GET_EVENTS };
+        let first = {
+            let mut next = self.next.lock().unwrap();
+            next[slot] += count;
+            next[slot] - count + 1
+        };
+        let pause = if post {
+            Duration::ZERO
+        } else {
+            Duration::from_millis(2)
+        };
+        use futures_util::StreamExt;
+        let frames = futures_util::stream::iter(first..first + count).then(move |id| async move {
+            tokio::time::sleep(pause).await;
+            let event = format!("id: {id}\ndata: {owner} {id}\n\n");
+            Ok::<_, BoxError>(http_body::Frame::data(Bytes::from(event)))
+        });
+        let response = Response::builder()
+            .header("content-type", "text/event-stream")
+            .body(http_body_util::StreamBody::new(frames).boxed_unsync())
+            .unwrap();
+        std::future::ready(Ok(response))
+    }
+}
+
+/// What a client does in one step of the property test.
+#[derive(Clone, Copy, Debug)]
+enum Step {
+    /// A GET without a cursor.
+    Fresh,
+    /// A GET from the client's own newest id.
+    Own,
+    /// A GET from the other client's newest id.
+    Others,
+    /// A tool call.
+    Call,
+}
+
+/// Reads `body` until `events` came or it ended.
+async fn read_up_to<B>(body: B, events: usize) -> String
+where
+    B: Body<Data = Bytes>,
+    B::Error: std::fmt::Debug,
+{
+    let mut body = std::pin::pin!(body);
+    let mut text = String::new();
+    while text.matches("\n\n").count() < events {
+        let frame = tokio::time::timeout(STEP, body.frame()).await;
+        let Some(frame) = frame.expect("body stalled") else {
+            break;
+        };
+        if let Some(data) = frame.unwrap().data_ref() {
+            text.push_str(std::str::from_utf8(data).unwrap());
+        }
+    }
+    text
+}
+
+/// Runs `steps` of Alice (`false`) and Mallory (`true`) in one session
+/// over `transport`; returns each response's text with whose it was.
+async fn interleave(steps: &[(bool, Step)], transport: Transport) -> Vec<(bool, String)> {
+    let layer = SseResumeLayer::new()
+        .history(HistoryLimits::new())
+        .linger(Duration::from_millis(100));
+    let service = layer.layer(Tagging::default());
+    let server = match transport {
+        Transport::Oneshot => None,
+        _ => Some(Server::start(service.clone()).await.over(transport)),
+    };
+    let mut newest: [Option<u32>; 2] = [None, None];
+    let mut out = Vec::new();
+    for &(mallory, step) in steps {
+        let (me, other) = (usize::from(mallory), usize::from(!mallory));
+        let token = [ALICE, MALLORY][me];
+        let (request, cursor) = match step {
+            Step::Fresh => (Request::get("/mcp"), None),
+            Step::Own => (Request::get("/mcp"), newest[me]),
+            Step::Others => (Request::get("/mcp"), newest[other]),
+            Step::Call => (Request::post("/mcp"), None),
+        };
+        let request = as_user(request, token, cursor);
+        // A GET is read a little and left, to be held; a call to its end.
+        let events = if matches!(step, Step::Call) {
+            usize::MAX
+        } else {
+            3
+        };
+        let text = match &server {
+            None => {
+                let response = service.clone().oneshot(request).await.unwrap();
+                read_up_to(response.into_body(), events).await
+            }
+            Some(server) => read_up_to(server.open(request).await.into_body(), events).await,
+        };
+        if text.contains("id: ") {
+            newest[me] = Some(last_id(&text));
+        }
+        out.push((mallory, text));
+    }
+    out
+}
+
+fn step() -> impl proptest::strategy::Strategy<Value = (bool, Step)> {
+    use proptest::prelude::*;
+    let step = prop_oneof![
+        Just(Step::Fresh),
+        Just(Step::Own),
+        Just(Step::Others),
+        Just(Step::Call),
+    ];
+    (any::<bool>(), step)
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+    /// Alice and Mallory in one session, in any order, each resuming from
+    /// their own ids or the other's, which are the same numbers: neither
+    /// ever gets an event of the other's.
+    #[test]
+    fn no_interleaving_gives_one_token_the_others_events(
+        steps in proptest::collection::vec(step(), 1..=12),
+        http in proptest::prelude::any::<bool>(),
+    ) {
+        let transport = if http { Transport::Http } else { Transport::Oneshot };
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let out = runtime.block_on(async {
+            tokio::time::timeout(Duration::from_secs(60), interleave(&steps, transport)).await
+        });
+        let out = out.expect("the steps took over a minute");
+        for (n, (mallory, text)) in out.iter().enumerate() {
+            let foreign = if *mallory { "data: alice" } else { "data: mallory" };
+            proptest::prop_assert!(
+                !text.contains(foreign),
+                "step {} of {:?} over {:?}: {}", n, steps, transport, text
+            );
+        }
+    }
+}
