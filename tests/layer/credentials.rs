@@ -394,3 +394,315 @@ async fn a_refreshed_token_goes_upstream_and_gets_the_gap_signal() {
         assert_eq!(asked[1], (ALICE_REFRESHED.to_owned(), Some("3".to_owned())));
     }
 }
+
+/// Every event and span the layer logs, at every level, with all their
+/// fields, as text: what a log would show.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<String>>);
+
+impl Captured {
+    fn text(&self) -> String {
+        self.0.lock().unwrap().clone()
+    }
+
+    fn write(&self, head: &str, fields: impl FnOnce(&mut dyn tracing::field::Visit)) {
+        let mut line = head.to_owned();
+        fields(&mut Fields(&mut line));
+        line.push('\n');
+        self.0.lock().unwrap().push_str(&line);
+    }
+}
+
+/// Writes each field as ` name=value`.
+struct Fields<'a>(&'a mut String);
+
+impl tracing::field::Visit for Fields<'_> {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        use std::fmt::Write;
+        let _ = write!(self.0, " {}={value:?}", field.name());
+    }
+}
+
+impl tracing::Subscriber for Captured {
+    fn register_callsite(
+        &self,
+        _: &'static tracing::Metadata<'static>,
+    ) -> tracing::subscriber::Interest {
+        tracing::subscriber::Interest::always()
+    }
+
+    fn max_level_hint(&self) -> Option<tracing::level_filters::LevelFilter> {
+        Some(tracing::level_filters::LevelFilter::TRACE)
+    }
+
+    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+        true
+    }
+
+    fn new_span(&self, span: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let head = format!("span {}", span.metadata().name());
+        self.write(&head, |fields| span.record(fields));
+        tracing::span::Id::from_u64(NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+    }
+
+    fn record(&self, _: &tracing::span::Id, values: &tracing::span::Record<'_>) {
+        self.write("record", |fields| values.record(fields));
+    }
+
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+
+    fn event(&self, event: &tracing::Event<'_>) {
+        let head = format!("{} {}", event.metadata().level(), event.metadata().target());
+        self.write(&head, |fields| event.record(fields));
+    }
+
+    fn enter(&self, _: &tracing::span::Id) {}
+
+    fn exit(&self, _: &tracing::span::Id) {}
+}
+
+#[tokio::test]
+async fn a_token_in_the_url_is_other_credentials_than_the_same_in_the_header() {
+    // The upstream reads the header only: what the layer kept for Alice's
+    // header is not replayed to a request with her token in the URL.
+    let upstream = Authorizing::new(Upstream::new([Reply::sse([events(1..=5)])]));
+    let layer = lingering();
+    let client = Client::over(Transport::Oneshot, &layer, upstream).await;
+    client
+        .send(as_user(Request::post("/mcp"), ALICE, None))
+        .await;
+    let secret = ALICE.strip_prefix("Bearer ").unwrap();
+    let in_url = Request::get(format!("/mcp?access_token={secret}"))
+        .header("mcp-session-id", "s-alice")
+        .header("last-event-id", "2");
+    assert_refused(&client.send(in_url.body(()).unwrap()).await, "in the URL");
+    assert_eq!(layer.stats().snapshot().completes_replayed, 0);
+}
+
+#[test]
+fn no_log_shows_a_credential() {
+    let captured = Captured::default();
+    // This thread's: each test below runs its runtime, and the layer's
+    // tasks, on it.
+    let _guard = tracing::subscriber::set_default(captured.clone());
+    // `tracing` caches whether a callsite is wanted when a thread first
+    // reaches it: with one dispatcher alive it asks that thread's default,
+    // none on the threads of the tests running beside this one, and would
+    // mute the callsite here too. With two alive it asks both of them.
+    let _second = tracing::Dispatch::new(Captured::default());
+    // Takeovers, replays, follows' kin and refusals, Alice's, her
+    // refreshed token's and Mallory's, over every transport.
+    a_complete_tool_call_is_not_replayed_to_another_token();
+    a_complete_tool_call_is_replayed_to_its_own_token();
+    a_held_stream_is_not_taken_over_by_another_token();
+    another_tokens_get_has_no_cursor_injected();
+    a_replay_to_another_token_is_the_upstreams_401_with_nothing_prepended();
+    another_tokens_resume_never_ends_the_response_attached_to_the_stream();
+    a_refreshed_token_goes_upstream_and_gets_the_gap_signal();
+    a_token_in_the_url_is_other_credentials_than_the_same_in_the_header();
+    let logged = captured.text();
+    // The control: the log saw those paths, fields and all.
+    assert!(logged.contains("took a held stream over"), "{logged}");
+    assert!(logged.contains("other credentials"), "{logged}");
+    assert!(logged.contains("key="), "{logged}");
+    for token in ["alice-token", "mallory-token"] {
+        assert!(!logged.contains(token), "{token} in the log:\n{logged}");
+    }
+}
+
+#[tokio::test]
+async fn debug_output_shows_neither_the_credential_key_nor_a_token() {
+    const KEY: &[u8] = b"k3y-s3cr3t-of-the-replicas-32-by";
+    let layer = lingering().credential_key(KEY);
+    let upstream = Authorizing::new(Upstream::new([Reply::sse([events(1..=3)])]));
+    let client = Client::over(Transport::Oneshot, &layer, upstream).await;
+    client
+        .send(as_user(Request::get("/mcp"), ALICE, None))
+        .await;
+    let service = layer.layer(tower::service_fn(|_: Request<()>| async {
+        Ok::<_, Infallible>(Response::new(Full::new(Bytes::new())))
+    }));
+    let shown = format!("{layer:?}\n{service:?}\n{layer:#?}");
+    // The control: the options are there, the binding among them.
+    assert!(shown.contains("Binding"), "{shown}");
+    let as_bytes = format!("{:?}", &KEY[..3]);
+    let as_hex: String = KEY[..3].iter().map(|b| format!("{b:02x}")).collect();
+    let in_text = std::str::from_utf8(&KEY[..6]).unwrap();
+    for secret in [
+        in_text,
+        &as_bytes[1..as_bytes.len() - 1],
+        &as_hex,
+        "alice-token",
+    ] {
+        assert!(!shown.contains(secret), "{secret} shown:\n{shown}");
+    }
+}
+
+/// An upstream that takes Alice's and Mallory's tokens alike and tags
+/// each event's data with its owner, numbering each owner's events from
+/// 1: the ids of the two collide. A GET gets `GET_EVENTS` events a few
+/// milliseconds apart, then its end; a POST (a tool call) three at once.
+#[derive(Clone, Default)]
+struct Tagging {
+    next: Arc<Mutex<[u32; 2]>>,
+}
+
+const GET_EVENTS: u32 = 30;
+
+impl<B> Service<Request<B>> for Tagging {
+    type Response = Response<AnyBody>;
+    type Error = Infallible;
+    type Future = std::future::Ready<Result<Response<AnyBody>, Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        let token = request.headers().get("authorization").unwrap();
+        let (owner, slot) = match token.to_str().unwrap() {
+            ALICE => ("alice", 0),
+            MALLORY => ("mallory", 1),
+            other => panic!("an unknown token: {other}"),
+        };
+        let post = request.method() == http::Method::POST;
+        let count = if post { 3 } else { GET_EVENTS };
+        let first = {
+            let mut next = self.next.lock().unwrap();
+            next[slot] += count;
+            next[slot] - count + 1
+        };
+        let pause = if post {
+            Duration::ZERO
+        } else {
+            Duration::from_millis(2)
+        };
+        use futures_util::StreamExt;
+        let frames = futures_util::stream::iter(first..first + count).then(move |id| async move {
+            tokio::time::sleep(pause).await;
+            let event = format!("id: {id}\ndata: {owner} {id}\n\n");
+            Ok::<_, BoxError>(http_body::Frame::data(Bytes::from(event)))
+        });
+        let response = Response::builder()
+            .header("content-type", "text/event-stream")
+            .body(http_body_util::StreamBody::new(frames).boxed_unsync())
+            .unwrap();
+        std::future::ready(Ok(response))
+    }
+}
+
+/// What a client does in one step of the property test.
+#[derive(Clone, Copy, Debug)]
+enum Step {
+    /// A GET without a cursor.
+    Fresh,
+    /// A GET from the client's own newest id.
+    Own,
+    /// A GET from the other client's newest id.
+    Others,
+    /// A tool call.
+    Call,
+}
+
+/// Reads `body` until `events` came or it ended.
+async fn read_up_to<B>(body: B, events: usize) -> String
+where
+    B: Body<Data = Bytes>,
+    B::Error: std::fmt::Debug,
+{
+    let mut body = std::pin::pin!(body);
+    let mut text = String::new();
+    while text.matches("\n\n").count() < events {
+        let frame = tokio::time::timeout(STEP, body.frame()).await;
+        let Some(frame) = frame.expect("body stalled") else {
+            break;
+        };
+        if let Some(data) = frame.unwrap().data_ref() {
+            text.push_str(std::str::from_utf8(data).unwrap());
+        }
+    }
+    text
+}
+
+/// Runs `steps` of Alice (`false`) and Mallory (`true`) in one session
+/// over `transport`; returns each response's text with whose it was.
+async fn interleave(steps: &[(bool, Step)], transport: Transport) -> Vec<(bool, String)> {
+    let layer = SseResumeLayer::new()
+        .history(HistoryLimits::new())
+        .linger(Duration::from_millis(100));
+    let service = layer.layer(Tagging::default());
+    let server = match transport {
+        Transport::Oneshot => None,
+        _ => Some(Server::start(service.clone()).await.over(transport)),
+    };
+    let mut newest: [Option<u32>; 2] = [None, None];
+    let mut out = Vec::new();
+    for &(mallory, step) in steps {
+        let (me, other) = (usize::from(mallory), usize::from(!mallory));
+        let token = [ALICE, MALLORY][me];
+        let (request, cursor) = match step {
+            Step::Fresh => (Request::get("/mcp"), None),
+            Step::Own => (Request::get("/mcp"), newest[me]),
+            Step::Others => (Request::get("/mcp"), newest[other]),
+            Step::Call => (Request::post("/mcp"), None),
+        };
+        let request = as_user(request, token, cursor);
+        // A GET is read a little and left, to be held; a call to its end.
+        let events = if matches!(step, Step::Call) {
+            usize::MAX
+        } else {
+            3
+        };
+        let text = match &server {
+            None => {
+                let response = service.clone().oneshot(request).await.unwrap();
+                read_up_to(response.into_body(), events).await
+            }
+            Some(server) => read_up_to(server.open(request).await.into_body(), events).await,
+        };
+        if text.contains("id: ") {
+            newest[me] = Some(last_id(&text));
+        }
+        out.push((mallory, text));
+    }
+    out
+}
+
+fn step() -> impl proptest::strategy::Strategy<Value = (bool, Step)> {
+    use proptest::prelude::*;
+    let step = prop_oneof![
+        Just(Step::Fresh),
+        Just(Step::Own),
+        Just(Step::Others),
+        Just(Step::Call),
+    ];
+    (any::<bool>(), step)
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+    /// Alice and Mallory in one session, in any order, each resuming from
+    /// their own ids or the other's, which are the same numbers: neither
+    /// ever gets an event of the other's.
+    #[test]
+    fn no_interleaving_gives_one_token_the_others_events(
+        steps in proptest::collection::vec(step(), 1..=12),
+        http in proptest::prelude::any::<bool>(),
+    ) {
+        let transport = if http { Transport::Http } else { Transport::Oneshot };
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let out = runtime.block_on(async {
+            tokio::time::timeout(Duration::from_secs(60), interleave(&steps, transport)).await
+        });
+        let out = out.expect("the steps took over a minute");
+        for (n, (mallory, text)) in out.iter().enumerate() {
+            let foreign = if *mallory { "data: alice" } else { "data: mallory" };
+            proptest::prop_assert!(
+                !text.contains(foreign),
+                "step {} of {:?} over {:?}: {}", n, steps, transport, text
+            );
+        }
+    }
+}

@@ -5,6 +5,7 @@
 //! unless `TOWER_SSE_RESUME_REQUIRE_REDIS=1`.
 
 mod cluster;
+mod credentials;
 mod follow;
 mod replay;
 pub(crate) mod server;
