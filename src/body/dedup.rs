@@ -373,3 +373,240 @@ fn priming_event(stamper: &mut Stamper, retry: Option<std::time::Duration>) -> B
     event.push_str("data:\n\n");
     Bytes::from(event)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A new response on `stream`, as a request with no cursor opens it,
+    /// nothing kept behind the layer.
+    fn response(stream: &Stream, options: &Options) -> Dedup {
+        let decision = Decision {
+            attachment: stream.attach(),
+            ..Decision::unscoped(1, &options.stats)
+        };
+        Dedup::new(decision, options)
+    }
+
+    fn stream() -> Stream {
+        Stream::new(StreamState::new(16, None))
+    }
+
+    /// What the client of `dedup` gets for `chunk` of the upstream.
+    fn send(dedup: &mut Dedup, chunk: &str) -> String {
+        assert!(dedup.push(Bytes::copy_from_slice(chunk.as_bytes())));
+        taken(dedup)
+    }
+
+    fn taken(dedup: &mut Dedup) -> String {
+        let mut taken = Vec::new();
+        while let Some(bytes) = dedup.output.pop() {
+            taken.extend_from_slice(&bytes);
+        }
+        String::from_utf8(taken).unwrap()
+    }
+
+    fn event(id: &str) -> String {
+        format!("id: {id}\ndata: {id}\n\n")
+    }
+
+    fn events(ids: &[&str]) -> String {
+        ids.iter().map(|id| event(id)).collect()
+    }
+
+    fn window(stream: &Stream) -> Vec<String> {
+        stream.lock().ids().collect()
+    }
+
+    #[test]
+    fn a_response_drops_exactly_the_blocks_whose_id_its_client_has_and_passes_the_rest_byte_exact()
+    {
+        let (stream, options) = (stream(), Options::default());
+        let mut first = response(&stream, &options);
+        assert_eq!(send(&mut first, &events(&["1", "2"])), events(&["1", "2"]));
+        drop(first);
+        let mut second = response(&stream, &options);
+        let upstream = format!(
+            "{}: a comment\n\n{}data: no id\n\nid: 3\r\nevent: x\r\ndata: c\r\n\r\n{}",
+            event("1"),
+            event("2"),
+            event("4"),
+        );
+        let expected = format!(
+            ": a comment\n\ndata: no id\n\nid: 3\r\nevent: x\r\ndata: c\r\n\r\n{}",
+            event("4")
+        );
+        assert_eq!(send(&mut second, &upstream), expected);
+        assert_eq!(window(&stream), ["1", "2", "3", "4"]);
+        assert_eq!(options.stats.snapshot().duplicates_dropped, 2);
+    }
+
+    #[test]
+    fn a_block_cut_across_chunks_is_decided_whole_and_passed_byte_exact() {
+        let (stream, options) = (stream(), Options::default());
+        let mut first = response(&stream, &options);
+        send(&mut first, &events(&["1"]));
+        let upstream = events(&["1", "2", "1", "3"]);
+        let mut second = response(&stream, &options);
+        let mut got = String::new();
+        for piece in upstream.as_bytes().chunks(3) {
+            got += &send(&mut second, std::str::from_utf8(piece).unwrap());
+        }
+        assert_eq!(got, events(&["2", "3"]));
+    }
+
+    #[test]
+    fn a_response_opened_beside_another_has_what_the_window_held_and_what_it_forwards_itself() {
+        let (stream, options) = (stream(), Options::default());
+        let mut first = response(&stream, &options);
+        let mut second = response(&stream, &options);
+        assert_eq!(send(&mut first, &events(&["1", "2"])), events(&["1", "2"]));
+        // What the first forwarded, the second's client never got.
+        assert_eq!(
+            send(&mut second, &events(&["1", "2", "3"])),
+            events(&["1", "2", "3"])
+        );
+        // Nor the first's client what the second forwarded.
+        assert_eq!(send(&mut first, &events(&["2", "3"])), events(&["3"]));
+        assert_eq!(send(&mut second, &events(&["3"])), "");
+        assert_eq!(window(&stream), ["1", "2", "3"]);
+    }
+
+    #[test]
+    fn a_response_opened_after_another_forwarded_has_the_window_as_it_stood() {
+        let (stream, options) = (stream(), Options::default());
+        let mut first = response(&stream, &options);
+        send(&mut first, &events(&["1", "2"]));
+        let mut second = response(&stream, &options);
+        assert_eq!(send(&mut second, &events(&["1", "2", "3"])), events(&["3"]));
+        // The first was handed the window before the second changed it.
+        assert_eq!(send(&mut first, &events(&["3"])), events(&["3"]));
+        assert_eq!(send(&mut first, &events(&["1"])), "");
+    }
+
+    #[test]
+    fn a_response_opened_before_a_cursor_moved_the_stream_on_still_dedups_but_records_nothing() {
+        let (stream, options) = (stream(), Options::default());
+        let mut first = response(&stream, &options);
+        send(&mut first, &events(&["1", "2"]));
+        assert!(stream.lock().apply_cursor("1"), "its client reconnected");
+        // Its client has what it forwarded, 2 among them.
+        assert_eq!(send(&mut first, &events(&["2", "3"])), events(&["3"]));
+        // What it forwards now may never arrive: the stream does not count
+        // on it.
+        assert_eq!(window(&stream), ["1"]);
+        let mut second = response(&stream, &options);
+        assert_eq!(send(&mut second, &events(&["2", "3"])), events(&["2", "3"]));
+    }
+
+    #[test]
+    fn an_id_its_client_has_with_another_event_passes_and_starts_the_window_over() {
+        let (stream, options) = (stream(), Options::default());
+        let mut first = response(&stream, &options);
+        send(&mut first, &events(&["1", "2"]));
+        let restarted = "id: 1\ndata: another\n\n";
+        assert_eq!(send(&mut first, restarted), restarted);
+        assert_eq!(window(&stream), ["1"]);
+        let trusting = Options {
+            trust_ids: true,
+            ..Options::default()
+        };
+        let stream = self::stream();
+        let mut first = response(&stream, &trusting);
+        send(&mut first, &events(&["1"]));
+        assert_eq!(send(&mut first, restarted), "", "the id alone decides");
+    }
+
+    #[test]
+    fn an_id_longer_than_the_most_tracked_is_never_dropped_nor_recorded() {
+        let options = Options {
+            max_id_len: 4,
+            ..Options::default()
+        };
+        let stream = stream();
+        let mut first = response(&stream, &options);
+        assert_eq!(send(&mut first, &event("12345")), event("12345"));
+        assert_eq!(send(&mut first, &event("12345")), event("12345"));
+        assert_eq!(send(&mut first, &events(&["1234", "1234"])), event("1234"));
+        assert_eq!(window(&stream), ["1234"]);
+    }
+
+    /// Offers `dedup` to a reconnect of its client, and lets one come: how
+    /// the reconnect asks for its upstream, if it may.
+    fn displace(dedup: &Dedup, stream: &Stream) -> Option<crate::stream::HoldSender> {
+        let (offer, _asked) = tokio::sync::oneshot::channel();
+        dedup.offer_displacement(offer);
+        stream.lock().displace()
+    }
+
+    #[test]
+    fn a_displaced_response_sends_nothing_more_and_leaves_the_upstream_pending() {
+        let (stream, options) = (stream(), Options::default());
+        let mut first = response(&stream, &options);
+        send(&mut first, &events(&["1"]));
+        assert!(displace(&first, &stream).is_some());
+        assert!(stream.lock().is_displaced(first.attachment.role.tag));
+        assert!(!first.push(Bytes::from(event("2"))));
+        assert_eq!(taken(&mut first), "");
+        assert_eq!(first.take_pending(), [Bytes::from(event("2"))]);
+        assert_eq!(window(&stream), ["1"], "it records nothing more");
+    }
+
+    #[test]
+    fn only_a_response_that_opened_alone_and_is_still_alone_at_its_generation_is_displaced() {
+        let options = Options::default();
+        // Beside another.
+        let stream = self::stream();
+        let first = response(&stream, &options);
+        let _second = response(&stream, &options);
+        assert!(displace(&first, &stream).is_none());
+        // Alone when it offered itself, not when the reconnect came.
+        let stream = self::stream();
+        let first = response(&stream, &options);
+        let (offer, _asked) = tokio::sync::oneshot::channel();
+        first.offer_displacement(offer);
+        let _second = response(&stream, &options);
+        assert!(stream.lock().displace().is_none());
+        // Opened before a cursor moved the stream on.
+        let stream = self::stream();
+        let mut first = response(&stream, &options);
+        stream.lock().apply_cursor("9");
+        assert!(displace(&first, &stream).is_none());
+        assert_eq!(send(&mut first, &event("1")), event("1"), "not displaced");
+    }
+
+    #[test]
+    fn a_response_reading_for_a_hold_sends_nothing_and_stops_once_the_hold_is_taken() {
+        let (stream, options) = (stream(), Options::default());
+        let mut first = response(&stream, &options);
+        send(&mut first, &events(&["1"]));
+        let (asks, _asked) = tokio::sync::oneshot::channel();
+        {
+            let mut state = stream.lock();
+            assert!(first.may_hold(&mut state));
+            assert!(state.start_hold(7, asks));
+        }
+        first.hold(7);
+        assert_eq!(send(&mut first, &events(&["2"])), "", "nobody reads it");
+        assert_eq!(window(&stream), ["1", "2"], "it records for the taker");
+        drop(stream.lock().take_any_hold());
+        assert!(!first.push(Bytes::from(event("3"))));
+        assert_eq!(first.take_pending(), [Bytes::from(event("3"))]);
+        assert_eq!(window(&stream), ["1", "2"]);
+    }
+
+    #[test]
+    fn a_response_may_hold_its_stream_only_alone_and_at_its_generation() {
+        let (stream, options) = (stream(), Options::default());
+        let first = response(&stream, &options);
+        let second = response(&stream, &options);
+        assert!(!first.may_hold(&mut stream.lock()), "another is attached");
+        drop(second);
+        assert!(first.may_hold(&mut stream.lock()));
+        stream.lock().apply_cursor("9");
+        assert!(
+            !first.may_hold(&mut stream.lock()),
+            "a cursor superseded it"
+        );
+    }
+}

@@ -168,3 +168,185 @@ impl fmt::Debug for Handover {
             .finish_non_exhaustive()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use tokio::sync::oneshot::{self, error::TryRecvError};
+
+    use super::*;
+    use crate::stream::{HistoryLimits, Replay, Stream};
+
+    type Asked = oneshot::Receiver<oneshot::Sender<Handover>>;
+
+    /// A stream held by `id`, as a lingering response holds it: with what
+    /// its task hears a takeover on.
+    fn held(id: u64) -> (Stream, Asked) {
+        let stream = Stream::new(StreamState::new(8, None));
+        let (asks, asked) = oneshot::channel();
+        assert!(stream.lock().start_hold(id, asks));
+        (stream, asked)
+    }
+
+    fn head() -> Arc<Head> {
+        Arc::new(Head {
+            status: StatusCode::OK,
+            version: Version::HTTP_11,
+            headers: HeaderMap::new(),
+            per_request: true,
+        })
+    }
+
+    /// A handover whose upstream body is `body`, pinned as a service's is.
+    fn handover<B: Send + 'static>(body: B) -> Handover {
+        Handover {
+            body: Box::new(Box::pin(body)),
+            pending: vec![Bytes::from_static(b"id: 3\nda")],
+            leftover: Leftover::End,
+            head: head(),
+        }
+    }
+
+    fn counts(stats: &Stats) -> (u64, u64) {
+        let snapshot = stats.snapshot();
+        (snapshot.held, snapshot.held_evicted)
+    }
+
+    #[test]
+    fn hold_ids_are_unique_from_one() {
+        let holds = Holds::new(4, Stats::default());
+        let ids: Vec<u64> = (0..3).map(|_| holds.next_id()).collect();
+        assert_eq!(ids, [1, 2, 3]);
+    }
+
+    #[test]
+    fn a_stream_has_one_hold_at_a_time_taken_only_by_its_own_id() {
+        let (stream, _asked) = held(1);
+        let (other, _) = oneshot::channel();
+        let mut state = stream.lock();
+        assert!(!state.start_hold(2, other), "held already");
+        assert!(state.holds(1) && !state.holds(2));
+        assert!(state.take_hold(2).is_none());
+        assert!(state.is_held());
+        assert_eq!(state.take_hold(1).map(|hold| hold.id), Some(1));
+        assert!(!state.is_held());
+        assert!(state.take_hold(1).is_none(), "taken once");
+    }
+
+    #[tokio::test]
+    async fn a_takeover_gets_the_handover_of_the_held_upstream() {
+        let (stream, asked) = held(1);
+        let hold = stream.lock().take_any_hold().expect("held");
+        let (answer, answered) = oneshot::channel();
+        hold.takeover.send(answer).expect("the task listens");
+        // The lingering task answers with its upstream.
+        let reply = asked.await.expect("the task is asked");
+        reply.send(handover("upstream")).expect("the taker waits");
+        let taken = (answered.await.expect("handed over"))
+            .typed::<&'static str>()
+            .expect("the body is of the asking service's type");
+        assert_eq!(*taken.body, "upstream");
+        assert_eq!(taken.pending, [Bytes::from_static(b"id: 3\nda")]);
+        assert!(matches!(taken.leftover, Leftover::End));
+        assert!(taken.head.per_request);
+    }
+
+    #[test]
+    fn a_handover_of_another_services_body_type_is_not_taken() {
+        assert!(handover(7_u32).typed::<&'static str>().is_none());
+        assert!(handover(7_u32).typed::<u32>().is_some());
+    }
+
+    #[test]
+    fn a_hold_dropped_ends_its_linger() {
+        let (stream, mut asked) = held(1);
+        assert_eq!(asked.try_recv().unwrap_err(), TryRecvError::Empty);
+        drop(stream.lock().take_hold(1));
+        assert_eq!(asked.try_recv().unwrap_err(), TryRecvError::Closed);
+    }
+
+    #[test]
+    fn a_hold_marks_where_the_history_stood_for_a_takeover_without_a_cursor() {
+        let history = (
+            HistoryLimits::default(),
+            crate::stream::Budget::new(1 << 20),
+        );
+        let mut state = StreamState::new(8, Some(history));
+        let block = |id: &str| Bytes::from(format!("id: {id}\ndata: x\n\n"));
+        state.record_block(Some("1"), &block("1"));
+        let (asks, _asked) = oneshot::channel();
+        assert!(state.start_hold(1, asks));
+        state.record_block(Some("2"), &block("2"));
+        state.record_block(Some("3"), &block("3"));
+        let mark = state.take_any_hold().expect("held").mark;
+        assert_eq!(
+            state.replay_after(mark),
+            Replay::Blocks(vec![block("2"), block("3")])
+        );
+        let mut without = StreamState::new(8, None);
+        assert_eq!(without.replay_after(0), Replay::Gap);
+    }
+
+    /// Holds of at most `max` streams, with their counters.
+    fn bounded(max: usize) -> (Holds, Stats) {
+        let stats = Stats::default();
+        (Holds::new(max, stats.clone()), stats)
+    }
+
+    /// A stream held by `id`, counted in `holds`.
+    fn add(holds: &Holds, id: u64) -> (Stream, Asked) {
+        let (stream, asked) = held(id);
+        holds.add(id, stream.downgrade());
+        (stream, asked)
+    }
+
+    #[test]
+    fn past_the_most_held_the_oldest_hold_is_ended_and_counted_as_evicted() {
+        let (holds, stats) = bounded(2);
+        let (oldest, mut oldest_asked) = add(&holds, 1);
+        let (second, _asked) = add(&holds, 2);
+        assert_eq!(counts(&stats), (2, 0));
+        let (third, _asked) = add(&holds, 3);
+        assert!(!oldest.lock().is_held());
+        assert_eq!(oldest_asked.try_recv().unwrap_err(), TryRecvError::Closed);
+        assert!(second.lock().holds(2) && third.lock().holds(3));
+        assert_eq!(counts(&stats), (2, 1));
+        // Its task, ending, removes it: it is not counted twice.
+        holds.remove(1);
+        assert_eq!(counts(&stats), (2, 1));
+    }
+
+    #[test]
+    fn an_evicted_hold_that_already_ended_is_not_counted_as_evicted() {
+        let (holds, stats) = bounded(1);
+        drop(add(&holds, 1));
+        let (taken, _asked) = add(&holds, 2);
+        // Taken over, its task not yet done.
+        let _hold = taken.lock().take_any_hold();
+        let (third, _asked) = add(&holds, 3);
+        assert_eq!(counts(&stats), (1, 0));
+        assert!(third.lock().holds(3));
+    }
+
+    #[test]
+    fn a_hold_removed_makes_room_and_is_removed_once() {
+        let (holds, stats) = bounded(1);
+        let (first, _asked) = add(&holds, 1);
+        holds.remove(1);
+        holds.remove(1);
+        assert_eq!(counts(&stats), (0, 0));
+        let _second = add(&holds, 2);
+        assert!(first.lock().holds(1), "no longer counted: not evicted");
+        assert_eq!(counts(&stats), (1, 0));
+    }
+
+    #[test]
+    fn a_bound_of_no_holds_is_one() {
+        let (holds, stats) = bounded(0);
+        let (stream, _asked) = add(&holds, 1);
+        assert!(stream.lock().holds(1));
+        assert_eq!(counts(&stats), (1, 0));
+        let _second = add(&holds, 2);
+        assert!(!stream.lock().is_held());
+        assert_eq!(counts(&stats), (1, 1));
+    }
+}

@@ -705,3 +705,570 @@ impl Shard {
         before - self.streams
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::any::Any;
+
+    use bytes::Bytes;
+    use http::{HeaderMap, StatusCode, Version};
+
+    use super::*;
+    use crate::stream::Leftover;
+
+    const GET: Request = Request {
+        get: true,
+        linger: true,
+        one_client: false,
+    };
+    const POST: Request = Request {
+        get: false,
+        linger: true,
+        one_client: false,
+    };
+    const NO_LINGER: Request = Request {
+        get: true,
+        linger: false,
+        one_client: false,
+    };
+    const ONE_CLIENT: Request = Request {
+        get: false,
+        linger: true,
+        one_client: true,
+    };
+
+    fn with_history() -> StreamLimits {
+        StreamLimits {
+            history: Some(HistoryLimits::default()),
+            linger: true,
+            ..StreamLimits::default()
+        }
+    }
+
+    fn registry(limits: StreamLimits) -> Streams {
+        Streams::new(limits, Stats::default())
+    }
+
+    fn key(scope: &str, stream: &str) -> StreamKey {
+        StreamKey::new(scope, stream)
+    }
+
+    fn open(streams: &Streams, key: StreamKey, cursor: Option<&str>, request: Request) -> Opened {
+        streams.open(key, cursor, Snapshot::InProcess, request)
+    }
+
+    fn block(id: &str) -> Bytes {
+        Bytes::from(format!("id: {id}\ndata: {id}\n\n"))
+    }
+
+    /// Forwards the events `ids` on the stream of `opened`, as its body
+    /// would: into the window and the history.
+    fn forward(opened: &Opened, ids: &[&str]) {
+        let mut state = opened.attachment.stream.lock();
+        for id in ids {
+            state.check_and_record(id);
+            state.record_block(Some(id), &block(id));
+        }
+    }
+
+    fn blocks(ids: &[&str]) -> Replay {
+        Replay::Blocks(ids.iter().map(|id| block(id)).collect())
+    }
+
+    fn window(opened: &Opened) -> Vec<String> {
+        opened.attachment.stream.lock().ids().collect()
+    }
+
+    fn generation(opened: &Opened) -> u64 {
+        opened.attachment.stream.lock().generation()
+    }
+
+    /// Puts a hold on the stream of `opened`, as a lingering response does:
+    /// returns what its task hears a takeover on.
+    fn hold(opened: &Opened, id: u64) -> oneshot::Receiver<oneshot::Sender<Handover>> {
+        let (asks, asked) = oneshot::channel();
+        assert!(opened.attachment.stream.lock().start_hold(id, asks));
+        asked
+    }
+
+    fn head(per_request: bool) -> Arc<Head> {
+        Arc::new(Head {
+            status: StatusCode::OK,
+            version: Version::HTTP_11,
+            headers: HeaderMap::new(),
+            per_request,
+        })
+    }
+
+    /// What a lingering task hands over: its upstream body is pinned, as
+    /// a service's body is.
+    fn handover(body: &'static str) -> Handover {
+        let body: Box<dyn Any + Send> = Box::new(Box::pin(body));
+        Handover {
+            body,
+            pending: Vec::new(),
+            leftover: Leftover::Nothing,
+            head: head(false),
+        }
+    }
+
+    /// Whether the registry keeps the stream of `key`.
+    fn keeps(streams: &Streams, key: &StreamKey) -> bool {
+        (streams.shards.iter()).any(|shard| {
+            let shard = streams.lock_shard(shard);
+            (shard.scopes.get(key.scope())).is_some_and(|s| s.contains_key(key.stream()))
+        })
+    }
+
+    fn count(streams: &Streams) -> usize {
+        (streams.shards.iter())
+            .map(|shard| streams.lock_shard(shard).streams)
+            .sum()
+    }
+
+    async fn later() {
+        tokio::time::advance(Duration::from_secs(1)).await;
+    }
+
+    // The decision: how a response is served.
+
+    #[test]
+    fn a_request_that_may_not_linger_goes_upstream_even_to_a_held_stream() {
+        let streams = registry(with_history());
+        let first = open(&streams, key("s", "GET /"), None, GET);
+        let _asked = hold(&first, 1);
+        let second = open(&streams, key("s", "GET /"), None, NO_LINGER);
+        assert_eq!(second.serve.name(), "upstream");
+        assert!(first.attachment.stream.lock().holds(1), "the hold stays");
+        assert!(!second.may_linger);
+    }
+
+    #[tokio::test]
+    async fn a_get_without_a_cursor_takes_a_held_stream_over_replaying_what_the_hold_recorded() {
+        let streams = registry(with_history());
+        let first = open(&streams, key("s", "GET /"), None, GET);
+        forward(&first, &["1"]);
+        let mut asked = hold(&first, 1);
+        forward(&first, &["2", "3"]);
+        let second = open(&streams, key("s", "GET /"), None, GET);
+        let Serve::Takeover(answered) = second.serve else {
+            panic!("not a takeover: {:?}", second.serve);
+        };
+        assert_eq!(second.replay, blocks(&["2", "3"]));
+        assert!(
+            !first.attachment.stream.lock().is_held(),
+            "the hold is taken"
+        );
+        // The lingering task is asked, and its answer is the handover.
+        let reply = asked.try_recv().expect("the hold's task is asked");
+        reply.send(handover("upstream")).unwrap();
+        let handed = answered.await.expect("the handover arrives");
+        let taken = handed.typed::<&'static str>().expect("the body's type");
+        assert_eq!(*taken.body, "upstream");
+    }
+
+    #[test]
+    fn a_request_with_a_cursor_the_stream_knows_takes_a_held_stream_over_replaying_after_its_cursor()
+     {
+        let streams = registry(with_history());
+        let first = open(&streams, key("s", "POST /"), None, POST);
+        forward(&first, &["1", "2"]);
+        let _asked = hold(&first, 1);
+        forward(&first, &["3"]);
+        let second = open(&streams, key("s", "POST /"), Some("1"), POST);
+        assert_eq!(second.serve.name(), "takeover");
+        assert_eq!(second.cursor_known, Some(true));
+        assert_eq!(second.replay, blocks(&["2", "3"]));
+    }
+
+    #[test]
+    fn a_per_request_stream_without_a_cursor_does_not_take_a_held_stream_over() {
+        let streams = registry(with_history());
+        let first = open(&streams, key("s", "POST /"), None, POST);
+        let _asked = hold(&first, 1);
+        let second = open(&streams, key("s", "POST /"), None, POST);
+        assert_eq!(second.serve.name(), "upstream");
+        assert!(first.attachment.stream.lock().holds(1));
+    }
+
+    #[test]
+    fn a_per_request_stream_with_a_cursor_it_does_not_know_does_not_take_a_held_stream_over() {
+        let streams = registry(with_history());
+        let first = open(&streams, key("s", "POST /"), None, POST);
+        forward(&first, &["1"]);
+        let _asked = hold(&first, 1);
+        let second = open(&streams, key("s", "POST /"), Some("9"), POST);
+        assert_eq!(second.serve.name(), "upstream");
+        assert_eq!(second.cursor_known, Some(false));
+        assert_eq!(second.replay, Replay::Gap);
+    }
+
+    #[test]
+    fn a_hold_whose_task_is_gone_leaves_the_request_to_the_upstream() {
+        let streams = registry(with_history());
+        let first = open(&streams, key("s", "GET /"), None, GET);
+        drop(hold(&first, 1));
+        let second = open(&streams, key("s", "GET /"), None, GET);
+        assert_eq!(second.serve.name(), "upstream");
+        assert!(!first.attachment.stream.lock().is_held());
+    }
+
+    #[test]
+    fn a_complete_stream_resumed_from_a_cursor_its_history_holds_is_served_from_the_history() {
+        let streams = registry(with_history());
+        let first = open(&streams, key("s", "POST /"), None, POST);
+        forward(&first, &["1", "2"]);
+        let head = head(true);
+        {
+            let mut state = first.attachment.stream.lock();
+            state.set_head(Arc::clone(&head));
+            state.upstream_ended();
+            assert!(state.is_complete());
+        }
+        let second = open(&streams, key("s", "POST /"), Some("1"), POST);
+        let Serve::Complete(served) = &second.serve else {
+            panic!("not complete: {:?}", second.serve);
+        };
+        assert!(Arc::ptr_eq(served, &head));
+        assert_eq!(second.replay, blocks(&["2"]));
+        // Without a cursor, or with one the history lacks, it is asked again.
+        let third = open(&streams, key("s", "POST /"), None, POST);
+        assert_eq!(third.serve.name(), "upstream");
+        let fourth = open(&streams, key("s", "POST /"), Some("9"), POST);
+        assert_eq!(fourth.serve.name(), "upstream");
+    }
+
+    #[test]
+    fn a_standing_stream_whose_upstream_ended_is_never_complete() {
+        let streams = registry(with_history());
+        let first = open(&streams, key("s", "GET /"), None, GET);
+        forward(&first, &["1", "2"]);
+        {
+            let mut state = first.attachment.stream.lock();
+            state.set_head(head(false));
+            state.upstream_ended();
+            assert!(!state.is_complete());
+        }
+        let second = open(&streams, key("s", "GET /"), Some("1"), GET);
+        assert_eq!(second.serve.name(), "upstream");
+        assert_eq!(second.replay, blocks(&["2"]));
+    }
+
+    fn stored(stream: &str) -> StoredStream {
+        StoredStream {
+            keeps_blocks: true,
+            ..StoredStream::new(stream)
+        }
+    }
+
+    #[test]
+    fn a_stream_another_replica_holds_is_followed_from_the_end_of_the_replay_of_a_known_cursor() {
+        let streams = registry(with_history());
+        let snapshot = Snapshot::Stored(StoredStream {
+            ids: vec![("1".to_owned(), 0), ("2".to_owned(), 0)],
+            cursor_known: Some(true),
+            replay: blocks(&["2"]),
+            follow_from: Some(7),
+            ..stored("POST /")
+        });
+        let opened = streams.open(key("s", "POST /"), Some("1"), snapshot, POST);
+        assert_eq!(opened.serve.name(), "follow after 7");
+        assert_eq!(opened.replay, blocks(&["2"]));
+    }
+
+    #[test]
+    fn a_get_without_a_cursor_follows_a_stream_another_replica_holds_from_its_newest_block() {
+        let streams = registry(with_history());
+        let snapshot = Snapshot::Stored(StoredStream {
+            follow_from: Some(3),
+            ..stored("GET /")
+        });
+        let opened = streams.open(key("s", "GET /"), None, snapshot, GET);
+        assert_eq!(opened.serve.name(), "follow after 3");
+        let snapshot = Snapshot::Stored(StoredStream {
+            follow_from: Some(3),
+            ..stored("POST /")
+        });
+        let opened = streams.open(key("s", "POST /"), None, snapshot, POST);
+        assert_eq!(
+            opened.serve.name(),
+            "upstream",
+            "a per-request stream without a cursor is asked anew"
+        );
+    }
+
+    #[test]
+    fn an_unknown_cursor_never_follows_another_replica() {
+        let streams = registry(with_history());
+        let snapshot = Snapshot::Stored(StoredStream {
+            cursor_known: Some(false),
+            replay: Replay::Gap,
+            follow_from: Some(3),
+            ..stored("GET /")
+        });
+        let opened = streams.open(key("s", "GET /"), Some("9"), snapshot, GET);
+        assert_eq!(opened.serve.name(), "upstream");
+    }
+
+    #[test]
+    fn a_stored_stream_a_response_holds_keeps_the_ids_not_yet_in_the_store_at_the_same_generation()
+    {
+        let streams = registry(StreamLimits::default());
+        let snapshot = Snapshot::Stored(StoredStream {
+            ids: vec![("1".to_owned(), 0)],
+            ..stored("GET /")
+        });
+        let first = streams.open(key("s", "GET /"), None, snapshot, NO_LINGER);
+        first.attachment.stream.lock().check_and_record("2");
+        let snapshot = Snapshot::Stored(StoredStream {
+            ids: vec![("1".to_owned(), 0)],
+            ..stored("GET /")
+        });
+        let second = streams.open(key("s", "GET /"), None, snapshot, NO_LINGER);
+        assert!(Arc::ptr_eq(
+            &first.attachment.stream.state,
+            &second.attachment.stream.state
+        ));
+        assert_eq!(window(&second), ["1", "2"]);
+        // In a newer generation, what the store has is the window.
+        let snapshot = Snapshot::Stored(StoredStream {
+            ids: vec![("1".to_owned(), 0)],
+            fence: 1,
+            ..stored("GET /")
+        });
+        let third = streams.open(key("s", "GET /"), None, snapshot, NO_LINGER);
+        assert_eq!(window(&third), ["1"]);
+        assert_eq!(generation(&third), 1);
+        assert_eq!(third.stored.map(|s| s.fence), Some(1));
+    }
+
+    // Displacement, where one scope is one client.
+
+    /// A response of a one-client scope that opened alone, forwarded `1`
+    /// and offered itself to a reconnect of its client: with what its
+    /// task hears a displacement on.
+    fn offered(streams: &Streams) -> (Opened, oneshot::Receiver<oneshot::Sender<Handover>>) {
+        let first = open(streams, key("s", "POST /"), None, ONE_CLIENT);
+        forward(&first, &["1"]);
+        let (offer, asked) = oneshot::channel();
+        let role = &first.attachment.role;
+        (first.attachment.stream.lock()).offer_displacement(role.tag, role.generation, offer);
+        (first, asked)
+    }
+
+    fn is_displaced(opened: &Opened) -> bool {
+        let tag = opened.attachment.role.tag;
+        opened.attachment.stream.lock().is_displaced(tag)
+    }
+
+    #[test]
+    fn where_one_scope_is_one_client_a_known_cursor_displaces_the_response_that_opened_alone() {
+        let streams = registry(with_history());
+        let (first, mut asked) = offered(&streams);
+        let second = open(&streams, key("s", "POST /"), Some("1"), ONE_CLIENT);
+        assert_eq!(second.serve.name(), "takeover");
+        assert!(is_displaced(&first));
+        assert!(asked.try_recv().is_ok(), "the displaced response is asked");
+    }
+
+    #[test]
+    fn a_cursor_the_stream_does_not_know_or_a_scope_of_many_clients_displaces_nobody() {
+        let cases = [
+            (Some("1"), POST, "a scope of many clients"),
+            (Some("9"), ONE_CLIENT, "a cursor the stream does not know"),
+            (None, ONE_CLIENT, "no cursor"),
+        ];
+        for (cursor, request, case) in cases {
+            let streams = registry(with_history());
+            let (first, _asked) = offered(&streams);
+            let second = open(&streams, key("s", "POST /"), cursor, request);
+            assert_eq!(second.serve.name(), "upstream", "{case}");
+            assert!(!is_displaced(&first), "{case}");
+        }
+    }
+
+    // Cursors.
+
+    #[test]
+    fn an_unknown_cursor_clears_the_window_and_bumps_the_generation() {
+        let streams = registry(StreamLimits::default());
+        let first = open(&streams, key("s", "GET /"), None, NO_LINGER);
+        first.attachment.stream.lock().check_and_record("1");
+        assert_eq!(generation(&first), 0);
+        let second = open(&streams, key("s", "GET /"), Some("9"), NO_LINGER);
+        assert_eq!(second.cursor_known, Some(false));
+        assert_eq!(second.replay, Replay::Off, "no history: no gap either");
+        assert!(window(&second).is_empty());
+        assert_eq!(generation(&second), 1);
+        assert_eq!(second.attachment.role.generation, 1);
+        assert_eq!(first.attachment.role.generation, 0);
+    }
+
+    #[test]
+    fn a_known_cursor_without_a_history_forgets_the_ids_after_it_and_bumps_the_generation() {
+        let streams = registry(StreamLimits::default());
+        let first = open(&streams, key("s", "GET /"), None, NO_LINGER);
+        for id in ["1", "2", "3"] {
+            first.attachment.stream.lock().check_and_record(id);
+        }
+        let second = open(&streams, key("s", "GET /"), Some("2"), NO_LINGER);
+        assert_eq!(second.cursor_known, Some(true));
+        assert_eq!(second.replay, Replay::Off);
+        assert_eq!(window(&second), ["1", "2"]);
+        assert_eq!(generation(&second), 1);
+    }
+
+    #[test]
+    fn a_known_cursor_replays_from_the_history_and_keeps_the_window_for_the_upstreams_replay() {
+        let streams = registry(with_history());
+        let first = open(&streams, key("s", "GET /"), None, NO_LINGER);
+        forward(&first, &["1", "2", "3"]);
+        let second = open(&streams, key("s", "GET /"), Some("1"), NO_LINGER);
+        assert_eq!(second.cursor_known, Some(true));
+        assert_eq!(second.replay, blocks(&["2", "3"]));
+        assert_eq!(window(&second), ["1", "2", "3"]);
+        assert_eq!(generation(&second), 1);
+    }
+
+    #[test]
+    fn an_unknown_cursor_with_a_history_is_a_gap() {
+        let streams = registry(with_history());
+        let first = open(&streams, key("s", "GET /"), None, NO_LINGER);
+        forward(&first, &["1"]);
+        let second = open(&streams, key("s", "GET /"), Some("9"), NO_LINGER);
+        assert_eq!(second.cursor_known, Some(false));
+        assert_eq!(second.replay, Replay::Gap);
+        assert!(window(&second).is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_cursor_its_own_stream_lacks_resolves_to_the_scopes_most_recently_used_stream_that_knows_it()
+     {
+        let streams = registry(StreamLimits::default());
+        for stream in ["POST /a", "POST /b"] {
+            let opened = open(&streams, key("s", stream), None, NO_LINGER);
+            opened.attachment.stream.lock().check_and_record("7");
+            later().await;
+        }
+        let opened = open(&streams, key("s", "POST /c"), Some("7"), NO_LINGER);
+        assert_eq!(opened.key, key("s", "POST /b"));
+        assert_eq!(opened.cursor_known, Some(true));
+        // Another scope's streams are never found.
+        let opened = open(&streams, key("t", "POST /c"), Some("7"), NO_LINGER);
+        assert_eq!(opened.key, key("t", "POST /c"));
+        assert_eq!(opened.cursor_known, Some(false));
+    }
+
+    // Bounds.
+
+    /// Opens and ends a response on each of `keys` in turn, a second apart.
+    async fn use_in_turn(streams: &Streams, keys: &[(&str, &str)]) {
+        for (scope, stream) in keys {
+            later().await;
+            drop(open(streams, key(scope, stream), None, NO_LINGER));
+        }
+    }
+
+    /// The streams the registry keeps, as `scope stream`, sorted.
+    fn kept(streams: &Streams) -> Vec<String> {
+        let mut kept: Vec<String> = (streams.shards.iter())
+            .flat_map(|shard| {
+                let shard = streams.lock_shard(shard);
+                (shard.scopes.iter())
+                    .flat_map(|(scope, s)| s.keys().map(move |stream| format!("{scope} {stream}")))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        kept.sort();
+        assert_eq!(kept.len(), count(streams), "the count is kept right");
+        kept
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn past_the_streams_of_a_scope_the_least_recently_used_that_no_response_holds_goes_first()
+    {
+        let limits = StreamLimits {
+            max_streams_per_scope: 3,
+            ..StreamLimits::default()
+        };
+        let streams = registry(limits);
+        let _held = open(&streams, key("s", "GET /"), None, NO_LINGER);
+        let used = [("s", "POST /a"), ("s", "POST /b"), ("s", "POST /a")];
+        use_in_turn(&streams, &used).await;
+        assert_eq!(kept(&streams), ["s GET /", "s POST /a", "s POST /b"]);
+        use_in_turn(&streams, &[("s", "POST /c")]).await;
+        // The live stream is the oldest but held; /a was used again lately.
+        assert_eq!(kept(&streams), ["s GET /", "s POST /a", "s POST /c"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn past_the_streams_of_a_scope_all_held_the_least_recently_used_goes_and_comes_back_empty()
+     {
+        let limits = StreamLimits {
+            max_streams_per_scope: 2,
+            ..StreamLimits::default()
+        };
+        let streams = registry(limits);
+        let a = open(&streams, key("s", "POST /a"), None, NO_LINGER);
+        a.attachment.stream.lock().check_and_record("1");
+        later().await;
+        let _b = open(&streams, key("s", "POST /b"), None, NO_LINGER);
+        later().await;
+        let _c = open(&streams, key("s", "POST /c"), None, NO_LINGER);
+        // Another scope does not count against this one.
+        let _other = open(&streams, key("t", "POST /a"), None, NO_LINGER);
+        assert_eq!(kept(&streams), ["s POST /b", "s POST /c", "t POST /a"]);
+        let again = open(&streams, key("s", "POST /a"), None, NO_LINGER);
+        assert!(window(&again).is_empty(), "a new stream");
+        assert_eq!(window(&a), ["1"], "the old one lives on in its response");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn past_the_most_streams_the_least_recently_used_stream_of_any_scope_goes_held_ones_last()
+    {
+        let limits = StreamLimits {
+            max_streams: 3,
+            ..StreamLimits::default()
+        };
+        let stats = Stats::default();
+        let streams = Streams::new(limits, stats.clone());
+        let _held = open(&streams, key("x", "GET /"), None, NO_LINGER);
+        use_in_turn(&streams, &[("y", "GET /"), ("z", "GET /"), ("w", "GET /")]).await;
+        assert_eq!(kept(&streams), ["w GET /", "x GET /", "z GET /"]);
+        assert_eq!(stats.snapshot().streams, 3, "the gauge follows");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stream_no_response_holds_is_let_go_once_idle_past_its_ttl() {
+        let limits = StreamLimits {
+            idle_ttl: Duration::from_secs(60),
+            ..StreamLimits::default()
+        };
+        let streams = registry(limits);
+        drop(open(&streams, key("s", "GET /idle"), None, NO_LINGER));
+        let held = open(&streams, key("s", "GET /held"), None, NO_LINGER);
+        tokio::time::advance(Duration::from_secs(59)).await;
+        // Any request of the shard sweeps it when a sweep is due.
+        drop(open(&streams, key("s", "GET /other"), None, NO_LINGER));
+        assert!(
+            keeps(&streams, &key("s", "GET /idle")),
+            "not idle long enough"
+        );
+        tokio::time::advance(Duration::from_secs(60)).await;
+        drop(open(&streams, key("s", "GET /other"), None, NO_LINGER));
+        assert!(!keeps(&streams, &key("s", "GET /idle")));
+        assert!(keeps(&streams, &key("s", "GET /held")), "held: never idle");
+        drop(held);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stream_a_store_keeps_is_let_go_soon_after_its_last_response() {
+        let streams = registry(StreamLimits::default());
+        let snapshot = Snapshot::Stored(stored("GET /"));
+        drop(streams.open(key("s", "GET /"), None, snapshot, NO_LINGER));
+        tokio::time::advance(STORED_GRACE).await;
+        drop(open(&streams, key("s", "GET /other"), None, NO_LINGER));
+        assert!(!keeps(&streams, &key("s", "GET /")));
+        assert!(keeps(&streams, &key("s", "GET /other")), "kept an hour");
+    }
+}

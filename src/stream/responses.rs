@@ -121,3 +121,172 @@ impl Responses {
         self.current
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stream::{Stream, StreamState};
+
+    fn window(ids: &[&str]) -> Ids {
+        let mut window = Ids::new(8);
+        for id in ids {
+            window.observe(id.as_bytes(), None);
+        }
+        window
+    }
+
+    fn listed(ids: &Ids) -> Vec<String> {
+        ids.entries().map(|(id, _)| id).collect()
+    }
+
+    fn own(role: &Role) -> Option<Vec<String>> {
+        role.own.as_ref().map(listed)
+    }
+
+    #[test]
+    fn a_response_that_opens_alone_has_the_window_itself_and_keeps_the_history() {
+        let mut responses = Responses::default();
+        let role = responses.attach(&window(&["1"]), 0);
+        assert_eq!(own(&role), None, "its client's view is the window");
+        assert!(responses.is_solo(role.tag));
+        assert!(responses.is_keeper(role.tag));
+        assert_eq!((responses.current(), responses.attached()), (1, 1));
+        assert_eq!(role.generation, 0);
+    }
+
+    #[test]
+    fn a_response_that_opens_beside_another_has_a_copy_of_the_window_and_keeps_nothing() {
+        let mut responses = Responses::default();
+        let first = responses.attach(&window(&["1"]), 0);
+        let second = responses.attach(&window(&["1", "2"]), 0);
+        assert_eq!(own(&second), Some(vec!["1".into(), "2".into()]));
+        assert!(!responses.is_solo(second.tag));
+        assert!(!responses.is_keeper(second.tag));
+        assert!(responses.is_keeper(first.tag), "the first still keeps");
+        assert_ne!(first.tag, second.tag);
+        assert_eq!((responses.current(), responses.attached()), (2, 2));
+    }
+
+    #[test]
+    fn the_solo_response_is_handed_the_window_as_it_stood_when_another_opened_and_only_it_once() {
+        let mut responses = Responses::default();
+        let mut ids = window(&["1"]);
+        let first = responses.attach(&ids, 0);
+        ids.observe(b"2", None);
+        let second = responses.attach(&ids, 0);
+        assert!(
+            !responses.is_solo(first.tag),
+            "the window is no longer its view"
+        );
+        // The second response forwards 3: the first one's client lacks it.
+        ids.observe(b"3", None);
+        assert_eq!(responses.take_handoff(second.tag).map(|i| listed(&i)), None);
+        let handed = responses.take_handoff(first.tag).expect("its copy");
+        assert_eq!(listed(&handed), ["1", "2"]);
+        assert!(responses.take_handoff(first.tag).is_none(), "taken once");
+    }
+
+    #[test]
+    fn a_copy_handed_over_is_never_replaced_by_a_later_window() {
+        let mut responses = Responses::default();
+        let first = responses.attach(&window(&["1"]), 0);
+        let _second = responses.attach(&window(&["1"]), 0);
+        // The window changes again (a store loaded newer ids): no one is
+        // solo, so the copy stays what the first response's client had.
+        responses.hand_off(&window(&["7", "8"]));
+        let handed = responses.take_handoff(first.tag).expect("its copy");
+        assert_eq!(listed(&handed), ["1"]);
+    }
+
+    #[test]
+    fn a_new_generation_hands_the_solo_response_its_copy_and_leaves_no_one_current_nor_keeping() {
+        let mut responses = Responses::default();
+        let first = responses.attach(&window(&["1", "2"]), 0);
+        responses.new_generation(&window(&["1", "2"]));
+        assert!(!responses.is_solo(first.tag));
+        assert!(!responses.is_keeper(first.tag));
+        assert_eq!((responses.current(), responses.attached()), (0, 1));
+        let handed = responses.take_handoff(first.tag).expect("its copy");
+        assert_eq!(listed(&handed), ["1", "2"]);
+    }
+
+    #[test]
+    fn the_first_response_of_a_new_generation_opens_alone_beside_older_ones() {
+        let mut responses = Responses::default();
+        let old = responses.attach(&window(&["1", "2"]), 0);
+        responses.new_generation(&window(&["1"]));
+        let new = responses.attach(&window(&["1"]), 1);
+        assert_eq!(own(&new), None, "the older one no longer records");
+        assert!(responses.is_solo(new.tag));
+        assert!(responses.is_keeper(new.tag));
+        assert!(!responses.is_keeper(old.tag));
+        assert_eq!((responses.current(), responses.attached()), (1, 2));
+    }
+
+    #[test]
+    fn a_response_of_an_older_generation_detaching_leaves_the_current_count() {
+        let mut responses = Responses::default();
+        let old = responses.attach(&window(&[]), 0);
+        responses.new_generation(&window(&[]));
+        let new = responses.attach(&window(&[]), 1);
+        responses.detach(&old, 1);
+        assert_eq!((responses.current(), responses.attached()), (1, 1));
+        assert!(responses.is_solo(new.tag));
+        responses.detach(&new, 1);
+        assert_eq!((responses.current(), responses.attached()), (0, 0));
+    }
+
+    #[test]
+    fn the_keeper_gone_no_response_keeps_until_one_opens_alone() {
+        let mut responses = Responses::default();
+        let first = responses.attach(&window(&[]), 0);
+        let second = responses.attach(&window(&[]), 0);
+        responses.detach(&first, 0);
+        assert!(
+            !responses.is_keeper(second.tag),
+            "it would double the events"
+        );
+        let third = responses.attach(&window(&[]), 0);
+        assert!(!responses.is_keeper(third.tag));
+        assert!(!responses.is_solo(third.tag));
+        responses.detach(&second, 0);
+        responses.detach(&third, 0);
+        let fourth = responses.attach(&window(&[]), 0);
+        assert!(responses.is_keeper(fourth.tag));
+        assert!(responses.is_solo(fourth.tag));
+    }
+
+    #[test]
+    fn a_response_detaching_drops_the_copy_handed_to_it_and_its_solo_place() {
+        let mut responses = Responses::default();
+        let first = responses.attach(&window(&["1"]), 0);
+        let second = responses.attach(&window(&["1"]), 0);
+        responses.detach(&first, 0);
+        assert!(responses.take_handoff(first.tag).is_none());
+        assert!(!responses.is_solo(second.tag), "it keeps its own copy");
+        let mut responses = Responses::default();
+        let only = responses.attach(&window(&["1"]), 0);
+        responses.detach(&only, 0);
+        assert!(!responses.is_solo(only.tag));
+        assert!(!responses.is_keeper(only.tag));
+    }
+
+    #[test]
+    fn an_attachment_dropped_detaches_at_the_streams_generation_then() {
+        let stream = Stream::new(StreamState::new(8, None));
+        let first = stream.attach();
+        stream.lock().apply_cursor("9");
+        let second = stream.attach();
+        assert_eq!((first.role.generation, second.role.generation), (0, 1));
+        let counts = |stream: &Stream| {
+            let mut state = stream.lock();
+            let responses = state.responses();
+            (responses.current(), responses.attached())
+        };
+        assert_eq!(counts(&stream), (1, 2));
+        drop(first);
+        assert_eq!(counts(&stream), (1, 1), "the older one was not current");
+        drop(second);
+        assert_eq!(counts(&stream), (0, 0));
+    }
+}
