@@ -45,6 +45,36 @@ impl<T: TrackerStore> SseResumeLayer<T> {
 
     builder_methods!();
     limit_methods!();
+
+    /// Stops the stream that `request` names, for a gateway's own "stop"
+    /// endpoint (the user pressed stop on a generation, say): the stream
+    /// of its scope and credentials whose events include the request's
+    /// cursor (its `Last-Event-ID`, or the cursor in its URL), else its
+    /// own stream key's. Returns whether a stream was stopped.
+    ///
+    /// Its upstream ends now, whether held (the client is away) or read
+    /// by the response of its one client, which ends too; and the stream
+    /// is complete: a later resume gets what was read before the stop and
+    /// the end, or `204`, and never a fresh upstream request that would
+    /// start the generation again. Only credentials that opened the
+    /// stream stop it. In this process: a stream held on another replica
+    /// is not stopped.
+    pub fn stop(&self, request: &http::request::Parts) -> bool {
+        let options = &self.config.options;
+        let Some(scope) = (options.scope.extract(request))
+            .and_then(|scope| options.credentials.bind(scope, request))
+        else {
+            return false;
+        };
+        let cursor = (crate::headers::client_cursor(&request.headers)).or_else(|| {
+            let name = options.cursor_query.as_deref()?;
+            Some(crate::query::find(&request.uri, name)?.cursor)
+        });
+        let stream = options.stream_key.extract(request).unwrap_or_default();
+        let stopped = (self.config.streams).stop(&scope.scope, &stream, cursor.as_deref());
+        tracing::debug!(stopped, "stop asked");
+        stopped
+    }
 }
 
 impl<S, T> Layer<S> for SseResumeLayer<T> {

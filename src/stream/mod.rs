@@ -332,7 +332,14 @@ impl StreamState {
         }
     }
 
-    /// Whether the stream is per-request and its upstream ended.
+    /// The application stopped the stream: it is complete, as if its
+    /// upstream had ended.
+    pub(crate) fn stop(&mut self) {
+        self.complete = true;
+    }
+
+    /// Whether the stream is per-request and its upstream ended, or it
+    /// was stopped.
     pub(crate) fn is_complete(&self) -> bool {
         self.complete
     }

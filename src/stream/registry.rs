@@ -418,6 +418,40 @@ impl Streams {
         ended.len()
     }
 
+    /// Stops the stream of `scope` that knows `cursor`, else `stream`:
+    /// its hold lets its upstream go, the response that offered itself to
+    /// its client's reconnect ends, and the stream is complete. Returns
+    /// whether there was an upstream to stop.
+    pub(crate) fn stop(&self, scope: &str, stream: &str, cursor: Option<&str>) -> bool {
+        let found = {
+            let mut shard = self.shard(scope);
+            let name = match cursor {
+                Some(cursor) => shard.find(scope, cursor),
+                None => Some(Arc::from(stream)),
+            };
+            name.and_then(|name| shard.get(&StreamKey::new(scope, &name)))
+        };
+        let Some(found) = found else {
+            return false;
+        };
+        let (hold, attached) = {
+            let mut state = found.lock();
+            let hold = state.take_any_hold();
+            let attached = state.displace();
+            state.stop();
+            (hold, attached)
+        };
+        let stopped = hold.is_some() || attached.is_some();
+        // Dropped, the hold tells its task to let the upstream go.
+        drop(hold);
+        if let Some(asks) = attached {
+            // Asked for its upstream by nobody, the response lets it go.
+            let (reply, _) = oneshot::channel();
+            let _ = asks.send(reply);
+        }
+        stopped
+    }
+
     fn shard(&self, scope: &str) -> ShardGuard<'_> {
         let mut hasher = DefaultHasher::new();
         scope.hash(&mut hasher);

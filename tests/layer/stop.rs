@@ -17,14 +17,21 @@ use tower_sse_resume::{HistoryLimits, SseResumeLayer};
 /// answered, as the issue asks.
 const CLOSED_WITHIN: Duration = Duration::from_millis(200);
 
+/// A live upstream that accepts only Alice, behind a layer with a history
+/// and linger, reached through `transport`.
+async fn gateway(transport: Transport) -> (LiveUpstream, SseResumeLayer, Client) {
+    let live = LiveUpstream::new(100_000);
+    let layer = SseResumeLayer::new()
+        .history(HistoryLimits::new())
+        .linger(Duration::from_secs(30));
+    let client = Client::over(transport, &layer, Authorizing::new(live.clone())).await;
+    (live, layer, client)
+}
+
 #[tokio::test]
 async fn the_end_of_an_mcp_session_ends_the_streams_held_in_its_scope() {
     for transport in TRANSPORTS {
-        let live = LiveUpstream::new(100_000);
-        let layer = SseResumeLayer::new()
-            .history(HistoryLimits::new())
-            .linger(Duration::from_secs(30));
-        let client = Client::over(transport, &layer, Authorizing::new(live.clone())).await;
+        let (live, layer, client) = gateway(transport).await;
         let first = client
             .open(as_user(Request::get("/mcp"), ALICE, None))
             .await;
@@ -55,5 +62,89 @@ async fn the_end_of_an_mcp_session_ends_the_streams_held_in_its_scope() {
             0,
             "ended, not expired"
         );
+    }
+}
+
+/// A gateway's own "stop" endpoint: the request that asks to stop names
+/// the stream by its cursor, with the client's session and credentials.
+fn stop_request(authorization: &str, cursor: u32) -> http::request::Parts {
+    let request = as_user(Request::post("/stop"), authorization, Some(cursor));
+    request.into_parts().0
+}
+
+#[tokio::test]
+async fn a_stop_ends_a_held_call_now_and_its_resume_gets_the_rest_and_the_end() {
+    for transport in TRANSPORTS {
+        // A long call (an LLM's completion, say), its client gone.
+        let (live, layer, client) = gateway(transport).await;
+        let call = client
+            .open(as_user(Request::post("/mcp"), ALICE, None))
+            .await;
+        let got = read_events(call.into_body(), 3).await;
+        let cursor = crate::linger::last_id(&got);
+        eventually("the hold", || layer.stats().snapshot().held == 1).await;
+        eventually("events read while held", || {
+            layer.stats().snapshot().events_held >= 2
+        })
+        .await;
+
+        // Another token's stop stops nothing.
+        assert!(
+            !layer.stop(&stop_request(MALLORY, cursor)),
+            "over {transport:?}"
+        );
+        assert_eq!(live.closed(), 0);
+        assert!(layer.stop(&stop_request(ALICE, cursor)));
+        let stopped = Instant::now();
+        eventually("the upstream to see the close", || live.closed() == 1).await;
+        let took = stopped.elapsed();
+        assert!(took < CLOSED_WITHIN, "closed {took:?} after the stop");
+
+        // Her resume gets what was read before the stop, and the end; the
+        // call is never sent again.
+        let resumed = client
+            .send(as_user(Request::get("/mcp"), ALICE, Some(cursor)))
+            .await;
+        assert_eq!(resumed.status, StatusCode::OK);
+        let rest = resumed.text();
+        let ids: Vec<u32> = (rest.lines())
+            .filter_map(|line| line.strip_prefix("id: ")?.parse().ok())
+            .collect();
+        assert_eq!(ids.first(), Some(&(cursor + 1)), "{rest}");
+        assert!(ids.windows(2).all(|pair| pair[1] == pair[0] + 1), "{rest}");
+        assert_eq!(live.requests(), 1, "never sent again");
+    }
+}
+
+#[tokio::test]
+async fn a_stop_ends_the_response_still_attached_and_its_upstream() {
+    for transport in TRANSPORTS {
+        let (live, layer, client) = gateway(transport).await;
+        let call = client
+            .open(as_user(Request::post("/mcp"), ALICE, None))
+            .await;
+        let mut body = Box::pin(call.into_body());
+        let got = read_events(body.as_mut(), 3).await;
+        let cursor = crate::linger::last_id(&got);
+
+        // The client reads on, as a server writes a response out.
+        let reading = tokio::spawn(http_body_util::BodyExt::collect(body));
+        assert!(
+            layer.stop(&stop_request(ALICE, cursor)),
+            "over {transport:?}"
+        );
+        let stopped = Instant::now();
+        eventually("the upstream to see the close", || live.closed() == 1).await;
+        let took = stopped.elapsed();
+        assert!(took < CLOSED_WITHIN, "closed {took:?} after the stop");
+        // The client's response ends, with every whole event before it.
+        let rest = tokio::time::timeout(STEP, reading)
+            .await
+            .expect("the response ends")
+            .unwrap()
+            .expect("without an error");
+        let rest = String::from_utf8(rest.to_bytes().to_vec()).unwrap();
+        assert!(rest.is_empty() || rest.ends_with("\n\n"), "{rest}");
+        assert_eq!(layer.stats().snapshot().held, 0);
     }
 }
