@@ -308,7 +308,7 @@ pub(crate) use builder_methods;
 
 /// The default [`SseResumeLayer::max_id_len`](crate::SseResumeLayer::max_id_len): longer ids are forwarded
 /// but not tracked.
-pub const DEFAULT_MAX_ID_LEN: usize = 256;
+pub(crate) const DEFAULT_MAX_ID_LEN: usize = 256;
 
 /// What to do when the store fails at the start of a request.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -331,22 +331,16 @@ mod stamp;
 mod stats;
 
 pub use body::{GAP_EVENT, SseResumeBody};
-pub use config::{DEFAULT_MAX_ID_LEN, FailurePolicy};
+pub use config::FailurePolicy;
 pub use future::ResponseFuture;
 pub use headers::{LAST_EVENT_ID, MCP_PROTOCOL_VERSION, SSE_RESUME_GAP};
 pub use layer::SseResumeLayer;
-pub use query::DEFAULT_CURSOR_QUERY;
 pub use service::SseResume;
 pub use stats::{Stats, StatsSnapshot};
 pub use store::{
-    Follow, FollowSender, Followed, HeldStream, IdBatch, Lease, MemoryStore, Snapshot, StoreError,
-    StoredStream, StreamEnd, StreamKey, TrackerStore, Unfollowed,
+    IdBatch, MemoryStore, Snapshot, StoreError, StoredStream, StreamKey, TrackerStore,
 };
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use store::{RedisStats, RedisStore};
-pub use stream::{
-    DEFAULT_HISTORY_AGE, DEFAULT_HISTORY_BYTES, DEFAULT_HISTORY_EVENTS,
-    DEFAULT_HISTORY_TOTAL_BYTES, DEFAULT_IDLE_TTL, DEFAULT_MAX_HELD_STREAMS, DEFAULT_MAX_STREAMS,
-    DEFAULT_MAX_STREAMS_PER_SCOPE, DEFAULT_WINDOW_LEN, HistoryLimits, Replay,
-};
+pub use stream::{HistoryLimits, Replay};

@@ -1,6 +1,12 @@
 //! Following across replicas: what a store hands the layer so that a
 //! response on one replica follows a stream another replica reads from its
-//! upstream ([`Follow`]), and how the reading replica says so ([`Lease`]).
+//! upstream ([`Follow`]), how the reading replica says so ([`Lease`]), and
+//! how a batch says the stream's upstream ended ([`StreamEnd`]).
+//!
+//! Only a store shared by replicas deals in these, through
+//! [`TrackerStore::hold`](super::TrackerStore::hold) and
+//! [`TrackerStore::follow`](super::TrackerStore::follow); a store that
+//! leaves both to their defaults never meets them.
 
 use std::fmt;
 
@@ -118,4 +124,15 @@ impl fmt::Debug for Lease {
             .field("followed", &self.is_followed())
             .finish()
     }
+}
+
+/// How a stream's upstream ended, as an [`IdBatch`](super::IdBatch) says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StreamEnd {
+    /// A standing stream's upstream ended: the next request asks it anew.
+    Ended,
+    /// A per-request stream's upstream ended: the stream is complete, and
+    /// its history is all a client resuming it gets.
+    Complete,
 }

@@ -23,7 +23,7 @@ use super::connection::{Connection, within};
 use super::keys::Keys;
 use super::scripts::{Read, millis, scripts};
 use super::{Config, lock};
-use crate::store::{FollowSender, Followed};
+use crate::store::follow::{FollowSender, Followed};
 
 /// The most blocks one read returns: a follower far behind reads again
 /// at once.
