@@ -20,7 +20,7 @@ use crate::decision::{Decision, UpstreamCursor};
 use crate::headers::{LAST_EVENT_ID, SSE_RESUME_GAP, is_encoded, is_event_stream};
 use crate::linger::Linger;
 use crate::store::{Follow, StoreError};
-use crate::stream::{Handover, Head, Leftover, Replay, Serve};
+use crate::stream::{DEFAULT_WINDOW_LEN, Handover, Head, Leftover, Replay, Serve};
 
 pub(crate) type OpenFuture = Pin<Box<dyn Future<Output = Result<Decision, StoreError>> + Send>>;
 
@@ -111,7 +111,7 @@ where
                             if options.failure_policy == FailurePolicy::FailClosed {
                                 return Poll::Ready(Ok(service_unavailable()));
                             }
-                            Decision::unscoped(options.unscoped_window_len, &options.stats)
+                            Decision::unscoped(DEFAULT_WINDOW_LEN, &options.stats)
                         }
                     };
                     if let Some(handover) = decision.handover.take() {

@@ -168,9 +168,11 @@
 //! - `RedisStore` (feature `redis`) keeps the windows and histories in
 //!   Redis, so that a client reconnecting to another replica of
 //!   a gateway is resumed and deduplicated there too.
-//! - A store of your own implements two methods over plain data: see the
-//!   [`store`] module, and the conformance suite every store runs
-//!   (`test_util`, feature `test-util`).
+//! - A store of your own implements two methods over plain data, `open`
+//!   and `record`; the trait's other two, `hold` and `follow`, are for
+//!   following across replicas and have defaults. See the [`store`]
+//!   module, and the conformance suite every store runs (`test_util`,
+//!   feature `test-util`).
 //!
 //! # Resuming when the upstream cannot: the replay history
 //!
@@ -324,6 +326,7 @@ mod future;
 mod headers;
 mod layer;
 mod linger;
+mod lock;
 mod query;
 mod recorder;
 mod service;

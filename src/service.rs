@@ -19,7 +19,7 @@ use crate::layer::SseResumeLayer;
 use crate::linger::LingerConfig;
 use crate::query;
 use crate::store::{MemoryStore, StreamKey, TrackerStore};
-use crate::stream::{Request as StreamRequest, Serve};
+use crate::stream::{DEFAULT_WINDOW_LEN, Request as StreamRequest, Serve};
 
 /// How long a takeover waits for the held stream's task to hand its
 /// upstream over: it answers at once, unless it is gone.
@@ -128,7 +128,7 @@ where
         let bound = (options.scope.extract(&parts))
             .and_then(|scope| options.credentials.bind(scope, &parts));
         let Some(bound) = bound else {
-            let decision = Decision::unscoped(options.unscoped_window_len, &options.stats);
+            let decision = Decision::unscoped(DEFAULT_WINDOW_LEN, &options.stats);
             let request = Request::from_parts(parts, body);
             return ResponseFuture::call(inner, request, decision, Arc::clone(options));
         };

@@ -23,10 +23,18 @@ pub enum Followed {
     End,
     /// The stream can no longer be followed: its holder is gone without
     /// ending it (it died, or let it go), the history lost blocks the
-    /// follower had not read, or the store stayed unreachable. The layer
-    /// ends the response with the gap signal, whose data is the id of the
-    /// last block sent (when the follow sent one with an id; else the
-    /// client's cursor).
+    /// follower had not read, or the store stayed unreachable. Carries the
+    /// id of the last block delivered that had one. A follow that ends
+    /// without a word is lost too, with no id.
+    ///
+    /// A response that follows its own standing stream (a `GET` on the
+    /// stream's key) then sends its request upstream, asked to resume from
+    /// the stream's last id (an error, or an answer that is not an
+    /// uncompressed event stream, ends it with the gap signal for the
+    /// client's cursor). Any
+    /// other response (one resuming a per-request stream) ends with the
+    /// gap signal, whose data is this id, or without one the client's
+    /// cursor.
     Lost(Option<String>),
 }
 

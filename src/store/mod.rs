@@ -14,9 +14,10 @@
 //!
 //! # Writing a store
 //!
-//! A store has two methods, both over plain data, and two more for
-//! following across replicas, which a store that no other replica shares
-//! leaves to their defaults:
+//! [`TrackerStore`] has four methods. A store implements two, both over
+//! plain data; the other two, for following across replicas (the
+//! [`follow`] module), have defaults that a store no other replica shares
+//! keeps:
 //!
 //! - [`open`](TrackerStore::open) is called once per request that has a
 //!   scope, before the inner service is called, and may do I/O: one round

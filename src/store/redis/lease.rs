@@ -16,10 +16,11 @@ use ::redis::Value;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use super::Shared;
 use super::connection::{Connection, within};
 use super::queue::Target;
 use super::scripts::{REFRESH, millis};
-use super::{Shared, lock};
+use crate::lock::lock;
 use crate::store::follow::HeldStream;
 
 /// The leases this process holds, by lease key.

@@ -2,8 +2,8 @@
 //! a gateway.
 
 use std::fmt;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -752,8 +752,4 @@ fn holder_id() -> String {
         .map_or(0, |since| since.as_nanos());
     let count = COUNT.fetch_add(1, Relaxed);
     format!("{}-{nanos:x}-{count}", std::process::id())
-}
-
-pub(super) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
