@@ -9,7 +9,7 @@ use crate::credentials::Binding;
 use crate::framer::DEFAULT_MAX_BLOCK_LEN;
 use crate::key::{BoxedExtractor, DefaultStreamKey, Header};
 use crate::stats::Stats;
-use crate::stream::{DEFAULT_WINDOW_LEN, StreamLimits, Streams};
+use crate::stream::{StreamLimits, Streams};
 
 /// The builder methods shared by `SseResumeLayer` and `SseResume`, on
 /// their `config`.
@@ -343,7 +343,7 @@ pub(crate) use limit_methods;
 
 /// The default [`SseResumeLayer::max_id_len`](crate::SseResumeLayer::max_id_len): longer ids are forwarded
 /// but not tracked.
-pub const DEFAULT_MAX_ID_LEN: usize = 256;
+pub(crate) const DEFAULT_MAX_ID_LEN: usize = 256;
 
 /// What to do when the store fails at the start of a request.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -381,7 +381,6 @@ pub(crate) struct Options {
     pub(crate) failure_policy: FailurePolicy,
     pub(crate) max_block_len: usize,
     pub(crate) max_id_len: usize,
-    pub(crate) unscoped_window_len: usize,
     pub(crate) linger: Option<std::time::Duration>,
     pub(crate) cursor_query: Option<String>,
     pub(crate) keep_alive: Option<std::time::Duration>,
@@ -414,7 +413,6 @@ impl Default for Options {
             failure_policy: FailurePolicy::FailOpen,
             max_block_len: DEFAULT_MAX_BLOCK_LEN,
             max_id_len: DEFAULT_MAX_ID_LEN,
-            unscoped_window_len: DEFAULT_WINDOW_LEN,
             linger: None,
             cursor_query: Some(crate::query::DEFAULT_CURSOR_QUERY.to_owned()),
             keep_alive: None,

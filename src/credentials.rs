@@ -23,6 +23,7 @@ use http::request::Parts;
 use sha2::Sha256;
 
 use crate::key::{BoxedExtractor, DefaultCredentials};
+use crate::lock::lock;
 
 /// What separates a scope from its credentials' fingerprint in the scope a
 /// stream is kept under. No header value can hold it, and a scope that
@@ -120,10 +121,7 @@ impl Binding {
     fn changed(&self, scope: &str, fingerprint: Option<&str>) -> bool {
         let scope = hash_of(scope);
         let fingerprint = fingerprint.map_or(0, hash_of);
-        let mut latest = self
-            .latest
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut latest = lock(&self.latest);
         if latest.len() >= MAX_REMEMBERED_SCOPES && !latest.contains_key(&scope) {
             latest.clear();
         }

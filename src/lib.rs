@@ -168,9 +168,11 @@
 //! - `RedisStore` (feature `redis`) keeps the windows and histories in
 //!   Redis, so that a client reconnecting to another replica of
 //!   a gateway is resumed and deduplicated there too.
-//! - A store of your own implements two methods over plain data: see the
-//!   [`store`] module, and the conformance suite every store runs
-//!   (`test_util`, feature `test-util`).
+//! - A store of your own implements two methods over plain data, `open`
+//!   and `record`; the trait's other two, `hold` and `follow`, are for
+//!   following across replicas and have defaults. See the [`store`]
+//!   module, and the conformance suite every store runs (`test_util`,
+//!   feature `test-util`).
 //!
 //! # Resuming when the upstream cannot: the replay history
 //!
@@ -325,6 +327,7 @@ mod future;
 mod headers;
 mod layer;
 mod linger;
+mod lock;
 mod query;
 mod recorder;
 mod service;
@@ -332,22 +335,16 @@ mod stamp;
 mod stats;
 
 pub use body::{GAP_EVENT, SseResumeBody};
-pub use config::{DEFAULT_MAX_ID_LEN, FailurePolicy};
+pub use config::FailurePolicy;
 pub use future::ResponseFuture;
 pub use headers::{LAST_EVENT_ID, MCP_PROTOCOL_VERSION, SSE_RESUME_GAP};
 pub use layer::SseResumeLayer;
-pub use query::DEFAULT_CURSOR_QUERY;
 pub use service::SseResume;
 pub use stats::{Stats, StatsSnapshot};
 pub use store::{
-    Follow, FollowSender, Followed, HeldStream, IdBatch, Lease, MemoryStore, Snapshot, StoreError,
-    StoredStream, StreamEnd, StreamKey, TrackerStore, Unfollowed,
+    IdBatch, MemoryStore, Snapshot, StoreError, StoredStream, StreamKey, TrackerStore,
 };
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use store::{RedisStats, RedisStore};
-pub use stream::{
-    DEFAULT_HISTORY_AGE, DEFAULT_HISTORY_BYTES, DEFAULT_HISTORY_EVENTS,
-    DEFAULT_HISTORY_TOTAL_BYTES, DEFAULT_IDLE_TTL, DEFAULT_MAX_HELD_STREAMS, DEFAULT_MAX_STREAMS,
-    DEFAULT_MAX_STREAMS_PER_SCOPE, DEFAULT_WINDOW_LEN, HistoryLimits, Replay,
-};
+pub use stream::{HistoryLimits, Replay};

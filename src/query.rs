@@ -7,7 +7,7 @@ use http::uri::PathAndQuery;
 /// The default [`SseResumeLayer::cursor_query`](crate::SseResumeLayer::cursor_query):
 /// the query parameter read for a client's cursor, as Mercure and Nchan
 /// read it.
-pub const DEFAULT_CURSOR_QUERY: &str = "last_event_id";
+pub(crate) const DEFAULT_CURSOR_QUERY: &str = "last_event_id";
 
 /// A cursor found in a request's query.
 #[derive(Debug)]

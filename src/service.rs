@@ -21,7 +21,7 @@ use crate::linger::LingerConfig;
 use crate::query;
 use crate::stats::Stats;
 use crate::store::{MemoryStore, StoreError, StreamKey, TrackerStore};
-use crate::stream::{Request as StreamRequest, Serve, Streams};
+use crate::stream::{DEFAULT_WINDOW_LEN, Request as StreamRequest, Serve, Streams};
 
 /// How long a takeover waits for the held stream's task to hand its
 /// upstream over: it answers at once, unless it is gone.
@@ -141,7 +141,7 @@ where
         let bound = (options.scope.extract(&parts))
             .and_then(|scope| options.credentials.bind(scope, &parts));
         let Some(bound) = bound else {
-            let decision = Decision::unscoped(options.unscoped_window_len, &options.stats);
+            let decision = Decision::unscoped(DEFAULT_WINDOW_LEN, &options.stats);
             let request = Request::from_parts(parts, body);
             return ResponseFuture::call(inner, request, decision, Arc::clone(options));
         };
@@ -150,7 +150,7 @@ where
             // streams of its scope (and credentials) end. Only where the
             // scope is MCP's session id: elsewhere a `DELETE` is any
             // request.
-            let mut decision = Decision::unscoped(options.unscoped_window_len, &options.stats);
+            let mut decision = Decision::unscoped(DEFAULT_WINDOW_LEN, &options.stats);
             decision.ends_scope = Some(EndScope {
                 streams: Arc::clone(&self.config.streams),
                 scope: bound.scope,
@@ -316,7 +316,7 @@ async fn decide<T: TrackerStore, B: 'static>(
 fn store_failed<B>(error: &StoreError, options: &Options) -> (Decision, Plan<B>) {
     options.stats.store_error();
     tracing::warn!(%error, policy = ?options.failure_policy, "tracker store failed");
-    let decision = Decision::unscoped(options.unscoped_window_len, &options.stats);
+    let decision = Decision::unscoped(DEFAULT_WINDOW_LEN, &options.stats);
     match options.failure_policy {
         FailurePolicy::FailClosed => (decision, Plan::Reject),
         FailurePolicy::FailOpen => (decision, Plan::Upstream(UpstreamCursor::Keep)),

@@ -2,7 +2,7 @@
 
 use std::borrow::Cow;
 use std::fmt;
-use std::ops::{Deref, Range};
+use std::ops::Deref;
 
 use bytes::Bytes;
 
@@ -136,15 +136,6 @@ impl<'a> Raw<'a> {
             Some((chunk, start)) => chunk.slice(start..start + self.slice.len()),
             None => Bytes::copy_from_slice(self.slice),
         }
-    }
-
-    /// The chunk these bytes are a slice of, and where they lie in it; `None`
-    /// for a segment that spanned chunks. Lets a caller send on consecutive
-    /// segments as one slice.
-    #[inline]
-    pub fn chunk_range(&self) -> Option<(&'a Bytes, Range<usize>)> {
-        self.chunk
-            .map(|(chunk, start)| (chunk, start..start + self.slice.len()))
     }
 }
 

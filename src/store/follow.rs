@@ -1,6 +1,12 @@
 //! Following across replicas: what a store hands the layer so that a
 //! response on one replica follows a stream another replica reads from its
-//! upstream ([`Follow`]), and how the reading replica says so ([`Lease`]).
+//! upstream ([`Follow`]), how the reading replica says so ([`Lease`]), and
+//! how a batch says the stream's upstream ended ([`StreamEnd`]).
+//!
+//! Only a store shared by replicas deals in these, through
+//! [`TrackerStore::hold`](super::TrackerStore::hold) and
+//! [`TrackerStore::follow`](super::TrackerStore::follow); a store that
+//! leaves both to their defaults never meets them.
 
 use std::fmt;
 
@@ -17,10 +23,18 @@ pub enum Followed {
     End,
     /// The stream can no longer be followed: its holder is gone without
     /// ending it (it died, or let it go), the history lost blocks the
-    /// follower had not read, or the store stayed unreachable. The layer
-    /// ends the response with the gap signal, whose data is the id of the
-    /// last block sent (when the follow sent one with an id; else the
-    /// client's cursor).
+    /// follower had not read, or the store stayed unreachable. Carries the
+    /// id of the last block delivered that had one. A follow that ends
+    /// without a word is lost too, with no id.
+    ///
+    /// A response that follows its own standing stream (a `GET` on the
+    /// stream's key) then sends its request upstream, asked to resume from
+    /// the stream's last id (an error, or an answer that is not an
+    /// uncompressed event stream, ends it with the gap signal for the
+    /// client's cursor). Any
+    /// other response (one resuming a per-request stream) ends with the
+    /// gap signal, whose data is this id, or without one the client's
+    /// cursor.
     Lost(Option<String>),
 }
 
@@ -118,4 +132,15 @@ impl fmt::Debug for Lease {
             .field("followed", &self.is_followed())
             .finish()
     }
+}
+
+/// How a stream's upstream ended, as an [`IdBatch`](super::IdBatch) says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StreamEnd {
+    /// A standing stream's upstream ended: the next request asks it anew.
+    Ended,
+    /// A per-request stream's upstream ended: the stream is complete, and
+    /// its history is all a client resuming it gets.
+    Complete,
 }

@@ -14,9 +14,10 @@
 //!
 //! # Writing a store
 //!
-//! A store has two methods, both over plain data, and two more for
-//! following across replicas, which a store that no other replica shares
-//! leaves to their defaults:
+//! [`TrackerStore`] has four methods. A store implements two, both over
+//! plain data; the other two, for following across replicas (the
+//! [`follow`] module), have defaults that a store no other replica shares
+//! keeps:
 //!
 //! - [`open`](TrackerStore::open) is called once per request that has a
 //!   scope, before the inner service is called, and may do I/O: one round
@@ -46,9 +47,8 @@
 //!
 //! ```
 //! use std::sync::atomic::{AtomicU64, Ordering};
-//! use tower_sse_resume::{
-//!     Follow, IdBatch, Lease, MemoryStore, Snapshot, StoreError, StreamKey, TrackerStore,
-//! };
+//! use tower_sse_resume::store::follow::{Follow, Lease};
+//! use tower_sse_resume::{IdBatch, MemoryStore, Snapshot, StoreError, StreamKey, TrackerStore};
 //!
 //! struct Counted<T> {
 //!     inner: T,
@@ -88,12 +88,12 @@ use std::sync::Arc;
 
 use crate::stream::Replay;
 
-mod follow;
+pub mod follow;
 mod memory;
 #[cfg(feature = "redis")]
 mod redis;
 
-pub use follow::{Follow, FollowSender, Followed, HeldStream, Lease, Unfollowed};
+pub(crate) use follow::{Follow, Followed, Lease, StreamEnd};
 pub use memory::MemoryStore;
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
@@ -227,6 +227,11 @@ impl StoredStream {
 /// receives them, and for a store that
 /// [keeps blocks](StoredStream::keeps_blocks), the blocks for its replay
 /// history: a few buffers, not one allocation per id.
+///
+/// The layer fills it; a store reads it. [`push`](Self::push),
+/// [`push_event`](Self::push_event) and [`push_block`](Self::push_block)
+/// build one, to hand a store in its own tests. A store that keeps a
+/// batch past [`record`](TrackerStore::record) clones it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct IdBatch {
     ids: Strings,
@@ -260,7 +265,7 @@ impl IdBatch {
     /// Marks the window before this batch's ids as gone: an id came back
     /// with another event, so the upstream numbers anew and the window
     /// starts over from it. The ids pushed so far are dropped.
-    pub fn start_window_over(&mut self) {
+    pub(crate) fn start_window_over(&mut self) {
         self.ids.clear();
         self.fingerprints.clear();
         self.starts_window_over = true;
@@ -302,7 +307,7 @@ impl IdBatch {
     /// Marks the history before this batch's blocks as lost: a block was
     /// forwarded that it could not keep, and no replay may skip it. The
     /// blocks pushed so far are dropped.
-    pub fn forget_history(&mut self) {
+    pub(crate) fn forget_history(&mut self) {
         self.block_ids.clear();
         self.blocks.clear();
         self.forgets_history = true;
@@ -315,7 +320,7 @@ impl IdBatch {
 
     /// Marks the stream's upstream as ended after this batch: a replica
     /// that follows the stream ends its response there.
-    pub fn end_stream(&mut self, end: StreamEnd) {
+    pub(crate) fn end_stream(&mut self, end: StreamEnd) {
         self.stream_end = Some(end);
     }
 
@@ -324,8 +329,10 @@ impl IdBatch {
         self.stream_end
     }
 
-    /// Appends everything `other` holds after what this batch holds.
-    pub fn extend(&mut self, other: &IdBatch) {
+    /// Appends everything `other` holds after what this batch holds: a
+    /// queued store coalescing batches.
+    #[cfg(feature = "redis")]
+    pub(crate) fn extend(&mut self, other: &IdBatch) {
         self.stream_end = other.stream_end.or(self.stream_end);
         if other.forgets_history {
             self.forget_history();
@@ -342,7 +349,8 @@ impl IdBatch {
     }
 
     /// Keeps only the newest `ids` ids and `blocks` blocks.
-    pub fn keep_last(&mut self, ids: usize, blocks: usize) {
+    #[cfg(feature = "redis")]
+    pub(crate) fn keep_last(&mut self, ids: usize, blocks: usize) {
         let cut = self.fingerprints.len().saturating_sub(ids);
         self.fingerprints.drain(..cut);
         self.ids.keep_last(ids);
@@ -355,7 +363,7 @@ impl IdBatch {
     }
 
     /// Removes everything, keeping the buffers.
-    pub fn clear(&mut self) {
+    pub(crate) fn clear(&mut self) {
         self.ids.clear();
         self.fingerprints.clear();
         self.starts_window_over = false;
@@ -386,17 +394,6 @@ impl IdBatch {
     }
 }
 
-/// How a stream's upstream ended, as an [`IdBatch`] says.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum StreamEnd {
-    /// A standing stream's upstream ended: the next request asks it anew.
-    Ended,
-    /// A per-request stream's upstream ended: the stream is complete, and
-    /// its history is all a client resuming it gets.
-    Complete,
-}
-
 /// Byte strings back to back in one buffer.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct Strings {
@@ -421,6 +418,7 @@ impl Strings {
         self.ends.len()
     }
 
+    #[cfg(feature = "redis")]
     fn keep_last(&mut self, n: usize) {
         let Some(cut) = self.len().checked_sub(n).filter(|&cut| cut > 0) else {
             return;

@@ -12,13 +12,13 @@ use tokio::time::Instant;
 use crate::stats::Stats;
 
 /// The default [`HistoryLimits::max_events`].
-pub const DEFAULT_HISTORY_EVENTS: usize = 1024;
+pub(crate) const DEFAULT_HISTORY_EVENTS: usize = 1024;
 /// The default [`HistoryLimits::max_bytes`]: 1 MiB.
-pub const DEFAULT_HISTORY_BYTES: usize = 1 << 20;
+pub(crate) const DEFAULT_HISTORY_BYTES: usize = 1 << 20;
 /// The default [`HistoryLimits::max_age`]: ten minutes.
-pub const DEFAULT_HISTORY_AGE: Duration = Duration::from_secs(600);
+pub(crate) const DEFAULT_HISTORY_AGE: Duration = Duration::from_secs(600);
 /// The default [`HistoryLimits::max_total_bytes`]: 64 MiB.
-pub const DEFAULT_HISTORY_TOTAL_BYTES: usize = 64 << 20;
+pub(crate) const DEFAULT_HISTORY_TOTAL_BYTES: usize = 64 << 20;
 
 /// How much of each stream a replay history keeps: the newest blocks, at
 /// most this many, this many bytes, and this old. Whichever bound is hit
@@ -66,28 +66,29 @@ impl HistoryLimits {
         }
     }
 
-    /// The most blocks kept per stream (at least 1).
+    /// The most blocks kept per stream (at least 1): 1024 by default.
     pub fn max_events(mut self, max: usize) -> Self {
         self.max_events = max.max(1);
         self
     }
 
-    /// The most bytes of blocks kept per stream (at least 1). A block
-    /// larger than this cannot be kept, and the history then starts anew
-    /// after it.
+    /// The most bytes of blocks kept per stream (at least 1): 1 MiB by
+    /// default. A block larger than this cannot be kept, and the history
+    /// then starts anew after it.
     pub fn max_bytes(mut self, max: usize) -> Self {
         self.max_bytes = max.max(1);
         self
     }
 
-    /// How long a block is kept (at least 1 ms).
+    /// How long a block is kept (at least 1 ms): ten minutes by default.
     pub fn max_age(mut self, max: Duration) -> Self {
         self.max_age = max.max(Duration::from_millis(1));
         self
     }
 
     /// The most bytes of blocks kept by all the streams of a layer in this
-    /// process (at least 1), shared equally among them when it runs short.
+    /// process (at least 1): 64 MiB by default, shared equally among them
+    /// when it runs short.
     ///
     /// The layer keeps to it this way: a stream
     /// recording past the total lets its own oldest blocks go down to its

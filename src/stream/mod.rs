@@ -53,16 +53,10 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use bytes::Bytes;
 use tokio::time::Instant;
 
+pub use history::HistoryLimits;
 pub(crate) use history::{Budget, History};
-pub use history::{
-    DEFAULT_HISTORY_AGE, DEFAULT_HISTORY_BYTES, DEFAULT_HISTORY_EVENTS,
-    DEFAULT_HISTORY_TOTAL_BYTES, HistoryLimits,
-};
 pub(crate) use hold::{Handover, Head, Hold, Holds, Leftover, TakenOver};
 pub(crate) use ids::{Ids, Seen};
-pub use registry::{
-    DEFAULT_IDLE_TTL, DEFAULT_MAX_HELD_STREAMS, DEFAULT_MAX_STREAMS, DEFAULT_MAX_STREAMS_PER_SCOPE,
-};
 pub(crate) use registry::{Opened, Request, Serve, Stored, StreamLimits, Streams};
 use responses::{Responses, Role};
 
@@ -77,7 +71,7 @@ mod rising;
 
 /// The default [`SseResumeLayer::window_len`](crate::SseResumeLayer::window_len):
 /// the number of ids a stream's window remembers.
-pub const DEFAULT_WINDOW_LEN: usize = 1024;
+pub(crate) const DEFAULT_WINDOW_LEN: usize = 1024;
 
 /// A shared handle on the state of one stream. Clones share it.
 #[derive(Clone)]

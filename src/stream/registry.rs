@@ -25,13 +25,13 @@ use crate::stats::Stats;
 use crate::store::{Snapshot, StoredStream, StreamKey};
 
 /// The default [`SseResumeLayer::max_streams`](crate::SseResumeLayer::max_streams).
-pub const DEFAULT_MAX_STREAMS: usize = 100_000;
+pub(crate) const DEFAULT_MAX_STREAMS: usize = 100_000;
 /// The default [`SseResumeLayer::max_streams_per_scope`](crate::SseResumeLayer::max_streams_per_scope).
-pub const DEFAULT_MAX_STREAMS_PER_SCOPE: usize = 64;
+pub(crate) const DEFAULT_MAX_STREAMS_PER_SCOPE: usize = 64;
 /// The default [`SseResumeLayer::idle_ttl`](crate::SseResumeLayer::idle_ttl): one hour.
-pub const DEFAULT_IDLE_TTL: Duration = Duration::from_secs(3600);
+pub(crate) const DEFAULT_IDLE_TTL: Duration = Duration::from_secs(3600);
 /// The default [`SseResumeLayer::max_held_streams`](crate::SseResumeLayer::max_held_streams).
-pub const DEFAULT_MAX_HELD_STREAMS: usize = 1024;
+pub(crate) const DEFAULT_MAX_HELD_STREAMS: usize = 1024;
 
 /// A stream a store keeps is let go this long after its last response
 /// detached: the store has it, and this process only shares it between

@@ -407,7 +407,7 @@ pub async fn the_history_keeps_within_its_count<H: Harness>(harness: &H) {
 pub async fn a_lost_block_ends_the_history_before_it<H: Harness>(harness: &H) {
     let (a, b) = harness.pair(history_setup(HistoryLimits::new())).await;
     let k = key("s", "GET /a");
-    let long_id = "x".repeat(crate::DEFAULT_MAX_ID_LEN + 1);
+    let long_id = "x".repeat(crate::config::DEFAULT_MAX_ID_LEN + 1);
     let mut response = open(&a, &k, None).await;
     let upstream = format!(
         "{}{}{}",

@@ -75,6 +75,7 @@ impl LiveUpstream {
     }
 
     /// When each request came, in order.
+    #[cfg(feature = "redis")]
     pub(crate) fn requested_at(&self) -> Vec<Instant> {
         self.requests.lock().unwrap().clone()
     }

@@ -19,11 +19,12 @@ use futures_util::StreamExt;
 use tokio::sync::{Notify, watch};
 use tokio::time::{Instant, sleep, timeout};
 
+use super::Config;
 use super::connection::{Connection, within};
 use super::keys::Keys;
 use super::scripts::{Read, millis, scripts};
-use super::{Config, lock};
-use crate::store::{FollowSender, Followed};
+use crate::lock::lock;
+use crate::store::follow::{FollowSender, Followed};
 
 /// The most blocks one read returns: a follower far behind reads again
 /// at once.

@@ -8,14 +8,20 @@ use ::redis::{Cmd, Script};
 use super::Config;
 use super::scripts::millis;
 
-/// The keys of one scope.
+/// The keys of one scope, named as in the table on
+/// [`RedisStore`](super::RedisStore). The scripts get `streams`,
+/// `generations` and `windows`, and build the scope's other keys from
+/// `windows` alike: `hb`, `hn`, `e`, and per stream those of
+/// [`of`](Self::of).
 #[derive(Debug, Clone)]
 pub(super) struct Keys {
     /// What every key of the scope starts with: `<prefix>{<scope>}:`.
     pub(super) scope: String,
+    /// `s`: the scope's streams, scored by last use.
     pub(super) streams: String,
+    /// `g`: each stream's generation.
     pub(super) generations: String,
-    /// Window keys are this followed by the stream.
+    /// `w:`: window keys are this followed by the stream.
     pub(super) windows: String,
 }
 
@@ -30,8 +36,9 @@ impl Keys {
     }
 
     /// The key of `stream` of this scope that starts with `kind`: `w:`
-    /// for its window, `wf:` its fingerprints, `h:` its history, `l:` its
-    /// lease, `f:` its mark that it is followed, `c:` its channel (no key,
+    /// for its window, `wf:` its fingerprints, `h:` its history's blocks,
+    /// `hi:` their ids, `l:` its lease, `f:` its mark that it is followed,
+    /// `d:` its mark that its upstream ended, `c:` its channel (no key,
     /// but named alike).
     pub(super) fn of(&self, kind: &str, stream: &str) -> String {
         let mut key = String::with_capacity(self.scope.len() + kind.len() + stream.len());

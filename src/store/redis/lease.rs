@@ -16,11 +16,12 @@ use ::redis::Value;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use super::Shared;
 use super::connection::{Connection, within};
 use super::queue::Target;
 use super::scripts::{REFRESH, millis};
-use super::{Shared, lock};
-use crate::store::HeldStream;
+use crate::lock::lock;
+use crate::store::follow::HeldStream;
 
 /// The leases this process holds, by lease key.
 #[derive(Default)]
@@ -36,7 +37,7 @@ struct Held {
     followed: Arc<AtomicBool>,
 }
 
-/// A stream this process holds, as its [`Lease`](crate::store::Lease)
+/// A stream this process holds, as its [`Lease`](crate::store::follow::Lease)
 /// sees it: dropping it lets the stream go once no other response of this
 /// process holds it.
 pub(super) struct RedisHeld {

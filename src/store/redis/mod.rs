@@ -2,8 +2,8 @@
 //! a gateway.
 
 use std::fmt;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -12,9 +12,7 @@ use ::redis::{Client, ErrorKind, ServerErrorKind, Value};
 use tokio::sync::watch;
 
 use super::{Follow, IdBatch, Lease, Snapshot, StoreError, StoredStream, StreamKey, TrackerStore};
-use crate::stream::{
-    DEFAULT_IDLE_TTL, DEFAULT_MAX_STREAMS_PER_SCOPE, DEFAULT_WINDOW_LEN, HistoryLimits, Replay,
-};
+use crate::stream::{HistoryLimits, Replay, StreamLimits};
 
 use connection::{Connection, unavailable, within};
 use follow::{Follower, Subscriber};
@@ -366,13 +364,15 @@ impl RedisStore {
             lease,
             closing,
         };
+        // The layer's own defaults, which the store's must equal.
+        let layer = StreamLimits::default();
         Self {
             shared: Arc::new(shared),
             config: Arc::new(Config {
                 prefix: escape(DEFAULT_PREFIX),
-                ttl: DEFAULT_IDLE_TTL,
-                window_len: DEFAULT_WINDOW_LEN,
-                max_streams_per_scope: DEFAULT_MAX_STREAMS_PER_SCOPE,
+                ttl: layer.idle_ttl,
+                window_len: layer.window_len,
+                max_streams_per_scope: layer.max_streams_per_scope,
                 timeout: DEFAULT_TIMEOUT,
                 history: None,
                 max_followers: DEFAULT_MAX_FOLLOWERS,
@@ -752,8 +752,4 @@ fn holder_id() -> String {
         .map_or(0, |since| since.as_nanos());
     let count = COUNT.fetch_add(1, Relaxed);
     format!("{}-{nanos:x}-{count}", std::process::id())
-}
-
-pub(super) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }

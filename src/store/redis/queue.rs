@@ -8,7 +8,8 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::{Notify, watch};
 
 use super::keys::Keys;
-use super::{Config, RedisStats, lock};
+use super::{Config, RedisStats};
+use crate::lock::lock;
 use crate::store::{IdBatch, StoreError};
 
 /// Queued bytes allowed per queued id: the queue is bounded in bytes too.

@@ -86,8 +86,9 @@ local function generation(stream)
   return number
 end
 
--- A stream's history: its blocks, each kept as `<ms>:<bytes>`, and at the
--- same places in a second list their ids (empty for none).
+-- A stream's history: its blocks, each kept as `<ms>:<position>:<bytes>`
+-- (see `block_of`), and at the same places in a second list their ids
+-- (empty for none).
 local function history_keys(stream)
   return scope_keys .. 'h:' .. stream, scope_keys .. 'hi:' .. stream
 end

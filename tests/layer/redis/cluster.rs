@@ -1,13 +1,16 @@
 //! [`RedisStore`] over a Redis Cluster of three nodes on loopback, started
 //! by the tests and shared by those that run at once (each has a key prefix
-//! of its own): the store conformance suite, and replicas through the
-//! layer. Skipped like `tests/redis.rs` when `redis-server` is missing.
+//! of its own): the store conformance suite (feature `test-util`), and
+//! replicas through the layer. Skipped like the rest of `redis` when
+//! `redis-server` is missing.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use super::server::{RedisCluster, flushed, replica};
+#[cfg(feature = "test-util")]
+use super::server::replica;
+use super::server::{RedisCluster, flushed};
 use crate::support::*;
+#[cfg(feature = "test-util")]
 use tower_sse_resume::test_util::{Harness, Replica, Setup};
 use tower_sse_resume::{RedisStore, SseResumeLayer};
 
@@ -23,10 +26,12 @@ async fn connect(cluster: &RedisCluster, prefix: &str) -> RedisStore {
         .prefix(prefix)
 }
 
+#[cfg(feature = "test-util")]
 struct Cluster {
-    cluster: Arc<RedisCluster>,
+    cluster: std::sync::Arc<RedisCluster>,
 }
 
+#[cfg(feature = "test-util")]
 impl Harness for Cluster {
     type Store = RedisStore;
 
@@ -41,10 +46,12 @@ impl Harness for Cluster {
     }
 }
 
+#[cfg(feature = "test-util")]
 fn cluster() -> Option<Cluster> {
     RedisCluster::shared().map(|cluster| Cluster { cluster })
 }
 
+#[cfg(feature = "test-util")]
 tower_sse_resume::store_conformance_tests!(cluster());
 
 #[tokio::test]

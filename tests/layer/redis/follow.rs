@@ -551,7 +551,7 @@ struct HeldOnA {
     key: tower_sse_resume::StreamKey,
     /// The generation A opened the stream at.
     fence: u64,
-    lease: tower_sse_resume::Lease,
+    lease: tower_sse_resume::store::follow::Lease,
 }
 
 impl HeldOnA {

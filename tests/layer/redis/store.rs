@@ -1,6 +1,6 @@
 //! [`RedisStore`] against a real `redis-server` on loopback, started by the
-//! tests themselves: the store conformance suite, replicas sharing one
-//! Redis through the layer, and Redis misbehaving.
+//! tests themselves: the store conformance suite (feature `test-util`),
+//! replicas sharing one Redis through the layer, and Redis misbehaving.
 //!
 //! Without `redis-server` on `PATH` every test prints a message and passes,
 //! unless `TOWER_SSE_RESUME_REQUIRE_REDIS=1`.
@@ -10,7 +10,9 @@ use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use super::server::{RedisServer, flushed, replica};
+#[cfg(feature = "test-util")]
+use super::server::replica;
+use super::server::{RedisServer, flushed};
 use crate::support::*;
 use bytes::Bytes;
 use futures_util::stream;
@@ -20,6 +22,7 @@ use http_body_util::{BodyExt, StreamBody};
 use tokio::sync::mpsc;
 use tower::{Layer, ServiceExt, service_fn};
 use tower_sse_resume::store::{Snapshot, StoredStream, StreamKey};
+#[cfg(feature = "test-util")]
 use tower_sse_resume::test_util::{Harness, Replica, Setup};
 use tower_sse_resume::{
     FailurePolicy, IdBatch, RedisStore, SseResumeLayer, StoreError, TrackerStore,
@@ -72,14 +75,16 @@ where
 }
 
 // ---------------------------------------------------------------------------
-// The conformance suite
+// The conformance suite (feature `test-util`)
 // ---------------------------------------------------------------------------
 
+#[cfg(feature = "test-util")]
 struct Redis {
     server: RedisServer,
 }
 
 /// Two replicas, each over a connection of its own, sharing one prefix.
+#[cfg(feature = "test-util")]
 async fn replicas(
     server: &RedisServer,
     setup: Setup,
@@ -89,6 +94,7 @@ async fn replicas(
     (a, replica(connect(server, &prefix).await, setup))
 }
 
+#[cfg(feature = "test-util")]
 impl Harness for Redis {
     type Store = RedisStore;
 
@@ -101,10 +107,12 @@ impl Harness for Redis {
     }
 }
 
+#[cfg(feature = "test-util")]
 fn redis() -> Option<Redis> {
     RedisServer::start().map(|server| Redis { server })
 }
 
+#[cfg(feature = "test-util")]
 tower_sse_resume::store_conformance_tests!(redis());
 
 // ---------------------------------------------------------------------------
