@@ -6,12 +6,13 @@ use std::any::Any;
 use std::collections::VecDeque;
 use std::fmt;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::sync::{Arc, Mutex, Weak};
 
 use bytes::Bytes;
 use http::{HeaderMap, StatusCode, Version};
 
 use super::{HoldSender, StreamState, lock_state};
+use crate::lock::lock;
 use crate::stats::Stats;
 
 /// What a response of a stream started with: enough to start another one
@@ -103,7 +104,7 @@ impl Holds {
     }
 
     pub(crate) fn next_id(&self) -> u64 {
-        let mut next = self.next_id.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut next = lock(&self.next_id);
         let id = *next;
         *next += 1;
         id
@@ -114,7 +115,7 @@ impl Holds {
     pub(crate) fn add(&self, id: u64, stream: Weak<Mutex<StreamState>>) {
         self.stats.add_held(1);
         let evicted = {
-            let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut held = lock(&self.held);
             held.push_back((id, stream));
             let excess = held.len().saturating_sub(self.max);
             held.drain(..excess).collect::<Vec<_>>()
@@ -133,7 +134,7 @@ impl Holds {
 
     /// The hold `id` ended.
     pub(crate) fn remove(&self, id: u64) {
-        let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut held = lock(&self.held);
         if let Some(at) = held.iter().position(|(held, _)| *held == id) {
             held.remove(at);
             self.stats.add_held(-1);
@@ -143,7 +144,7 @@ impl Holds {
 
 impl fmt::Debug for Holds {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+        let held = lock(&self.held);
         f.debug_struct("Holds")
             .field("max", &self.max)
             .field("held", &held.len())

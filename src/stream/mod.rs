@@ -48,10 +48,12 @@
 //!   or history.
 
 use std::fmt;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use bytes::Bytes;
 use tokio::time::Instant;
+
+use crate::lock::lock;
 
 pub use history::HistoryLimits;
 pub(crate) use history::{Budget, History};
@@ -170,9 +172,7 @@ pub(crate) type HoldSender = tokio::sync::oneshot::Sender<tokio::sync::oneshot::
 
 /// Locks a stream's state through a handle of any kind.
 pub(crate) fn lock_state(state: &Mutex<StreamState>) -> MutexGuard<'_, StreamState> {
-    // A panic elsewhere while the lock was held cannot leave the state
-    // half-updated in a way that matters more than losing the stream.
-    state.lock().unwrap_or_else(PoisonError::into_inner)
+    lock(state)
 }
 
 impl Stream {

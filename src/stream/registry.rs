@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use tokio::sync::oneshot;
@@ -21,6 +21,7 @@ use super::{
     Attachment, Budget, DEFAULT_WINDOW_LEN, Handover, Head, HistoryLimits, HoldSender, Holds,
     Replay, Stream, StreamState,
 };
+use crate::lock::lock;
 use crate::stats::Stats;
 use crate::store::{Snapshot, StoredStream, StreamKey};
 
@@ -462,7 +463,7 @@ impl Streams {
     }
 
     fn lock_shard<'a>(&'a self, shard: &'a Mutex<Shard>) -> ShardGuard<'a> {
-        let shard = shard.lock().unwrap_or_else(PoisonError::into_inner);
+        let shard = lock(shard);
         ShardGuard {
             before: shard.streams,
             shard,
