@@ -66,11 +66,7 @@ impl<T: TrackerStore> SseResumeLayer<T> {
         else {
             return false;
         };
-        let cursor = (crate::headers::client_cursor(&request.headers)).or_else(|| {
-            let name = options.cursor_query.as_deref()?;
-            Some(crate::query::find(&request.uri, name)?.cursor)
-        });
-        let stream = options.stream_key.extract(request).unwrap_or_default();
+        let (stream, cursor) = crate::service::stream_and_cursor(options, &mut request.clone());
         let stopped = (self.config.streams).stop(&scope.scope, &stream, cursor.as_deref());
         tracing::debug!(stopped, "stop asked");
         stopped

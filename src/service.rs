@@ -6,6 +6,7 @@ use std::mem;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use http::request::Parts;
 use http::{Method, Request, Response};
 use http_body::Body;
 use tower_service::Service;
@@ -134,8 +135,6 @@ where
         let options = &self.config.options;
 
         let (mut parts, body) = request.into_parts();
-        let query_cursor =
-            (options.cursor_query.as_deref()).and_then(|name| query::find(&parts.uri, name));
         // A stream is its scope's and its credentials': a request with
         // other credentials is in another partition, and finds nothing.
         let bound = (options.scope.extract(&parts))
@@ -164,24 +163,7 @@ where
         }
         let warn_unshared_key = bound.fingerprinted && !options.credentials.has_shared_key();
         let scope = bound.scope;
-        let stream = match query_cursor {
-            // The parameter is not part of the stream key, and goes
-            // upstream as `Last-Event-ID` too, unless the header is there.
-            Some(found) => {
-                let uri = mem::replace(&mut parts.uri, found.without);
-                let stream = options.stream_key.extract(&parts);
-                parts.uri = uri;
-                if client_cursor(&parts.headers).is_none() {
-                    if let Some(value) = header_value(&found.cursor) {
-                        parts.headers.insert(LAST_EVENT_ID, value);
-                    }
-                }
-                stream
-            }
-            None => options.stream_key.extract(&parts),
-        };
-        let stream = stream.unwrap_or_default();
-        let cursor = client_cursor(&parts.headers);
+        let (stream, cursor) = stream_and_cursor(options, &mut parts);
         let may_resume = options.inject
             && !(options.mcp_protocol_gate && mcp_without_resumption(&parts.headers));
         let get = parts.method == Method::GET;
@@ -256,25 +238,18 @@ async fn decide<T: TrackerStore, B: 'static>(
     streams: Arc<Streams>,
     stats: &Stats,
 ) -> Result<(Decision, Plan<B>), StoreError> {
-    let Opening {
-        key,
-        stream,
-        cursor,
-        request,
-        resumption,
-        linger,
-        warn_unshared_key,
-    } = opening;
-    let snapshot = store.open(&key, cursor.as_deref()).await?;
-    let opened = streams.open(key, cursor.as_deref(), snapshot, request);
+    let cursor = opening.cursor.as_deref();
+    let snapshot = store.open(&opening.key, cursor).await?;
+    let opened = streams.open(opening.key, cursor, snapshot, opening.request);
     let key = opened.key.clone();
+    let resumption = opening.resumption;
     let (mut decision, serve, upstream_cursor) = Decision::scoped(
         opened,
         Arc::clone(store),
         stats.clone(),
         resumption,
-        cursor,
-        linger,
+        opening.cursor,
+        opening.linger,
     );
     let plan = match serve {
         Serve::Upstream => Plan::Upstream(upstream_cursor),
@@ -292,7 +267,7 @@ async fn decide<T: TrackerStore, B: 'static>(
         Serve::Follow(position) => match store.follow(&key, position) {
             Some(follow) => {
                 decision.recorder.mute();
-                let own = !resumption.per_request && key.stream() == stream;
+                let own = !resumption.per_request && key.stream() == opening.stream;
                 Plan::Follow { follow, own }
             }
             None => Plan::Upstream(upstream_cursor),
@@ -302,7 +277,7 @@ async fn decide<T: TrackerStore, B: 'static>(
     if reads_upstream && decision.linger.is_some() {
         // Other replicas follow it while this one reads it.
         let lease = store.hold(&key);
-        if lease.is_some() && warn_unshared_key {
+        if lease.is_some() && opening.warn_unshared_key {
             warn_once_unshared_key();
         }
         decision.recorder.hold(lease, decision.per_request);
@@ -333,4 +308,26 @@ fn warn_once_unshared_key() {
              give every replica the same SseResumeLayer::credential_key"
         );
     });
+}
+
+/// The request's stream key and its client's cursor: its `Last-Event-ID`,
+/// else the cursor in its URL ([`SseResumeLayer::cursor_query`]), which
+/// then goes upstream as `Last-Event-ID` too and is not part of the key.
+pub(crate) fn stream_and_cursor(options: &Options, parts: &mut Parts) -> (String, Option<String>) {
+    let found = (options.cursor_query.as_deref()).and_then(|name| query::find(&parts.uri, name));
+    let stream = match found {
+        Some(found) => {
+            let uri = mem::replace(&mut parts.uri, found.without);
+            let stream = options.stream_key.extract(parts);
+            parts.uri = uri;
+            if client_cursor(&parts.headers).is_none() {
+                if let Some(value) = header_value(&found.cursor) {
+                    parts.headers.insert(LAST_EVENT_ID, value);
+                }
+            }
+            stream
+        }
+        None => options.stream_key.extract(parts),
+    };
+    (stream.unwrap_or_default(), client_cursor(&parts.headers))
 }
