@@ -14,7 +14,7 @@ use crate::stamp::clock_epoch;
 use crate::stats::Stats;
 use crate::store::{Follow, TrackerStore};
 use crate::stream::{
-    Attachment, Head, Opened, Replay, Serve, Stream, StreamState, Streams, TakenOver,
+    Head, Opened, Replay, Response, Serve, Stream, StreamState, Streams, TakenOver,
 };
 
 /// How the request asks the upstream to resume, read from its headers
@@ -39,7 +39,7 @@ pub(crate) struct Resumption {
 /// where its ids go, and how it starts. How it is served is its [`Plan`].
 pub(crate) struct Decision {
     /// The response attached to its stream: what its client has.
-    pub(crate) attachment: Attachment,
+    pub(crate) response: Response,
     pub(crate) recorder: Recorder,
     /// What goes out before the first byte of what serves the response.
     pub(crate) replay: Replay,
@@ -132,7 +132,7 @@ impl Decision {
     ) -> (Self, Serve, UpstreamCursor) {
         let Opened {
             key,
-            attachment,
+            response,
             cursor_known,
             replay,
             stamp_epoch,
@@ -156,7 +156,7 @@ impl Decision {
         // The newest id the upstream sent: stamped ids never go in the
         // window. One that is not a valid header value is never sent.
         let last_id = || {
-            let id = attachment.stream.lock().last_id();
+            let id = response.stream().lock().last_id();
             id.and_then(|id| header_value(&id))
         };
         let upstream_cursor = if resumption.inject {
@@ -173,7 +173,7 @@ impl Decision {
             .stamp
             .then(|| stamp_epoch.unwrap_or_else(clock_epoch));
         let decision = Self {
-            attachment,
+            response,
             recorder: match stored {
                 Some(stored) => Recorder::to_store(store, key, stored, stats),
                 None => Recorder::nowhere(stats),
@@ -194,7 +194,7 @@ impl Decision {
     /// its own response only.
     pub(crate) fn unscoped(window_len: usize, stats: &Stats) -> Self {
         Self {
-            attachment: Stream::new(StreamState::new(window_len, None)).attach(),
+            response: Stream::new(StreamState::new(window_len, None)).attach(),
             recorder: Recorder::nowhere(stats.clone()),
             replay: Replay::Off,
             cursor: None,

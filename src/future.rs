@@ -210,7 +210,7 @@ where
         headers: parts.headers.clone(),
         per_request: decision.per_request,
     };
-    decision.attachment.stream.lock().set_head(Arc::new(head));
+    decision.response.stream().lock().set_head(Arc::new(head));
     mark_gap(&mut parts.headers, &decision);
     let one_client = decision.one_client;
     let dedup = Box::new(Dedup::new(decision, options));

@@ -131,7 +131,7 @@ where
     let stream = dedup.stream().clone();
     {
         let mut state = stream.lock();
-        if !dedup.may_hold(&mut state) || !state.start_hold(id, asks) {
+        if !dedup.may_hold(&state) || !state.start_hold(id, asks) {
             return;
         }
     }

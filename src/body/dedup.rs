@@ -12,14 +12,14 @@ use crate::framer::{Framer, Segment};
 use crate::recorder::Recorder;
 use crate::stamp::Stamper;
 use crate::stats::Stats;
-use crate::stream::{Attachment, Ids, Replay, Seen, Stream, StreamState};
+use crate::stream::{Replay, Response, Seen, Stream, StreamState};
 
 /// The deduplicating state of an event-stream body.
 #[derive(Debug)]
 pub(crate) struct Dedup {
     framer: Framer,
     /// This response's place on its stream: what its client has.
-    attachment: Attachment,
+    response: Response,
     /// Whether a block is a duplicate only when its event is the same as
     /// the one its id was forwarded with, not merely its id.
     compare_events: bool,
@@ -36,9 +36,6 @@ pub(crate) struct Dedup {
     pub(super) ended: bool,
     /// Carries the stream's key to every event logged for it.
     span: tracing::Span,
-    /// The hold this response reads for, once its client went away: it
-    /// records while its stream still has that hold, and sends nothing.
-    holding: Option<u64>,
     keep_alive: Option<KeepAlive>,
     /// Whether the upstream resumes exactly where a client stopped: a
     /// follow whose holder died then goes on from it without the gap
@@ -50,7 +47,7 @@ impl Dedup {
     /// The dedup state of the response `decision` is for.
     pub(crate) fn new(decision: Decision, options: &Options) -> Self {
         let Decision {
-            attachment,
+            response,
             mut recorder,
             replay,
             cursor,
@@ -79,7 +76,7 @@ impl Dedup {
                 true
             }
         };
-        let local_history = attachment.stream.lock().has_history();
+        let local_history = response.stream().lock().has_history();
         let mut stamper = stamp_epoch.map(Stamper::new);
         let keeps_history = local_history || recorder.wants_blocks();
         let primed = match (&mut stamper, prime) {
@@ -90,7 +87,7 @@ impl Dedup {
                 // from its id gets what followed it.
                 let id = stamper.last_id();
                 if local_history {
-                    attachment.stream.lock().record_block(Some(id), &priming);
+                    response.stream().lock().record_block(Some(id), &priming);
                 }
                 recorder.push_block(Some(id), &priming);
                 true
@@ -109,7 +106,7 @@ impl Dedup {
         .then(|| Box::new(Additions::new(local_history, stamper, prefixed)));
         Self {
             framer: Framer::with_max_block_len(options.max_block_len).fingerprints(compare_events),
-            attachment,
+            response,
             compare_events,
             output,
             max_id_len: options.max_id_len,
@@ -123,7 +120,6 @@ impl Dedup {
             span,
             upstream_resumes: options.upstream_resumes,
             recorder,
-            holding: None,
             keep_alive,
         }
     }
@@ -151,22 +147,20 @@ impl Dedup {
 
     /// The stream this response is attached to.
     pub(crate) fn stream(&self) -> &Stream {
-        &self.attachment.stream
+        self.response.stream()
     }
 
     /// Whether this response may go on reading for its stream once its
-    /// client is gone: it is the only one attached, and no cursor has
-    /// superseded it. Tells so under the lock of `state`.
-    pub(crate) fn may_hold(&self, state: &mut StreamState) -> bool {
-        !self.ended
-            && state.generation() == self.attachment.role.generation
-            && state.responses().attached() == 1
+    /// client is gone: its upstream has not ended, and its stream lets it
+    /// (see [`Response::may_hold`]). Tells so under the lock of `state`.
+    pub(crate) fn may_hold(&self, state: &StreamState) -> bool {
+        !self.ended && self.response.may_hold(state)
     }
 
     /// From now on, reads for the hold `id`: records while the stream has
     /// it, and sends nothing.
     pub(crate) fn hold(&mut self, id: u64) {
-        self.holding = Some(id);
+        self.response.hold(id);
         self.output.discard();
     }
 
@@ -179,9 +173,7 @@ impl Dedup {
     /// Offers this response to a reconnect of its client, which may end it
     /// and take its upstream over: see [`StreamState::offer_displacement`].
     pub(crate) fn offer_displacement(&self, sender: crate::stream::HoldSender) {
-        let role = &self.attachment.role;
-        let mut state = self.attachment.stream.lock();
-        state.offer_displacement(role.tag, role.generation, sender);
+        self.response.offer_displacement(sender);
     }
 
     /// The stream this response followed was lost after the block with
@@ -255,31 +247,10 @@ impl Dedup {
     /// client has, under one lock of the stream's window for the whole chunk.
     fn drain(&mut self) -> bool {
         let (mut forwarded, mut dropped) = (0, 0);
-        let mut window = self.attachment.stream.lock();
-        if let Some(hold) = self.holding {
-            if !window.holds(hold) {
-                return false;
-            }
-        }
-        if window.is_displaced(self.attachment.role.tag) {
+        let Some(mut check) = self.response.check() else {
             return false;
-        }
-        let role = &mut self.attachment.role;
-        // A client cursor applied since this response opened means its
-        // client may have reconnected: what this response forwards now may
-        // never arrive, so it records nothing into the stream.
-        let current = window.generation() == role.generation;
-        if role.own.is_none() && !window.responses().is_solo(role.tag) {
-            // Another response changes the window now: from here on, this
-            // one keeps what its client has apart. The copy was taken before
-            // the window changed; without one, a fresh start can only let a
-            // duplicate through.
-            let handed = window.responses().take_handoff(role.tag);
-            role.own = Some(handed.unwrap_or_else(|| Ids::new(window.capacity())));
-        }
-        // Blocks without an id go into the history from one response only:
-        // another's would be the same upstream events again.
-        let keeper = current && window.responses().is_keeper(role.tag);
+        };
+        let keeper = check.keeps_unnamed();
         while let Some(segment) = self.framer.next_segment() {
             let len = segment.raw().len();
             let block = match &segment {
@@ -290,7 +261,7 @@ impl Dedup {
                 }
                 Segment::Passthrough(_) => {
                     let mut forwarding =
-                        Forwarding::new(&mut window, &mut self.output, &mut self.recorder);
+                        Forwarding::new(check.state(), &mut self.output, &mut self.recorder);
                     forwarding.pass_through(
                         &segment,
                         self.ending,
@@ -306,18 +277,8 @@ impl Dedup {
                 let content = self.compare_events.then(|| block.fingerprint());
                 // What the client has decides the block; whether the stream
                 // had the id decides whether it is recorded.
-                let (for_client, for_stream) = match &mut role.own {
-                    None => {
-                        let seen = window.observe(id, content);
-                        (seen, seen)
-                    }
-                    Some(own) => match own.observe(id, content) {
-                        Seen::Same => (Seen::Same, Seen::Same),
-                        seen if current => (seen, window.record_forwarded(id, content)),
-                        seen => (seen, Seen::Same),
-                    },
-                };
-                if for_client == Seen::Same {
+                let verdict = check.observe(id, content);
+                if verdict.client == Seen::Same {
                     dropped += 1;
                     self.output.skip(len);
                     if let Some(additions) = self.additions.as_deref_mut() {
@@ -326,10 +287,10 @@ impl Dedup {
                     continue;
                 }
                 // The stream's first copy of an event is the one it keeps.
-                keep = for_stream != Seen::Same;
+                keep = verdict.stream != Seen::Same;
                 if keep {
                     self.recorder
-                        .push(id, content.unwrap_or(0), for_stream == Seen::Changed);
+                        .push(id, content.unwrap_or(0), verdict.stream == Seen::Changed);
                 }
             }
             forwarded += u64::from(block.dispatches());
@@ -337,20 +298,20 @@ impl Dedup {
                 None => self.output.forward(len),
                 Some(additions) => {
                     let mut forwarding =
-                        Forwarding::new(&mut window, &mut self.output, &mut self.recorder);
+                        Forwarding::new(check.state(), &mut self.output, &mut self.recorder);
                     forwarding.forward_block(block, trackable.is_some(), keep, additions);
                 }
             }
         }
         if self.ending {
             // Under the same lock: a per-request stream is complete now.
-            window.upstream_ended();
+            check.state().upstream_ended();
         }
-        drop(window);
+        drop(check);
         self.output.close();
         self.forwarded += forwarded;
         self.dropped += dropped;
-        if self.holding.is_some() {
+        if self.response.is_holding() {
             // Nobody reads this response any more: what it forwards is
             // only recorded.
             self.output.discard();
@@ -382,7 +343,7 @@ mod tests {
     /// nothing kept behind the layer.
     fn response(stream: &Stream, options: &Options) -> Dedup {
         let decision = Decision {
-            attachment: stream.attach(),
+            response: stream.attach(),
             ..Decision::unscoped(1, &options.stats)
         };
         Dedup::new(decision, options)
@@ -545,7 +506,7 @@ mod tests {
         let mut first = response(&stream, &options);
         send(&mut first, &events(&["1"]));
         assert!(displace(&first, &stream).is_some());
-        assert!(stream.lock().is_displaced(first.attachment.role.tag));
+        assert!(first.response.is_displaced());
         assert!(!first.push(Bytes::from(event("2"))));
         assert_eq!(taken(&mut first), "");
         assert_eq!(first.take_pending(), [Bytes::from(event("2"))]);
@@ -583,7 +544,7 @@ mod tests {
         let (asks, _asked) = tokio::sync::oneshot::channel();
         {
             let mut state = stream.lock();
-            assert!(first.may_hold(&mut state));
+            assert!(first.may_hold(&state));
             assert!(state.start_hold(7, asks));
         }
         first.hold(7);
@@ -593,20 +554,5 @@ mod tests {
         assert!(!first.push(Bytes::from(event("3"))));
         assert_eq!(first.take_pending(), [Bytes::from(event("3"))]);
         assert_eq!(window(&stream), ["1", "2"]);
-    }
-
-    #[test]
-    fn a_response_may_hold_its_stream_only_alone_and_at_its_generation() {
-        let (stream, options) = (stream(), Options::default());
-        let first = response(&stream, &options);
-        let second = response(&stream, &options);
-        assert!(!first.may_hold(&mut stream.lock()), "another is attached");
-        drop(second);
-        assert!(first.may_hold(&mut stream.lock()));
-        stream.lock().apply_cursor("9");
-        assert!(
-            !first.may_hold(&mut stream.lock()),
-            "a cursor superseded it"
-        );
     }
 }

@@ -60,13 +60,15 @@ pub(crate) use history::{Budget, History};
 pub(crate) use hold::{Handover, Head, Hold, Holds, Leftover, TakenOver};
 pub(crate) use ids::{Ids, Seen};
 pub(crate) use registry::{Opened, Request, Serve, Stored, StreamLimits, Streams};
-use responses::{Responses, Role};
+pub(crate) use response::Response;
+use responses::Responses;
 
 mod any;
 mod history;
 mod hold;
 mod ids;
 mod registry;
+mod response;
 mod responses;
 mod ring;
 mod rising;
@@ -108,18 +110,6 @@ pub(crate) struct StreamState {
     /// Whether the upstream body of a per-request stream ended: resuming
     /// it replays from the history and needs no upstream.
     complete: bool,
-    /// The attached response that a reconnect of the same client may end
-    /// and take the upstream of, where one scope is one client: the one
-    /// that opened alone.
-    displaceable: Option<(u64, HoldSender)>,
-    /// The response ended that way: it records nothing more.
-    displaced: Option<u64>,
-}
-
-/// A response attached to a stream, detached when dropped.
-pub(crate) struct Attachment {
-    pub(crate) stream: Stream,
-    pub(crate) role: Role,
 }
 
 /// What a client's cursor resumes: the blocks a replay history holds after
@@ -189,19 +179,15 @@ impl Stream {
 
     /// Attaches a new response: its client has the ids the window holds
     /// now, and those it will forward.
-    pub(crate) fn attach(&self) -> Attachment {
+    pub(crate) fn attach(&self) -> Response {
         let mut state = self.lock();
         self.attach_locked(&mut state)
     }
 
     /// Attaches a new response to `state`, which is this stream's, locked
     /// by the caller together with the change that opens the response.
-    pub(crate) fn attach_locked(&self, state: &mut StreamState) -> Attachment {
-        let role = state.responses.attach(&state.ids, state.generation);
-        Attachment {
-            stream: self.clone(),
-            role,
-        }
+    pub(crate) fn attach_locked(&self, state: &mut StreamState) -> Response {
+        Response::attach(self, state)
     }
 
     /// Whether a response holds another handle on this stream.
@@ -234,36 +220,13 @@ impl StreamState {
             hold: None,
             head: None,
             complete: false,
-            displaceable: None,
-            displaced: None,
         }
     }
 
-    /// Lets a reconnect of the same client end the response `tag` and take
-    /// its upstream, asking on `sender`: when the response is the only one
-    /// attached, and opened alone, at the current generation.
-    pub(crate) fn offer_displacement(&mut self, tag: u64, generation: u64, sender: HoldSender) {
-        let alone = self.responses.attached() == 1;
-        if alone && self.responses.is_solo(tag) && self.generation == generation {
-            self.displaceable = Some((tag, sender));
-        }
-    }
-
-    /// Ends the response that offered itself, for a reconnect of its
-    /// client: returns how to ask it for its upstream.
+    /// Ends the response that offered itself to a reconnect of its client:
+    /// returns how to ask it for its upstream.
     pub(crate) fn displace(&mut self) -> Option<HoldSender> {
-        let (tag, _) = self.displaceable.as_ref()?;
-        if !self.responses.is_solo(*tag) || self.responses.attached() != 1 {
-            return None;
-        }
-        let (tag, sender) = self.displaceable.take()?;
-        self.displaced = Some(tag);
-        Some(sender)
-    }
-
-    /// Whether the response `tag` was ended by a reconnect of its client.
-    pub(crate) fn is_displaced(&self, tag: u64) -> bool {
-        self.displaced == Some(tag)
+        self.responses.displace()
     }
 
     /// Starts holding the stream, unless another hold has it.
@@ -479,15 +442,6 @@ impl StreamState {
     pub(crate) fn ids(&self) -> impl Iterator<Item = String> + '_ {
         self.ids.entries().map(|(id, _)| id)
     }
-
-    pub(crate) fn responses(&mut self) -> &mut Responses {
-        &mut self.responses
-    }
-
-    /// The most ids the window holds.
-    pub(crate) fn capacity(&self) -> usize {
-        self.ids.capacity()
-    }
 }
 
 impl fmt::Debug for StreamState {
@@ -497,24 +451,6 @@ impl fmt::Debug for StreamState {
             .field("history", &self.history_len())
             .field("generation", &self.generation)
             .field("attached", &self.responses.current())
-            .finish()
-    }
-}
-
-impl Drop for Attachment {
-    fn drop(&mut self) {
-        let mut state = self.stream.lock();
-        let generation = state.generation;
-        state.responses.detach(&self.role, generation);
-    }
-}
-
-impl fmt::Debug for Attachment {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Attachment")
-            .field("tag", &self.role.tag)
-            .field("generation", &self.role.generation)
-            .field("solo", &self.role.own.is_none())
             .finish()
     }
 }

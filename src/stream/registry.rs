@@ -18,8 +18,8 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::{
-    Attachment, Budget, DEFAULT_WINDOW_LEN, Handover, Head, HistoryLimits, HoldSender, Holds,
-    Replay, Stream, StreamState,
+    Budget, DEFAULT_WINDOW_LEN, Handover, Head, HistoryLimits, HoldSender, Holds, Replay, Response,
+    Stream, StreamState,
 };
 use crate::lock::lock;
 use crate::stats::Stats;
@@ -135,7 +135,7 @@ pub(crate) struct Opened {
     pub(crate) key: StreamKey,
     /// The response attached to the stream, made right after the cursor
     /// was applied: its client has what the window held then.
-    pub(crate) attachment: Attachment,
+    pub(crate) response: Response,
     /// Whether the client's cursor was known; `None` without one.
     pub(crate) cursor_known: Option<bool>,
     pub(crate) replay: Replay,
@@ -292,12 +292,12 @@ impl Streams {
         );
         // Under the same lock as the cursor: the response's client has
         // exactly what the window holds now.
-        let attachment = stream.attach_locked(&mut state);
+        let response = stream.attach_locked(&mut state);
         let may_linger = state.has_history();
         drop(state);
         Opened {
             key,
-            attachment,
+            response,
             cursor_known,
             replay,
             stamp_epoch: None,
@@ -366,11 +366,11 @@ impl Streams {
             displaced,
             follow_from,
         );
-        let attachment = stream.attach_locked(&mut state);
+        let response = stream.attach_locked(&mut state);
         drop(state);
         Opened {
             key,
-            attachment,
+            response,
             cursor_known,
             replay,
             stamp_epoch: stored.stamp_epoch,
@@ -799,7 +799,7 @@ mod tests {
     /// Forwards the events `ids` on the stream of `opened`, as its body
     /// would: into the window and the history.
     fn forward(opened: &Opened, ids: &[&str]) {
-        let mut state = opened.attachment.stream.lock();
+        let mut state = opened.response.stream().lock();
         for id in ids {
             state.check_and_record(id);
             state.record_block(Some(id), &block(id));
@@ -811,18 +811,18 @@ mod tests {
     }
 
     fn window(opened: &Opened) -> Vec<String> {
-        opened.attachment.stream.lock().ids().collect()
+        opened.response.stream().lock().ids().collect()
     }
 
     fn generation(opened: &Opened) -> u64 {
-        opened.attachment.stream.lock().generation()
+        opened.response.stream().lock().generation()
     }
 
     /// Puts a hold on the stream of `opened`, as a lingering response does:
     /// returns what its task hears a takeover on.
     fn hold(opened: &Opened, id: u64) -> oneshot::Receiver<oneshot::Sender<Handover>> {
         let (asks, asked) = oneshot::channel();
-        assert!(opened.attachment.stream.lock().start_hold(id, asks));
+        assert!(opened.response.stream().lock().start_hold(id, asks));
         asked
     }
 
@@ -874,7 +874,7 @@ mod tests {
         let _asked = hold(&first, 1);
         let second = open(&streams, key("s", "GET /"), None, NO_LINGER);
         assert_eq!(second.serve.name(), "upstream");
-        assert!(first.attachment.stream.lock().holds(1), "the hold stays");
+        assert!(first.response.stream().lock().holds(1), "the hold stays");
         assert!(!second.may_linger);
     }
 
@@ -891,7 +891,7 @@ mod tests {
         };
         assert_eq!(second.replay, blocks(&["2", "3"]));
         assert!(
-            !first.attachment.stream.lock().is_held(),
+            !first.response.stream().lock().is_held(),
             "the hold is taken"
         );
         // The lingering task is asked, and its answer is the handover.
@@ -923,7 +923,7 @@ mod tests {
         let _asked = hold(&first, 1);
         let second = open(&streams, key("s", "POST /"), None, POST);
         assert_eq!(second.serve.name(), "upstream");
-        assert!(first.attachment.stream.lock().holds(1));
+        assert!(first.response.stream().lock().holds(1));
     }
 
     #[test]
@@ -945,7 +945,7 @@ mod tests {
         drop(hold(&first, 1));
         let second = open(&streams, key("s", "GET /"), None, GET);
         assert_eq!(second.serve.name(), "upstream");
-        assert!(!first.attachment.stream.lock().is_held());
+        assert!(!first.response.stream().lock().is_held());
     }
 
     #[test]
@@ -955,7 +955,7 @@ mod tests {
         forward(&first, &["1", "2"]);
         let head = head(true);
         {
-            let mut state = first.attachment.stream.lock();
+            let mut state = first.response.stream().lock();
             state.set_head(Arc::clone(&head));
             state.upstream_ended();
             assert!(state.is_complete());
@@ -979,7 +979,7 @@ mod tests {
         let first = open(&streams, key("s", "GET /"), None, GET);
         forward(&first, &["1", "2"]);
         {
-            let mut state = first.attachment.stream.lock();
+            let mut state = first.response.stream().lock();
             state.set_head(head(false));
             state.upstream_ended();
             assert!(!state.is_complete());
@@ -1054,15 +1054,15 @@ mod tests {
             ..stored("GET /")
         });
         let first = streams.open(key("s", "GET /"), None, snapshot, NO_LINGER);
-        first.attachment.stream.lock().check_and_record("2");
+        first.response.stream().lock().check_and_record("2");
         let snapshot = Snapshot::Stored(StoredStream {
             ids: vec![("1".to_owned(), 0)],
             ..stored("GET /")
         });
         let second = streams.open(key("s", "GET /"), None, snapshot, NO_LINGER);
         assert!(Arc::ptr_eq(
-            &first.attachment.stream.state,
-            &second.attachment.stream.state
+            &first.response.stream().state,
+            &second.response.stream().state
         ));
         assert_eq!(window(&second), ["1", "2"]);
         // In a newer generation, what the store has is the window.
@@ -1086,14 +1086,12 @@ mod tests {
         let first = open(streams, key("s", "POST /"), None, ONE_CLIENT);
         forward(&first, &["1"]);
         let (offer, asked) = oneshot::channel();
-        let role = &first.attachment.role;
-        (first.attachment.stream.lock()).offer_displacement(role.tag, role.generation, offer);
+        first.response.offer_displacement(offer);
         (first, asked)
     }
 
     fn is_displaced(opened: &Opened) -> bool {
-        let tag = opened.attachment.role.tag;
-        opened.attachment.stream.lock().is_displaced(tag)
+        opened.response.is_displaced()
     }
 
     #[test]
@@ -1128,15 +1126,15 @@ mod tests {
     fn an_unknown_cursor_clears_the_window_and_bumps_the_generation() {
         let streams = registry(StreamLimits::default());
         let first = open(&streams, key("s", "GET /"), None, NO_LINGER);
-        first.attachment.stream.lock().check_and_record("1");
+        first.response.stream().lock().check_and_record("1");
         assert_eq!(generation(&first), 0);
         let second = open(&streams, key("s", "GET /"), Some("9"), NO_LINGER);
         assert_eq!(second.cursor_known, Some(false));
         assert_eq!(second.replay, Replay::Off, "no history: no gap either");
         assert!(window(&second).is_empty());
         assert_eq!(generation(&second), 1);
-        assert_eq!(second.attachment.role.generation, 1);
-        assert_eq!(first.attachment.role.generation, 0);
+        assert_eq!(second.response.generation(), 1);
+        assert_eq!(first.response.generation(), 0);
     }
 
     #[test]
@@ -1144,7 +1142,7 @@ mod tests {
         let streams = registry(StreamLimits::default());
         let first = open(&streams, key("s", "GET /"), None, NO_LINGER);
         for id in ["1", "2", "3"] {
-            first.attachment.stream.lock().check_and_record(id);
+            first.response.stream().lock().check_and_record(id);
         }
         let second = open(&streams, key("s", "GET /"), Some("2"), NO_LINGER);
         assert_eq!(second.cursor_known, Some(true));
@@ -1182,7 +1180,7 @@ mod tests {
         let streams = registry(StreamLimits::default());
         for stream in ["POST /a", "POST /b"] {
             let opened = open(&streams, key("s", stream), None, NO_LINGER);
-            opened.attachment.stream.lock().check_and_record("7");
+            opened.response.stream().lock().check_and_record("7");
             later().await;
         }
         let opened = open(&streams, key("s", "POST /c"), Some("7"), NO_LINGER);
@@ -1245,7 +1243,7 @@ mod tests {
         };
         let streams = registry(limits);
         let a = open(&streams, key("s", "POST /a"), None, NO_LINGER);
-        a.attachment.stream.lock().check_and_record("1");
+        a.response.stream().lock().check_and_record("1");
         later().await;
         let _b = open(&streams, key("s", "POST /b"), None, NO_LINGER);
         later().await;

@@ -10,10 +10,11 @@
 //! window as it stood, and from then on it keeps its own ids beside the
 //! stream's.
 
+use super::HoldSender;
 use super::ids::Ids;
 
 /// The bookkeeping of a stream's attached responses.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Default)]
 pub(crate) struct Responses {
     next_tag: u64,
     /// The response whose client's view is the window itself.
@@ -29,24 +30,18 @@ pub(crate) struct Responses {
     /// that opened when no other was attached. A second one's would be the
     /// same upstream events again, which nothing could tell apart.
     keeper: Option<u64>,
-}
-
-/// One response's place among its stream's: made when it opens, under the
-/// same lock as its cursor, so that what its client has is exact.
-#[derive(Debug)]
-pub(crate) struct Role {
-    pub(crate) tag: u64,
-    /// The window's generation when the response opened: while the window is
-    /// still at it, the response records into the window.
-    pub(crate) generation: u64,
-    /// What the client has, once the window is no longer that; `None` while
-    /// the response is solo.
-    pub(crate) own: Option<Ids>,
+    /// The response that a reconnect of the same client may end and take
+    /// the upstream of, where one scope is one client: the one that opened
+    /// alone, with how to ask it for its upstream.
+    displaceable: Option<(u64, HoldSender)>,
+    /// The response ended that way: it records nothing more.
+    displaced: Option<u64>,
 }
 
 impl Responses {
-    /// Attaches a response to a window holding `ids`.
-    pub(crate) fn attach(&mut self, ids: &Ids, generation: u64) -> Role {
+    /// Attaches a response to a window holding `ids`. Returns its tag, and
+    /// what its client has when that is not the window itself: a copy of it.
+    pub(crate) fn attach(&mut self, ids: &Ids) -> (u64, Option<Ids>) {
         self.hand_off(ids);
         let tag = self.next_tag;
         self.next_tag += 1;
@@ -57,11 +52,7 @@ impl Responses {
             self.solo = Some(tag);
             self.keeper = Some(tag);
         }
-        Role {
-            tag,
-            generation,
-            own: (!alone).then(|| ids.clone()),
-        }
+        (tag, (!alone).then(|| ids.clone()))
     }
 
     /// Gives the solo response a copy of `ids` before they change under it.
@@ -95,18 +86,48 @@ impl Responses {
         }
     }
 
-    /// The response `role` is done, at window generation `generation`.
-    pub(crate) fn detach(&mut self, role: &Role, generation: u64) {
-        if self.solo == Some(role.tag) {
+    /// Lets a reconnect of the same client end the response `tag` and take
+    /// its upstream, asking on `sender`: when the response is the only one
+    /// attached, and opened alone.
+    pub(crate) fn offer_displacement(&mut self, tag: u64, sender: HoldSender) {
+        if self.attached == 1 && self.is_solo(tag) {
+            self.displaceable = Some((tag, sender));
+        }
+    }
+
+    /// Ends the response that offered itself, for a reconnect of its
+    /// client, if it is still alone: returns how to ask it for its upstream.
+    pub(crate) fn displace(&mut self) -> Option<HoldSender> {
+        let (tag, _) = self.displaceable.as_ref()?;
+        if !self.is_solo(*tag) || self.attached != 1 {
+            return None;
+        }
+        let (tag, sender) = self.displaceable.take()?;
+        self.displaced = Some(tag);
+        Some(sender)
+    }
+
+    /// Whether the response `tag` was ended by a reconnect of its client.
+    pub(crate) fn is_displaced(&self, tag: u64) -> bool {
+        self.displaced == Some(tag)
+    }
+
+    /// The response `tag` is done; `current` tells whether it was attached
+    /// at the window's current generation.
+    pub(crate) fn detach(&mut self, tag: u64, current: bool) {
+        if self.solo == Some(tag) {
             self.solo = None;
         }
-        if self.keeper == Some(role.tag) {
+        if self.keeper == Some(tag) {
             self.keeper = None;
         }
-        if matches!(&self.handoff, Some((to, _)) if *to == role.tag) {
+        if matches!(&self.handoff, Some((to, _)) if *to == tag) {
             self.handoff = None;
         }
-        if role.generation == generation {
+        if matches!(&self.displaceable, Some((to, _)) if *to == tag) {
+            self.displaceable = None;
+        }
+        if current {
             self.current = self.current.saturating_sub(1);
         }
         self.attached = self.attached.saturating_sub(1);
@@ -125,7 +146,6 @@ impl Responses {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stream::{Stream, StreamState};
 
     fn window(ids: &[&str]) -> Ids {
         let mut window = Ids::new(8);
@@ -139,31 +159,30 @@ mod tests {
         ids.entries().map(|(id, _)| id).collect()
     }
 
-    fn own(role: &Role) -> Option<Vec<String>> {
-        role.own.as_ref().map(listed)
+    fn own(attached: &(u64, Option<Ids>)) -> Option<Vec<String>> {
+        attached.1.as_ref().map(listed)
     }
 
     #[test]
     fn a_response_that_opens_alone_has_the_window_itself_and_keeps_the_history() {
         let mut responses = Responses::default();
-        let role = responses.attach(&window(&["1"]), 0);
+        let role = responses.attach(&window(&["1"]));
         assert_eq!(own(&role), None, "its client's view is the window");
-        assert!(responses.is_solo(role.tag));
-        assert!(responses.is_keeper(role.tag));
+        assert!(responses.is_solo(role.0));
+        assert!(responses.is_keeper(role.0));
         assert_eq!((responses.current(), responses.attached()), (1, 1));
-        assert_eq!(role.generation, 0);
     }
 
     #[test]
     fn a_response_that_opens_beside_another_has_a_copy_of_the_window_and_keeps_nothing() {
         let mut responses = Responses::default();
-        let first = responses.attach(&window(&["1"]), 0);
-        let second = responses.attach(&window(&["1", "2"]), 0);
+        let first = responses.attach(&window(&["1"]));
+        let second = responses.attach(&window(&["1", "2"]));
         assert_eq!(own(&second), Some(vec!["1".into(), "2".into()]));
-        assert!(!responses.is_solo(second.tag));
-        assert!(!responses.is_keeper(second.tag));
-        assert!(responses.is_keeper(first.tag), "the first still keeps");
-        assert_ne!(first.tag, second.tag);
+        assert!(!responses.is_solo(second.0));
+        assert!(!responses.is_keeper(second.0));
+        assert!(responses.is_keeper(first.0), "the first still keeps");
+        assert_ne!(first.0, second.0);
         assert_eq!((responses.current(), responses.attached()), (2, 2));
     }
 
@@ -171,122 +190,100 @@ mod tests {
     fn the_solo_response_is_handed_the_window_as_it_stood_when_another_opened_and_only_it_once() {
         let mut responses = Responses::default();
         let mut ids = window(&["1"]);
-        let first = responses.attach(&ids, 0);
+        let first = responses.attach(&ids);
         ids.observe(b"2", None);
-        let second = responses.attach(&ids, 0);
+        let second = responses.attach(&ids);
         assert!(
-            !responses.is_solo(first.tag),
+            !responses.is_solo(first.0),
             "the window is no longer its view"
         );
         // The second response forwards 3: the first one's client lacks it.
         ids.observe(b"3", None);
-        assert_eq!(responses.take_handoff(second.tag).map(|i| listed(&i)), None);
-        let handed = responses.take_handoff(first.tag).expect("its copy");
+        assert_eq!(responses.take_handoff(second.0).map(|i| listed(&i)), None);
+        let handed = responses.take_handoff(first.0).expect("its copy");
         assert_eq!(listed(&handed), ["1", "2"]);
-        assert!(responses.take_handoff(first.tag).is_none(), "taken once");
+        assert!(responses.take_handoff(first.0).is_none(), "taken once");
     }
 
     #[test]
     fn a_copy_handed_over_is_never_replaced_by_a_later_window() {
         let mut responses = Responses::default();
-        let first = responses.attach(&window(&["1"]), 0);
-        let _second = responses.attach(&window(&["1"]), 0);
+        let first = responses.attach(&window(&["1"]));
+        let _second = responses.attach(&window(&["1"]));
         // The window changes again (a store loaded newer ids): no one is
         // solo, so the copy stays what the first response's client had.
         responses.hand_off(&window(&["7", "8"]));
-        let handed = responses.take_handoff(first.tag).expect("its copy");
+        let handed = responses.take_handoff(first.0).expect("its copy");
         assert_eq!(listed(&handed), ["1"]);
     }
 
     #[test]
     fn a_new_generation_hands_the_solo_response_its_copy_and_leaves_no_one_current_nor_keeping() {
         let mut responses = Responses::default();
-        let first = responses.attach(&window(&["1", "2"]), 0);
+        let first = responses.attach(&window(&["1", "2"]));
         responses.new_generation(&window(&["1", "2"]));
-        assert!(!responses.is_solo(first.tag));
-        assert!(!responses.is_keeper(first.tag));
+        assert!(!responses.is_solo(first.0));
+        assert!(!responses.is_keeper(first.0));
         assert_eq!((responses.current(), responses.attached()), (0, 1));
-        let handed = responses.take_handoff(first.tag).expect("its copy");
+        let handed = responses.take_handoff(first.0).expect("its copy");
         assert_eq!(listed(&handed), ["1", "2"]);
     }
 
     #[test]
     fn the_first_response_of_a_new_generation_opens_alone_beside_older_ones() {
         let mut responses = Responses::default();
-        let old = responses.attach(&window(&["1", "2"]), 0);
+        let old = responses.attach(&window(&["1", "2"]));
         responses.new_generation(&window(&["1"]));
-        let new = responses.attach(&window(&["1"]), 1);
+        let new = responses.attach(&window(&["1"]));
         assert_eq!(own(&new), None, "the older one no longer records");
-        assert!(responses.is_solo(new.tag));
-        assert!(responses.is_keeper(new.tag));
-        assert!(!responses.is_keeper(old.tag));
+        assert!(responses.is_solo(new.0));
+        assert!(responses.is_keeper(new.0));
+        assert!(!responses.is_keeper(old.0));
         assert_eq!((responses.current(), responses.attached()), (1, 2));
     }
 
     #[test]
     fn a_response_of_an_older_generation_detaching_leaves_the_current_count() {
         let mut responses = Responses::default();
-        let old = responses.attach(&window(&[]), 0);
+        let old = responses.attach(&window(&[]));
         responses.new_generation(&window(&[]));
-        let new = responses.attach(&window(&[]), 1);
-        responses.detach(&old, 1);
+        let new = responses.attach(&window(&[]));
+        responses.detach(old.0, false);
         assert_eq!((responses.current(), responses.attached()), (1, 1));
-        assert!(responses.is_solo(new.tag));
-        responses.detach(&new, 1);
+        assert!(responses.is_solo(new.0));
+        responses.detach(new.0, true);
         assert_eq!((responses.current(), responses.attached()), (0, 0));
     }
 
     #[test]
     fn the_keeper_gone_no_response_keeps_until_one_opens_alone() {
         let mut responses = Responses::default();
-        let first = responses.attach(&window(&[]), 0);
-        let second = responses.attach(&window(&[]), 0);
-        responses.detach(&first, 0);
-        assert!(
-            !responses.is_keeper(second.tag),
-            "it would double the events"
-        );
-        let third = responses.attach(&window(&[]), 0);
-        assert!(!responses.is_keeper(third.tag));
-        assert!(!responses.is_solo(third.tag));
-        responses.detach(&second, 0);
-        responses.detach(&third, 0);
-        let fourth = responses.attach(&window(&[]), 0);
-        assert!(responses.is_keeper(fourth.tag));
-        assert!(responses.is_solo(fourth.tag));
+        let first = responses.attach(&window(&[]));
+        let second = responses.attach(&window(&[]));
+        responses.detach(first.0, true);
+        assert!(!responses.is_keeper(second.0), "it would double the events");
+        let third = responses.attach(&window(&[]));
+        assert!(!responses.is_keeper(third.0));
+        assert!(!responses.is_solo(third.0));
+        responses.detach(second.0, true);
+        responses.detach(third.0, true);
+        let fourth = responses.attach(&window(&[]));
+        assert!(responses.is_keeper(fourth.0));
+        assert!(responses.is_solo(fourth.0));
     }
 
     #[test]
     fn a_response_detaching_drops_the_copy_handed_to_it_and_its_solo_place() {
         let mut responses = Responses::default();
-        let first = responses.attach(&window(&["1"]), 0);
-        let second = responses.attach(&window(&["1"]), 0);
-        responses.detach(&first, 0);
-        assert!(responses.take_handoff(first.tag).is_none());
-        assert!(!responses.is_solo(second.tag), "it keeps its own copy");
+        let first = responses.attach(&window(&["1"]));
+        let second = responses.attach(&window(&["1"]));
+        responses.detach(first.0, true);
+        assert!(responses.take_handoff(first.0).is_none());
+        assert!(!responses.is_solo(second.0), "it keeps its own copy");
         let mut responses = Responses::default();
-        let only = responses.attach(&window(&["1"]), 0);
-        responses.detach(&only, 0);
-        assert!(!responses.is_solo(only.tag));
-        assert!(!responses.is_keeper(only.tag));
-    }
-
-    #[test]
-    fn an_attachment_dropped_detaches_at_the_streams_generation_then() {
-        let stream = Stream::new(StreamState::new(8, None));
-        let first = stream.attach();
-        stream.lock().apply_cursor("9");
-        let second = stream.attach();
-        assert_eq!((first.role.generation, second.role.generation), (0, 1));
-        let counts = |stream: &Stream| {
-            let mut state = stream.lock();
-            let responses = state.responses();
-            (responses.current(), responses.attached())
-        };
-        assert_eq!(counts(&stream), (1, 2));
-        drop(first);
-        assert_eq!(counts(&stream), (1, 1), "the older one was not current");
-        drop(second);
-        assert_eq!(counts(&stream), (0, 0));
+        let only = responses.attach(&window(&["1"]));
+        responses.detach(only.0, true);
+        assert!(!responses.is_solo(only.0));
+        assert!(!responses.is_keeper(only.0));
     }
 }
