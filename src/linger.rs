@@ -18,7 +18,7 @@ use tokio::time::Instant;
 
 use crate::body::{Dedup, into_bytes};
 use crate::stats::Stats;
-use crate::stream::{Handover, Holds, Leftover};
+use crate::stream::{Claimed, Handover, Holds, Leftover, claim};
 
 /// What a response needs to linger once its client is gone.
 #[derive(Debug, Clone)]
@@ -127,7 +127,7 @@ where
         return;
     };
     let id = config.holds.next_id();
-    let (asks, asked) = oneshot::channel();
+    let (asks, asked) = claim();
     let stream = dedup.stream().clone();
     {
         let mut state = stream.lock();
@@ -148,7 +148,7 @@ where
 async fn read_on<B>(
     mut body: Pin<Box<B>>,
     mut dedup: Box<Dedup>,
-    mut asked: oneshot::Receiver<oneshot::Sender<Handover>>,
+    mut asked: Claimed,
     id: u64,
     config: LingerConfig,
 ) where
@@ -165,7 +165,7 @@ async fn read_on<B>(
     let ask = loop {
         tokio::select! {
             biased;
-            ask = &mut asked => break ask.ok(),
+            ask = &mut asked => break ask,
             () = &mut expiry, if !taken => {
                 if dedup.recorder.is_followed() {
                     // A client follows the stream on another replica.

@@ -172,8 +172,8 @@ impl Dedup {
 
     /// Offers this response to a reconnect of its client, which may end it
     /// and take its upstream over: see [`StreamState::offer_displacement`].
-    pub(crate) fn offer_displacement(&self, sender: crate::stream::HoldSender) {
-        self.response.offer_displacement(sender);
+    pub(crate) fn offer_displacement(&self, claim: crate::stream::Claim) {
+        self.response.offer_displacement(claim);
     }
 
     /// The stream this response followed was lost after the block with
@@ -494,8 +494,8 @@ mod tests {
 
     /// Offers `dedup` to a reconnect of its client, and lets one come: how
     /// the reconnect asks for its upstream, if it may.
-    fn displace(dedup: &Dedup, stream: &Stream) -> Option<crate::stream::HoldSender> {
-        let (offer, _asked) = tokio::sync::oneshot::channel();
+    fn displace(dedup: &Dedup, stream: &Stream) -> Option<crate::stream::Claim> {
+        let (offer, _asked) = crate::stream::claim();
         dedup.offer_displacement(offer);
         stream.lock().displace()
     }
@@ -524,7 +524,7 @@ mod tests {
         // Alone when it offered itself, not when the reconnect came.
         let stream = self::stream();
         let first = response(&stream, &options);
-        let (offer, _asked) = tokio::sync::oneshot::channel();
+        let (offer, _asked) = crate::stream::claim();
         first.offer_displacement(offer);
         let _second = response(&stream, &options);
         assert!(stream.lock().displace().is_none());
@@ -541,7 +541,7 @@ mod tests {
         let (stream, options) = (stream(), Options::default());
         let mut first = response(&stream, &options);
         send(&mut first, &events(&["1"]));
-        let (asks, _asked) = tokio::sync::oneshot::channel();
+        let (asks, _asked) = crate::stream::claim();
         {
             let mut state = stream.lock();
             assert!(first.may_hold(&state));

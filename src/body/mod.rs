@@ -19,7 +19,7 @@ use pin_project_lite::pin_project;
 use crate::headers::{header_value, is_encoded, is_event_stream};
 use crate::linger::Linger;
 use crate::store::{Follow, Followed};
-use crate::stream::Handover;
+use crate::stream::{Claimed, Handover, claim};
 use std::future::Future;
 use tokio::sync::oneshot;
 
@@ -77,7 +77,7 @@ pin_project! {
             linger: Option<Linger<B>>,
             // Where a reconnect of the same client asks for the upstream,
             // which ends this response.
-            displace: Option<DisplaceReceiver>,
+            displace: Option<Claimed>,
         },
         // What the history holds of a complete stream, and nothing else.
         Replayed { dedup: Box<Dedup> },
@@ -138,9 +138,9 @@ impl<B: Body> SseResumeBody<B> {
         displaceable: bool,
     ) -> Self {
         let displace = displaceable.then(|| {
-            let (sender, receiver) = oneshot::channel();
-            dedup.offer_displacement(sender);
-            receiver
+            let (claim, claimed) = claim();
+            dedup.offer_displacement(claim);
+            claimed
         });
         Self {
             kind: Kind::Lingering {
@@ -300,27 +300,18 @@ where
     }
 }
 
-/// How a reconnect asks a response for its upstream.
-type DisplaceReceiver = oneshot::Receiver<oneshot::Sender<Handover>>;
-
-/// Whether a reconnect asked for the upstream, the waker registered if not.
+/// Whether a reconnect claimed the upstream, the waker registered if not.
 /// Once the offer is withdrawn, it is forgotten.
 fn asked(
-    displace: &mut Option<DisplaceReceiver>,
+    displace: &mut Option<Claimed>,
     cx: &mut Context<'_>,
 ) -> Option<oneshot::Sender<Handover>> {
-    let receiver = displace.as_mut()?;
-    match Pin::new(receiver).poll(cx) {
-        Poll::Ready(Ok(reply)) => {
-            *displace = None;
-            Some(reply)
-        }
-        Poll::Ready(Err(_)) => {
-            *displace = None;
-            None
-        }
-        Poll::Pending => None,
-    }
+    let claimed = displace.as_mut()?;
+    let Poll::Ready(reply) = Pin::new(claimed).poll(cx) else {
+        return None;
+    };
+    *displace = None;
+    reply
 }
 
 /// Polls an event stream: what is ready first, then the upstream.

@@ -5,13 +5,16 @@
 use std::any::Any;
 use std::collections::VecDeque;
 use std::fmt;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, Weak};
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http::{HeaderMap, StatusCode, Version};
+use tokio::sync::oneshot;
 
-use super::{HoldSender, StreamState, lock_state};
+use super::{StreamState, lock_state};
 use crate::lock::lock;
 use crate::stats::Stats;
 
@@ -32,12 +35,63 @@ pub(crate) struct Head {
 /// upstream in the background. Dropping it ends the linger.
 pub(crate) struct Hold {
     pub(crate) id: u64,
-    /// Asks the lingering task for the upstream: it answers on the sender
-    /// it is handed.
-    pub(crate) takeover: HoldSender,
+    /// Claims the upstream from the lingering task.
+    pub(crate) takeover: Claim,
     /// Where the history stood when the client went away: a takeover
     /// without a cursor replays what came after it.
     pub(crate) mark: u64,
+}
+
+/// A claim on the upstream that a stream's reader offers, kept by the
+/// stream: the reader is the task of its hold, or the response that a
+/// reconnect of its client may displace. Whoever takes the claim from the
+/// stream claims the upstream, and the reader hands it over.
+#[derive(Debug)]
+pub(crate) struct Claim(oneshot::Sender<oneshot::Sender<Handover>>);
+
+/// The reader's side of a [`Claim`]: resolves when the upstream is
+/// claimed, to where it is to be handed; to `None` once the claim is
+/// dropped.
+#[derive(Debug)]
+pub(crate) struct Claimed(oneshot::Receiver<oneshot::Sender<Handover>>);
+
+/// A claim for a reader to offer, and how the reader hears it taken.
+pub(crate) fn claim() -> (Claim, Claimed) {
+    let (claim, claimed) = oneshot::channel();
+    (Claim(claim), Claimed(claimed))
+}
+
+impl Claim {
+    /// Claims the upstream: the reader's handover arrives on the receiver.
+    /// `None` when the reader is gone, and the upstream with it.
+    pub(crate) fn claim(self) -> Option<oneshot::Receiver<Handover>> {
+        let (answer, answered) = oneshot::channel();
+        self.0.send(answer).ok().map(|()| answered)
+    }
+
+    /// Tells the reader that nobody takes its upstream over: it lets the
+    /// upstream go now, as it does when a claim finds it cannot hand over.
+    pub(crate) fn release(self) {
+        drop(self.claim());
+    }
+}
+
+#[cfg(test)]
+impl Claimed {
+    /// Whether the upstream was claimed, without waiting.
+    pub(crate) fn try_recv(
+        &mut self,
+    ) -> Result<oneshot::Sender<Handover>, oneshot::error::TryRecvError> {
+        self.0.try_recv()
+    }
+}
+
+impl Future for Claimed {
+    type Output = Option<oneshot::Sender<Handover>>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.0).poll(cx).map(Result::ok)
+    }
 }
 
 /// What a lingering task hands the response that takes its stream over.
@@ -172,18 +226,16 @@ impl fmt::Debug for Handover {
 
 #[cfg(test)]
 mod tests {
-    use tokio::sync::oneshot::{self, error::TryRecvError};
+    use tokio::sync::oneshot::error::TryRecvError;
 
     use super::*;
     use crate::stream::{HistoryLimits, Replay, Stream};
 
-    type Asked = oneshot::Receiver<oneshot::Sender<Handover>>;
-
     /// A stream held by `id`, as a lingering response holds it: with what
     /// its task hears a takeover on.
-    fn held(id: u64) -> (Stream, Asked) {
+    fn held(id: u64) -> (Stream, Claimed) {
         let stream = Stream::new(StreamState::new(8, None));
-        let (asks, asked) = oneshot::channel();
+        let (asks, asked) = claim();
         assert!(stream.lock().start_hold(id, asks));
         (stream, asked)
     }
@@ -222,7 +274,7 @@ mod tests {
     #[test]
     fn a_stream_has_one_hold_at_a_time_taken_only_by_its_own_id() {
         let (stream, _asked) = held(1);
-        let (other, _) = oneshot::channel();
+        let (other, _) = claim();
         let mut state = stream.lock();
         assert!(!state.start_hold(2, other), "held already");
         assert!(state.holds(1) && !state.holds(2));
@@ -237,8 +289,7 @@ mod tests {
     async fn a_takeover_gets_the_handover_of_the_held_upstream() {
         let (stream, asked) = held(1);
         let hold = stream.lock().take_any_hold().expect("held");
-        let (answer, answered) = oneshot::channel();
-        hold.takeover.send(answer).expect("the task listens");
+        let answered = hold.takeover.claim().expect("the task listens");
         // The lingering task answers with its upstream.
         let reply = asked.await.expect("the task is asked");
         reply.send(handover("upstream")).expect("the taker waits");
@@ -274,7 +325,7 @@ mod tests {
         let mut state = StreamState::new(8, Some(history));
         let block = |id: &str| Bytes::from(format!("id: {id}\ndata: x\n\n"));
         state.record_block(Some("1"), &block("1"));
-        let (asks, _asked) = oneshot::channel();
+        let (asks, _asked) = claim();
         assert!(state.start_hold(1, asks));
         state.record_block(Some("2"), &block("2"));
         state.record_block(Some("3"), &block("3"));
@@ -294,7 +345,7 @@ mod tests {
     }
 
     /// A stream held by `id`, counted in `holds`.
-    fn add(holds: &Holds, id: u64) -> (Stream, Asked) {
+    fn add(holds: &Holds, id: u64) -> (Stream, Claimed) {
         let (stream, asked) = held(id);
         holds.add(id, stream.downgrade());
         (stream, asked)

@@ -57,7 +57,7 @@ use crate::lock::lock;
 
 pub use history::HistoryLimits;
 pub(crate) use history::{Budget, History};
-pub(crate) use hold::{Handover, Head, Hold, Holds, Leftover, TakenOver};
+pub(crate) use hold::{Claim, Claimed, Handover, Head, Hold, Holds, Leftover, TakenOver, claim};
 pub(crate) use ids::{Ids, Seen};
 pub(crate) use registry::{Opened, Request, Serve, Stored, StreamLimits, Streams};
 pub(crate) use response::Response;
@@ -83,25 +83,29 @@ pub(crate) struct Stream {
     state: Arc<Mutex<StreamState>>,
 }
 
-/// The state of one stream: the ids forwarded on it, oldest first, at
-/// most `capacity` of them, each with a fingerprint of its event; its
-/// replay history, when it keeps one; and the responses attached to it.
+/// The state of one stream, in named parts: its window, its history, its
+/// generation, the responses attached to it, and its hold.
 ///
-/// Ids are compared as bytes. While every id is a decimal number greater
+/// The window holds the ids forwarded on the stream, oldest first, at most
+/// `capacity` of them, each with a fingerprint of its event. Ids are
+/// compared as bytes. While every id is a decimal number greater
 /// than the one before, as many servers number their events, the window
 /// keeps them as numbers, which costs next to nothing to check; the first
 /// id that is not moves it for good to a general form: the ids back to back
 /// in one byte ring with a hash index, allocating nothing per id once warm.
 ///
-/// The history is kept under the same lock as the ids, so that a replay and
-/// the ids it covers are one snapshot.
+/// The history is kept under the same lock as the window, so that a replay
+/// and the ids it covers are one snapshot.
 pub(crate) struct StreamState {
-    ids: Ids,
+    /// The ids forwarded lately: what deduplicates.
+    window: Ids,
+    /// The blocks forwarded lately, when the stream keeps a replay history.
     history: Option<History>,
     /// Bumped whenever a client's cursor is applied: a response opened
     /// before that may have forwarded ids its client never got, and must
     /// stop recording them. A store that fences writes counts them too.
     generation: u64,
+    /// The bookkeeping of the responses attached: who has what.
     responses: Responses,
     /// The response whose client went away, reading on in the background.
     hold: Option<Hold>,
@@ -157,9 +161,6 @@ impl Replay {
     }
 }
 
-/// How a new response asks a lingering task for its upstream.
-pub(crate) type HoldSender = tokio::sync::oneshot::Sender<tokio::sync::oneshot::Sender<Handover>>;
-
 /// Locks a stream's state through a handle of any kind.
 pub(crate) fn lock_state(state: &Mutex<StreamState>) -> MutexGuard<'_, StreamState> {
     lock(state)
@@ -213,7 +214,7 @@ impl StreamState {
     /// `budget` shared with the other streams.
     pub(crate) fn new(capacity: usize, history: Option<(HistoryLimits, Budget)>) -> Self {
         Self {
-            ids: Ids::new(capacity),
+            window: Ids::new(capacity),
             history: history.map(|(limits, budget)| History::sharing(limits, budget)),
             generation: 0,
             responses: Responses::default(),
@@ -225,12 +226,12 @@ impl StreamState {
 
     /// Ends the response that offered itself to a reconnect of its client:
     /// returns how to ask it for its upstream.
-    pub(crate) fn displace(&mut self) -> Option<HoldSender> {
+    pub(crate) fn displace(&mut self) -> Option<Claim> {
         self.responses.displace()
     }
 
     /// Starts holding the stream, unless another hold has it.
-    pub(crate) fn start_hold(&mut self, id: u64, takeover: HoldSender) -> bool {
+    pub(crate) fn start_hold(&mut self, id: u64, takeover: Claim) -> bool {
         if self.hold.is_some() {
             return false;
         }
@@ -305,14 +306,14 @@ impl StreamState {
     /// new. The event the id comes with is not compared.
     #[cfg(test)]
     pub(crate) fn check_and_record(&mut self, id: impl AsRef<[u8]>) -> bool {
-        self.ids.observe(id.as_ref(), None) != Seen::Same
+        self.window.observe(id.as_ref(), None) != Seen::Same
     }
 
     /// Looks `id` up, with the fingerprint of its event (`None` trusts the
     /// id alone), and records it when it is new to the window.
     #[inline]
     pub(crate) fn observe(&mut self, id: &[u8], content: Option<u64>) -> Seen {
-        self.ids.observe(id, content)
+        self.window.observe(id, content)
     }
 
     /// Records an id a response forwarded to its own client into the
@@ -320,27 +321,27 @@ impl StreamState {
     /// [`Ids::observe_in_order`].
     #[inline]
     pub(crate) fn record_forwarded(&mut self, id: &[u8], content: Option<u64>) -> Seen {
-        self.ids.observe_in_order(id, content)
+        self.window.observe_in_order(id, content)
     }
 
     /// Replaces the ids, as when a store loaded newer ones; the responses
     /// attached keep what their clients have.
     pub(crate) fn replace_ids<'a>(&mut self, entries: impl IntoIterator<Item = (&'a str, u64)>) {
-        self.responses.hand_off(&self.ids);
-        self.ids.clear();
+        self.responses.hand_off(&self.window);
+        self.window.clear();
         for (id, content) in entries {
-            self.ids.observe(id.as_bytes(), Some(content));
+            self.window.observe(id.as_bytes(), Some(content));
         }
     }
 
     /// The ids with the fingerprints of their events, oldest first.
     pub(crate) fn entries(&self) -> impl Iterator<Item = (String, u64)> + '_ {
-        self.ids.entries()
+        self.window.entries()
     }
 
     /// Whether the window holds `id`, or the history a block with it.
     pub(crate) fn knows(&self, id: &str) -> bool {
-        self.ids.contains(id.as_bytes()) || self.history.as_ref().is_some_and(|h| h.contains(id))
+        self.window.contains(id.as_bytes()) || self.history.as_ref().is_some_and(|h| h.contains(id))
     }
 
     /// Applies a client's cursor: the client has every event up to `id`.
@@ -351,7 +352,7 @@ impl StreamState {
     /// than a loss. Returns whether the cursor was known.
     pub(crate) fn apply_cursor(&mut self, id: impl AsRef<[u8]>) -> bool {
         self.next_generation();
-        self.ids.cut_after(id.as_ref())
+        self.window.cut_after(id.as_ref())
     }
 
     fn next_generation(&mut self) {
@@ -427,27 +428,27 @@ impl StreamState {
     /// view was the window keeps a copy.
     pub(crate) fn set_generation(&mut self, generation: u64) {
         if generation != self.generation {
-            self.responses.new_generation(&self.ids);
+            self.responses.new_generation(&self.window);
             self.generation = generation;
         }
     }
 
     /// The newest id, decoded lossily from UTF-8.
     pub(crate) fn last_id(&self) -> Option<String> {
-        self.ids.last_id()
+        self.window.last_id()
     }
 
     /// The ids, oldest first, decoded lossily from UTF-8.
     #[cfg(any(test, feature = "test-util"))]
     pub(crate) fn ids(&self) -> impl Iterator<Item = String> + '_ {
-        self.ids.entries().map(|(id, _)| id)
+        self.window.entries().map(|(id, _)| id)
     }
 }
 
 impl fmt::Debug for StreamState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("StreamState")
-            .field("ids", &self.ids)
+            .field("window", &self.window)
             .field("history", &self.history_len())
             .field("generation", &self.generation)
             .field("attached", &self.responses.current())
@@ -521,13 +522,13 @@ mod tests {
         for id in ["1", "2", "3"] {
             assert!(state.check_and_record(id));
         }
-        assert!(state.ids.is_rising());
+        assert!(state.window.is_rising());
         assert!(!state.check_and_record("2"), "a replay of a number it has");
         assert!(
             state.check_and_record("05"),
             "not a plain number: ids in general"
         );
-        assert!(!state.ids.is_rising());
+        assert!(!state.window.is_rising());
         assert!(!state.check_and_record("3"), "what it had is kept");
         assert!(state.check_and_record("5"), "\"05\" is not \"5\"");
         assert_eq!(ids(&state), ["2", "3", "05", "5"]);

@@ -18,7 +18,7 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::{
-    Budget, DEFAULT_WINDOW_LEN, Handover, Head, HistoryLimits, HoldSender, Holds, Replay, Response,
+    Budget, Claim, DEFAULT_WINDOW_LEN, Handover, Head, HistoryLimits, Holds, Replay, Response,
     Stream, StreamState,
 };
 use crate::lock::lock;
@@ -445,10 +445,8 @@ impl Streams {
         let stopped = hold.is_some() || attached.is_some();
         // Dropped, the hold tells its task to let the upstream go.
         drop(hold);
-        if let Some(asks) = attached {
-            // Asked for its upstream by nobody, the response lets it go.
-            let (reply, _) = oneshot::channel();
-            let _ = asks.send(reply);
+        if let Some(claim) = attached {
+            claim.release();
         }
         stopped
     }
@@ -503,7 +501,7 @@ fn serve(
     request: Request,
     cursor_known: Option<bool>,
     replay: &mut Replay,
-    displaced: Option<HoldSender>,
+    displaced: Option<Claim>,
     follow_from: Option<u64>,
 ) -> Serve {
     if !request.linger {
@@ -515,7 +513,7 @@ fn serve(
             return Serve::Complete(head);
         }
     }
-    let ask = if state.is_held() && (cursor_known == Some(true) || request.get) {
+    let claim = if state.is_held() && (cursor_known == Some(true) || request.get) {
         let Some(hold) = state.take_any_hold() else {
             return Serve::Upstream;
         };
@@ -523,8 +521,8 @@ fn serve(
             *replay = state.replay_after(hold.mark);
         }
         hold.takeover
-    } else if let Some(sender) = displaced {
-        sender
+    } else if let Some(claim) = displaced {
+        claim
     } else if let (Some(position), Replay::Blocks(_)) = (follow_from, &*replay) {
         return Serve::Follow(position);
     } else if let (Some(position), None, true) = (follow_from, cursor_known, request.get) {
@@ -534,11 +532,10 @@ fn serve(
     } else {
         return Serve::Upstream;
     };
-    let (answer, answered) = oneshot::channel();
-    match ask.send(answer) {
-        Ok(()) => Serve::Takeover(answered),
+    match claim.claim() {
+        Some(answered) => Serve::Takeover(answered),
         // The response or task is gone: the upstream with it.
-        Err(_) => Serve::Upstream,
+        None => Serve::Upstream,
     }
 }
 
@@ -547,7 +544,7 @@ fn serve(
 /// connection still looks open: that response ends, and the request takes
 /// its upstream. Only a response that opened alone offers itself, so two
 /// clients of one scope cannot end each other's over and over.
-fn displace(state: &mut StreamState, request: Request, cursor_known: bool) -> Option<HoldSender> {
+fn displace(state: &mut StreamState, request: Request, cursor_known: bool) -> Option<Claim> {
     let applies = request.linger && request.one_client && cursor_known && !state.is_held();
     applies.then(|| state.displace()).flatten()
 }
@@ -749,7 +746,7 @@ mod tests {
     use http::{HeaderMap, StatusCode, Version};
 
     use super::*;
-    use crate::stream::Leftover;
+    use crate::stream::{Claimed, Leftover, claim};
 
     const GET: Request = Request {
         get: true,
@@ -820,8 +817,8 @@ mod tests {
 
     /// Puts a hold on the stream of `opened`, as a lingering response does:
     /// returns what its task hears a takeover on.
-    fn hold(opened: &Opened, id: u64) -> oneshot::Receiver<oneshot::Sender<Handover>> {
-        let (asks, asked) = oneshot::channel();
+    fn hold(opened: &Opened, id: u64) -> Claimed {
+        let (asks, asked) = claim();
         assert!(opened.response.stream().lock().start_hold(id, asks));
         asked
     }
@@ -1082,10 +1079,10 @@ mod tests {
     /// A response of a one-client scope that opened alone, forwarded `1`
     /// and offered itself to a reconnect of its client: with what its
     /// task hears a displacement on.
-    fn offered(streams: &Streams) -> (Opened, oneshot::Receiver<oneshot::Sender<Handover>>) {
+    fn offered(streams: &Streams) -> (Opened, Claimed) {
         let first = open(streams, key("s", "POST /"), None, ONE_CLIENT);
         forward(&first, &["1"]);
-        let (offer, asked) = oneshot::channel();
+        let (offer, asked) = claim();
         first.response.offer_displacement(offer);
         (first, asked)
     }

@@ -15,7 +15,7 @@ use std::fmt;
 use std::sync::MutexGuard;
 
 use super::ids::{Ids, Seen};
-use super::{HoldSender, Stream, StreamState};
+use super::{Claim, Stream, StreamState};
 
 /// One client's view of a stream, attached to it while it lives.
 pub(crate) struct Response {
@@ -59,7 +59,7 @@ impl Response {
     /// Attaches a response to `stream`, whose state the caller locked as
     /// `state` together with the change that opens the response.
     pub(super) fn attach(stream: &Stream, state: &mut StreamState) -> Self {
-        let (tag, own) = state.responses.attach(&state.ids);
+        let (tag, own) = state.responses.attach(&state.window);
         Self {
             stream: stream.clone(),
             tag,
@@ -93,7 +93,7 @@ impl Response {
             // the window changed; without one, a fresh start can only let a
             // duplicate through.
             let handed = state.responses.take_handoff(self.tag);
-            self.own = Some(handed.unwrap_or_else(|| Ids::new(state.ids.capacity())));
+            self.own = Some(handed.unwrap_or_else(|| Ids::new(state.window.capacity())));
         }
         // Blocks without an id go into the history from one response only:
         // another's would be the same upstream events again.
@@ -124,12 +124,12 @@ impl Response {
     }
 
     /// Offers this response to a reconnect of its client, which may end it
-    /// and take its upstream over, asking on `sender`: when it is the only
-    /// one attached, opened alone, at the stream's current generation.
-    pub(crate) fn offer_displacement(&self, sender: HoldSender) {
+    /// and claim its upstream with `claim`: when it is the only one
+    /// attached, opened alone, at the stream's current generation.
+    pub(crate) fn offer_displacement(&self, claim: Claim) {
         let mut state = self.stream.lock();
         if state.generation == self.generation {
-            state.responses.offer_displacement(self.tag, sender);
+            state.responses.offer_displacement(self.tag, claim);
         }
     }
 
@@ -288,7 +288,7 @@ mod tests {
     fn a_response_reading_for_a_hold_stops_once_its_stream_lost_the_hold() {
         let stream = stream(&[]);
         let mut response = stream.attach();
-        let (asks, _asked) = tokio::sync::oneshot::channel();
+        let (asks, _asked) = super::super::claim();
         assert!(response.may_hold(&stream.lock()));
         assert!(stream.lock().start_hold(7, asks));
         response.hold(7);
@@ -314,7 +314,7 @@ mod tests {
     fn a_displaced_response_stops() {
         let stream = stream(&[]);
         let mut response = stream.attach();
-        let (offer, _asked) = tokio::sync::oneshot::channel();
+        let (offer, _asked) = super::super::claim();
         response.offer_displacement(offer);
         assert!(stream.lock().displace().is_some());
         assert!(response.is_displaced());
@@ -326,7 +326,7 @@ mod tests {
         let stream = stream(&[]);
         let mut response = stream.attach();
         stream.lock().apply_cursor("9");
-        let (offer, _asked) = tokio::sync::oneshot::channel();
+        let (offer, _asked) = super::super::claim();
         response.offer_displacement(offer);
         assert!(stream.lock().displace().is_none());
         assert!(response.check().is_some());

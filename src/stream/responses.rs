@@ -10,7 +10,7 @@
 //! window as it stood, and from then on it keeps its own ids beside the
 //! stream's.
 
-use super::HoldSender;
+use super::Claim;
 use super::ids::Ids;
 
 /// The bookkeeping of a stream's attached responses.
@@ -33,7 +33,7 @@ pub(crate) struct Responses {
     /// The response that a reconnect of the same client may end and take
     /// the upstream of, where one scope is one client: the one that opened
     /// alone, with how to ask it for its upstream.
-    displaceable: Option<(u64, HoldSender)>,
+    displaceable: Option<(u64, Claim)>,
     /// The response ended that way: it records nothing more.
     displaced: Option<u64>,
 }
@@ -87,24 +87,24 @@ impl Responses {
     }
 
     /// Lets a reconnect of the same client end the response `tag` and take
-    /// its upstream, asking on `sender`: when the response is the only one
+    /// its upstream, claiming it with `claim`: when the response is the only one
     /// attached, and opened alone.
-    pub(crate) fn offer_displacement(&mut self, tag: u64, sender: HoldSender) {
+    pub(crate) fn offer_displacement(&mut self, tag: u64, claim: Claim) {
         if self.attached == 1 && self.is_solo(tag) {
-            self.displaceable = Some((tag, sender));
+            self.displaceable = Some((tag, claim));
         }
     }
 
     /// Ends the response that offered itself, for a reconnect of its
-    /// client, if it is still alone: returns how to ask it for its upstream.
-    pub(crate) fn displace(&mut self) -> Option<HoldSender> {
+    /// client, if it is still alone: returns the claim on its upstream.
+    pub(crate) fn displace(&mut self) -> Option<Claim> {
         let (tag, _) = self.displaceable.as_ref()?;
         if !self.is_solo(*tag) || self.attached != 1 {
             return None;
         }
-        let (tag, sender) = self.displaceable.take()?;
+        let (tag, claim) = self.displaceable.take()?;
         self.displaced = Some(tag);
-        Some(sender)
+        Some(claim)
     }
 
     /// Whether the response `tag` was ended by a reconnect of its client.
