@@ -35,6 +35,10 @@
 //!   for a while ([`SseResumeLayer::linger`](crate::SseResumeLayer::linger));
 //!   the stream is *held*. A client that comes back *takes over* the
 //!   upstream.
+//! - **claim**: how a request takes an upstream over: the reader of the
+//!   upstream (a hold's task, or a displaceable response) offers a claim,
+//!   the stream keeps it, and the request that takes it is handed the
+//!   upstream.
 //! - **lease**: a store's mark that this process holds a stream, so that
 //!   another replica *follows* it (sends what this one records) rather
 //!   than asking the upstream again.
