@@ -45,8 +45,9 @@ pin_project! {
     impl<B: Body> PinnedDrop for SseResumeBody<B> {
         fn drop(this: Pin<&mut Self>) {
             // A client that goes away before the upstream ends leaves the
-            // upstream to read on for its stream, when linger is on.
-            if let KindProj::Lingering { body, dedup, linger, .. } = this.project().kind.project() {
+            // upstream to read on for its stream, when linger is on. Only
+            // here does the layer learn that the client went away.
+            if let KindProj::Events { source: Source::Upstream { body, linger, .. }, dedup, .. } = this.project().kind.project() {
                 if let (Some(body), Some(dedup), Some(linger)) = (body.take(), dedup.take(), linger.take()) {
                     if !dedup.is_ended() {
                         linger.start(body, dedup);
@@ -61,49 +62,55 @@ pin_project! {
     #[project = KindProj]
     enum Kind<B: Body> {
         Passthrough { #[pin] body: B },
-        Resume {
-            #[pin]
-            body: B,
-            dedup: Box<Dedup>,
-            error: Option<<B as Body>::Error>,
-        },
-        // As `Resume`, the upstream boxed to be handed on: to the
-        // background when the client goes away, then to the response that
-        // takes the stream over.
-        Lingering {
-            body: Option<Pin<Box<B>>>,
+        // An event stream: the events of one source, through the dedup.
+        Events {
+            source: Source<B>,
+            // Taken when the upstream goes on in the background.
             dedup: Option<Box<Dedup>>,
             error: Option<<B as Body>::Error>,
-            linger: Option<Linger<B>>,
-            // Where a reconnect of the same client asks for the upstream,
-            // which ends this response.
-            displace: Option<Claimed>,
-        },
-        // What the history holds of a complete stream, and nothing else.
-        Replayed { dedup: Box<Dedup> },
-        // The replay, then a stream another replica holds, as it records
-        // it: whole blocks, exactly once by their place in the history.
-        // When the holder goes away, a standing stream goes on from the
-        // upstream, asked here.
-        Following {
-            follow: Follow,
-            dedup: Option<Box<Dedup>>,
-            cursor: String,
-            resume: Option<Resume<B>>,
-            resuming: Option<ResumeFuture<B>>,
         },
         Rejected { message: Option<Bytes> },
     }
+}
+
+/// Where the events of an event stream come from.
+enum Source<B: Body> {
+    /// The upstream's body, boxed so that it can be handed on: to the
+    /// background when the client goes away (with `linger`), then to the
+    /// response that takes the stream over. `None` once handed on.
+    Upstream {
+        body: Option<Pin<Box<B>>>,
+        linger: Option<Linger<B>>,
+        /// Where a reconnect of the same client claims the upstream, which
+        /// ends this response.
+        displace: Option<Claimed>,
+    },
+    /// Nothing beyond the replay: what the history holds of a complete
+    /// stream.
+    Replay,
+    /// A stream another replica holds, as it records it: whole blocks,
+    /// exactly once by their place in the history. When the holder goes
+    /// away, a standing stream goes on from the upstream, asked through
+    /// `resume`.
+    Follow {
+        follow: Follow,
+        /// The client's cursor, for a gap.
+        cursor: String,
+        resume: Option<Resume<B>>,
+        resuming: Option<ResumeFuture<B>>,
+    },
 }
 
 impl<B: Body> fmt::Debug for SseResumeBody<B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let kind = match &self.kind {
             Kind::Passthrough { .. } => "Passthrough",
-            Kind::Resume { .. } => "Resume",
-            Kind::Lingering { .. } => "Lingering",
-            Kind::Replayed { .. } => "Replayed",
-            Kind::Following { .. } => "Following",
+            Kind::Events { source, .. } => match source {
+                Source::Upstream { linger: None, .. } => "Resume",
+                Source::Upstream { .. } => "Lingering",
+                Source::Replay => "Replayed",
+                Source::Follow { .. } => "Following",
+            },
             Kind::Rejected { .. } => "Rejected",
         };
         f.debug_struct("SseResumeBody")
@@ -119,14 +126,19 @@ impl<B: Body> SseResumeBody<B> {
         }
     }
 
-    pub(crate) fn resume(body: B, dedup: Dedup) -> Self {
+    fn events(source: Source<B>, dedup: Box<Dedup>) -> Self {
         Self {
-            kind: Kind::Resume {
-                body,
-                dedup: Box::new(dedup),
+            kind: Kind::Events {
+                source,
+                dedup: Some(dedup),
                 error: None,
             },
         }
+    }
+
+    /// The upstream's event stream, deduplicated.
+    pub(crate) fn resume(body: B, dedup: Dedup) -> Self {
+        Self::lingering(Box::pin(body), Box::new(dedup), None, false)
     }
 
     /// An event stream whose upstream goes on for its stream, as `linger`
@@ -142,24 +154,21 @@ impl<B: Body> SseResumeBody<B> {
             dedup.offer_displacement(claim);
             claimed
         });
-        Self {
-            kind: Kind::Lingering {
-                body: Some(body),
-                dedup: Some(dedup),
-                error: None,
+        let body = Some(body);
+        Self::events(
+            Source::Upstream {
+                body,
                 linger,
                 displace,
             },
-        }
+            dedup,
+        )
     }
 
     /// What `dedup` replays, then the end.
-    pub(crate) fn replayed(dedup: Dedup) -> Self {
-        Self {
-            kind: Kind::Replayed {
-                dedup: Box::new(dedup),
-            },
-        }
+    pub(crate) fn replayed(mut dedup: Dedup) -> Self {
+        dedup.ended = true;
+        Self::events(Source::Replay, Box::new(dedup))
     }
 
     /// What `dedup` replays, then what `follow` delivers; `cursor` is the
@@ -171,15 +180,13 @@ impl<B: Body> SseResumeBody<B> {
         cursor: String,
         resume: Option<Resume<B>>,
     ) -> Self {
-        Self {
-            kind: Kind::Following {
-                follow,
-                dedup: Some(Box::new(dedup)),
-                cursor,
-                resume,
-                resuming: None,
-            },
-        }
+        let source = Source::Follow {
+            follow,
+            cursor,
+            resume,
+            resuming: None,
+        };
+        Self::events(source, Box::new(dedup))
     }
 
     /// A body the layer answers with itself: `message`, or none at all.
@@ -200,27 +207,9 @@ where
     type Error = B::Error;
 
     fn poll_frame(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
-        if let KindProj::Following {
-            follow,
-            dedup: dedup @ Some(_),
-            cursor,
-            resume,
-            resuming,
-        } = self.as_mut().project().kind.project()
-        {
-            let following = dedup.as_deref_mut().expect("matched Some");
-            match poll_following(follow, following, cursor, resume, resuming, cx) {
-                Following::Poll(poll) => return poll,
-                Following::Upstream(body) => {
-                    let dedup = dedup.take().expect("matched Some");
-                    let error = None;
-                    (self.as_mut().project().kind).set(Kind::Resume { body, dedup, error });
-                }
-            }
-        }
         match self.project().kind.project() {
             KindProj::Passthrough { body } => {
                 let frame = ready!(body.poll_frame(cx));
@@ -229,59 +218,25 @@ where
             KindProj::Rejected { message } => {
                 Poll::Ready(message.take().map(|m| Ok(Frame::data(m))))
             }
-            KindProj::Resume { body, dedup, error } => poll_resume(body, dedup, error, cx),
-            KindProj::Lingering {
-                body: body @ Some(_),
+            KindProj::Events {
+                source,
                 dedup: Some(dedup),
                 error,
-                displace,
-                linger,
-            } => {
-                let upstream = body.as_mut().map(Pin::as_mut).expect("matched Some");
-                let polled = poll_resume(upstream, dedup, error, cx);
-                // Asked only once the response waits, not per frame: what
-                // it sent before was recorded before a reconnect took its
-                // replay, and once ended it records nothing more.
-                if polled.is_pending() {
-                    if let Some(reply) = asked(displace, cx) {
-                        // A reconnect of this client takes the upstream
-                        // over: this response ends here.
-                        if let (Some(body), Some(linger)) = (body.take(), linger.as_ref()) {
-                            linger.hand_over(body, dedup, reply);
-                        }
-                        return Poll::Ready(None);
-                    }
-                }
-                polled
-            }
-            KindProj::Lingering { .. } => Poll::Ready(None),
-            KindProj::Replayed { dedup } => {
-                Poll::Ready(dedup.output.pop().map(|b| Ok(Frame::data(b))))
-            }
-            // Handled above.
-            KindProj::Following { .. } => Poll::Ready(None),
+            } => poll_events(source, dedup, error, cx),
+            // Gone on in the background.
+            KindProj::Events { dedup: None, .. } => Poll::Ready(None),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match &self.kind {
             Kind::Passthrough { body } => body.is_end_stream(),
-            Kind::Resume { dedup, error, .. }
-            | Kind::Lingering {
-                dedup: Some(dedup),
-                error,
-                ..
-            } => {
-                dedup.ended
-                    && dedup.output.is_empty()
-                    && dedup.trailers.is_none()
-                    && error.is_none()
+            Kind::Events { dedup, error, .. } => {
+                error.is_none()
+                    && dedup.as_ref().is_none_or(|dedup| {
+                        dedup.ended && dedup.output.is_empty() && dedup.trailers.is_none()
+                    })
             }
-            Kind::Lingering { dedup: None, .. } => true,
-            Kind::Replayed { dedup } => dedup.output.is_empty(),
-            Kind::Following { dedup, .. } => dedup
-                .as_ref()
-                .is_none_or(|d| d.ended && d.output.is_empty()),
             Kind::Rejected { message } => message.is_none(),
         }
     }
@@ -289,10 +244,7 @@ where
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
             Kind::Passthrough { body } => body.size_hint(),
-            Kind::Resume { .. }
-            | Kind::Lingering { .. }
-            | Kind::Replayed { .. }
-            | Kind::Following { .. } => SizeHint::default(),
+            Kind::Events { .. } => SizeHint::default(),
             Kind::Rejected { message } => {
                 SizeHint::with_exact(message.as_ref().map_or(0, |m| m.len() as u64))
             }
@@ -314,9 +266,9 @@ fn asked(
     reply
 }
 
-/// Polls an event stream: what is ready first, then the upstream.
-fn poll_resume<B: Body>(
-    mut body: Pin<&mut B>,
+/// Polls an event stream: what is ready first, then its source for more.
+fn poll_events<B: Body>(
+    source: &mut Source<B>,
     dedup: &mut Dedup,
     error: &mut Option<B::Error>,
     cx: &mut Context<'_>,
@@ -334,37 +286,95 @@ fn poll_resume<B: Body>(
         if dedup.ended {
             return Poll::Ready(None);
         }
-        let Poll::Ready(frame) = body.as_mut().poll_frame(cx) else {
-            // The upstream is quiet: a good moment to persist.
-            dedup.recorder.flush();
-            if let Some(keep_alive) = dedup.keep_alive_due(cx) {
-                return Poll::Ready(Some(Ok(Frame::data(keep_alive))));
-            }
-            return Poll::Pending;
-        };
-        dedup.heard();
-        match frame {
-            Some(Ok(frame)) => match frame.into_data() {
-                Ok(data) => {
-                    if !dedup.push(into_bytes(data)) {
-                        // Ended for a reconnect of this client, which asks
-                        // for the upstream next: poll again for it.
-                        cx.waker().wake_by_ref();
-                        return Poll::Pending;
+        let polled = match source {
+            Source::Upstream {
+                body,
+                linger,
+                displace,
+            } => {
+                let Some(upstream) = body.as_mut() else {
+                    // Handed over.
+                    return Poll::Ready(None);
+                };
+                let polled = poll_upstream(upstream.as_mut(), dedup, error, cx);
+                // Asked only once the response waits, not per frame: what
+                // it sent before was recorded before a reconnect took its
+                // replay, and once ended it records nothing more.
+                if polled.is_pending() {
+                    if let Some(reply) = asked(displace, cx) {
+                        // A reconnect of this client takes the upstream
+                        // over: this response ends here.
+                        if let (Some(body), Some(linger)) = (body.take(), linger.as_ref()) {
+                            linger.hand_over(body, dedup, reply);
+                        }
+                        return Poll::Ready(None);
                     }
                 }
-                Err(frame) => end(dedup, frame.into_trailers().ok()),
+                polled
+            }
+            Source::Replay => return Poll::Ready(None),
+            Source::Follow {
+                follow,
+                cursor,
+                resume,
+                resuming,
+            } => match poll_follow(follow, dedup, cursor, resume, resuming, cx) {
+                Following::Pulled(polled) => polled,
+                Following::Upstream(body) => {
+                    *source = Source::Upstream {
+                        body: Some(Box::pin(body)),
+                        linger: None,
+                        displace: None,
+                    };
+                    Poll::Ready(())
+                }
             },
-            Some(Err(upstream)) => {
-                // Every complete block goes out before the error.
-                dedup.end();
-                *error = Some(upstream);
-            }
-            None => {
-                dedup.end();
-            }
+        };
+        if polled.is_pending() {
+            return match dedup.keep_alive_due(cx) {
+                Some(keep_alive) => Poll::Ready(Some(Ok(Frame::data(keep_alive)))),
+                None => Poll::Pending,
+            };
         }
     }
+}
+
+/// Pulls one frame of the upstream into `dedup`: ready once something
+/// came, pending when the upstream is quiet.
+fn poll_upstream<B: Body>(
+    body: Pin<&mut B>,
+    dedup: &mut Dedup,
+    error: &mut Option<B::Error>,
+    cx: &mut Context<'_>,
+) -> Poll<()> {
+    let Poll::Ready(frame) = body.poll_frame(cx) else {
+        // The upstream is quiet: a good moment to persist.
+        dedup.recorder.flush();
+        return Poll::Pending;
+    };
+    dedup.heard();
+    match frame {
+        Some(Ok(frame)) => match frame.into_data() {
+            Ok(data) => {
+                if !dedup.push(into_bytes(data)) {
+                    // Ended for a reconnect of this client, which claims
+                    // the upstream next: poll again for it.
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
+                }
+            }
+            Err(frame) => end(dedup, frame.into_trailers().ok()),
+        },
+        Some(Err(upstream)) => {
+            // Every complete block goes out before the error.
+            dedup.end();
+            *error = Some(upstream);
+        }
+        None => {
+            dedup.end();
+        }
+    }
+    Poll::Ready(())
 }
 
 /// How a follow whose holder went away asks the upstream itself, with the
@@ -374,17 +384,17 @@ pub(crate) type Resume<B> = Box<dyn FnOnce(Option<HeaderValue>) -> ResumeFuture<
 /// The upstream's response to a [`Resume`], or `None` when it failed.
 pub(crate) type ResumeFuture<B> = Pin<Box<dyn Future<Output = Option<Response<B>>> + Send>>;
 
-/// What polling a follow gave: a frame to send, or the upstream to go on
-/// from.
-enum Following<B: Body> {
-    Poll(Poll<Option<Result<Frame<Bytes>, B::Error>>>),
+/// What pulling from a follow gave: something (or nothing yet), or the
+/// upstream to go on from.
+enum Following<B> {
+    Pulled(Poll<()>),
     Upstream(B),
 }
 
-/// Polls a follow: the replay first, then what the holding replica
-/// records, through the dedup so that the window knows it; when the
-/// stream is lost, the upstream through `resume`, or else the gap signal.
-fn poll_following<B: Body>(
+/// Pulls from a follow into `dedup`: what the holding replica records, so
+/// that the window knows it; when the stream is lost, the upstream through
+/// `resume`, or else the gap signal.
+fn poll_follow<B: Body>(
     follow: &mut Follow,
     dedup: &mut Dedup,
     cursor: &str,
@@ -392,63 +402,46 @@ fn poll_following<B: Body>(
     resuming: &mut Option<ResumeFuture<B>>,
     cx: &mut Context<'_>,
 ) -> Following<B> {
-    loop {
-        if let Some(bytes) = dedup.output.pop() {
-            return Following::Poll(Poll::Ready(Some(Ok(Frame::data(bytes)))));
-        }
-        if dedup.ended {
-            return Following::Poll(Poll::Ready(None));
-        }
-        let polled = match resuming {
-            Some(future) => match future.as_mut().poll(cx) {
-                Poll::Ready(response) => {
-                    *resuming = None;
-                    match response
-                        .filter(|r| is_event_stream(r.headers()) && !is_encoded(r.headers()))
-                    {
-                        Some(response) => {
-                            dedup.resumed();
-                            return Following::Upstream(response.into_body());
-                        }
-                        None => {
-                            dedup.follow_lost(cursor);
-                            continue;
-                        }
-                    }
-                }
-                Poll::Pending => Poll::Pending,
-            },
-            None => follow.poll_next(cx),
+    if let Some(future) = resuming {
+        let Poll::Ready(response) = future.as_mut().poll(cx) else {
+            return Following::Pulled(Poll::Pending);
         };
-        match polled {
-            Poll::Ready(Some(Followed::Blocks(blocks))) => {
-                dedup.heard();
-                dedup.push(blocks);
-            }
-            Poll::Ready(Some(Followed::End)) => dedup.ended = true,
-            // A follower that stopped without a word lost the stream too.
-            Poll::Ready(lost) => {
-                let last_id = match lost {
-                    Some(Followed::Lost(last_id)) => last_id,
-                    _ => None,
-                };
-                match resume.take() {
-                    Some(resume) => {
-                        // The stream's own last id: what the client has.
-                        let last = dedup.stream().lock().last_id();
-                        *resuming = Some(resume(last.and_then(|id| header_value(&id))));
-                    }
-                    None => dedup.follow_lost(last_id.as_deref().unwrap_or(cursor)),
+        *resuming = None;
+        let response =
+            response.filter(|r| is_event_stream(r.headers()) && !is_encoded(r.headers()));
+        let Some(response) = response else {
+            dedup.follow_lost(cursor);
+            return Following::Pulled(Poll::Ready(()));
+        };
+        dedup.resumed();
+        return Following::Upstream(response.into_body());
+    }
+    let Poll::Ready(followed) = follow.poll_next(cx) else {
+        return Following::Pulled(Poll::Pending);
+    };
+    match followed {
+        Some(Followed::Blocks(blocks)) => {
+            dedup.heard();
+            dedup.push(blocks);
+        }
+        Some(Followed::End) => dedup.ended = true,
+        // A follower that stopped without a word lost the stream too.
+        lost => {
+            let last_id = match lost {
+                Some(Followed::Lost(last_id)) => last_id,
+                _ => None,
+            };
+            match resume.take() {
+                Some(resume) => {
+                    // The stream's own last id: what the client has.
+                    let last = dedup.stream().lock().last_id();
+                    *resuming = Some(resume(last.and_then(|id| header_value(&id))));
                 }
-            }
-            Poll::Pending => {
-                return Following::Poll(match dedup.keep_alive_due(cx) {
-                    Some(keep_alive) => Poll::Ready(Some(Ok(Frame::data(keep_alive)))),
-                    None => Poll::Pending,
-                });
+                None => dedup.follow_lost(last_id.as_deref().unwrap_or(cursor)),
             }
         }
     }
+    Following::Pulled(Poll::Ready(()))
 }
 
 fn end(dedup: &mut Dedup, trailers: Option<HeaderMap>) {
