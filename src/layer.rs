@@ -53,12 +53,13 @@ impl<T: TrackerStore> SseResumeLayer<T> {
     /// own stream key's. Returns whether a stream was stopped.
     ///
     /// Its upstream ends now, whether held (the client is away) or read
-    /// by the response of its one client, which ends too; and the stream
+    /// by responses still attached, which end too; and the stream
     /// is complete: a later resume gets what was read before the stop and
     /// the end, or `204`, and never a fresh upstream request that would
     /// start the generation again. Only credentials that opened the
-    /// stream stop it. In this process: a stream held on another replica
-    /// is not stopped.
+    /// stream stop it. Needs [`linger`](Self::linger), which keeps what a
+    /// stop leaves complete. In this process: a stream held on another
+    /// replica is not stopped.
     pub fn stop(&self, request: &http::request::Parts) -> bool {
         let options = &self.config.options;
         let Some(scope) = (options.scope.extract(request))

@@ -170,10 +170,10 @@ impl Dedup {
         self.output.take_pending()
     }
 
-    /// Offers this response to a reconnect of its client, which may end it
-    /// and take its upstream over: see [`StreamState::offer_displacement`].
-    pub(crate) fn offer_displacement(&self, claim: crate::stream::Claim) {
-        self.response.offer_displacement(claim);
+    /// Offers the upstream this response reads to a stop, and when
+    /// `displaceable` to a reconnect of its client: see [`Response::offer`].
+    pub(crate) fn offer(&self, claim: crate::stream::Claim, displaceable: bool) {
+        self.response.offer(claim, displaceable);
     }
 
     /// The stream this response followed was lost after the block with
@@ -496,7 +496,7 @@ mod tests {
     /// the reconnect asks for its upstream, if it may.
     fn displace(dedup: &Dedup, stream: &Stream) -> Option<crate::stream::Claim> {
         let (offer, _asked) = crate::stream::claim();
-        dedup.offer_displacement(offer);
+        dedup.offer(offer, true);
         stream.lock().displace()
     }
 
@@ -525,7 +525,7 @@ mod tests {
         let stream = self::stream();
         let first = response(&stream, &options);
         let (offer, _asked) = crate::stream::claim();
-        first.offer_displacement(offer);
+        first.offer(offer, true);
         let _second = response(&stream, &options);
         assert!(stream.lock().displace().is_none());
         // Opened before a cursor moved the stream on.

@@ -81,9 +81,9 @@ enum Source<B: Body> {
     Upstream {
         body: Option<Pin<Box<B>>>,
         linger: Option<Linger<B>>,
-        /// Where a reconnect of the same client claims the upstream, which
-        /// ends this response.
-        displace: Option<Claimed>,
+        /// Where a stop or a reconnect of the same client claims the
+        /// upstream, which ends this response.
+        claimed: Option<Claimed>,
     },
     /// Nothing beyond the replay: what the history holds of a complete
     /// stream.
@@ -142,16 +142,18 @@ impl<B: Body> SseResumeBody<B> {
     }
 
     /// An event stream whose upstream goes on for its stream, as `linger`
-    /// says, when the client goes away first.
+    /// says, when the client goes away first. With linger, a stop may
+    /// claim the upstream and end the response, and so may a reconnect of
+    /// its client when `displaceable`.
     pub(crate) fn lingering(
         body: Pin<Box<B>>,
         dedup: Box<Dedup>,
         linger: Option<Linger<B>>,
         displaceable: bool,
     ) -> Self {
-        let displace = displaceable.then(|| {
+        let claimed = linger.is_some().then(|| {
             let (claim, claimed) = claim();
-            dedup.offer_displacement(claim);
+            dedup.offer(claim, displaceable);
             claimed
         });
         let body = Some(body);
@@ -159,7 +161,7 @@ impl<B: Body> SseResumeBody<B> {
             Source::Upstream {
                 body,
                 linger,
-                displace,
+                claimed,
             },
             dedup,
         )
@@ -252,17 +254,14 @@ where
     }
 }
 
-/// Whether a reconnect claimed the upstream, the waker registered if not.
-/// Once the offer is withdrawn, it is forgotten.
-fn asked(
-    displace: &mut Option<Claimed>,
-    cx: &mut Context<'_>,
-) -> Option<oneshot::Sender<Handover>> {
-    let claimed = displace.as_mut()?;
-    let Poll::Ready(reply) = Pin::new(claimed).poll(cx) else {
+/// Whether the upstream was claimed, the waker registered if not. Once
+/// the offer is withdrawn, it is forgotten.
+fn asked(claimed: &mut Option<Claimed>, cx: &mut Context<'_>) -> Option<oneshot::Sender<Handover>> {
+    let claim = claimed.as_mut()?;
+    let Poll::Ready(reply) = Pin::new(claim).poll(cx) else {
         return None;
     };
-    *displace = None;
+    *claimed = None;
     reply
 }
 
@@ -290,7 +289,7 @@ fn poll_events<B: Body>(
             Source::Upstream {
                 body,
                 linger,
-                displace,
+                claimed,
             } => {
                 let Some(upstream) = body.as_mut() else {
                     // Handed over.
@@ -301,9 +300,10 @@ fn poll_events<B: Body>(
                 // it sent before was recorded before a reconnect took its
                 // replay, and once ended it records nothing more.
                 if polled.is_pending() {
-                    if let Some(reply) = asked(displace, cx) {
+                    if let Some(reply) = asked(claimed, cx) {
                         // A reconnect of this client takes the upstream
-                        // over: this response ends here.
+                        // over, or a stop lets it go: this response ends
+                        // here.
                         if let (Some(body), Some(linger)) = (body.take(), linger.as_ref()) {
                             linger.hand_over(body, dedup, reply);
                         }
@@ -324,7 +324,7 @@ fn poll_events<B: Body>(
                     *source = Source::Upstream {
                         body: Some(Box::pin(body)),
                         linger: None,
-                        displace: None,
+                        claimed: None,
                     };
                     Poll::Ready(())
                 }

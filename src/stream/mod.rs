@@ -295,9 +295,11 @@ impl StreamState {
     }
 
     /// The application stopped the stream: it is complete, as if its
-    /// upstream had ended.
-    pub(crate) fn stop(&mut self) {
+    /// upstream had ended. Returns the claims on the upstreams its attached
+    /// responses read, for the stop to release.
+    pub(crate) fn stop(&mut self) -> Vec<Claim> {
         self.complete = true;
+        self.responses.take_claims()
     }
 
     /// Whether the stream is per-request and its upstream ended, or it

@@ -420,9 +420,9 @@ impl Streams {
     }
 
     /// Stops the stream of `scope` that knows `cursor`, else `stream`:
-    /// its hold lets its upstream go, the response that offered itself to
-    /// its client's reconnect ends, and the stream is complete. Returns
-    /// whether there was an upstream to stop.
+    /// its hold lets its upstream go, the responses attached that read one
+    /// end, and the stream is complete. Returns whether there was an
+    /// upstream to stop.
     pub(crate) fn stop(&self, scope: &str, stream: &str, cursor: Option<&str>) -> bool {
         let found = {
             let mut shard = self.shard(scope);
@@ -438,14 +438,13 @@ impl Streams {
         let (hold, attached) = {
             let mut state = found.lock();
             let hold = state.take_any_hold();
-            let attached = state.displace();
-            state.stop();
+            let attached = state.stop();
             (hold, attached)
         };
-        let stopped = hold.is_some() || attached.is_some();
+        let stopped = hold.is_some() || !attached.is_empty();
         // Dropped, the hold tells its task to let the upstream go.
         drop(hold);
-        if let Some(claim) = attached {
+        for claim in attached {
             claim.release();
         }
         stopped
@@ -1083,7 +1082,7 @@ mod tests {
         let first = open(streams, key("s", "POST /"), None, ONE_CLIENT);
         forward(&first, &["1"]);
         let (offer, asked) = claim();
-        first.response.offer_displacement(offer);
+        first.response.offer(offer, true);
         (first, asked)
     }
 

@@ -123,14 +123,14 @@ impl Response {
         self.holding.is_some()
     }
 
-    /// Offers this response to a reconnect of its client, which may end it
-    /// and claim its upstream with `claim`: when it is the only one
+    /// Offers the upstream this response reads, with `claim`: to a stop,
+    /// and when `displaceable`, to a reconnect of its client, which may end
+    /// the response and take the upstream over if it is the only one
     /// attached, opened alone, at the stream's current generation.
-    pub(crate) fn offer_displacement(&self, claim: Claim) {
+    pub(crate) fn offer(&self, claim: Claim, displaceable: bool) {
         let mut state = self.stream.lock();
-        if state.generation == self.generation {
-            state.responses.offer_displacement(self.tag, claim);
-        }
+        let displaceable = displaceable && state.generation == self.generation;
+        state.responses.offer(self.tag, claim, displaceable);
     }
 
     #[cfg(test)]
@@ -315,7 +315,7 @@ mod tests {
         let stream = stream(&[]);
         let mut response = stream.attach();
         let (offer, _asked) = super::super::claim();
-        response.offer_displacement(offer);
+        response.offer(offer, true);
         assert!(stream.lock().displace().is_some());
         assert!(response.is_displaced());
         assert!(response.check().is_none());
@@ -327,7 +327,7 @@ mod tests {
         let mut response = stream.attach();
         stream.lock().apply_cursor("9");
         let (offer, _asked) = super::super::claim();
-        response.offer_displacement(offer);
+        response.offer(offer, true);
         assert!(stream.lock().displace().is_none());
         assert!(response.check().is_some());
     }

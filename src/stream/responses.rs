@@ -30,10 +30,13 @@ pub(crate) struct Responses {
     /// that opened when no other was attached. A second one's would be the
     /// same upstream events again, which nothing could tell apart.
     keeper: Option<u64>,
-    /// The response that a reconnect of the same client may end and take
-    /// the upstream of, where one scope is one client: the one that opened
-    /// alone, with how to ask it for its upstream.
-    displaceable: Option<(u64, Claim)>,
+    /// The claims on the upstreams that attached responses read, with
+    /// linger on: a stop releases them all.
+    readers: Vec<(u64, Claim)>,
+    /// The reader that a reconnect of the same client may end and take the
+    /// upstream of, where one scope is one client: the one that opened
+    /// alone.
+    displaceable: Option<u64>,
     /// The response ended that way: it records nothing more.
     displaced: Option<u64>,
 }
@@ -86,25 +89,40 @@ impl Responses {
         }
     }
 
-    /// Lets a reconnect of the same client end the response `tag` and take
-    /// its upstream, claiming it with `claim`: when the response is the only one
-    /// attached, and opened alone.
-    pub(crate) fn offer_displacement(&mut self, tag: u64, claim: Claim) {
-        if self.attached == 1 && self.is_solo(tag) {
-            self.displaceable = Some((tag, claim));
+    /// Keeps `claim` on the upstream that the response `tag` reads. When
+    /// `displaceable`, a reconnect of the same client may end the response
+    /// and take its upstream: if it is the only one attached, and opened
+    /// alone.
+    pub(crate) fn offer(&mut self, tag: u64, claim: Claim, displaceable: bool) {
+        self.readers.push((tag, claim));
+        if displaceable && self.attached == 1 && self.is_solo(tag) {
+            self.displaceable = Some(tag);
         }
     }
 
     /// Ends the response that offered itself, for a reconnect of its
     /// client, if it is still alone: returns the claim on its upstream.
     pub(crate) fn displace(&mut self) -> Option<Claim> {
-        let (tag, _) = self.displaceable.as_ref()?;
-        if !self.is_solo(*tag) || self.attached != 1 {
+        let tag = self.displaceable?;
+        if !self.is_solo(tag) || self.attached != 1 {
             return None;
         }
-        let (tag, claim) = self.displaceable.take()?;
+        self.displaceable = None;
+        let claim = self.take_claim(tag)?;
         self.displaced = Some(tag);
         Some(claim)
+    }
+
+    /// Every claim on an upstream that an attached response reads: for a
+    /// stop, which releases them.
+    pub(crate) fn take_claims(&mut self) -> Vec<Claim> {
+        self.displaceable = None;
+        self.readers.drain(..).map(|(_, claim)| claim).collect()
+    }
+
+    fn take_claim(&mut self, tag: u64) -> Option<Claim> {
+        let at = self.readers.iter().position(|(reader, _)| *reader == tag)?;
+        Some(self.readers.swap_remove(at).1)
     }
 
     /// Whether the response `tag` was ended by a reconnect of its client.
@@ -124,9 +142,10 @@ impl Responses {
         if matches!(&self.handoff, Some((to, _)) if *to == tag) {
             self.handoff = None;
         }
-        if matches!(&self.displaceable, Some((to, _)) if *to == tag) {
+        if self.displaceable == Some(tag) {
             self.displaceable = None;
         }
+        self.take_claim(tag);
         if current {
             self.current = self.current.saturating_sub(1);
         }

@@ -20,8 +20,16 @@ const CLOSED_WITHIN: Duration = Duration::from_millis(200);
 /// A live upstream that accepts only Alice, behind a layer with a history
 /// and linger, reached through `transport`.
 async fn gateway(transport: Transport) -> (LiveUpstream, SseResumeLayer, Client) {
+    gateway_with(transport, SseResumeLayer::new()).await
+}
+
+/// As [`gateway`], over `layer`.
+async fn gateway_with(
+    transport: Transport,
+    layer: SseResumeLayer,
+) -> (LiveUpstream, SseResumeLayer, Client) {
     let live = LiveUpstream::new(100_000);
-    let layer = SseResumeLayer::new()
+    let layer = layer
         .history(HistoryLimits::new())
         .linger(Duration::from_secs(30));
     let client = Client::over(transport, &layer, Authorizing::new(live.clone())).await;
@@ -118,8 +126,16 @@ async fn a_stop_ends_a_held_call_now_and_its_resume_gets_the_rest_and_the_end() 
 
 #[tokio::test]
 async fn a_stop_ends_the_response_still_attached_and_its_upstream() {
-    for transport in TRANSPORTS {
-        let (live, layer, client) = gateway(transport).await;
+    // Whether or not one scope is one client: a stop is not a reconnect.
+    let layers = [
+        SseResumeLayer::new(),
+        SseResumeLayer::new().one_client_per_scope(false),
+    ];
+    for (transport, layer) in TRANSPORTS
+        .into_iter()
+        .flat_map(|t| layers.clone().map(|l| (t, l)))
+    {
+        let (live, layer, client) = gateway_with(transport, layer).await;
         let call = client
             .open(as_user(Request::post("/mcp"), ALICE, None))
             .await;
