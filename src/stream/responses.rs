@@ -305,4 +305,33 @@ mod tests {
         assert!(!responses.is_solo(only.0));
         assert!(!responses.is_keeper(only.0));
     }
+
+    #[test]
+    fn a_stop_takes_every_readers_claim_and_a_displacement_only_the_one_that_opened_alone() {
+        let mut responses = Responses::default();
+        let first = responses.attach(&window(&[]));
+        let (claim, _first_claimed) = crate::stream::claim();
+        responses.offer(first.0, claim, true);
+        assert_eq!(responses.displaceable, Some(first.0));
+        let second = responses.attach(&window(&[]));
+        let (claim, _second_claimed) = crate::stream::claim();
+        responses.offer(second.0, claim, true);
+        assert_eq!(responses.displaceable, Some(first.0), "not alone");
+        assert!(responses.displace().is_none(), "no longer alone");
+        assert_eq!(responses.take_claims().len(), 2);
+        assert!(responses.take_claims().is_empty(), "taken once");
+        assert!(responses.displace().is_none());
+    }
+
+    #[test]
+    fn a_reader_detaching_withdraws_its_claim() {
+        let mut responses = Responses::default();
+        let only = responses.attach(&window(&[]));
+        let (claim, _claimed) = crate::stream::claim();
+        responses.offer(only.0, claim, true);
+        responses.detach(only.0, true);
+        assert!(responses.take_claims().is_empty());
+        assert!(responses.displace().is_none());
+        assert!(!responses.is_displaced(only.0));
+    }
 }
