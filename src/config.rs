@@ -351,6 +351,13 @@ pub(crate) const DEFAULT_MAX_ID_LEN: usize = 256;
 pub enum FailurePolicy {
     /// Go on without the store: the response is deduplicated within itself
     /// only, and nothing is injected. Counted and logged. The default.
+    ///
+    /// A client that resumes from a cursor then gets the gap signal first
+    /// (the `sse-resume-gap` event and the `SSE-Resume-Gap: 1` header):
+    /// nothing tells what it missed, and a live upstream does not resume
+    /// from its cursor. Not with
+    /// [`upstream_resumes`](crate::SseResumeLayer::upstream_resumes), whose
+    /// upstream does.
     #[default]
     FailOpen,
     /// Answer `503 Service Unavailable` without calling the inner service.

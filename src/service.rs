@@ -22,7 +22,7 @@ use crate::linger::LingerConfig;
 use crate::query;
 use crate::stats::Stats;
 use crate::store::{MemoryStore, StoreError, StreamKey, TrackerStore};
-use crate::stream::{DEFAULT_WINDOW_LEN, Request as StreamRequest, Serve, Streams};
+use crate::stream::{DEFAULT_WINDOW_LEN, Replay, Request as StreamRequest, Serve, Streams};
 
 /// How long a takeover waits for the held stream's task to hand its
 /// upstream over: it answers at once, unless it is gone.
@@ -204,9 +204,11 @@ where
         };
         let open_options = Arc::clone(options);
         let open = async move {
+            // Kept for a failure, which has to tell the client of a gap.
+            let cursor = opening.cursor.clone();
             match decide(opening, &store, streams, &open_options.stats).await {
                 Ok(settled) => settled,
-                Err(error) => store_failed(&error, &open_options),
+                Err(error) => store_failed(&error, cursor, &open_options),
             }
         };
         let request = Request::from_parts(parts, body);
@@ -287,11 +289,22 @@ async fn decide<T: TrackerStore, B: 'static>(
 }
 
 /// A store that failed to open the stream: the response is deduplicated
-/// within itself, or refused when the layer fails closed.
-fn store_failed<B>(error: &StoreError, options: &Options) -> (Decision, Plan<B>) {
+/// within itself, or refused when the layer fails closed. Failing open on
+/// a client's `cursor`, nothing tells what the client missed, and a live
+/// upstream does not resume from it: the client gets the gap signal first,
+/// unless the upstream resumes exactly where the client stopped.
+fn store_failed<B>(
+    error: &StoreError,
+    cursor: Option<String>,
+    options: &Options,
+) -> (Decision, Plan<B>) {
     options.stats.store_error();
     tracing::warn!(%error, policy = ?options.failure_policy, "tracker store failed");
-    let decision = Decision::unscoped(DEFAULT_WINDOW_LEN, &options.stats);
+    let mut decision = Decision::unscoped(DEFAULT_WINDOW_LEN, &options.stats);
+    if cursor.is_some() && !options.upstream_resumes {
+        decision.replay = Replay::Gap;
+        decision.cursor = cursor;
+    }
     match options.failure_policy {
         FailurePolicy::FailClosed => (decision, Plan::Reject),
         FailurePolicy::FailOpen => (decision, Plan::Upstream(UpstreamCursor::Keep)),

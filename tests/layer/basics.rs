@@ -411,6 +411,42 @@ async fn a_failing_store_fails_open_or_closed() {
     }
 }
 
+/// A store that fails at the start of a resume cannot say what the client
+/// missed: a live upstream ignores the cursor, so the client is told of a
+/// possible gap, unless the upstream resumes where the client stopped.
+#[tokio::test]
+async fn a_store_failing_open_on_a_resume_signals_the_gap_unless_the_upstream_resumes() {
+    for transport in TRANSPORTS {
+        for upstream_resumes in [false, true] {
+            let broken = NotingStore {
+                broken: true,
+                ..NotingStore::default()
+            };
+            let upstream = Upstream::new([Reply::sse([events(6..=7)])]);
+            let layer = SseResumeLayer::new()
+                .store(broken)
+                .upstream_resumes(upstream_resumes);
+            let resume = get("/", "s").header("last-event-id", "5");
+            let got = exchange(transport, &layer, &upstream, vec![resume.body(()).unwrap()]).await;
+            let gap = format!("event: {}\ndata: 5\n\n", tower_sse_resume::GAP_EVENT);
+            let context = format!("{transport:?}, upstream_resumes({upstream_resumes})");
+            assert_eq!(upstream.seen()[0].last_event_id(), Some("5"), "{context}");
+            if upstream_resumes {
+                assert_eq!(got[0].text(), events(6..=7), "{context}");
+                assert!(got[0].headers.get("sse-resume-gap").is_none(), "{context}");
+            } else {
+                assert_eq!(
+                    got[0].text(),
+                    format!("{gap}{}", events(6..=7)),
+                    "{context}"
+                );
+                assert_eq!(got[0].headers["sse-resume-gap"], "1", "{context}");
+            }
+            assert_eq!(layer.stats().snapshot().store_errors, 1);
+        }
+    }
+}
+
 #[tokio::test]
 async fn every_split_of_the_ids_and_blank_lines_gives_the_same_output() {
     let first = events(1..=3);
