@@ -306,6 +306,34 @@
 //! lose). The inner service, its future and the request body must be
 //! `Send + 'static` for it, as hyper's and axum's are.
 //!
+//! # When something fails: what the client sees
+//!
+//! The rule: where the layer cannot know that what follows continues
+//! exactly where the client stopped, the client gets the *gap signal*
+//! first (an `event: sse-resume-gap` whose data is its cursor, and the
+//! `SSE-Resume-Gap: 1` header when it starts the response), never silence.
+//! [`SseResumeLayer::upstream_resumes`] declares an upstream that resumes
+//! exactly from `Last-Event-ID`, and keeps the signal off where the layer
+//! relies on it.
+//!
+//! | What happened | What the client sees |
+//! |---|---|
+//! | Its cursor is in the history | The events after it, then the live stream, each once |
+//! | Its cursor is not in the history (evicted, unknown) | `200`, the gap signal, then the live stream |
+//! | No history: its cursor goes upstream as `Last-Event-ID` | What the upstream resends, deduplicated; the upstream decides what is lost |
+//! | A complete stream, resumed from its last event | `204 No Content`: an `EventSource` stops |
+//! | The store fails as the request starts | Fail open: the upstream's stream, deduplicated within the response, after the gap signal when it resumed from a cursor. Fail closed: `503` |
+//! | The store fails mid-stream | Nothing: the stream goes on; ids and blocks not written leave a hole, and a later replay across it gets the gap signal |
+//! | A block longer than [`max_block_len`](SseResumeLayer::max_block_len) | Forwarded whole, not deduplicated; the history forgets what came before it |
+//! | The upstream body fails | Every whole block before the error, then the error |
+//! | The replica it follows on dies | A standing stream: the gap signal, then the upstream from the last recorded id. A per-request stream: the gap signal, then the end |
+//! | A stop, or its MCP session's `DELETE` | Its response ends; a later resume gets the rest and the end, or `204` |
+//!
+//! Known limits, tracked in the issues: when Redis restarts empty, a
+//! client following a stream goes on from the upstream without the gap
+//! signal; and the soak with a replica killed under a live upstream still
+//! counts some unsignalled loss after the fault's window.
+//!
 //! The [`framer`] module, the sans-IO parser underneath, is usable on its
 //! own.
 
