@@ -74,16 +74,17 @@ async fn setup(url: &str) -> Setup {
             .await
             .expect("connect to redis-server")
             .prefix("follow-bench:")
-            .history(HistoryLimits::new())
     };
     let (a, b) = (connect().await, connect().await);
     let (feed, frames) = mpsc::unbounded_channel();
     let frames = std::sync::Arc::new(std::sync::Mutex::new(Some(frames)));
     let layer_a = SseResumeLayer::new()
         .store(a.clone())
+        .history(HistoryLimits::new())
         .linger(Duration::from_secs(60));
     let layer_b = SseResumeLayer::new()
         .store(b)
+        .history(HistoryLimits::new())
         .linger(Duration::from_secs(60));
     let on_a = layer_a.layer(upstream(frames.clone()));
     let response = on_a.oneshot(feed_request(None)).await.unwrap();

@@ -217,9 +217,8 @@ fn benches(c: &mut Criterion) {
     let redis = server.as_ref().map(|server| {
         let store = rt
             .block_on(RedisStore::connect(&server.url()))
-            .expect("connect to redis-server")
-            .history(limits);
-        let layer = SseResumeLayer::new().store(store.clone());
+            .expect("connect to redis-server");
+        let layer = SseResumeLayer::new().store(store.clone()).history(limits);
         prefill(&rt, &layer, || rt.block_on(store.flush()));
         layer
     });

@@ -9,6 +9,7 @@ use crate::credentials::Binding;
 use crate::framer::DEFAULT_MAX_BLOCK_LEN;
 use crate::key::{BoxedExtractor, DefaultStreamKey, Header};
 use crate::stats::Stats;
+use crate::store::{StoreLimits, TrackerStore};
 use crate::stream::{StreamLimits, Streams};
 
 /// The builder methods shared by `SseResumeLayer` and `SseResume`, on
@@ -237,13 +238,20 @@ pub(crate) use builder_methods;
 /// limits.
 macro_rules! limit_methods {
     () => {
-        /// Keeps a replay history of each stream in process within
-        /// `limits`, so that a client reconnecting with `Last-Event-ID`
-        /// gets the blocks it missed from the layer, even from an upstream
-        /// that cannot resume. Off by default. With a store that keeps one
-        /// itself (`RedisStore::history`),
-        /// the store's is the one replayed. Setting it empties the
-        /// layer's streams.
+        /// Keeps a replay history of each stream within `limits`, so that
+        /// a client reconnecting with `Last-Event-ID` gets the blocks it
+        /// missed from the layer, even from an upstream that cannot
+        /// resume. Off by default. In process, or, with a store that keeps
+        /// one (`RedisStore`), in the store within the same limits, shared
+        /// by every replica: the store's is the one replayed. Setting it
+        /// empties the layer's streams.
+        ///
+        /// With [`linger`](Self::linger) and such a store, the process that
+        /// reads a stream's upstream keeps its history in process too,
+        /// within the same limits: a client that takes the stream over
+        /// there gets what was recorded while it was away, including the
+        /// blocks still on their way to the store (it is written behind
+        /// the stream, in batches).
         pub fn history(mut self, limits: $crate::HistoryLimits) -> Self {
             self.config
                 .set_limits(|streams| streams.history = Some(limits));
@@ -251,7 +259,8 @@ macro_rules! limit_methods {
         }
 
         /// The most ids each stream's window remembers (at least 1): 1024 by
-        /// default. Setting it empties the layer's streams.
+        /// default, in process and in the store. Setting it empties the
+        /// layer's streams.
         pub fn window_len(mut self, len: usize) -> Self {
             self.config.set_limits(|streams| streams.window_len = len);
             self
@@ -269,8 +278,9 @@ macro_rules! limit_methods {
         /// The most streams kept in process per scope (at least 1): 64 by
         /// default. When full, the least recently used stream of the scope
         /// that no response holds makes room, so that a session's ended
-        /// tool calls go before its live stream. Setting it empties the
-        /// layer's streams.
+        /// tool calls go before its live stream. A store that keeps
+        /// streams (`RedisStore`) keeps as many per scope. Setting it
+        /// empties the layer's streams.
         pub fn max_streams_per_scope(mut self, max: usize) -> Self {
             self.config
                 .set_limits(|streams| streams.max_streams_per_scope = max);
@@ -308,9 +318,8 @@ macro_rules! limit_methods {
         /// A stream lingers only when its response is the only one
         /// attached, has a scope, and its request's `MCP-Protocol-Version`
         /// is before `2026-07-28` (there, closing a stream cancels its
-        /// request). It needs a replay history ([`history`](Self::history),
-        /// or the store's); without one it does nothing, and says so once
-        /// in the log. The upstream is let go when it ends, when `time`
+        /// request). It needs a replay history ([`history`](Self::history));
+        /// without one it does nothing, and says so once in the log. The upstream is let go when it ends, when `time`
         /// runs out with no client, or when more streams are held than
         /// [`max_held_streams`](Self::max_held_streams), oldest first.
         ///
@@ -443,20 +452,27 @@ impl<T> Config<T> {
     }
 
     /// The same options over `store`, with streams of their own: what the
-    /// old store kept means nothing to the new one.
-    pub(crate) fn with_store<U>(self, store: U) -> Config<U> {
-        let streams = Streams::new(self.streams.limits(), self.options.stats.clone());
+    /// old store kept means nothing to the new one. The store takes the
+    /// layer's limits that it keeps too.
+    pub(crate) fn with_store<U: TrackerStore>(self, store: U) -> Config<U> {
+        let limits = self.streams.limits();
+        store.set_limits(StoreLimits::from(&limits));
         Config {
             store: Arc::new(store),
-            streams: Arc::new(streams),
+            streams: Arc::new(Streams::new(limits, self.options.stats.clone())),
             options: self.options,
         }
     }
 
-    /// Changes how the streams are kept in process, emptying them.
-    pub(crate) fn set_limits(&mut self, change: impl FnOnce(&mut StreamLimits)) {
+    /// Changes how the streams are kept in process, emptying them, and
+    /// tells the store the limits it keeps too.
+    pub(crate) fn set_limits(&mut self, change: impl FnOnce(&mut StreamLimits))
+    where
+        T: TrackerStore,
+    {
         let mut limits = self.streams.limits();
         change(&mut limits);
+        self.store.set_limits(StoreLimits::from(&limits));
         self.streams = Arc::new(Streams::new(limits, self.options.stats.clone()));
     }
 
@@ -509,6 +525,57 @@ mod tests {
         assert!(!one_client(&SseResumeLayer::new().scope(Cookie::new("s"))));
         let chosen = SseResumeLayer::new().scope(Cookie::new("s"));
         assert!(one_client(&chosen.one_client_per_scope(true)));
+    }
+
+    /// A store that keeps what the layer last told it of its limits.
+    #[derive(Default)]
+    struct Told(std::sync::Mutex<Vec<crate::StoreLimits>>);
+
+    impl crate::TrackerStore for std::sync::Arc<Told> {
+        async fn open(
+            &self,
+            _: &crate::StreamKey,
+            _: Option<&str>,
+        ) -> Result<crate::Snapshot, crate::StoreError> {
+            Ok(crate::Snapshot::InProcess)
+        }
+
+        fn record(
+            &self,
+            _: &crate::StreamKey,
+            _: u64,
+            _: &crate::IdBatch,
+        ) -> Result<(), crate::StoreError> {
+            Ok(())
+        }
+
+        fn set_limits(&self, limits: crate::StoreLimits) {
+            self.0.lock().unwrap().push(limits);
+        }
+    }
+
+    #[test]
+    fn the_store_takes_the_layers_limits_whenever_they_are_set() {
+        let told = std::sync::Arc::new(Told::default());
+        let history = crate::HistoryLimits::new().max_events(7);
+        // Set before the store is given, and after.
+        let layer = SseResumeLayer::new()
+            .window_len(3)
+            .store(std::sync::Arc::clone(&told))
+            .max_streams_per_scope(5)
+            .history(history);
+        let last = *told.0.lock().unwrap().last().unwrap();
+        assert_eq!(last.window_len(), 3);
+        assert_eq!(last.max_streams_per_scope(), 5);
+        assert_eq!(last.history(), Some(history));
+        assert_eq!(
+            told.0.lock().unwrap().len(),
+            3,
+            "once given, once per change"
+        );
+        // What the layer keeps in process is the same.
+        let limits = layer.config.streams.limits();
+        assert_eq!(crate::StoreLimits::from(&limits), last);
     }
 
     #[test]

@@ -169,8 +169,9 @@
 //!   Redis, so that a client reconnecting to another replica of
 //!   a gateway is resumed and deduplicated there too.
 //! - A store of your own implements two methods over plain data, `open`
-//!   and `record`; the trait's other two, `hold` and `follow`, are for
-//!   following across replicas and have defaults. See the [`store`]
+//!   and `record`; the trait's other three have defaults: `hold` and
+//!   `follow`, for following across replicas, and `set_limits`, which
+//!   hands a store the layer's limits it keeps too. See the [`store`]
 //!   module, and the conformance suite every store runs (`test_util`,
 //!   feature `test-util`).
 //!
@@ -179,8 +180,8 @@
 //! Many SSE servers ignore `Last-Event-ID`, or forget their events when
 //! they restart. Give the layer a [`HistoryLimits`] and it keeps the last
 //! blocks of each stream as raw bytes, bounded by count, bytes and age
-//! ([`SseResumeLayer::history`]; `RedisStore::history` keeps it in Redis,
-//! shared between replicas):
+//! ([`SseResumeLayer::history`]; with `RedisStore` it is kept in Redis,
+//! within the same limits, shared between replicas):
 //!
 //! ```
 //! use tower_sse_resume::{HistoryLimits, SseResumeLayer};
@@ -370,7 +371,7 @@ pub use layer::SseResumeLayer;
 pub use service::SseResume;
 pub use stats::{Stats, StatsSnapshot};
 pub use store::{
-    IdBatch, MemoryStore, Snapshot, StoreError, StoredStream, StreamKey, TrackerStore,
+    IdBatch, MemoryStore, Snapshot, StoreError, StoreLimits, StoredStream, StreamKey, TrackerStore,
 };
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]

@@ -34,7 +34,7 @@ use tokio::time::Instant;
 use tower::{Layer, Service, ServiceExt};
 use tower_sse_resume::{
     GAP_EVENT, HistoryLimits, IdBatch, RedisStore, Snapshot, SseResumeLayer, StatsSnapshot,
-    StoreError, StreamKey, TrackerStore,
+    StoreError, StoreLimits, StreamKey, TrackerStore,
 };
 use tower_sse_resume_support::RedisServer;
 
@@ -447,12 +447,14 @@ async fn followers_that_lose_their_holder(redis: &RedisServer) -> SseResumeLayer
             .await
             .expect("connect to redis-server")
             .prefix("metrics:")
-            .history(HistoryLimits::new())
             .lease(LEASE)
     };
     let (holder, store) = (connect().await, connect().await);
+    // The holder is driven by hand, as the layer would with a history.
+    holder.set_limits(StoreLimits::default().with_history(Some(HistoryLimits::new())));
     let layer = SseResumeLayer::new()
         .store(store.clone())
+        .history(HistoryLimits::new())
         .linger(Duration::from_secs(30));
     // The standing stream's upstream resumes from 2, which the follower has.
     let upstream = Upstream::new([Reply::sse([events(2..=3)])]);

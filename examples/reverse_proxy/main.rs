@@ -250,12 +250,10 @@ async fn run(options: Options) -> Result<(), String> {
     match options.redis {
         #[cfg(feature = "redis")]
         Some(url) => {
-            let mut store = tower_sse_resume::RedisStore::connect(&url)
+            // The layer hands the store its history's limits.
+            let store = tower_sse_resume::RedisStore::connect(&url)
                 .await
                 .map_err(|error| format!("--redis {url}: {error}"))?;
-            if let Some(limits) = history {
-                store = store.history(limits);
-            }
             // Every replica must fingerprint credentials alike to resume
             // each other's streams: a secret they share, from the
             // environment rather than the command line, which `ps` shows.

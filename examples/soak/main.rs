@@ -24,7 +24,9 @@
 //! from the first event the upstream sent on each stream to the last it
 //! numbered, in every epoch; which of the lost and signalled ones a fault
 //! explains (due within its window, on a stream it affects) and which no
-//! fault does; the reconnects; the replicas' CPU and memory; and the time
+//! fault does; the reconnects; the replicas' CPU and memory; Redis's
+//! commands (those its scripts call included) and CPU time per event
+//! delivered, from its own `INFO`; and the time
 //! from a reconnect's request to its first byte. With `--check` it exits
 //! non-zero when an event is doubled, an event is lost or signalled that
 //! no fault explains, or a replica panicked. With `SOAK_DEBUG=1` in the
@@ -51,6 +53,7 @@ mod accounting;
 mod client;
 #[path = "../common/process.rs"]
 mod process;
+mod redis_cost;
 mod replica;
 /// The demo's own proxy, which the replicas run.
 #[path = "../reverse_proxy/proxy.rs"]
@@ -60,6 +63,7 @@ mod upstream;
 
 use accounting::{Account, Affected, FaultWindow};
 use client::Misbehaviour;
+use redis_cost::RedisCost;
 use replica::{LEASE, Replica, Setup};
 use upstream::{Kind, Upstream};
 
@@ -242,6 +246,7 @@ async fn soak(options: Options) -> Result<bool, String> {
     }
     let mut redis =
         tower_sse_resume_support::RedisServer::start().ok_or("redis-server is not on PATH")?;
+    let mut redis_cost = RedisCost::start(&redis);
     let upstream = Upstream::start(options.kind, options.rate)
         .await
         .map_err(|e| format!("upstream: {e}"))?;
@@ -335,7 +340,15 @@ async fn soak(options: Options) -> Result<bool, String> {
             let fault = options.faults[next_fault];
             let at = origin.elapsed();
             println!("{:>5.1} s  fault: {}", at.as_secs_f64(), fault.name());
-            let affected = inject(fault, &mut replicas, &mut redis, &upstream, &setup).await?;
+            let affected = inject(
+                fault,
+                &mut replicas,
+                &mut redis,
+                &mut redis_cost,
+                &upstream,
+                &setup,
+            )
+            .await?;
             if fault.can_lose(options.kind) {
                 let window = FaultWindow {
                     fault: fault.name(),
@@ -381,6 +394,7 @@ async fn soak(options: Options) -> Result<bool, String> {
     for client in bad_clients {
         bad_requests += client.await.unwrap_or(0);
     }
+    redis_cost.add(&redis);
     let cpu: f64 = replicas.iter().filter_map(Replica::cpu_seconds).sum();
     let stats: Vec<String> = replicas.iter_mut().filter_map(Replica::stats).collect();
     let panicked = replicas.iter().any(|replica| {
@@ -398,6 +412,7 @@ async fn soak(options: Options) -> Result<bool, String> {
         panicked,
     };
     report.print();
+    redis_cost.print(report.total.delivered, report.seconds);
     for (i, stats) in stats.iter().enumerate() {
         println!("replica {i}: {stats}");
     }
@@ -410,6 +425,7 @@ async fn inject(
     fault: Fault,
     replicas: &mut [Replica],
     redis: &mut tower_sse_resume_support::RedisServer,
+    redis_cost: &mut RedisCost,
     upstream: &Upstream,
     setup: &Setup,
 ) -> Result<Affected, String> {
@@ -437,8 +453,10 @@ async fn inject(
             Ok(Affected::Only(held[k].clone()))
         }
         Fault::Redis => {
-            // Restarted empty: it forgets every stream.
+            // Restarted empty: it forgets every stream, and its counters.
+            redis_cost.add(redis);
             redis.kill();
+            redis_cost.restarted();
             tokio::time::sleep(Duration::from_secs(2)).await;
             redis.restart();
             Ok(Affected::All)

@@ -160,12 +160,11 @@ pub(crate) async fn main(args: &[String]) -> ExitCode {
         }
     };
     let mut layer = SseResumeLayer::new().scope(reverse_proxy::session_scope);
-    let store = if mode == "linger" {
-        layer = layer.linger(Duration::from_secs(30));
-        store.history(HistoryLimits::new())
-    } else {
-        store
-    };
+    if mode == "linger" {
+        layer = layer
+            .history(HistoryLimits::new())
+            .linger(Duration::from_secs(30));
+    }
     let redis_stats = store.clone();
     let layer = layer.store(store);
     let Ok(listener) = TcpListener::bind(("127.0.0.1", port)).await else {

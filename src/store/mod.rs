@@ -14,10 +14,10 @@
 //!
 //! # Writing a store
 //!
-//! [`TrackerStore`] has four methods. A store implements two, both over
-//! plain data; the other two, for following across replicas (the
-//! [`follow`] module), have defaults that a store no other replica shares
-//! keeps:
+//! [`TrackerStore`] has five methods. A store implements two, both over
+//! plain data; the other three have defaults that a store no other
+//! replica shares keeps: two for following across replicas (the
+//! [`follow`] module), and one that hands the store the layer's bounds:
 //!
 //! - [`open`](TrackerStore::open) is called once per request that has a
 //!   scope, before the inner service is called, and may do I/O: one round
@@ -38,6 +38,10 @@
 //!   [`follow`](TrackerStore::follow) delivers, as a [`Follow`], what the
 //!   replica that holds a stream records, from a position of its history;
 //!   [`StoredStream::follow_from`] says when a stream is to be followed.
+//! - [`set_limits`](TrackerStore::set_limits) hands the store the bounds
+//!   set on the layer that it keeps too ([`StoreLimits`]): the window's
+//!   length, the streams per scope and the replay history, each set once,
+//!   on the layer.
 //!
 //! What a store must do with a cursor is written down as checks in the
 //! conformance suite, `tower_sse_resume::test_util` (feature
@@ -48,7 +52,9 @@
 //! ```
 //! use std::sync::atomic::{AtomicU64, Ordering};
 //! use tower_sse_resume::store::follow::{Follow, Lease};
-//! use tower_sse_resume::{IdBatch, MemoryStore, Snapshot, StoreError, StreamKey, TrackerStore};
+//! use tower_sse_resume::{
+//!     IdBatch, MemoryStore, Snapshot, StoreError, StoreLimits, StreamKey, TrackerStore,
+//! };
 //!
 //! struct Counted<T> {
 //!     inner: T,
@@ -72,6 +78,10 @@
 //!     fn follow(&self, key: &StreamKey, position: u64) -> Option<Follow> {
 //!         self.inner.follow(key, position)
 //!     }
+//!
+//!     fn set_limits(&self, limits: StoreLimits) {
+//!         self.inner.set_limits(limits)
+//!     }
 //! }
 //!
 //! let layer = tower_sse_resume::SseResumeLayer::new().store(Counted {
@@ -86,7 +96,7 @@ use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
 
-use crate::stream::Replay;
+use crate::stream::{HistoryLimits, Replay};
 
 pub mod follow;
 mod memory;
@@ -153,6 +163,83 @@ pub trait TrackerStore: Send + Sync + 'static {
     fn follow(&self, key: &StreamKey, position: u64) -> Option<Follow> {
         let _ = (key, position);
         None
+    }
+
+    /// Takes the layer's bounds that the store keeps too (the window's
+    /// length, the streams per scope, the replay history), so that each is
+    /// set once, on the layer. The layer calls it when it is given the
+    /// store ([`SseResumeLayer::store`](crate::SseResumeLayer::store)) and
+    /// whenever one of them changes afterwards, before any request. A
+    /// store that keeps nothing of its own ignores it: the default.
+    fn set_limits(&self, limits: StoreLimits) {
+        let _ = limits;
+    }
+}
+
+/// The bounds of a layer that a store keeps too, as
+/// [`TrackerStore::set_limits`] hands them over: each is set on the
+/// layer ([`SseResumeLayer::window_len`](crate::SseResumeLayer::window_len),
+/// [`max_streams_per_scope`](crate::SseResumeLayer::max_streams_per_scope),
+/// [`history`](crate::SseResumeLayer::history)), and only there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StoreLimits {
+    window_len: usize,
+    max_streams_per_scope: usize,
+    history: Option<HistoryLimits>,
+}
+
+impl Default for StoreLimits {
+    /// The layer's defaults: a window of 1024 ids, 64 streams per scope,
+    /// no history.
+    fn default() -> Self {
+        Self::from(&crate::stream::StreamLimits::default())
+    }
+}
+
+impl StoreLimits {
+    /// The most ids each stream's window remembers (at least 1).
+    pub fn window_len(&self) -> usize {
+        self.window_len
+    }
+
+    /// The most streams kept per scope (at least 1).
+    pub fn max_streams_per_scope(&self) -> usize {
+        self.max_streams_per_scope
+    }
+
+    /// The replay history each stream keeps, if any.
+    pub fn history(&self) -> Option<HistoryLimits> {
+        self.history
+    }
+
+    /// These limits with a window of `len` ids (at least 1): for a
+    /// store's own tests, which have no layer.
+    pub fn with_window_len(mut self, len: usize) -> Self {
+        self.window_len = len.max(1);
+        self
+    }
+
+    /// These limits with `max` streams per scope (at least 1).
+    pub fn with_max_streams_per_scope(mut self, max: usize) -> Self {
+        self.max_streams_per_scope = max.max(1);
+        self
+    }
+
+    /// These limits with a replay history within `history`, or none.
+    pub fn with_history(mut self, history: Option<HistoryLimits>) -> Self {
+        self.history = history;
+        self
+    }
+}
+
+impl From<&crate::stream::StreamLimits> for StoreLimits {
+    fn from(limits: &crate::stream::StreamLimits) -> Self {
+        Self {
+            window_len: limits.window_len.max(1),
+            max_streams_per_scope: limits.max_streams_per_scope.max(1),
+            history: limits.history,
+        }
     }
 }
 

@@ -49,12 +49,14 @@ pub(crate) struct StreamLimits {
     pub(crate) max_streams_per_scope: usize,
     pub(crate) window_len: usize,
     pub(crate) idle_ttl: Duration,
-    /// A replay history kept in process, for streams no store keeps.
+    /// The replay history: kept in process for streams no store keeps,
+    /// and by a store that keeps streams, within the same limits.
     pub(crate) history: Option<HistoryLimits>,
     /// The most streams held at once, while linger is on.
     pub(crate) max_held: usize,
-    /// Whether responses may linger: streams a store keeps then keep a
-    /// history in process too, for the client that takes one over.
+    /// Whether responses may linger: streams a store keeps then keep
+    /// their history in process too, for the client that takes one over
+    /// (see `adopt`).
     pub(crate) linger: bool,
 }
 
@@ -206,12 +208,8 @@ impl Streams {
             told_no_history: AtomicBool::new(false),
             limits,
             shards: (0..shards).map(|_| Mutex::default()).collect(),
-            // With linger, streams a store keeps have a history in process
-            // too, within the defaults when the layer sets none.
             history_budget: Budget::reporting(
-                (limits.history)
-                    .or(limits.linger.then(HistoryLimits::default))
-                    .map_or(0, |h| h.total_bytes()),
+                limits.history.map_or(0, |h| h.total_bytes()),
                 stats.clone(),
             ),
             stats,
@@ -240,7 +238,7 @@ impl Streams {
             Snapshot::Stored(stored) => self.adopt(key.scope(), stored, cursor, request),
         };
         if request.linger && !opened.may_linger && !self.told_no_history.swap(true, Relaxed) {
-            tracing::warn!("linger needs a replay history: set one on the layer or the store");
+            tracing::warn!("linger needs a replay history: set one on the layer");
         }
         opened.may_linger &= request.linger;
         opened
@@ -325,11 +323,14 @@ impl Streams {
             Some(stream) => stream,
             None => {
                 // With linger, a held stream is taken over from what this
-                // process recorded, some of it maybe not in the store yet.
-                let history = self.limits.linger.then(|| {
-                    let limits = self.limits.history.unwrap_or_default();
-                    (limits, self.history_budget.clone())
-                });
+                // process recorded: the store's history is written behind
+                // the stream, in batches, and may lack the newest blocks
+                // yet. So the holder keeps the stream's history in process
+                // too, within the layer's limits, which the store keeps.
+                let history = (self.limits.linger)
+                    .then_some(self.limits.history)
+                    .flatten()
+                    .map(|limits| (limits, self.history_budget.clone()));
                 let stream = Stream::new(StreamState::new(self.limits.window_len, history));
                 shard.replace(&key, &self.limits, self.per_shard(), stream.clone());
                 stream
@@ -379,7 +380,7 @@ impl Streams {
                 keeps_blocks: stored.keeps_blocks,
             }),
             serve,
-            may_linger: stored.keeps_blocks,
+            may_linger: stored.keeps_blocks && self.limits.history.is_some(),
         }
     }
 
@@ -1039,6 +1040,37 @@ mod tests {
         });
         let opened = streams.open(key("s", "GET /"), Some("9"), snapshot, GET);
         assert_eq!(opened.serve.name(), "upstream");
+    }
+
+    /// A `GET` opened on a stream a store keeps, with linger on and the
+    /// layer's history `history`.
+    fn open_stored_lingering(history: Option<HistoryLimits>) -> Opened {
+        let limits = StreamLimits {
+            history,
+            linger: true,
+            ..StreamLimits::default()
+        };
+        let snapshot = Snapshot::Stored(stored("GET /"));
+        registry(limits).open(key("s", "GET /"), None, snapshot, GET)
+    }
+
+    #[test]
+    fn with_linger_a_stored_stream_keeps_its_history_in_process_within_the_layers_limits() {
+        let opened = open_stored_lingering(Some(HistoryLimits::new().max_events(2)));
+        assert!(opened.may_linger);
+        let mut state = opened.attachment.stream.lock();
+        for id in ["1", "2", "3"] {
+            state.record_block(Some(id), &block(id));
+        }
+        let kept = state.history_len().0;
+        assert_eq!(kept, 2, "the layer's limit, not the default");
+    }
+
+    #[test]
+    fn with_linger_and_no_history_on_the_layer_a_stored_stream_keeps_none_and_does_not_linger() {
+        let opened = open_stored_lingering(None);
+        assert!(!opened.may_linger);
+        assert!(!opened.attachment.stream.lock().has_history());
     }
 
     #[test]

@@ -56,8 +56,10 @@ use crate::stream::{DEFAULT_WINDOW_LEN, HistoryLimits, Replay, Request as Stream
 
 pub mod checks;
 
-/// How a check wants its stores set up: the store's own settings that the
-/// layer's match.
+/// How a check wants its replicas set up: the layer's limits, which
+/// [`Replica::new`] hands to the store too ([`TrackerStore::set_limits`]),
+/// and the time to live, which a store that has one of its own is given
+/// alike.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Setup {
@@ -148,7 +150,8 @@ pub struct Replica<T> {
 
 impl<T: TrackerStore> Replica<T> {
     /// A replica over `store`, its streams in process set up as `setup`
-    /// says, with the layer's defaults otherwise.
+    /// says, with the layer's defaults otherwise; the store takes the
+    /// limits it keeps too, as from a layer.
     pub fn new(store: T, setup: Setup) -> Self {
         let mut config = Config::new(store);
         config.set_limits(|limits| {

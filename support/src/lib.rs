@@ -5,6 +5,10 @@
 //! When `redis-server` is not on `PATH`, [`RedisServer::start`] prints why
 //! and returns `None`, so that the caller skips, unless
 //! `TOWER_SSE_RESUME_REQUIRE_REDIS=1`: then it panics, as CI wants.
+//!
+//! `TOWER_SSE_RESUME_REDIS_SERVER` and `TOWER_SSE_RESUME_REDIS_CLI` name
+//! other binaries to run instead of `redis-server` and `redis-cli`: a
+//! `valkey-server` and `valkey-cli`, say, for the suite against Valkey.
 
 use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
@@ -15,6 +19,30 @@ use std::time::{Duration, Instant};
 
 /// Set to `1` to turn a missing `redis-server` into a failure.
 pub const REQUIRE_REDIS: &str = "TOWER_SSE_RESUME_REQUIRE_REDIS";
+
+/// The server binary to run instead of `redis-server`: a path, or a name
+/// on `PATH`.
+pub const SERVER_BINARY: &str = "TOWER_SSE_RESUME_REDIS_SERVER";
+
+/// The client binary to run instead of `redis-cli`, for forming a Cluster.
+pub const CLI_BINARY: &str = "TOWER_SSE_RESUME_REDIS_CLI";
+
+/// The server binary: [`SERVER_BINARY`] when set, else `redis-server`.
+pub fn server_binary() -> String {
+    binary(SERVER_BINARY, "redis-server")
+}
+
+/// The client binary: [`CLI_BINARY`] when set, else `redis-cli`.
+pub fn cli_binary() -> String {
+    binary(CLI_BINARY, "redis-cli")
+}
+
+fn binary(variable: &str, default: &str) -> String {
+    std::env::var(variable)
+        .ok()
+        .filter(|value| !value.is_empty())
+        .unwrap_or_else(|| default.to_owned())
+}
 
 /// How long a server may take to answer `PING` after it starts.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
@@ -75,6 +103,12 @@ impl RedisServer {
         format!("redis://127.0.0.1:{}/", self.port)
     }
 
+    /// The server's `INFO` of `section` (`commandstats`, `cpu`, ...), as
+    /// it answers it; `None` when it does not.
+    pub fn info(&self, section: &str) -> Option<String> {
+        info(self.addr(), section)
+    }
+
     /// Kills the server at once (`SIGKILL`), as a crash would.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -114,7 +148,7 @@ impl RedisServer {
     fn spawn(&mut self) -> io::Result<()> {
         let port = self.port.to_string();
         let dir = self.dir.to_string_lossy().into_owned();
-        let mut child = Command::new("redis-server")
+        let mut child = Command::new(server_binary())
             .args([
                 "--port",
                 &port,
@@ -138,7 +172,10 @@ impl RedisServer {
                 return Ok(());
             }
             if let Some(status) = child.try_wait()? {
-                return Err(io::Error::other(format!("redis-server exited: {status}")));
+                return Err(io::Error::other(format!(
+                    "{} exited: {status}",
+                    server_binary()
+                )));
             }
             if Instant::now() > deadline {
                 let _ = child.kill();
@@ -160,7 +197,7 @@ impl Drop for RedisServer {
 /// Whether `redis-server` can run here; prints why not, or panics when it
 /// is required.
 pub fn redis_available() -> bool {
-    tool_available("redis-server")
+    tool_available(&server_binary())
 }
 
 /// Whether `tool` runs here; prints why not, or panics when Redis is
@@ -221,6 +258,36 @@ fn ping(addr: SocketAddr) -> bool {
         && &reply == b"+PONG\r\n"
 }
 
+/// `INFO section` of the server at `addr`: its bulk reply, read over a
+/// plain socket so that no client library is needed.
+pub fn info(addr: SocketAddr, section: &str) -> Option<String> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(stream, "INFO {section}\r\n").ok()?;
+    let mut reply = Vec::new();
+    let mut buffer = [0; 16 * 1024];
+    // `$<len>\r\n<bytes>\r\n`: read until all of it is in.
+    loop {
+        let n = stream.read(&mut buffer).ok()?;
+        if n == 0 {
+            return None;
+        }
+        reply.extend_from_slice(&buffer[..n]);
+        let header_end = reply.windows(2).position(|w| w == b"\r\n")?;
+        let len: usize = std::str::from_utf8(reply.get(1..header_end)?)
+            .ok()?
+            .parse()
+            .ok()?;
+        if reply.first() != Some(&b'$') {
+            return None;
+        }
+        let body = header_end + 2;
+        if reply.len() >= body + len {
+            return String::from_utf8(reply[body..body + len].to_vec()).ok();
+        }
+    }
+}
+
 /// A Redis Cluster of three primaries on loopback, each a [`RedisServer`].
 pub struct RedisCluster {
     nodes: Vec<RedisServer>,
@@ -240,7 +307,7 @@ impl RedisCluster {
     }
 
     fn start_nodes(count: usize, extra: &[&str]) -> Option<Self> {
-        if !tool_available("redis-cli") {
+        if !tool_available(&cli_binary()) {
             return None;
         }
         let mut nodes = Vec::new();
@@ -256,7 +323,7 @@ impl RedisCluster {
         }
         let addrs: Vec<String> = nodes.iter().map(|node| node.addr().to_string()).collect();
         let replicas = (count / 3 - 1).to_string();
-        let status = Command::new("redis-cli")
+        let status = Command::new(cli_binary())
             .args(["--cluster", "create"])
             .args(&addrs)
             .args(["--cluster-replicas", &replicas, "--cluster-yes"])
@@ -278,7 +345,7 @@ impl RedisCluster {
         let deadline = Instant::now() + START_TIMEOUT;
         for node in &self.nodes {
             loop {
-                let output = Command::new("redis-cli")
+                let output = Command::new(cli_binary())
                     .args(["-p", &node.port().to_string(), "info", "replication"])
                     .output()
                     .expect("redis-cli runs");
@@ -311,7 +378,7 @@ impl RedisCluster {
             .find(|node| node.child.is_some())
             .expect("a node");
         let cli = |args: &[&str]| {
-            let output = Command::new("redis-cli")
+            let output = Command::new(cli_binary())
                 .args(["-p", &alive.port().to_string()])
                 .args(args)
                 .output()
@@ -371,7 +438,7 @@ impl RedisCluster {
 }
 
 fn cluster_ok(port: u16) -> bool {
-    Command::new("redis-cli")
+    Command::new(cli_binary())
         .args(["-p", &port.to_string(), "cluster", "info"])
         .stderr(Stdio::null())
         .output()

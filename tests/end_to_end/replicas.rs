@@ -53,9 +53,10 @@ async fn gateway_with(linger: Option<Duration>) -> Option<Gateway> {
     for _ in 0..2 {
         let store = RedisStore::connect(&server.url())
             .await
-            .expect("connect to redis-server")
+            .expect("connect to redis-server");
+        let mut layer = SseResumeLayer::new()
+            .store(store)
             .history(HistoryLimits::new());
-        let mut layer = SseResumeLayer::new().store(store);
         if let Some(linger) = linger {
             layer = layer.linger(linger);
         }

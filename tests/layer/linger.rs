@@ -535,12 +535,12 @@ async fn with_redis_the_holder_records_into_redis_for_every_replica() {
             .await
             .unwrap()
             .prefix("linger:")
-            .history(HistoryLimits::new())
     };
     let (a, b) = (connect().await, connect().await);
     let upstream = LiveUpstream::released(60);
     let layer_a = SseResumeLayer::new()
         .store(a.clone())
+        .history(HistoryLimits::new())
         .linger(Duration::from_secs(5));
     let service_a = layer_a.layer(upstream.clone());
     let first = service_a
@@ -563,7 +563,7 @@ async fn with_redis_the_holder_records_into_redis_for_every_replica() {
         request.body(()).unwrap()
     };
     let quiet = Upstream::new([Reply::sse([""])]);
-    let layer_b = SseResumeLayer::new().store(b);
+    let layer_b = SseResumeLayer::new().store(b).history(HistoryLimits::new());
     let on_b = exchange(Transport::Oneshot, &layer_b, &quiet, vec![resume()]).await;
     assert_eq!(on_b[0].text(), events(11..=40), "recorded while held");
 

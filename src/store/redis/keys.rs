@@ -7,6 +7,7 @@ use ::redis::{Cmd, Script};
 
 use super::Config;
 use super::scripts::millis;
+use crate::store::StoreLimits;
 
 /// The keys of one scope, named as in the table on
 /// [`RedisStore`](super::RedisStore). The scripts get `streams`,
@@ -56,6 +57,7 @@ impl Keys {
         code: &str,
         whole: bool,
         config: &Config,
+        limits: &StoreLimits,
     ) -> Cmd {
         let mut command = if whole {
             let mut command = ::redis::cmd("EVAL");
@@ -72,9 +74,9 @@ impl Keys {
             .arg(&self.generations)
             .arg(&self.windows)
             .arg(millis(config.ttl))
-            .arg(config.window_len)
-            .arg(config.max_streams_per_scope)
-            .arg(history_args(config).as_slice());
+            .arg(limits.window_len())
+            .arg(limits.max_streams_per_scope())
+            .arg(history_args(limits).as_slice());
         command
     }
 }
@@ -117,8 +119,8 @@ fn escape_into(escaped: &mut String, text: &str) {
 
 /// The history's bounds as the scripts take them: most blocks (0 for no
 /// history), bytes, and age in ms.
-pub(super) fn history_args(config: &Config) -> [u64; 3] {
-    match &config.history {
+pub(super) fn history_args(limits: &StoreLimits) -> [u64; 3] {
+    match &limits.history() {
         Some(limits) => [
             u64::try_from(limits.events()).unwrap_or(u64::MAX),
             u64::try_from(limits.bytes()).unwrap_or(u64::MAX),

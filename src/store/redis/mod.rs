@@ -11,8 +11,12 @@ use ::redis::cluster::ClusterClientBuilder;
 use ::redis::{Client, ErrorKind, ServerErrorKind, Value};
 use tokio::sync::watch;
 
-use super::{Follow, IdBatch, Lease, Snapshot, StoreError, StoredStream, StreamKey, TrackerStore};
-use crate::stream::{HistoryLimits, Replay, StreamLimits};
+use super::{
+    Follow, IdBatch, Lease, Snapshot, StoreError, StoreLimits, StoredStream, StreamKey,
+    TrackerStore,
+};
+use crate::lock::lock;
+use crate::stream::{Replay, StreamLimits};
 
 use connection::{Connection, unavailable, within};
 use follow::{Follower, Subscriber};
@@ -83,6 +87,14 @@ const MIN_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 /// Clones share the connection and the write queue. The builder methods change the handle they are called on
 /// (and the clones made from it afterwards).
 ///
+/// The window's length, the streams kept per scope and the replay history
+/// are set on the layer ([`SseResumeLayer::window_len`](crate::SseResumeLayer::window_len),
+/// [`max_streams_per_scope`](crate::SseResumeLayer::max_streams_per_scope),
+/// [`history`](crate::SseResumeLayer::history)), which hands them to the
+/// store when it is given it ([`TrackerStore::set_limits`]): the store and
+/// its clones keep them, in Redis, within the same bounds as the layer in
+/// process. A store shared by two layers keeps the limits of the last.
+///
 /// # Examples
 ///
 /// ```no_run
@@ -115,7 +127,7 @@ const MIN_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 /// | `<prefix>{S}:wf:T` | list | at the same places, the fingerprint of each id's event (decimal) |
 /// | `<prefix>{S}:s` | sorted set | the streams of `S`, scored by last use (ms): for finding a cursor's stream, capping the streams per scope and forgetting idle ones |
 /// | `<prefix>{S}:g` | hash | per stream, its generation: bumped whenever a client cursor cuts the window |
-/// | `<prefix>{S}:h:T` | list | with a [history](Self::history), the blocks of `T`, oldest first, each as `<ms>:<position>:<bytes>`: when it was kept, its place in the stream, and the block as forwarded |
+/// | `<prefix>{S}:h:T` | list | with a [history](crate::SseResumeLayer::history), the blocks of `T`, oldest first, each as `<ms>:<position>:<bytes>`: when it was kept, its place in the stream, and the block as forwarded |
 /// | `<prefix>{S}:hi:T` | list | at the same places, the id a client may resume from after each block (empty for none) |
 /// | `<prefix>{S}:hb` | hash | with a history, per stream, the bytes its blocks hold, for the byte bound |
 /// | `<prefix>{S}:hn` | hash | with a history, per stream, the position of the newest block it ever kept: positions rise by one per block, and its list ends there |
@@ -238,6 +250,9 @@ struct Shared {
     followers: Arc<AtomicUsize>,
     /// The lease, in ms: see [`RedisStore::lease`].
     lease: Arc<AtomicU64>,
+    /// The layer's limits that the store keeps too, as
+    /// [`TrackerStore::set_limits`] last gave them.
+    limits: std::sync::Mutex<StoreLimits>,
     /// Tells the background tasks to stop.
     closing: watch::Sender<bool>,
 }
@@ -247,10 +262,7 @@ struct Config {
     /// Escaped: see `escape`.
     prefix: String,
     ttl: Duration,
-    window_len: usize,
-    max_streams_per_scope: usize,
     timeout: Duration,
-    history: Option<HistoryLimits>,
     max_followers: usize,
 }
 
@@ -362,19 +374,15 @@ impl RedisStore {
             subscriber,
             followers: Arc::default(),
             lease,
+            limits: std::sync::Mutex::new(StoreLimits::default()),
             closing,
         };
-        // The layer's own defaults, which the store's must equal.
-        let layer = StreamLimits::default();
         Self {
             shared: Arc::new(shared),
             config: Arc::new(Config {
                 prefix: escape(DEFAULT_PREFIX),
-                ttl: layer.idle_ttl,
-                window_len: layer.window_len,
-                max_streams_per_scope: layer.max_streams_per_scope,
+                ttl: StreamLimits::default().idle_ttl,
                 timeout: DEFAULT_TIMEOUT,
-                history: None,
                 max_followers: DEFAULT_MAX_FOLLOWERS,
             }),
         }
@@ -397,30 +405,10 @@ impl RedisStore {
         self.configure(|config| config.ttl = ttl.max(Duration::from_millis(1)))
     }
 
-    /// The most ids each window remembers (at least 1): 1024 by default.
-    pub fn window_len(self, len: usize) -> Self {
-        self.configure(|config| config.window_len = len.max(1))
-    }
-
-    /// The most streams kept per scope (at least 1): 64 by default. Past
-    /// it, the least recently used stream of the scope goes.
-    pub fn max_streams_per_scope(self, max: usize) -> Self {
-        self.configure(|config| config.max_streams_per_scope = max.max(1))
-    }
-
     /// How long a request waits for Redis when it starts, before it goes on
     /// without it: 250 ms by default. Writes wait at least 1 s.
     pub fn timeout(self, timeout: Duration) -> Self {
         self.configure(|config| config.timeout = timeout)
-    }
-
-    /// Keeps a replay history of each stream in Redis within `limits`, so
-    /// that a client reconnecting with `Last-Event-ID` to any replica gets
-    /// the blocks it missed, even from an upstream that cannot resume. Off
-    /// by default. The blocks are written behind the stream with its ids,
-    /// in the same script, so a window and its history always agree.
-    pub fn history(self, limits: HistoryLimits) -> Self {
-        self.configure(|config| config.history = Some(limits))
     }
 
     /// How long a replica's hold on a stream lasts in Redis without being
@@ -477,6 +465,11 @@ impl RedisStore {
         Keys::new(&self.config.prefix, scope)
     }
 
+    /// The layer's limits that the store keeps too.
+    fn limits(&self) -> StoreLimits {
+        *lock(&self.shared.limits)
+    }
+
     /// Opens `stream` with `cursor` applied: the open script, which
     /// returns the window too; then, when there is a replay, a second round
     /// trip reads its blocks natively.
@@ -487,13 +480,14 @@ impl RedisStore {
         cursor: Option<&str>,
     ) -> Result<StoredStream, StoreError> {
         let config = &self.config;
+        let limits = self.limits();
         let open = |whole: bool, wait: bool| {
             let code = if whole {
                 script_code(OPEN)
             } else {
                 String::new()
             };
-            let mut command = keys.script_call(&scripts().open, &code, whole, config);
+            let mut command = keys.script_call(&scripts().open, &code, whole, config, &limits);
             command
                 .arg(stream)
                 .arg(cursor.unwrap_or(""))
@@ -558,7 +552,7 @@ impl RedisStore {
                         // blocks and the window again, read at one instant,
                         // so that the window holds no id the replay lacks.
                         let (entries, window) = self
-                            .read_replay_and_window(keys, &loaded.stream, from)
+                            .read_replay_and_window(keys, &loaded.stream, from, &limits)
                             .await?;
                         replay = parse_blocks(entries, opened.replay_position)?;
                         loaded.ids = window;
@@ -582,7 +576,7 @@ impl RedisStore {
         loaded.fence = u64::try_from(opened.generation).unwrap_or(0);
         loaded.cursor_known = opened.cursor_known;
         loaded.stamp_epoch = (opened.epoch > 0).then_some(opened.epoch);
-        loaded.keeps_blocks = config.history.is_some();
+        loaded.keeps_blocks = limits.history().is_some();
         Ok(loaded)
     }
 
@@ -593,8 +587,9 @@ impl RedisStore {
         keys: &Keys,
         stream: &str,
         from: i64,
+        limits: &StoreLimits,
     ) -> Result<(Value, Vec<(String, u64)>), StoreError> {
-        let len = isize::try_from(self.config.window_len).unwrap_or(isize::MAX);
+        let len = isize::try_from(limits.window_len()).unwrap_or(isize::MAX);
         let mut transaction = ::redis::pipe();
         transaction
             .atomic()
@@ -627,6 +622,7 @@ impl RedisStore {
             keys: self.keys(key.scope()),
             stream: key.stream().to_owned(),
             config: Arc::clone(&self.config),
+            limits: self.limits(),
             holder: Arc::clone(&self.shared.holder),
             lease_ms: self.shared.lease.load(Relaxed),
         }
@@ -659,21 +655,22 @@ impl TrackerStore for RedisStore {
         if batch.is_empty() {
             return Ok(());
         }
+        let limits = self.limits();
         self.shared.queue.push(
             self.keys(key.scope()).of("w:", key.stream()),
             i64::try_from(fence).unwrap_or(i64::MAX),
             batch,
             || self.target(key),
             Kept {
-                window: self.config.window_len,
-                history: self.config.history.map_or(0, |limits| limits.events()),
+                window: limits.window_len(),
+                history: limits.history().map_or(0, |history| history.events()),
             },
         )
     }
 
     fn hold(&self, key: &StreamKey) -> Option<Lease> {
         // Only a stream with a shared history can be followed.
-        self.config.history?;
+        self.limits().history()?;
         let keys = self.keys(key.scope());
         let lease_key = keys.of("l:", key.stream());
         let window_key = keys.of("w:", key.stream());
@@ -716,6 +713,12 @@ impl TrackerStore for RedisStore {
         tokio::spawn(follower.run());
         Some(follow)
     }
+
+    /// Keeps the layer's window length, streams per scope and history, for
+    /// this store and its clones (the last layer given one of them wins).
+    fn set_limits(&self, limits: StoreLimits) {
+        *lock(&self.shared.limits) = limits;
+    }
 }
 
 impl fmt::Debug for RedisStore {
@@ -723,6 +726,7 @@ impl fmt::Debug for RedisStore {
         f.debug_struct("RedisStore")
             .field("connection", &self.shared.connection)
             .field("config", &self.config)
+            .field("limits", &self.limits())
             .field("stats", &self.stats())
             .finish()
     }

@@ -10,7 +10,7 @@ use tokio::sync::{Notify, watch};
 use super::keys::Keys;
 use super::{Config, RedisStats};
 use crate::lock::lock;
-use crate::store::{IdBatch, StoreError};
+use crate::store::{IdBatch, StoreError, StoreLimits};
 
 /// Queued bytes allowed per queued id: the queue is bounded in bytes too.
 const QUEUE_BYTES_PER_ID: usize = 256;
@@ -88,6 +88,8 @@ pub(super) struct Target {
     pub(super) keys: Keys,
     pub(super) stream: String,
     pub(super) config: Arc<Config>,
+    /// The layer's limits when the stream was first queued.
+    pub(super) limits: StoreLimits,
     /// This process's holder id, and its lease in ms, for the stream's
     /// lease.
     pub(super) holder: Arc<str>,

@@ -263,6 +263,7 @@ fn write_command(pending: &Pending, wrote_up_to: u64, whole_script: bool) -> Cmd
         keys,
         stream,
         config,
+        limits,
         holder,
         lease_ms,
     } = &pending.target;
@@ -271,11 +272,11 @@ fn write_command(pending: &Pending, wrote_up_to: u64, whole_script: bool) -> Cmd
     } else {
         String::new()
     };
-    let mut command = keys.script_call(&scripts().write, &code, whole_script, config);
+    let mut command = keys.script_call(&scripts().write, &code, whole_script, config, limits);
     command.arg(stream).arg(pending.generation);
     let batch = &pending.ids;
-    let skip = batch.len().saturating_sub(config.window_len);
-    let history_len = config.history.map_or(0, |limits| limits.events());
+    let skip = batch.len().saturating_sub(limits.window_len());
+    let history_len = limits.history().map_or(0, |history| history.events());
     let skip_blocks = batch.blocks().len().saturating_sub(history_len);
     // Blocks that cannot be kept leave a hole no replay may skip, and so do
     // blocks dropped before.

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 #[cfg(feature = "test-util")]
 use super::server::replica;
-use super::server::{RedisCluster, flushed};
+use super::server::{RedisCluster, flushed, with_history};
 use crate::support::*;
 #[cfg(feature = "test-util")]
 use tower_sse_resume::test_util::{Harness, Replica, Setup};
@@ -118,11 +118,15 @@ async fn the_store_recovers_when_the_primary_of_a_streams_slot_fails_over() {
     };
     let prefix = fresh_prefix();
     let history = HistoryLimits::new().max_events(1000);
-    let store_a = connect(&cluster, &prefix).await.history(history);
-    let store_b = connect(&cluster, &prefix).await.history(history);
+    let store_a = connect(&cluster, &prefix).await;
+    let store_b = connect(&cluster, &prefix).await;
     let (a, b) = (
-        SseResumeLayer::new().store(store_a.clone()),
-        SseResumeLayer::new().store(store_b.clone()),
+        SseResumeLayer::new()
+            .store(store_a.clone())
+            .history(history),
+        SseResumeLayer::new()
+            .store(store_b.clone())
+            .history(history),
     );
     // 300 events, one every 10 ms.
     let upstream = LiveUpstream::new(300);
@@ -219,7 +223,7 @@ async fn a_replay_over_a_cluster_opens_with_the_ids_of_its_own_blocks() {
         return;
     };
     let prefix = fresh_prefix();
-    let history = |store: RedisStore| store.history(tower_sse_resume::HistoryLimits::new());
+    let history = |store| with_history(store, tower_sse_resume::HistoryLimits::new());
     let a = history(connect(&cluster, &prefix).await);
     let b = history(connect(&cluster, &prefix).await);
     super::replay::replays_open_with_their_own_ids(&a, &b).await;
@@ -238,11 +242,10 @@ async fn a_client_follows_its_stream_on_another_replica_over_a_cluster() {
     };
     let prefix = fresh_prefix();
     let replica = || async {
-        let store = connect(&cluster, &prefix)
-            .await
-            .history(HistoryLimits::new());
+        let store = connect(&cluster, &prefix).await;
         let layer = SseResumeLayer::new()
             .store(store.clone())
+            .history(HistoryLimits::new())
             .linger(Duration::from_secs(5));
         (store, layer)
     };

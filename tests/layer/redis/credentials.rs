@@ -48,7 +48,6 @@ impl Redis<'_> {
         };
         (store.expect("connect to Redis"))
             .prefix(prefix)
-            .history(HistoryLimits::new())
             .lease(LEASE)
     }
 }
@@ -68,6 +67,7 @@ async fn replicas(redis: Redis<'_>, key: Option<&[u8]>) -> (Replica, Replica) {
     let replica = |store: RedisStore| {
         let mut layer = SseResumeLayer::new()
             .store(store.clone())
+            .history(HistoryLimits::new())
             .linger(Duration::from_secs(30));
         if let Some(key) = key {
             layer = layer.credential_key(key);

@@ -50,10 +50,10 @@ impl Replica {
             .await
             .expect("connect to redis-server")
             .prefix(prefix)
-            .history(HistoryLimits::new())
             .lease(LEASE);
         let layer = SseResumeLayer::new()
             .store(store.clone())
+            .history(HistoryLimits::new())
             .linger(Duration::from_secs(5));
         Self { store, layer }
     }

@@ -9,7 +9,7 @@
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use super::server::{RedisServer, flushed};
+use super::server::{RedisServer, flushed, with_history};
 use crate::support::*;
 use bytes::Bytes;
 use futures_util::{FutureExt, stream};
@@ -26,6 +26,7 @@ struct Replicas {
     prefix: String,
     a: RedisStore,
     b: RedisStore,
+    limits: HistoryLimits,
 }
 
 impl Replicas {
@@ -38,15 +39,27 @@ impl Replicas {
                 .await
                 .expect("connect to redis-server")
                 .prefix(&prefix)
-                .history(limits)
         };
-        let (a, b) = (replica().await, replica().await);
+        // As a layer would set them, for the tests that use the stores
+        // alone.
+        let (a, b) = (
+            with_history(replica().await, limits),
+            with_history(replica().await, limits),
+        );
         Some(Self {
             server,
             prefix,
             a,
             b,
+            limits,
         })
+    }
+
+    /// A layer over `store` (`a` or `b`) with the test's history.
+    fn layer(&self, store: &RedisStore) -> SseResumeLayer<RedisStore> {
+        SseResumeLayer::new()
+            .store(store.clone())
+            .history(self.limits)
     }
 
     /// The key names of this test and their TTLs in ms.
@@ -92,7 +105,7 @@ async fn another_replica_resumes_a_client_from_the_shared_history() {
         // Replica A forwarded 1..8; the client got 5 and reconnects to B,
         // whose upstream ignores Last-Event-ID and goes on from now.
         let upstream = Upstream::new([Reply::sse([events(1..=8)]), Reply::sse([events(9..=12)])]);
-        let layer_a = SseResumeLayer::new().store(replicas.a.clone());
+        let layer_a = replicas.layer(&replicas.a);
         let first = exchange(
             transport,
             &layer_a,
@@ -103,7 +116,7 @@ async fn another_replica_resumes_a_client_from_the_shared_history() {
         assert_eq!(first[0].text(), events(1..=8));
         flushed(&replicas.a).await;
 
-        let layer_b = SseResumeLayer::new().store(replicas.b.clone());
+        let layer_b = replicas.layer(&replicas.b);
         let got = exchange(transport, &layer_b, &upstream, vec![resume("s", "5")]).await;
         assert_eq!(got[0].text(), events(6..=12), "{transport:?}");
         assert_eq!(
@@ -130,12 +143,8 @@ async fn stamped_ids_are_unique_across_replicas_and_resume_on_either() {
         Reply::sse([plain(1, 3)]),
         Reply::sse([plain(4, 4)]),
     ]);
-    let layer_a = SseResumeLayer::new()
-        .store(replicas.a.clone())
-        .stamp_ids(true);
-    let layer_b = SseResumeLayer::new()
-        .store(replicas.b.clone())
-        .stamp_ids(true);
+    let layer_a = replicas.layer(&replicas.a).stamp_ids(true);
+    let layer_b = replicas.layer(&replicas.b).stamp_ids(true);
     // Two streams of one scope at once, one on each replica.
     let (on_a, on_b) = tokio::join!(
         exchange(
@@ -208,7 +217,7 @@ async fn an_evicted_cursor_gets_the_gap_signal_and_the_history_stays_bounded() {
         Reply::sse(long.as_bytes().chunks(300).map(|c| c.to_vec())),
         Reply::sse([events(150..=201)]),
     ]);
-    let layer_a = SseResumeLayer::new().store(replicas.a.clone());
+    let layer_a = replicas.layer(&replicas.a);
     exchange(
         Transport::Http,
         &layer_a,
@@ -228,7 +237,7 @@ async fn an_evicted_cursor_gets_the_gap_signal_and_the_history_stays_bounded() {
         assert!(*ttl > 0, "{key} has a TTL: {ttl}");
     }
 
-    let layer_b = SseResumeLayer::new().store(replicas.b.clone());
+    let layer_b = replicas.layer(&replicas.b);
     let got = exchange(
         Transport::Http,
         &layer_b,
@@ -295,12 +304,8 @@ async fn a_replay_racing_a_stale_replicas_live_events_has_no_duplicate_and_no_ga
     let (new_feed, new_body) = mpsc::unbounded_channel();
     let (next_feed, next_body) = mpsc::unbounded_channel();
     let upstream = fed_upstream(vec![old_body, new_body, next_body]);
-    let on_a = SseResumeLayer::new()
-        .store(replicas.a.clone())
-        .layer(upstream.clone());
-    let on_b = SseResumeLayer::new()
-        .store(replicas.b.clone())
-        .layer(upstream);
+    let on_a = replicas.layer(&replicas.a).layer(upstream.clone());
+    let on_b = replicas.layer(&replicas.b).layer(upstream);
 
     // On A, a stream whose client dies unnoticed after event 1.
     let mut old = on_a
@@ -394,9 +399,7 @@ impl<'a> FedOnA<'a> {
         let (feed, body) = mpsc::unbounded_channel();
         let (quiet_feed, quiet_body) = mpsc::unbounded_channel();
         let upstream = BoxCloneService::new(fed_upstream(vec![body, quiet_body]));
-        let on_a = SseResumeLayer::new()
-            .store(replicas.a.clone())
-            .layer(upstream.clone());
+        let on_a = replicas.layer(&replicas.a).layer(upstream.clone());
         let stream = on_a
             .oneshot(get("/mcp", "s").body(()).unwrap())
             .await
@@ -422,9 +425,7 @@ impl<'a> FedOnA<'a> {
 
     /// What a client resuming from `cursor` on replica B gets.
     async fn resume_on_b(self, cursor: &str) -> String {
-        let on_b = SseResumeLayer::new()
-            .store(self.replicas.b.clone())
-            .layer(self.upstream);
+        let on_b = self.replicas.layer(&self.replicas.b).layer(self.upstream);
         drop(self.quiet_feed);
         let got = on_b.oneshot(resume("s", cursor)).await.unwrap();
         read(got).await.text().to_owned()

@@ -9,17 +9,26 @@ use std::time::Duration;
 const FLUSH_BOUND: Duration = Duration::from_secs(10);
 
 /// A replica of the conformance suite over `store`, which is set up as
-/// `setup` asks: its window, its time to live, its history.
+/// `setup` asks: its time to live here, its window and history from the
+/// replica's limits, as from a layer.
 #[cfg(feature = "test-util")]
 pub(crate) fn replica(
     store: tower_sse_resume::RedisStore,
     setup: tower_sse_resume::test_util::Setup,
 ) -> tower_sse_resume::test_util::Replica<tower_sse_resume::RedisStore> {
-    let mut store = store.window_len(setup.window_len).ttl(setup.idle_ttl);
-    if let Some(limits) = setup.history {
-        store = store.history(limits);
-    }
-    tower_sse_resume::test_util::Replica::new(store, setup)
+    tower_sse_resume::test_util::Replica::new(store.ttl(setup.idle_ttl), setup)
+}
+
+/// `store` keeping a history within `limits`, as a layer with that history
+/// would set it: for the tests that use a store alone. A layer given it
+/// afterwards sets its own.
+pub(crate) fn with_history(
+    store: tower_sse_resume::RedisStore,
+    limits: tower_sse_resume::HistoryLimits,
+) -> tower_sse_resume::RedisStore {
+    use tower_sse_resume::{StoreLimits, TrackerStore};
+    store.set_limits(StoreLimits::default().with_history(Some(limits)));
+    store
 }
 
 /// Waits until what `store` was handed is written, or fails the test after

@@ -23,12 +23,15 @@ async fn replicas() -> Option<(Replicas<RedisStore>, RedisServer)> {
             .await
             .expect("connect to redis-server")
             .prefix(&prefix)
-            .history(HistoryLimits::new())
     };
     let stores = [replica().await, replica().await];
     let layers = stores
         .iter()
-        .map(|store| SseResumeLayer::new().store(store.clone()))
+        .map(|store| {
+            SseResumeLayer::new()
+                .store(store.clone())
+                .history(HistoryLimits::new())
+        })
         .collect();
     let settle = move || {
         let stores = stores.clone();
