@@ -1058,7 +1058,7 @@ mod tests {
     fn with_linger_a_stored_stream_keeps_its_history_in_process_within_the_layers_limits() {
         let opened = open_stored_lingering(Some(HistoryLimits::new().max_events(2)));
         assert!(opened.may_linger);
-        let mut state = opened.attachment.stream.lock();
+        let mut state = opened.response.stream().lock();
         for id in ["1", "2", "3"] {
             state.record_block(Some(id), &block(id));
         }
@@ -1070,7 +1070,7 @@ mod tests {
     fn with_linger_and_no_history_on_the_layer_a_stored_stream_keeps_none_and_does_not_linger() {
         let opened = open_stored_lingering(None);
         assert!(!opened.may_linger);
-        assert!(!opened.attachment.stream.lock().has_history());
+        assert!(!opened.response.stream().lock().has_history());
     }
 
     #[test]
