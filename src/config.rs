@@ -75,29 +75,6 @@ macro_rules! builder_methods {
             self
         }
 
-        /// Whether each response of a scoped stream starts with a priming
-        /// event, as MCP 2025-11-25 describes: a stamped id with empty
-        /// data, which a client keeps as its cursor, so that it can resume
-        /// even before the upstream sent anything. It is kept in the
-        /// history like any stamped event; a browser's `EventSource`
-        /// dispatches it as a message with empty data, which MCP clients
-        /// ignore. Needs [`stamp_ids`](Self::stamp_ids) and a replay
-        /// history; never for MCP `2026-07-28` or later. Off by default.
-        pub fn prime(mut self, prime: bool) -> Self {
-            self.config.options_mut().prime = prime;
-            self
-        }
-
-        /// The `retry` hint that goes with the priming event: how long a
-        /// client waits before it reconnects. None by default. Setting it
-        /// turns [`prime`](Self::prime) on.
-        pub fn prime_retry(mut self, retry: std::time::Duration) -> Self {
-            let options = self.config.options_mut();
-            options.prime_retry = Some(retry);
-            options.prime = true;
-            self
-        }
-
         /// The query parameter a client may send its cursor in, for
         /// browsers whose `EventSource` cannot set `Last-Event-ID` after a
         /// page reload: `last_event_id` by default, as Mercure and Nchan
@@ -232,12 +209,43 @@ macro_rules! builder_methods {
 }
 pub(crate) use builder_methods;
 
-/// The builder methods that set how streams are kept in process: on
+/// The builder methods that set how streams are kept in process, and
+/// those that need what they set (priming needs a history): on
 /// [`SseResumeLayer`](crate::SseResumeLayer) only, so that every service a
 /// layer makes shares one registry of streams, kept within one set of
-/// limits.
+/// limits, checked together when the layer makes a service.
 macro_rules! limit_methods {
     () => {
+        /// Whether each response of a scoped stream starts with a priming
+        /// event, as MCP 2025-11-25 describes: a stamped id with empty
+        /// data, which a client keeps as its cursor, so that it can resume
+        /// even before the upstream sent anything. It is kept in the
+        /// history like any stamped event; a browser's `EventSource`
+        /// dispatches it as a message with empty data, which MCP clients
+        /// ignore. Never for MCP `2026-07-28` or later. Off by default.
+        ///
+        /// # Panics
+        ///
+        /// When the layer makes a service
+        /// ([`Layer::layer`](tower::Layer::layer)) without
+        /// [`stamp_ids`](Self::stamp_ids) and a replay history
+        /// ([`history`](Self::history)): the priming event's id is a
+        /// stamped one, which a client resumes from through the history.
+        pub fn prime(mut self, prime: bool) -> Self {
+            self.config.options_mut().prime = prime;
+            self
+        }
+
+        /// The `retry` hint that goes with the priming event: how long a
+        /// client waits before it reconnects. None by default. Setting it
+        /// turns [`prime`](Self::prime) on.
+        pub fn prime_retry(mut self, retry: std::time::Duration) -> Self {
+            let options = self.config.options_mut();
+            options.prime_retry = Some(retry);
+            options.prime = true;
+            self
+        }
+
         /// Keeps a replay history of each stream within `limits`, so that
         /// a client reconnecting with `Last-Event-ID` gets the blocks it
         /// missed from the layer, even from an upstream that cannot
@@ -318,10 +326,23 @@ macro_rules! limit_methods {
         /// A stream lingers only when its response is the only one
         /// attached, has a scope, and its request's `MCP-Protocol-Version`
         /// is before `2026-07-28` (there, closing a stream cancels its
-        /// request). It needs a replay history ([`history`](Self::history));
-        /// without one it does nothing, and says so once in the log. The upstream is let go when it ends, when `time`
-        /// runs out with no client, or when more streams are held than
+        /// request). The upstream is let go when it ends, when `time` runs
+        /// out with no client, or when more streams are held than
         /// [`max_held_streams`](Self::max_held_streams), oldest first.
+        ///
+        /// A stop is not a disconnect: an MCP session's end (a `DELETE`
+        /// with the session's `Mcp-Session-Id`, the scope when it is MCP's,
+        /// once the upstream answers it with `2xx`) ends every stream held
+        /// in that scope and credentials, the upstream seeing its body
+        /// closed at once, and forgets their histories; and
+        /// [`stop`](crate::SseResumeLayer::stop) ends one stream. In this
+        /// process: another replica's holds run out their linger.
+        ///
+        /// # Panics
+        ///
+        /// When the layer makes a service
+        /// ([`Layer::layer`](tower::Layer::layer)) without a replay
+        /// history ([`history`](Self::history)), which linger records into.
         ///
         /// The background reading needs a tokio runtime, and the
         /// service's response bodies to be `Send + 'static`, as the
@@ -332,13 +353,6 @@ macro_rules! limit_methods {
             self
         }
 
-        /// An MCP session's end stops its streams: a `DELETE` with the
-        /// session's `Mcp-Session-Id` (the scope, when it is MCP's), once
-        /// the upstream answers it with `2xx`, ends every stream held in
-        /// that scope and credentials (the upstream sees its body closed
-        /// at once) and forgets their histories. In this process: another
-        /// replica's holds run out their linger.
-        ///
         /// The most streams held at once, with [`linger`](Self::linger):
         /// 1024 by default. Past it, the oldest hold lets its upstream go.
         /// Setting it empties the layer's streams.
@@ -464,6 +478,24 @@ impl<T> Config<T> {
         }
     }
 
+    /// Panics with what to add when a knob is set that cannot work with
+    /// the others: better at start than a knob that silently does nothing.
+    pub(crate) fn check(&self) {
+        let history = self.streams.limits().history.is_some();
+        let options = &self.options;
+        assert!(
+            options.linger.is_none() || history,
+            "SseResumeLayer::linger needs a replay history, to keep what the upstream \
+             sends while the client is away: add .history(HistoryLimits::new())"
+        );
+        assert!(
+            !options.prime || (options.stamp_ids && history),
+            "SseResumeLayer::prime (and prime_retry) needs stamped ids and a replay history, \
+             for the priming event's id to resume from: add .stamp_ids(true) and \
+             .history(HistoryLimits::new())"
+        );
+    }
+
     /// Changes how the streams are kept in process, emptying them, and
     /// tells the store the limits it keeps too.
     pub(crate) fn set_limits(&mut self, change: impl FnOnce(&mut StreamLimits))
@@ -576,6 +608,41 @@ mod tests {
         // What the layer keeps in process is the same.
         let limits = layer.config.streams.limits();
         assert_eq!(crate::StoreLimits::from(&limits), last);
+    }
+
+    /// A service of `layer`'s: its inner one is of no matter here.
+    fn make_service(layer: &SseResumeLayer) {
+        drop(tower::Layer::layer(layer, ()));
+    }
+
+    #[test]
+    #[should_panic(expected = "linger needs a replay history")]
+    fn linger_without_a_history_panics_when_the_layer_makes_a_service() {
+        make_service(&SseResumeLayer::new().linger(std::time::Duration::from_secs(1)));
+    }
+
+    #[test]
+    #[should_panic(expected = "add .stamp_ids(true)")]
+    fn priming_without_stamped_ids_panics_when_the_layer_makes_a_service() {
+        let history = crate::HistoryLimits::new();
+        make_service(&SseResumeLayer::new().history(history).prime(true));
+    }
+
+    #[test]
+    #[should_panic(expected = "prime (and prime_retry) needs stamped ids and a replay history")]
+    fn priming_without_a_history_panics_when_the_layer_makes_a_service() {
+        make_service(&SseResumeLayer::new().stamp_ids(true).prime(true));
+    }
+
+    #[test]
+    fn linger_and_priming_with_what_they_need_make_services() {
+        let layer = SseResumeLayer::new()
+            .linger(std::time::Duration::from_secs(1))
+            .stamp_ids(true)
+            .prime(true)
+            .history(crate::HistoryLimits::new());
+        make_service(&layer);
+        make_service(&SseResumeLayer::new());
     }
 
     #[test]

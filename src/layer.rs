@@ -78,6 +78,7 @@ impl<S, T> Layer<S> for SseResumeLayer<T> {
     type Service = SseResume<S, T>;
 
     fn layer(&self, inner: S) -> Self::Service {
+        self.config.check();
         SseResume::from_config(inner, self.config.clone())
     }
 }

@@ -10,7 +10,6 @@
 use std::collections::HashMap;
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -85,8 +84,6 @@ pub(crate) struct Streams {
     /// The bytes every history holds, within `HistoryLimits::max_total_bytes`.
     history_budget: Budget,
     holds: Arc<Holds>,
-    /// Whether the log said that linger needs a history.
-    told_no_history: AtomicBool,
     stats: Stats,
 }
 
@@ -205,7 +202,6 @@ impl Streams {
         let shards = (limits.max_streams / 16).clamp(1, MAX_SHARDS);
         Self {
             holds: Arc::new(Holds::new(limits.max_held, stats.clone())),
-            told_no_history: AtomicBool::new(false),
             limits,
             shards: (0..shards).map(|_| Mutex::default()).collect(),
             history_budget: Budget::reporting(
@@ -237,9 +233,6 @@ impl Streams {
             Snapshot::InProcess => self.open_in_process(key, cursor, request),
             Snapshot::Stored(stored) => self.adopt(key.scope(), stored, cursor, request),
         };
-        if request.linger && !opened.may_linger && !self.told_no_history.swap(true, Relaxed) {
-            tracing::warn!("linger needs a replay history: set one on the layer");
-        }
         opened.may_linger &= request.linger;
         opened
     }
