@@ -226,8 +226,7 @@ macro_rules! limit_methods {
         ///
         /// # Panics
         ///
-        /// When the layer makes a service
-        /// ([`Layer::layer`](tower::Layer::layer)) without
+        /// When the layer makes a service (`Layer::layer`) without
         /// [`stamp_ids`](Self::stamp_ids) and a replay history
         /// ([`history`](Self::history)): the priming event's id is a
         /// stamped one, which a client resumes from through the history.
@@ -338,15 +337,15 @@ macro_rules! limit_methods {
         /// [`stop`](crate::SseResumeLayer::stop) ends one stream. In this
         /// process: another replica's holds run out their linger.
         ///
-        /// # Panics
-        ///
-        /// When the layer makes a service
-        /// ([`Layer::layer`](tower::Layer::layer)) without a replay
-        /// history ([`history`](Self::history)), which linger records into.
-        ///
         /// The background reading needs a tokio runtime, and the
         /// service's response bodies to be `Send + 'static`, as the
         /// bodies of hyper and axum are.
+        ///
+        /// # Panics
+        ///
+        /// When the layer makes a service (`Layer::layer`) without a
+        /// replay history ([`history`](Self::history)), which linger
+        /// records into.
         pub fn linger(mut self, time: std::time::Duration) -> Self {
             self.config.options_mut().linger = Some(time);
             self.config.set_limits(|streams| streams.linger = true);

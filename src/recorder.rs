@@ -20,7 +20,7 @@ pub(crate) struct Recorder {
     /// Where batches go; `None` when nothing keeps them.
     sink: Option<Arc<dyn RecordSink>>,
     /// The stream's generation when the response opened.
-    fence: u64,
+    generation: u64,
     /// Whether batches carry the blocks, for the store's replay history.
     wants_blocks: bool,
     batch: IdBatch,
@@ -46,7 +46,7 @@ impl Recorder {
         Self {
             key: Some(key),
             sink: Some(store),
-            fence: stored.fence,
+            generation: stored.generation,
             wants_blocks: stored.keeps_blocks,
             batch: IdBatch::new(),
             stats,
@@ -61,7 +61,7 @@ impl Recorder {
         Self {
             key: None,
             sink: None,
-            fence: 0,
+            generation: 0,
             wants_blocks: false,
             batch: IdBatch::new(),
             stats,
@@ -156,7 +156,7 @@ impl Recorder {
         if self.batch.is_empty() {
             return;
         }
-        let recorded = sink.record(key, self.fence, &self.batch);
+        let recorded = sink.record(key, self.generation, &self.batch);
         let ids = self.batch.len();
         self.batch.clear();
         if let Err(error) = recorded {
@@ -192,11 +192,11 @@ impl fmt::Debug for Recorder {
 /// The one store method the body needs, object safe so that the body is not
 /// generic over the store.
 trait RecordSink: Send + Sync {
-    fn record(&self, key: &StreamKey, fence: u64, ids: &IdBatch) -> Result<(), StoreError>;
+    fn record(&self, key: &StreamKey, generation: u64, ids: &IdBatch) -> Result<(), StoreError>;
 }
 
 impl<T: TrackerStore> RecordSink for T {
-    fn record(&self, key: &StreamKey, fence: u64, ids: &IdBatch) -> Result<(), StoreError> {
-        TrackerStore::record(self, key, fence, ids)
+    fn record(&self, key: &StreamKey, generation: u64, ids: &IdBatch) -> Result<(), StoreError> {
+        TrackerStore::record(self, key, generation, ids)
     }
 }

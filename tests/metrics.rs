@@ -482,7 +482,7 @@ async fn followers_that_lose_their_holder(redis: &RedisServer) -> SseResumeLayer
             batch.push(&id.to_string());
             let block = Bytes::from(events([id]));
             batch.push_block(Some(&id.to_string()), &block);
-            holder.record(&key, opened.fence, &batch).unwrap();
+            holder.record(&key, opened.generation, &batch).unwrap();
         };
         record(1);
         tokio::time::timeout(STEP, holder.flush()).await.unwrap();

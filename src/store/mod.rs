@@ -26,13 +26,13 @@
 //!   resolves the cursor and replays from its own streams), or
 //!   [`Snapshot::Stored`] with what the store keeps, the client's cursor
 //!   applied: the stream the cursor belongs to, its window, its
-//!   generation (the *fence*), and the replay.
+//!   *generation*, and the replay.
 //! - [`record`](TrackerStore::record) takes the ids (and, when the store
 //!   keeps a history, the blocks) a response forwarded, in an [`IdBatch`],
-//!   with the fence its response opened at. It must not wait: queue the
-//!   batch, bounded, and write it in the background. Refuse a batch whose
-//!   fence is older than the stream's generation: its ids were forwarded
-//!   to a client that may have reconnected since.
+//!   with the generation its response opened at. It must not wait: queue
+//!   the batch, bounded, and write it in the background. Refuse (*fence*) a
+//!   batch whose generation is older than the stream's: its ids were
+//!   forwarded to a client that may have reconnected since.
 //! - [`hold`](TrackerStore::hold) marks a stream as read from its upstream
 //!   by this replica, for as long as the [`Lease`] it returns lives, and
 //!   [`follow`](TrackerStore::follow) delivers, as a [`Follow`], what the
@@ -66,9 +66,9 @@
 //!         self.inner.open(key, cursor).await
 //!     }
 //!
-//!     fn record(&self, key: &StreamKey, fence: u64, batch: &IdBatch) -> Result<(), StoreError> {
+//!     fn record(&self, key: &StreamKey, generation: u64, batch: &IdBatch) -> Result<(), StoreError> {
 //!         self.ids.fetch_add(batch.len() as u64, Ordering::Relaxed);
-//!         self.inner.record(key, fence, batch)
+//!         self.inner.record(key, generation, batch)
 //!     }
 //!
 //!     fn hold(&self, key: &StreamKey) -> Option<Lease> {
@@ -134,7 +134,7 @@ pub trait TrackerStore: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Snapshot, StoreError>> + Send;
 
     /// Keeps what a response of the stream of `key` forwarded, oldest
-    /// first. `fence` is the stream's generation when that response
+    /// first. `generation` is the stream's generation when that response
     /// opened: refuse the batch when the stream has a newer one. The batch
     /// is reused once this returns: copy what must outlive the call.
     ///
@@ -142,7 +142,7 @@ pub trait TrackerStore: Send + Sync + 'static {
     /// batch (bounded) and writes it in the background, coalescing batches.
     /// It is only called for streams the store opened with
     /// [`Snapshot::Stored`].
-    fn record(&self, key: &StreamKey, fence: u64, batch: &IdBatch) -> Result<(), StoreError>;
+    fn record(&self, key: &StreamKey, generation: u64, batch: &IdBatch) -> Result<(), StoreError>;
 
     /// Marks the stream of `key` as read from its upstream by this process,
     /// for as long as the returned lease lives, so that a client that
@@ -268,8 +268,8 @@ pub struct StoredStream {
     pub ids: Vec<(String, u64)>,
     /// The stream's generation, which every cursor applied bumps: the
     /// responses of this process that opened before it stop recording, and
-    /// [`TrackerStore::record`] gets it back as the fence.
-    pub fence: u64,
+    /// [`TrackerStore::record`] gets it back with each batch.
+    pub generation: u64,
     /// Whether the client's cursor was known to the stream; `None` without
     /// one.
     pub cursor_known: Option<bool>,
@@ -300,7 +300,7 @@ impl StoredStream {
         Self {
             stream: stream.into(),
             ids: Vec::new(),
-            fence: 0,
+            generation: 0,
             cursor_known: None,
             replay: Replay::Off,
             stamp_epoch: None,

@@ -29,8 +29,8 @@
 //! - **generation**: goes up each time a client's cursor makes the
 //!   stream forget ids (those after the cursor, or all of them for an
 //!   unknown one). A response records only at the generation it opened
-//!   at; a store refuses writes of an older one (the `fence` a store is
-//!   given is the writer's generation).
+//!   at; a store *fences* (refuses) writes of an older one: each batch
+//!   carries its writer's generation.
 //! - **hold**: a response whose client went away, its upstream still read
 //!   for a while ([`SseResumeLayer::linger`](crate::SseResumeLayer::linger));
 //!   the stream is *held*. A client that comes back *takes over* the

@@ -153,7 +153,7 @@ pub(crate) struct Opened {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Stored {
     /// The stream's generation when the response opened.
-    pub(crate) fence: u64,
+    pub(crate) generation: u64,
     /// Whether batches carry the blocks, for the store's replay history.
     pub(crate) keeps_blocks: bool,
 }
@@ -332,7 +332,7 @@ impl Streams {
         drop(shard);
         let mut state = stream.lock();
         let displaced = displace(&mut state, request, stored.cursor_known == Some(true));
-        let local: Vec<(String, u64)> = if state.generation() == stored.fence {
+        let local: Vec<(String, u64)> = if state.generation() == stored.generation {
             state.entries().collect()
         } else {
             Vec::new()
@@ -340,7 +340,7 @@ impl Streams {
         let merged = stored.ids.iter().chain(&local);
         state.replace_ids(merged.map(|(id, content)| (id.as_str(), *content)));
         // Responses opened before a cursor cut the window stop recording.
-        state.set_generation(stored.fence);
+        state.set_generation(stored.generation);
         let (mut cursor_known, mut replay) = (stored.cursor_known, stored.replay);
         if request.linger && state.is_held() {
             // This process's history has what its hold recorded.
@@ -369,7 +369,7 @@ impl Streams {
             replay,
             stamp_epoch: stored.stamp_epoch,
             stored: Some(Stored {
-                fence: stored.fence,
+                generation: stored.generation,
                 keeps_blocks: stored.keeps_blocks,
             }),
             serve,
@@ -1089,13 +1089,13 @@ mod tests {
         // In a newer generation, what the store has is the window.
         let snapshot = Snapshot::Stored(StoredStream {
             ids: vec![("1".to_owned(), 0)],
-            fence: 1,
+            generation: 1,
             ..stored("GET /")
         });
         let third = streams.open(key("s", "GET /"), None, snapshot, NO_LINGER);
         assert_eq!(window(&third), ["1"]);
         assert_eq!(generation(&third), 1);
-        assert_eq!(third.stored.map(|s| s.fence), Some(1));
+        assert_eq!(third.stored.map(|s| s.generation), Some(1));
     }
 
     // Displacement, where one scope is one client.

@@ -573,7 +573,7 @@ impl RedisStore {
             }
         };
         // Redis never counts below zero.
-        loaded.fence = u64::try_from(opened.generation).unwrap_or(0);
+        loaded.generation = u64::try_from(opened.generation).unwrap_or(0);
         loaded.cursor_known = opened.cursor_known;
         loaded.stamp_epoch = (opened.epoch > 0).then_some(opened.epoch);
         loaded.keeps_blocks = limits.history().is_some();
@@ -651,14 +651,14 @@ impl TrackerStore for RedisStore {
         Ok(Snapshot::Stored(stream))
     }
 
-    fn record(&self, key: &StreamKey, fence: u64, batch: &IdBatch) -> Result<(), StoreError> {
+    fn record(&self, key: &StreamKey, generation: u64, batch: &IdBatch) -> Result<(), StoreError> {
         if batch.is_empty() {
             return Ok(());
         }
         let limits = self.limits();
         self.shared.queue.push(
             self.keys(key.scope()).of("w:", key.stream()),
-            i64::try_from(fence).unwrap_or(i64::MAX),
+            i64::try_from(generation).unwrap_or(i64::MAX),
             batch,
             || self.target(key),
             Kept {

@@ -550,7 +550,7 @@ struct HeldOnA {
     b: Replica,
     key: tower_sse_resume::StreamKey,
     /// The generation A opened the stream at.
-    fence: u64,
+    generation: u64,
     lease: tower_sse_resume::store::follow::Lease,
 }
 
@@ -572,7 +572,7 @@ impl HeldOnA {
             a,
             b,
             key,
-            fence: opened.fence,
+            generation: opened.generation,
             lease,
         }
     }
@@ -582,7 +582,7 @@ impl HeldOnA {
 fn record_one(
     store: &RedisStore,
     key: &tower_sse_resume::StreamKey,
-    fence: u64,
+    generation: u64,
     id: &str,
     block: &'static [u8],
 ) {
@@ -591,7 +591,7 @@ fn record_one(
     let mut batch = IdBatch::new();
     batch.push(id);
     batch.push_block(Some(id), block);
-    store.record(key, fence, &batch).unwrap();
+    store.record(key, generation, &batch).unwrap();
 }
 
 #[tokio::test]
@@ -605,7 +605,7 @@ async fn a_cursor_still_on_its_way_from_the_holder_is_waited_for() {
         a,
         b,
         key,
-        fence,
+        generation,
         lease,
     } = HeldOnA::start(&server).await;
     flushed(&a.store).await;
@@ -643,7 +643,7 @@ async fn a_cursor_still_on_its_way_from_the_holder_is_waited_for() {
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        record_one(&a.store, &key, fence, "7", b"id: 7\ndata: seven\n\n");
+        record_one(&a.store, &key, generation, "7", b"id: 7\ndata: seven\n\n");
         flushed(&a.store).await;
     };
     let (resumed, ()) = tokio::time::timeout(STEP, async { tokio::join!(open, late) })
@@ -658,7 +658,7 @@ async fn a_cursor_still_on_its_way_from_the_holder_is_waited_for() {
 }
 
 /// A client that comes back to the replica that holds its stream takes it
-/// over there: its cursor must not fence what the hold recorded and has
+/// over there: its cursor must not generation what the hold recorded and has
 /// not written yet, which another replica replays later. (Found by the
 /// soak: reconnects to the other replica met cursors Redis never kept.)
 #[tokio::test(flavor = "current_thread")]
@@ -673,10 +673,10 @@ async fn a_takeover_on_the_holder_does_not_fence_the_holds_last_writes() {
         a,
         b,
         key,
-        fence,
+        generation,
         lease: _held,
     } = HeldOnA::start(&server).await;
-    let record = |id: &str, block: &'static [u8]| record_one(&a.store, &key, fence, id, block);
+    let record = |id: &str, block: &'static [u8]| record_one(&a.store, &key, generation, id, block);
     record("1", b"id: 1\ndata: one\n\n");
     flushed(&a.store).await;
     // The hold reads event 2; before its write goes, the client is back

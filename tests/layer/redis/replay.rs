@@ -489,7 +489,7 @@ pub(super) async fn replays_open_with_their_own_ids(a: &RedisStore, b: &RedisSto
                 let mut batch = IdBatch::new();
                 batch.push_event(&n.to_string(), fingerprint_of(&block));
                 batch.push_block(Some(&n.to_string()), block.as_bytes());
-                a.record(&key, opened.fence, &batch).unwrap();
+                a.record(&key, opened.generation, &batch).unwrap();
                 flushed(&a).await;
                 written.store(u64::from(n), Ordering::Relaxed);
             }

@@ -271,18 +271,21 @@ async fn a_late_write_from_a_stale_stream_never_hides_events() {
     for id in ["1", "2", "3"] {
         early.push_event(id, fingerprint_of(&events([id.parse().unwrap()])));
     }
-    replicas.a.record(&key, stale.fence, &early).unwrap();
+    replicas.a.record(&key, stale.generation, &early).unwrap();
     flushed(&replicas.a).await;
 
     let resumed = stored(&replicas.b, &key, Some("3")).await.unwrap();
     assert_eq!(resumed.cursor_known, Some(true));
-    assert!(resumed.fence > stale.fence, "the cursor moved the fence");
+    assert!(
+        resumed.generation > stale.generation,
+        "the cursor moved the generation"
+    );
 
     let mut late = IdBatch::new();
     for id in ["4", "5"] {
         late.push_event(id, fingerprint_of(&events([id.parse().unwrap()])));
     }
-    replicas.a.record(&key, stale.fence, &late).unwrap();
+    replicas.a.record(&key, stale.generation, &late).unwrap();
     flushed(&replicas.a).await;
     assert_eq!(replicas.a.stats().fenced, 2, "{:?}", replicas.a.stats());
 
