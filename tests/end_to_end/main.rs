@@ -4,6 +4,7 @@
 
 mod browser;
 mod client_crate;
+mod demo;
 mod http2;
 mod mcp;
 mod proxy;
@@ -12,3 +13,6 @@ mod replicas;
 /// The demo's own proxy, which the tests drive rather than a copy of it.
 #[path = "../../examples/reverse_proxy/proxy.rs"]
 mod reverse_proxy;
+/// The demo's page and upstream, which the tests drive as they are.
+#[path = "../../examples/reverse_proxy/demo.rs"]
+mod reverse_proxy_demo;
