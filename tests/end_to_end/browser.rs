@@ -499,6 +499,25 @@ impl Browser {
         }
     }
 
+    /// The first report that comes on `reports`; panics, saying why,
+    /// when none will.
+    pub(crate) async fn report(
+        &mut self,
+        reports: &mut tokio::sync::mpsc::UnboundedReceiver<bytes::Bytes>,
+    ) -> bytes::Bytes {
+        loop {
+            match tokio::time::timeout(Duration::from_millis(250), reports.recv()).await {
+                Ok(Some(report)) => return report,
+                Ok(None) => panic!("nothing left to send a report"),
+                Err(_) => {
+                    if let Some(problem) = self.problem() {
+                        panic!("{problem}");
+                    }
+                }
+            }
+        }
+    }
+
     /// Why no report will come, if that is already known.
     pub(crate) fn problem(&mut self) -> Option<String> {
         if let Ok(Some(status)) = self.child.try_wait() {

@@ -121,17 +121,7 @@ async fn watch_the_page(layer: SseResumeLayer, live: bool) -> Option<HashMap<Str
     let server = tokio::spawn(reverse_proxy::serve(listener, service));
 
     let mut browser = Browser::launch(&format!("http://{addr}/test"));
-    let report = loop {
-        match tokio::time::timeout(Duration::from_millis(250), report.recv()).await {
-            Ok(Some(report)) => break report,
-            Ok(None) => unreachable!("the sender lives in the server"),
-            Err(_) => {
-                if let Some(problem) = browser.problem() {
-                    panic!("{problem}");
-                }
-            }
-        }
-    };
+    let report = browser.report(&mut report).await;
     drop(browser);
     server.abort();
     let counters: HashMap<String, u64> =

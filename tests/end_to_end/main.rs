@@ -6,6 +6,11 @@ mod browser;
 mod client_crate;
 mod demo;
 mod http2;
+mod llm_gateway;
+/// The LLM gateway recipe, whose `main` the tests leave alone.
+#[allow(dead_code)]
+#[path = "../../examples/llm_gateway.rs"]
+mod llm_gateway_example;
 mod mcp;
 mod proxy;
 #[cfg(feature = "redis")]
