@@ -3,7 +3,10 @@
 //! With no arguments it runs a self-contained demo: an upstream on loopback
 //! that numbers its events, drops the connection every few seconds and, on a
 //! reconnect, replays from a few events earlier than asked. Through the
-//! proxy, clients see every event exactly once.
+//! proxy, clients see every event exactly once. Its page, at `/`, shows
+//! the same stream straight from the upstream (`/direct/events`, the layer
+//! left out) beside the stream through the layer (`/events`), with the
+//! layer's counters from `/demo/stats` (`demo.rs`).
 //!
 //! `--demo live` runs an upstream that cannot resume instead: it ignores
 //! `Last-Event-ID`, and a client gets the events that happen while it is
@@ -44,7 +47,10 @@ Usage: reverse_proxy [--listen ADDR] [--upstream URL] [--demo replay|live]
                      [--metrics ADDR]
 
 A streaming SSE reverse proxy that makes event streams resumable and
-duplicate-free. With no --upstream it starts a demo upstream on loopback.
+duplicate-free. With no --upstream it starts a demo upstream on loopback,
+and serves a page at / that shows its stream straight (/direct/events,
+without the layer) beside the same through the layer (/events), with the
+layer's counters (/demo/stats).
 
 Options:
   --listen ADDR     address to listen on (default 127.0.0.1:8080)
