@@ -3,7 +3,10 @@
 //! With no arguments it runs a self-contained demo: an upstream on loopback
 //! that numbers its events, drops the connection every few seconds and, on a
 //! reconnect, replays from a few events earlier than asked. Through the
-//! proxy, clients see every event exactly once.
+//! proxy, clients see every event exactly once. Its page, at `/`, shows
+//! the same stream straight from the upstream (`/direct/events`, the layer
+//! left out) beside the stream through the layer (`/events`), with the
+//! layer's counters from `/demo/stats` (`demo.rs`).
 //!
 //! `--demo live` runs an upstream that cannot resume instead: it ignores
 //! `Last-Event-ID`, and a client gets the events that happen while it is
@@ -21,24 +24,22 @@
 //! cargo run --example reverse_proxy --features metrics -- --metrics 127.0.0.1:9090
 //! ```
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::header::{self, HeaderValue};
+use std::convert::Infallible;
+
 use http::{Request, Response, Uri};
-use http_body_util::{BodyExt, Full, StreamBody, combinators::BoxBody};
-use hyper::body::{Frame, Incoming};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper::body::Incoming;
 use tokio::net::{TcpListener, TcpStream};
 use tower::ServiceBuilder;
-use tower_sse_resume::{HistoryLimits, SseResumeLayer, Stats};
+use tower_sse_resume::{HistoryLimits, SseResumeLayer, Stats, TrackerStore};
 
+mod demo;
 mod proxy;
 
-use proxy::{BoxError, ProxyBody};
+use proxy::ProxyBody;
 
 const USAGE: &str = "\
 Usage: reverse_proxy [--listen ADDR] [--upstream URL] [--demo replay|live]
@@ -46,7 +47,10 @@ Usage: reverse_proxy [--listen ADDR] [--upstream URL] [--demo replay|live]
                      [--metrics ADDR]
 
 A streaming SSE reverse proxy that makes event streams resumable and
-duplicate-free. With no --upstream it starts a demo upstream on loopback.
+duplicate-free. With no --upstream it starts a demo upstream on loopback,
+and serves a page at / that shows its stream straight (/direct/events,
+without the layer) beside the same through the layer (/events), with the
+layer's counters (/demo/stats).
 
 Options:
   --listen ADDR     address to listen on (default 127.0.0.1:8080)
@@ -74,9 +78,6 @@ the demo only, as a URL leaks. Either way a stream is bound to the
 request's Authorization: another token never reads it. With --redis,
 give every replica the same secret in SSE_RESUME_CREDENTIAL_KEY, or each
 resumes the streams of requests with an Authorization only itself.";
-
-/// How long a client's connection lasts in the live demo.
-const LIVE_CUT: Duration = Duration::from_secs(4);
 
 struct Options {
     listen: SocketAddr,
@@ -200,7 +201,7 @@ async fn run(options: Options) -> Result<(), String> {
             upstream
         }
         None => {
-            let demo = demo::start(options.live)
+            let demo = demo::start_upstream(options.live)
                 .await
                 .map_err(|error| format!("demo upstream: {error}"))?;
             format!("http://{demo}")
@@ -224,7 +225,7 @@ async fn run(options: Options) -> Result<(), String> {
     let label = upstream.to_string();
     let forwarder = proxy::forwarder(upstream);
     // In the live demo, every client's connection is cut now and then.
-    let cut = (is_demo && options.live).then_some(LIVE_CUT);
+    let cut = (is_demo && options.live).then_some(demo::LIVE_CUT);
     if is_demo && options.live {
         let linger = if options.linger.is_some() {
             "with --linger, nothing is lost"
@@ -233,13 +234,15 @@ async fn run(options: Options) -> Result<(), String> {
         };
         println!(
             "proxying http://{addr} -> a live demo upstream that cannot resume; the proxy cuts each client every {} s",
-            LIVE_CUT.as_secs()
+            demo::LIVE_CUT.as_secs()
         );
         println!("{linger}");
-        println!("watch: open http://{addr}/ in a browser: the gaps counter tells");
+        println!("watch: open http://{addr}/ in a browser: the page shows the stream straight");
+        println!("       from the upstream (the losses) and through the layer");
     } else if is_demo {
         println!("proxying http://{addr} -> a demo upstream that drops every 3 s and replays");
-        println!("watch: open http://{addr}/ in a browser: each event arrives once");
+        println!("watch: open http://{addr}/ in a browser: the page shows the stream straight");
+        println!("       from the upstream (duplicates in red) and through the layer (each once)");
         println!("try:   curl -N -H 'Mcp-Session-Id: demo' http://{addr}/events");
         println!("       and when the upstream drops it, the same again: it goes on, no repeats");
     } else {
@@ -262,22 +265,34 @@ async fn run(options: Options) -> Result<(), String> {
                 Err(_) => layer,
             };
             println!("streams in Redis at {url}, shared with every proxy using it");
-            proxy::serve(
-                listener,
-                ServiceBuilder::new()
-                    .map_response(move |response| flaky::cut_after(response, cut))
-                    .layer(layer.store(store))
-                    .service(forwarder),
-            )
-            .await
+            serve(listener, layer.store(store), forwarder, is_demo, cut).await
         }
-        _ => {
-            let service = ServiceBuilder::new()
-                .map_response(move |response| flaky::cut_after(response, cut))
-                .layer(layer)
-                .service(forwarder);
-            proxy::serve(listener, service).await
-        }
+        _ => serve(listener, layer, forwarder, is_demo, cut).await,
+    }
+}
+
+/// Serves the proxy: the demo's page and routes around it for the demo,
+/// the layer in front of `forwarder` alone for a real upstream.
+async fn serve<T, F>(
+    listener: TcpListener,
+    layer: SseResumeLayer<T>,
+    forwarder: F,
+    is_demo: bool,
+    cut: Option<Duration>,
+) -> Result<(), String>
+where
+    T: TrackerStore,
+    F: tower::Service<Request<Incoming>, Response = Response<ProxyBody>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    F::Future: Send + 'static,
+{
+    if is_demo {
+        proxy::serve(listener, demo::app(layer, forwarder, cut)).await
+    } else {
+        let service = ServiceBuilder::new().layer(layer).service(forwarder);
+        proxy::serve(listener, service).await
     }
 }
 
@@ -316,186 +331,5 @@ async fn log_stats(stats: Stats) {
             now.held,
             now.takeovers
         );
-    }
-}
-
-/// The demo upstream: numbered events, a dropped connection every few
-/// seconds, and replays from earlier than asked.
-mod demo {
-    use super::*;
-    use futures_util::StreamExt;
-
-    /// Events per connection before it is dropped.
-    const PER_CONNECTION: u64 = 12;
-    /// How far back a reconnect replays: the client has these already.
-    const REPLAY: u64 = 4;
-    const INTERVAL: Duration = Duration::from_millis(250);
-
-    pub(super) async fn start(live: bool) -> std::io::Result<SocketAddr> {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
-        let addr = listener.local_addr()?;
-        let started = tokio::time::Instant::now();
-        tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
-                };
-                tokio::spawn(async move {
-                    let builder =
-                        hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-                    let service = hyper::service::service_fn(move |request| async move {
-                        if live {
-                            respond_live(request, started).await
-                        } else {
-                            respond(request).await
-                        }
-                    });
-                    let _ = builder
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        });
-        Ok(addr)
-    }
-
-    async fn respond(request: Request<Incoming>) -> Result<Response<ProxyBody>, Infallible> {
-        if request.uri().path() != "/events" {
-            let page = Full::new(Bytes::from_static(PAGE.as_bytes())).map_err(BoxError::from);
-            let mut response = Response::new(page.boxed());
-            response
-                .headers_mut()
-                .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html"));
-            return Ok(response);
-        }
-        let asked = request
-            .headers()
-            .get("last-event-id")
-            .and_then(|value| value.to_str().ok()?.parse::<u64>().ok());
-        // At least once: start a few events before the client's cursor.
-        let first = asked.map_or(1, |id| id.saturating_sub(REPLAY).max(1));
-        // Browsers wait 3 s before they reconnect unless told otherwise.
-        let retry = futures_util::stream::once(async {
-            Ok::<_, BoxError>(Frame::data(Bytes::from_static(b"retry: 500\n\n")))
-        });
-        let events = futures_util::stream::unfold(first, move |id| async move {
-            if id >= first + PER_CONNECTION {
-                // Drop the connection, as a flaky upstream would.
-                return Some((Err::<Frame<Bytes>, BoxError>("demo drop".into()), u64::MAX));
-            }
-            if id == u64::MAX {
-                return None;
-            }
-            tokio::time::sleep(INTERVAL).await;
-            let block = format!("id: {id}\ndata: event {id}\n\n");
-            Some((Ok(Frame::data(Bytes::from(block))), id + 1))
-        });
-        let mut response = Response::new(BoxBody::new(StreamBody::new(retry.chain(events))));
-        let headers = response.headers_mut();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/event-stream"),
-        );
-        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-        Ok(response)
-    }
-
-    /// The live upstream: event `n` happens `n` intervals after it
-    /// started, whoever is connected; `Last-Event-ID` means nothing to it.
-    async fn respond_live(
-        request: Request<Incoming>,
-        started: tokio::time::Instant,
-    ) -> Result<Response<ProxyBody>, Infallible> {
-        if request.uri().path() != "/events" {
-            return respond(request).await;
-        }
-        let retry = futures_util::stream::once(async {
-            Ok::<_, BoxError>(Frame::data(Bytes::from_static(b"retry: 500\n\n")))
-        });
-        let first = (started.elapsed().as_millis() / INTERVAL.as_millis()) as u64 + 1;
-        let events = futures_util::stream::unfold(first, move |id| async move {
-            tokio::time::sleep_until(started + INTERVAL * id as u32).await;
-            let block = format!("id: {id}\ndata: event {id}\n\n");
-            Some((Ok::<_, BoxError>(Frame::data(Bytes::from(block))), id + 1))
-        });
-        let mut response = Response::new(BoxBody::new(StreamBody::new(retry.chain(events))));
-        let headers = response.headers_mut();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/event-stream"),
-        );
-        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-        Ok(response)
-    }
-
-    const PAGE: &str = r#"<!doctype html>
-<meta charset="utf-8">
-<title>tower-sse-resume demo</title>
-<style>body{font:14px system-ui;margin:2em} .bad{color:#b00} #log{font-family:monospace}</style>
-<h1>tower-sse-resume demo</h1>
-<p>The stream drops every few seconds, and the browser reconnects. Through
-the proxy, each event should arrive exactly once.</p>
-<p id="summary"></p>
-<div id="log"></div>
-<script>
-const session = Math.random().toString(36).slice(2);
-const source = new EventSource("/events?session=" + session);
-let last = 0, received = 0, problems = 0, reconnects = -1;
-source.onopen = () => { reconnects++; show(); };
-source.onmessage = (event) => {
-  const id = Number(event.lastEventId);
-  const line = document.createElement("div");
-  line.textContent = `#${id} ${event.data}`;
-  if (last && id !== last + 1) { problems++; line.className = "bad"; line.textContent += id <= last ? "  (duplicate)" : "  (gap)"; }
-  last = Math.max(last, id); received++;
-  document.getElementById("log").prepend(line);
-  show();
-};
-function show() {
-  document.getElementById("summary").textContent =
-    `received ${received} events, reconnects ${reconnects}, duplicates or gaps ${problems}`;
-}
-</script>
-"#;
-}
-
-/// The live demo's flaky network: every client's response body ends after
-/// a while, as if its connection dropped, and the browser reconnects.
-mod flaky {
-    use std::pin::Pin;
-    use std::task::{Context, Poll};
-
-    use super::*;
-
-    pub(super) fn cut_after<B>(
-        response: Response<B>,
-        cut: Option<Duration>,
-    ) -> Response<CutAfter<B>> {
-        response.map(|body| CutAfter {
-            body: Box::pin(body),
-            deadline: cut.map(|cut| Box::pin(tokio::time::sleep(cut))),
-        })
-    }
-
-    pub(super) struct CutAfter<B> {
-        body: Pin<Box<B>>,
-        deadline: Option<Pin<Box<tokio::time::Sleep>>>,
-    }
-
-    impl<B: hyper::body::Body> hyper::body::Body for CutAfter<B> {
-        type Data = B::Data;
-        type Error = B::Error;
-
-        fn poll_frame(
-            mut self: Pin<&mut Self>,
-            cx: &mut Context<'_>,
-        ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-            if let Some(deadline) = &mut self.deadline {
-                if deadline.as_mut().poll(cx).is_ready() {
-                    return Poll::Ready(None);
-                }
-            }
-            self.body.as_mut().poll_frame(cx)
-        }
     }
 }

@@ -15,7 +15,7 @@ use crate::proxy::{CuttingRelay, Proxy, Script, Upstream, parse_data};
 use serde_json::Value;
 use tower_sse_resume::{HistoryLimits, SseResumeLayer};
 
-const CHROMIUM: &str = "/usr/bin/chromium";
+pub(crate) const CHROMIUM: &str = "/usr/bin/chromium";
 /// From launching the browser to its report, chromium's start included.
 const DEADLINE: Duration = Duration::from_secs(60);
 /// No event takes longer than this from the upstream to the page.
@@ -23,7 +23,7 @@ const MAX_DELAY_MS: u64 = 1000;
 
 /// One browser at a time: the delays measured are the proxy's, not those of
 /// two browsers starting on the same cores.
-static ONE_BROWSER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+pub(crate) static ONE_BROWSER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chromium_sees_every_event_once_in_order_as_it_is_sent() {
@@ -281,6 +281,18 @@ struct Run {
     final_state: Option<u64>,
 }
 
+/// Whether Chromium is there to run; without it, says the test is
+/// skipped, or fails when `TOWER_SSE_RESUME_REQUIRE_BROWSER=1`.
+pub(crate) fn have_chromium() -> bool {
+    if Path::new(CHROMIUM).exists() {
+        return true;
+    }
+    let required = std::env::var("TOWER_SSE_RESUME_REQUIRE_BROWSER").as_deref() == Ok("1");
+    assert!(!required, "{CHROMIUM} is missing: apt-get install chromium");
+    tower_sse_resume_support::skipped(&format!("{CHROMIUM} is missing (apt-get install chromium)"));
+    false
+}
+
 /// Opens the page in Chromium through the proxy, with `layer` or without
 /// any, against the flaky upstream, and reads its report. `None` when the
 /// browser is missing.
@@ -295,12 +307,7 @@ async fn run_with(
     mut script: Script,
     cut: Option<Duration>,
 ) -> Option<Run> {
-    if !Path::new(CHROMIUM).exists() {
-        let required = std::env::var("TOWER_SSE_RESUME_REQUIRE_BROWSER").as_deref() == Ok("1");
-        assert!(!required, "{CHROMIUM} is missing: apt-get install chromium");
-        tower_sse_resume_support::skipped(&format!(
-            "{CHROMIUM} is missing (apt-get install chromium)"
-        ));
+    if !have_chromium() {
         return None;
     }
     let _one = ONE_BROWSER.lock().await;
@@ -448,14 +455,14 @@ fetch(url, { method: "POST" }).then((response) => response.text()).then(() => {
 
 /// Headless Chromium with a fresh profile, killed with its whole process
 /// group and its profile removed when dropped.
-struct Browser {
+pub(crate) struct Browser {
     child: Child,
     dir: PathBuf,
     started: Instant,
 }
 
 impl Browser {
-    fn launch(url: &str) -> Self {
+    pub(crate) fn launch(url: &str) -> Self {
         use std::os::unix::process::CommandExt;
 
         let dir = std::env::temp_dir().join(format!(
@@ -492,8 +499,27 @@ impl Browser {
         }
     }
 
+    /// The first report that comes on `reports`; panics, saying why,
+    /// when none will.
+    pub(crate) async fn report(
+        &mut self,
+        reports: &mut tokio::sync::mpsc::UnboundedReceiver<bytes::Bytes>,
+    ) -> bytes::Bytes {
+        loop {
+            match tokio::time::timeout(Duration::from_millis(250), reports.recv()).await {
+                Ok(Some(report)) => return report,
+                Ok(None) => panic!("nothing left to send a report"),
+                Err(_) => {
+                    if let Some(problem) = self.problem() {
+                        panic!("{problem}");
+                    }
+                }
+            }
+        }
+    }
+
     /// Why no report will come, if that is already known.
-    fn problem(&mut self) -> Option<String> {
+    pub(crate) fn problem(&mut self) -> Option<String> {
         if let Ok(Some(status)) = self.child.try_wait() {
             return Some(format!(
                 "chromium exited ({status}) before the page reported\n{}",

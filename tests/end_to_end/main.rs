@@ -4,7 +4,13 @@
 
 mod browser;
 mod client_crate;
+mod demo;
 mod http2;
+mod llm_gateway;
+/// The LLM gateway recipe, whose `main` the tests leave alone.
+#[allow(dead_code)]
+#[path = "../../examples/llm_gateway.rs"]
+mod llm_gateway_example;
 mod mcp;
 mod proxy;
 #[cfg(feature = "redis")]
@@ -12,3 +18,6 @@ mod replicas;
 /// The demo's own proxy, which the tests drive rather than a copy of it.
 #[path = "../../examples/reverse_proxy/proxy.rs"]
 mod reverse_proxy;
+/// The demo's page and upstream, which the tests drive as they are.
+#[path = "../../examples/reverse_proxy/demo.rs"]
+mod reverse_proxy_demo;
