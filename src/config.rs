@@ -216,13 +216,16 @@ pub(crate) use builder_methods;
 /// limits, checked together when the layer makes a service.
 macro_rules! limit_methods {
     () => {
-        /// Whether each response of a scoped stream starts with a priming
-        /// event, as MCP 2025-11-25 describes: a stamped id with empty
-        /// data, which a client keeps as its cursor, so that it can resume
-        /// even before the upstream sent anything. It is kept in the
-        /// history like any stamped event; a browser's `EventSource`
-        /// dispatches it as a message with empty data, which MCP clients
-        /// ignore. Never for MCP `2026-07-28` or later. Off by default.
+        /// Whether each response of a scoped stream that reads an upstream
+        /// starts with a priming event, as MCP 2025-11-25 describes: a
+        /// stamped id with empty data, which a client keeps as its cursor,
+        /// so that it can resume even before the upstream sent anything.
+        /// It is kept in the history like any stamped event; a browser's
+        /// `EventSource` dispatches it as a message with empty data, which
+        /// MCP clients ignore. A response that takes a held stream over,
+        /// follows one, or replays a complete one goes on with a stream
+        /// primed already, and is not primed again. Never for MCP
+        /// `2026-07-28` or later. Off by default.
         ///
         /// # Panics
         ///

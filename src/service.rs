@@ -275,6 +275,13 @@ async fn decide<T: TrackerStore, B: 'static>(
             None => Plan::Upstream(upstream_cursor),
         },
     };
+    if !matches!(plan, Plan::Upstream(_)) {
+        // A priming event starts a stream; a takeover, a follow or a
+        // complete stream's replay goes on with one primed already, its
+        // replay carrying ids. Recorded, it would land in the history
+        // mid-stream, or after a complete stream's end.
+        decision.prime = None;
+    }
     let reads_upstream = matches!(plan, Plan::Upstream(_) | Plan::TakeOver(_));
     if reads_upstream && decision.linger.is_some() {
         // Other replicas follow it while this one reads it.

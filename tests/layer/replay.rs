@@ -625,6 +625,45 @@ async fn each_stream_starts_with_a_priming_event_a_client_can_resume_from() {
     }
 }
 
+/// A priming event starts a response that reads an upstream; a response
+/// that replays a complete stream, takes a held one over or follows one
+/// continues a stream already primed, its replay carrying ids. Primed, a
+/// complete stream's replay put a priming event into the history after the
+/// end, one more at each resume.
+#[tokio::test]
+async fn resuming_a_complete_stream_primes_nothing_and_replays_the_same_each_time() {
+    for transport in TRANSPORTS {
+        let layer = priming().linger(Duration::from_secs(30));
+        let upstream = Upstream::new([Reply::sse(["data: a\n\ndata: b\n\ndata: c\n\n"])]);
+        let call = Request::post("/mcp")
+            .header("mcp-session-id", "s")
+            .body(())
+            .unwrap();
+        let got = exchange(transport, &layer, &upstream, vec![call]).await;
+        let body = got[0].text().to_owned();
+        priming_id(&body);
+        let first_event = body.split("\n\n").nth(1).expect("a first event");
+        let cursor = first_event
+            .strip_prefix("id: ")
+            .and_then(|rest| rest.split_once('\n'))
+            .map(|(id, _)| id.to_owned())
+            .expect("a stamped id");
+        let mut replays = Vec::new();
+        for _ in 0..3 {
+            let got = exchange(transport, &layer, &upstream, vec![resume("s", &cursor)]).await;
+            replays.push(got[0].text().to_owned());
+        }
+        let (epoch, _) = cursor.split_once('-').unwrap();
+        let rest = format!("id: {epoch}-3\ndata: b\n\nid: {epoch}-4\ndata: c\n\n");
+        assert_eq!(replays, [rest.clone(), rest.clone(), rest], "{transport:?}");
+        assert_eq!(
+            upstream.seen().len(),
+            1,
+            "{transport:?}: complete, never sent again"
+        );
+    }
+}
+
 #[tokio::test]
 async fn no_priming_for_mcp_2026_07_28() {
     let upstream = Upstream::new([Reply::sse(["data: a\n\n"])]);
