@@ -61,9 +61,9 @@ const MIN_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 /// Keeps streams in Redis, so that every replica of a gateway
 /// resumes and deduplicates a client's stream, wherever it reconnects.
 ///
-/// Requires the `redis` cargo feature. The tests run it against Redis
-/// 7.0, a single node and a Cluster of three; Valkey speaks the same
-/// protocol and scripts and is expected to work, but was not run here.
+/// Requires the `redis` cargo feature. CI runs its tests, a single node,
+/// a Cluster of three and a Cluster failover, against Redis 7.0 and
+/// Valkey 8.1.
 /// Works with a single node (through a reconnecting connection manager)
 /// and with Cluster
 /// ([`connect_cluster`](Self::connect_cluster)): all keys of a scope share
