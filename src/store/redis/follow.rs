@@ -20,9 +20,9 @@ use tokio::sync::{Notify, watch};
 use tokio::time::{Instant, sleep, timeout};
 
 use super::Config;
-use super::connection::{Connection, within};
+use super::connection::Connection;
 use super::keys::Keys;
-use super::scripts::{Read, millis, scripts};
+use super::scripts::{Read, is_wrong_type, millis, repair, run, scripts};
 use crate::lock::lock;
 use crate::store::follow::{FollowSender, Followed};
 
@@ -277,17 +277,31 @@ impl Follower {
     }
 
     async fn read(&self) -> Result<Read, crate::store::StoreError> {
-        let mut invocation = scripts().read.prepare_invoke();
-        invocation
-            .key(self.keys.of("h:", &self.stream))
-            .arg(&self.keys.scope)
-            .arg(&self.stream)
-            .arg(self.next)
-            .arg(READ_BLOCKS)
-            .arg(millis(self.lease));
-        let mut connection = self.connection.clone();
         let limit = self.config.timeout.max(super::MIN_WRITE_TIMEOUT);
-        let reply: Value = within(limit, invocation.invoke_async(&mut connection)).await?;
+        let history = self.keys.of("h:", &self.stream);
+        let call = |whole| {
+            let mut command = scripts().read.call(whole);
+            command
+                .arg(1)
+                .arg(&history)
+                .arg(&self.keys.scope)
+                .arg(&self.stream)
+                .arg(self.next)
+                .arg(READ_BLOCKS)
+                .arg(millis(self.lease));
+            command
+        };
+        let reply: Value = match run(&self.connection, limit, call).await {
+            Err(crate::store::StoreError::Unavailable(error)) if is_wrong_type(&*error) => {
+                // Keys of the stream that something else wrote: they go,
+                // and the next read sees what is left.
+                let removed =
+                    repair(&self.connection, limit, &self.keys.typed(&self.stream)).await?;
+                tracing::error!(stream = %self.stream, removed, "keys of the wrong type in Redis: removed");
+                run(&self.connection, limit, call).await?
+            }
+            reply => reply?,
+        };
         Read::parse(reply)
     }
 }

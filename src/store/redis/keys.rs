@@ -3,10 +3,10 @@
 //!
 //! [`RedisStore`]: super::RedisStore
 
-use ::redis::{Cmd, Script};
+use ::redis::Cmd;
 
 use super::Config;
-use super::scripts::millis;
+use super::scripts::{Lua, millis};
 use crate::store::StoreLimits;
 
 /// The keys of one scope, named as in the table on
@@ -49,25 +49,16 @@ impl Keys {
         key
     }
 
-    /// A call of `script` with the keys and arguments every script of
-    /// the preamble starts with: by its hash, or with `whole` its code.
+    /// A call of `script` (by its hash, or with `whole` its code) with
+    /// the keys and arguments every script of the preamble starts with.
     pub(super) fn script_call(
         &self,
-        script: &Script,
-        code: &str,
+        script: &Lua,
         whole: bool,
         config: &Config,
         limits: &StoreLimits,
     ) -> Cmd {
-        let mut command = if whole {
-            let mut command = ::redis::cmd("EVAL");
-            command.arg(code);
-            command
-        } else {
-            let mut command = ::redis::cmd("EVALSHA");
-            command.arg(script.get_hash());
-            command
-        };
+        let mut command = script.call(whole);
         command
             .arg(2)
             .arg(&self.streams)
@@ -78,6 +69,26 @@ impl Keys {
             .arg(limits.max_streams_per_scope())
             .arg(history_args(limits).as_slice());
         command
+    }
+
+    /// Every key of `stream` and of its scope that a script touches, with
+    /// the type it holds: what [`repair`](super::scripts::repair) checks.
+    pub(super) fn typed(&self, stream: &str) -> Vec<(String, &'static str)> {
+        let scope = |suffix: &str| format!("{}{suffix}", self.scope);
+        vec![
+            (self.streams.clone(), "zset"),
+            (self.generations.clone(), "hash"),
+            (scope("hb"), "hash"),
+            (scope("hn"), "hash"),
+            (scope("e"), "string"),
+            (self.of("w:", stream), "list"),
+            (self.of("wf:", stream), "list"),
+            (self.of("h:", stream), "list"),
+            (self.of("hi:", stream), "list"),
+            (self.of("l:", stream), "string"),
+            (self.of("f:", stream), "string"),
+            (self.of("d:", stream), "string"),
+        ]
     }
 }
 

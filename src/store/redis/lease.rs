@@ -12,16 +12,19 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
-use ::redis::Value;
+use ::redis::{RedisResult, Value};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use super::Shared;
 use super::connection::{Connection, within};
 use super::queue::Target;
-use super::scripts::{REFRESH, millis};
+use super::scripts::{is_no_script, is_wrong_type, millis, repair, scripts};
 use crate::lock::lock;
 use crate::store::follow::HeldStream;
+
+/// Refresh scripts per pipeline.
+const PIPELINE_LEN: usize = 256;
 
 /// The leases this process holds, by lease key.
 #[derive(Default)]
@@ -128,7 +131,7 @@ pub(super) async fn refresh_leases(
         let Some(leases) = leases.upgrade() else {
             return;
         };
-        let held: Vec<(String, String, Arc<AtomicBool>)> = lock(&leases.held)
+        let held: Vec<HeldLease> = lock(&leases.held)
             .iter()
             .map(|(key, held)| {
                 let followed = Arc::clone(&held.followed);
@@ -136,25 +139,83 @@ pub(super) async fn refresh_leases(
             })
             .collect();
         drop(leases);
-        // Sent at once: the connection pipelines them.
-        let mut calls = JoinSet::new();
-        for (lease_key, followed_key, followed) in held {
-            let mut command = ::redis::cmd("EVAL");
-            command
-                .arg(REFRESH)
-                .arg(1)
-                .arg(lease_key)
-                .arg(&*holder)
-                .arg(millis(lease))
-                .arg(followed_key);
+        refresh(&connection, &holder, lease, every, held).await;
+    }
+}
+
+/// A lease this process holds: its key, the key of its mark that the
+/// stream is followed, and where to say whether it is.
+type HeldLease = (String, String, Arc<AtomicBool>);
+
+/// Renews the leases `held`,
+/// batched: one pipeline of refresh scripts, one per scope in a Cluster
+/// (a scope's keys share a slot), sent at once. A lease whose key holds
+/// another type is removed, and taken again at the next round.
+async fn refresh(
+    connection: &Connection,
+    holder: &str,
+    lease: Duration,
+    every: Duration,
+    held: Vec<HeldLease>,
+) {
+    let mut batches: HashMap<&str, Vec<&HeldLease>> = HashMap::new();
+    for entry in &held {
+        // `<prefix>{scope}:l:<stream>`: the scope's part names the slot.
+        let batch = if connection.is_cluster() {
+            entry.0.split_once("}:").map_or("", |(scope, _)| scope)
+        } else {
+            ""
+        };
+        batches.entry(batch).or_default().push(entry);
+    }
+    let mut calls = JoinSet::new();
+    for batch in batches.into_values() {
+        for chunk in batch.chunks(PIPELINE_LEN) {
+            let pipeline = |whole| {
+                let mut pipeline = ::redis::pipe();
+                pipeline.ignore_errors();
+                for (lease_key, followed_key, _) in chunk {
+                    let mut command = scripts().refresh.call(whole);
+                    command
+                        .arg(1)
+                        .arg(lease_key)
+                        .arg(holder)
+                        .arg(millis(lease))
+                        .arg(followed_key);
+                    pipeline.add_command(command);
+                }
+                pipeline
+            };
+            let entries: Vec<(String, Arc<AtomicBool>)> = (chunk.iter())
+                .map(|(lease_key, _, followed)| (lease_key.clone(), Arc::clone(followed)))
+                .collect();
+            let (by_hash, whole) = (pipeline(false), pipeline(true));
             let mut connection = connection.clone();
             calls.spawn(async move {
-                let reply = within(every, command.query_async::<Value>(&mut connection)).await;
-                if let Ok(Value::Int(is_followed)) = reply {
-                    followed.store(is_followed == 1, Relaxed);
+                let mut replies = within(every, by_hash.query_async::<Vec<RedisResult<Value>>>(&mut connection)).await;
+                let missing = |replies: &Vec<RedisResult<Value>>| {
+                    replies.iter().any(|reply| reply.as_ref().is_err_and(|e| is_no_script(e)))
+                };
+                if replies.as_ref().is_ok_and(missing) {
+                    // Redis lost its scripts: the whole code, once.
+                    replies = within(every, whole.query_async(&mut connection)).await;
+                }
+                let Ok(replies) = replies else {
+                    return;
+                };
+                for ((lease_key, followed), reply) in entries.iter().zip(replies) {
+                    match reply {
+                        Ok(Value::Int(is_followed)) => followed.store(is_followed == 1, Relaxed),
+                        Err(error) if is_wrong_type(&error) => {
+                            let keys = [(lease_key.clone(), "string")];
+                            let _ = repair(&connection, every, &keys).await;
+                            tracing::error!(%lease_key, "a lease of the wrong type in Redis: removed");
+                        }
+                        _ => {}
+                    }
                 }
             });
         }
-        while calls.join_next().await.is_some() {}
     }
+    while calls.join_next().await.is_some() {}
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use ::redis::cluster::ClusterClientBuilder;
-use ::redis::{Client, ErrorKind, ServerErrorKind, Value};
+use ::redis::{Client, Value};
 use tokio::sync::watch;
 
 use super::{
@@ -23,7 +23,9 @@ use follow::{Follower, Subscriber};
 use keys::{Keys, escape};
 use lease::{Leases, RedisHeld, refresh_leases};
 use queue::{Kept, Queue, Target};
-use scripts::{OPEN, Opened, ids_of, millis, parse_blocks, script_code, scripts, window_of};
+use scripts::{
+    Opened, ids_of, is_wrong_type, millis, parse_blocks, repair, run, scripts, window_of,
+};
 use writer::Writer;
 
 mod connection;
@@ -61,9 +63,9 @@ const MIN_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 /// Keeps streams in Redis, so that every replica of a gateway
 /// resumes and deduplicates a client's stream, wherever it reconnects.
 ///
-/// Requires the `redis` cargo feature. The tests run it against Redis
-/// 7.0, a single node and a Cluster of three; Valkey speaks the same
-/// protocol and scripts and is expected to work, but was not run here.
+/// Requires the `redis` cargo feature. CI runs its tests, a single node,
+/// a Cluster of three and a Cluster failover, against Redis 7.0 and
+/// Valkey 8.1.
 /// Works with a single node (through a reconnecting connection manager)
 /// and with Cluster
 /// ([`connect_cluster`](Self::connect_cluster)): all keys of a scope share
@@ -482,12 +484,7 @@ impl RedisStore {
         let config = &self.config;
         let limits = self.limits();
         let open = |whole: bool, wait: bool| {
-            let code = if whole {
-                script_code(OPEN)
-            } else {
-                String::new()
-            };
-            let mut command = keys.script_call(&scripts().open, &code, whole, config, &limits);
+            let mut command = keys.script_call(&scripts().open, whole, config, &limits);
             command
                 .arg(stream)
                 .arg(cursor.unwrap_or(""))
@@ -496,19 +493,22 @@ impl RedisStore {
                 .arg(if wait { "1" } else { "0" });
             command
         };
-        let mut connection = self.shared.connection.clone();
+        let connection = &self.shared.connection;
         let deadline = tokio::time::Instant::now() + config.timeout;
-        let mut whole = false;
+        let mut repaired = false;
         let reply = loop {
             // A cursor on its way from the replica that holds the stream is
             // waited for, within half the timeout.
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             let wait = left > config.timeout / 2;
-            let reply = within(left, open(whole, wait).query_async(&mut connection)).await;
+            let reply: Result<Value, _> = run(connection, left, |whole| open(whole, wait)).await;
             match reply {
-                Err(StoreError::Unavailable(error)) if !whole && is_no_script(&*error) => {
-                    // Redis lost its scripts (a restart): send this one whole.
-                    whole = true;
+                Err(StoreError::Unavailable(error)) if !repaired && is_wrong_type(&*error) => {
+                    // A key of the stream's holds what no script of ours
+                    // wrote: it goes, and the stream starts afresh.
+                    repaired = true;
+                    let removed = repair(connection, left, &keys.typed(stream)).await?;
+                    self.note_bad_values(removed.max(1), keys);
                 }
                 Ok(reply) if Opened::is_wait(&reply) => {
                     tokio::time::sleep(CURSOR_WAIT.min(left / 4)).await;
@@ -537,7 +537,7 @@ impl RedisStore {
                 let mut read = ::redis::cmd("LRANGE");
                 read.arg(&history).arg(from).arg(-1);
                 let entries: Value =
-                    within(config.timeout, read.query_async(&mut connection)).await?;
+                    within(config.timeout, read.query_async(&mut connection.clone())).await?;
                 let mut replay = parse_blocks(entries, opened.replay_position)?;
                 // The window after the cursor holds the ids of the replayed
                 // blocks, taken from them when they are all it holds.
@@ -738,12 +738,6 @@ impl Drop for Shared {
         self.queue.close();
         self.closing.send_replace(true);
     }
-}
-
-/// Whether `error` is Redis saying it has not the script asked for.
-fn is_no_script(error: &(dyn std::error::Error + Send + Sync + 'static)) -> bool {
-    (error.downcast_ref::<::redis::RedisError>())
-        .is_some_and(|e| e.kind() == ErrorKind::Server(ServerErrorKind::NoScript))
 }
 
 /// A name for this process's leases, unique to one store: the process id,

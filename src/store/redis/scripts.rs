@@ -4,28 +4,111 @@
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use ::redis::{Script, Value};
+use ::redis::{Cmd, FromRedisValue, Script, Value};
 use bytes::{Buf, Bytes};
 
+use super::connection::{Connection, within};
 use crate::store::StoreError;
 
+/// A script: its code, and the hash Redis knows it by once it has run it.
+pub(super) struct Lua {
+    hash: String,
+    code: String,
+}
+
+impl Lua {
+    fn new(code: String) -> Self {
+        Self {
+            hash: Script::new(&code).get_hash().to_owned(),
+            code,
+        }
+    }
+
+    /// The call of this script by its hash (`EVALSHA`), or with `whole`
+    /// by its code (`EVAL`), which Redis keeps for the next call by hash;
+    /// the number of keys and the rest follow.
+    pub(super) fn call(&self, whole: bool) -> Cmd {
+        if whole {
+            let mut command = ::redis::cmd("EVAL");
+            command.arg(&self.code);
+            command
+        } else {
+            let mut command = ::redis::cmd("EVALSHA");
+            command.arg(&self.hash);
+            command
+        }
+    }
+}
+
 pub(super) struct Scripts {
-    pub(super) open: Script,
-    pub(super) write: Script,
-    pub(super) read: Script,
+    pub(super) open: Lua,
+    pub(super) write: Lua,
+    pub(super) read: Lua,
+    pub(super) refresh: Lua,
+    pub(super) repair: Lua,
 }
 
 pub(super) fn scripts() -> &'static Scripts {
     static SCRIPTS: OnceLock<Scripts> = OnceLock::new();
     SCRIPTS.get_or_init(|| Scripts {
-        open: Script::new(&script_code(OPEN)),
-        write: Script::new(&script_code(WRITE)),
-        read: Script::new(&format!("{POSITION_OF}{READ}")),
+        open: Lua::new(format!("{POSITION_OF}{PREAMBLE}{OPEN}")),
+        write: Lua::new(format!("{POSITION_OF}{PREAMBLE}{WRITE}")),
+        read: Lua::new(format!("{POSITION_OF}{READ}")),
+        refresh: Lua::new(REFRESH.to_owned()),
+        repair: Lua::new(REPAIR.to_owned()),
     })
 }
 
-pub(super) fn script_code(body: &str) -> String {
-    format!("{POSITION_OF}{PREAMBLE}{body}")
+/// The one way a script runs, but for the writer's pipelines: by its hash,
+/// and once more by its code when Redis has not got it (it restarted, or a
+/// replica took over). `call(whole)` makes the command, as [`Lua::call`].
+pub(super) async fn run<T: FromRedisValue>(
+    connection: &Connection,
+    limit: std::time::Duration,
+    call: impl Fn(bool) -> Cmd,
+) -> Result<T, StoreError> {
+    let mut connection = connection.clone();
+    match within(limit, call(false).query_async(&mut connection)).await {
+        Err(StoreError::Unavailable(error)) if is_no_script(&*error) => {
+            within(limit, call(true).query_async(&mut connection)).await
+        }
+        reply => reply,
+    }
+}
+
+/// Whether `error` is Redis saying it has not the script asked for.
+pub(super) fn is_no_script(error: &(dyn std::error::Error + Send + Sync + 'static)) -> bool {
+    (error.downcast_ref::<::redis::RedisError>())
+        .is_some_and(|e| e.kind() == ::redis::ErrorKind::Server(::redis::ServerErrorKind::NoScript))
+}
+
+/// Whether `error` is Redis saying a key holds another type than the call
+/// wanted: a key of ours that something else wrote.
+pub(super) fn is_wrong_type(error: &(dyn std::error::Error + Send + Sync + 'static)) -> bool {
+    (error.downcast_ref::<::redis::RedisError>())
+        .is_some_and(|e| e.code() == Some("WRONGTYPE") || e.to_string().contains("WRONGTYPE"))
+}
+
+/// Removes those of `keys` (each with the type it should have: `list`,
+/// `hash`, `zset`, `string`) that hold another type; returns how many.
+pub(super) async fn repair(
+    connection: &Connection,
+    limit: std::time::Duration,
+    keys: &[(String, &str)],
+) -> Result<u64, StoreError> {
+    let removed: i64 = run(connection, limit, |whole| {
+        let mut command = scripts().repair.call(whole);
+        command.arg(keys.len());
+        for (key, _) in keys {
+            command.arg(key);
+        }
+        for (_, kind) in keys {
+            command.arg(*kind);
+        }
+        command
+    })
+    .await?;
+    Ok(u64::try_from(removed).unwrap_or(0))
 }
 
 /// Shared by the scripts with the preamble and the read script: the
@@ -62,16 +145,12 @@ local history_bytes_key = scope_keys .. 'hb'
 local positions_key = scope_keys .. 'hn'
 local epoch_key = scope_keys .. 'e'
 
--- A key of ours that something else gave another type is removed, rather
--- than failing every call on it. Returns whether the key is there now.
-local function usable(key, kind)
-  local found = redis.call('TYPE', key)['ok']
-  if found == kind then return true end
-  if found ~= 'none' then
-    redis.call('DEL', key)
-    bad_values = bad_values + 1
-  end
-  return false
+-- No call checks a key's type first: a key of ours that something else
+-- gave another type fails the script with WRONGTYPE, and the store then
+-- removes the stream's keys of the wrong type (`REPAIR`) and runs it again.
+-- Only the search of a cursor through the scope's other streams skips one.
+local function holds(list, id)
+  return type(redis.pcall('LPOS', list, id)) == 'number'
 end
 
 local function generation(stream)
@@ -140,9 +219,8 @@ end
 -- history whose two lists disagree was written by something else: it goes.
 local function prune_history(stream)
   local blocks, ids = history_keys(stream)
-  local has_blocks, has_ids = usable(blocks, 'list'), usable(ids, 'list')
   local len = redis.call('LLEN', blocks)
-  if has_blocks ~= has_ids or len ~= redis.call('LLEN', ids) then
+  if len ~= redis.call('LLEN', ids) then
     bad_values = bad_values + 1
     forget_history(stream)
     return
@@ -158,9 +236,18 @@ local function prune_history(stream)
       total = total + #block_of(entry)
     end
   end
+  -- Past the count, the oldest go at once: one pop of each list.
+  local extra = len - history_len
+  if extra > 0 then
+    for _, entry in ipairs(redis.call('LPOP', blocks, extra)) do
+      total = total - #block_of(entry)
+    end
+    redis.call('LPOP', ids, extra)
+    len = len - extra
+  end
   while len > 0 do
     local block, at = block_of(redis.call('LINDEX', blocks, 0))
-    if at ~= nil and len <= history_len and total <= history_bytes and at >= now - history_age then
+    if at ~= nil and total <= history_bytes and at >= now - history_age then
       break
     end
     redis.call('LPOP', blocks)
@@ -224,12 +311,10 @@ end
 
 -- Whether the window or the history of `stream` holds `id`.
 local function knows(stream, id)
-  if usable(windows .. stream, 'list') and redis.call('LPOS', windows .. stream, id) then
-    return true
-  end
+  if holds(windows .. stream, id) then return true end
   if history_len > 0 then
     local _, ids = history_keys(stream)
-    if usable(ids, 'list') and redis.call('LPOS', ids, id) then return true end
+    return holds(ids, id)
   end
   return false
 end
@@ -241,15 +326,6 @@ local function find(id)
     if knows(stream, id) then return stream end
   end
   return nil
-end
-
-usable(streams_key, 'zset')
-usable(generations_key, 'hash')
-usable(history_bytes_key, 'hash')
-usable(positions_key, 'hash')
--- Streams unused for longer than the TTL: their windows are gone.
-for _, stream in ipairs(redis.call('ZRANGEBYSCORE', streams_key, '-inf', now - ttl)) do
-  forget(stream)
 end
 ";
 
@@ -270,7 +346,7 @@ end
 /// of their fingerprints, and -1; or with a replay, the window up to the
 /// cursor, and the number of ids after it. The replay's blocks are read
 /// natively, after the script.
-pub(super) const OPEN: &str = r"
+const OPEN: &str = r"
 local stream, cursor, search, me = ARGV[8], ARGV[9], ARGV[10] == '1', ARGV[11]
 local wait = ARGV[12] == '1'
 local known, gen, replayed, replay_index, replay_position = -1, 0, -1, 0, 0
@@ -279,9 +355,7 @@ local window, fingerprints = window_keys(stream)
 
 -- The holder id of the process that reads `stream`'s upstream, or nil.
 local function holder(stream)
-  local lease = scope_keys .. 'l:' .. stream
-  if usable(lease, 'string') then return redis.call('GET', lease) end
-  return nil
+  return redis.call('GET', scope_keys .. 'l:' .. stream) or nil
 end
 
 -- Whether another process than this one reads `stream`'s upstream.
@@ -294,8 +368,8 @@ end
 -- it, or it is complete.
 local function followed(stream)
   if held_elsewhere(stream) then return true end
-  local ended = scope_keys .. 'd:' .. stream
-  return usable(ended, 'string') and string.sub(redis.call('GET', ended), 1, 1) == 'c'
+  local ended = redis.call('GET', scope_keys .. 'd:' .. stream)
+  return ended and string.sub(ended, 1, 1) == 'c'
 end
 if cursor ~= '' then
   if search and not knows(stream, cursor) then
@@ -326,10 +400,7 @@ if cursor ~= '' then
       keep = true
     end
   else
-    local at = nil
-    if usable(window, 'list') then
-      at = redis.call('LPOS', window, cursor)
-    end
+    local at = redis.call('LPOS', window, cursor)
     if at then
       -- Both lists end at the newest id: the cut keeps as many of each.
       local len = redis.call('LLEN', window)
@@ -356,13 +427,9 @@ else
     replay_position = newest_position(stream)
   end
 end
-usable(window, 'list')
-usable(fingerprints, 'list')
 local epoch = 0
 if history_len > 0 then
-  if usable(epoch_key, 'string') then
-    epoch = tonumber(redis.call('GET', epoch_key)) or 0
-  end
+  epoch = tonumber(redis.call('GET', epoch_key)) or 0
   epoch = math.max(now, epoch + 1)
   redis.call('SET', epoch_key, epoch, 'PX', ttl)
 end
@@ -400,7 +467,7 @@ return {stream, known, gen, bad_values, replayed, replay_index, replay_position,
 /// cursor cut the window since that generation, the bad values met, and
 /// the position of the history's newest block. Tells the
 /// stream's followers on its channel whenever its history or lease moved.
-pub(super) const WRITE: &str = r"
+const WRITE: &str = r"
 local stream, gen, count = ARGV[8], tonumber(ARGV[9]), tonumber(ARGV[10])
 local forget_first, start_over = ARGV[11] == '1', ARGV[12] == '1'
 local me, lease_ms = ARGV[13], tonumber(ARGV[14])
@@ -410,7 +477,6 @@ local first_id = 19
 local lease, ended = scope_keys .. 'l:' .. stream, scope_keys .. 'd:' .. stream
 local moved = claim or release
 if claim then
-  usable(lease, 'string')
   redis.call('SET', lease, me, 'PX', lease_ms)
   redis.call('DEL', ended)
 end
@@ -423,14 +489,14 @@ if gen >= 0 then
     written = 0
   end
 end
+-- The position of the history's newest block, found once.
+local newest = 0
 if written == 1 then
   local first_print = first_id + count
   local first_block = first_print + count
   local window, fingerprints = window_keys(stream)
   if start_over then redis.call('DEL', window, fingerprints) end
   if count > 0 then
-    usable(window, 'list')
-    usable(fingerprints, 'list')
     for first = first_id, first_print - 1, 1000 do
       local last = math.min(first + 999, first_print - 1)
       redis.call('RPUSH', window, unpack(ARGV, first, last))
@@ -443,8 +509,6 @@ if written == 1 then
     -- Pruned once, after the blocks go in: that prune holds every bound.
     if forget_first then forget_history(stream) end
     local blocks, ids = history_keys(stream)
-    usable(blocks, 'list')
-    usable(ids, 'list')
     local before = newest_position(stream)
     if before < wrote_up_to then
       -- Blocks this process wrote are gone, not let go by a prune (that
@@ -454,38 +518,42 @@ if written == 1 then
       redis.call('HSET', positions_key, stream, wrote_up_to)
       before, moved = wrote_up_to, true
     end
-    local added, position = 0, before
+    local added, position, new_ids, new_blocks = 0, before, {}, {}
     for i = first_block, #ARGV - 1, 2 do
       position = position + 1
-      redis.call('RPUSH', ids, ARGV[i])
-      redis.call('RPUSH', blocks, now .. ':' .. position .. ':' .. ARGV[i + 1])
+      new_ids[#new_ids + 1] = ARGV[i]
+      new_blocks[#new_blocks + 1] = now .. ':' .. position .. ':' .. ARGV[i + 1]
       added = added + #ARGV[i + 1]
     end
     if position > before then
+      -- One push per list, in slices that `unpack` takes.
+      for first = 1, #new_ids, 1000 do
+        local last = math.min(first + 999, #new_ids)
+        redis.call('RPUSH', ids, unpack(new_ids, first, last))
+        redis.call('RPUSH', blocks, unpack(new_blocks, first, last))
+      end
       redis.call('HSET', positions_key, stream, position)
       redis.call('HINCRBY', history_bytes_key, stream, added)
       prune_history(stream)
       moved = true
     end
     if forget_first then moved = true end
+    newest = position
   end
   if ending ~= '' then
-    usable(ended, 'string')
-    redis.call('SET', ended, ending .. ':' .. last_position(stream), 'PX', ttl)
+    redis.call('SET', ended, ending .. ':' .. newest, 'PX', ttl)
     moved = true
   end
   touch(stream)
 end
 if release or (written == 1 and ending ~= '') then
-  if usable(lease, 'string') and redis.call('GET', lease) == me then
+  if redis.call('GET', lease) == me then
     redis.call('DEL', lease)
   end
 end
 if moved then
-  redis.call('PUBLISH', scope_keys .. 'c:' .. stream, last_position(stream))
+  redis.call('PUBLISH', scope_keys .. 'c:' .. stream, newest)
 end
-local newest = 0
-if history_len > 0 then newest = newest_position(stream) end
 return {written, bad_values, newest}
 ";
 
@@ -498,30 +566,16 @@ return {written, bad_values, newest}
 /// the history's first block, 1 while a process holds the stream, how it
 /// ended (`<e|c>:<position>`, or empty), and the blocks from the one
 /// wanted with their ids.
-pub(super) const READ: &str = r"
+const READ: &str = r"
 local scope_keys, stream = ARGV[1], ARGV[2]
 local from, most, mark_ms = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local blocks, ids = KEYS[1], scope_keys .. 'hi:' .. stream
-local function of_type(key, kind)
-  local found = redis.call('TYPE', key)['ok']
-  return found == kind
-end
 local mark = scope_keys .. 'f:' .. stream
 redis.call('SET', mark, '1', 'PX', mark_ms)
-local last = 0
-if of_type(scope_keys .. 'hn', 'hash') then
-  last = tonumber(redis.call('HGET', scope_keys .. 'hn', stream)) or 0
-end
-local held = 0
-if of_type(scope_keys .. 'l:' .. stream, 'string') then held = 1 end
-local ended = ''
-if of_type(scope_keys .. 'd:' .. stream, 'string') then
-  ended = redis.call('GET', scope_keys .. 'd:' .. stream)
-end
-local len = 0
-if of_type(blocks, 'list') and of_type(ids, 'list') then
-  len = math.min(redis.call('LLEN', blocks), redis.call('LLEN', ids))
-end
+local last = tonumber(redis.call('HGET', scope_keys .. 'hn', stream)) or 0
+local held = redis.call('EXISTS', scope_keys .. 'l:' .. stream)
+local ended = redis.call('GET', scope_keys .. 'd:' .. stream) or ''
+local len = math.min(redis.call('LLEN', blocks), redis.call('LLEN', ids))
 local first = last - len + 1
 -- Read off the entries when they say: the count may not have survived a
 -- failover that the list did.
@@ -542,14 +596,28 @@ return {last, first, held, ended, found, found_ids}
 /// id; `ARGV[2]`: the lease in ms; `ARGV[3]`: the stream's mark that it is
 /// followed. Takes the lease again when it lapsed, never from another
 /// holder. Returns 1 while the stream is followed.
-pub(super) const REFRESH: &str = r"
-local found = redis.call('TYPE', KEYS[1])['ok']
-if found ~= 'string' and found ~= 'none' then redis.call('DEL', KEYS[1]) end
+const REFRESH: &str = r"
 local holder = redis.call('GET', KEYS[1])
 if not holder or holder == ARGV[1] then
   redis.call('SET', KEYS[1], ARGV[1], 'PX', tonumber(ARGV[2]))
 end
 return redis.call('EXISTS', ARGV[3])
+";
+
+/// Removes the keys of the wrong type: `KEYS`, each of the type named by
+/// the `ARGV` at its place (a key that is not there is fine). Returns how
+/// many it removed. Run when a script met `WRONGTYPE`, before it runs
+/// again: no script checks types itself.
+const REPAIR: &str = r"
+local removed = 0
+for i, key in ipairs(KEYS) do
+  local found = redis.call('TYPE', key)['ok']
+  if found ~= 'none' and found ~= ARGV[i] then
+    redis.call('DEL', key)
+    removed = removed + 1
+  end
+end
+return removed
 ";
 
 /// What the open script returns: the stream, the cursor applied, and where

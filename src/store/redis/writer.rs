@@ -13,7 +13,7 @@ use tokio::time::timeout;
 
 use super::connection::{Connection, TimedOut};
 use super::queue::{Pending, Queue, Target};
-use super::scripts::{WRITE, array, corrupt, int, next, script_code, scripts};
+use super::scripts::{array, corrupt, int, is_wrong_type, next, repair, scripts};
 use super::{Config, MIN_WRITE_TIMEOUT};
 use crate::store::{StoreError, StreamEnd};
 
@@ -51,6 +51,9 @@ enum Outcome {
     },
     /// Redis has not the script (it restarted): send it whole.
     NoScript,
+    /// A key of the stream holds another type than ours: remove it, and
+    /// write again.
+    WrongType,
     /// The connection failed: retry.
     Failed(RedisError),
     /// Redis refused this write: retrying would not help.
@@ -98,6 +101,28 @@ impl Writer {
                     }
                     Outcome::NoScript => {
                         missing_script = true;
+                        retry.push(pending);
+                    }
+                    Outcome::WrongType => {
+                        let keys = pending.target.keys.typed(&pending.target.stream);
+                        let limit = write_timeout(&pending.target.config);
+                        match repair(&self.connection, limit, &keys).await {
+                            Ok(removed) => {
+                                counters.bad_values.fetch_add(removed.max(1), Relaxed);
+                                tracing::error!(
+                                    window = %pending.target.keys.of("w:", &pending.target.stream),
+                                    removed,
+                                    "keys of the wrong type in Redis: removed"
+                                );
+                            }
+                            Err(error) => {
+                                failed = Some(RedisError::from((
+                                    ErrorKind::Client,
+                                    "repair failed",
+                                    error.to_string(),
+                                )))
+                            }
+                        }
                         retry.push(pending);
                     }
                     Outcome::Failed(error) => {
@@ -267,12 +292,7 @@ fn write_command(pending: &Pending, wrote_up_to: u64, whole_script: bool) -> Cmd
         holder,
         lease_ms,
     } = &pending.target;
-    let code = if whole_script {
-        script_code(WRITE)
-    } else {
-        String::new()
-    };
-    let mut command = keys.script_call(&scripts().write, &code, whole_script, config, limits);
+    let mut command = keys.script_call(&scripts().write, whole_script, config, limits);
     command.arg(stream).arg(pending.generation);
     let batch = &pending.ids;
     let skip = batch.len().saturating_sub(limits.window_len());
@@ -335,6 +355,7 @@ fn outcome(reply: RedisResult<Value>) -> Outcome {
         Err(error) if error.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
             Outcome::NoScript
         }
+        Err(error) if is_wrong_type(&error) => Outcome::WrongType,
         Err(error) if error.is_unrecoverable_error() || error.is_timeout() => {
             Outcome::Failed(error)
         }

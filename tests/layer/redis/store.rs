@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 #[cfg(feature = "test-util")]
 use super::server::replica;
-use super::server::{RedisServer, flushed};
+use super::server::{RedisServer, flushed, with_history};
 use crate::support::*;
 use bytes::Bytes;
 use futures_util::stream;
@@ -660,6 +660,43 @@ async fn redis_down_fails_open_and_the_write_queue_stays_bounded() {
     assert_eq!(stats.written, 0);
     assert!(stats.dropped > 0, "{stats:?}");
     assert_eq!(stats.queued, 0);
+}
+
+/// No script checks a key's type: a write that meets keys of the wrong
+/// type removes them (counted) and writes again, and the stream goes on.
+#[tokio::test]
+async fn a_write_over_keys_of_the_wrong_type_removes_them_and_writes() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let prefix = fresh_prefix();
+    let store = with_history(
+        connect(&server, &prefix).await,
+        tower_sse_resume::HistoryLimits::new(),
+    );
+    let key = StreamKey::new("s", "GET /mcp");
+    let opened = stored(&store, &key, None).await.unwrap();
+    let mut redis = client(&server);
+    for junk in [
+        format!("{prefix}{{s}}:h:GET /mcp"),
+        format!("{prefix}{{s}}:hn"),
+    ] {
+        let _: () = redis::cmd("SET")
+            .arg(junk)
+            .arg("junk")
+            .query(&mut redis)
+            .unwrap();
+    }
+    let mut batch = IdBatch::new();
+    batch.push_event("1", 1);
+    batch.push_block(Some("1"), b"id: 1\ndata: a\n\n");
+    store.record(&key, opened.generation, &batch).unwrap();
+    flushed(&store).await;
+    let stats = store.stats();
+    assert_eq!(stats.written, 1, "{stats:?}");
+    assert!(stats.bad_values >= 2, "{stats:?}");
+    let resumed = stored(&store, &key, Some("1")).await.unwrap();
+    assert_eq!(resumed.cursor_known, Some(true));
 }
 
 #[tokio::test]
