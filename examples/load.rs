@@ -4,21 +4,25 @@
 //! ```text
 //! ulimit -n 8192; cargo run --release --example load
 //! cargo run --release --example load -- --streams 100,1000 --seconds 10 --rate 20
+//! ulimit -n 20000; cargo run --release --example load -- --streams 9000 --seconds 15 \
+//!     --rate 1 --modes off,on,history,off-left,linger --repeat 3
 //! ```
 //!
 //! This process runs an upstream that sends every stream `--rate` events a
 //! second, each stamped with its send time, and the clients (plain hyper
 //! connections, one stream each). The proxy runs in a child process, this
-//! program again with `proxy on|off`, so that its peak RSS (`VmHWM`) and
+//! program again with `proxy MODE`, so that its peak RSS (`VmHWM`) and
 //! CPU time are its own. For each stream count and mode it reports the
 //! events the clients received per second, the latency from the upstream's
 //! send to the client's receive (p50, p99, max), and the proxy's peak RSS
-//! and CPU. Not part of the test suite.
+//! and CPU; then what the layer costs: its peak RSS on minus off, divided
+//! by the streams ("added per stream"), and its CPU on over off. Not part
+//! of the test suite.
 
 use std::convert::Infallible;
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
-use std::process::{Child, Command, ExitCode, Stdio};
+use std::process::{Child, ChildStdout, Command, ExitCode, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -35,7 +39,7 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tower::{Layer, Service, service_fn};
-use tower_sse_resume::SseResumeLayer;
+use tower_sse_resume::{HistoryLimits, SseResumeLayer};
 
 #[path = "common/process.rs"]
 mod process;
@@ -45,15 +49,27 @@ type Body = BoxBody<Bytes, BoxError>;
 
 const USAGE: &str = "\
 Usage: load [--streams N,N..] [--seconds S] [--rate R] [--modes M,M..] [--repeat K]
+            [--wrap CMD]
 
 Options:
   --streams N,N..   concurrent SSE streams, one run each (default 100,1000)
   --seconds S       measured seconds per run (default 10)
   --rate R          events per second on each stream (default 20)
-  --modes M,M..     direct (no proxy), off (proxy without the layer), on
-                    (proxy with the layer) (default direct,off,on)
+  --modes M,M..     (default direct,off,on)
+                      direct    no proxy
+                      off       the proxy without the layer
+                      on        the proxy with `SseResumeLayer::new()`
+                      history   with `.history(HistoryLimits::new())`
+                      linger    with a history and `.linger(..)`; each
+                                client leaves after its first event, and
+                                the proxy reads on for it: held streams
+                      off-left  the proxy without the layer, the clients
+                                leaving as for linger: linger's baseline
   --repeat K        run every mode K times, in turns, and report medians
                     (default 1)
+  --wrap CMD        run the proxy under CMD, split at spaces, e.g.
+                    `heaptrack` or `valgrind --tool=massif`: a profile, its
+                    RSS and CPU figures are then the wrapper's
 
 N streams need about 2N + 100 open files in this process and in the proxy:
 raise the limit first, e.g. `ulimit -n 8192`.";
@@ -68,6 +84,7 @@ struct Options {
     rate: u32,
     modes: Vec<Mode>,
     repeat: usize,
+    wrap: Vec<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -75,14 +92,52 @@ enum Mode {
     Direct,
     Off,
     On,
+    History,
+    Linger,
+    OffLeft,
 }
 
 impl Mode {
+    const ALL: [Mode; 6] = [
+        Mode::Direct,
+        Mode::Off,
+        Mode::On,
+        Mode::History,
+        Mode::Linger,
+        Mode::OffLeft,
+    ];
+
     fn name(self) -> &'static str {
         match self {
             Mode::Direct => "direct",
             Mode::Off => "off",
             Mode::On => "on",
+            Mode::History => "history",
+            Mode::Linger => "linger",
+            Mode::OffLeft => "off-left",
+        }
+    }
+
+    fn from_name(name: &str) -> Option<Mode> {
+        Mode::ALL.into_iter().find(|mode| mode.name() == name)
+    }
+
+    /// Whether the proxy runs the layer.
+    fn layered(self) -> bool {
+        matches!(self, Mode::On | Mode::History | Mode::Linger)
+    }
+
+    /// Whether each client leaves after its first event.
+    fn clients_leave(self) -> bool {
+        matches!(self, Mode::Linger | Mode::OffLeft)
+    }
+
+    /// The run without the layer that this one is measured against.
+    fn baseline(self) -> Option<Mode> {
+        match self {
+            Mode::On | Mode::History => Some(Mode::Off),
+            Mode::Linger => Some(Mode::OffLeft),
+            Mode::Direct | Mode::Off | Mode::OffLeft => None,
         }
     }
 }
@@ -120,6 +175,7 @@ fn parse_args(args: &[String]) -> Result<Option<Options>, String> {
         rate: 20,
         modes: vec![Mode::Direct, Mode::Off, Mode::On],
         repeat: 1,
+        wrap: Vec::new(),
     };
     let mut args = args.iter();
     while let Some(flag) = args.next() {
@@ -162,14 +218,14 @@ fn parse_args(args: &[String]) -> Result<Option<Options>, String> {
                 let value = value()?;
                 options.modes = value
                     .split(',')
-                    .map(|mode| match mode {
-                        "direct" => Some(Mode::Direct),
-                        "off" => Some(Mode::Off),
-                        "on" => Some(Mode::On),
-                        _ => None,
-                    })
+                    .map(Mode::from_name)
                     .collect::<Option<_>>()
-                    .ok_or(format!("--modes: want direct, off or on: {value}"))?;
+                    .ok_or(format!(
+                        "--modes: want direct, off, on, history, linger or off-left: {value}"
+                    ))?;
+            }
+            "--wrap" => {
+                options.wrap = value()?.split_whitespace().map(str::to_owned).collect();
             }
             other => return Err(format!("unknown argument: {other}")),
         }
@@ -194,17 +250,16 @@ struct Outcome {
 struct ProxyUsage {
     peak_rss_kib: u64,
     cpu_seconds: f64,
+    /// The bytes the layer's replay histories held at the end.
+    history_bytes: u64,
 }
 
 async fn drive(options: Options) -> Result<(), String> {
     let max_streams = options.streams.iter().copied().max().unwrap_or(0);
-    let limit = open_files_limit().unwrap_or(u64::MAX);
-    if limit < 2 * max_streams as u64 + 100 {
-        return Err(format!(
-            "{max_streams} streams need about {} open files, the limit is {limit}: \
-             run `ulimit -n 8192` first",
-            2 * max_streams + 100
-        ));
+    if let Some((soft, hard)) = open_files_limits() {
+        if let Some(message) = too_few_files(max_streams, soft, hard) {
+            return Err(message);
+        }
     }
     let upstream = start_upstream(options.rate)
         .await
@@ -247,9 +302,9 @@ async fn run(
     upstream: SocketAddr,
     options: &Options,
 ) -> Result<Outcome, String> {
-    let proxy = match mode {
+    let mut proxy = match mode {
         Mode::Direct => None,
-        Mode::Off | Mode::On => Some(ProxyChild::spawn(mode, upstream)?),
+        _ => Some(ProxyChild::spawn(mode, upstream, &options.wrap)?),
     };
     let target = proxy.as_ref().map_or(upstream, |proxy| proxy.addr);
 
@@ -268,6 +323,7 @@ async fn run(
             connected_tx.clone(),
             Arc::clone(&measuring),
             stopped.clone(),
+            mode.clients_leave(),
         )));
     }
     drop(connected_tx);
@@ -287,12 +343,13 @@ async fn run(
     tokio::time::sleep(Duration::from_secs(options.seconds)).await;
     measuring.store(false, Ordering::SeqCst);
     let seconds = start.elapsed().as_secs_f64();
-    let usage = proxy.as_ref().map(|proxy| ProxyUsage {
+    let usage = proxy.as_mut().map(|proxy| ProxyUsage {
         peak_rss_kib: proxy.peak_rss_kib().unwrap_or(0),
         cpu_seconds: proxy
             .cpu_seconds()
             .zip(cpu_before)
             .map_or(0.0, |(after, before)| after - before),
+        history_bytes: proxy.history_bytes(),
     });
 
     let _ = stop.send(true);
@@ -323,7 +380,8 @@ struct Got {
     latencies_us: Vec<u32>,
 }
 
-/// One SSE stream: connect, then read and time events until told to stop.
+/// One SSE stream: connect, then read and time events until told to stop;
+/// or, when it `leaves`, go away after the first event.
 async fn client(
     target: SocketAddr,
     session: String,
@@ -331,25 +389,43 @@ async fn client(
     connected: tokio::sync::mpsc::Sender<Result<(), String>>,
     measuring: Arc<AtomicBool>,
     mut stop: watch::Receiver<bool>,
+    leaves: bool,
 ) -> Result<Got, String> {
-    let response = {
-        let _permit = connecting.acquire().await.map_err(|e| e.to_string())?;
-        match tokio::time::timeout(Duration::from_secs(30), open(target, &session)).await {
-            Ok(Ok(response)) => response,
-            Ok(Err(error)) => {
-                let _ = connected.send(Err(error.clone())).await;
-                return Err(error);
-            }
-            Err(_) => {
-                let error = "connect timed out".to_owned();
-                let _ = connected.send(Err(error.clone())).await;
-                return Err(error);
-            }
+    let permit = connecting.acquire().await.map_err(|e| e.to_string())?;
+    let opened = async {
+        let response = open(target, &session).await?;
+        let mut body = response.into_body();
+        if leaves {
+            first_event(&mut body).await?;
+        }
+        Ok::<_, String>(body)
+    };
+    let body = match tokio::time::timeout(Duration::from_secs(30), opened).await {
+        Ok(Ok(body)) => body,
+        Ok(Err(error)) => {
+            let _ = connected.send(Err(error.clone())).await;
+            return Err(error);
+        }
+        Err(_) => {
+            let error = "connect timed out".to_owned();
+            let _ = connected.send(Err(error.clone())).await;
+            return Err(error);
         }
     };
+    if leaves {
+        // Gone before the next client comes: the proxy holds the stream.
+        drop(body);
+        drop(permit);
+        let _ = connected.send(Ok(())).await;
+        return Ok(Got {
+            events: 0,
+            latencies_us: Vec::new(),
+        });
+    }
+    drop(permit);
     let _ = connected.send(Ok(())).await;
 
-    let mut body = response.into_body();
+    let mut body = body;
     let mut buffer: Vec<u8> = Vec::new();
     let mut got = Got {
         events: 0,
@@ -378,6 +454,23 @@ async fn client(
             buffer.drain(..end + 2);
         }
     }
+}
+
+/// Reads `body` up to the end of its first event.
+async fn first_event(body: &mut Incoming) -> Result<(), String> {
+    let mut buffer: Vec<u8> = Vec::new();
+    while memchr::memmem::find(&buffer, b"\n\n").is_none() {
+        match body.frame().await {
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data() {
+                    buffer.extend_from_slice(&data);
+                }
+            }
+            Some(Err(error)) => return Err(error.to_string()),
+            None => return Err("the stream ended before its first event".into()),
+        }
+    }
+    Ok(())
 }
 
 /// Opens `GET /events` on a new connection.
@@ -421,11 +514,40 @@ fn micros() -> u64 {
     u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX)
 }
 
-/// The soft limit on open files, from `/proc/self/limits`.
-fn open_files_limit() -> Option<u64> {
+/// The soft and hard limits on open files, from `/proc/self/limits`
+/// (`None` for unlimited).
+fn open_files_limits() -> Option<(u64, Option<u64>)> {
     let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
     let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
-    line.split_whitespace().nth(3)?.parse().ok()
+    let mut fields = line.split_whitespace().skip(3);
+    let soft = fields.next()?.parse().ok()?;
+    let hard = fields.next()?.parse().ok();
+    Some((soft, hard))
+}
+
+/// What to say when `streams` streams need more open files than the soft
+/// limit allows: this process holds both ends of every stream but the
+/// proxy's, the proxy both of its own, and each inherits the limit.
+fn too_few_files(streams: usize, soft: u64, hard: Option<u64>) -> Option<String> {
+    let needed = 2 * streams as u64 + 100;
+    if soft >= needed {
+        return None;
+    }
+    // A round figure, with room to spare.
+    let enough = needed.div_ceil(1024) * 1024;
+    let mut message = format!(
+        "{streams} streams need about {needed} open files in this process and in the proxy, \
+         and the limit is {soft}: run `ulimit -n {enough}` first, in the same shell"
+    );
+    if hard.is_some_and(|hard| hard < enough) {
+        let hard = hard.unwrap_or_default();
+        message += &format!(
+            "; the hard limit is {hard}, so raise that first \
+             (`nofile` in /etc/security/limits.conf, or `LimitNOFILE=` for a service), \
+             or run fewer streams"
+        );
+    }
+    Some(message)
 }
 
 // ---------------------------------------------------------------------------
@@ -502,34 +624,68 @@ fn status(status: StatusCode) -> Response<Body> {
 struct ProxyChild {
     child: Child,
     addr: SocketAddr,
+    /// What it answers on, a line for each question.
+    answers: BufReader<ChildStdout>,
 }
 
 impl ProxyChild {
-    fn spawn(mode: Mode, upstream: SocketAddr) -> Result<Self, String> {
+    fn spawn(mode: Mode, upstream: SocketAddr, wrap: &[String]) -> Result<Self, String> {
         let exe = std::env::current_exe().map_err(|e| format!("own path: {e}"))?;
-        let mut child = Command::new(exe)
+        let mut command = match wrap.split_first() {
+            Some((wrapper, args)) => {
+                let mut command = Command::new(wrapper);
+                command.args(args).arg(exe);
+                command
+            }
+            None => Command::new(exe),
+        };
+        let mut child = command
             .args(["proxy", mode.name(), &upstream.to_string()])
             // It exits when this pipe closes, even if this process dies.
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
             .map_err(|e| format!("proxy process: {e}"))?;
-        let mut line = String::new();
-        let stdout = child.stdout.take().expect("piped");
-        let read = BufReader::new(stdout).read_line(&mut line);
-        let addr = match read {
-            Ok(_) => line
-                .trim()
-                .strip_prefix("listening ")
-                .and_then(|a| a.parse().ok()),
-            Err(_) => None,
+        let mut answers = BufReader::new(child.stdout.take().expect("piped"));
+        // A wrapper may say things of its own first.
+        let mut said = String::new();
+        let addr = loop {
+            let mut line = String::new();
+            if answers.read_line(&mut line).unwrap_or(0) == 0 {
+                break None;
+            }
+            if let Some(addr) = line.trim().strip_prefix("listening ") {
+                break addr.parse().ok();
+            }
+            said += &line;
         };
         let Some(addr) = addr else {
             let _ = child.kill();
             let _ = child.wait();
-            return Err(format!("the proxy process said {line:?}"));
+            return Err(format!("the proxy process said {said:?}"));
         };
-        Ok(Self { child, addr })
+        Ok(Self {
+            child,
+            addr,
+            answers,
+        })
+    }
+
+    /// The bytes the layer's replay histories hold now, as the proxy says.
+    fn history_bytes(&mut self) -> u64 {
+        let asked = self
+            .child
+            .stdin
+            .as_mut()
+            .is_some_and(|stdin| stdin.write_all(b"stats\n").is_ok() && stdin.flush().is_ok());
+        let mut line = String::new();
+        if !asked || self.answers.read_line(&mut line).is_err() {
+            return 0;
+        }
+        line.trim()
+            .strip_prefix("history_bytes ")
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
     }
 
     /// The child's peak resident set, in KiB.
@@ -550,19 +706,39 @@ impl Drop for ProxyChild {
     }
 }
 
-/// `load proxy on|off UPSTREAM`: the proxy, with the layer or without.
+/// `load proxy MODE UPSTREAM`: the proxy, with the layer or without.
 async fn proxy_main(args: &[String]) -> ExitCode {
     let (Some(mode), Some(upstream)) = (args.first(), args.get(1)) else {
-        eprintln!("usage: load proxy on|off HOST:PORT");
+        eprintln!("usage: load proxy MODE HOST:PORT");
+        return ExitCode::from(2);
+    };
+    let Some(mode) = Mode::from_name(mode).filter(|&mode| mode != Mode::Direct) else {
+        eprintln!("load proxy: not a proxy mode: {mode}");
         return ExitCode::from(2);
     };
     let Ok(upstream) = upstream.parse::<SocketAddr>() else {
         eprintln!("load proxy: not an address: {upstream}");
         return ExitCode::from(2);
     };
-    // Leave when the driver goes, however it goes.
-    std::thread::spawn(|| {
-        let _ = std::io::stdin().read_to_end(&mut Vec::new());
+    let layer = match mode {
+        Mode::History => SseResumeLayer::new().history(HistoryLimits::new()),
+        Mode::Linger => SseResumeLayer::new()
+            .history(HistoryLimits::new())
+            // Longer than any run, for as many streams as any run has.
+            .linger(Duration::from_secs(3600))
+            .max_held_streams(1_000_000),
+        _ => SseResumeLayer::new(),
+    };
+    // Answers the driver's questions; leaves when the driver goes, however
+    // it goes.
+    let stats = layer.stats();
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lines() {
+            let Ok(line) = line else { break };
+            if line == "stats" {
+                println!("history_bytes {}", stats.snapshot().history_bytes);
+            }
+        }
         std::process::exit(0);
     });
     let Ok(listener) = TcpListener::bind("127.0.0.1:0").await else {
@@ -571,13 +747,9 @@ async fn proxy_main(args: &[String]) -> ExitCode {
     };
     let client = Client::builder(TokioExecutor::new()).build(HttpConnector::new());
     let forward = service_fn(move |request| forward(client.clone(), upstream, request));
-    let served = match mode.as_str() {
-        "on" => serve(listener, SseResumeLayer::new().layer(forward)),
-        "off" => serve(listener, forward),
-        _ => {
-            eprintln!("load proxy: want on or off, got {mode}");
-            return ExitCode::from(2);
-        }
+    let served = match mode.layered() {
+        true => serve(listener, layer.layer(forward)),
+        false => serve(listener, forward),
     };
     let Ok(addr) = served else {
         return ExitCode::FAILURE;
@@ -625,8 +797,18 @@ struct Summary {
     p50: f64,
     p99: f64,
     max: f64,
-    /// The proxy's peak RSS in MiB and CPU use in percent of one core.
-    proxy: Option<(f64, f64)>,
+    proxy: Option<ProxyFigures>,
+}
+
+/// The proxy's figures in one run.
+#[derive(Clone, Copy)]
+struct ProxyFigures {
+    /// Peak RSS, in KiB.
+    peak_rss_kib: f64,
+    /// CPU use, in percent of one core.
+    cpu_percent: f64,
+    /// The bytes the replay histories held at the end.
+    history_bytes: f64,
 }
 
 impl Outcome {
@@ -640,11 +822,10 @@ impl Outcome {
             p50: percentile(sorted, 0.50),
             p99: percentile(sorted, 0.99),
             max: percentile(sorted, 1.0),
-            proxy: self.proxy.map(|usage| {
-                (
-                    usage.peak_rss_kib as f64 / 1024.0,
-                    usage.cpu_seconds / self.seconds * 100.0,
-                )
+            proxy: self.proxy.map(|usage| ProxyFigures {
+                peak_rss_kib: usage.peak_rss_kib as f64,
+                cpu_percent: usage.cpu_seconds / self.seconds * 100.0,
+                history_bytes: usage.history_bytes as f64,
             }),
         }
     }
@@ -653,10 +834,9 @@ impl Outcome {
 impl Summary {
     /// The median of each figure over `runs` of one stream count and mode.
     fn median(runs: &[&Summary]) -> Summary {
-        let median = |figure: &dyn Fn(&Summary) -> f64| {
-            let mut values: Vec<f64> = runs.iter().map(|run| figure(run)).collect();
-            values.sort_unstable_by(f64::total_cmp);
-            values[values.len() / 2]
+        let median = |figure: &dyn Fn(&Summary) -> f64| median(runs.iter().map(|run| figure(run)));
+        let proxy = |figure: fn(&ProxyFigures) -> f64| {
+            move |s: &Summary| s.proxy.as_ref().map_or(0.0, figure)
         };
         Summary {
             streams: runs[0].streams,
@@ -665,31 +845,47 @@ impl Summary {
             p50: median(&|s| s.p50),
             p99: median(&|s| s.p99),
             max: median(&|s| s.max),
-            proxy: runs[0].proxy.map(|_| {
-                (
-                    median(&|s| s.proxy.map_or(0.0, |p| p.0)),
-                    median(&|s| s.proxy.map_or(0.0, |p| p.1)),
-                )
+            proxy: runs[0].proxy.map(|_| ProxyFigures {
+                peak_rss_kib: median(&proxy(|p| p.peak_rss_kib)),
+                cpu_percent: median(&proxy(|p| p.cpu_percent)),
+                history_bytes: median(&proxy(|p| p.history_bytes)),
             }),
         }
     }
 
     fn print(&self, rate: u32) {
-        let proxy = self.proxy.map_or("no proxy".to_owned(), |(rss, cpu)| {
-            format!("proxy peak RSS {rss:6.1} MiB, CPU {cpu:5.1} %")
+        let proxy = self.proxy.map_or("no proxy".to_owned(), |proxy| {
+            format!(
+                "proxy peak RSS {:6.1} MiB, CPU {:5.1} %",
+                proxy.peak_rss_kib / 1024.0,
+                proxy.cpu_percent
+            )
         });
+        let events = match self.mode.clients_leave() {
+            true => format!("{:<77}", "clients left, streams held"),
+            false => format!(
+                "{:>8.0} events/s (nominal {:>6})  \
+                 latency p50 {:6.3} ms  p99 {:7.3} ms  max {:8.3} ms",
+                self.events_per_second,
+                self.streams as u64 * u64::from(rate),
+                self.p50,
+                self.p99,
+                self.max,
+            ),
+        };
         println!(
-            "{:>5} streams  {:<6}  {:>8.0} events/s (nominal {:>6})  \
-             latency p50 {:6.3} ms  p99 {:7.3} ms  max {:8.3} ms  {proxy}",
+            "{:>5} streams  {:<8}  {events}  {proxy}",
             self.streams,
             self.mode.name(),
-            self.events_per_second,
-            self.streams as u64 * u64::from(rate),
-            self.p50,
-            self.p99,
-            self.max,
         );
     }
+}
+
+/// The median of `values` (the upper one of an even count).
+fn median(values: impl Iterator<Item = f64>) -> f64 {
+    let mut values: Vec<f64> = values.collect();
+    values.sort_unstable_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
 /// The `q` quantile of `sorted` microseconds, in milliseconds.
@@ -701,8 +897,11 @@ fn percentile(sorted: &[u32], q: f64) -> f64 {
     f64::from(sorted[rank]) / 1000.0
 }
 
-/// The latency the layer adds: `on` minus `off` at each stream count,
-/// from the medians when the runs were repeated.
+/// What the layer costs at each stream count, each layered mode against its
+/// baseline, from the medians when the runs were repeated: the latency it
+/// adds, the memory it adds per stream (peak RSS on minus off, divided by
+/// the streams; with a history, also beyond the bytes the histories hold),
+/// and its CPU over the baseline's.
 fn print_layer_cost(summaries: &[Summary], repeat: usize) {
     let median_of = |streams: usize, mode: Mode| {
         let runs: Vec<&Summary> = summaries
@@ -713,20 +912,92 @@ fn print_layer_cost(summaries: &[Summary], repeat: usize) {
     };
     let mut counts: Vec<usize> = summaries.iter().map(|s| s.streams).collect();
     counts.dedup();
+    let mut modes: Vec<Mode> = summaries.iter().map(|s| s.mode).collect();
+    modes.dedup();
+    let of = match repeat {
+        1 => "one run each".to_owned(),
+        k => format!("medians of {k} runs"),
+    };
     for streams in counts {
-        let (Some(on), Some(off)) = (median_of(streams, Mode::On), median_of(streams, Mode::Off))
-        else {
-            continue;
-        };
-        let rss = match (on.proxy, off.proxy) {
-            (Some(on), Some(off)) => format!(", {:+.1} MiB peak RSS", on.0 - off.0),
-            _ => String::new(),
-        };
-        println!(
-            "{streams:>5} streams: the layer adds {:+.3} ms at p50, {:+.3} ms at p99{rss} \
-             (median of {repeat})",
-            on.p50 - off.p50,
-            on.p99 - off.p99,
-        );
+        for &mode in modes.iter().filter(|mode| mode.layered()) {
+            let Some(on) = median_of(streams, mode) else {
+                continue;
+            };
+            let Some(base) = mode.baseline() else {
+                continue;
+            };
+            let Some(off) = median_of(streams, base) else {
+                println!(
+                    "{streams:>5} streams, {}: no `{}` run to measure it against",
+                    mode.name(),
+                    base.name()
+                );
+                continue;
+            };
+            let (Some(on_proxy), Some(off_proxy)) = (on.proxy, off.proxy) else {
+                continue;
+            };
+            let added = (on_proxy.peak_rss_kib - off_proxy.peak_rss_kib) * 1024.0 / streams as f64;
+            let history = on_proxy.history_bytes / streams as f64;
+            let beyond = match history > 0.0 {
+                true => format!(
+                    " ({:.2} KiB beyond the {:.2} KiB of events its history holds)",
+                    (added - history) / 1024.0,
+                    history / 1024.0
+                ),
+                false => String::new(),
+            };
+            let latency = match mode.clients_leave() {
+                true => String::new(),
+                false => format!(
+                    "; latency {:+.3} ms at p50, {:+.3} ms at p99",
+                    on.p50 - off.p50,
+                    on.p99 - off.p99
+                ),
+            };
+            let (on_cpu, off_cpu) = (on_proxy.cpu_percent, off_proxy.cpu_percent);
+            let ratio = match off_cpu >= 0.1 {
+                true => format!(
+                    ", {:.2}x ({:+.0} %)",
+                    on_cpu / off_cpu,
+                    (on_cpu / off_cpu - 1.0) * 100.0
+                ),
+                false => String::new(),
+            };
+            println!(
+                "{streams:>5} streams, {} against {}: added per stream {:.2} KiB{beyond}; \
+                 CPU {on_cpu:.1} % against {off_cpu:.1} %{ratio}{latency} ({of})",
+                mode.name(),
+                base.name(),
+                added / 1024.0,
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn too_few_open_files_names_the_ulimit_that_would_do() {
+        assert_eq!(too_few_files(1000, 2100, Some(4096)), None);
+        let message = too_few_files(9000, 1024, Some(1_048_576)).expect("too few");
+        assert!(message.contains("`ulimit -n 18432`"), "{message}");
+        assert!(!message.contains("hard limit"), "{message}");
+        let message = too_few_files(9000, 1024, Some(4096)).expect("too few");
+        assert!(message.contains("the hard limit is 4096"), "{message}");
+        assert!(too_few_files(9000, 1024, None).is_some(), "unlimited hard");
+    }
+
+    #[test]
+    fn each_layered_mode_has_its_baseline() {
+        for mode in Mode::ALL {
+            assert_eq!(Mode::from_name(mode.name()), Some(mode));
+            assert_eq!(mode.baseline().is_some(), mode.layered(), "{mode:?}");
+            if let Some(base) = mode.baseline() {
+                assert_eq!(base.clients_leave(), mode.clients_leave(), "{mode:?}");
+            }
+        }
     }
 }
