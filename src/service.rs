@@ -22,7 +22,9 @@ use crate::linger::LingerConfig;
 use crate::query;
 use crate::stats::Stats;
 use crate::store::{MemoryStore, StoreError, StreamKey, TrackerStore};
-use crate::stream::{DEFAULT_WINDOW_LEN, Replay, Request as StreamRequest, Serve, Streams};
+use crate::stream::{
+    Claim, DEFAULT_WINDOW_LEN, Replay, Request as StreamRequest, Serve, Streams, TakenOver,
+};
 
 /// How long a takeover waits for the held stream's task to hand its
 /// upstream over: it answers at once, unless it is gone.
@@ -256,14 +258,9 @@ async fn decide<T: TrackerStore, B: 'static>(
     let plan = match serve {
         Serve::Upstream => Plan::Upstream(upstream_cursor),
         Serve::Complete(head) => Plan::Complete(head),
-        // A task that does not answer in time lost its upstream, and one
-        // that is another service's body cannot be served here.
-        Serve::Takeover(answer) => match tokio::time::timeout(TAKEOVER_WAIT, answer).await {
-            Ok(Ok(handover)) => handover
-                .typed::<B>()
-                .map_or(Plan::Upstream(upstream_cursor), Plan::TakeOver),
-            _ => Plan::Upstream(upstream_cursor),
-        },
+        Serve::Takeover(claim) => {
+            (claim_upstream(claim).await).map_or(Plan::Upstream(upstream_cursor), Plan::TakeOver)
+        }
         // Another replica reads the upstream: this response follows what
         // it records, and records nothing itself.
         Serve::Follow(position) => match store.follow(&key, position) {
@@ -293,6 +290,18 @@ async fn decide<T: TrackerStore, B: 'static>(
     }
     tracing::debug!(%key, plan = plan.name(), "serving");
     Ok((decision, plan))
+}
+
+/// Claims the upstream of a held or displaced response. `None` when its
+/// reader is gone, does not answer in time (it lost its upstream), or
+/// reads another service's body, which cannot be served here.
+async fn claim_upstream<B: 'static>(claim: Claim) -> Option<TakenOver<B>> {
+    let answer = claim.claim()?;
+    let handover = tokio::time::timeout(TAKEOVER_WAIT, answer)
+        .await
+        .ok()?
+        .ok()?;
+    handover.typed::<B>()
 }
 
 /// A store that failed to open the stream: the response is deduplicated

@@ -13,12 +13,11 @@ use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::{
-    Budget, Claim, DEFAULT_WINDOW_LEN, Handover, Head, HistoryLimits, Holds, Replay, Response,
-    Stream, StreamState,
+    Budget, Claim, DEFAULT_WINDOW_LEN, Head, HistoryLimits, Holds, Replay, Response, Stream,
+    StreamState,
 };
 use crate::lock::lock;
 use crate::stats::Stats;
@@ -106,7 +105,9 @@ pub(crate) enum Serve {
     /// By the inner service, as without linger.
     Upstream,
     /// By the upstream of the stream's hold: its task answers here.
-    Takeover(oneshot::Receiver<Handover>),
+    /// The claim is taken from the stream under its lock, and claimed
+    /// after, so that no message is sent under it.
+    Takeover(Claim),
     /// By the history alone: the stream is complete.
     Complete(Arc<Head>),
     /// By following the stream as another replica records it, from after
@@ -525,11 +526,7 @@ fn serve(
     } else {
         return Serve::Upstream;
     };
-    match claim.claim() {
-        Some(answered) => Serve::Takeover(answered),
-        // The response or task is gone: the upstream with it.
-        None => Serve::Upstream,
-    }
+    Serve::Takeover(claim)
 }
 
 /// Where one scope is one client, a request whose cursor the stream knows
@@ -739,7 +736,7 @@ mod tests {
     use http::{HeaderMap, StatusCode, Version};
 
     use super::*;
-    use crate::stream::{Claimed, Leftover, claim};
+    use crate::stream::{Claimed, Handover, Leftover, claim};
 
     const GET: Request = Request {
         get: true,
@@ -876,9 +873,10 @@ mod tests {
         let mut asked = hold(&first, 1);
         forward(&first, &["2", "3"]);
         let second = open(&streams, key("s", "GET /"), None, GET);
-        let Serve::Takeover(answered) = second.serve else {
+        let Serve::Takeover(claim) = second.serve else {
             panic!("not a takeover: {:?}", second.serve);
         };
+        let answered = claim.claim().expect("the hold's task listens");
         assert_eq!(second.replay, blocks(&["2", "3"]));
         assert!(
             !first.response.stream().lock().is_held(),
@@ -929,13 +927,16 @@ mod tests {
     }
 
     #[test]
-    fn a_hold_whose_task_is_gone_leaves_the_request_to_the_upstream() {
+    fn a_hold_whose_task_is_gone_is_taken_but_claims_nothing() {
         let streams = registry(with_history());
         let first = open(&streams, key("s", "GET /"), None, GET);
         drop(hold(&first, 1));
         let second = open(&streams, key("s", "GET /"), None, GET);
-        assert_eq!(second.serve.name(), "upstream");
         assert!(!first.response.stream().lock().is_held());
+        let Serve::Takeover(claim) = second.serve else {
+            panic!("not a takeover: {:?}", second.serve);
+        };
+        assert!(claim.claim().is_none(), "the request goes upstream");
     }
 
     #[test]
@@ -1120,8 +1121,12 @@ mod tests {
         let streams = registry(with_history());
         let (first, mut asked) = offered(&streams);
         let second = open(&streams, key("s", "POST /"), Some("1"), ONE_CLIENT);
-        assert_eq!(second.serve.name(), "takeover");
         assert!(is_displaced(&first));
+        let Serve::Takeover(claim) = second.serve else {
+            panic!("not a takeover: {:?}", second.serve);
+        };
+        assert!(asked.try_recv().is_err(), "claimed once the lock is let go");
+        let _answered = claim.claim().expect("the response listens");
         assert!(asked.try_recv().is_ok(), "the displaced response is asked");
     }
 
