@@ -334,9 +334,10 @@ macro_rules! limit_methods {
         ///
         /// A stop is not a disconnect: an MCP session's end (a `DELETE`
         /// with the session's `Mcp-Session-Id`, the scope when it is MCP's,
-        /// once the upstream answers it with `2xx`) ends every stream held
-        /// in that scope and credentials, the upstream seeing its body
-        /// closed at once, and forgets their histories; and
+        /// once the upstream answers it with `2xx`) ends every stream of
+        /// that scope and credentials, held or read by a response still
+        /// attached (which ends), the upstream seeing its body closed at
+        /// once, and forgets their histories; and
         /// [`stop`](crate::SseResumeLayer::stop) ends one stream. In this
         /// process: another replica's holds run out their linger.
         ///

@@ -400,16 +400,13 @@ impl Streams {
     }
 
     /// Ends every stream of `scope`, as when its MCP session ended: each
-    /// hold lets its upstream go now, and the streams are forgotten with
-    /// their histories. A response still attached reads on until its own
-    /// client or upstream ends it. Returns how many streams there were.
+    /// hold lets its upstream go now, so do the responses still attached
+    /// that read one (they end), and the streams are forgotten with their
+    /// histories. Returns how many streams there were.
     pub(crate) fn end_scope(&self, scope: &str) -> usize {
         let ended = self.shard(scope).take_scope(scope);
         for stream in &ended {
-            let mut state = stream.lock();
-            // Dropped, the hold tells its task to let the upstream go.
-            drop(state.take_any_hold());
-            state.forget_history();
+            stop(stream, |state| state.forget_history());
         }
         ended.len()
     }
@@ -427,22 +424,7 @@ impl Streams {
             };
             name.and_then(|name| shard.get(&StreamKey::new(scope, &name)))
         };
-        let Some(found) = found else {
-            return false;
-        };
-        let (hold, attached) = {
-            let mut state = found.lock();
-            let hold = state.take_any_hold();
-            let attached = state.stop();
-            (hold, attached)
-        };
-        let stopped = hold.is_some() || !attached.is_empty();
-        // Dropped, the hold tells its task to let the upstream go.
-        drop(hold);
-        for claim in attached {
-            claim.release();
-        }
-        stopped
+        found.is_some_and(|found| stop(&found, |_| {}))
     }
 
     fn shard(&self, scope: &str) -> ShardGuard<'_> {
@@ -473,6 +455,24 @@ impl Streams {
             }
         }
     }
+}
+
+/// Stops `stream`, changed by `also` under the same lock: its hold lets
+/// its upstream go, the responses attached that read one end, and it is
+/// complete. Returns whether there was an upstream to stop.
+fn stop(stream: &Stream, also: impl FnOnce(&mut StreamState)) -> bool {
+    let (hold, attached) = {
+        let mut state = stream.lock();
+        also(&mut state);
+        (state.take_any_hold(), state.stop())
+    };
+    let stopped = hold.is_some() || !attached.is_empty();
+    // Dropped, the hold tells its task to let the upstream go.
+    drop(hold);
+    for claim in attached {
+        claim.release();
+    }
+    stopped
 }
 
 /// How a response of `state` is served, decided under the same lock as

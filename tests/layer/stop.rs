@@ -73,6 +73,38 @@ async fn the_end_of_an_mcp_session_ends_the_streams_held_in_its_scope() {
     }
 }
 
+#[tokio::test]
+async fn the_end_of_an_mcp_session_ends_its_responses_still_attached() {
+    for transport in TRANSPORTS {
+        let (live, _layer, client) = gateway(transport).await;
+        let call = client
+            .open(as_user(Request::post("/mcp"), ALICE, None))
+            .await;
+        let mut body = Box::pin(call.into_body());
+        read_events(body.as_mut(), 2).await;
+        // The client reads on, as a server writes a response out.
+        let reading = tokio::spawn(http_body_util::BodyExt::collect(body));
+        let ended = client
+            .send(as_user(Request::delete("/mcp"), ALICE, None))
+            .await;
+        let answered = Instant::now();
+        assert_eq!(ended.status, StatusCode::OK);
+        eventually("the upstream to see the close", || live.closed() == 1).await;
+        let took = answered.elapsed();
+        assert!(
+            took < CLOSED_WITHIN,
+            "{transport:?}: closed {took:?} after the answer"
+        );
+        let rest = tokio::time::timeout(STEP, reading)
+            .await
+            .expect("the response ends")
+            .unwrap()
+            .expect("without an error");
+        let rest = String::from_utf8(rest.to_bytes().to_vec()).unwrap();
+        assert!(rest.is_empty() || rest.ends_with("\n\n"), "{rest}");
+    }
+}
+
 /// A gateway's own "stop" endpoint: the request that asks to stop names
 /// the stream by its cursor, with the client's session and credentials.
 fn stop_request(authorization: &str, cursor: u32) -> http::request::Parts {
