@@ -36,6 +36,39 @@ async fn gateway_with(
     (live, layer, client)
 }
 
+/// Waits for `live` to see its stream closed, within [`CLOSED_WITHIN`]
+/// of `since`, when the stop or the session's end was answered.
+async fn closed_soon_after(live: &LiveUpstream, since: Instant) {
+    eventually("the upstream to see the close", || live.closed() == 1).await;
+    let took = since.elapsed();
+    assert!(took < CLOSED_WITHIN, "closed {took:?} after the stop");
+}
+
+/// Reads on, as a server writes a response out.
+fn read_on<B>(
+    body: B,
+) -> tokio::task::JoinHandle<Result<http_body_util::Collected<B::Data>, B::Error>>
+where
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Send,
+{
+    tokio::spawn(http_body_util::BodyExt::collect(body))
+}
+
+/// The response `reading` reads ends, with every whole event before it.
+async fn ends_whole<D: bytes::Buf, E: std::fmt::Debug>(
+    reading: tokio::task::JoinHandle<Result<http_body_util::Collected<D>, E>>,
+) {
+    let rest = tokio::time::timeout(STEP, reading)
+        .await
+        .expect("the response ends")
+        .unwrap()
+        .expect("without an error");
+    let rest = String::from_utf8(rest.to_bytes().to_vec()).unwrap();
+    assert!(rest.is_empty() || rest.ends_with("\n\n"), "{rest}");
+}
+
 #[tokio::test]
 async fn the_end_of_an_mcp_session_ends_the_streams_held_in_its_scope() {
     for transport in TRANSPORTS {
@@ -61,9 +94,7 @@ async fn the_end_of_an_mcp_session_ends_the_streams_held_in_its_scope() {
             .await;
         let answered = Instant::now();
         assert_eq!(ended.status, StatusCode::OK);
-        eventually("the upstream to see the close", || live.closed() == 1).await;
-        let took = answered.elapsed();
-        assert!(took < CLOSED_WITHIN, "closed {took:?} after the answer");
+        closed_soon_after(&live, answered).await;
         assert_eq!(layer.stats().snapshot().held, 0);
         assert_eq!(
             layer.stats().snapshot().linger_expiries,
@@ -82,26 +113,14 @@ async fn the_end_of_an_mcp_session_ends_its_responses_still_attached() {
             .await;
         let mut body = Box::pin(call.into_body());
         read_events(body.as_mut(), 2).await;
-        // The client reads on, as a server writes a response out.
-        let reading = tokio::spawn(http_body_util::BodyExt::collect(body));
+        let reading = read_on(body);
         let ended = client
             .send(as_user(Request::delete("/mcp"), ALICE, None))
             .await;
         let answered = Instant::now();
         assert_eq!(ended.status, StatusCode::OK);
-        eventually("the upstream to see the close", || live.closed() == 1).await;
-        let took = answered.elapsed();
-        assert!(
-            took < CLOSED_WITHIN,
-            "{transport:?}: closed {took:?} after the answer"
-        );
-        let rest = tokio::time::timeout(STEP, reading)
-            .await
-            .expect("the response ends")
-            .unwrap()
-            .expect("without an error");
-        let rest = String::from_utf8(rest.to_bytes().to_vec()).unwrap();
-        assert!(rest.is_empty() || rest.ends_with("\n\n"), "{rest}");
+        closed_soon_after(&live, answered).await;
+        ends_whole(reading).await;
     }
 }
 
@@ -136,9 +155,7 @@ async fn a_stop_ends_a_held_call_now_and_its_resume_gets_the_rest_and_the_end() 
         assert_eq!(live.closed(), 0);
         assert!(layer.stop(&stop_request(ALICE, cursor)));
         let stopped = Instant::now();
-        eventually("the upstream to see the close", || live.closed() == 1).await;
-        let took = stopped.elapsed();
-        assert!(took < CLOSED_WITHIN, "closed {took:?} after the stop");
+        closed_soon_after(&live, stopped).await;
 
         // Her resume gets what was read before the stop, and the end; the
         // call is never sent again.
@@ -175,24 +192,15 @@ async fn a_stop_ends_the_response_still_attached_and_its_upstream() {
         let got = read_events(body.as_mut(), 3).await;
         let cursor = crate::linger::last_id(&got);
 
-        // The client reads on, as a server writes a response out.
-        let reading = tokio::spawn(http_body_util::BodyExt::collect(body));
+        let reading = read_on(body);
         assert!(
             layer.stop(&stop_request(ALICE, cursor)),
             "over {transport:?}"
         );
         let stopped = Instant::now();
-        eventually("the upstream to see the close", || live.closed() == 1).await;
-        let took = stopped.elapsed();
-        assert!(took < CLOSED_WITHIN, "closed {took:?} after the stop");
+        closed_soon_after(&live, stopped).await;
         // The client's response ends, with every whole event before it.
-        let rest = tokio::time::timeout(STEP, reading)
-            .await
-            .expect("the response ends")
-            .unwrap()
-            .expect("without an error");
-        let rest = String::from_utf8(rest.to_bytes().to_vec()).unwrap();
-        assert!(rest.is_empty() || rest.ends_with("\n\n"), "{rest}");
+        ends_whole(reading).await;
         assert_eq!(layer.stats().snapshot().held, 0);
     }
 }
