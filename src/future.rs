@@ -8,7 +8,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
-use http::header::{CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE};
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use http::{HeaderValue, Request, Response, StatusCode};
 use http_body::Body;
 use pin_project_lite::pin_project;
@@ -290,11 +290,7 @@ fn follow_response<B: Body>(
     options: &Options,
 ) -> Response<SseResumeBody<B>> {
     let cursor = decision.cursor.clone().unwrap_or_default();
-    let mut response = Response::new(());
-    let headers = response.headers_mut();
-    headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
-    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    mark_gap(headers, &decision);
+    let response = head_response(&Head::event_stream(false), &decision);
     tracing::debug!("following a stream another replica holds");
     let dedup = Dedup::new(decision, options);
     response.map(|()| SseResumeBody::following(follow, dedup, cursor, resume))

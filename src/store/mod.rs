@@ -283,6 +283,11 @@ pub struct StoredStream {
     /// Whether the store keeps a replay history of the stream itself: then
     /// the batches it records carry the blocks forwarded.
     pub keeps_blocks: bool,
+    /// Whether the stream is complete: a per-request stream whose upstream
+    /// ended, resumed from its history alone (the replay, then the end; a
+    /// client that has all of it gets `204 No Content`). Set with a
+    /// [`Replay::Blocks`] only.
+    pub complete: bool,
     /// Set when another replica holds the stream (it reads the stream's
     /// upstream), or the stream's upstream ended: the position in the
     /// history of the newest block of the replay (without a cursor, of the
@@ -304,6 +309,7 @@ impl StoredStream {
             replay: Replay::Off,
             stamp_epoch: None,
             keeps_blocks: false,
+            complete: false,
             follow_from: None,
         }
     }

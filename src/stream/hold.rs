@@ -31,6 +31,28 @@ pub(crate) struct Head {
     pub(crate) per_request: bool,
 }
 
+impl Head {
+    /// The head of an event stream this process never saw start, as
+    /// another replica read it: `200`, `text/event-stream`, not cached.
+    pub(crate) fn event_stream(per_request: bool) -> Self {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("text/event-stream"),
+        );
+        headers.insert(
+            http::header::CACHE_CONTROL,
+            http::HeaderValue::from_static("no-cache"),
+        );
+        Self {
+            status: StatusCode::OK,
+            version: Version::HTTP_11,
+            headers,
+            per_request,
+        }
+    }
+}
+
 /// A stream's hold: the response whose client went away, reading its
 /// upstream in the background. Dropping it ends the linger.
 pub(crate) struct Hold {

@@ -294,6 +294,15 @@ impl StreamState {
         }
     }
 
+    /// A store says the stream is complete: resumed from the history alone,
+    /// as another replica read it when this one has no head of its own.
+    pub(crate) fn complete_in_store(&mut self) {
+        self.complete = true;
+        if self.head.is_none() {
+            self.head = Some(Arc::new(Head::event_stream(true)));
+        }
+    }
+
     /// The application stopped the stream: it is complete, as if its
     /// upstream had ended. Returns the claims on the upstreams its attached
     /// responses read, for the stop to release.

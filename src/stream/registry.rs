@@ -342,6 +342,9 @@ impl Streams {
         state.replace_ids(merged.map(|(id, content)| (id.as_str(), *content)));
         // Responses opened before a cursor cut the window stop recording.
         state.set_generation(stored.generation);
+        if stored.complete {
+            state.complete_in_store();
+        }
         let (mut cursor_known, mut replay) = (stored.cursor_known, stored.replay);
         if request.linger && state.is_held() {
             // This process's history has what its hold recorded.

@@ -564,6 +564,7 @@ impl RedisStore {
                         if opened.follow {
                             loaded.follow_from = Some(replay.last);
                         }
+                        loaded.complete = opened.complete;
                         Replay::Blocks(replay.blocks)
                     }
                     // The history moved on between the two round trips:

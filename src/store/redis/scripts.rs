@@ -339,9 +339,9 @@ end
 /// (-1 without a cursor or a history), where the blocks after it start
 /// (their index in the history's list, and the position of the first;
 /// without a cursor, the position of the newest block, after which a
-/// follow starts), with a history an epoch for stamped ids (else 0), and 1
-/// when the stream is to be followed: another process holds it, or with a
-/// cursor it is complete; then
+/// follow starts), with a history an epoch for stamped ids (else 0), and
+/// whether the stream is to be followed: 1 when another process holds it,
+/// 2 when (with a cursor) it is complete; then
 /// the window: its number of ids and the ids one per line, and the same
 /// of their fingerprints, and -1; or with a replay, the window up to the
 /// cursor, and the number of ids after it. The replay's blocks are read
@@ -364,12 +364,13 @@ local function held_elsewhere(stream)
   return held_by ~= nil and held_by ~= me
 end
 
--- Whether a client resuming `stream` follows it: another process holds
--- it, or it is complete.
+-- Whether a client resuming `stream` follows it: 2 when it is complete,
+-- 1 when another process holds it, else 0.
 local function followed(stream)
-  if held_elsewhere(stream) then return true end
   local ended = redis.call('GET', scope_keys .. 'd:' .. stream)
-  return ended and string.sub(ended, 1, 1) == 'c'
+  if ended and string.sub(ended, 1, 1) == 'c' then return 2 end
+  if held_elsewhere(stream) then return 1 end
+  return 0
 end
 if cursor ~= '' then
   if search and not knows(stream, cursor) then
@@ -390,11 +391,10 @@ if cursor ~= '' then
   if index then
     -- The window's ids after the cursor are those of the replayed blocks.
     known, replay_index, replay_position = 1, index, position
-    if followed(stream) then
-      -- The client follows the stream where its holder records it: that
-      -- response is not superseded, and goes on recording.
-      follow = 1
-    elseif holder(stream) == me then
+    -- The client follows the stream where its holder records it: that
+    -- response is not superseded, and goes on recording.
+    follow = followed(stream)
+    if follow == 0 and holder(stream) == me then
       -- This process holds the stream: the client takes it over there,
       -- and what the hold recorded is still on its way here.
       keep = true
@@ -412,7 +412,7 @@ if cursor ~= '' then
       known = 0
     end
   end
-  if follow == 1 or keep then
+  if follow > 0 or keep then
     gen = generation(stream) or 0
   else
     generation(stream)
@@ -642,6 +642,9 @@ pub(super) struct Opened {
     /// Whether another process holds the stream, or (with a cursor) it is
     /// complete.
     pub(super) follow: bool,
+    /// Whether, with a cursor, the stream is complete: a per-request
+    /// stream whose upstream ended.
+    pub(super) complete: bool,
     /// The window: its ids, with the fingerprints of their events; with a
     /// replay, up to the cursor.
     pub(super) window: Vec<(String, u64)>,
@@ -671,7 +674,7 @@ impl Opened {
         let replay_index = int(next(&mut items)?)?;
         let replay_position = u64::try_from(int(next(&mut items)?)?).unwrap_or(0);
         let epoch = u64::try_from(int(next(&mut items)?)?).unwrap_or(0);
-        let follow = int(next(&mut items)?)? == 1;
+        let follow = int(next(&mut items)?)?;
         let ids = lines(int(next(&mut items)?)?, bulk(next(&mut items)?)?);
         let prints = lines(int(next(&mut items)?)?, bulk(next(&mut items)?)?);
         let window = window_of(ids, prints, &mut bad_values);
@@ -685,7 +688,8 @@ impl Opened {
             replay_index,
             replay_position,
             epoch,
-            follow,
+            follow: follow > 0,
+            complete: follow == 2,
             window,
             window_tail,
         })

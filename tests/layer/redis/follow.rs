@@ -283,12 +283,23 @@ async fn a_tool_call_held_on_one_replica_ends_with_its_result_on_another() {
     let again = scene.gateway.open(1, resume()).await;
     let (replayed, _) = read_to_end(again.into_body(), STEP).await;
     assert_eq!(replayed, events(cursor + 1..=30));
+    // A client that has all of it is told it is over on B too: `204`,
+    // which stops an `EventSource`; an empty `200` has it come back for
+    // ever.
+    let last = get("/mcp", "s1").header("last-event-id", "30");
+    let over = scene.gateway.open(1, last.body(()).unwrap()).await;
+    assert_eq!(over.status(), http::StatusCode::NO_CONTENT);
     assert_eq!(
         scene.upstream.requests(),
         1,
         "the tool call was never sent again"
     );
-    assert_eq!(scene.b.layer.stats().snapshot().follows, 2);
+    let stats = scene.b.layer.stats().snapshot();
+    assert_eq!(
+        (stats.follows, stats.completes_replayed),
+        (1, 2),
+        "followed while held on A, then complete: {stats:?}"
+    );
 }
 
 #[tokio::test]
