@@ -330,10 +330,11 @@
 //! | The replica it follows on dies | A standing stream: the gap signal, then the upstream from the last recorded id. A per-request stream: the gap signal, then the end |
 //! | A stop, or its MCP session's `DELETE` | Its response ends; a later resume gets the rest and the end, or `204` |
 //!
-//! Known limits, tracked in the issues: when Redis restarts empty, a
-//! client following a stream goes on from the upstream without the gap
-//! signal; and the soak with a replica killed under a live upstream still
-//! counts some unsignalled loss after the fault's window.
+//! Known limits, tracked in the issues: what a client following a stream
+//! on another replica sees when Redis restarts empty is not tested yet;
+//! the soak with a replica killed under a live upstream still counts some
+//! unsignalled loss after the fault's window; and a stop or an MCP
+//! session's end acts in the process that holds the stream only.
 //!
 //! The [`framer`] module, the sans-IO parser underneath, is usable on its
 //! own.
