@@ -277,7 +277,7 @@ impl Streams {
         let serve = serve(
             &mut state,
             request,
-            cursor_known,
+            cursor_known.into(),
             &mut replay,
             displaced,
             None,
@@ -359,7 +359,7 @@ impl Streams {
         let serve = serve(
             &mut state,
             request,
-            cursor_known,
+            cursor_known.into(),
             &mut replay,
             displaced,
             follow_from,
@@ -478,25 +478,46 @@ fn stop(stream: &Stream, also: impl FnOnce(&mut StreamState)) -> bool {
     stopped
 }
 
+/// What a request's cursor is to its stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cursor {
+    /// The request has none.
+    Absent,
+    /// The stream knows it.
+    Known,
+    /// The stream does not know it.
+    Unknown,
+}
+
+impl From<Option<bool>> for Cursor {
+    fn from(known: Option<bool>) -> Self {
+        match known {
+            None => Cursor::Absent,
+            Some(true) => Cursor::Known,
+            Some(false) => Cursor::Unknown,
+        }
+    }
+}
+
 /// How a response of `state` is served, decided under the same lock as
-/// its cursor. A held stream is taken over by a request whose cursor it
-/// knows, or by a `GET` on its key: the client that went away, surely.
-/// Without a cursor, the replay is what the hold recorded. A complete
-/// stream resumed from a cursor its history holds is served from the
-/// history alone.
+/// its cursor, by the first of these that applies:
 ///
-/// Where one scope is one client, `displaced` is the attached response a
-/// request with a known cursor ended, taken before the cursor moved the
-/// stream on: it hands its upstream over.
-///
-/// Otherwise, a stream that another replica holds (`follow_from`, from
-/// the store) is followed from the end of the replay, when the replay
-/// resumes the client's cursor, or by a `GET` on its key without a cursor
-/// from its newest block.
+/// 1. A complete stream resumed from a cursor its history holds: from the
+///    history alone.
+/// 2. A held stream, by the client that went away, surely (a request whose
+///    cursor it knows, or a `GET` on its key): its upstream is taken over.
+///    Without a cursor, `replay` becomes what the hold recorded.
+/// 3. Where one scope is one client, the attached response that a request
+///    with a known cursor `displaced` (taken before the cursor moved the
+///    stream on): its upstream is taken over.
+/// 4. A stream another replica holds (`follow_from`, from the store):
+///    followed from the end of the replay of a known cursor, or by a `GET`
+///    without a cursor from its newest block.
+/// 5. Otherwise, and always without linger: the upstream.
 fn serve(
     state: &mut StreamState,
     request: Request,
-    cursor_known: Option<bool>,
+    cursor: Cursor,
     replay: &mut Replay,
     displaced: Option<Claim>,
     follow_from: Option<u64>,
@@ -504,32 +525,29 @@ fn serve(
     if !request.linger {
         return Serve::Upstream;
     }
-    let head = state.head().cloned();
-    if let (true, Some(head), Replay::Blocks(_)) = (state.is_complete(), head, &*replay) {
-        if cursor_known == Some(true) {
-            return Serve::Complete(head);
+    let replays = matches!(replay, Replay::Blocks(_));
+    if state.is_complete() && cursor == Cursor::Known && replays {
+        if let Some(head) = state.head() {
+            return Serve::Complete(Arc::clone(head));
         }
     }
-    let claim = if state.is_held() && (cursor_known == Some(true) || request.get) {
-        let Some(hold) = state.take_any_hold() else {
-            return Serve::Upstream;
-        };
-        if cursor_known.is_none() {
-            *replay = state.replay_after(hold.mark);
+    if state.is_held() && (cursor == Cursor::Known || request.get) {
+        if let Some(hold) = state.take_any_hold() {
+            if cursor == Cursor::Absent {
+                *replay = state.replay_after(hold.mark);
+            }
+            return Serve::Takeover(hold.takeover);
         }
-        hold.takeover
-    } else if let Some(claim) = displaced {
-        claim
-    } else if let (Some(position), Replay::Blocks(_)) = (follow_from, &*replay) {
-        return Serve::Follow(position);
-    } else if let (Some(position), None, true) = (follow_from, cursor_known, request.get) {
-        // A `GET` without a cursor on a stream another replica reads: as
-        // it would take a held stream over here, it follows it there.
-        return Serve::Follow(position);
-    } else {
-        return Serve::Upstream;
-    };
-    Serve::Takeover(claim)
+    }
+    if let Some(claim) = displaced {
+        return Serve::Takeover(claim);
+    }
+    match follow_from {
+        Some(position) if replays || (cursor == Cursor::Absent && request.get) => {
+            Serve::Follow(position)
+        }
+        _ => Serve::Upstream,
+    }
 }
 
 /// Where one scope is one client, a request whose cursor the stream knows
