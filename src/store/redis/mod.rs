@@ -145,7 +145,9 @@ const MIN_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 /// and `%7D`, so that the braces of the hash tag are the only ones and two
 /// scopes never share a key; the empty scope is written `%`. The stream
 /// name is used as it is. Every key has the store's TTL, refreshed
-/// whenever a stream of the scope is opened with ids or written.
+/// whenever a stream of the scope is opened with ids, and by the writes
+/// of a stream once a quarter of it has run (a key a write makes gets it
+/// at once).
 ///
 /// # Round trips
 ///
