@@ -178,9 +178,13 @@ const MIN_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 /// replica cannot tell when that client went away. Each write of the
 /// history publishes the newest position on the stream's channel; one
 /// subscription per store carries every channel, and each follower reads
-/// the blocks after the last one it sent, by position: exactly once, in
-/// order, whatever was published or missed. A follower marks the stream
-/// followed, which keeps the holder's linger going. A store opens two
+/// the blocks after the last one it sent, by position, when told and only
+/// then: exactly once, in order, whatever was published or missed. One
+/// task per store looks at the leases of every stream its followers
+/// follow, a third of the lease apart, in one pipeline: it marks each
+/// followed (which keeps the holder's linger going) and tells the
+/// followers of a stream whose lease lapsed, or all of them when Redis
+/// does not answer, to read and find out. A store opens two
 /// connections to a node (and one per primary in a Cluster, plus one for
 /// the subscription), however many followers it serves
 /// ([`max_followers`](Self::max_followers), 10,000 by default, bounds them).
@@ -369,6 +373,12 @@ impl RedisStore {
             closed.clone(),
         ));
         let subscriber = Arc::new(Subscriber::default());
+        tokio::spawn(follow::watch_leases(
+            Arc::downgrade(&subscriber),
+            connection.clone(),
+            Arc::clone(&lease),
+            closed.clone(),
+        ));
         tokio::spawn(Arc::clone(&subscriber).run(subscribers, closed));
         let shared = Shared {
             connection,
