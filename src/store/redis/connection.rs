@@ -23,6 +23,26 @@ impl Connection {
     pub(super) fn is_cluster(&self) -> bool {
         matches!(self, Connection::Cluster(_))
     }
+
+    /// `items` in batches for pipelines: all in one on a single node; in a
+    /// Cluster, one per scope of the key `key_of` gives
+    /// (`<prefix>{scope}:...`), whose keys share a slot.
+    pub(super) fn batches<'a, T>(
+        &self,
+        items: &'a [T],
+        key_of: impl Fn(&T) -> &str,
+    ) -> Vec<Vec<&'a T>> {
+        let mut batches: std::collections::HashMap<&str, Vec<&T>> = Default::default();
+        for item in items {
+            let batch = if self.is_cluster() {
+                key_of(item).split_once("}:").map_or("", |(scope, _)| scope)
+            } else {
+                ""
+            };
+            batches.entry(batch).or_default().push(item);
+        }
+        batches.into_values().collect()
+    }
 }
 
 impl ConnectionLike for Connection {

@@ -4,9 +4,14 @@
 //!
 //! Each follower is a small task that reads the history from the position
 //! after the last block it sent, whenever the stream's channel says it
-//! moved (and now and then regardless, to notice a holder that died). One
-//! subscription connection per process carries every channel: however
-//! many followers, the process has that one and its shared connection.
+//! moved, and only then: no follower reads on a timer. One subscription
+//! connection per process carries every channel: however many followers,
+//! the process has that one and its shared connection. One task per
+//! process looks at the leases of every stream followed, a third of the
+//! lease apart, in one pipeline (per scope in a Cluster): it marks each
+//! stream followed (which keeps its holder's linger going), and tells the
+//! followers of a stream whose lease lapsed (its holder died) or when
+//! Redis does not answer, so that they read and find out.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -46,19 +51,28 @@ struct Watched {
     /// Bumped whenever the channel says its stream moved.
     tell: watch::Sender<u64>,
     followers: usize,
+    /// The stream's lease, and its mark that it is followed.
+    lease: String,
+    mark: String,
 }
 
 impl Subscriber {
     /// Listens to `channel`: the receiver changes whenever it says its
     /// stream moved, and when the subscription came back after a cut.
-    fn watch(&self, channel: &str) -> watch::Receiver<u64> {
+    fn watch(&self, channel: &str, lease: String, mark: String) -> watch::Receiver<u64> {
         let mut wanted = lock(&self.wanted);
         if let Some(watched) = wanted.get_mut(channel) {
             watched.followers += 1;
             return watched.tell.subscribe();
         }
         let (tell, told) = watch::channel(0);
-        wanted.insert(channel.to_owned(), Watched { tell, followers: 1 });
+        let watched = Watched {
+            tell,
+            followers: 1,
+            lease,
+            mark,
+        };
+        wanted.insert(channel.to_owned(), watched);
         drop(wanted);
         self.changed.notify_one();
         told
@@ -86,6 +100,16 @@ impl Subscriber {
         for watched in lock(&self.wanted).values() {
             watched.tell.send_modify(|n| *n += 1);
         }
+    }
+
+    /// Every stream followed: its channel, lease and mark.
+    fn followed(&self) -> Vec<(String, String, String)> {
+        (lock(&self.wanted).iter())
+            .map(|(channel, watched)| {
+                let (lease, mark) = (watched.lease.clone(), watched.mark.clone());
+                (channel.clone(), lease, mark)
+            })
+            .collect()
     }
 
     /// The channels to subscribe to and to leave, against `subscribed`.
@@ -168,6 +192,68 @@ impl Subscriber {
     }
 }
 
+/// Looks at the leases of every stream this process follows, a third of
+/// the lease apart, until `closing`: one pipeline per round (per scope in
+/// a Cluster, whose keys share a slot) marks each stream followed for a
+/// lease and asks whether it is held. The followers of a stream no longer
+/// held, and all of them when Redis does not answer, are told to read.
+pub(super) async fn watch_leases(
+    subscriber: std::sync::Weak<Subscriber>,
+    connection: Connection,
+    lease: Arc<std::sync::atomic::AtomicU64>,
+    mut closing: watch::Receiver<bool>,
+) {
+    loop {
+        let lease = Duration::from_millis(lease.load(Relaxed));
+        let every = (lease / 3).max(Duration::from_millis(10));
+        tokio::select! {
+            () = sleep(every) => {}
+            _ = closing.changed() => return,
+        }
+        let Some(subscriber) = subscriber.upgrade() else {
+            return;
+        };
+        let followed = subscriber.followed();
+        for batch in connection.batches(&followed, |(_, lease, _)| lease.as_str()) {
+            for chunk in batch.chunks(WATCH_PIPELINE_LEN) {
+                let mut pipeline = ::redis::pipe();
+                for (_, lease_key, mark) in chunk {
+                    pipeline
+                        .cmd("SET")
+                        .arg(mark)
+                        .arg("1")
+                        .arg("PX")
+                        .arg(millis(lease))
+                        .ignore()
+                        .cmd("EXISTS")
+                        .arg(lease_key);
+                }
+                let mut connection = connection.clone();
+                let held = timeout(every, pipeline.query_async::<Vec<i64>>(&mut connection)).await;
+                match held {
+                    Ok(Ok(held)) if held.len() == chunk.len() => {
+                        for ((channel, _, _), held) in chunk.iter().zip(held) {
+                            if held == 0 {
+                                subscriber.tell(channel);
+                            }
+                        }
+                    }
+                    // No answer, or a wrong one: every follower of these
+                    // reads, and finds out for itself.
+                    _ => {
+                        for (channel, _, _) in chunk {
+                            subscriber.tell(channel);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Streams whose leases one pipeline of [`watch_leases`] looks at.
+const WATCH_PIPELINE_LEN: usize = 256;
+
 /// One follower: where it reads, and what it has sent.
 pub(super) struct Follower {
     pub(super) connection: Connection,
@@ -190,7 +276,11 @@ impl Follower {
     /// until the follow is dropped.
     pub(super) async fn run(mut self) {
         let channel = self.keys.of("c:", &self.stream);
-        let mut told = self.subscriber.watch(&channel);
+        let (lease, mark) = (
+            self.keys.of("l:", &self.stream),
+            self.keys.of("f:", &self.stream),
+        );
+        let mut told = self.subscriber.watch(&channel, lease, mark);
         let last = self.follow(&mut told).await;
         if let Some(last) = last {
             let _ = self.sender.send(last).await;
@@ -203,13 +293,14 @@ impl Follower {
     /// the follow is dropped (`None`).
     async fn follow(&mut self, told: &mut watch::Receiver<u64>) -> Option<Followed> {
         let lease = self.lease;
-        // A holder that died is seen within the lease and one of these.
-        let poll = (lease / 3).max(Duration::from_millis(10));
+        // After a failed read, the next is this much later.
+        let retry = (lease / 3).max(Duration::from_millis(10));
         let give_up = lease * 4;
         let mut heard = Instant::now();
         let mut unheld_since: Option<Instant> = None;
         let mut last_id: Option<String> = None;
         loop {
+            let mut failed = false;
             match self.read().await {
                 Ok(read) => {
                     heard = Instant::now();
@@ -257,20 +348,24 @@ impl Follower {
                     }
                 }
                 Err(error) => {
+                    failed = true;
                     if heard.elapsed() >= give_up {
                         tracing::warn!(stream = %self.stream, %error, "Redis unreachable while following: gap");
                         return Some(Followed::Lost(last_id));
                     }
                 }
             }
+            // Read again when told: the holder wrote, its lease lapsed, or
+            // Redis did not answer the leases' watch; after a failed
+            // read, a little later regardless.
             tokio::select! {
                 changed = told.changed() => {
                     if changed.is_err() {
-                        // Nobody tells any more: the poll goes on alone.
-                        sleep(poll).await;
+                        // Nobody tells any more (the store is going).
+                        sleep(retry).await;
                     }
                 }
-                () = sleep(poll) => {}
+                () = sleep(retry), if failed => {}
                 () = self.sender.closed() => return None,
             }
         }

@@ -158,18 +158,8 @@ async fn refresh(
     every: Duration,
     held: Vec<HeldLease>,
 ) {
-    let mut batches: HashMap<&str, Vec<&HeldLease>> = HashMap::new();
-    for entry in &held {
-        // `<prefix>{scope}:l:<stream>`: the scope's part names the slot.
-        let batch = if connection.is_cluster() {
-            entry.0.split_once("}:").map_or("", |(scope, _)| scope)
-        } else {
-            ""
-        };
-        batches.entry(batch).or_default().push(entry);
-    }
     let mut calls = JoinSet::new();
-    for batch in batches.into_values() {
+    for batch in connection.batches(&held, |(lease_key, _, _)| lease_key.as_str()) {
         for chunk in batch.chunks(PIPELINE_LEN) {
             let pipeline = |whole| {
                 let mut pipeline = ::redis::pipe();

@@ -145,7 +145,9 @@ const MIN_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 /// and `%7D`, so that the braces of the hash tag are the only ones and two
 /// scopes never share a key; the empty scope is written `%`. The stream
 /// name is used as it is. Every key has the store's TTL, refreshed
-/// whenever a stream of the scope is opened with ids or written.
+/// whenever a stream of the scope is opened with ids, and by the writes
+/// of a stream once a quarter of it has run (a key a write makes gets it
+/// at once).
 ///
 /// # Round trips
 ///
@@ -176,9 +178,13 @@ const MIN_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 /// replica cannot tell when that client went away. Each write of the
 /// history publishes the newest position on the stream's channel; one
 /// subscription per store carries every channel, and each follower reads
-/// the blocks after the last one it sent, by position: exactly once, in
-/// order, whatever was published or missed. A follower marks the stream
-/// followed, which keeps the holder's linger going. A store opens two
+/// the blocks after the last one it sent, by position, when told and only
+/// then: exactly once, in order, whatever was published or missed. One
+/// task per store looks at the leases of every stream its followers
+/// follow, a third of the lease apart, in one pipeline: it marks each
+/// followed (which keeps the holder's linger going) and tells the
+/// followers of a stream whose lease lapsed, or all of them when Redis
+/// does not answer, to read and find out. A store opens two
 /// connections to a node (and one per primary in a Cluster, plus one for
 /// the subscription), however many followers it serves
 /// ([`max_followers`](Self::max_followers), 10,000 by default, bounds them).
@@ -367,6 +373,12 @@ impl RedisStore {
             closed.clone(),
         ));
         let subscriber = Arc::new(Subscriber::default());
+        tokio::spawn(follow::watch_leases(
+            Arc::downgrade(&subscriber),
+            connection.clone(),
+            Arc::clone(&lease),
+            closed.clone(),
+        ));
         tokio::spawn(Arc::clone(&subscriber).run(subscribers, closed));
         let shared = Shared {
             connection,

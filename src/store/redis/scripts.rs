@@ -217,10 +217,12 @@ end
 
 -- Lets the oldest blocks of a stream's history go past its bounds. A
 -- history whose two lists disagree was written by something else: it goes.
-local function prune_history(stream)
+-- A write gives the bytes it added and the lists' lengths its pushes
+-- returned; without them, they are read.
+local function prune_history(stream, added, len, ids_len)
   local blocks, ids = history_keys(stream)
-  local len = redis.call('LLEN', blocks)
-  if len ~= redis.call('LLEN', ids) then
+  len = len or redis.call('LLEN', blocks)
+  if len ~= (ids_len or redis.call('LLEN', ids)) then
     bad_values = bad_values + 1
     forget_history(stream)
     return
@@ -235,6 +237,8 @@ local function prune_history(stream)
     for _, entry in ipairs(redis.call('LRANGE', blocks, 0, -1)) do
       total = total + #block_of(entry)
     end
+  else
+    total = total + (added or 0)
   end
   -- Past the count, the oldest go at once: one pop of each list.
   local extra = len - history_len
@@ -257,8 +261,9 @@ local function prune_history(stream)
   end
   if len == 0 then
     redis.call('HDEL', history_bytes_key, stream)
-  else
-    redis.call('HSET', history_bytes_key, stream, math.max(total, 0))
+  elseif redis.call('HSET', history_bytes_key, stream, math.max(total, 0)) == 1 then
+    -- A new field, maybe a new hash: it gets its TTL now.
+    redis.call('PEXPIRE', history_bytes_key, ttl)
   end
 end
 
@@ -281,6 +286,24 @@ local function replay_after(stream, cursor)
   return at + 1, last_position(stream) - len + at + 2
 end
 
+-- Counts `stream` among the scope's streams, used now; a stream new to
+-- the scope makes room in it.
+local function mark_used(stream)
+  if redis.call('ZADD', streams_key, now, stream) == 1 then
+    local extra = redis.call('ZCARD', streams_key) - max_streams
+    if extra > 0 then
+      for _, oldest in ipairs(redis.call('ZRANGE', streams_key, 0, extra)) do
+        if extra > 0 and oldest ~= stream then
+          forget(oldest)
+          extra = extra - 1
+        end
+      end
+    end
+    return true
+  end
+  return false
+end
+
 -- Marks a stream used: refreshes the TTLs, and makes room in the scope.
 local function touch(stream)
   local ids, fingerprints = window_keys(stream)
@@ -294,19 +317,23 @@ local function touch(stream)
     redis.call('PEXPIRE', positions_key, ttl)
     redis.call('PEXPIRE', epoch_key, ttl)
   end
-  if redis.call('ZADD', streams_key, now, stream) == 1 then
-    local extra = redis.call('ZCARD', streams_key) - max_streams
-    if extra > 0 then
-      for _, oldest in ipairs(redis.call('ZRANGE', streams_key, 0, extra)) do
-        if extra > 0 and oldest ~= stream then
-          forget(oldest)
-          extra = extra - 1
-        end
-      end
-    end
-  end
+  mark_used(stream)
   redis.call('PEXPIRE', streams_key, ttl)
   redis.call('PEXPIRE', generations_key, ttl)
+end
+
+-- Marks a stream used after a write. Its keys get the whole TTL again
+-- once a quarter of it has run, as its window's TTL tells (or when it has
+-- no window); until then only the keys the write `made` get theirs. So
+-- every key keeps a TTL, and most writes refresh none.
+local function touch_written(stream, made)
+  local left = redis.call('PTTL', windows .. stream)
+  if left < 0 or left < ttl - ttl / 4 then
+    touch(stream)
+    return
+  end
+  if mark_used(stream) then made[#made + 1] = streams_key end
+  for _, key in ipairs(made) do redis.call('PEXPIRE', key, ttl) end
 end
 
 -- Whether the window or the history of `stream` holds `id`.
@@ -476,6 +503,11 @@ local wrote_up_to = tonumber(ARGV[18]) or 0
 local first_id = 19
 local lease, ended = scope_keys .. 'l:' .. stream, scope_keys .. 'd:' .. stream
 local moved = claim or release
+-- The keys this write makes, or fields it adds to a hash: they get a TTL.
+local made = {}
+local function made_if(key, new)
+  if new then made[#made + 1] = key end
+end
 if claim then
   redis.call('SET', lease, me, 'PX', lease_ms)
   redis.call('DEL', ended)
@@ -484,7 +516,9 @@ local written = 1
 if gen >= 0 then
   local current = generation(stream)
   if current == nil then
-    if gen > 0 then redis.call('HSET', generations_key, stream, gen) end
+    if gen > 0 then
+      made_if(generations_key, redis.call('HSET', generations_key, stream, gen) == 1)
+    end
   elseif current ~= gen then
     written = 0
   end
@@ -497,13 +531,16 @@ if written == 1 then
   local window, fingerprints = window_keys(stream)
   if start_over then redis.call('DEL', window, fingerprints) end
   if count > 0 then
+    local len, prints_len = 0, 0
     for first = first_id, first_print - 1, 1000 do
       local last = math.min(first + 999, first_print - 1)
-      redis.call('RPUSH', window, unpack(ARGV, first, last))
-      redis.call('RPUSH', fingerprints, unpack(ARGV, first + count, last + count))
+      len = redis.call('RPUSH', window, unpack(ARGV, first, last))
+      prints_len = redis.call('RPUSH', fingerprints, unpack(ARGV, first + count, last + count))
     end
-    redis.call('LTRIM', window, -window_len, -1)
-    redis.call('LTRIM', fingerprints, -window_len, -1)
+    made_if(window, len == count)
+    made_if(fingerprints, prints_len == count)
+    if len > window_len then redis.call('LTRIM', window, -window_len, -1) end
+    if prints_len > window_len then redis.call('LTRIM', fingerprints, -window_len, -1) end
   end
   if history_len > 0 then
     -- Pruned once, after the blocks go in: that prune holds every bound.
@@ -515,7 +552,7 @@ if written == 1 then
       -- keeps the count): a failover lost them. No replay may skip them,
       -- and positions go on from the last one written.
       forget_history(stream)
-      redis.call('HSET', positions_key, stream, wrote_up_to)
+      made_if(positions_key, redis.call('HSET', positions_key, stream, wrote_up_to) == 1)
       before, moved = wrote_up_to, true
     end
     local added, position, new_ids, new_blocks = 0, before, {}, {}
@@ -527,14 +564,16 @@ if written == 1 then
     end
     if position > before then
       -- One push per list, in slices that `unpack` takes.
+      local len, ids_len = 0, 0
       for first = 1, #new_ids, 1000 do
         local last = math.min(first + 999, #new_ids)
-        redis.call('RPUSH', ids, unpack(new_ids, first, last))
-        redis.call('RPUSH', blocks, unpack(new_blocks, first, last))
+        ids_len = redis.call('RPUSH', ids, unpack(new_ids, first, last))
+        len = redis.call('RPUSH', blocks, unpack(new_blocks, first, last))
       end
-      redis.call('HSET', positions_key, stream, position)
-      redis.call('HINCRBY', history_bytes_key, stream, added)
-      prune_history(stream)
+      made_if(ids, ids_len == #new_ids)
+      made_if(blocks, len == #new_blocks)
+      made_if(positions_key, redis.call('HSET', positions_key, stream, position) == 1)
+      prune_history(stream, added, len, ids_len)
       moved = true
     end
     if forget_first then moved = true end
@@ -544,7 +583,7 @@ if written == 1 then
     redis.call('SET', ended, ending .. ':' .. newest, 'PX', ttl)
     moved = true
   end
-  touch(stream)
+  touch_written(stream, made)
 end
 if release or (written == 1 and ending ~= '') then
   if redis.call('GET', lease) == me then

@@ -740,3 +740,47 @@ async fn a_follow_holds_no_permit_of_the_inner_service_while_it_lasts() {
     let more = read_events(follow.as_mut(), 1).await;
     assert!(!more.is_empty(), "the follow goes on");
 }
+
+/// How many `LLEN` calls Redis has served: only a follower's read and a
+/// write's or an open's prune of a history make them.
+async fn llen_calls(server: &RedisServer) -> u64 {
+    let client = redis::Client::open(server.url()).unwrap();
+    let mut redis = client.get_multiplexed_async_connection().await.unwrap();
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    (info.lines())
+        .find_map(|line| line.strip_prefix("cmdstat_llen:calls="))
+        .and_then(|rest| rest.split(',').next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn a_follower_of_a_quiet_stream_reads_nothing_until_the_holder_writes() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let scene = Scene::over(&server, LiveUpstream::released(10), Transport::Oneshot).await;
+    let first = scene.gateway.open(0, feed(None)).await;
+    scene.upstream.release(5);
+    let cursor = last_id(&read_events(first.into_body(), 5).await);
+    flushed(&scene.a.store).await;
+    let resumed = scene.gateway.open(1, feed(Some(cursor))).await;
+    let reading = tokio::spawn(read_to_end(resumed.into_body(), STEP));
+    // Following, and nothing happens for five leases: the follower is
+    // not to read on a timer (it once did, a third of the lease apart).
+    tokio::time::sleep(LEASE).await;
+    let before = llen_calls(&server).await;
+    tokio::time::sleep(LEASE * 5).await;
+    let quiet = llen_calls(&server).await - before;
+    assert_eq!(quiet, 0, "reads while nothing was written");
+    // The holder writes again: the follower hears it, and goes on to the
+    // end.
+    scene.upstream.release(10);
+    let (got, _) = reading.await.unwrap();
+    assert_eq!(got, events(cursor + 1..=10));
+    let b = scene.b.layer.stats().snapshot();
+    assert_eq!((b.follows, b.follows_lost), (1, 0));
+}

@@ -662,6 +662,59 @@ async fn redis_down_fails_open_and_the_write_queue_stays_bounded() {
     assert_eq!(stats.queued, 0);
 }
 
+/// A write refreshes the TTLs of a stream's keys only once a quarter of
+/// the TTL has run, but a key it makes gets one at once: every key of a
+/// stream being written has a TTL, and never less than three quarters of
+/// it right after a write.
+#[tokio::test]
+async fn every_key_a_write_makes_or_keeps_has_a_ttl() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let prefix = fresh_prefix();
+    let ttl = Duration::from_millis(800);
+    let store = with_history(
+        connect(&server, &prefix).await.ttl(ttl),
+        tower_sse_resume::HistoryLimits::new(),
+    );
+    let key = StreamKey::new("s", "GET /mcp");
+    let opened = stored(&store, &key, None).await.unwrap();
+    let mut redis = client(&server);
+    let ttls = |redis: &mut redis::Connection| -> Vec<(String, i64)> {
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{prefix}*"))
+            .query(redis)
+            .unwrap();
+        let ttls = keys.into_iter().map(|key| {
+            let ttl: i64 = redis::cmd("PTTL").arg(&key).query(redis).unwrap();
+            (key, ttl)
+        });
+        ttls.collect()
+    };
+    // Ids first, then blocks: the second write makes the history's keys
+    // while the window's TTL is still fresh. Twelve writes an eighth of
+    // the TTL apart: the keys outlive it only if refreshed.
+    for n in 1..=12 {
+        let with_blocks = n > 1;
+        let mut batch = IdBatch::new();
+        batch.push_event(&n.to_string(), n);
+        if with_blocks {
+            batch.push_block(Some(&n.to_string()), format!("id: {n}\n\n").as_bytes());
+        }
+        store.record(&key, opened.fence, &batch).unwrap();
+        flushed(&store).await;
+        let ttls = ttls(&mut redis);
+        assert!(ttls.iter().any(|(key, _)| key.contains("}:w:")));
+        assert!(ttls.iter().any(|(key, _)| key.contains("}:h:")) || !with_blocks);
+        for (key, left) in &ttls {
+            // Made now, or refreshed within the last quarter of the TTL.
+            let least = i64::try_from(ttl.as_millis() / 2).unwrap();
+            assert!(*left > least, "{key} after write {n}: {ttls:?}");
+        }
+        tokio::time::sleep(ttl / 8).await;
+    }
+}
+
 /// No script checks a key's type: a write that meets keys of the wrong
 /// type removes them (counted) and writes again, and the stream goes on.
 #[tokio::test]
