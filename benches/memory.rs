@@ -18,6 +18,7 @@
 
 use std::alloc::System;
 use std::fmt::Write as _;
+use std::pin::Pin;
 use std::process::Command;
 
 use futures_util::FutureExt;
@@ -328,36 +329,65 @@ fn per_request_streams() {
 /// Sessions whose client went away while their upstream goes on.
 const HELD_SESSIONS: usize = 2_000;
 
+/// What an attached stream of the default layer costs: its registry entry,
+/// its state, and its response's body (framer, output, what its client
+/// has), once one event went through; no history, no linger.
+fn attached_streams() {
+    use tower::Layer;
+
+    let rt = current_thread();
+    let service = SseResumeLayer::new().layer(tower::service_fn(one_event_then_quiet));
+    let what = format!("attached stream, default layer, one event ({HELD_SESSIONS} sessions)");
+    drop(attach(&rt, &service, &what));
+}
+
 /// What a held stream costs (`SseResumeLayer::linger`): its upstream body,
 /// the task reading it, its window and history of one event; against the
 /// same streams with their clients still attached.
 fn held_streams() {
-    use futures_util::StreamExt;
-    use http_body_util::{BodyExt, StreamBody};
-    use tower::{Layer, ServiceExt};
+    use tower::Layer;
 
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .expect("a runtime");
+    let rt = current_thread();
     let layer = SseResumeLayer::new()
         .history(HistoryLimits::new())
         .linger(std::time::Duration::from_secs(3600))
         .max_held_streams(10 * HELD_SESSIONS);
-    // One event, then an upstream that stays open and quiet.
-    let upstream = tower::service_fn(|_: http::Request<()>| {
-        let first = bytes::Bytes::from_static(b"id: 1\ndata: event 1\n\n");
-        let frames = futures_util::stream::iter([Ok::<_, std::convert::Infallible>(
-            http_body::Frame::data(first),
-        )])
-        .chain(futures_util::stream::pending());
-        let response = http::Response::builder()
-            .header("content-type", "text/event-stream")
-            .body(StreamBody::new(frames))
-            .expect("a response");
-        std::future::ready(Ok::<_, std::convert::Infallible>(response))
-    });
-    let service = layer.layer(upstream);
+    let service = layer.layer(tower::service_fn(one_event_then_quiet));
+    let what = format!("attached stream, one event in its history ({HELD_SESSIONS} sessions)");
+    let attached = attach(&rt, &service, &what);
+    let before = Snapshot::now();
+    // Dropped where a runtime can take the upstream on.
+    let runtime = rt.enter();
+    drop(attached);
+    drop(runtime);
+    rt.block_on(tokio::task::yield_now());
+    assert_eq!(layer.stats().snapshot().held, HELD_SESSIONS as u64);
+    before.report(
+        "+ when its client goes away and it is held",
+        HELD_SESSIONS,
+        "stream",
+    );
+}
+
+fn current_thread() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("a runtime")
+}
+
+/// Opens `HELD_SESSIONS` sessions' streams through `service`, each response
+/// read up to its first event, and reports what they cost as `what`.
+fn attach<S, B>(rt: &tokio::runtime::Runtime, service: &S, what: &str) -> Vec<Pin<Box<B>>>
+where
+    S: tower::Service<http::Request<()>, Response = http::Response<B>> + Clone,
+    S::Error: std::fmt::Debug,
+    B: http_body::Body,
+    B::Error: std::fmt::Debug,
+{
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
     let mut session = String::with_capacity(64);
     let mut open = |k: usize| {
         uuid_like(&mut session, k, 0);
@@ -375,27 +405,35 @@ fn held_streams() {
     };
     let before = Snapshot::now();
     let attached: Vec<_> = (0..HELD_SESSIONS).map(&mut open).collect();
-    before.report(
-        &format!("attached stream, one event in its history ({HELD_SESSIONS} sessions)"),
-        HELD_SESSIONS,
-        "stream",
-    );
-    let before = Snapshot::now();
-    // Dropped where a runtime can take the upstream on.
-    let runtime = rt.enter();
-    drop(attached);
-    drop(runtime);
-    rt.block_on(tokio::task::yield_now());
-    assert_eq!(layer.stats().snapshot().held, HELD_SESSIONS as u64);
-    before.report(
-        "+ when its client goes away and it is held",
-        HELD_SESSIONS,
-        "stream",
-    );
+    before.report(what, HELD_SESSIONS, "stream");
+    attached
+}
+
+/// An upstream that sends one event, then stays open and quiet.
+fn one_event_then_quiet(
+    _: http::Request<()>,
+) -> std::future::Ready<
+    Result<
+        http::Response<impl http_body::Body<Data = bytes::Bytes, Error = std::convert::Infallible>>,
+        std::convert::Infallible,
+    >,
+> {
+    use futures_util::StreamExt;
+    let first = bytes::Bytes::from_static(b"id: 1\ndata: event 1\n\n");
+    let frames = futures_util::stream::iter([Ok::<_, std::convert::Infallible>(
+        http_body::Frame::data(first),
+    )])
+    .chain(futures_util::stream::pending());
+    let response = http::Response::builder()
+        .header("content-type", "text/event-stream")
+        .body(http_body_util::StreamBody::new(frames))
+        .expect("a response");
+    std::future::ready(Ok(response))
 }
 
 fn run(scenario: &str) {
     match scenario {
+        "attached" => attached_streams(),
         "held" => held_streams(),
         "per_request" => per_request_streams(),
         "histories" => histories(),
@@ -422,6 +460,7 @@ fn main() {
         "uuid_ids",
         "histories",
         "per_request",
+        "attached",
         "held",
     ] {
         let status = Command::new(&exe)

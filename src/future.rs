@@ -47,7 +47,9 @@ pin_project! {
         // Deciding before the inner service is called, since the request
         // may need its stream's last id, or not go upstream at all.
         Opening { open: OpenFuture<ResB>, call: Option<(S, Request<ReqB>)> },
-        Calling { #[pin] future: S::Future, decision: Option<Decision> },
+        // The decision is boxed: a server keeps room for this future for
+        // as long as each connection lives.
+        Calling { #[pin] future: S::Future, decision: Option<Box<Decision>> },
     }
 }
 
@@ -64,7 +66,7 @@ where
     ) -> Self {
         let state = State::Calling {
             future: service.call(request),
-            decision: Some(decision),
+            decision: Some(Box::new(decision)),
         };
         Self { state, options }
     }
@@ -146,7 +148,7 @@ where
                     let future = service.call(request);
                     this.state.set(State::Calling {
                         future,
-                        decision: Some(decision),
+                        decision: Some(Box::new(decision)),
                     });
                 }
                 StateProj::Calling { future, decision } => {
@@ -159,7 +161,7 @@ where
                             end.run();
                         }
                     }
-                    return Poll::Ready(Ok(wrap(response, decision, this.options)));
+                    return Poll::Ready(Ok(wrap(response, *decision, this.options)));
                 }
             }
         }
@@ -254,7 +256,7 @@ where
         Leftover::Nothing => {}
         Leftover::Trailers(trailers) => {
             dedup.end();
-            dedup.trailers = Some(trailers);
+            dedup.trailers = Some(Box::new(trailers));
         }
         Leftover::End => {
             dedup.end();

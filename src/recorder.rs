@@ -16,14 +16,10 @@ const RECORD_BATCH_BYTES: usize = 64 * 1024;
 /// Hands recorded ids to the store in batches, and the last batch when the
 /// stream ends or the client goes away.
 pub(crate) struct Recorder {
-    key: Option<StreamKey>,
-    /// Where batches go; `None` when nothing keeps them.
-    sink: Option<Arc<dyn RecordSink>>,
-    /// The stream's generation when the response opened.
-    generation: u64,
-    /// Whether batches carry the blocks, for the store's replay history.
-    wants_blocks: bool,
-    batch: IdBatch,
+    /// The store that keeps the stream, and the batch on its way there;
+    /// `None` when nothing keeps it (`MemoryStore`). Boxed: a response of
+    /// such a stream carries a pointer rather than an empty batch.
+    to: Option<Box<ToStore>>,
     stats: Stats,
     /// While the response reads its stream's upstream, the store's mark
     /// that it does, for other replicas to follow. Let go after the last
@@ -31,6 +27,17 @@ pub(crate) struct Recorder {
     lease: Option<Lease>,
     /// How the stream ends when its upstream does.
     end: StreamEnd,
+}
+
+/// Where a recorder's batches go.
+struct ToStore {
+    key: StreamKey,
+    sink: Arc<dyn RecordSink>,
+    /// The stream's generation when the response opened.
+    generation: u64,
+    /// Whether batches carry the blocks, for the store's replay history.
+    wants_blocks: bool,
+    batch: IdBatch,
     /// Records nothing while another replica records the stream.
     muted: bool,
 }
@@ -43,44 +50,46 @@ impl Recorder {
         stored: Stored,
         stats: Stats,
     ) -> Self {
-        Self {
-            key: Some(key),
-            sink: Some(store),
+        let to = ToStore {
+            key,
+            sink: store,
             generation: stored.generation,
             wants_blocks: stored.keeps_blocks,
             batch: IdBatch::new(),
+            muted: false,
+        };
+        Self {
+            to: Some(Box::new(to)),
             stats,
             lease: None,
             end: StreamEnd::Ended,
-            muted: false,
         }
     }
 
     /// A recorder for a stream nothing keeps behind the layer.
     pub(crate) fn nowhere(stats: Stats) -> Self {
         Self {
-            key: None,
-            sink: None,
-            generation: 0,
-            wants_blocks: false,
-            batch: IdBatch::new(),
+            to: None,
             stats,
             lease: None,
             end: StreamEnd::Ended,
-            muted: false,
         }
     }
 
     /// Records nothing: another replica records the stream, and this
     /// response follows it.
     pub(crate) fn mute(&mut self) {
-        self.muted = true;
+        if let Some(to) = &mut self.to {
+            to.muted = true;
+        }
     }
 
     /// Records again: the replica that recorded the stream went away, and
     /// this response reads the upstream itself now.
     pub(crate) fn unmute(&mut self) {
-        self.muted = false;
+        if let Some(to) = &mut self.to {
+            to.muted = false;
+        }
     }
 
     /// Holds `lease` while the response reads its stream's upstream; a
@@ -101,46 +110,55 @@ impl Recorder {
 
     /// The upstream ended: the last batch says so, for the followers.
     pub(crate) fn end_stream(&mut self) {
-        if self.lease.is_some() {
-            self.batch.end_stream(self.end);
+        if let (Some(_), Some(to)) = (&self.lease, &mut self.to) {
+            to.batch.end_stream(self.end);
         }
         self.flush();
+    }
+
+    /// The store to record into, unless nothing keeps the stream or
+    /// another replica records it.
+    fn recording(&mut self) -> Option<&mut ToStore> {
+        self.to.as_deref_mut().filter(|to| !to.muted)
     }
 
     /// Hands on an id new to the stream, with the fingerprint of its
     /// event; `starts_over` when the window started over from it.
     pub(crate) fn push(&mut self, id: &[u8], fingerprint: u64, starts_over: bool) {
-        if self.sink.is_none() || self.muted {
+        let Some(to) = self.recording() else {
             return;
-        }
+        };
         if starts_over {
-            self.batch.start_window_over();
+            to.batch.start_window_over();
         }
-        self.batch
+        to.batch
             .push_event(&String::from_utf8_lossy(id), fingerprint);
         self.flush_if_full();
     }
 
     /// Whether the store keeps the blocks of a replay history itself.
     pub(crate) fn wants_blocks(&self) -> bool {
-        self.wants_blocks
+        self.to.as_ref().is_some_and(|to| to.wants_blocks)
     }
 
     pub(crate) fn push_block(&mut self, id: Option<&str>, block: &[u8]) {
-        if self.wants_blocks && !self.muted {
-            self.batch.push_block(id, block);
+        if let Some(to) = self.recording().filter(|to| to.wants_blocks) {
+            to.batch.push_block(id, block);
             self.flush_if_full();
         }
     }
 
     pub(crate) fn forget_history(&mut self) {
-        if self.wants_blocks && !self.muted {
-            self.batch.forget_history();
+        if let Some(to) = self.recording().filter(|to| to.wants_blocks) {
+            to.batch.forget_history();
         }
     }
 
     fn flush_if_full(&mut self) {
-        let batch = &self.batch;
+        let Some(to) = &self.to else {
+            return;
+        };
+        let batch = &to.batch;
         if batch.len() >= RECORD_BATCH
             || batch.blocks().len() >= RECORD_BATCH
             || batch.byte_len() >= RECORD_BATCH_BYTES
@@ -150,25 +168,26 @@ impl Recorder {
     }
 
     pub(crate) fn flush(&mut self) {
-        let (Some(sink), Some(key)) = (&self.sink, &self.key) else {
+        let Some(to) = &mut self.to else {
             return;
         };
-        if self.batch.is_empty() {
+        if to.batch.is_empty() {
             return;
         }
-        let recorded = sink.record(key, self.generation, &self.batch);
-        let ids = self.batch.len();
-        self.batch.clear();
+        let recorded = to.sink.record(&to.key, to.generation, &to.batch);
+        let ids = to.batch.len();
+        to.batch.clear();
         if let Err(error) = recorded {
             self.stats.store_error();
+            let key = &to.key;
             tracing::warn!(%key, %error, ids, "could not record forwarded ids");
         }
     }
 
     pub(crate) fn key_for_logs(&self) -> String {
-        self.key
+        self.to
             .as_ref()
-            .map_or_else(|| "(unscoped)".to_owned(), StreamKey::to_string)
+            .map_or_else(|| "(unscoped)".to_owned(), |to| to.key.to_string())
     }
 }
 
@@ -182,9 +201,10 @@ impl Drop for Recorder {
 
 impl fmt::Debug for Recorder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let to = self.to.as_deref();
         f.debug_struct("Recorder")
-            .field("key", &self.key)
-            .field("batch", &self.batch.len())
+            .field("key", &to.map(|to| &to.key))
+            .field("batch", &to.map_or(0, |to| to.batch.len()))
             .finish()
     }
 }

@@ -31,7 +31,8 @@ pub(crate) struct Dedup {
     stats: Stats,
     forwarded: u64,
     dropped: u64,
-    pub(crate) trailers: Option<HeaderMap>,
+    /// Boxed: few streams end with trailers.
+    pub(crate) trailers: Option<Box<HeaderMap>>,
     ending: bool,
     pub(super) ended: bool,
     /// Carries the stream's key to every event logged for it.
@@ -554,5 +555,26 @@ mod tests {
         assert!(!first.push(Bytes::from(event("3"))));
         assert_eq!(first.take_pending(), [Bytes::from(event("3"))]);
         assert_eq!(window(&stream), ["1", "2"]);
+    }
+}
+#[cfg(all(test, target_pointer_width = "64"))]
+mod size {
+    use std::mem::size_of;
+
+    /// What each stream carries whatever it does, measured on x86-64:
+    /// what only some streams use (a copy of the window, a recorder's
+    /// batch, trailers, a replay history, ids that are not numbers) is
+    /// boxed, and the line-end search is shared. See `docs/STREAM_COST.md`.
+    #[test]
+    fn a_stream_and_its_response_carry_only_what_every_stream_uses() {
+        assert!(
+            size_of::<super::Dedup>() <= 672,
+            "{}",
+            size_of::<super::Dedup>()
+        );
+        let state = size_of::<crate::stream::StreamState>();
+        assert!(state <= 256, "{state}");
+        let decision = size_of::<crate::decision::Decision>();
+        assert!(decision <= 256, "{decision}");
     }
 }

@@ -277,7 +277,7 @@ fn poll_events<B: Body>(
             return Poll::Ready(Some(Ok(Frame::data(bytes))));
         }
         if let Some(trailers) = dedup.trailers.take() {
-            return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
+            return Poll::Ready(Some(Ok(Frame::trailers(*trailers))));
         }
         if let Some(error) = error.take() {
             return Poll::Ready(Some(Err(error)));
@@ -446,7 +446,7 @@ fn poll_follow<B: Body>(
 
 fn end(dedup: &mut Dedup, trailers: Option<HeaderMap>) {
     dedup.end();
-    dedup.trailers = trailers;
+    dedup.trailers = trailers.map(Box::new);
 }
 
 pub(crate) fn into_bytes(mut data: impl Buf) -> Bytes {

@@ -19,17 +19,22 @@ const REPLAY_FRAME: usize = 16 * 1024;
 /// are forwarded or skipped. Forwarded bytes go out as zero-copy slices of
 /// the chunks they arrived in, even for a block the framer had to copy to
 /// parse, and consecutive ones make a single slice. Tiny runs are gathered
-/// into one buffer rather than sent as frames of their own.
+/// into one buffer rather than sent as frames of their own, unless one is
+/// all there is to send.
 #[derive(Debug, Default)]
 pub(super) struct Output {
     /// Input not handed out yet: `input[0][offset..]` comes next. Bounded
     /// by the framer, which hands out at least every block under its limit.
-    input: VecDeque<Bytes>,
+    input: Queue<Bytes>,
     offset: usize,
     /// Bytes of `input[0]` forwarded but not yet queued.
     run: Option<Range<usize>>,
+    /// A tiny run, not copied yet: it goes out as it is when no other joins
+    /// it (one small event, as a quiet stream sends them), else it is the
+    /// start of `gathered`.
+    lone: Option<Bytes>,
     gathered: BytesMut,
-    ready: VecDeque<Bytes>,
+    ready: Queue<Bytes>,
     /// Blocks from the replay history, to go out before anything else.
     replay: VecDeque<Bytes>,
 }
@@ -60,6 +65,14 @@ impl Output {
     /// Sends `bytes` that are not in the input, after what went before.
     pub(super) fn insert(&mut self, bytes: &[u8]) {
         self.close_run();
+        self.gather(bytes);
+    }
+
+    /// Copies `bytes` into the frame being gathered.
+    fn gather(&mut self, bytes: &[u8]) {
+        if let Some(lone) = self.lone.take() {
+            self.gathered.extend_from_slice(&lone);
+        }
         self.gathered.extend_from_slice(bytes);
     }
 
@@ -98,7 +111,10 @@ impl Output {
     /// Queues everything forwarded so far.
     pub(super) fn close(&mut self) {
         self.close_run();
-        if !self.gathered.is_empty() {
+        if let Some(lone) = self.lone.take() {
+            // Nothing was gathered after it.
+            self.ready.push_back(lone);
+        } else if !self.gathered.is_empty() {
             // A buffer of its own each time: splitting one would share it,
             // and every later copy would then need a new one anyway.
             self.ready
@@ -115,6 +131,13 @@ impl Output {
             self.close();
             self.ready.push_back(slice);
             return;
+        }
+        if self.lone.is_none() && self.gathered.is_empty() {
+            self.lone = Some(chunk.slice(run));
+            return;
+        }
+        if let Some(lone) = self.lone.take() {
+            self.gathered.extend_from_slice(&lone);
         }
         self.gathered.extend_from_slice(&chunk[run]);
     }
@@ -154,7 +177,7 @@ impl Output {
     /// Takes the input not handed out yet, oldest first.
     pub(super) fn take_pending(&mut self) -> Vec<Bytes> {
         self.close_run();
-        let mut pending: Vec<Bytes> = self.input.drain(..).collect();
+        let mut pending: Vec<Bytes> = self.input.drain().collect();
         if let Some(first) = pending.first_mut() {
             *first = first.slice(self.offset..);
         }
@@ -171,6 +194,122 @@ impl Output {
         self.ready.is_empty()
             && self.replay.is_empty()
             && self.run.is_none()
+            && self.lone.is_none()
             && self.gathered.is_empty()
+    }
+}
+
+/// A first-in, first-out queue that keeps its oldest item inline.
+///
+/// A body mostly has one chunk in and one frame out at a time: a
+/// `VecDeque` would allocate for that one, and keep the allocation for as
+/// long as the stream lives, however quiet. This allocates only for a
+/// second item.
+#[derive(Debug)]
+struct Queue<T> {
+    /// The oldest item, unless it was taken while `rest` held more.
+    front: Option<T>,
+    rest: VecDeque<T>,
+}
+
+impl<T> Default for Queue<T> {
+    fn default() -> Self {
+        Self {
+            front: None,
+            rest: VecDeque::new(),
+        }
+    }
+}
+
+impl<T> Queue<T> {
+    fn push_back(&mut self, item: T) {
+        if self.front.is_none() && self.rest.is_empty() {
+            self.front = Some(item);
+        } else {
+            self.rest.push_back(item);
+        }
+    }
+
+    fn pop_front(&mut self) -> Option<T> {
+        self.front.take().or_else(|| self.rest.pop_front())
+    }
+
+    fn front(&self) -> Option<&T> {
+        self.front.as_ref().or_else(|| self.rest.front())
+    }
+
+    fn is_empty(&self) -> bool {
+        self.front.is_none() && self.rest.is_empty()
+    }
+
+    fn clear(&mut self) {
+        self.front = None;
+        self.rest.clear();
+    }
+
+    /// Takes every item, oldest first.
+    fn drain(&mut self) -> impl Iterator<Item = T> + '_ {
+        self.front.take().into_iter().chain(self.rest.drain(..))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_queue_keeps_its_order_whichever_end_its_items_are_kept_at() {
+        let mut queue = Queue::default();
+        queue.push_back(1);
+        queue.push_back(2);
+        assert_eq!(queue.front(), Some(&1));
+        assert_eq!(queue.pop_front(), Some(1));
+        // The oldest is in `rest` now, and what comes after goes behind it.
+        queue.push_back(3);
+        assert_eq!(queue.front(), Some(&2));
+        assert_eq!(queue.pop_front(), Some(2));
+        queue.push_back(4);
+        assert_eq!(queue.drain().collect::<Vec<_>>(), [3, 4]);
+        assert!(queue.is_empty());
+        queue.clear();
+        assert_eq!(queue.pop_front(), None);
+        let mut one = Queue::default();
+        one.push_back(5);
+        assert_eq!(one.rest.capacity(), 0, "one item allocates nothing");
+    }
+
+    #[test]
+    fn one_short_run_goes_out_as_a_slice_of_its_chunk_and_more_are_gathered() {
+        let chunk = Bytes::from_static(b"id: 1\ndata: a\n\nid: 2\ndata: b\n\n");
+        let mut output = Output::default();
+        output.push_input(chunk.clone());
+        output.forward(15);
+        output.close();
+        let sent = output.pop().expect("the first event");
+        assert_eq!(sent, chunk.slice(..15));
+        assert_eq!(sent.as_ptr(), chunk.as_ptr(), "not copied");
+        output.skip(15);
+        output.close();
+        assert!(output.is_empty());
+
+        let mut output = Output::default();
+        output.push_input(chunk.clone());
+        output.insert(b": before\n\n");
+        output.forward(15);
+        output.skip(15);
+        output.close();
+        assert_eq!(
+            output.pop().expect("one frame"),
+            ": before\n\nid: 1\ndata: a\n\n"
+        );
+        assert_eq!(output.pop(), None);
+
+        let mut output = Output::default();
+        output.push_input(Bytes::from_static(b"ab"));
+        output.push_input(Bytes::from_static(b"cd"));
+        output.forward(4);
+        output.close();
+        assert_eq!(output.pop().expect("gathered"), "abcd");
+        assert!(output.is_empty());
     }
 }

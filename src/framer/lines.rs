@@ -66,7 +66,7 @@ impl Default for Span {
     }
 }
 
-/// Finds line ends, CR or LF, with a search picked once per framer: most
+/// Finds line ends, CR or LF, with a search picked once per process: most
 /// lines are short, so picking one per line would cost about as much as
 /// the search itself.
 #[derive(Debug, Clone, Copy)]
@@ -76,11 +76,15 @@ pub(super) struct LineEnds {
 }
 
 impl LineEnds {
-    pub(super) fn new() -> Self {
-        Self {
+    /// The search for this machine. Shared: it holds vectors of 96 bytes
+    /// aligned to 32, which in each framer would make every stream's state
+    /// larger by more than that.
+    pub(super) fn get() -> &'static Self {
+        static LINE_ENDS: std::sync::OnceLock<LineEnds> = std::sync::OnceLock::new();
+        LINE_ENDS.get_or_init(|| Self {
             #[cfg(target_arch = "x86_64")]
             avx2: memchr::arch::x86_64::avx2::memchr::Two::new(b'\n', b'\r'),
-        }
+        })
     }
 
     /// Where the first line end in `bytes` is.
@@ -158,7 +162,7 @@ pub(super) fn reparse_fingerprinting(block: &[u8], parsed: &Fields) -> Fields {
     let start = if parsed.bom { 3 } else { 0 };
     scan_lines(
         &mut fields,
-        &LineEnds::new(),
+        LineEnds::get(),
         &block[start..],
         start,
         block.len(),

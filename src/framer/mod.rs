@@ -105,7 +105,7 @@ pub struct Framer {
     /// Whether a block over the limit is going out as pass-through.
     discarding: Discarding,
     ended: bool,
-    line_ends: LineEnds,
+    line_ends: &'static LineEnds,
 }
 
 /// Whether the framer is handing out a block over the limit as pass-through
@@ -169,7 +169,7 @@ impl Framer {
             at_stream_start: true,
             discarding: Discarding::No,
             ended: false,
-            line_ends: LineEnds::new(),
+            line_ends: LineEnds::get(),
         }
     }
 
@@ -191,7 +191,14 @@ impl Framer {
     /// Chunks queue up until [`next_segment`](Self::next_segment) reaches
     /// them. Pushing after [`finish`](Self::finish) is ignored.
     pub fn push(&mut self, chunk: Bytes) {
-        if !self.ended && !chunk.is_empty() {
+        if self.ended || chunk.is_empty() {
+            return;
+        }
+        if self.chunk.is_empty() && self.queue.is_empty() {
+            // Nothing of the last chunk is left (see `let_go`): the common
+            // case of one chunk at a time needs no queue.
+            self.chunk = chunk;
+        } else {
             self.queue.push_back(chunk);
         }
     }
@@ -334,6 +341,22 @@ impl Framer {
         true
     }
 
+    /// Lets go of the chunk once every byte of it is handed out.
+    ///
+    /// Done as soon as the input runs dry, not when the next chunk comes: a
+    /// chunk is most often a slice of the connection's read buffer, and one
+    /// held on to while the stream is quiet keeps that whole buffer (8 KiB
+    /// in hyper) from being reused, so that the connection allocates another
+    /// for its next read. A chunk that ends with the start of a block is
+    /// kept: the body's output holds it too, for the block's bytes.
+    fn let_go(&mut self) {
+        if self.pos == self.chunk.len() {
+            self.chunk = Bytes::new();
+            self.pos = 0;
+            self.scan = 0;
+        }
+    }
+
     /// Parses the lines of a block that starts in the chunk, up to the end
     /// of the block or of the chunk. Returns the block when it is complete,
     /// or an empty range. A line that ends in a CR at the end of the chunk,
@@ -344,7 +367,7 @@ impl Framer {
         let base = from - self.pos;
         let budget = self.max_block_len.saturating_sub(base);
         let rest = &self.chunk[from..];
-        match scan_lines(&mut self.fields, &self.line_ends, rest, base, budget) {
+        match scan_lines(&mut self.fields, self.line_ends, rest, base, budget) {
             Scanned::Block { len } => {
                 self.scan = from + len;
                 self.emit_block()
@@ -407,7 +430,7 @@ impl Framer {
         let copied = self.carry.len();
         let budget = max_len.saturating_sub(copied);
         let rest = &self.chunk[from..];
-        let scanned = scan_lines(&mut self.fields, &self.line_ends, rest, copied, budget);
+        let scanned = scan_lines(&mut self.fields, self.line_ends, rest, copied, budget);
         let end = match scanned {
             Scanned::Block { len } | Scanned::Stuck { len } => from + len,
             Scanned::Open { .. } => self.chunk.len(),
@@ -602,6 +625,7 @@ impl Framer {
     /// completes, or ask for more.
     fn at_end_of_input(&mut self) -> Range<usize> {
         if !self.ended {
+            self.let_go();
             return 0..0;
         }
         self.discarding = Discarding::No;
@@ -613,5 +637,41 @@ impl Framer {
             return 0..0;
         }
         self.emit_passthrough()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_framer_that_ran_dry_holds_on_to_no_chunk() {
+        // A chunk is often a slice of a connection's read buffer, which
+        // cannot be reused while anything holds a piece of it.
+        let chunk = Bytes::from(b"id: 1\ndata: a\n\n".to_vec());
+        let mut framer = Framer::new();
+        framer.push(chunk.clone());
+        while framer.next_segment().is_some() {}
+        assert!(chunk.is_unique(), "let go once parsed");
+
+        // The start of a block stays where it is until more comes.
+        let chunk = Bytes::from(b"id: 2\nda".to_vec());
+        framer.push(chunk.clone());
+        assert!(framer.next_segment().is_none());
+        assert!(!chunk.is_unique());
+        assert_eq!(framer.buffered_len(), 0, "not copied");
+        framer.push(Bytes::from_static(b"ta: b\r"));
+        assert!(
+            framer.next_segment().is_none(),
+            "a CR may be followed by LF"
+        );
+        framer.push(Bytes::from_static(b"\n\r\n"));
+        let Some(Segment::Block(block)) = framer.next_segment() else {
+            panic!("a block");
+        };
+        assert_eq!(&block.raw()[..], b"id: 2\ndata: b\r\n\r\n");
+        assert_eq!(block.id(), EventId::Value("2".into()));
+        assert!(framer.next_segment().is_none());
+        assert!(chunk.is_unique(), "let go once its block is");
     }
 }

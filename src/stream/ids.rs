@@ -18,7 +18,9 @@ use super::rising::{Rising, RisingIds, decimal};
 pub(crate) struct Ids {
     /// `Some` while the ids rise; `any` is empty meanwhile.
     rising: Option<RisingIds>,
-    any: AnyIds,
+    /// Made when the ids first stop rising: boxed, so that the many windows
+    /// of rising numbers carry a pointer rather than an empty ring and index.
+    any: Option<Box<AnyIds>>,
     capacity: usize,
 }
 
@@ -39,7 +41,7 @@ impl Ids {
         let capacity = capacity.max(1);
         Self {
             rising: Some(RisingIds::default()),
-            any: AnyIds::new(capacity),
+            any: None,
             capacity,
         }
     }
@@ -64,7 +66,11 @@ impl Ids {
         if self.rising.is_some() {
             self.leave_rising();
         }
-        match self.any.find_or_push(id, content.unwrap_or(0)) {
+        // Made when the ids left rising numbers.
+        let Some(any) = self.any.as_deref_mut() else {
+            return Seen::New;
+        };
+        match any.find_or_push(id, content.unwrap_or(0)) {
             None => Seen::New,
             Some(held) => self.compare(id, content, held),
         }
@@ -108,18 +114,26 @@ impl Ids {
     #[cold]
     #[inline(never)]
     fn leave_rising(&mut self) {
+        let capacity = self.capacity;
+        let any = self
+            .any
+            .get_or_insert_with(|| Box::new(AnyIds::new(capacity)));
         if let Some(rising) = self.rising.take() {
             for (number, content) in rising.entries() {
-                self.any
-                    .find_or_push(number.to_string().as_bytes(), content);
+                any.find_or_push(number.to_string().as_bytes(), content);
             }
         }
+    }
+
+    /// The general form, once made; empty while the ids rise.
+    fn any(&self) -> Option<&AnyIds> {
+        self.any.as_deref()
     }
 
     pub(crate) fn contains(&self, id: &[u8]) -> bool {
         match &self.rising {
             Some(rising) => decimal(id).is_some_and(|n| rising.contains(n)),
-            None => self.any.contains(id),
+            None => self.any().is_some_and(|any| any.contains(id)),
         }
     }
 
@@ -128,7 +142,7 @@ impl Ids {
     pub(crate) fn cut_after(&mut self, id: &[u8]) -> bool {
         let known = match &mut self.rising {
             Some(rising) => decimal(id).is_some_and(|n| rising.cut_after(n)),
-            None => self.any.apply_cursor(id),
+            None => (self.any.as_deref_mut()).is_some_and(|any| any.apply_cursor(id)),
         };
         if !known {
             self.clear();
@@ -137,7 +151,11 @@ impl Ids {
     }
 
     pub(crate) fn clear(&mut self) {
-        self.any.clear();
+        // Kept, once made: an upstream whose ids do not rise leaves rising
+        // numbers again at its next id.
+        if let Some(any) = &mut self.any {
+            any.clear();
+        }
         self.rising = Some(RisingIds::default());
     }
 
@@ -145,7 +163,7 @@ impl Ids {
     pub(crate) fn last_id(&self) -> Option<String> {
         match &self.rising {
             Some(rising) => rising.last().map(|n| n.to_string()),
-            None => self.any.last_id(),
+            None => self.any().and_then(AnyIds::last_id),
         }
     }
 
@@ -155,13 +173,13 @@ impl Ids {
         let rising = self.rising.iter().flat_map(RisingIds::entries);
         rising
             .map(|(n, content)| (n.to_string(), content))
-            .chain(self.any.entries())
+            .chain(self.any().into_iter().flat_map(AnyIds::entries))
     }
 
     pub(crate) fn len(&self) -> usize {
         self.rising
             .as_ref()
-            .map_or_else(|| self.any.len(), RisingIds::len)
+            .map_or_else(|| self.any().map_or(0, AnyIds::len), RisingIds::len)
     }
 
     pub(crate) fn capacity(&self) -> usize {

@@ -104,7 +104,7 @@ pub(crate) struct StreamState {
     /// The ids forwarded lately: what deduplicates.
     window: Ids,
     /// The blocks forwarded lately, when the stream keeps a replay history.
-    history: Option<History>,
+    history: Option<Box<History>>,
     /// Bumped whenever a client's cursor is applied: a response opened
     /// before that may have forwarded ids its client never got, and must
     /// stop recording them. A store that fences writes counts them too.
@@ -219,7 +219,7 @@ impl StreamState {
     pub(crate) fn new(capacity: usize, history: Option<(HistoryLimits, Budget)>) -> Self {
         Self {
             window: Ids::new(capacity),
-            history: history.map(|(limits, budget)| History::sharing(limits, budget)),
+            history: history.map(|(limits, budget)| Box::new(History::sharing(limits, budget))),
             generation: 0,
             responses: Responses::default(),
             hold: None,
@@ -239,7 +239,7 @@ impl StreamState {
         if self.hold.is_some() {
             return false;
         }
-        let mark = self.history.as_ref().map_or(0, History::mark);
+        let mark = self.history.as_deref().map_or(0, History::mark);
         self.hold = Some(Hold { id, takeover, mark });
         true
     }

@@ -26,8 +26,8 @@ pub(crate) struct Response {
     /// is still at it, the response records into the window.
     generation: u64,
     /// What the client has, once the window is no longer that; `None`
-    /// while the response is solo.
-    own: Option<Ids>,
+    /// while the response is solo. Boxed: most responses stay solo.
+    own: Option<Box<Ids>>,
     /// The hold this response reads for, once its client went away: it
     /// records while its stream still has that hold, and sends nothing.
     holding: Option<u64>,
@@ -37,7 +37,7 @@ pub(crate) struct Response {
 /// has, under one lock of its stream.
 pub(crate) struct Check<'a> {
     state: MutexGuard<'a, StreamState>,
-    own: &'a mut Option<Ids>,
+    own: &'a mut Option<Box<Ids>>,
     /// Whether the stream is still at the response's generation: what it
     /// forwards then is recorded into the stream.
     current: bool,
@@ -64,7 +64,7 @@ impl Response {
             stream: stream.clone(),
             tag,
             generation: state.generation,
-            own,
+            own: own.map(Box::new),
             holding: None,
         }
     }
@@ -93,7 +93,8 @@ impl Response {
             // the window changed; without one, a fresh start can only let a
             // duplicate through.
             let handed = state.responses.take_handoff(self.tag);
-            self.own = Some(handed.unwrap_or_else(|| Ids::new(state.window.capacity())));
+            let own = handed.unwrap_or_else(|| Ids::new(state.window.capacity()));
+            self.own = Some(Box::new(own));
         }
         // Blocks without an id go into the history from one response only:
         // another's would be the same upstream events again.

@@ -30,15 +30,30 @@ pub(crate) struct Responses {
     /// that opened when no other was attached. A second one's would be the
     /// same upstream events again, which nothing could tell apart.
     keeper: Option<u64>,
-    /// The claims on the upstreams that attached responses read, with
-    /// linger on: a stop releases them all.
-    readers: Vec<(u64, Claim)>,
+    /// The responses that offer the upstream they read: with linger on
+    /// only, so boxed.
+    readers: Option<Box<Readers>>,
+}
+
+/// The attached responses that read an upstream with linger on, and offer
+/// it.
+#[derive(Debug, Default)]
+struct Readers {
+    /// Each one's claim on its upstream: a stop releases them all.
+    claims: Vec<(u64, Claim)>,
     /// The reader that a reconnect of the same client may end and take the
     /// upstream of, where one scope is one client: the one that opened
     /// alone.
     displaceable: Option<u64>,
     /// The response ended that way: it records nothing more.
     displaced: Option<u64>,
+}
+
+impl Readers {
+    fn take_claim(&mut self, tag: u64) -> Option<Claim> {
+        let at = self.claims.iter().position(|(reader, _)| *reader == tag)?;
+        Some(self.claims.swap_remove(at).1)
+    }
 }
 
 impl Responses {
@@ -94,40 +109,39 @@ impl Responses {
     /// and take its upstream: if it is the only one attached, and opened
     /// alone.
     pub(crate) fn offer(&mut self, tag: u64, claim: Claim, displaceable: bool) {
-        self.readers.push((tag, claim));
-        if displaceable && self.attached == 1 && self.is_solo(tag) {
-            self.displaceable = Some(tag);
+        let alone = self.attached == 1 && self.is_solo(tag);
+        let readers = self.readers.get_or_insert_with(Box::default);
+        readers.claims.push((tag, claim));
+        if displaceable && alone {
+            readers.displaceable = Some(tag);
         }
     }
 
     /// Ends the response that offered itself, for a reconnect of its
     /// client, if it is still alone: returns the claim on its upstream.
     pub(crate) fn displace(&mut self) -> Option<Claim> {
-        let tag = self.displaceable?;
-        if !self.is_solo(tag) || self.attached != 1 {
-            return None;
-        }
-        self.displaceable = None;
-        let claim = self.take_claim(tag)?;
-        self.displaced = Some(tag);
+        let alone = |tag| self.is_solo(tag) && self.attached == 1;
+        let tag = (self.readers.as_ref()?.displaceable).filter(|&tag| alone(tag))?;
+        let readers = self.readers.as_mut()?;
+        readers.displaceable = None;
+        let claim = readers.take_claim(tag)?;
+        readers.displaced = Some(tag);
         Some(claim)
     }
 
     /// Every claim on an upstream that an attached response reads: for a
     /// stop, which releases them.
     pub(crate) fn take_claims(&mut self) -> Vec<Claim> {
-        self.displaceable = None;
-        self.readers.drain(..).map(|(_, claim)| claim).collect()
-    }
-
-    fn take_claim(&mut self, tag: u64) -> Option<Claim> {
-        let at = self.readers.iter().position(|(reader, _)| *reader == tag)?;
-        Some(self.readers.swap_remove(at).1)
+        let Some(readers) = &mut self.readers else {
+            return Vec::new();
+        };
+        readers.displaceable = None;
+        readers.claims.drain(..).map(|(_, claim)| claim).collect()
     }
 
     /// Whether the response `tag` was ended by a reconnect of its client.
     pub(crate) fn is_displaced(&self, tag: u64) -> bool {
-        self.displaced == Some(tag)
+        (self.readers.as_ref()).is_some_and(|readers| readers.displaced == Some(tag))
     }
 
     /// The response `tag` is done; `current` tells whether it was attached
@@ -142,10 +156,12 @@ impl Responses {
         if matches!(&self.handoff, Some((to, _)) if *to == tag) {
             self.handoff = None;
         }
-        if self.displaceable == Some(tag) {
-            self.displaceable = None;
+        if let Some(readers) = &mut self.readers {
+            if readers.displaceable == Some(tag) {
+                readers.displaceable = None;
+            }
+            readers.take_claim(tag);
         }
-        self.take_claim(tag);
         if current {
             self.current = self.current.saturating_sub(1);
         }
@@ -306,17 +322,21 @@ mod tests {
         assert!(!responses.is_keeper(only.0));
     }
 
+    fn displaceable(responses: &Responses) -> Option<u64> {
+        responses.readers.as_ref()?.displaceable
+    }
+
     #[test]
     fn a_stop_takes_every_readers_claim_and_a_displacement_only_the_one_that_opened_alone() {
         let mut responses = Responses::default();
         let first = responses.attach(&window(&[]));
         let (claim, _first_claimed) = crate::stream::claim();
         responses.offer(first.0, claim, true);
-        assert_eq!(responses.displaceable, Some(first.0));
+        assert_eq!(displaceable(&responses), Some(first.0));
         let second = responses.attach(&window(&[]));
         let (claim, _second_claimed) = crate::stream::claim();
         responses.offer(second.0, claim, true);
-        assert_eq!(responses.displaceable, Some(first.0), "not alone");
+        assert_eq!(displaceable(&responses), Some(first.0), "not alone");
         assert!(responses.displace().is_none(), "no longer alone");
         assert_eq!(responses.take_claims().len(), 2);
         assert!(responses.take_claims().is_empty(), "taken once");

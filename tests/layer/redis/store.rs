@@ -701,7 +701,7 @@ async fn every_key_a_write_makes_or_keeps_has_a_ttl() {
         if with_blocks {
             batch.push_block(Some(&n.to_string()), format!("id: {n}\n\n").as_bytes());
         }
-        store.record(&key, opened.fence, &batch).unwrap();
+        store.record(&key, opened.generation, &batch).unwrap();
         flushed(&store).await;
         let ttls = ttls(&mut redis);
         assert!(ttls.iter().any(|(key, _)| key.contains("}:w:")));
