@@ -301,7 +301,11 @@ async fn claim_upstream<B: 'static>(claim: Claim) -> Option<TakenOver<B>> {
         .await
         .ok()?
         .ok()?;
-    handover.typed::<B>()
+    let taken = handover.typed::<B>();
+    if taken.is_none() {
+        tracing::debug!("a held upstream of another service's body type: going upstream");
+    }
+    taken
 }
 
 /// A store that failed to open the stream: the response is deduplicated
