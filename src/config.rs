@@ -338,8 +338,8 @@ macro_rules! limit_methods {
         /// that scope and credentials, held or read by a response still
         /// attached (which ends), the upstream seeing its body closed at
         /// once, and forgets their histories; and
-        /// [`stop`](crate::SseResumeLayer::stop) ends one stream. In this
-        /// process: another replica's holds run out their linger.
+        /// [`stop`](crate::SseResumeLayer::stop) ends one stream. With a
+        /// store that replicas share, whichever holds the stream ends it.
         ///
         /// The background reading needs a tokio runtime, and the
         /// service's response bodies to be `Send + 'static`, as the
@@ -479,6 +479,34 @@ impl<T> Config<T> {
             streams: Arc::new(Streams::new(limits, self.options.stats.clone())),
             options: self.options,
         }
+    }
+
+    /// Carries out in this process the stops that the replicas sharing the
+    /// store broadcast, from a task of its own: started once for the
+    /// layer's streams, when the layer makes a service within a tokio
+    /// runtime. The task ends with the store, or with the streams.
+    pub(crate) fn listen_for_stops(&self)
+    where
+        T: TrackerStore,
+    {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        if !self.streams.start_listening() {
+            return;
+        }
+        let Some(mut stops) = self.store.stops() else {
+            return;
+        };
+        let streams = Arc::downgrade(&self.streams);
+        runtime.spawn(async move {
+            while let Some(stop) = stops.next().await {
+                let Some(streams) = streams.upgrade() else {
+                    return;
+                };
+                streams.carry_out(&stop);
+            }
+        });
     }
 
     /// Panics with what to add when a knob is set that cannot work with

@@ -12,7 +12,7 @@ use crate::linger::LingerConfig;
 use crate::recorder::Recorder;
 use crate::stamp::clock_epoch;
 use crate::stats::Stats;
-use crate::store::{Follow, TrackerStore};
+use crate::store::{Follow, Stop, TrackerStore};
 use crate::stream::{
     Head, Opened, Replay, Response, Serve, Stream, StreamState, Streams, TakenOver,
 };
@@ -66,12 +66,16 @@ pub(crate) struct Decision {
 pub(crate) struct EndScope {
     pub(crate) streams: Arc<Streams>,
     pub(crate) scope: String,
+    /// Tells the other replicas that share the store: its
+    /// [`broadcast_stop`](crate::store::TrackerStore::broadcast_stop).
+    pub(crate) broadcast: Box<dyn FnOnce(&Stop) -> bool + Send>,
 }
 
 impl EndScope {
     pub(crate) fn run(self) {
         let ended = self.streams.end_scope(&self.scope);
-        tracing::debug!(ended, "session ended: its streams end");
+        let told = (self.broadcast)(&Stop::Scope(self.scope));
+        tracing::debug!(ended, told, "session ended: its streams end");
     }
 }
 

@@ -4,7 +4,7 @@ use tower_layer::Layer;
 
 use crate::config::{Config, builder_methods, limit_methods};
 use crate::service::SseResume;
-use crate::store::{MemoryStore, TrackerStore};
+use crate::store::{MemoryStore, Stop, TrackerStore};
 
 /// Makes the event streams of a service resumable and duplicate-free.
 ///
@@ -50,7 +50,7 @@ impl<T: TrackerStore> SseResumeLayer<T> {
     /// endpoint (the user pressed stop on a generation, say): the stream
     /// of its scope and credentials whose events include the request's
     /// cursor (its `Last-Event-ID`, or the cursor in its URL), else its
-    /// own stream key's. Returns whether a stream was stopped.
+    /// own stream key's.
     ///
     /// Its upstream ends now, whether held (the client is away) or read
     /// by responses still attached, which end too; and the stream
@@ -58,8 +58,10 @@ impl<T: TrackerStore> SseResumeLayer<T> {
     /// the end, or `204`, and never a fresh upstream request that would
     /// start the generation again. Only credentials that opened the
     /// stream stop it. Needs [`linger`](Self::linger), which keeps what a
-    /// stop leaves complete. In this process: a stream held on another
-    /// replica is not stopped.
+    /// stop leaves complete. With a store that replicas share
+    /// (`RedisStore`), every replica is told, and the one that holds the
+    /// stream stops it. Returns whether a stream was stopped here or the
+    /// other replicas were told.
     pub fn stop(&self, request: &http::request::Parts) -> bool {
         let options = &self.config.options;
         let Some(scope) = (options.scope.extract(request))
@@ -69,16 +71,23 @@ impl<T: TrackerStore> SseResumeLayer<T> {
         };
         let (stream, cursor) = crate::service::stream_and_cursor(options, &mut request.clone());
         let stopped = (self.config.streams).stop(&scope.scope, &stream, cursor.as_deref());
-        tracing::debug!(stopped, "stop asked");
-        stopped
+        let stop = Stop::Stream {
+            scope: scope.scope,
+            stream,
+            cursor,
+        };
+        let told = self.config.store.broadcast_stop(&stop);
+        tracing::debug!(stopped, told, "stop asked");
+        stopped || told
     }
 }
 
-impl<S, T> Layer<S> for SseResumeLayer<T> {
+impl<S, T: TrackerStore> Layer<S> for SseResumeLayer<T> {
     type Service = SseResume<S, T>;
 
     fn layer(&self, inner: S) -> Self::Service {
         self.config.check();
+        self.config.listen_for_stops();
         SseResume::from_config(inner, self.config.clone())
     }
 }

@@ -333,8 +333,10 @@
 //! Known limits, tracked in the issues: what a client following a stream
 //! on another replica sees when Redis restarts empty is not tested yet;
 //! the soak with a replica killed under a live upstream still counts some
-//! unsignalled loss after the fault's window; and a stop or an MCP
-//! session's end acts in the process that holds the stream only.
+//! unsignalled loss after the fault's window; a stop said while a
+//! replica's Redis subscription is down does not reach it (its hold runs
+//! out its linger); and after an MCP session's end, the shared history in
+//! Redis is let go at its TTL, not at once.
 //!
 //! The [`framer`] module, the sans-IO parser underneath, is usable on its
 //! own.

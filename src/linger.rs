@@ -213,7 +213,8 @@ async fn read_on<B>(
         state.head().cloned()
     };
     config.holds.remove(id);
-    if let Some(reply) = ask {
-        send_upstream(body, &mut dedup, leftover, head, reply);
+    match ask {
+        Some(reply) => send_upstream(body, &mut dedup, leftover, head, reply),
+        None => dedup.stopped(),
     }
 }

@@ -152,9 +152,11 @@ where
             // scope is MCP's session id: elsewhere a `DELETE` is any
             // request.
             let mut decision = Decision::unscoped(DEFAULT_WINDOW_LEN, &options.stats);
+            let store = Arc::clone(&self.config.store);
             decision.ends_scope = Some(EndScope {
                 streams: Arc::clone(&self.config.streams),
                 scope: bound.scope,
+                broadcast: Box::new(move |stop| store.broadcast_stop(stop)),
             });
             let request = Request::from_parts(parts, body);
             return ResponseFuture::call(inner, request, decision, Arc::clone(options));

@@ -201,6 +201,16 @@ impl Dedup {
         }
     }
 
+    /// This response let its upstream go: when for a stop, its stream is
+    /// complete, and the store is told so, so that a resume on any replica
+    /// gets the rest from the history and the end, never the upstream.
+    pub(crate) fn stopped(&mut self) {
+        if !self.ended && self.stream().lock().is_complete() {
+            self.recorder.end_stream();
+            self.ended = true;
+        }
+    }
+
     /// Whether the upstream body has ended.
     pub(crate) fn is_ended(&self) -> bool {
         self.ended

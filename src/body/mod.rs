@@ -307,6 +307,7 @@ fn poll_events<B: Body>(
                         if let (Some(body), Some(linger)) = (body.take(), linger.as_ref()) {
                             linger.hand_over(body, dedup, reply);
                         }
+                        dedup.stopped();
                         return Poll::Ready(None);
                     }
                 }

@@ -1,7 +1,8 @@
 //! Following across replicas: what a store hands the layer so that a
 //! response on one replica follows a stream another replica reads from its
-//! upstream ([`Follow`]), how the reading replica says so ([`Lease`]), and
-//! how a batch says the stream's upstream ended ([`StreamEnd`]).
+//! upstream ([`Follow`]), how the reading replica says so ([`Lease`]), how
+//! a batch says the stream's upstream ended ([`StreamEnd`]), and how a
+//! stop reaches the replica that holds the stream ([`Stop`]).
 //!
 //! Only a store shared by replicas deals in these, through
 //! [`TrackerStore::hold`](super::TrackerStore::hold) and
@@ -11,7 +12,7 @@
 use std::fmt;
 
 use bytes::Bytes;
-use tokio::sync::mpsc;
+use tokio::sync::{broadcast, mpsc};
 
 /// What a [`Follow`] delivers, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -143,4 +144,81 @@ pub enum StreamEnd {
     /// A per-request stream's upstream ended: the stream is complete, and
     /// its history is all a client resuming it gets.
     Complete,
+}
+
+/// A stop that every replica sharing a store hears, so that whichever
+/// reads the stream's upstream ends it: see
+/// [`TrackerStore::broadcast_stop`](super::TrackerStore::broadcast_stop).
+/// Scopes are as the layer keeps them, bound to the credentials'
+/// fingerprint, never a raw credential.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Stop {
+    /// [`SseResumeLayer::stop`](crate::SseResumeLayer::stop): the stream of
+    /// `scope` whose events include `cursor`, else `stream`.
+    Stream {
+        /// The scope, with the credentials' fingerprint.
+        scope: String,
+        /// The stream key the stop request had.
+        stream: String,
+        /// The cursor the stop request had, which names the stream first.
+        cursor: Option<String>,
+    },
+    /// The end of an MCP session: every stream of the scope.
+    Scope(String),
+}
+
+/// Where a store hands on the stops its replicas broadcast, to every
+/// [`Stops`] of it. Clones share it.
+#[derive(Debug, Clone)]
+pub struct StopSender {
+    sender: broadcast::Sender<Stop>,
+}
+
+/// The stops a store's replicas broadcast, as one layer hears them. Made
+/// by [`StopSender::subscribe`].
+#[derive(Debug)]
+pub struct Stops {
+    receiver: broadcast::Receiver<Stop>,
+}
+
+impl StopSender {
+    /// A sender whose listeners each keep at most `capacity` stops (at
+    /// least 1) unread; past that, a listener misses the oldest, and logs
+    /// it.
+    pub fn new(capacity: usize) -> Self {
+        let (sender, _) = broadcast::channel(capacity.max(1));
+        Self { sender }
+    }
+
+    /// Hands `stop` to every listener.
+    pub fn send(&self, stop: Stop) {
+        // No listener: no layer to stop anything here.
+        let _ = self.sender.send(stop);
+    }
+
+    /// A new listener, which hears the stops sent from now on.
+    pub fn subscribe(&self) -> Stops {
+        Stops {
+            receiver: self.sender.subscribe(),
+        }
+    }
+}
+
+impl Stops {
+    /// The next stop; `None` once the store is gone.
+    pub async fn next(&mut self) -> Option<Stop> {
+        loop {
+            match self.receiver.recv().await {
+                Ok(stop) => return Some(stop),
+                Err(broadcast::error::RecvError::Lagged(missed)) => {
+                    tracing::warn!(
+                        missed,
+                        "stops from other replicas came too fast: missed some"
+                    );
+                }
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    }
 }

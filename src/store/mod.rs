@@ -102,7 +102,7 @@ mod memory;
 #[cfg(feature = "redis")]
 mod redis;
 
-pub(crate) use follow::{Follow, Followed, Lease, StreamEnd};
+pub(crate) use follow::{Follow, Followed, Lease, Stop, Stops, StreamEnd};
 pub use memory::MemoryStore;
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
@@ -161,6 +161,23 @@ pub trait TrackerStore: Send + Sync + 'static {
     /// request upstream instead.
     fn follow(&self, key: &StreamKey, position: u64) -> Option<Follow> {
         let _ = (key, position);
+        None
+    }
+
+    /// Tells every replica that shares the store of `stop`, this one
+    /// included, through [`stops`](Self::stops): the one that reads the
+    /// stream's upstream ends it. Must not wait. Returns whether it was
+    /// sent. `false`, the default, for a store that no other replica
+    /// shares: the layer stops what this process holds itself.
+    fn broadcast_stop(&self, stop: &Stop) -> bool {
+        let _ = stop;
+        false
+    }
+
+    /// The stops the replicas sharing the store broadcast, for the layer to
+    /// carry out in this process. `None`, the default, for a store that no
+    /// other replica shares.
+    fn stops(&self) -> Option<Stops> {
         None
     }
 

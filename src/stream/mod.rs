@@ -304,10 +304,14 @@ impl StreamState {
     }
 
     /// The application stopped the stream: it is complete, as if its
-    /// upstream had ended. Returns the claims on the upstreams its attached
-    /// responses read, for the stop to release.
-    pub(crate) fn stop(&mut self) -> Vec<Claim> {
+    /// upstream had ended.
+    pub(crate) fn stop(&mut self) {
         self.complete = true;
+    }
+
+    /// The claims on the upstreams its attached responses read, for a stop
+    /// to release.
+    pub(crate) fn take_claims(&mut self) -> Vec<Claim> {
         self.responses.take_claims()
     }
 

@@ -10,6 +10,7 @@
 use std::collections::HashMap;
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -21,7 +22,7 @@ use super::{
 };
 use crate::lock::lock;
 use crate::stats::Stats;
-use crate::store::{Snapshot, StoredStream, StreamKey};
+use crate::store::{Snapshot, Stop, StoredStream, StreamKey};
 
 /// The default [`SseResumeLayer::max_streams`](crate::SseResumeLayer::max_streams).
 pub(crate) const DEFAULT_MAX_STREAMS: usize = 100_000;
@@ -83,6 +84,8 @@ pub(crate) struct Streams {
     /// The bytes every history holds, within `HistoryLimits::max_total_bytes`.
     history_budget: Budget,
     holds: Arc<Holds>,
+    /// Whether a task carries out the stops other replicas broadcast.
+    listening: AtomicBool,
     stats: Stats,
 }
 
@@ -203,6 +206,7 @@ impl Streams {
         let shards = (limits.max_streams / 16).clamp(1, MAX_SHARDS);
         Self {
             holds: Arc::new(Holds::new(limits.max_held, stats.clone())),
+            listening: AtomicBool::new(false),
             limits,
             shards: (0..shards).map(|_| Mutex::default()).collect(),
             history_budget: Budget::reporting(
@@ -409,9 +413,28 @@ impl Streams {
     pub(crate) fn end_scope(&self, scope: &str) -> usize {
         let ended = self.shard(scope).take_scope(scope);
         for stream in &ended {
-            stop(stream, |state| state.forget_history());
+            stop(stream, StreamState::forget_history);
         }
         ended.len()
+    }
+
+    /// Whether a task is to start listening to the stops other replicas
+    /// broadcast: true once.
+    pub(crate) fn start_listening(&self) -> bool {
+        !self.listening.swap(true, Ordering::Relaxed)
+    }
+
+    /// Carries out a stop another replica (or this one) broadcast.
+    pub(crate) fn carry_out(&self, stop: &Stop) {
+        let stopped = match stop {
+            Stop::Stream {
+                scope,
+                stream,
+                cursor,
+            } => usize::from(self.stop(scope, stream, cursor.as_deref())),
+            Stop::Scope(scope) => self.end_scope(scope),
+        };
+        tracing::debug!(stopped, "a stop broadcast through the store");
     }
 
     /// Stops the stream of `scope` that knows `cursor`, else `stream`:
@@ -427,7 +450,7 @@ impl Streams {
             };
             name.and_then(|name| shard.get(&StreamKey::new(scope, &name)))
         };
-        found.is_some_and(|found| stop(&found, |_| {}))
+        found.is_some_and(|found| stop(&found, StreamState::stop))
     }
 
     fn shard(&self, scope: &str) -> ShardGuard<'_> {
@@ -461,13 +484,13 @@ impl Streams {
 }
 
 /// Stops `stream`, changed by `also` under the same lock: its hold lets
-/// its upstream go, the responses attached that read one end, and it is
-/// complete. Returns whether there was an upstream to stop.
+/// its upstream go, and the responses attached that read one end. Returns
+/// whether there was an upstream to stop.
 fn stop(stream: &Stream, also: impl FnOnce(&mut StreamState)) -> bool {
     let (hold, attached) = {
         let mut state = stream.lock();
         also(&mut state);
-        (state.take_any_hold(), state.stop())
+        (state.take_any_hold(), state.take_claims())
     };
     let stopped = hold.is_some() || !attached.is_empty();
     // Dropped, the hold tells its task to let the upstream go.

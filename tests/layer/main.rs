@@ -10,7 +10,7 @@ mod linger;
 #[cfg(feature = "redis")]
 mod redis;
 mod replay;
-mod stop;
+pub(crate) mod stop;
 #[cfg(feature = "test-util")]
 mod store_memory;
 mod stream_cases;

@@ -15,7 +15,7 @@ use tower_sse_resume::{HistoryLimits, SseResumeLayer};
 
 /// How soon the upstream sees its stream closed after the `DELETE` was
 /// answered, as the issue asks.
-const CLOSED_WITHIN: Duration = Duration::from_millis(200);
+pub(crate) const CLOSED_WITHIN: Duration = Duration::from_millis(200);
 
 /// A live upstream that accepts only Alice, behind a layer with a history
 /// and linger, reached through `transport`.
@@ -38,7 +38,7 @@ async fn gateway_with(
 
 /// Waits for `live` to see its stream closed, within [`CLOSED_WITHIN`]
 /// of `since`, when the stop or the session's end was answered.
-async fn closed_soon_after(live: &LiveUpstream, since: Instant) {
+pub(crate) async fn closed_soon_after(live: &LiveUpstream, since: Instant) {
     eventually("the upstream to see the close", || live.closed() == 1).await;
     let took = since.elapsed();
     assert!(took < CLOSED_WITHIN, "closed {took:?} after the stop");
@@ -126,7 +126,7 @@ async fn the_end_of_an_mcp_session_ends_its_responses_still_attached() {
 
 /// A gateway's own "stop" endpoint: the request that asks to stop names
 /// the stream by its cursor, with the client's session and credentials.
-fn stop_request(authorization: &str, cursor: u32) -> http::request::Parts {
+pub(crate) fn stop_request(authorization: &str, cursor: u32) -> http::request::Parts {
     let request = as_user(Request::post("/stop"), authorization, Some(cursor));
     request.into_parts().0
 }
@@ -163,14 +163,20 @@ async fn a_stop_ends_a_held_call_now_and_its_resume_gets_the_rest_and_the_end() 
             .send(as_user(Request::get("/mcp"), ALICE, Some(cursor)))
             .await;
         assert_eq!(resumed.status, StatusCode::OK);
-        let rest = resumed.text();
-        let ids: Vec<u32> = (rest.lines())
-            .filter_map(|line| line.strip_prefix("id: ")?.parse().ok())
-            .collect();
-        assert_eq!(ids.first(), Some(&(cursor + 1)), "{rest}");
-        assert!(ids.windows(2).all(|pair| pair[1] == pair[0] + 1), "{rest}");
+        the_rest_after(cursor, resumed.text());
         assert_eq!(live.requests(), 1, "never sent again");
     }
+}
+
+/// Checks that `rest` is every event after `cursor`, in order, and returns
+/// the id of its last.
+pub(crate) fn the_rest_after(cursor: u32, rest: &str) -> u32 {
+    let ids: Vec<u32> = (rest.lines())
+        .filter_map(|line| line.strip_prefix("id: ")?.parse().ok())
+        .collect();
+    assert_eq!(ids.first(), Some(&(cursor + 1)), "{rest}");
+    assert!(ids.windows(2).all(|pair| pair[1] == pair[0] + 1), "{rest}");
+    *ids.last().expect("an event")
 }
 
 #[tokio::test]

@@ -28,8 +28,9 @@ use super::Config;
 use super::connection::Connection;
 use super::keys::Keys;
 use super::scripts::{Read, is_wrong_type, millis, repair, run, scripts};
+use super::stops;
 use crate::lock::lock;
-use crate::store::follow::{FollowSender, Followed};
+use crate::store::follow::{FollowSender, Followed, StopSender, Stops};
 
 /// The most blocks one read returns: a follower far behind reads again
 /// at once.
@@ -40,12 +41,17 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
 /// The channels this process's followers listen to, and the one
-/// subscription that carries them.
+/// subscription that carries them, with the channels of stops.
 #[derive(Default)]
 pub(super) struct Subscriber {
     wanted: std::sync::Mutex<HashMap<String, Watched>>,
+    /// The channel of each prefix's stops, and where they go.
+    stops: std::sync::Mutex<HashMap<String, StopSender>>,
     changed: Notify,
 }
+
+/// The most stops each layer keeps unheard.
+const STOPS_CAPACITY: usize = 1024;
 
 struct Watched {
     /// Bumped whenever the channel says its stream moved.
@@ -112,14 +118,40 @@ impl Subscriber {
             .collect()
     }
 
+    /// The stops said on `channel`, from now on.
+    pub(super) fn listen_to_stops(&self, channel: String) -> Stops {
+        let mut stops = lock(&self.stops);
+        let sender = stops.entry(channel).or_insert_with(|| {
+            self.changed.notify_one();
+            StopSender::new(STOPS_CAPACITY)
+        });
+        sender.subscribe()
+    }
+
+    /// Hands on the stop that `message` on `channel` says, when it is a
+    /// channel of stops. Returns whether it is.
+    fn hand_on_stop(&self, channel: &str, message: &[u8]) -> bool {
+        let stops = lock(&self.stops);
+        let Some(sender) = stops.get(channel) else {
+            return false;
+        };
+        match stops::decode(message) {
+            Some(stop) => sender.send(stop),
+            None => tracing::warn!(channel, "a message on the stops channel that is no stop"),
+        }
+        true
+    }
+
     /// The channels to subscribe to and to leave, against `subscribed`.
     fn changes(&self, subscribed: &HashSet<String>) -> (Vec<String>, Vec<String>) {
         let wanted = lock(&self.wanted);
-        let join = wanted.keys().filter(|c| !subscribed.contains(*c)).cloned();
-        let leave = subscribed
-            .iter()
-            .filter(|c| !wanted.contains_key(*c))
+        let stops = lock(&self.stops);
+        let wanted_or_stops =
+            |channel: &String| wanted.contains_key(channel) || stops.contains_key(channel);
+        let join = (wanted.keys().chain(stops.keys()))
+            .filter(|c| !subscribed.contains(*c))
             .cloned();
+        let leave = subscribed.iter().filter(|c| !wanted_or_stops(c)).cloned();
         (join.collect(), leave.collect())
     }
 
@@ -180,7 +212,12 @@ impl Subscriber {
                 }
                 tokio::select! {
                     message = messages.next() => match message {
-                        Some(message) => self.tell(message.get_channel_name()),
+                        Some(message) => {
+                            let channel = message.get_channel_name();
+                            if !self.hand_on_stop(channel, message.get_payload_bytes()) {
+                                self.tell(channel);
+                            }
+                        }
                         None => break,
                     },
                     () = &mut changed => {}

@@ -12,8 +12,8 @@ use ::redis::{Client, Value};
 use tokio::sync::watch;
 
 use super::{
-    Follow, IdBatch, Lease, Snapshot, StoreError, StoreLimits, StoredStream, StreamKey,
-    TrackerStore,
+    Follow, IdBatch, Lease, Snapshot, Stop, Stops, StoreError, StoreLimits, StoredStream,
+    StreamKey, TrackerStore,
 };
 use crate::lock::lock;
 use crate::stream::{Replay, StreamLimits};
@@ -34,6 +34,7 @@ mod keys;
 mod lease;
 mod queue;
 mod scripts;
+mod stops;
 mod writer;
 
 /// The default [`RedisStore::prefix`].
@@ -725,6 +726,33 @@ impl TrackerStore for RedisStore {
         };
         tokio::spawn(follower.run());
         Some(follow)
+    }
+
+    /// Publishes `stop` on the store's channel of stops, in the
+    /// background, within the [`timeout`](Self::timeout): every replica's
+    /// subscription hears it, this one's too.
+    fn broadcast_stop(&self, stop: &Stop) -> bool {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return false;
+        };
+        let mut publish = ::redis::cmd("PUBLISH");
+        publish
+            .arg(stops::channel(&self.config.prefix))
+            .arg(stops::encode(stop));
+        let mut connection = self.shared.connection.clone();
+        let limit = self.config.timeout;
+        runtime.spawn(async move {
+            let published = within(limit, publish.query_async::<()>(&mut connection)).await;
+            if let Err(error) = published {
+                tracing::warn!(%error, "a stop could not reach the other replicas");
+            }
+        });
+        true
+    }
+
+    fn stops(&self) -> Option<Stops> {
+        let channel = stops::channel(&self.config.prefix);
+        Some(self.shared.subscriber.listen_to_stops(channel))
     }
 
     /// Keeps the layer's window length, streams per scope and history, for

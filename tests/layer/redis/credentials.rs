@@ -25,7 +25,7 @@ use tower_sse_resume::{HistoryLimits, RedisStore, SseResumeLayer, StatsSnapshot}
 
 /// The key every replica of these gateways is given: replicas sharing a
 /// store must share it to follow and resume each other's bound streams.
-const SHARED_KEY: &[u8] = b"the replicas' shared secret, 32+";
+pub(crate) const SHARED_KEY: &[u8] = b"the replicas' shared secret, 32+";
 
 /// Alice's token without its scheme: what must never reach Redis.
 const ALICE_SECRET: &str = "alice-token-7f3a";
@@ -35,7 +35,7 @@ const LEASE: Duration = Duration::from_millis(600);
 
 /// Where the replicas of a test keep their streams.
 #[derive(Clone, Copy)]
-enum Redis<'a> {
+pub(crate) enum Redis<'a> {
     Server(&'a RedisServer),
     Cluster(&'a RedisCluster),
 }
@@ -54,14 +54,14 @@ impl Redis<'_> {
 
 /// One replica: its store and its layer, with a history and a linger far
 /// longer than any test.
-struct Replica {
-    store: RedisStore,
-    layer: SseResumeLayer<RedisStore>,
+pub(crate) struct Replica {
+    pub(crate) store: RedisStore,
+    pub(crate) layer: SseResumeLayer<RedisStore>,
 }
 
 /// Two replicas over one fresh prefix, each given `key` when there is one
 /// (else each makes its own at random).
-async fn replicas(redis: Redis<'_>, key: Option<&[u8]>) -> (Replica, Replica) {
+pub(crate) async fn replicas(redis: Redis<'_>, key: Option<&[u8]>) -> (Replica, Replica) {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     let prefix = format!("credentials{}:", NEXT.fetch_add(1, Ordering::Relaxed));
     let replica = |store: RedisStore| {

@@ -5,9 +5,10 @@
 //! unless `TOWER_SSE_RESUME_REQUIRE_REDIS=1`.
 
 mod cluster;
-mod credentials;
+pub(crate) mod credentials;
 mod follow;
 mod replay;
 pub(crate) mod server;
+mod stop;
 mod store;
 mod streams;
