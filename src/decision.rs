@@ -33,6 +33,8 @@ pub(crate) struct Resumption {
     pub(crate) one_client: bool,
     /// Start with a priming event, with this `retry` hint.
     pub(crate) prime: Option<Option<std::time::Duration>>,
+    /// The upstream resumes exactly from `Last-Event-ID`.
+    pub(crate) upstream_resumes: bool,
 }
 
 /// What one request decided about its response: its place on its stream,
@@ -43,6 +45,10 @@ pub(crate) struct Decision {
     pub(crate) recorder: Recorder,
     /// What goes out before the first byte of what serves the response.
     pub(crate) replay: Replay,
+    /// Whether the gap signal follows the replay: the history ends where
+    /// the stream's last reader stopped, and the upstream asked now may
+    /// not go on from there.
+    pub(crate) gap_after_replay: bool,
     /// The client's cursor, for the gap event.
     pub(crate) cursor: Option<String>,
     /// Where stamped ids start, when the layer stamps them.
@@ -143,6 +149,7 @@ impl Decision {
             stored,
             serve,
             may_linger,
+            unread,
         } = opened;
         if cursor_known == Some(false) {
             stats.unknown_cursor();
@@ -182,6 +189,8 @@ impl Decision {
                 Some(stored) => Recorder::to_store(store, key, stored, stats),
                 None => Recorder::nowhere(stats),
             },
+            // Unless what serves the response is the stream's own reader.
+            gap_after_replay: replayed && unread && !resumption.upstream_resumes,
             replay,
             cursor,
             stamp_epoch,
@@ -201,6 +210,7 @@ impl Decision {
             response: Stream::new(StreamState::new(window_len, None)).attach(),
             recorder: Recorder::nowhere(stats.clone()),
             replay: Replay::Off,
+            gap_after_replay: false,
             cursor: None,
             stamp_epoch: None,
             linger: None,

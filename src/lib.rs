@@ -320,6 +320,7 @@
 //! | What happened | What the client sees |
 //! |---|---|
 //! | Its cursor is in the history | The events after it, then the live stream, each once |
+//! | Its cursor is in the history, but nobody read the upstream since (no linger, the linger ran out, the holder died) | The events after it, then the gap signal before the upstream's first event, unless the upstream shows it goes on from there (it repeats the last id, or numbers on from it) |
 //! | Its cursor is not in the history (evicted, unknown) | `200`, the gap signal, then the live stream |
 //! | No history: its cursor goes upstream as `Last-Event-ID` | What the upstream resends, deduplicated; the upstream decides what is lost |
 //! | A complete stream, resumed from its last event | `204 No Content`: an `EventSource` stops |

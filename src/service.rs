@@ -180,6 +180,7 @@ where
             // MCP 2026-07-28 removed resumption, and priming with it.
             prime: (options.prime && !mcp_without_resumption(&parts.headers))
                 .then_some(options.prime_retry),
+            upstream_resumes: options.upstream_resumes,
         };
         // From MCP 2026-07-28 on, closing a stream cancels its request.
         let linger = (options.linger)
@@ -275,6 +276,8 @@ async fn decide<T: TrackerStore, B: 'static>(
         },
     };
     if !matches!(plan, Plan::Upstream(_)) {
+        // The stream's own reader serves it: its history runs up to now.
+        decision.gap_after_replay = false;
         // A priming event starts a stream; a takeover, a follow or a
         // complete stream's replay goes on with one primed already, its
         // replay carrying ids. Recorded, it would land in the history

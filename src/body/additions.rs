@@ -30,6 +30,9 @@ pub(super) struct Additions {
     at_start: bool,
     /// A stamped block for the history, its line and the block.
     scratch: Vec<u8>,
+    /// The id a replay ended with, while the upstream's stream is not yet
+    /// shown to go on from it (see `dedup::prove_continuity`).
+    pub(super) unproven: Option<String>,
 }
 
 /// The byte order mark an event stream may start with.
@@ -44,13 +47,19 @@ pub(super) struct Forwarding<'a> {
 }
 
 impl Additions {
-    pub(super) fn new(local_history: bool, stamper: Option<Stamper>, prefixed: bool) -> Self {
+    pub(super) fn new(
+        local_history: bool,
+        stamper: Option<Stamper>,
+        prefixed: bool,
+        unproven: Option<String>,
+    ) -> Self {
         Self {
             local_history,
             stamper,
             prefixed,
             at_start: true,
             scratch: Vec::new(),
+            unproven,
         }
     }
 

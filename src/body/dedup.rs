@@ -51,6 +51,7 @@ impl Dedup {
             response,
             mut recorder,
             replay,
+            gap_after_replay,
             cursor,
             stamp_epoch,
             prime,
@@ -60,6 +61,13 @@ impl Dedup {
         let compare_events = !options.trust_ids;
         let span = tracing::debug_span!("sse_resume", key = %recorder.key_for_logs());
         let mut output = Output::default();
+        // Nobody read the upstream since the history's last block: unless
+        // the upstream's stream goes on from there, what it sent meanwhile
+        // is lost.
+        let unproven = gap_after_replay.then(|| {
+            let last = replay.last_id();
+            last.or_else(|| cursor.clone()).unwrap_or_default()
+        });
         let prefixed = match replay {
             Replay::Off => false,
             Replay::Blocks(blocks) => {
@@ -103,8 +111,9 @@ impl Dedup {
             || recorder.wants_blocks()
             || stamper.is_some()
             || prefixed
-            || keep_alive.is_some())
-        .then(|| Box::new(Additions::new(local_history, stamper, prefixed)));
+            || keep_alive.is_some()
+            || unproven.is_some())
+        .then(|| Box::new(Additions::new(local_history, stamper, prefixed, unproven)));
         Self {
             framer: Framer::with_max_block_len(options.max_block_len).fingerprints(compare_events),
             response,
@@ -289,6 +298,11 @@ impl Dedup {
                 // What the client has decides the block; whether the stream
                 // had the id decides whether it is recorded.
                 let verdict = check.observe(id, content);
+                if let Some(additions) = self.additions.as_deref_mut() {
+                    let to_client = (&mut self.output, &self.stats);
+                    let seen = Some((id, verdict.client));
+                    prove_continuity(&mut additions.unproven, to_client, seen);
+                }
                 if verdict.client == Seen::Same {
                     dropped += 1;
                     self.output.skip(len);
@@ -308,6 +322,11 @@ impl Dedup {
             match self.additions.as_deref_mut() {
                 None => self.output.forward(len),
                 Some(additions) => {
+                    if trackable.is_none() && block.dispatches() {
+                        // An event without an id proves nothing.
+                        let to_client = (&mut self.output, &self.stats);
+                        prove_continuity(&mut additions.unproven, to_client, None);
+                    }
                     let mut forwarding =
                         Forwarding::new(check.state(), &mut self.output, &mut self.recorder);
                     forwarding.forward_block(block, trackable.is_some(), keep, additions);
@@ -332,6 +351,52 @@ impl Dedup {
         }
         true
     }
+}
+
+/// After a replay from a history that no reader kept up to now, sees
+/// whether the upstream's stream goes on from the replay's last id,
+/// `unproven`: it repeats that id (the replay overlaps it), or its first new
+/// event has the number after it as its id. Otherwise the client gets the
+/// gap signal right before that first new event: what the upstream sent
+/// while nobody read it is lost. `seen` is an event's id and what the client
+/// has of it, or `None` for an event without an id.
+fn prove_continuity(
+    unproven: &mut Option<String>,
+    (output, stats): (&mut Output, &Stats),
+    seen: Option<(&[u8], Seen)>,
+) {
+    let Some(last) = unproven.as_deref() else {
+        return;
+    };
+    if let Some((id, Seen::Same)) = seen {
+        if id == last.as_bytes() {
+            *unproven = None;
+        }
+        return;
+    }
+    if !seen.is_some_and(|(id, _)| follows(last, id)) {
+        output.send(gap_event(last));
+        stats.gap();
+        tracing::debug!(
+            after = last,
+            "the upstream does not go on from the history: gap"
+        );
+    }
+    *unproven = None;
+}
+
+/// Whether `next` is the decimal number after `last`.
+fn follows(last: &str, next: &[u8]) -> bool {
+    let number = |bytes: &[u8]| -> Option<u64> {
+        let text = std::str::from_utf8(bytes).ok()?;
+        let canonical = !text.is_empty() && (text == "0" || !text.starts_with('0'));
+        if canonical && text.bytes().all(|b| b.is_ascii_digit()) {
+            text.parse().ok()
+        } else {
+            None
+        }
+    };
+    matches!((number(last.as_bytes()), number(next)), (Some(last), Some(next)) if last.checked_add(1) == Some(next))
 }
 
 /// The priming event of MCP 2025-11-25: a stamped id with empty data,

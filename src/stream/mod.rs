@@ -142,26 +142,35 @@ impl Replay {
         match self {
             Replay::Off => "off".to_owned(),
             Replay::Gap => "gap".to_owned(),
-            Replay::Blocks(blocks) => {
-                let id = |block: Option<&Bytes>| {
-                    let mut framer = crate::framer::Framer::new();
-                    framer.push(block?.clone());
-                    framer.finish();
-                    match framer.next_segment()? {
-                        crate::framer::Segment::Block(block) => {
-                            Some(String::from_utf8_lossy(block.id_bytes()?).into_owned())
-                        }
-                        crate::framer::Segment::Passthrough(_) => None,
-                    }
-                };
-                format!(
-                    "{} blocks, {:?} to {:?}",
-                    blocks.len(),
-                    id(blocks.first()),
-                    id(blocks.last())
-                )
-            }
+            Replay::Blocks(blocks) => format!(
+                "{} blocks, {:?} to {:?}",
+                blocks.len(),
+                blocks.first().and_then(block_id),
+                blocks.last().and_then(block_id)
+            ),
         }
+    }
+
+    /// The id of the last block replayed that has one: what the client
+    /// has once it got the replay.
+    pub(crate) fn last_id(&self) -> Option<String> {
+        match self {
+            Replay::Blocks(blocks) => blocks.iter().rev().find_map(block_id),
+            Replay::Off | Replay::Gap => None,
+        }
+    }
+}
+
+/// The id of a kept block, decoded lossily from UTF-8.
+fn block_id(block: &Bytes) -> Option<String> {
+    let mut framer = crate::framer::Framer::new();
+    framer.push(block.clone());
+    framer.finish();
+    match framer.next_segment()? {
+        crate::framer::Segment::Block(block) => {
+            Some(String::from_utf8_lossy(block.id_bytes()?).into_owned())
+        }
+        crate::framer::Segment::Passthrough(_) => None,
     }
 }
 
@@ -261,6 +270,12 @@ impl StreamState {
     /// Takes whatever hold the stream has, to take the stream over.
     pub(crate) fn take_any_hold(&mut self) -> Option<Hold> {
         self.hold.take()
+    }
+
+    /// Whether nobody reads the stream's upstream in this process: no
+    /// response is attached, and no hold has it.
+    pub(crate) fn is_unread(&self) -> bool {
+        self.responses.attached() == 0 && self.hold.is_none()
     }
 
     /// Whether a hold has the stream.

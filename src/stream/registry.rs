@@ -151,6 +151,10 @@ pub(crate) struct Opened {
     /// Whether the response may linger: linger is on for the request, and
     /// the stream keeps a history.
     pub(crate) may_linger: bool,
+    /// Whether nobody read the stream's upstream when the request came: no
+    /// response was attached, and no replica held it. Its history then
+    /// ends where the last reader stopped, not now.
+    pub(crate) unread: bool,
 }
 
 /// How a response records into the store that keeps its stream.
@@ -269,6 +273,7 @@ impl Streams {
             self.trim_histories();
         }
         let mut state = stream.lock();
+        let unread = state.is_unread();
         let cursor_here = cursor.is_some_and(|id| state.knows(id));
         let displaced = displace(&mut state, request, cursor_here);
         let (cursor_known, mut replay) = match cursor {
@@ -300,6 +305,7 @@ impl Streams {
             stored: None,
             serve,
             may_linger,
+            unread,
         }
     }
 
@@ -336,6 +342,7 @@ impl Streams {
         };
         drop(shard);
         let mut state = stream.lock();
+        let unread = state.is_unread() && stored.follow_from.is_none();
         let displaced = displace(&mut state, request, stored.cursor_known == Some(true));
         let local: Vec<(String, u64)> = if state.generation() == stored.generation {
             state.entries().collect()
@@ -382,6 +389,7 @@ impl Streams {
             }),
             serve,
             may_linger: stored.keeps_blocks && self.limits.history.is_some(),
+            unread,
         }
     }
 

@@ -204,6 +204,7 @@ impl<T: TrackerStore> Replica<T> {
             per_request: !get,
             one_client: false,
             prime: None,
+            upstream_resumes: true,
         };
         let options = &self.config.options;
         let (decision, _, _) = Decision::scoped(

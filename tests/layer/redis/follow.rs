@@ -542,6 +542,51 @@ fn when_the_holder_of_a_standing_stream_dies_its_follower_signals_the_gap_and_as
     assert!(noticed < NOTICED_WITHIN, "noticed after {noticed:?}");
 }
 
+/// A client that comes back only once its holder died and the lease
+/// lapsed is not followed: it gets the history, then its own upstream
+/// request. That live upstream goes on from now, not from where the dead
+/// holder's history ends: the client hears of the hole.
+#[test]
+fn a_client_back_after_its_holder_died_and_its_lease_lapsed_hears_of_the_gap() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let prefix = fresh_prefix();
+    let runtime = || {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap()
+    };
+    let (runtime_a, runtime_b) = (runtime(), runtime());
+    let upstream = runtime_a.block_on(async { LiveUpstream::new(400) });
+    let a = runtime_a.block_on(Replica::connect(&server, &prefix));
+    let cursor = runtime_a.block_on(async {
+        let service = a.layer.layer(upstream.clone());
+        let first = service.oneshot(feed(None)).await.unwrap();
+        let cursor = last_id(&read_events(first.into_body(), 5).await);
+        flushed(&a.store).await;
+        cursor
+    });
+    runtime_a.shutdown_background();
+    let got = runtime_b.block_on(async move {
+        tokio::time::sleep(LEASE * 3).await;
+        let b = Replica::connect(&server, &prefix).await;
+        let service = b.layer.layer(upstream.clone());
+        let resumed = service.oneshot(feed(Some(cursor))).await.unwrap();
+        read_events(resumed.into_body(), 10).await
+    });
+    let ids: Vec<u32> = (got.lines())
+        .filter_map(|line| line.strip_prefix("id: ")?.parse().ok())
+        .collect();
+    let whole = ids.first() == Some(&(cursor + 1)) && ids.windows(2).all(|p| p[1] == p[0] + 1);
+    assert!(
+        whole || got.contains(GAP_EVENT),
+        "events lost without the gap signal after {cursor}: {ids:?}"
+    );
+}
+
 /// The same, with an upstream the operator declared resumes: then the
 /// stream goes on exactly where the client stopped, with no gap signal.
 #[test]
