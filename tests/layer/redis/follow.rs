@@ -413,15 +413,21 @@ struct Killed {
     upstream: LiveUpstream,
 }
 
-/// Runs replica A on a runtime of its own, which is killed at once while
-/// B follows: no task of A says goodbye to Redis, as with SIGKILL.
-fn kill_the_holder(
-    last: u32,
-    request: fn() -> Request<()>,
-    resume: fn(u32) -> Request<()>,
-    upstream_resumes: bool,
-) -> Option<Killed> {
-    let server = RedisServer::start()?;
+/// Replica A on a runtime of its own, whose client read five events of
+/// `request` from a live upstream of `last` events, its writes in Redis;
+/// and a runtime for replica B.
+struct AOnItsOwn {
+    prefix: String,
+    runtime_a: tokio::runtime::Runtime,
+    runtime_b: tokio::runtime::Runtime,
+    upstream: LiveUpstream,
+    /// The last id A's client got.
+    cursor: u32,
+    /// Replica A, kept until its runtime is killed.
+    a: Replica,
+}
+
+fn a_on_its_own(server: &RedisServer, last: u32, request: fn() -> Request<()>) -> AOnItsOwn {
     let prefix = fresh_prefix();
     let runtime = || {
         tokio::runtime::Builder::new_multi_thread()
@@ -432,7 +438,7 @@ fn kill_the_holder(
     };
     let (runtime_a, runtime_b) = (runtime(), runtime());
     let upstream = runtime_a.block_on(async { LiveUpstream::new(last) });
-    let a = runtime_a.block_on(Replica::connect(&server, &prefix));
+    let a = runtime_a.block_on(Replica::connect(server, &prefix));
     let cursor = runtime_a.block_on(async {
         let service = a.layer.layer(upstream.clone());
         let first = service.oneshot(request()).await.unwrap();
@@ -440,6 +446,33 @@ fn kill_the_holder(
         flushed(&a.store).await;
         cursor
     });
+    AOnItsOwn {
+        prefix,
+        runtime_a,
+        runtime_b,
+        upstream,
+        cursor,
+        a,
+    }
+}
+
+/// Runs replica A on a runtime of its own, which is killed at once while
+/// B follows: no task of A says goodbye to Redis, as with SIGKILL.
+fn kill_the_holder(
+    last: u32,
+    request: fn() -> Request<()>,
+    resume: fn(u32) -> Request<()>,
+    upstream_resumes: bool,
+) -> Option<Killed> {
+    let server = RedisServer::start()?;
+    let AOnItsOwn {
+        prefix,
+        runtime_a,
+        runtime_b,
+        upstream,
+        cursor,
+        a: _a,
+    } = a_on_its_own(&server, last, request);
     runtime_b.block_on(async move {
         let b = Replica::connect(&server, &prefix).await;
         let layer = b.layer.clone().upstream_resumes(upstream_resumes);
@@ -551,26 +584,10 @@ fn a_client_back_after_its_holder_died_and_its_lease_lapsed_hears_of_the_gap() {
     let Some(server) = RedisServer::start() else {
         return;
     };
-    let prefix = fresh_prefix();
-    let runtime = || {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap()
-    };
-    let (runtime_a, runtime_b) = (runtime(), runtime());
-    let upstream = runtime_a.block_on(async { LiveUpstream::new(400) });
-    let a = runtime_a.block_on(Replica::connect(&server, &prefix));
-    let cursor = runtime_a.block_on(async {
-        let service = a.layer.layer(upstream.clone());
-        let first = service.oneshot(feed(None)).await.unwrap();
-        let cursor = last_id(&read_events(first.into_body(), 5).await);
-        flushed(&a.store).await;
-        cursor
-    });
-    runtime_a.shutdown_background();
-    let got = runtime_b.block_on(async move {
+    let scene = a_on_its_own(&server, 400, || feed(None));
+    let (cursor, upstream, prefix) = (scene.cursor, scene.upstream, scene.prefix);
+    scene.runtime_a.shutdown_background();
+    let got = scene.runtime_b.block_on(async move {
         tokio::time::sleep(LEASE * 3).await;
         let b = Replica::connect(&server, &prefix).await;
         let service = b.layer.layer(upstream.clone());
