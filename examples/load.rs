@@ -881,6 +881,17 @@ impl Summary {
     }
 }
 
+/// The distinct `items`, in the order they first come.
+fn distinct<T: PartialEq>(items: impl Iterator<Item = T>) -> Vec<T> {
+    let mut seen = Vec::new();
+    for item in items {
+        if !seen.contains(&item) {
+            seen.push(item);
+        }
+    }
+    seen
+}
+
 /// The median of `values` (the upper one of an even count).
 fn median(values: impl Iterator<Item = f64>) -> f64 {
     let mut values: Vec<f64> = values.collect();
@@ -910,10 +921,8 @@ fn print_layer_cost(summaries: &[Summary], repeat: usize) {
             .collect();
         (!runs.is_empty()).then(|| Summary::median(&runs))
     };
-    let mut counts: Vec<usize> = summaries.iter().map(|s| s.streams).collect();
-    counts.dedup();
-    let mut modes: Vec<Mode> = summaries.iter().map(|s| s.mode).collect();
-    modes.dedup();
+    let counts = distinct(summaries.iter().map(|s| s.streams));
+    let modes = distinct(summaries.iter().map(|s| s.mode));
     let of = match repeat {
         1 => "one run each".to_owned(),
         k => format!("medians of {k} runs"),
@@ -988,6 +997,18 @@ mod tests {
         let message = too_few_files(9000, 1024, Some(4096)).expect("too few");
         assert!(message.contains("the hard limit is 4096"), "{message}");
         assert!(too_few_files(9000, 1024, None).is_some(), "unlimited hard");
+    }
+
+    #[test]
+    fn each_stream_count_and_mode_is_reported_once_in_the_order_run() {
+        let runs = [
+            (100, Mode::Off),
+            (100, Mode::On),
+            (9000, Mode::Off),
+            (100, Mode::Off),
+        ];
+        assert_eq!(distinct(runs.iter().map(|r| r.0)), [100, 9000]);
+        assert_eq!(distinct(runs.iter().map(|r| r.1)), [Mode::Off, Mode::On]);
     }
 
     #[test]

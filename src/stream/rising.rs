@@ -10,6 +10,11 @@ pub(super) struct RisingIds {
     contents: Vec<u64>,
     /// Where the oldest number is; 0 until the window is full.
     head: usize,
+    /// The newest number, while there is one. Kept here too, so that the
+    /// common check (a number above every one held) reads only this
+    /// struct: the numbers are elsewhere on the heap, and seldom still in
+    /// the cache when a quiet stream's next event comes.
+    newest: u64,
 }
 
 /// What [`RisingIds::find_or_push`] made of a number.
@@ -28,6 +33,7 @@ impl RisingIds {
     #[inline]
     pub(super) fn find_or_push(&mut self, n: u64, content: u64, capacity: usize) -> Rising {
         if self.last().is_none_or(|newest| n > newest) {
+            self.newest = n;
             if self.numbers.len() < capacity {
                 self.numbers.push(n);
                 self.contents.push(content);
@@ -59,7 +65,7 @@ impl RisingIds {
             0 => self.numbers.len().checked_sub(1)?,
             head => head - 1,
         };
-        if self.numbers[newest] == n {
+        if self.newest == n {
             return Some(newest);
         }
         let (older, newer) = self.halves();
@@ -79,17 +85,14 @@ impl RisingIds {
         };
         self.numbers.truncate(at + 1);
         self.contents.truncate(at + 1);
+        self.newest = n;
         true
     }
 
-    /// The newest number: just before the oldest, or last while nothing
-    /// wrapped around.
+    /// The newest number.
     #[inline]
     pub(super) fn last(&self) -> Option<u64> {
-        match self.head {
-            0 => self.numbers.last().copied(),
-            head => Some(self.numbers[head - 1]),
-        }
+        (!self.numbers.is_empty()).then_some(self.newest)
     }
 
     pub(super) fn numbers(&self) -> impl Iterator<Item = u64> + '_ {
