@@ -57,15 +57,15 @@ struct Watched {
     /// Bumped whenever the channel says its stream moved.
     tell: watch::Sender<u64>,
     followers: usize,
-    /// The stream's lease, and its mark that it is followed.
-    lease: String,
-    mark: String,
+    /// For a follower: the stream's lease, and its mark that it is
+    /// followed, which [`watch_leases`] looks at.
+    lease: Option<(String, String)>,
 }
 
 impl Subscriber {
     /// Listens to `channel`: the receiver changes whenever it says its
     /// stream moved, and when the subscription came back after a cut.
-    fn watch(&self, channel: &str, lease: String, mark: String) -> watch::Receiver<u64> {
+    fn watch(&self, channel: &str, lease: Option<(String, String)>) -> watch::Receiver<u64> {
         let mut wanted = lock(&self.wanted);
         if let Some(watched) = wanted.get_mut(channel) {
             watched.followers += 1;
@@ -76,12 +76,22 @@ impl Subscriber {
             tell,
             followers: 1,
             lease,
-            mark,
         };
         wanted.insert(channel.to_owned(), watched);
         drop(wanted);
         self.changed.notify_one();
         told
+    }
+
+    /// Listens to `channel` until the returned watch is dropped: for an
+    /// open that waits for the holder's next write.
+    pub(super) fn listen(self: &Arc<Self>, channel: String) -> Listening {
+        let told = self.watch(&channel, None);
+        Listening {
+            subscriber: Arc::clone(self),
+            channel,
+            told,
+        }
     }
 
     fn unwatch(&self, channel: &str) {
@@ -111,9 +121,9 @@ impl Subscriber {
     /// Every stream followed: its channel, lease and mark.
     fn followed(&self) -> Vec<(String, String, String)> {
         (lock(&self.wanted).iter())
-            .map(|(channel, watched)| {
-                let (lease, mark) = (watched.lease.clone(), watched.mark.clone());
-                (channel.clone(), lease, mark)
+            .filter_map(|(channel, watched)| {
+                let (lease, mark) = watched.lease.clone()?;
+                Some((channel.clone(), lease, mark))
             })
             .collect()
     }
@@ -229,6 +239,30 @@ impl Subscriber {
     }
 }
 
+/// A channel listened to, until dropped.
+pub(super) struct Listening {
+    subscriber: Arc<Subscriber>,
+    channel: String,
+    told: watch::Receiver<u64>,
+}
+
+impl Listening {
+    /// Waits until the channel says its stream moved (or the subscription
+    /// came back, or took).
+    pub(super) async fn told(&mut self) {
+        if self.told.changed().await.is_err() {
+            // The store is going: nothing will tell.
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+impl Drop for Listening {
+    fn drop(&mut self) {
+        self.subscriber.unwatch(&self.channel);
+    }
+}
+
 /// Looks at the leases of every stream this process follows, a third of
 /// the lease apart, until `closing`: one pipeline per round (per scope in
 /// a Cluster, whose keys share a slot) marks each stream followed for a
@@ -317,7 +351,7 @@ impl Follower {
             self.keys.of("l:", &self.stream),
             self.keys.of("f:", &self.stream),
         );
-        let mut told = self.subscriber.watch(&channel, lease, mark);
+        let mut told = self.subscriber.watch(&channel, Some((lease, mark)));
         let last = self.follow(&mut told).await;
         if let Some(last) = last {
             let _ = self.sender.send(last).await;

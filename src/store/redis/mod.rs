@@ -47,9 +47,6 @@ pub const DEFAULT_QUEUE_LEN: usize = 65_536;
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(3);
 /// The default [`RedisStore::max_followers`].
 pub const DEFAULT_MAX_FOLLOWERS: usize = 10_000;
-/// The pause before asking again for a cursor that the replica holding its
-/// stream has likely not written yet.
-const CURSOR_WAIT: Duration = Duration::from_millis(20);
 /// How many blocks before a replay's first the second round trip reads,
 /// for the history's indices to move down by meanwhile.
 const REPLAY_SLACK: i64 = 64;
@@ -509,6 +506,7 @@ impl RedisStore {
         let connection = &self.shared.connection;
         let deadline = tokio::time::Instant::now() + config.timeout;
         let mut repaired = false;
+        let mut listening = None;
         let reply = loop {
             // A cursor on its way from the replica that holds the stream is
             // waited for, within half the timeout.
@@ -524,7 +522,14 @@ impl RedisStore {
                     self.note_bad_values(removed.max(1), keys);
                 }
                 Ok(reply) if Opened::is_wait(&reply) => {
-                    tokio::time::sleep(CURSOR_WAIT.min(left / 4)).await;
+                    // Asked again when the holder's next write is told on
+                    // the stream's channel, not on a timer; past half the
+                    // timeout, the script waits no more.
+                    let listening = listening.get_or_insert_with(|| {
+                        (self.shared.subscriber).listen(keys.of("c:", stream))
+                    });
+                    let waited = deadline - config.timeout / 2;
+                    let _ = tokio::time::timeout_at(waited, listening.told()).await;
                 }
                 reply => break reply?,
             }

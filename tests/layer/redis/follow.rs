@@ -716,12 +716,23 @@ async fn a_cursor_still_on_its_way_from_the_holder_is_waited_for() {
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
+        // B asks again when A's write is told, not on a timer (it asked
+        // every 20 ms): while nothing is written, it does not. The open
+        // script alone reads the clock without writing.
+        let before = command_calls(&server, "time").await;
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        let asked_again = command_calls(&server, "time").await - before;
         record_one(&a.store, &key, generation, "7", b"id: 7\ndata: seven\n\n");
         flushed(&a.store).await;
+        asked_again
     };
-    let (resumed, ()) = tokio::time::timeout(STEP, async { tokio::join!(open, late) })
+    let (resumed, asked_again) = tokio::time::timeout(STEP, async { tokio::join!(open, late) })
         .await
         .expect("B never asked for 7, or its open never ended");
+    assert!(
+        asked_again <= 1,
+        "asked {asked_again} times while nothing was written"
+    );
     let Ok(Snapshot::Stored(resumed)) = resumed else {
         panic!("a stored stream");
     };
@@ -806,6 +817,11 @@ async fn a_follow_holds_no_permit_of_the_inner_service_while_it_lasts() {
 /// How many `LLEN` calls Redis has served: only a follower's read and a
 /// write's or an open's prune of a history make them.
 async fn llen_calls(server: &RedisServer) -> u64 {
+    command_calls(server, "llen").await
+}
+
+/// How many calls of `command` Redis has served, scripts' included.
+async fn command_calls(server: &RedisServer, command: &str) -> u64 {
     let client = redis::Client::open(server.url()).unwrap();
     let mut redis = client.get_multiplexed_async_connection().await.unwrap();
     let info: String = redis::cmd("INFO")
@@ -813,8 +829,9 @@ async fn llen_calls(server: &RedisServer) -> u64 {
         .query_async(&mut redis)
         .await
         .unwrap();
+    let prefix = format!("cmdstat_{command}:calls=");
     (info.lines())
-        .find_map(|line| line.strip_prefix("cmdstat_llen:calls="))
+        .find_map(|line| line.strip_prefix(prefix.as_str()))
         .and_then(|rest| rest.split(',').next()?.parse().ok())
         .unwrap_or(0)
 }
