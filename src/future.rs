@@ -249,6 +249,8 @@ where
     let linger = decision.linger.take();
     let response = head_response(&head, &decision);
     let mut dedup = Box::new(Dedup::new(decision, options));
+    // Its client is back: no replica follows from where it went away.
+    dedup.recorder.client_away(false);
     for chunk in pending {
         dedup.push(chunk);
     }

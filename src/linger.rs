@@ -136,7 +136,9 @@ where
         }
     }
     dedup.hold(id);
-    // What the client got last may still wait for the next chunk.
+    // What the client got last may still wait for the next chunk; then
+    // where the client went away, for the other replicas.
+    dedup.recorder.client_away(true);
     dedup.recorder.flush();
     config.holds.add(id, stream.downgrade());
     tracing::debug!(hold = id, linger = ?config.time, "client gone: reading on");

@@ -108,6 +108,16 @@ impl Recorder {
         self.lease.as_ref().is_some_and(Lease::is_followed)
     }
 
+    /// This response's client went away, its stream held (`true`), or
+    /// this response took a held stream over (`false`): the next batch
+    /// says so, for a replica that follows the stream for a request
+    /// without a cursor.
+    pub(crate) fn client_away(&mut self, away: bool) {
+        if let (Some(_), Some(to)) = (&self.lease, &mut self.to) {
+            to.batch.mark_client_away(away);
+        }
+    }
+
     /// The upstream ended: the last batch says so, for the followers.
     pub(crate) fn end_stream(&mut self) {
         if let (Some(_), Some(to)) = (&self.lease, &mut self.to) {

@@ -351,6 +351,10 @@ pub struct IdBatch {
     blocks: Strings,
     forgets_history: bool,
     stream_end: Option<StreamEnd>,
+    /// Whether the client of the response that reads the stream went away
+    /// (`true`, its stream held) or came back (`false`), and after how
+    /// many of this batch's blocks.
+    client_away: Option<(bool, usize)>,
 }
 
 impl IdBatch {
@@ -438,11 +442,31 @@ impl IdBatch {
         self.stream_end
     }
 
+    /// Marks that the client of the response reading the stream went away
+    /// after the blocks pushed so far (`true`), or that a client took the
+    /// stream over (`false`): a replica that follows the stream for a
+    /// request without a cursor starts where the client went away, as a
+    /// takeover would.
+    pub(crate) fn mark_client_away(&mut self, away: bool) {
+        self.client_away = Some((away, self.blocks.len()));
+    }
+
+    /// Whether the reading response's client went away (`true`) or came
+    /// back (`false`), and after how many of this batch's blocks, if
+    /// either.
+    pub fn client_away(&self) -> Option<(bool, usize)> {
+        self.client_away
+    }
+
     /// Appends everything `other` holds after what this batch holds: a
     /// queued store coalescing batches.
     #[cfg(feature = "redis")]
     pub(crate) fn extend(&mut self, other: &IdBatch) {
         self.stream_end = other.stream_end.or(self.stream_end);
+        let blocks_before = self.blocks.len();
+        if let Some((away, after)) = other.client_away {
+            self.client_away = Some((away, blocks_before + after));
+        }
         if other.forgets_history {
             self.forget_history();
         }
@@ -464,6 +488,10 @@ impl IdBatch {
         self.fingerprints.drain(..cut);
         self.ids.keep_last(ids);
         if self.blocks.len() > blocks {
+            let cut = self.blocks.len() - blocks;
+            if let Some((_, after)) = &mut self.client_away {
+                *after = after.saturating_sub(cut);
+            }
             self.block_ids.keep_last(blocks);
             self.blocks.keep_last(blocks);
             // What went is history lost before the blocks that stay.
@@ -480,6 +508,7 @@ impl IdBatch {
         self.blocks.clear();
         self.forgets_history = false;
         self.stream_end = None;
+        self.client_away = None;
     }
 
     /// The number of ids.
@@ -500,6 +529,7 @@ impl IdBatch {
             && !self.forgets_history
             && !self.starts_window_over
             && self.stream_end.is_none()
+            && self.client_away.is_none()
     }
 }
 

@@ -134,6 +134,7 @@ const MIN_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 /// | `<prefix>{S}:e` | string | with a history, the last epoch handed out for stamped ids, so that every replica's are unique and rise |
 /// | `<prefix>{S}:l:T` | string | while a replica reads the upstream of `T` and may linger: that replica's holder id, with the [lease](Self::lease) as TTL |
 /// | `<prefix>{S}:f:T` | string | while a replica follows `T`: a mark, with the lease as TTL, that keeps the holder's linger going |
+/// | `<prefix>{S}:a:T` | string | while `T` is held with its client gone: the position of the history's last block before the client went away, where a follower without a cursor starts |
 /// | `<prefix>{S}:d:T` | string | once the upstream of `T` ended: `e:<position>` for a standing stream, `c:<position>` for a complete per-request one |
 ///
 /// The history's writes are told on the channel `<prefix>{S}:c:T` (Pub/Sub,

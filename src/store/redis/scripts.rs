@@ -449,9 +449,17 @@ else
   gen = generation(stream) or 0
   if history_len > 0 and held_elsewhere(stream) then
     -- Another process reads the stream: a client without a cursor follows
-    -- it from its newest block rather than reading the upstream too.
+    -- it rather than reading the upstream too, from its newest block, or
+    -- when the holder's client went away, with what the holder read since
+    -- replayed first, as a takeover there would.
     follow = 1
     replay_position = newest_position(stream)
+    local away = tonumber(redis.call('GET', scope_keys .. 'a:' .. stream))
+    local first = position_of(redis.call('LINDEX', history_keys(stream), 0))
+    if away and first and away < replay_position then
+      local from = math.max(away + 1, first)
+      replayed, replay_index, replay_position = 1, from - first, from
+    end
   end
 end
 local epoch = 0
@@ -487,7 +495,9 @@ return {stream, known, gen, bad_values, replayed, replay_index, replay_position,
 /// the lease in ms; `ARGV[15]`: `1` to take the stream's lease first;
 /// `ARGV[16]`: `1` to let it go after; `ARGV[17]`: how the stream ended
 /// after these blocks, `e` (its upstream ended) or `c` (complete: a
-/// per-request stream), or empty; `ARGV[18]`: the position of the newest
+/// per-request stream); or `a<n>` when the reading response's client went
+/// away before the last `n` of them, `b` when a client took the stream
+/// over; or empty; `ARGV[18]`: the position of the newest
 /// block this process wrote for the stream, or 0; then the ids, oldest
 /// first, and the fingerprints of their events; then for the history,
 /// each block's id (or empty) and bytes. Returns 1 when written, 0 when a
@@ -579,13 +589,21 @@ if written == 1 then
     if forget_first then moved = true end
     newest = position
   end
-  if ending ~= '' then
+  local away = scope_keys .. 'a:' .. stream
+  if string.sub(ending, 1, 1) == 'a' then
+    -- Where a follower without a cursor starts, as a takeover would.
+    local after = tonumber(string.sub(ending, 2)) or 0
+    redis.call('SET', away, math.max(newest - after, 0), 'PX', ttl)
+  elseif ending ~= '' then
+    redis.call('DEL', away)
+  end
+  if ending == 'e' or ending == 'c' then
     redis.call('SET', ended, ending .. ':' .. newest, 'PX', ttl)
     moved = true
   end
   touch_written(stream, made)
 end
-if release or (written == 1 and ending ~= '') then
+if release or (written == 1 and (ending == 'e' or ending == 'c')) then
   if redis.call('GET', lease) == me then
     redis.call('DEL', lease)
   end

@@ -309,10 +309,16 @@ fn write_command(pending: &Pending, wrote_up_to: u64, whole_script: bool) -> Cmd
         .arg(lease_ms)
         .arg(flag(pending.claim))
         .arg(flag(pending.release))
-        .arg(match batch.stream_end() {
-            None => "",
-            Some(StreamEnd::Ended) => "e",
-            Some(StreamEnd::Complete) => "c",
+        .arg(match (batch.stream_end(), batch.client_away()) {
+            (Some(StreamEnd::Ended), _) => "e".to_owned(),
+            (Some(StreamEnd::Complete), _) => "c".to_owned(),
+            // How many of the blocks sent came after the client left.
+            (None, Some((true, after))) => {
+                let sent = batch.blocks().len() - skip_blocks;
+                format!("a{}", sent - after.saturating_sub(skip_blocks).min(sent))
+            }
+            (None, Some((false, _))) => "b".to_owned(),
+            (None, None) => String::new(),
         })
         .arg(wrote_up_to);
     for id in batch.iter().skip(skip) {
