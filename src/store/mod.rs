@@ -106,10 +106,7 @@ pub(crate) use follow::{Follow, Followed, Lease, Stop, Stops, StreamEnd};
 pub use memory::MemoryStore;
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
-pub use redis::{
-    DEFAULT_LEASE, DEFAULT_MAX_FOLLOWERS, DEFAULT_PREFIX, DEFAULT_QUEUE_LEN, DEFAULT_TIMEOUT,
-    RedisStats, RedisStore,
-};
+pub use redis::{RedisStats, RedisStore};
 
 /// What keeps a layer's streams behind it. See the [module docs](self) for
 /// writing one.

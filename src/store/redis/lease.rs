@@ -29,12 +29,12 @@ const PIPELINE_LEN: usize = 256;
 /// The leases this process holds, by lease key.
 #[derive(Default)]
 pub(super) struct Leases {
-    held: std::sync::Mutex<HashMap<String, Held>>,
+    held: std::sync::Mutex<HashMap<String, LeaseCount>>,
 }
 
 /// One stream's lease, shared by every response of this process that
 /// reads the stream's upstream.
-struct Held {
+struct LeaseCount {
     responses: usize,
     followed_key: String,
     followed: Arc<AtomicBool>,
@@ -43,7 +43,7 @@ struct Held {
 /// A stream this process holds, as its [`Lease`](crate::store::follow::Lease)
 /// sees it: dropping it lets the stream go once no other response of this
 /// process holds it.
-pub(super) struct RedisHeld {
+pub(super) struct RedisLease {
     pub(super) shared: Arc<Shared>,
     pub(super) lease_key: String,
     pub(super) window_key: String,
@@ -64,7 +64,7 @@ impl Leases {
             }
             None => {
                 let followed = Arc::new(AtomicBool::new(false));
-                let entry = Held {
+                let entry = LeaseCount {
                     responses: 1,
                     followed_key,
                     followed: Arc::clone(&followed),
@@ -94,13 +94,13 @@ impl Leases {
     }
 }
 
-impl HeldStream for RedisHeld {
+impl HeldStream for RedisLease {
     fn is_followed(&self) -> bool {
         self.followed.load(Relaxed)
     }
 }
 
-impl Drop for RedisHeld {
+impl Drop for RedisLease {
     fn drop(&mut self) {
         if let (true, Some(target)) = (
             self.shared.leases.remove(&self.lease_key),

@@ -21,7 +21,7 @@ use crate::stream::{Replay, StreamLimits};
 use connection::{Connection, unavailable, within};
 use follow::{Follower, Subscriber};
 use keys::{Keys, escape};
-use lease::{Leases, RedisHeld, refresh_leases};
+use lease::{Leases, RedisLease, refresh_leases};
 use queue::{Kept, Queue, Target};
 use scripts::{
     Opened, ids_of, is_wrong_type, millis, parse_blocks, repair, run, scripts, window_of,
@@ -38,15 +38,15 @@ mod stops;
 mod writer;
 
 /// The default [`RedisStore::prefix`].
-pub const DEFAULT_PREFIX: &str = "sse-resume:";
+pub(crate) const DEFAULT_PREFIX: &str = "sse-resume:";
 /// The default [`RedisStore::timeout`]: 250 ms.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(250);
+pub(crate) const DEFAULT_TIMEOUT: Duration = Duration::from_millis(250);
 /// The default [`RedisStore::queue_len`], in ids.
-pub const DEFAULT_QUEUE_LEN: usize = 65_536;
+pub(crate) const DEFAULT_QUEUE_LEN: usize = 65_536;
 /// The default [`RedisStore::lease`]: 3 s.
-pub const DEFAULT_LEASE: Duration = Duration::from_secs(3);
+pub(crate) const DEFAULT_LEASE: Duration = Duration::from_secs(3);
 /// The default [`RedisStore::max_followers`].
-pub const DEFAULT_MAX_FOLLOWERS: usize = 10_000;
+pub(crate) const DEFAULT_MAX_FOLLOWERS: usize = 10_000;
 /// How many blocks before a replay's first the second round trip reads,
 /// for the history's indices to move down by meanwhile.
 const REPLAY_SLACK: i64 = 64;
@@ -699,7 +699,7 @@ impl TrackerStore for RedisStore {
         if first {
             (self.shared.queue).push_lease(window_key.clone(), || self.target(key), true);
         }
-        Some(Lease::new(RedisHeld {
+        Some(Lease::new(RedisLease {
             shared: Arc::clone(&self.shared),
             lease_key,
             window_key,
