@@ -169,9 +169,10 @@
 //!   Redis, so that a client reconnecting to another replica of
 //!   a gateway is resumed and deduplicated there too.
 //! - A store of your own implements two methods over plain data, `open`
-//!   and `record`; the trait's other three have defaults: `hold` and
-//!   `follow`, for following across replicas, and `set_limits`, which
-//!   hands a store the layer's limits it keeps too. See the [`store`]
+//!   and `record`; the trait's other five have defaults: `hold` and
+//!   `follow`, for following across replicas, `broadcast_stop` and
+//!   `stops`, for stops across replicas, and `set_limits`, which hands a
+//!   store the layer's limits it keeps too. See the [`store`]
 //!   module, and the conformance suite every store runs (`test_util`,
 //!   feature `test-util`).
 //!

@@ -13,10 +13,13 @@
 //!
 //! # Writing a store
 //!
-//! [`TrackerStore`] has five methods. A store implements two, both over
-//! plain data; the other three have defaults that a store no other
+//! [`TrackerStore`] has seven methods. A store implements two, both over
+//! plain data; the other five have defaults that a store no other
 //! replica shares keeps: two for following across replicas (the
-//! [`follow`] module), and one that hands the store the layer's bounds:
+//! [`follow`] module), two for stops across replicas
+//! ([`broadcast_stop`](TrackerStore::broadcast_stop),
+//! [`stops`](TrackerStore::stops)), and one that hands the store the
+//! layer's bounds:
 //!
 //! - [`open`](TrackerStore::open) is called once per request that has a
 //!   scope, before the inner service is called, and may do I/O: one round
@@ -46,11 +49,12 @@
 //! conformance suite, `tower_sse_resume::test_util` (feature
 //! `test-util`), which the crate's own stores run. A store that wraps
 //! another, to watch what is recorded, say, delegates every method (left
-//! to their defaults, `hold` and `follow` would turn following off):
+//! to their defaults, `hold` and `follow` would turn following off, and
+//! `broadcast_stop` and `stops` stops across replicas):
 //!
 //! ```
 //! use std::sync::atomic::{AtomicU64, Ordering};
-//! use tower_sse_resume::store::follow::{Follow, Lease};
+//! use tower_sse_resume::store::follow::{Follow, Lease, Stop, Stops};
 //! use tower_sse_resume::{
 //!     IdBatch, MemoryStore, Snapshot, StoreError, StoreLimits, StreamKey, TrackerStore,
 //! };
@@ -76,6 +80,14 @@
 //!
 //!     fn follow(&self, key: &StreamKey, position: u64) -> Option<Follow> {
 //!         self.inner.follow(key, position)
+//!     }
+//!
+//!     fn broadcast_stop(&self, stop: &Stop) -> bool {
+//!         self.inner.broadcast_stop(stop)
+//!     }
+//!
+//!     fn stops(&self) -> Option<Stops> {
+//!         self.inner.stops()
 //!     }
 //!
 //!     fn set_limits(&self, limits: StoreLimits) {
