@@ -298,7 +298,10 @@ impl Dedup {
                 // What the client has decides the block; whether the stream
                 // had the id decides whether it is recorded.
                 let verdict = check.observe(id, content);
-                if let Some(additions) = self.additions.as_deref_mut() {
+                // Only right after a replay: nothing to prove otherwise.
+                if let Some(additions) = self.additions.as_deref_mut()
+                    && additions.unproven.is_some()
+                {
                     let to_client = (&mut self.output, &self.stats);
                     let seen = Some((id, verdict.client));
                     prove_continuity(&mut additions.unproven, to_client, seen);
@@ -322,7 +325,7 @@ impl Dedup {
             match self.additions.as_deref_mut() {
                 None => self.output.forward(len),
                 Some(additions) => {
-                    if trackable.is_none() && block.dispatches() {
+                    if trackable.is_none() && block.dispatches() && additions.unproven.is_some() {
                         // An event without an id proves nothing.
                         let to_client = (&mut self.output, &self.stats);
                         prove_continuity(&mut additions.unproven, to_client, None);

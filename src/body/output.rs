@@ -82,6 +82,9 @@ impl Output {
         self.consume(len, false);
     }
 
+    // Inlined so that `forward` and `skip` each get a copy without the
+    // other's branch: forwarding is the per-event path.
+    #[inline(always)]
     fn consume(&mut self, mut len: usize, forward: bool) {
         while len > 0 {
             let Some(front_len) = self.input.front().map(Bytes::len) else {
