@@ -10,7 +10,7 @@ use super::output::Output;
 use crate::framer::{Block, EventId, Segment};
 use crate::recorder::Recorder;
 use crate::stamp::Stamper;
-use crate::stream::StreamState;
+use crate::stream::{Seen, StreamState};
 
 /// The type of the event that tells a client its `Last-Event-ID` is not in
 /// the replay history: `event: sse-resume-gap`, with the cursor as data.
@@ -169,6 +169,54 @@ impl Forwarding<'_> {
         self.recorder.push_block(id.as_deref(), kept);
     }
 
+    /// After a replay from a history that no reader kept up to now, sees
+    /// whether the upstream's stream goes on from the replay's last id,
+    /// `additions.unproven`: it repeats that id (the replay overlaps it),
+    /// or its first new event has the number after it as its id. Otherwise
+    /// the client gets the gap signal right before that first new event:
+    /// what the upstream sent while nobody read it is lost. `seen` is an
+    /// event's id and what the client has of it, or `None` for an event
+    /// without an id. Returns whether it signalled the gap.
+    ///
+    /// The signal goes into the history too, where the hole is (from the
+    /// response that keeps blocks without an id, `keeper`): a later replay
+    /// across the hole, for a client that missed this signal, tells of it
+    /// again rather than going on as if nothing were missing.
+    pub(super) fn prove_continuity(
+        &mut self,
+        additions: &mut Additions,
+        seen: Option<(&[u8], Seen)>,
+        keeper: bool,
+    ) -> bool {
+        let Some(last) = additions.unproven.take() else {
+            return false;
+        };
+        if let Some((id, Seen::Same)) = seen {
+            if id != last.as_bytes() {
+                // A duplicate older than the replay's end proves nothing
+                // yet.
+                additions.unproven = Some(last);
+            }
+            return false;
+        }
+        if seen.is_some_and(|(id, _)| follows(&last, id)) {
+            return false;
+        }
+        let gap = gap_event(&last);
+        self.output.send(gap.clone());
+        if keeper {
+            if additions.local_history {
+                self.window.record_block(None, &gap);
+            }
+            self.recorder.push_block(None, &gap);
+        }
+        tracing::debug!(
+            after = last,
+            "the upstream does not go on from the history: gap"
+        );
+        true
+    }
+
     /// Forwards the byte order mark the stream starts with, if any, or
     /// drops it when something went out before it. Returns its length.
     fn forward_bom(&mut self, raw: &[u8], additions: &mut Additions) -> usize {
@@ -182,6 +230,20 @@ impl Forwarding<'_> {
         }
         BOM.len()
     }
+}
+
+/// Whether `next` is the decimal number after `last`.
+fn follows(last: &str, next: &[u8]) -> bool {
+    let number = |bytes: &[u8]| -> Option<u64> {
+        let text = std::str::from_utf8(bytes).ok()?;
+        let canonical = !text.is_empty() && (text == "0" || !text.starts_with('0'));
+        if canonical && text.bytes().all(|b| b.is_ascii_digit()) {
+            text.parse().ok()
+        } else {
+            None
+        }
+    };
+    matches!((number(last.as_bytes()), number(next)), (Some(last), Some(next)) if last.checked_add(1) == Some(next))
 }
 
 /// The event that tells a client its cursor is not in the history: the

@@ -198,15 +198,24 @@ impl Dedup {
     /// The stream this response followed was lost, and it goes on from
     /// the upstream: it records from now on. Unless the upstream resumes
     /// exactly where the client stopped, it may have sent events nobody
-    /// read meanwhile: the client gets the gap signal first.
+    /// read meanwhile: unless its first event shows it goes on from the
+    /// last one kept, the client gets the gap signal before it, and the
+    /// history keeps the signal where the hole is (see
+    /// [`Forwarding::prove_continuity`]).
     pub(super) fn resumed(&mut self) {
         self.recorder.unmute();
         self.stats.follow_resumed();
         tracing::debug!("followed stream lost: going on from the upstream");
-        if !self.upstream_resumes {
-            let last_id = self.stream().lock().last_id().unwrap_or_default();
-            self.output.send(gap_event(&last_id));
-            self.stats.gap();
+        if self.upstream_resumes {
+            return;
+        }
+        let last_id = self.stream().lock().last_id().unwrap_or_default();
+        match self.additions.as_deref_mut() {
+            Some(additions) => additions.unproven = Some(last_id),
+            None => {
+                self.output.send(gap_event(&last_id));
+                self.stats.gap();
+            }
         }
     }
 
@@ -302,9 +311,12 @@ impl Dedup {
                 if let Some(additions) = self.additions.as_deref_mut()
                     && additions.unproven.is_some()
                 {
-                    let to_client = (&mut self.output, &self.stats);
+                    let mut forwarding =
+                        Forwarding::new(check.state(), &mut self.output, &mut self.recorder);
                     let seen = Some((id, verdict.client));
-                    prove_continuity(&mut additions.unproven, to_client, seen);
+                    if forwarding.prove_continuity(additions, seen, keeper) {
+                        self.stats.gap();
+                    }
                 }
                 if verdict.client == Seen::Same {
                     dropped += 1;
@@ -325,13 +337,14 @@ impl Dedup {
             match self.additions.as_deref_mut() {
                 None => self.output.forward(len),
                 Some(additions) => {
-                    if trackable.is_none() && block.dispatches() && additions.unproven.is_some() {
-                        // An event without an id proves nothing.
-                        let to_client = (&mut self.output, &self.stats);
-                        prove_continuity(&mut additions.unproven, to_client, None);
-                    }
                     let mut forwarding =
                         Forwarding::new(check.state(), &mut self.output, &mut self.recorder);
+                    if trackable.is_none() && block.dispatches() && additions.unproven.is_some() {
+                        // An event without an id proves nothing.
+                        if forwarding.prove_continuity(additions, None, keeper) {
+                            self.stats.gap();
+                        }
+                    }
                     forwarding.forward_block(block, trackable.is_some(), keep, additions);
                 }
             }
@@ -354,52 +367,6 @@ impl Dedup {
         }
         true
     }
-}
-
-/// After a replay from a history that no reader kept up to now, sees
-/// whether the upstream's stream goes on from the replay's last id,
-/// `unproven`: it repeats that id (the replay overlaps it), or its first new
-/// event has the number after it as its id. Otherwise the client gets the
-/// gap signal right before that first new event: what the upstream sent
-/// while nobody read it is lost. `seen` is an event's id and what the client
-/// has of it, or `None` for an event without an id.
-fn prove_continuity(
-    unproven: &mut Option<String>,
-    (output, stats): (&mut Output, &Stats),
-    seen: Option<(&[u8], Seen)>,
-) {
-    let Some(last) = unproven.as_deref() else {
-        return;
-    };
-    if let Some((id, Seen::Same)) = seen {
-        if id == last.as_bytes() {
-            *unproven = None;
-        }
-        return;
-    }
-    if !seen.is_some_and(|(id, _)| follows(last, id)) {
-        output.send(gap_event(last));
-        stats.gap();
-        tracing::debug!(
-            after = last,
-            "the upstream does not go on from the history: gap"
-        );
-    }
-    *unproven = None;
-}
-
-/// Whether `next` is the decimal number after `last`.
-fn follows(last: &str, next: &[u8]) -> bool {
-    let number = |bytes: &[u8]| -> Option<u64> {
-        let text = std::str::from_utf8(bytes).ok()?;
-        let canonical = !text.is_empty() && (text == "0" || !text.starts_with('0'));
-        if canonical && text.bytes().all(|b| b.is_ascii_digit()) {
-            text.parse().ok()
-        } else {
-            None
-        }
-    };
-    matches!((number(last.as_bytes()), number(next)), (Some(last), Some(next)) if last.checked_add(1) == Some(next))
 }
 
 /// The priming event of MCP 2025-11-25: a stamped id with empty data,

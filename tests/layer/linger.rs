@@ -345,6 +345,49 @@ async fn without_linger_the_same_client_loses_what_came_while_it_was_away_and_he
     );
 }
 
+/// The hole the gap signal told of stays in the history: a client that
+/// resumes from before it, its first resume cut before the signal came,
+/// hears of it there too, rather than getting the events after the hole as
+/// if they came next.
+#[tokio::test]
+async fn a_replay_across_the_hole_a_gap_signal_told_of_says_so_again() {
+    let upstream = LiveUpstream::released(60);
+    let layer = SseResumeLayer::new().history(HistoryLimits::new());
+    let service = layer.layer(upstream.clone());
+    let first = service
+        .clone()
+        .oneshot(get("/feed", "s1").body(()).unwrap())
+        .await
+        .unwrap();
+    upstream.release(20);
+    assert_eq!(read_events(first.into_body(), 20).await, events(1..=20));
+    upstream.release(30);
+    eventually("the first upstream request to be let go", || {
+        upstream.closed() == 1
+    })
+    .await;
+    // Back from 20: the gap signal, then 31..=40; the client goes away.
+    let request = || get("/feed", "s1").header("last-event-id", "20");
+    let resumed = service
+        .clone()
+        .oneshot(request().body(()).unwrap())
+        .await
+        .unwrap();
+    upstream.release(40);
+    let gap = format!("event: {}\ndata: 20\n\n", tower_sse_resume::GAP_EVENT);
+    let (got, _) = read_until(resumed.into_body(), 40).await;
+    assert_eq!(got, format!("{gap}{}", events(31..=40)));
+    // Back from 20 once more, as a client whose last resume was cut before
+    // anything came: the history holds 31..=40 after 20, and the hole.
+    let again = service.oneshot(request().body(()).unwrap()).await.unwrap();
+    upstream.release(60);
+    let (got, _) = read_until(again.into_body(), 60).await;
+    assert!(
+        got.starts_with(&format!("{gap}{}", events(31..=40))),
+        "the hole between 20 and 31 is told of again: {got}"
+    );
+}
+
 #[tokio::test]
 async fn a_get_without_a_cursor_takes_a_held_stream_over() {
     let upstream = LiveUpstream::new(40);

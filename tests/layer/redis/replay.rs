@@ -128,6 +128,56 @@ async fn another_replica_resumes_a_client_from_the_shared_history() {
     }
 }
 
+/// A gap signal a replica sent goes into the shared history where the
+/// hole is: a client that missed it, back on the other replica from before
+/// the hole, hears of it there (the soak lost events so: the history went
+/// on from 598 with 604, and the replay from 598 gave 604 next).
+#[tokio::test]
+async fn a_replay_on_another_replica_across_a_signalled_hole_signals_it_again() {
+    use crate::linger::{LiveUpstream, eventually, read_events, read_until};
+    let Some(replicas) = Replicas::start(HistoryLimits::new()).await else {
+        return;
+    };
+    let upstream = LiveUpstream::released(60);
+    let service_a = replicas.layer(&replicas.a).layer(upstream.clone());
+    let first = service_a
+        .clone()
+        .oneshot(get("/feed", "s").body(()).unwrap())
+        .await
+        .unwrap();
+    upstream.release(20);
+    assert_eq!(read_events(first.into_body(), 20).await, events(1..=20));
+    flushed(&replicas.a).await;
+    // Away while 21..=30 happen, with nobody reading the upstream.
+    upstream.release(30);
+    eventually("the first upstream request to be let go", || {
+        upstream.closed() == 1
+    })
+    .await;
+    let request = || get("/feed", "s").header("last-event-id", "20");
+    let resumed = service_a
+        .oneshot(request().body(()).unwrap())
+        .await
+        .unwrap();
+    upstream.release(40);
+    let gap = format!("event: {GAP_EVENT}\ndata: 20\n\n");
+    let (got, _) = read_until(resumed.into_body(), 40).await;
+    assert_eq!(got, format!("{gap}{}", events(31..=40)));
+    flushed(&replicas.a).await;
+
+    let service_b = replicas.layer(&replicas.b).layer(upstream.clone());
+    let again = service_b
+        .oneshot(request().body(()).unwrap())
+        .await
+        .unwrap();
+    upstream.release(60);
+    let (got, _) = read_until(again.into_body(), 60).await;
+    assert!(
+        got.starts_with(&format!("{gap}{}", events(31..=40))),
+        "the hole between 20 and 31 is told of on B too: {got}"
+    );
+}
+
 #[tokio::test]
 async fn stamped_ids_are_unique_across_replicas_and_resume_on_either() {
     let Some(replicas) = Replicas::start(HistoryLimits::new()).await else {
