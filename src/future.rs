@@ -287,17 +287,27 @@ fn replay_complete<B: Body>(
 /// then what that replica records, until the stream ends. Its head is
 /// that of an event stream, not the upstream's, which this replica never
 /// saw.
-fn follow_response<B: Body>(
+fn follow_response<B>(
     follow: Follow,
-    decision: Decision,
+    mut decision: Decision,
     resume: Option<Resume<B>>,
     options: &Options,
-) -> Response<SseResumeBody<B>> {
+) -> Response<SseResumeBody<B>>
+where
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Send,
+{
     let cursor = decision.cursor.clone().unwrap_or_default();
     let response = head_response(&Head::event_stream(false), &decision);
     tracing::debug!("following a stream another replica holds");
+    // Should it go on from the upstream, it lingers as a response that
+    // read the upstream from the start would.
+    let linger = (decision.linger.take())
+        .filter(|_| resume.is_some())
+        .map(Linger::new);
     let dedup = Dedup::new(decision, options);
-    response.map(|()| SseResumeBody::following(follow, dedup, cursor, resume))
+    response.map(|()| SseResumeBody::following(follow, dedup, cursor, resume, linger))
 }
 
 /// Sends `request` to `service` later, once it is ready, with the

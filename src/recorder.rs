@@ -85,10 +85,16 @@ impl Recorder {
     }
 
     /// Records again: the replica that recorded the stream went away, and
-    /// this response reads the upstream itself now.
-    pub(crate) fn unmute(&mut self) {
+    /// this response reads the upstream itself now. With `hold`, it holds
+    /// the stream as any response that reads an upstream and may linger:
+    /// other replicas follow it rather than ask the upstream again.
+    pub(crate) fn unmute(&mut self, hold: bool) {
         if let Some(to) = &mut self.to {
             to.muted = false;
+            if hold {
+                self.lease = to.sink.hold(&to.key);
+                self.end = StreamEnd::Ended;
+            }
         }
     }
 
@@ -223,10 +229,15 @@ impl fmt::Debug for Recorder {
 /// generic over the store.
 trait RecordSink: Send + Sync {
     fn record(&self, key: &StreamKey, generation: u64, ids: &IdBatch) -> Result<(), StoreError>;
+    fn hold(&self, key: &StreamKey) -> Option<Lease>;
 }
 
 impl<T: TrackerStore> RecordSink for T {
     fn record(&self, key: &StreamKey, generation: u64, ids: &IdBatch) -> Result<(), StoreError> {
         TrackerStore::record(self, key, generation, ids)
+    }
+
+    fn hold(&self, key: &StreamKey) -> Option<Lease> {
+        TrackerStore::hold(self, key)
     }
 }

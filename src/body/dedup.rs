@@ -201,9 +201,10 @@ impl Dedup {
     /// read meanwhile: unless its first event shows it goes on from the
     /// last one kept, the client gets the gap signal before it, and the
     /// history keeps the signal where the hole is (see
-    /// [`Forwarding::prove_continuity`]).
-    pub(super) fn resumed(&mut self) {
-        self.recorder.unmute();
+    /// [`Forwarding::prove_continuity`]). With `hold`, it holds the stream
+    /// from now on, for other replicas to follow and to linger.
+    pub(super) fn resumed(&mut self, hold: bool) {
+        self.recorder.unmute(hold);
         self.stats.follow_resumed();
         tracing::debug!("followed stream lost: going on from the upstream");
         if self.upstream_resumes {

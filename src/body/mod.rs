@@ -9,6 +9,7 @@
 
 use std::fmt;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use bytes::{Buf, Bytes};
@@ -19,7 +20,7 @@ use pin_project_lite::pin_project;
 use crate::headers::{header_value, is_encoded, is_event_stream};
 use crate::linger::Linger;
 use crate::store::{Follow, Followed};
-use crate::stream::{Claimed, Handover, claim};
+use crate::stream::{Claimed, Handover, Head, claim};
 use std::future::Future;
 use tokio::sync::oneshot;
 
@@ -91,13 +92,15 @@ enum Source<B: Body> {
     /// A stream another replica holds, as it records it: whole blocks,
     /// exactly once by their place in the history. When the holder goes
     /// away, a standing stream goes on from the upstream, asked through
-    /// `resume`.
+    /// `resume`, and this response holds it from then on, lingering as
+    /// `linger` says.
     Follow {
         follow: Follow,
         /// The client's cursor, for a gap.
         cursor: String,
         resume: Option<Resume<B>>,
         resuming: Option<ResumeFuture<B>>,
+        linger: Option<Linger<B>>,
     },
 }
 
@@ -175,18 +178,21 @@ impl<B: Body> SseResumeBody<B> {
 
     /// What `dedup` replays, then what `follow` delivers; `cursor` is the
     /// client's, for a gap. When the stream is lost, `resume` asks the
-    /// upstream, if there is one to ask.
+    /// upstream, if there is one to ask, and the response then lingers as
+    /// `linger` says.
     pub(crate) fn following(
         follow: Follow,
         dedup: Dedup,
         cursor: String,
         resume: Option<Resume<B>>,
+        linger: Option<Linger<B>>,
     ) -> Self {
         let source = Source::Follow {
             follow,
             cursor,
             resume,
             resuming: None,
+            linger,
         };
         Self::events(source, Box::new(dedup))
     }
@@ -319,14 +325,12 @@ fn poll_events<B: Body>(
                 cursor,
                 resume,
                 resuming,
+                linger,
             } => match poll_follow(follow, dedup, cursor, resume, resuming, cx) {
                 Following::Pulled(polled) => polled,
-                Following::Upstream(body) => {
-                    *source = Source::Upstream {
-                        body: Some(Box::pin(body)),
-                        linger: None,
-                        claimed: None,
-                    };
+                Following::Upstream(response) => {
+                    let linger = linger.take();
+                    *source = Source::upstream_after_follow(response, dedup, linger);
                     Poll::Ready(())
                 }
             },
@@ -336,6 +340,41 @@ fn poll_events<B: Body>(
                 Some(keep_alive) => Poll::Ready(Some(Ok(Frame::data(keep_alive)))),
                 None => Poll::Pending,
             };
+        }
+    }
+}
+
+impl<B: Body> Source<B> {
+    /// The upstream a follow goes on from once its holder went away: this
+    /// response reads the stream now, and holds it as any reader of an
+    /// upstream does (with `linger`: other replicas follow it, it reads on
+    /// when its client goes away, and a stop or a takeover may claim it).
+    fn upstream_after_follow(
+        response: Response<B>,
+        dedup: &mut Dedup,
+        linger: Option<Linger<B>>,
+    ) -> Self {
+        let (parts, body) = response.into_parts();
+        dedup.resumed(linger.is_some());
+        let claimed = linger.as_ref().map(|_| {
+            // A takeover on this replica starts as this upstream did.
+            let head = Head {
+                status: parts.status,
+                version: parts.version,
+                headers: parts.headers,
+                per_request: false,
+            };
+            dedup.stream().lock().set_head(Arc::new(head));
+            // Offered to a stop, not to a reconnect: its client is one
+            // that came back already.
+            let (claim, claimed) = claim();
+            dedup.offer(claim, false);
+            claimed
+        });
+        Source::Upstream {
+            body: Some(Box::pin(body)),
+            linger,
+            claimed,
         }
     }
 }
@@ -389,7 +428,7 @@ pub(crate) type ResumeFuture<B> = Pin<Box<dyn Future<Output = Option<Response<B>
 /// upstream to go on from.
 enum Following<B> {
     Pulled(Poll<()>),
-    Upstream(B),
+    Upstream(Response<B>),
 }
 
 /// Pulls from a follow into `dedup`: what the holding replica records, so
@@ -414,8 +453,7 @@ fn poll_follow<B: Body>(
             dedup.follow_lost(cursor);
             return Following::Pulled(Poll::Ready(()));
         };
-        dedup.resumed();
-        return Following::Upstream(response.into_body());
+        return Following::Upstream(response);
     }
     let Poll::Ready(followed) = follow.poll_next(cx) else {
         return Following::Pulled(Poll::Pending);

@@ -583,6 +583,65 @@ fn when_the_holder_of_a_standing_stream_dies_its_follower_signals_the_gap_and_as
     assert!(noticed < NOTICED_WITHIN, "noticed after {noticed:?}");
 }
 
+/// A follower that went on from the upstream after its holder died reads
+/// that upstream for the stream from then on, as a holder does: when its
+/// client goes away it lingers, so that the client, back on B, gets what
+/// came meanwhile, with no second gap and no new upstream request. It did
+/// not linger: the soak's clients lost (and heard of) a quarter second of
+/// events at their next reconnect after a replica died.
+#[test]
+fn a_follower_that_went_on_from_the_upstream_lingers_as_its_holder_did() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let scene = a_on_its_own(&server, 400, || feed(None));
+    let (cursor, upstream, prefix) = (scene.cursor, scene.upstream, scene.prefix);
+    let runtime_a = scene.runtime_a;
+    scene.runtime_b.block_on(async move {
+        let b = Replica::connect(&server, &prefix).await;
+        let service = b.layer.layer(upstream.clone());
+        let resumed = service.clone().oneshot(feed(Some(cursor))).await.unwrap();
+        let mut body = Box::pin(resumed.into_body());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        runtime_a.shutdown_background();
+        // Read until B goes on from the upstream, and a few events more.
+        let mut got = String::new();
+        while !got.contains(GAP_EVENT)
+            || got.split(GAP_EVENT).nth(1).unwrap().matches("id: ").count() < 5
+        {
+            let frame = tokio::time::timeout(STEP, body.frame()).await;
+            let frame = frame.expect("body stalled").expect("more events").unwrap();
+            got.push_str(std::str::from_utf8(frame.data_ref().unwrap()).unwrap());
+        }
+        assert_eq!(b.layer.stats().snapshot().follows_resumed, 1);
+        let away_at = last_id(&got);
+        drop(body);
+        // Away while about 20 events happen.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let back = service.oneshot(feed(Some(away_at))).await.unwrap();
+        let got = read_events(back.into_body(), 30).await;
+        let ids: Vec<u32> = (got.lines())
+            .filter_map(|line| line.strip_prefix("id: ")?.parse().ok())
+            .collect();
+        assert!(
+            !got.contains(GAP_EVENT),
+            "no second gap after {away_at}: {got} {:?}",
+            b.layer.stats().snapshot()
+        );
+        assert_eq!(
+            ids,
+            (away_at + 1..away_at + 31).collect::<Vec<_>>(),
+            "what came while away, then live, once"
+        );
+        assert_eq!(
+            upstream.requests(),
+            2,
+            "A's, then B's: taken over, not asked again"
+        );
+        assert_eq!(b.layer.stats().snapshot().takeovers, 1);
+    });
+}
+
 /// A client that comes back only once its holder died and the lease
 /// lapsed is not followed: it gets the history, then its own upstream
 /// request. That live upstream goes on from now, not from where the dead
