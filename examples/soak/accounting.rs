@@ -7,8 +7,12 @@
 //! *lost*. Either is *explained* only when the event was due inside the
 //! window of a fault that can cost that stream events: a replica killed
 //! while it held the stream, Redis restarted empty, the upstream
-//! restarted. Anything else, lost or signalled, is unexplained, and fails
-//! the soak's `--check`.
+//! restarted. Besides, a stream's first signalled hole after such a
+//! window is explained by it too: a client connected through a fault
+//! learns what the fault cost it only when it next reconnects, which may
+//! be long after the window; a layer that lost events at every reconnect
+//! would still show at the next. Anything else, lost or signalled, is
+//! unexplained, and fails the soak's `--check`.
 //!
 //! Nothing here does I/O: the unit tests below give it known answers.
 
@@ -188,6 +192,9 @@ pub(crate) struct Account {
     pub(crate) lost_outside: u64,
     /// Never received, after a gap signal, inside a window.
     pub(crate) signalled_in_windows: u64,
+    /// Never received, after a gap signal: a stream's first signalled
+    /// hole after a fault's window that affects it.
+    pub(crate) signalled_after_windows: u64,
     /// Never received, after a gap signal no fault explains.
     pub(crate) signalled_outside: u64,
     /// Gap signals after which nothing was missing.
@@ -204,7 +211,7 @@ impl Account {
     }
 
     pub(crate) fn signalled(&self) -> u64 {
-        self.signalled_in_windows + self.signalled_outside
+        self.signalled_in_windows + self.signalled_after_windows + self.signalled_outside
     }
 
     /// Whether nothing was doubled and every missing event is explained.
@@ -218,6 +225,7 @@ impl Account {
         self.lost_in_windows += other.lost_in_windows;
         self.lost_outside += other.lost_outside;
         self.signalled_in_windows += other.signalled_in_windows;
+        self.signalled_after_windows += other.signalled_after_windows;
         self.signalled_outside += other.signalled_outside;
         self.empty_gaps += other.empty_gaps;
         self.silent_streams += other.silent_streams;
@@ -254,6 +262,10 @@ pub(crate) fn account(
         }
     }
 
+    // The ends of those windows whose first signalled hole after them is
+    // still to come.
+    let mut aftermaths: Vec<f64> = merged.iter().map(|&(_, to)| to).collect();
+
     // Each run, with whether a gap signal came before it; then the end.
     let mut runs = received.runs.iter().peekable();
     for (epoch, started, from, to) in timeline.owed(first) {
@@ -287,7 +299,7 @@ pub(crate) fn account(
                 (epoch, started, next, hole_to),
                 signalled,
                 timeline,
-                &merged,
+                (&merged, &mut aftermaths),
             );
             next = hole_to + 1;
         }
@@ -304,18 +316,20 @@ pub(crate) fn account(
 }
 
 /// Charges events `from..=to` of an epoch, which `stream` never got, to
-/// the windows `excused` or to the unexplained.
+/// the windows `excused`, to the aftermath of a window whose end is in
+/// `aftermaths` (spent by the first signalled hole after it), or to the
+/// unexplained.
 fn charge(
     account: &mut Account,
     stream: usize,
     (epoch, started, from, to): (u64, f64, u64, u64),
     signalled: bool,
     timeline: &Timeline,
-    excused: &[(f64, f64)],
+    (excused, aftermaths): (&[(f64, f64)], &mut Vec<f64>),
 ) {
     let rate = f64::from(timeline.rate);
     let mut next = from;
-    let outside = |account: &mut Account, a: u64, b: u64| {
+    let mut outside = |account: &mut Account, a: u64, b: u64| {
         if a > b {
             return;
         }
@@ -327,6 +341,14 @@ fn charge(
             due: timeline.due(started, a),
             signalled,
         };
+        let before = aftermaths.len();
+        if signalled {
+            aftermaths.retain(|&end| end > hole.due);
+        }
+        if aftermaths.len() < before {
+            account.signalled_after_windows += hole.len();
+            return;
+        }
         if signalled {
             account.signalled_outside += hole.len();
         } else {
@@ -538,6 +560,41 @@ mod tests {
         // Redis forgetting every stream explains the first for all.
         let account = super::account(0, (1, 1), &got, &timeline, &[window(Affected::All)]);
         assert_eq!((account.lost_in_windows, account.lost_outside), (5, 2));
+    }
+
+    #[test]
+    fn a_streams_first_signalled_hole_after_a_window_is_explained_and_the_next_is_not() {
+        let timeline = timeline(&[(0.0, 100)]);
+        // Signalled: 51..=55 (due 5.1 s) and 81..=82 (8.1 s), both after
+        // the window; lost, not signalled: 31 (3.1 s).
+        let mut got = received(&[(1, 1..=30), (1, 32..=50)]);
+        got.gap();
+        got.event(1, 56);
+        for n in 57..=80 {
+            got.event(1, n);
+        }
+        got.gap();
+        for n in 83..=100 {
+            got.event(1, n);
+        }
+        let window = FaultWindow {
+            fault: "redis",
+            from: 1.0,
+            to: 2.0,
+            streams: Affected::All,
+        };
+        let account = account(0, (1, 1), &got, &timeline, &[window]);
+        assert_eq!(account.lost_outside, 1, "a silent loss is never excused");
+        assert_eq!(account.signalled_after_windows, 5, "the first after it");
+        assert_eq!(account.signalled_outside, 2, "the next one is not");
+        assert_eq!(account.unexplained.len(), 2, "31, then 81..=82");
+        assert!(!account.holds());
+        // With no fault, neither is explained.
+        let account = super::account(0, (1, 1), &got, &timeline, &[]);
+        assert_eq!(
+            (account.signalled_after_windows, account.signalled_outside),
+            (0, 7)
+        );
     }
 
     #[test]

@@ -514,8 +514,8 @@ impl Report {
             t.lost_in_windows, t.signalled_in_windows
         );
         println!(
-            "outside fault windows: {} lost, {} signalled",
-            t.lost_outside, t.signalled_outside
+            "outside fault windows: {} lost, {} signalled; {} signalled at a stream's first hole after one",
+            t.lost_outside, t.signalled_outside, t.signalled_after_windows
         );
         if t.empty_gaps > 0 || t.silent_streams > 0 {
             println!(
