@@ -642,6 +642,56 @@ fn a_follower_that_went_on_from_the_upstream_lingers_as_its_holder_did() {
     });
 }
 
+/// When Redis restarts empty, a follower loses what it followed, and its
+/// holder's lease: it goes on from the upstream itself. Whatever that
+/// costs, its client hears of it; no event comes twice or out of order.
+#[test]
+fn a_follower_whose_redis_restarted_empty_loses_nothing_unsaid() {
+    let Some(mut server) = RedisServer::start() else {
+        return;
+    };
+    let scene = a_on_its_own(&server, 300, || feed(None));
+    let (cursor, upstream, prefix) = (scene.cursor, scene.upstream, scene.prefix);
+    // A reads on for its stream throughout, on its own runtime.
+    let (_runtime_a, _a) = (scene.runtime_a, scene.a);
+    let got = scene.runtime_b.block_on(async move {
+        let b = Replica::connect(&server, &prefix).await;
+        let service = b.layer.layer(upstream.clone());
+        let resumed = service.oneshot(feed(Some(cursor))).await.unwrap();
+        let reading = tokio::spawn(read_to_end(resumed.into_body(), 4 * STEP));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        server.restart();
+        let got = reading.await.unwrap().0;
+        (got, b.layer.stats().snapshot())
+    });
+    let (got, stats) = got;
+    assert_eq!(
+        stats.follows_resumed, 1,
+        "went on from the upstream: {stats:?}"
+    );
+    let mut last = cursor;
+    let mut told = false;
+    for block in got.split_terminator("\n\n") {
+        if block.starts_with(&format!("event: {GAP_EVENT}")) {
+            told = true;
+            continue;
+        }
+        let id: u32 = (block
+            .strip_prefix("id: ")
+            .and_then(|rest| rest.split('\n').next()))
+        .and_then(|id| id.parse().ok())
+        .unwrap_or_else(|| panic!("an event with an id: {block:?}"));
+        assert!(id > last, "{id} after {last}: twice, or out of order");
+        assert!(
+            id == last + 1 || told,
+            "{}..{id} lost without a word",
+            last + 1
+        );
+        (last, told) = (id, false);
+    }
+    assert!(last == 300 || told, "the end, or the gap signal: {last}");
+}
+
 /// A client that comes back only once its holder died and the lease
 /// lapsed is not followed: it gets the history, then its own upstream
 /// request. That live upstream goes on from now, not from where the dead
