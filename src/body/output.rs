@@ -104,9 +104,14 @@ impl Output {
             self.offset += take;
             len -= take;
             if self.offset == front_len {
-                self.close_run();
-                self.input.pop_front();
+                // Done with the chunk: forwarded whole, it goes out as it
+                // came, with no slice to count a reference for.
+                let chunk = self.input.pop_front().unwrap_or_default();
                 self.offset = 0;
+                if let Some(run) = self.run.take() {
+                    let whole = run.len() == chunk.len();
+                    self.queue(if whole { chunk } else { chunk.slice(run) });
+                }
             }
         }
     }
@@ -126,23 +131,26 @@ impl Output {
     }
 
     fn close_run(&mut self) {
-        let (Some(run), Some(chunk)) = (self.run.take(), self.input.front()) else {
-            return;
-        };
+        if let (Some(run), Some(chunk)) = (self.run.take(), self.input.front()) {
+            let run = chunk.slice(run);
+            self.queue(run);
+        }
+    }
+
+    /// Queues `run`, bytes forwarded in one piece: as they are when large
+    /// or alone, else copied together with the tiny runs around them.
+    fn queue(&mut self, run: Bytes) {
         if run.len() >= GATHER_BELOW {
-            let slice = chunk.slice(run);
             self.close();
-            self.ready.push_back(slice);
-            return;
+            self.ready.push_back(run);
+        } else if self.lone.is_none() && self.gathered.is_empty() {
+            self.lone = Some(run);
+        } else {
+            if let Some(lone) = self.lone.take() {
+                self.gathered.extend_from_slice(&lone);
+            }
+            self.gathered.extend_from_slice(&run);
         }
-        if self.lone.is_none() && self.gathered.is_empty() {
-            self.lone = Some(chunk.slice(run));
-            return;
-        }
-        if let Some(lone) = self.lone.take() {
-            self.gathered.extend_from_slice(&lone);
-        }
-        self.gathered.extend_from_slice(&chunk[run]);
     }
 
     pub(super) fn pop(&mut self) -> Option<Bytes> {
