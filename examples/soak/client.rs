@@ -41,15 +41,20 @@ pub(crate) struct Tally {
 impl Tally {
     /// Counts event `n` of `epoch`.
     fn event(&mut self, epoch: u64, n: u64) {
-        if let Some((last_epoch, last)) = self.received.last() {
+        let debug = std::env::var_os("SOAK_DEBUG").is_some();
+        if let Some((last_epoch, last)) = self.received.last().filter(|_| debug) {
             let skipped = n.saturating_sub(last + 1);
-            if epoch == last_epoch
-                && skipped > 0
-                && !self.received.gap_pending()
-                && std::env::var_os("SOAK_DEBUG").is_some()
-            {
+            if epoch == last_epoch && skipped > 0 && !self.received.gap_pending() {
                 eprintln!(
                     "{} lost {skipped} before {epoch}:{n} after {last_epoch}:{last}, reconnect {}, {}",
+                    crate::trace::now(),
+                    self.reconnects,
+                    self.connection
+                );
+            }
+            if (epoch, n) <= (last_epoch, last) {
+                eprintln!(
+                    "{} doubled {epoch}:{n} after {last_epoch}:{last}, reconnect {}, {}",
                     crate::trace::now(),
                     self.reconnects,
                     self.connection
