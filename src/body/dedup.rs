@@ -60,6 +60,12 @@ impl Dedup {
         let stats = options.stats.clone();
         let compare_events = !options.trust_ids;
         let span = tracing::debug_span!("sse_resume", key = %recorder.key_for_logs());
+        let mut replay = replay;
+        let repeated = replay.drop_repeated_ids();
+        if repeated > 0 {
+            stats.add_body_counts(0, repeated as u64);
+            span.in_scope(|| tracing::debug!(repeated, "the history held events twice"));
+        }
         let mut output = Output::default();
         // Nobody read the upstream since the history's last block: unless
         // the upstream's stream goes on from there, what it sent meanwhile

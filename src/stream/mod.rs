@@ -159,6 +159,21 @@ impl Replay {
             Replay::Off | Replay::Gap => None,
         }
     }
+
+    /// Drops each block whose id an earlier block of the replay has, and
+    /// returns how many it dropped. A shared history holds an event twice
+    /// when two replicas both read the stream's upstream (after Redis
+    /// restarted empty, each may hold it for a while); its client gets it
+    /// once all the same.
+    pub(crate) fn drop_repeated_ids(&mut self) -> usize {
+        let Replay::Blocks(blocks) = self else {
+            return 0;
+        };
+        let before = blocks.len();
+        let mut seen = std::collections::HashSet::new();
+        blocks.retain(|block| block_id(block).is_none_or(|id| seen.insert(id)));
+        before - blocks.len()
+    }
 }
 
 /// The id of a kept block, decoded lossily from UTF-8.
@@ -492,6 +507,36 @@ impl fmt::Debug for StreamState {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_replay_gives_each_id_once() {
+        let block = |text: &str| Bytes::from(text.to_owned());
+        let mut replay = Replay::Blocks(vec![
+            block("id: 1\ndata: a\n\n"),
+            block("id: 2\ndata: b\n\n"),
+            block("data: no id\n\n"),
+            block("id: 2\ndata: b\n\n"),
+            block("data: no id\n\n"),
+            block("id: 3\ndata: c\n\n"),
+        ]);
+        assert_eq!(replay.drop_repeated_ids(), 1);
+        let Replay::Blocks(blocks) = replay else {
+            panic!("blocks");
+        };
+        let text: Vec<_> = blocks.iter().map(|b| String::from_utf8_lossy(b)).collect();
+        assert_eq!(
+            text,
+            [
+                "id: 1\ndata: a\n\n",
+                "id: 2\ndata: b\n\n",
+                "data: no id\n\n",
+                "data: no id\n\n",
+                "id: 3\ndata: c\n\n"
+            ],
+            "the second 2 goes; blocks without an id stay"
+        );
+    }
+
     use super::*;
 
     fn state(capacity: usize, ids: &[&str]) -> StreamState {
