@@ -358,6 +358,7 @@ impl RedisStore {
             queue: Arc::clone(&queue),
             done,
             written_up_to: Default::default(),
+            touched: Default::default(),
         };
         tokio::spawn(writer.run());
         let (closing, closed) = watch::channel(false);

@@ -126,7 +126,8 @@ end
 /// What every script starts with. KEYS: the scope's streams and
 /// generations. ARGV: the window key prefix, the TTL in ms, the window
 /// length, the most streams per scope, the history's most blocks (0 for no
-/// history), bytes and age in ms, then each script's own.
+/// history), bytes and age in ms, the caller's time in ms, then each
+/// script's own.
 const PREAMBLE: &str = r"
 local streams_key, generations_key = KEYS[1], KEYS[2]
 local windows = ARGV[1]
@@ -136,9 +137,10 @@ local max_streams = tonumber(ARGV[4])
 local history_len = tonumber(ARGV[5])
 local history_bytes = tonumber(ARGV[6])
 local history_age = tonumber(ARGV[7])
+-- The caller's clock, in ms: no script asks Redis for the time. Replicas'
+-- clocks differ by far less than any bound kept in ms here.
+local now = tonumber(ARGV[8])
 local bad_values = 0
-local clock = redis.call('TIME')
-local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
 -- `windows` is `<prefix>{scope}:w:`: the scope's other keys start alike.
 local scope_keys = string.sub(windows, 1, -3)
 local history_bytes_key = scope_keys .. 'hb'
@@ -209,16 +211,20 @@ local function last_position(stream)
 end
 
 -- The position of the newest block of `stream`'s history: the count, or
--- the list's last entry when a failover kept the list and lost the count.
+-- the list's last entry when the count is gone (the scope's hash of
+-- counts expired before the list did).
 local function newest_position(stream)
+  local counted = tonumber(redis.call('HGET', positions_key, stream))
+  if counted then return counted end
   local blocks = history_keys(stream)
-  return math.max(last_position(stream), position_of(redis.call('LINDEX', blocks, -1)) or 0)
+  return position_of(redis.call('LINDEX', blocks, -1)) or 0
 end
 
 -- Lets the oldest blocks of a stream's history go past its bounds. A
 -- history whose two lists disagree was written by something else: it goes.
 -- A write gives the bytes it added and the lists' lengths its pushes
--- returned; without them, they are read.
+-- returned, and holds the count and bytes bounds; without them (an open),
+-- they are read, and the age bound is held too.
 local function prune_history(stream, added, len, ids_len)
   local blocks, ids = history_keys(stream)
   len = len or redis.call('LLEN', blocks)
@@ -249,7 +255,17 @@ local function prune_history(stream, added, len, ids_len)
     redis.call('LPOP', ids, extra)
     len = len - extra
   end
-  while len > 0 do
+  if added then
+    -- A write holds the bytes bound, popping without a look first; the
+    -- age bound waits for the next open, which reads the oldest block
+    -- anyway: no replay is older, and count and bytes bound the memory.
+    while len > 0 and total > history_bytes do
+      total = total - #block_of(redis.call('LPOP', blocks))
+      redis.call('LPOP', ids)
+      len = len - 1
+    end
+  end
+  while not added and len > 0 do
     local block, at = block_of(redis.call('LINDEX', blocks, 0))
     if at ~= nil and total <= history_bytes and at >= now - history_age then
       break
@@ -322,18 +338,15 @@ local function touch(stream)
   redis.call('PEXPIRE', generations_key, ttl)
 end
 
--- Marks a stream used after a write. Its keys get the whole TTL again
--- once a quarter of it has run, as its window's TTL tells (or when it has
--- no window); until then only the keys the write `made` get theirs. So
--- every key keeps a TTL, and most writes refresh none.
-local function touch_written(stream, made)
-  local left = redis.call('PTTL', windows .. stream)
-  if left < 0 or left < ttl - ttl / 4 then
+-- Marks a stream used after a write: all of it when `due` (the writer
+-- asks once a quarter of the TTL has run since it last did) or when the
+-- write made its window or history (a stream maybe new to the scope);
+-- otherwise only the keys the write `made` get their TTL. So every key
+-- keeps a TTL, and most writes refresh none.
+local function touch_written(stream, made, due)
+  if due or #made > 0 then
     touch(stream)
-    return
   end
-  if mark_used(stream) then made[#made + 1] = streams_key end
-  for _, key in ipairs(made) do redis.call('PEXPIRE', key, ttl) end
 end
 
 -- Whether the window or the history of `stream` holds `id`.
@@ -356,10 +369,10 @@ local function find(id)
 end
 ";
 
-/// `ARGV[8]`: the stream; `ARGV[9]`: the client's cursor, or empty;
-/// `ARGV[10]`: `1` to look for the cursor's stream in the whole scope when
-/// the stream does not know it; `ARGV[11]`: this process's holder id;
-/// `ARGV[12]`: `1` to return `{'wait'}`, changing nothing, when no
+/// `ARGV[9]`: the stream; `ARGV[10]`: the client's cursor, or empty;
+/// `ARGV[11]`: `1` to look for the cursor's stream in the whole scope when
+/// the stream does not know it; `ARGV[12]`: this process's holder id;
+/// `ARGV[13]`: `1` to return `{'wait'}`, changing nothing, when no
 /// stream knows the cursor while another process holds the stream.
 /// Returns the stream, whether the cursor was known (-1 without one), the
 /// generation, the bad values met, whether the history held the cursor
@@ -374,8 +387,8 @@ end
 /// cursor, and the number of ids after it. The replay's blocks are read
 /// natively, after the script.
 const OPEN: &str = r"
-local stream, cursor, search, me = ARGV[8], ARGV[9], ARGV[10] == '1', ARGV[11]
-local wait = ARGV[12] == '1'
+local stream, cursor, search, me = ARGV[9], ARGV[10], ARGV[11] == '1', ARGV[12]
+local wait = ARGV[13] == '1'
 local known, gen, replayed, replay_index, replay_position = -1, 0, -1, 0, 0
 local follow, keep = 0, false
 local window, fingerprints = window_keys(stream)
@@ -488,29 +501,33 @@ return {stream, known, gen, bad_values, replayed, replay_index, replay_position,
   #ids, table.concat(ids, '\n'), #prints, table.concat(prints, '\n'), tail}
 ";
 
-/// `ARGV[8]`: the stream; `ARGV[9]`: the generation its ids were forwarded in,
-/// or -1; `ARGV[10]`: the number of ids; `ARGV[11]`: `1` when the history
-/// before these blocks is to be forgotten; `ARGV[12]`: `1` when the window
-/// before these ids is; `ARGV[13]`: this process's holder id; `ARGV[14]`:
-/// the lease in ms; `ARGV[15]`: `1` to take the stream's lease first;
-/// `ARGV[16]`: `1` to let it go after; `ARGV[17]`: how the stream ended
+/// `ARGV[9]`: the stream; `ARGV[10]`: the generation its ids were forwarded in,
+/// or -1; `ARGV[11]`: the number of ids; `ARGV[12]`: `1` when the history
+/// before these blocks is to be forgotten; `ARGV[13]`: `1` when the window
+/// before these ids is; `ARGV[14]`: this process's holder id; `ARGV[15]`:
+/// the lease in ms; `ARGV[16]`: `1` to take the stream's lease first;
+/// `ARGV[17]`: `1` to let it go after; `ARGV[18]`: how the stream ended
 /// after these blocks, `e` (its upstream ended) or `c` (complete: a
 /// per-request stream); or `a<n>` when the reading response's client went
 /// away before the last `n` of them, `b` when a client took the stream
-/// over; or empty; `ARGV[18]`: the position of the newest
-/// block this process wrote for the stream, or 0; then the ids, oldest
+/// over; or empty; `ARGV[19]`: the position of the newest
+/// block this process wrote for the stream, or 0; `ARGV[20]`: `1` when
+/// the stream's keys are due for their TTL and last use again (the writer
+/// keeps the schedule, so that most writes read nothing for it); then the
+/// ids, oldest
 /// first, and the fingerprints of their events; then for the history,
 /// each block's id (or empty) and bytes. Returns 1 when written, 0 when a
 /// cursor cut the window since that generation, the bad values met, and
 /// the position of the history's newest block. Tells the
 /// stream's followers on its channel whenever its history or lease moved.
 const WRITE: &str = r"
-local stream, gen, count = ARGV[8], tonumber(ARGV[9]), tonumber(ARGV[10])
-local forget_first, start_over = ARGV[11] == '1', ARGV[12] == '1'
-local me, lease_ms = ARGV[13], tonumber(ARGV[14])
-local claim, release, ending = ARGV[15] == '1', ARGV[16] == '1', ARGV[17]
-local wrote_up_to = tonumber(ARGV[18]) or 0
-local first_id = 19
+local stream, gen, count = ARGV[9], tonumber(ARGV[10]), tonumber(ARGV[11])
+local forget_first, start_over = ARGV[12] == '1', ARGV[13] == '1'
+local me, lease_ms = ARGV[14], tonumber(ARGV[15])
+local claim, release, ending = ARGV[16] == '1', ARGV[17] == '1', ARGV[18]
+local wrote_up_to = tonumber(ARGV[19]) or 0
+local touch_due = ARGV[20] == '1'
+local first_id = 21
 local lease, ended = scope_keys .. 'l:' .. stream, scope_keys .. 'd:' .. stream
 local moved = claim or release
 -- The keys this write makes, or fields it adds to a hash: they get a TTL.
@@ -601,7 +618,7 @@ if written == 1 then
     redis.call('SET', ended, ending .. ':' .. newest, 'PX', ttl)
     moved = true
   end
-  touch_written(stream, made)
+  touch_written(stream, made, touch_due)
 end
 if release or (written == 1 and (ending == 'e' or ending == 'c')) then
   if redis.call('GET', lease) == me then

@@ -9,7 +9,7 @@ use std::time::Duration;
 use ::redis::{Cmd, ErrorKind, RedisError, RedisResult, ServerErrorKind, Value};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
-use tokio::time::timeout;
+use tokio::time::{Instant, timeout};
 
 use super::connection::{Connection, TimedOut};
 use super::queue::{Pending, Queue, Target};
@@ -33,6 +33,10 @@ pub(super) struct Writer {
     /// history that ends before it lost blocks (a failover), and the next
     /// write forgets it rather than let a replay skip them.
     pub(super) written_up_to: HashMap<String, u64>,
+    /// Per window, when this process last had its stream's keys get their
+    /// TTL and last use again: a write asks for that a quarter of the TTL
+    /// later, not by reading the TTL each time.
+    pub(super) touched: HashMap<String, Instant>,
 }
 
 /// The most windows whose newest written position the writer remembers:
@@ -83,17 +87,24 @@ impl Writer {
         let mut whole_script = false;
         let mut attempt = 1;
         loop {
-            let outcomes = self.send(&pending, whole_script).await;
+            let due: Vec<bool> = pending
+                .iter()
+                .map(|pending| self.touch_due(pending))
+                .collect();
+            let outcomes = self.send(&pending, &due, whole_script).await;
             let counters = &self.queue.counters;
             let mut retry = Vec::new();
             let (mut failed, mut missing_script) = (None, false);
-            for (pending, outcome) in pending.into_iter().zip(outcomes) {
+            for ((pending, outcome), due) in pending.into_iter().zip(outcomes).zip(due) {
                 let ids = pending.ids.len() as u64;
                 match outcome {
                     Outcome::Written { bad_values, newest } => {
                         counters.written.fetch_add(ids, Relaxed);
                         counters.bad_values.fetch_add(bad_values, Relaxed);
                         note_written(&mut self.written_up_to, &pending, newest);
+                        if due {
+                            note_touched(&mut self.touched, &pending);
+                        }
                     }
                     Outcome::Fenced { bad_values } => {
                         counters.fenced.fetch_add(ids, Relaxed);
@@ -181,7 +192,7 @@ impl Writer {
     /// Sends one write script per pending window, pipelined, and returns
     /// their outcomes in order. `whole_script` sends the script's code
     /// rather than its hash.
-    async fn send(&self, pending: &[Pending], whole_script: bool) -> Vec<Outcome> {
+    async fn send(&self, pending: &[Pending], due: &[bool], whole_script: bool) -> Vec<Outcome> {
         // One pipeline per slot in a Cluster: a scope's keys share one.
         let mut groups: Vec<Vec<usize>> = Vec::new();
         if self.connection.is_cluster() {
@@ -208,7 +219,12 @@ impl Writer {
                     let target = &pending[i].target;
                     let window = target.keys.of("w:", &target.stream);
                     let wrote_up_to = self.written_up_to.get(&window).copied().unwrap_or(0);
-                    pipeline.add_command(write_command(&pending[i], wrote_up_to, whole_script));
+                    pipeline.add_command(write_command(
+                        &pending[i],
+                        wrote_up_to,
+                        due[i],
+                        whole_script,
+                    ));
                     limit = limit.max(write_timeout(&pending[i].target.config));
                 }
                 let mut connection = self.connection.clone();
@@ -265,6 +281,27 @@ impl Writer {
     }
 }
 
+impl Writer {
+    /// Whether the keys of `pending`'s stream are due for their TTL and
+    /// last use again: a quarter of the TTL after this process last did.
+    fn touch_due(&self, pending: &Pending) -> bool {
+        let window = pending.target.keys.of("w:", &pending.target.stream);
+        let quarter = pending.target.config.ttl / 4;
+        (self.touched.get(&window)).is_none_or(|at| at.elapsed() >= quarter)
+    }
+}
+
+/// Remembers that `pending`'s stream got its TTL and last use again now.
+fn note_touched(touched: &mut HashMap<String, Instant>, pending: &Pending) {
+    let window = pending.target.keys.of("w:", &pending.target.stream);
+    if touched.len() >= MAX_WRITTEN_UP_TO && !touched.contains_key(&window) {
+        // Forgotten streams are touched at their next write: early, never
+        // late.
+        touched.clear();
+    }
+    touched.insert(window, Instant::now());
+}
+
 /// Remembers where the history of `pending`'s window ends now.
 fn note_written(written_up_to: &mut HashMap<String, u64>, pending: &Pending, newest: u64) {
     if newest == 0 {
@@ -282,8 +319,9 @@ fn write_timeout(config: &Config) -> Duration {
 }
 
 /// The write script for one window, as a pipeline command, with the
-/// position of the newest block this process wrote for it (0 for none).
-fn write_command(pending: &Pending, wrote_up_to: u64, whole_script: bool) -> Cmd {
+/// position of the newest block this process wrote for it (0 for none),
+/// and whether its keys are due for their TTL again.
+fn write_command(pending: &Pending, wrote_up_to: u64, touch: bool, whole_script: bool) -> Cmd {
     let Target {
         keys,
         stream,
@@ -320,7 +358,8 @@ fn write_command(pending: &Pending, wrote_up_to: u64, whole_script: bool) -> Cmd
             (None, Some((false, _))) => "b".to_owned(),
             (None, None) => String::new(),
         })
-        .arg(wrote_up_to);
+        .arg(wrote_up_to)
+        .arg(flag(touch));
     for id in batch.iter().skip(skip) {
         command.arg(id);
     }
