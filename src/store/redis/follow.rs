@@ -26,8 +26,10 @@ use tokio::time::{Instant, sleep, timeout};
 
 use super::Config;
 use super::connection::Connection;
+use super::connection::within;
 use super::keys::Keys;
-use super::scripts::{Read, is_wrong_type, millis, repair, run, scripts};
+use super::replies::{Entry, following_on, millis};
+use super::scripts::{is_wrong_type, repair};
 use super::stops;
 use crate::lock::lock;
 use crate::store::follow::{FollowSender, Followed, StopSender, Stops};
@@ -334,8 +336,9 @@ pub(super) struct Follower {
     pub(super) subscriber: Arc<Subscriber>,
     pub(super) followers: Arc<AtomicUsize>,
     pub(super) lease: Duration,
-    /// The position of the next block to send.
-    pub(super) next: u64,
+    /// Where the follow starts: after the history's block that starts
+    /// there (0: from the history's first).
+    pub(super) after: u64,
     pub(super) sender: FollowSender,
     /// The store, kept while the follow lasts: its background tasks
     /// serve this one.
@@ -370,43 +373,55 @@ impl Follower {
         let mut heard = Instant::now();
         let mut unheld_since: Option<Instant> = None;
         let mut last_id: Option<String> = None;
+        // The start and the position of the last block read.
+        let mut last: Option<(u64, u64)> = None;
         loop {
             let mut failed = false;
-            match self.read().await {
+            match self.read(last).await {
                 Ok(read) => {
                     heard = Instant::now();
-                    let lost = || Some(Followed::Lost(last_id.clone()));
-                    // The history started over below us, or let go of
-                    // blocks this follower had not read.
-                    if read.last + 1 < self.next
-                        || (self.next < read.first && self.next <= read.last)
-                    {
-                        tracing::warn!(stream = %self.stream, "followed history lost blocks: gap");
-                        return lost();
-                    }
-                    let got = read.blocks.len();
-                    if got > 0 {
-                        if read.blocks[0].0 != self.next {
-                            return lost();
+                    let whole_read = read.entries.len() == READ_BLOCKS;
+                    let mut entries = read.entries.into_iter().peekable();
+                    if last.is_none() && self.after > 0 {
+                        // The read starts at the block the follow goes on
+                        // from: when it is gone, so may be what followed.
+                        match entries.next_if(|entry| entry.start == self.after) {
+                            Some(entry) => last = Some((entry.start, entry.position)),
+                            None if entries.peek().is_some() => {
+                                tracing::warn!(stream = %self.stream, "followed history lost blocks: gap");
+                                return Some(Followed::Lost(last_id));
+                            }
+                            None => {}
                         }
-                        let len = read.blocks.iter().map(|(_, block, _)| block.len()).sum();
+                    }
+                    let entries: Vec<Entry> = entries.collect();
+                    let got = entries.len();
+                    if got > 0 {
+                        let expect = last.map_or(0, |(_, position)| position + 1);
+                        if !following_on(&entries, expect) {
+                            tracing::warn!(stream = %self.stream, "followed history lost blocks: gap");
+                            return Some(Followed::Lost(last_id));
+                        }
+                        let len = entries.iter().map(|entry| entry.block.len()).sum();
                         let mut bytes = BytesMut::with_capacity(len);
-                        for (_, block, id) in &read.blocks {
-                            bytes.extend_from_slice(block);
-                            if !id.is_empty() {
-                                last_id = Some(String::from_utf8_lossy(id).into_owned());
+                        for entry in &entries {
+                            bytes.extend_from_slice(&entry.block);
+                            if !entry.id.is_empty() {
+                                last_id = Some(String::from_utf8_lossy(&entry.id).into_owned());
                             }
                         }
-                        self.next += got as u64;
+                        last = entries.last().map(|entry| (entry.start, entry.position));
                         let blocks = Followed::Blocks(Bytes::from(bytes));
                         if self.sender.send(blocks).await.is_err() {
                             return None;
                         }
                     }
-                    if read.ended_at.is_some_and(|end| self.next > end) {
+                    let at = last.map_or(0, |(_, position)| position);
+                    if read.ended_at.is_some_and(|end| at >= end) {
                         return Some(Followed::End);
                     }
-                    if got == READ_BLOCKS {
+                    if whole_read {
+                        // Far behind: more to read at once.
                         continue;
                     }
                     if read.held || read.ended_at.is_some() {
@@ -442,32 +457,79 @@ impl Follower {
         }
     }
 
-    async fn read(&self) -> Result<Read, crate::store::StoreError> {
+    /// The history's blocks after `last` (the start and the position of
+    /// the last block read; without one, from the block the follow goes
+    /// on from, and marking the stream followed), whether a process holds
+    /// the stream, and how it ended: a native read and a `MGET`, in one
+    /// round trip.
+    async fn read(&self, last: Option<(u64, u64)>) -> Result<Read, crate::store::StoreError> {
         let limit = self.config.timeout.max(super::MIN_WRITE_TIMEOUT);
         let history = self.keys.of("h:", &self.stream);
-        let call = |whole| {
-            let mut command = scripts().read.call(whole);
-            command
-                .arg(1)
-                .arg(&history)
-                .arg(&self.keys.scope)
-                .arg(&self.stream)
-                .arg(self.next)
-                .arg(READ_BLOCKS)
-                .arg(millis(self.lease));
-            command
+        let from = match last {
+            Some((start, position)) => format!("({start}-{position}"),
+            None if self.after > 0 => self.after.to_string(),
+            None => "-".to_owned(),
         };
-        let reply: Value = match run(&self.connection, limit, call).await {
+        let mut pipeline = ::redis::pipe();
+        if last.is_none() {
+            // Marked followed at once, which keeps the holder's linger
+            // going; from then on the leases' watch keeps the mark.
+            pipeline
+                .cmd("SET")
+                .arg(self.keys.of("f:", &self.stream))
+                .arg("1")
+                .arg("PX")
+                .arg(millis(self.lease))
+                .ignore();
+        }
+        pipeline
+            .cmd("XRANGE")
+            .arg(&history)
+            .arg(from)
+            .arg("+")
+            .arg("COUNT")
+            .arg(READ_BLOCKS)
+            .cmd("MGET")
+            .arg(self.keys.of("l:", &self.stream))
+            .arg(self.keys.of("d:", &self.stream));
+        let mut connection = self.connection.clone();
+        let reply: Result<(Value, Vec<Option<Vec<u8>>>), _> =
+            within(limit, pipeline.query_async(&mut connection)).await;
+        let (entries, marks) = match reply {
             Err(crate::store::StoreError::Unavailable(error)) if is_wrong_type(&*error) => {
                 // Keys of the stream that something else wrote: they go,
                 // and the next read sees what is left.
                 let removed =
                     repair(&self.connection, limit, &self.keys.typed(&self.stream)).await?;
                 tracing::error!(stream = %self.stream, removed, "keys of the wrong type in Redis: removed");
-                run(&self.connection, limit, call).await?
+                within(limit, pipeline.query_async(&mut connection)).await?
             }
             reply => reply?,
         };
-        Read::parse(reply)
+        let mut marks = marks.into_iter();
+        let held = marks.next().flatten().is_some();
+        let ended_at = marks.next().flatten().and_then(|ended| {
+            std::str::from_utf8(&ended)
+                .ok()?
+                .split_once(':')?
+                .1
+                .parse()
+                .ok()
+        });
+        Ok(Read {
+            entries: Entry::parse_range(entries)?,
+            held,
+            ended_at,
+        })
     }
+}
+
+/// What a follower reads.
+struct Read {
+    /// The blocks after the last one read, oldest first.
+    entries: Vec<Entry>,
+    /// Whether a process holds the stream.
+    held: bool,
+    /// The position of the stream's last block, once it ended.
+    ended_at: Option<u64>,
 }

@@ -6,14 +6,14 @@
 use ::redis::Cmd;
 
 use super::Config;
-use super::scripts::{Lua, millis};
+use super::replies::millis;
+use super::scripts::Lua;
 use crate::store::StoreLimits;
 
 /// The keys of one scope, named as in the table on
 /// [`RedisStore`](super::RedisStore). The scripts get `streams`,
 /// `generations` and `windows`, and build the scope's other keys from
-/// `windows` alike: `hb`, `hn`, `e`, and per stream those of
-/// [`of`](Self::of).
+/// `windows` alike: `e`, and per stream those of [`of`](Self::of).
 #[derive(Debug, Clone)]
 pub(super) struct Keys {
     /// What every key of the scope starts with: `<prefix>{<scope>}:`.
@@ -37,10 +37,10 @@ impl Keys {
     }
 
     /// The key of `stream` of this scope that starts with `kind`: `w:`
-    /// for its window, `wf:` its fingerprints, `h:` its history's blocks,
-    /// `hi:` their ids, `l:` its lease, `f:` its mark that it is followed,
-    /// `d:` its mark that its upstream ended, `c:` its channel (no key,
-    /// but named alike).
+    /// for its window, `h:` its history, `hi:` the history's index, `l:`
+    /// its lease, `f:` its mark that it is followed, `a:` where its client
+    /// went away, `d:` its mark that its upstream ended, `c:` its channel
+    /// (no key, but named alike).
     pub(super) fn of(&self, kind: &str, stream: &str) -> String {
         let mut key = String::with_capacity(self.scope.len() + kind.len() + stream.len());
         key.push_str(&self.scope);
@@ -80,13 +80,11 @@ impl Keys {
         vec![
             (self.streams.clone(), "zset"),
             (self.generations.clone(), "hash"),
-            (scope("hb"), "hash"),
-            (scope("hn"), "hash"),
             (scope("e"), "string"),
             (self.of("w:", stream), "list"),
-            (self.of("wf:", stream), "list"),
-            (self.of("h:", stream), "list"),
-            (self.of("hi:", stream), "list"),
+            (self.of("h:", stream), "stream"),
+            (self.of("hi:", stream), "zset"),
+            (self.of("a:", stream), "string"),
             (self.of("l:", stream), "string"),
             (self.of("f:", stream), "string"),
             (self.of("d:", stream), "string"),

@@ -19,7 +19,8 @@ use tokio::task::JoinSet;
 use super::Shared;
 use super::connection::{Connection, within};
 use super::queue::Target;
-use super::scripts::{is_no_script, is_wrong_type, millis, repair, scripts};
+use super::replies::millis;
+use super::scripts::{is_no_script, is_wrong_type, repair, scripts};
 use crate::lock::lock;
 use crate::store::follow::HeldStream;
 

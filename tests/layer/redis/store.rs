@@ -527,7 +527,10 @@ async fn redis_killed_and_restarted_mid_stream_loses_no_event() {
             .unwrap_or_default();
         async move {
             flushed(&a).await;
-            window.last().map(String::as_str) == Some("9")
+            // The window's last id: each is followed by its event's
+            // fingerprint, after a NUL.
+            let mut ids = window.iter().filter(|entry| !entry.starts_with('\0'));
+            ids.next_back().map(String::as_str) == Some("9")
         }
     })
     .await;
@@ -732,7 +735,7 @@ async fn a_write_over_keys_of_the_wrong_type_removes_them_and_writes() {
     let mut redis = client(&server);
     for junk in [
         format!("{prefix}{{s}}:h:GET /mcp"),
-        format!("{prefix}{{s}}:hn"),
+        format!("{prefix}{{s}}:hi:GET /mcp"),
     ] {
         let _: () = redis::cmd("SET")
             .arg(junk)
@@ -765,12 +768,16 @@ async fn bad_values_in_redis_are_errors_not_panics() {
     let generations = format!("{prefix}{{s}}:g");
     let mut redis = client(&server);
 
-    // Ids that are not UTF-8 are skipped, the rest kept.
+    // Ids that are not UTF-8 are skipped, the rest kept. Each id is
+    // followed by its event's fingerprint, after a NUL.
     let _: () = redis::cmd("RPUSH")
         .arg(&window)
         .arg("1")
+        .arg("\x001")
         .arg(&b"\xff\xfe"[..])
+        .arg("\x002")
         .arg("3")
+        .arg("\x003")
         .query(&mut redis)
         .unwrap();
     let loaded = stored(&store, &key, None).await.unwrap();
