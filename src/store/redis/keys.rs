@@ -83,7 +83,7 @@ impl Keys {
             (scope("e"), "string"),
             (self.of("w:", stream), "list"),
             (self.of("h:", stream), "stream"),
-            (self.of("hi:", stream), "zset"),
+            (self.of("hi:", stream), "list"),
             (self.of("a:", stream), "string"),
             (self.of("l:", stream), "string"),
             (self.of("f:", stream), "string"),

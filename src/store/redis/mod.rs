@@ -124,7 +124,7 @@ const MIN_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 /// | `<prefix>{S}:s` | sorted set | the streams of `S`, scored by last use (ms): for finding a cursor's stream, capping the streams per scope and forgetting idle ones |
 /// | `<prefix>{S}:g` | hash | per stream, its generation: bumped whenever a client cursor cuts the window |
 /// | `<prefix>{S}:h:T` | stream | with a [history](crate::SseResumeLayer::history), the blocks of `T`, oldest first: an entry per block with its resume id (`i`, empty for none), when it was kept (`t`, ms) and its bytes as forwarded (`b`). The entry id is `<start>-<position>`: where the block's bytes start among all the stream ever kept, and its place in it, both rising, so that the bytes bound is a native trim and a position that does not follow on says blocks are missing. Its consumer group `replay` is how an open reads its replay natively |
-/// | `<prefix>{S}:hi:T` | sorted set | with a history, its index: each resume id, scored by the start of its newest block. Only a way in: an entry it points at that is gone, or holds another id, is not in the history |
+/// | `<prefix>{S}:hi:T` | list | with a history, its index: the blocks' resume ids, oldest first, each followed by the start of its block after a NUL, a little past the history's count at most. Only a way in: an entry it points at that is gone, or holds another id, is not in the history |
 /// | `<prefix>{S}:e` | string | with a history, the last epoch handed out for stamped ids, so that every replica's are unique and rise |
 /// | `<prefix>{S}:l:T` | string | while a replica reads the upstream of `T` and may linger: that replica's holder id, with the [lease](Self::lease) as TTL |
 /// | `<prefix>{S}:f:T` | string | while a replica follows `T`: a mark, with the lease as TTL, that keeps the holder's linger going |
@@ -526,6 +526,9 @@ impl RedisStore {
                     .arg(REPLAY_CONSUMER)
                     .arg("COUNT")
                     .arg(history.events())
+                    // Nothing pending: a replay read is never acknowledged,
+                    // and the group holds no entry for it.
+                    .arg("NOACK")
                     .arg("STREAMS")
                     .arg(keys.of("h:", stream))
                     .arg(">");

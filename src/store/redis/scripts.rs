@@ -129,9 +129,10 @@ pub(super) const REPLAY_CONSUMER: &str = "open";
 /// stream; both only rise, so that a bytes bound is one native trim
 /// (`MINID`), and a position that does not follow on from the one before
 /// says that blocks are missing there. Beside it, the history's index: a
-/// sorted set of resume ids, each scored by the start of its newest block.
-/// The index is only a way in: an entry it points at that is gone, or
-/// holds another id, is not in the history.
+/// list of the blocks' resume ids, oldest first, each followed by the
+/// start of its block after a NUL, a little past the history's count at
+/// most. The index is only a way in: an entry it points at that is gone,
+/// or holds another id, is not in the history.
 const PREAMBLE: &str = r"
 local streams_key, generations_key = KEYS[1], KEYS[2]
 local windows = ARGV[1]
@@ -225,8 +226,10 @@ end
 -- bytes). Nil otherwise.
 local function entry_after(stream, cursor)
   local blocks, index = history_keys(stream)
-  local start = redis.call('ZSCORE', index, cursor)
-  if not start then return nil end
+  local at = redis.call('LPOS', index, cursor, 'RANK', -1)
+  local start = at and redis.call('LINDEX', index, at + 1)
+  if not start or string.byte(start, 1) ~= 0 then return nil end
+  start = string.sub(start, 2)
   local entry = redis.call('XRANGE', blocks, start, start)[1]
   if not entry or field_of(entry[2], 'i') ~= cursor then return nil end
   if (tonumber(field_of(entry[2], 't')) or 0) < now - history_age then return nil end
@@ -273,7 +276,7 @@ local function knows(stream, id)
   if holds(windows .. stream, id) then return true end
   if history_len > 0 then
     local _, index = history_keys(stream)
-    return type(redis.pcall('ZSCORE', index, id)) == 'string'
+    return holds(index, id)
   end
   return false
 end
@@ -566,7 +569,7 @@ if written == 1 then
       forget_history(stream)
       moved, made = true, true
     end
-    local scores, first_position, missed_from = {}, nil, nil
+    local pointers, first_position, missed_from = {}, nil, nil
     local away_before = tonumber(string.sub(ending, 2)) or 0
     local blocks_count = (#ARGV - first_block + 1) / 2
     for i = first_block, #ARGV - 1, 2 do
@@ -575,8 +578,8 @@ if written == 1 then
       local start_then = next_start - #block
       first_position = first_position or next_position - 1
       if id ~= '' then
-        scores[#scores + 1] = start_then
-        scores[#scores + 1] = id
+        pointers[#pointers + 1] = id
+        pointers[#pointers + 1] = '\0' .. start_then
       end
       if blocks_count - (i - first_block) / 2 == away_before then
         -- The first block the reading response's client missed.
@@ -584,12 +587,14 @@ if written == 1 then
       end
       moved = true
     end
-    for first = 1, #scores, 1000 do
-      redis.call('ZADD', index, unpack(scores, first, math.min(first + 999, #scores)))
+    local indexed = 0
+    for first = 1, #pointers, 1000 do
+      indexed = redis.call('RPUSH', index, unpack(pointers, first, math.min(first + 999, #pointers)))
     end
+    made = made or (#pointers > 0 and indexed == #pointers)
     if first_position and math.floor((next_position - 1) / trim_every) > math.floor((first_position - 1) / trim_every) then
       redis.call('XTRIM', blocks, 'MAXLEN', history_len)
-      redis.call('ZREMRANGEBYRANK', index, 0, -(history_len + 1))
+      redis.call('LTRIM', index, -2 * history_len, -1)
     end
     local away = scope_keys .. 'a:' .. stream
     if string.sub(ending, 1, 1) == 'a' then
