@@ -55,25 +55,46 @@ pub(super) struct Subscriber {
 /// The most stops each layer keeps unheard.
 const STOPS_CAPACITY: usize = 1024;
 
+/// What a channel told, counted: that its stream's history moved, and
+/// (a part of those) that its lease or its end did, which a follower reads
+/// only then.
+#[derive(Debug, Default, Clone, Copy)]
+pub(super) struct Told {
+    moved: u64,
+    marks: u64,
+}
+
 struct Watched {
     /// Bumped whenever the channel says its stream moved.
-    tell: watch::Sender<u64>,
+    tell: watch::Sender<Told>,
     followers: usize,
     /// For a follower: the stream's lease, and its mark that it is
     /// followed, which [`watch_leases`] looks at.
     lease: Option<(String, String)>,
 }
 
+impl Told {
+    fn add(&mut self, marks: bool) {
+        self.moved += 1;
+        self.marks += u64::from(marks);
+    }
+}
+
+/// What a write publishes on its stream's channel when the stream's lease
+/// or end moved too (it publishes `b` otherwise): only then does a
+/// follower read them besides the history.
+pub(super) const MARKS_MOVED: &[u8] = b"m";
+
 impl Subscriber {
     /// Listens to `channel`: the receiver changes whenever it says its
     /// stream moved, and when the subscription came back after a cut.
-    fn watch(&self, channel: &str, lease: Option<(String, String)>) -> watch::Receiver<u64> {
+    fn watch(&self, channel: &str, lease: Option<(String, String)>) -> watch::Receiver<Told> {
         let mut wanted = lock(&self.wanted);
         if let Some(watched) = wanted.get_mut(channel) {
             watched.followers += 1;
             return watched.tell.subscribe();
         }
-        let (tell, told) = watch::channel(0);
+        let (tell, told) = watch::channel(Told::default());
         let watched = Watched {
             tell,
             followers: 1,
@@ -108,15 +129,17 @@ impl Subscriber {
         }
     }
 
-    fn tell(&self, channel: &str) {
+    /// Tells the listeners of `channel` that its stream moved, and with
+    /// `marks` that its lease or its end may have.
+    fn tell(&self, channel: &str, marks: bool) {
         if let Some(watched) = lock(&self.wanted).get(channel) {
-            watched.tell.send_modify(|n| *n += 1);
+            watched.tell.send_modify(|told| told.add(marks));
         }
     }
 
     fn tell_all(&self) {
         for watched in lock(&self.wanted).values() {
-            watched.tell.send_modify(|n| *n += 1);
+            watched.tell.send_modify(|told| told.add(true));
         }
     }
 
@@ -210,7 +233,7 @@ impl Subscriber {
                     // Anything said before the subscription took is read
                     // now.
                     for channel in join {
-                        self.tell(&channel);
+                        self.tell(&channel, true);
                         subscribed.insert(channel);
                     }
                 }
@@ -226,8 +249,9 @@ impl Subscriber {
                     message = messages.next() => match message {
                         Some(message) => {
                             let channel = message.get_channel_name();
-                            if !self.hand_on_stop(channel, message.get_payload_bytes()) {
-                                self.tell(channel);
+                            let payload = message.get_payload_bytes();
+                            if !self.hand_on_stop(channel, payload) {
+                                self.tell(channel, payload == MARKS_MOVED);
                             }
                         }
                         None => break,
@@ -245,7 +269,7 @@ impl Subscriber {
 pub(super) struct Listening {
     subscriber: Arc<Subscriber>,
     channel: String,
-    told: watch::Receiver<u64>,
+    told: watch::Receiver<Told>,
 }
 
 impl Listening {
@@ -307,7 +331,7 @@ pub(super) async fn watch_leases(
                     Ok(Ok(held)) if held.len() == chunk.len() => {
                         for ((channel, _, _), held) in chunk.iter().zip(held) {
                             if held == 0 {
-                                subscriber.tell(channel);
+                                subscriber.tell(channel, true);
                             }
                         }
                     }
@@ -315,7 +339,7 @@ pub(super) async fn watch_leases(
                     // reads, and finds out for itself.
                     _ => {
                         for (channel, _, _) in chunk {
-                            subscriber.tell(channel);
+                            subscriber.tell(channel, true);
                         }
                     }
                 }
@@ -365,7 +389,7 @@ impl Follower {
 
     /// Follows until the stream ends or is lost (what to send last), or
     /// the follow is dropped (`None`).
-    async fn follow(&mut self, told: &mut watch::Receiver<u64>) -> Option<Followed> {
+    async fn follow(&mut self, told: &mut watch::Receiver<Told>) -> Option<Followed> {
         let lease = self.lease;
         // After a failed read, the next is this much later.
         let retry = (lease / 3).max(Duration::from_millis(10));
@@ -375,9 +399,17 @@ impl Follower {
         let mut last_id: Option<String> = None;
         // The start and the position of the last block read.
         let mut last: Option<(u64, u64)> = None;
+        // The marks told of that the follower has read; none yet.
+        let mut marks_read = None;
+        let mut failed = false;
         loop {
-            let mut failed = false;
-            match self.read(last).await {
+            let marks = told.borrow_and_update().marks;
+            // The lease and the end are read first, after a failed read,
+            // and when a write or the leases' watch said they moved.
+            let with_marks = failed || marks_read != Some(marks);
+            marks_read = Some(marks);
+            failed = false;
+            match self.read(last, with_marks).await {
                 Ok(read) => {
                     heard = Instant::now();
                     let whole_read = read.entries.len() == READ_BLOCKS;
@@ -417,14 +449,22 @@ impl Follower {
                         }
                     }
                     let at = last.map_or(0, |(_, position)| position);
-                    if read.ended_at.is_some_and(|end| at >= end) {
+                    let Some((held, ended_at)) = read.marks else {
+                        if whole_read {
+                            continue;
+                        }
+                        unheld_since = None;
+                        wait_for(told, &self.sender, retry, false).await?;
+                        continue;
+                    };
+                    if ended_at.is_some_and(|end| at >= end) {
                         return Some(Followed::End);
                     }
                     if whole_read {
                         // Far behind: more to read at once.
                         continue;
                     }
-                    if read.held || read.ended_at.is_some() {
+                    if held || ended_at.is_some() {
                         unheld_since = None;
                     } else if unheld_since.get_or_insert(heard).elapsed() >= lease / 2 {
                         // Not at once: a holder back from a Redis outage
@@ -444,16 +484,7 @@ impl Follower {
             // Read again when told: the holder wrote, its lease lapsed, or
             // Redis did not answer the leases' watch; after a failed
             // read, a little later regardless.
-            tokio::select! {
-                changed = told.changed() => {
-                    if changed.is_err() {
-                        // Nobody tells any more (the store is going).
-                        sleep(retry).await;
-                    }
-                }
-                () = sleep(retry), if failed => {}
-                () = self.sender.closed() => return None,
-            }
+            wait_for(told, &self.sender, retry, failed).await?;
         }
     }
 
@@ -462,7 +493,11 @@ impl Follower {
     /// on from, and marking the stream followed), whether a process holds
     /// the stream, and how it ended: a native read and a `MGET`, in one
     /// round trip.
-    async fn read(&self, last: Option<(u64, u64)>) -> Result<Read, crate::store::StoreError> {
+    async fn read(
+        &self,
+        last: Option<(u64, u64)>,
+        with_marks: bool,
+    ) -> Result<Read, crate::store::StoreError> {
         let limit = self.config.timeout.max(super::MIN_WRITE_TIMEOUT);
         let history = self.keys.of("h:", &self.stream);
         let from = match last {
@@ -488,14 +523,17 @@ impl Follower {
             .arg(from)
             .arg("+")
             .arg("COUNT")
-            .arg(READ_BLOCKS)
-            .cmd("MGET")
-            .arg(self.keys.of("l:", &self.stream))
-            .arg(self.keys.of("d:", &self.stream));
+            .arg(READ_BLOCKS);
+        if with_marks {
+            pipeline
+                .cmd("MGET")
+                .arg(self.keys.of("l:", &self.stream))
+                .arg(self.keys.of("d:", &self.stream));
+        }
         let mut connection = self.connection.clone();
-        let reply: Result<(Value, Vec<Option<Vec<u8>>>), _> =
+        let reply: Result<Vec<Value>, _> =
             within(limit, pipeline.query_async(&mut connection)).await;
-        let (entries, marks) = match reply {
+        let replies = match reply {
             Err(crate::store::StoreError::Unavailable(error)) if is_wrong_type(&*error) => {
                 // Keys of the stream that something else wrote: they go,
                 // and the next read sees what is left.
@@ -506,21 +544,24 @@ impl Follower {
             }
             reply => reply?,
         };
-        let mut marks = marks.into_iter();
-        let held = marks.next().flatten().is_some();
-        let ended_at = marks.next().flatten().and_then(|ended| {
-            std::str::from_utf8(&ended)
-                .ok()?
-                .split_once(':')?
-                .1
-                .parse()
-                .ok()
+        let mut replies = replies.into_iter();
+        let entries = Entry::parse_range(replies.next().unwrap_or(Value::Nil))?;
+        let marks = replies.next().map(|marks| {
+            let marks: Vec<Option<Vec<u8>>> = ::redis::from_redis_value(marks).unwrap_or_default();
+            let mut marks = marks.into_iter();
+            let held = marks.next().flatten().is_some();
+            let ended = marks.next().flatten();
+            let ended_at = ended.and_then(|ended| {
+                std::str::from_utf8(&ended)
+                    .ok()?
+                    .split_once(':')?
+                    .1
+                    .parse()
+                    .ok()
+            });
+            (held, ended_at)
         });
-        Ok(Read {
-            entries: Entry::parse_range(entries)?,
-            held,
-            ended_at,
-        })
+        Ok(Read { entries, marks })
     }
 }
 
@@ -528,8 +569,29 @@ impl Follower {
 struct Read {
     /// The blocks after the last one read, oldest first.
     entries: Vec<Entry>,
-    /// Whether a process holds the stream.
-    held: bool,
-    /// The position of the stream's last block, once it ended.
-    ended_at: Option<u64>,
+    /// When read: whether a process holds the stream, and the position of
+    /// its last block, once it ended.
+    marks: Option<(bool, Option<u64>)>,
+}
+
+/// Waits until `told` says the stream moved; after a failed read
+/// (`failed`), a little later regardless. `None` once the follow is
+/// dropped.
+async fn wait_for(
+    told: &mut watch::Receiver<Told>,
+    sender: &FollowSender,
+    retry: Duration,
+    failed: bool,
+) -> Option<()> {
+    tokio::select! {
+        changed = told.changed() => {
+            if changed.is_err() {
+                // Nobody tells any more (the store is going).
+                sleep(retry).await;
+            }
+        }
+        () = sleep(retry), if failed => {}
+        () = sender.closed() => return None,
+    }
+    Some(())
 }

@@ -41,16 +41,14 @@ impl Lua {
 pub(super) struct Scripts {
     pub(super) open: Lua,
     pub(super) write: Lua,
-    pub(super) refresh: Lua,
     pub(super) repair: Lua,
 }
 
 pub(super) fn scripts() -> &'static Scripts {
     static SCRIPTS: OnceLock<Scripts> = OnceLock::new();
     SCRIPTS.get_or_init(|| Scripts {
-        open: Lua::new(format!("{PREAMBLE}{OPEN}")),
+        open: Lua::new(format!("{PREAMBLE}{OPEN_HELPERS}{OPEN}")),
         write: Lua::new(format!("{PREAMBLE}{WRITE}")),
-        refresh: Lua::new(REFRESH.to_owned()),
         repair: Lua::new(REPAIR.to_owned()),
     })
 }
@@ -154,9 +152,6 @@ local epoch_key = scope_keys .. 'e'
 -- gave another type fails the script with WRONGTYPE, and the store then
 -- removes the stream's keys of the wrong type (`REPAIR`) and runs it again.
 -- Only the search of a cursor through the scope's other streams skips one.
-local function holds(list, id)
-  return type(redis.pcall('LPOS', list, id)) == 'number'
-end
 
 local function generation(stream)
   local value = redis.call('HGET', generations_key, stream)
@@ -200,43 +195,12 @@ local function id_parts(id)
   return start, position
 end
 
--- Whether entry id `a` comes before `b`.
-local function before(a_start, a_position, b_start, b_position)
-  return a_start < b_start or (a_start == b_start and a_position < b_position)
-end
-
 -- The value of `name` among a history entry's fields.
 local function field_of(fields, name)
   for i = 1, #fields - 1, 2 do
     if fields[i] == name then return fields[i + 1] end
   end
   return nil
-end
-
--- The id of the newest entry of the history `blocks`, or nil.
-local function newest_id(blocks)
-  local newest = redis.call('XREVRANGE', blocks, '+', '-', 'COUNT', 1)[1]
-  return newest and newest[1]
-end
-
--- The id of the entry of `stream`'s history after whose block a client
--- with `cursor` resumes, when the history holds it within its bounds:
--- among its newest `history_len` (a write trims the count only now and
--- then) and kept within its age (a write holds only the count and the
--- bytes). Nil otherwise.
-local function entry_after(stream, cursor)
-  local blocks, index = history_keys(stream)
-  local at = redis.call('LPOS', index, cursor, 'RANK', -1)
-  local start = at and redis.call('LINDEX', index, at + 1)
-  if not start or string.byte(start, 1) ~= 0 then return nil end
-  start = string.sub(start, 2)
-  local entry = redis.call('XRANGE', blocks, start, start)[1]
-  if not entry or field_of(entry[2], 'i') ~= cursor then return nil end
-  if (tonumber(field_of(entry[2], 't')) or 0) < now - history_age then return nil end
-  local _, position = id_parts(entry[1])
-  local _, newest = id_parts(newest_id(blocks))
-  if not position or not newest or newest - position >= history_len then return nil end
-  return entry[1]
 end
 
 -- Counts `stream` among the scope's streams, used now; a stream new to
@@ -269,6 +233,48 @@ local function touch(stream)
   mark_used(stream)
   redis.call('PEXPIRE', streams_key, ttl)
   redis.call('PEXPIRE', generations_key, ttl)
+end
+
+";
+
+/// The open script's own helpers, after the preamble: the write needs
+/// none of them, and a script makes each of its functions anew at every
+/// call.
+const OPEN_HELPERS: &str = r"
+-- Whether the list `list` holds `id`; a list of another type does not.
+local function holds(list, id)
+  return type(redis.pcall('LPOS', list, id)) == 'number'
+end
+
+-- Whether entry id `a` comes before `b`.
+local function before(a_start, a_position, b_start, b_position)
+  return a_start < b_start or (a_start == b_start and a_position < b_position)
+end
+
+-- The id of the newest entry of the history `blocks`, or nil.
+local function newest_id(blocks)
+  local newest = redis.call('XREVRANGE', blocks, '+', '-', 'COUNT', 1)[1]
+  return newest and newest[1]
+end
+
+-- The id of the entry of `stream`'s history after whose block a client
+-- with `cursor` resumes, when the history holds it within its bounds:
+-- among its newest `history_len` (a write trims the count only now and
+-- then) and kept within its age (a write holds only the count and the
+-- bytes). Nil otherwise.
+local function entry_after(stream, cursor)
+  local blocks, index = history_keys(stream)
+  local at = redis.call('LPOS', index, cursor, 'RANK', -1)
+  local start = at and redis.call('LINDEX', index, at + 1)
+  if not start or string.byte(start, 1) ~= 0 then return nil end
+  start = string.sub(start, 2)
+  local entry = redis.call('XRANGE', blocks, start, start)[1]
+  if not entry or field_of(entry[2], 'i') ~= cursor then return nil end
+  if (tonumber(field_of(entry[2], 't')) or 0) < now - history_age then return nil end
+  local _, position = id_parts(entry[1])
+  local _, newest = id_parts(newest_id(blocks))
+  if not position or not newest or newest - position >= history_len then return nil end
+  return entry[1]
 end
 
 -- Whether the window or the history of `stream` holds `id`.
@@ -458,8 +464,8 @@ return {stream, known, gen, bad_values, replayed, replay_after, expect, epoch, f
 /// bytes. Returns 1 when written, 0 when a cursor cut the window since
 /// that generation, the bad values met, and where the history's next
 /// block goes (its start and position; 0 and 0 without a history). Tells
-/// the stream's followers on its channel whenever its history or lease
-/// moved.
+/// the stream's followers on its channel whenever its history, lease or
+/// end moved: `m` when the lease or the end did, else `b`.
 const WRITE: &str = r"
 local stream, gen, count = ARGV[9], tonumber(ARGV[10]), tonumber(ARGV[11])
 local forget_first, start_over = ARGV[12] == '1', ARGV[13] == '1'
@@ -472,6 +478,8 @@ local first_entry = 22
 local first_block = first_entry + 2 * count
 local lease, ended = scope_keys .. 'l:' .. stream, scope_keys .. 'd:' .. stream
 local moved = claim or release
+-- Whether the lease or the end moved: the followers then read those too.
+local marks = claim or release
 -- Whether this write made a key, which then gets its TTL.
 local made = false
 -- The count bound is held every this many positions, not at each write:
@@ -614,7 +622,7 @@ if written == 1 then
       next_start, next_position = after_last(history_keys(stream))
     end
     redis.call('SET', ended, ending .. ':' .. math.max(next_position - 1, 0), 'PX', ttl)
-    moved = true
+    moved, marks = true, true
   end
   if touch_due or made then touch(stream) end
 end
@@ -624,21 +632,9 @@ if release or (written == 1 and (ending == 'e' or ending == 'c')) then
   end
 end
 if moved then
-  redis.call('PUBLISH', scope_keys .. 'c:' .. stream, next_position)
+  redis.call('PUBLISH', scope_keys .. 'c:' .. stream, marks and 'm' or 'b')
 end
 return {written, bad_values, next_start, next_position}
-";
-
-/// Keeps a lease: `KEYS[1]`, the lease; `ARGV[1]`: this process's holder
-/// id; `ARGV[2]`: the lease in ms; `ARGV[3]`: the stream's mark that it is
-/// followed. Takes the lease again when it lapsed, never from another
-/// holder. Returns 1 while the stream is followed.
-const REFRESH: &str = r"
-local holder = redis.call('GET', KEYS[1])
-if not holder or holder == ARGV[1] then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', tonumber(ARGV[2]))
-end
-return redis.call('EXISTS', ARGV[3])
 ";
 
 /// Removes the keys of the wrong type: `KEYS`, each of the type named by
