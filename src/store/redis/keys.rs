@@ -130,7 +130,7 @@ fn escape_into(escaped: &mut String, text: &str) {
 
 /// This process's clock in ms since the Unix epoch, for the scripts: they
 /// ask Redis for no time, a call fewer each.
-fn now_ms() -> u64 {
+pub(super) fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |since| {

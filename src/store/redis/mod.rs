@@ -23,7 +23,7 @@ use follow::{Follower, Subscriber};
 use keys::{Keys, escape};
 use lease::{Leases, RedisLease, refresh_leases};
 use queue::{Kept, Queue, Target};
-use replies::{Entry, Opened, following_on, millis};
+use replies::{Entry, Opened, following_on, millis, window_read};
 use scripts::{REPLAY_CONSUMER, REPLAY_GROUP, is_no_script, is_wrong_type, repair, scripts};
 use writer::Writer;
 
@@ -516,7 +516,8 @@ impl RedisStore {
                 .arg(cursor.unwrap_or(""))
                 .arg("1")
                 .arg(&*self.shared.holder)
-                .arg(if wait { "1" } else { "0" });
+                .arg(if wait { "1" } else { "0" })
+                .arg(if split { "1" } else { "0" });
             transaction.add_command(command);
             if let Some(history) = history.filter(|_| !split) {
                 transaction
@@ -533,6 +534,14 @@ impl RedisStore {
                     .arg(keys.of("h:", stream))
                     .arg(">");
             }
+            if !split {
+                let len = 2 * isize::try_from(limits.window_len()).unwrap_or(isize::MAX / 2);
+                transaction
+                    .cmd("LRANGE")
+                    .arg(keys.of("w:", stream))
+                    .arg(-len)
+                    .arg(-1);
+            }
             transaction
         };
         let deadline = tokio::time::Instant::now() + config.timeout;
@@ -540,7 +549,7 @@ impl RedisStore {
         let mut whole = false;
         let mut split = false;
         let mut listening = None;
-        let (reply, replay) = loop {
+        let (reply, replay, window) = loop {
             // A cursor on its way from the replica that holds the stream is
             // waited for, within half the timeout.
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
@@ -558,7 +567,12 @@ impl RedisStore {
             };
             let mut replies = replies.into_iter();
             let reply = replies.next().unwrap_or(Ok(Value::Nil));
-            let replay = replies.next();
+            let replay = if history.is_some() && !split {
+                replies.next()
+            } else {
+                None
+            };
+            let window = replies.next();
             match reply {
                 Err(error) if !whole && is_no_script(&error) => whole = true,
                 Err(error) if !repaired && is_wrong_type(&error) => {
@@ -579,14 +593,21 @@ impl RedisStore {
                     let waited = deadline - config.timeout / 2;
                     let _ = tokio::time::timeout_at(waited, listening.told()).await;
                 }
-                Ok(reply) => break (reply, replay),
+                Ok(reply) => break (reply, replay, window),
                 Err(error) => return Err(unavailable(error)),
             }
         };
-        let opened = Opened::parse(reply).inspect_err(|_| self.note_bad_values(1, keys))?;
+        let mut opened = Opened::parse(reply).inspect_err(|_| self.note_bad_values(1, keys))?;
+        let window = match opened.window.take() {
+            Some(window) => window,
+            None => {
+                let read = window.unwrap_or(Ok(Value::Nil)).map_err(unavailable)?;
+                window_read(read, &mut opened.bad_values)?
+            }
+        };
         self.note_bad_values(opened.bad_values, keys);
         let mut loaded = StoredStream::new(opened.stream);
-        loaded.ids = opened.window;
+        loaded.ids = window;
         loaded.replay = match opened.replayed {
             None => {
                 if opened.follow && cursor.is_none() {

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use ::redis::Value;
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
 
 use crate::store::StoreError;
 
@@ -34,8 +34,9 @@ pub(super) struct Opened {
     /// Without a cursor, the start of the history's newest block, after
     /// which a follow starts.
     pub(super) follow_at: u64,
-    /// The window: its ids, with the fingerprints of their events.
-    pub(super) window: Vec<(String, u64)>,
+    /// The window: its ids, with the fingerprints of their events; `None`
+    /// when the caller reads it natively.
+    pub(super) window: Option<Vec<(String, u64)>>,
 }
 
 impl Opened {
@@ -63,7 +64,10 @@ impl Opened {
         let follow_at = u64::try_from(int(next(&mut items)?)?).unwrap_or(0);
         let count = int(next(&mut items)?)?;
         let joined = bulk(next(&mut items)?)?;
-        let window = window_of(count, &joined, &mut bad_values);
+        let window = (count >= 0).then(|| {
+            let entries = joined.split(|&byte| byte == b'\n').filter(|_| count > 0);
+            window_of(entries, &mut bad_values)
+        });
         Ok(Self {
             stream,
             cursor_known: (known >= 0).then_some(known == 1),
@@ -81,16 +85,28 @@ impl Opened {
     }
 }
 
-/// The window in `joined`: `count` entries a line, each id followed by
-/// the fingerprint of its event (a NUL, then decimal digits). Counts into
-/// `bad_values` what it skips: an entry out of place, or an id that is not
-/// UTF-8, was not written by this crate.
-fn window_of(count: i64, joined: &[u8], bad_values: &mut u64) -> Vec<(String, u64)> {
-    if count <= 0 {
-        return Vec::new();
-    }
-    let mut window = Vec::with_capacity(usize::try_from(count / 2).unwrap_or(0));
-    let mut entries = joined.split(|&byte| byte == b'\n').peekable();
+/// The window of a native read of its list.
+pub(super) fn window_read(
+    reply: Value,
+    bad_values: &mut u64,
+) -> Result<Vec<(String, u64)>, StoreError> {
+    let entries = list(reply, "a window")?
+        .into_iter()
+        .map(bulk)
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(window_of(entries.iter().map(Vec::as_slice), bad_values))
+}
+
+/// The window in `entries`: each id followed by the fingerprint of its
+/// event (a NUL, then decimal digits). Counts into `bad_values` what it
+/// skips: an entry out of place, or an id that is not UTF-8, was not
+/// written by this crate.
+fn window_of<'a>(
+    entries: impl Iterator<Item = &'a [u8]>,
+    bad_values: &mut u64,
+) -> Vec<(String, u64)> {
+    let mut window = Vec::new();
+    let mut entries = entries.peekable();
     while let Some(entry) = entries.next() {
         if entry.first() == Some(&0) {
             // A fingerprint without its id: the window's oldest entries
@@ -155,21 +171,23 @@ impl Entry {
         let entry_id = bulk(next(&mut parts)?)?;
         let (start, position) = id_parts(&entry_id)
             .ok_or_else(|| corrupt("a history entry with a bad id".to_owned()))?;
-        let (mut id, mut block) = (Vec::new(), None);
         let fields = match next(&mut parts)? {
             Value::Map(pairs) => pairs.into_iter().flat_map(|(k, v)| [k, v]).collect(),
             other => list(other, "a history entry's fields")?,
         };
-        let mut fields = fields.into_iter();
-        while let (Some(name), Some(value)) = (fields.next(), fields.next()) {
-            match bulk(name)?.as_slice() {
-                b"i" => id = bulk(value)?,
-                // The entry's own buffer: no copy.
-                b"b" => block = Some(Bytes::from(bulk(value)?)),
-                _ => {}
-            }
-        }
-        let block = block.ok_or_else(|| corrupt("a history entry without its block".to_owned()))?;
+        // One field, `b`: `<ms>:<id>`, a line break, then the block.
+        let value = fields.into_iter().nth(1).map(bulk).transpose()?;
+        let value = value.ok_or_else(|| corrupt("a history entry without its block".to_owned()))?;
+        let line_end = (value.iter().position(|&byte| byte == b'\n'))
+            .ok_or_else(|| corrupt("a history entry without its id".to_owned()))?;
+        let id = match value[..line_end].iter().position(|&byte| byte == b':') {
+            Some(colon) => value[colon + 1..line_end].to_vec(),
+            None => return Err(corrupt("a history entry without its time".to_owned())),
+        };
+        let mut block = Bytes::from(value);
+        // Unlike `slice`, this allocates nothing: the buffer stays the
+        // reply's.
+        block.advance(line_end + 1);
         Ok(Self {
             start,
             position,
@@ -254,7 +272,7 @@ mod tests {
     fn a_window_is_read_in_pairs_and_what_is_out_of_place_is_counted_not_taken() {
         let mut bad = 0;
         let joined = b"\x007\na\n\x001\nb\n\x002\nc\nd\n\x00x\ne\n\x005";
-        let window = window_of(10, joined, &mut bad);
+        let window = window_of(joined.split(|&byte| byte == b'\n'), &mut bad);
         assert_eq!(
             window,
             [

@@ -120,9 +120,11 @@ pub(super) const REPLAY_CONSUMER: &str = "open";
 /// right after it the fingerprint of its event, as a NUL and its decimal
 /// digits (no id holds a NUL, so `LPOS` of an id never finds a
 /// fingerprint). Its history is one Redis Stream: an entry per block,
-/// oldest first, with the fields `i` (the id a client may resume from
-/// after the block, or empty), `t` (when it was kept, in ms) and `b` (the
-/// block as forwarded). An entry's id is `<start>-<position>`: where its
+/// oldest first, with one field, `b`: when the block was kept (ms) and the
+/// id a client may resume from after it (or none) on a line of their own,
+/// `<ms>:<id>`, then the block as forwarded. One field rather than three:
+/// a native read of a stream costs by the element, several times a
+/// list's. An entry's id is `<start>-<position>`: where its
 /// bytes start among all the stream ever kept, and its place in the
 /// stream; both only rise, so that a bytes bound is one native trim
 /// (`MINID`), and a position that does not follow on from the one before
@@ -195,12 +197,14 @@ local function id_parts(id)
   return start, position
 end
 
--- The value of `name` among a history entry's fields.
-local function field_of(fields, name)
-  for i = 1, #fields - 1, 2 do
-    if fields[i] == name then return fields[i + 1] end
-  end
-  return nil
+-- When a history entry's block was kept, its resume id, and its length:
+-- the entry's one value is `<ms>:<id>`, a line break, then the block.
+local function kept_of(entry)
+  local value = entry[2][2] or ''
+  local colon = string.find(value, ':', 1, true)
+  local line_end = colon and string.find(value, '\n', colon, true)
+  if not line_end then return nil end
+  return tonumber(string.sub(value, 1, colon - 1)), string.sub(value, colon + 1, line_end - 1), #value - line_end
 end
 
 -- Counts `stream` among the scope's streams, used now; a stream new to
@@ -269,8 +273,9 @@ local function entry_after(stream, cursor)
   if not start or string.byte(start, 1) ~= 0 then return nil end
   start = string.sub(start, 2)
   local entry = redis.call('XRANGE', blocks, start, start)[1]
-  if not entry or field_of(entry[2], 'i') ~= cursor then return nil end
-  if (tonumber(field_of(entry[2], 't')) or 0) < now - history_age then return nil end
+  if not entry then return nil end
+  local at, id = kept_of(entry)
+  if id ~= cursor or (at or 0) < now - history_age then return nil end
   local _, position = id_parts(entry[1])
   local _, newest = id_parts(newest_id(blocks))
   if not position or not newest or newest - position >= history_len then return nil end
@@ -301,7 +306,8 @@ end
 /// `ARGV[11]`: `1` to look for the cursor's stream in the whole scope when
 /// the stream does not know it; `ARGV[12]`: this process's holder id;
 /// `ARGV[13]`: `1` to return `{'wait'}`, changing nothing, when no
-/// stream knows the cursor while another process holds the stream.
+/// stream knows the cursor while another process holds the stream;
+/// `ARGV[14]`: `1` to return the window even of the stream asked for.
 ///
 /// The caller sends it in a transaction with a native `XREADGROUP` of the
 /// history of the stream asked for, through [`REPLAY_GROUP`]: the script
@@ -320,10 +326,13 @@ end
 /// with a cursor, it is complete), without a cursor the start of the
 /// history's newest block (after which a follow starts; 0 for none), and
 /// the window: its number of entries and the entries one per line (an
-/// id, then its fingerprint).
+/// id, then its fingerprint); or -1 and nothing for the stream asked for,
+/// whose window the caller reads natively in the same transaction (an
+/// `LRANGE` of its newest `2 * window_len` entries, as the script left
+/// it).
 const OPEN: &str = r"
 local stream, cursor, search, me = ARGV[9], ARGV[10], ARGV[11] == '1', ARGV[12]
-local wait = ARGV[13] == '1'
+local wait, window_here = ARGV[13] == '1', ARGV[14] == '1'
 local asked = stream
 local known, gen, replayed, replay_after, expect = -1, 0, -1, '', 0
 local follow, keep, follow_at = 0, false, 0
@@ -438,11 +447,16 @@ if history_len > 0 then
 end
 point_replay((replayed == 1 and stream == asked) and replay_after or '$')
 if redis.call('EXISTS', window) == 1 or gen > 0 or replayed >= 0 then touch(stream) end
--- The window goes back as one string, an entry a line (no id holds a
--- line break): one reply rather than one per entry.
-local entries = redis.call('LRANGE', window, -2 * window_len, -1)
+-- The caller reads the window of the stream it asked for natively, after
+-- the script; another's, or when it asks, goes back as one string, an
+-- entry a line (no id holds a line break): one reply, not one per entry.
+local entries, joined = -1, ''
+if stream ~= asked or window_here then
+  local found = redis.call('LRANGE', window, -2 * window_len, -1)
+  entries, joined = #found, table.concat(found, '\n')
+end
 return {stream, known, gen, bad_values, replayed, replay_after, expect, epoch, follow, follow_at,
-  #entries, table.concat(entries, '\n')}
+  entries, joined}
 ";
 
 /// `ARGV[9]`: the stream; `ARGV[10]`: the generation its ids were
@@ -461,7 +475,7 @@ return {stream, known, gen, bad_values, replayed, replay_after, expect, epoch, f
 /// keeps the schedule, so that most writes read nothing for it); then
 /// the window's new entries, oldest first (each id, then its
 /// fingerprint); then for the history, each block's id (or empty) and
-/// bytes. Returns 1 when written, 0 when a cursor cut the window since
+/// its entry's value (`<ms>:<id>`, a line break, the block). Returns 1 when written, 0 when a cursor cut the window since
 /// that generation, the bad values met, and where the history's next
 /// block goes (its start and position; 0 and 0 without a history). Tells
 /// the stream's followers on its channel whenever its history, lease or
@@ -473,7 +487,6 @@ local me, lease_ms = ARGV[14], tonumber(ARGV[15])
 local claim, release, ending = ARGV[16] == '1', ARGV[17] == '1', ARGV[18]
 local next_start, next_position = tonumber(ARGV[19]) or 0, tonumber(ARGV[20]) or 0
 local touch_due = ARGV[21] == '1'
-local now_text = ARGV[8]
 local first_entry = 22
 local first_block = first_entry + 2 * count
 local lease, ended = scope_keys .. 'l:' .. stream, scope_keys .. 'd:' .. stream
@@ -501,20 +514,22 @@ local function after_last(blocks)
   if not start then return 1, 1 end
   local len = 1
   if last_entry and last_entry[1] == last_id then
-    len = math.max(#(field_of(last_entry[2], 'b') or ''), 1)
+    local _, _, kept = kept_of(last_entry)
+    len = math.max(kept or 1, 1)
   end
   return start + len, position + 1
 end
 
--- The call that keeps `block` in the history `blocks` at `start`,
--- `position`, holding the bytes bound (`MINID`); with `existing`, only
--- in a history that exists.
-local function add(blocks, start, position, id, block, existing)
-  local trim = math.max(start + #block - history_bytes, 0)
+-- The call that keeps `value` (a block of `len` bytes, after its line of
+-- time and id) in the history `blocks` at `start`, `position`, holding
+-- the bytes bound (`MINID`); with `existing`, only in a history that
+-- exists.
+local function add(blocks, start, position, value, len, existing)
+  local trim = math.max(start + len - history_bytes, 0)
   if existing then
-    return 'XADD', blocks, 'NOMKSTREAM', 'MINID', trim, start .. '-' .. position, 'i', id, 't', now_text, 'b', block
+    return 'XADD', blocks, 'NOMKSTREAM', 'MINID', trim, start .. '-' .. position, 'b', value
   end
-  return 'XADD', blocks, 'MINID', trim, start .. '-' .. position, 'i', id, 't', now_text, 'b', block
+  return 'XADD', blocks, 'MINID', trim, start .. '-' .. position, 'b', value
 end
 
 -- Appends `block` to the history at `start`, `position`: where this
@@ -524,22 +539,22 @@ end
 -- (a failover lost them): the jump in positions makes a replay or a
 -- follow across it a gap, never a silent skip. Returns where the next
 -- block goes.
-local function append(blocks, start, position, id, block)
+local function append(blocks, start, position, value, len)
   if start > 0 then
-    local added = redis.pcall(add(blocks, start, position, id, block, true))
-    if type(added) == 'string' then return start + #block, position + 1 end
+    local added = redis.pcall(add(blocks, start, position, value, len, true))
+    if type(added) == 'string' then return start + len, position + 1 end
     if not added then
       -- No history (Redis lost it, or it expired): made again where this
       -- process left it, so that positions go on from there.
       made = true
-      redis.call(add(blocks, start, position, id, block, false))
-      return start + #block, position + 1
+      redis.call(add(blocks, start, position, value, len, false))
+      return start + len, position + 1
     end
   end
   made = made or redis.call('EXISTS', blocks) == 0
   start, position = after_last(blocks)
-  redis.call(add(blocks, start, position, id, block, false))
-  return start + #block, position + 1
+  redis.call(add(blocks, start, position, value, len, false))
+  return start + len, position + 1
 end
 
 if claim then
@@ -581,9 +596,10 @@ if written == 1 then
     local away_before = tonumber(string.sub(ending, 2)) or 0
     local blocks_count = (#ARGV - first_block + 1) / 2
     for i = first_block, #ARGV - 1, 2 do
-      local id, block = ARGV[i], ARGV[i + 1]
-      next_start, next_position = append(blocks, next_start, next_position, id, block)
-      local start_then = next_start - #block
+      local id, value = ARGV[i], ARGV[i + 1]
+      local len = #value - string.find(value, '\n', 1, true)
+      next_start, next_position = append(blocks, next_start, next_position, value, len)
+      local start_then = next_start - len
       first_position = first_position or next_position - 1
       if id ~= '' then
         pointers[#pointers + 1] = id

@@ -12,6 +12,7 @@ use tokio::task::JoinSet;
 use tokio::time::{Instant, timeout};
 
 use super::connection::{Connection, TimedOut};
+use super::keys::now_ms;
 use super::queue::{Pending, Queue, Target};
 use super::replies::{array, corrupt, int, next};
 use super::scripts::{is_wrong_type, repair, scripts};
@@ -369,8 +370,15 @@ fn write_command(pending: &Pending, next: (u64, u64), touch: bool, whole_script:
     for (id, fingerprint) in batch.events().skip(skip) {
         command.arg(id).arg(format!("\0{fingerprint}"));
     }
+    // Each block as its history entry holds it: when it was kept and its
+    // id on a line of their own, then its bytes.
+    let now = now_ms();
+    let mut value = Vec::new();
     for (id, block) in batch.blocks().skip(skip_blocks) {
-        command.arg(id).arg(block);
+        value.clear();
+        value.extend_from_slice(format!("{now}:{id}\n").as_bytes());
+        value.extend_from_slice(block);
+        command.arg(id).arg(value.as_slice());
     }
     command
 }
