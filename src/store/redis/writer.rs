@@ -147,7 +147,7 @@ impl Writer {
                     }
                     Outcome::Refused(error) => {
                         counters.dropped.fetch_add(ids, Relaxed);
-                        self.queue.mark_hole(&pending);
+                        drop_blocks(&self.queue, &mut self.next_blocks, &pending);
                         tracing::error!(
                             window = %pending.target.keys.of("w:", &pending.target.stream),
                             %error,
@@ -156,7 +156,7 @@ impl Writer {
                     }
                     Outcome::Bad(error) => {
                         counters.dropped.fetch_add(ids, Relaxed);
-                        self.queue.mark_hole(&pending);
+                        drop_blocks(&self.queue, &mut self.next_blocks, &pending);
                         tracing::error!(%error, "unexpected reply to a write of forwarded ids");
                     }
                 }
@@ -175,7 +175,7 @@ impl Writer {
                 let ids: usize = pending.iter().map(|pending| pending.ids.len()).sum();
                 counters.dropped.fetch_add(ids as u64, Relaxed);
                 for pending in &pending {
-                    self.queue.mark_hole(pending);
+                    drop_blocks(&self.queue, &mut self.next_blocks, pending);
                 }
                 let error =
                     failed.map_or_else(|| "the script is missing".to_owned(), |e| e.to_string());
@@ -288,6 +288,18 @@ impl Writer {
         let window = pending.target.keys.of("w:", &pending.target.stream);
         let quarter = pending.target.config.ttl / 4;
         (self.touched.get(&window)).is_none_or(|at| at.elapsed() >= quarter)
+    }
+}
+
+/// Notes that the blocks of `pending` never reached Redis: the next write
+/// of the stream forgets the history before it, and its blocks go that
+/// many positions further on, so that a follower or a replay that had the
+/// blocks before sees the hole rather than skip it.
+fn drop_blocks(queue: &Queue, next_blocks: &mut HashMap<String, (u64, u64)>, pending: &Pending) {
+    queue.mark_hole(pending);
+    let window = pending.target.keys.of("w:", &pending.target.stream);
+    if let Some((_, position)) = next_blocks.get_mut(&window) {
+        *position += pending.ids.blocks().len() as u64;
     }
 }
 
