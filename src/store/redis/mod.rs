@@ -120,11 +120,11 @@ const MIN_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 ///
 /// | key | type | holds |
 /// |---|---|---|
-/// | `<prefix>{S}:w:T` | list | the window of `T`: each id forwarded, oldest first, and right after it the fingerprint of its event (a NUL, then decimal digits; no id holds a NUL), a little past the window's length at most |
+/// | `<prefix>{S}:w:T` | list | the window of `T`: each id forwarded, oldest first, and right after it the fingerprint of its event (a NUL, then decimal digits; no id holds a NUL) and, with a history, where the id's block starts in it (a colon, then decimal digits), a little past the window's length at most |
 /// | `<prefix>{S}:s` | sorted set | the streams of `S`, scored by last use (ms): for finding a cursor's stream, capping the streams per scope and forgetting idle ones |
 /// | `<prefix>{S}:g` | hash | per stream, its generation: bumped whenever a client cursor cuts the window |
 /// | `<prefix>{S}:h:T` | stream | with a [history](crate::SseResumeLayer::history), the blocks of `T`, oldest first: an entry per block with its resume id (`i`, empty for none), when it was kept (`t`, ms) and its bytes as forwarded (`b`). The entry id is `<start>-<position>`: where the block's bytes start among all the stream ever kept, and its place in it, both rising, so that the bytes bound is a native trim and a position that does not follow on says blocks are missing. Its consumer group `replay` is how an open reads its replay natively |
-/// | `<prefix>{S}:hi:T` | list | with a history, its index: the blocks' resume ids, oldest first, each followed by the start of its block after a NUL, a little past the history's count at most. Only a way in: an entry it points at that is gone, or holds another id, is not in the history |
+/// | `<prefix>{S}:hi:T` | list | with a history, its index of the resume ids the window does not point from (stamped ones, and ids the window let go or a cursor cut before the history did): each followed by the start of its block after a NUL, a little past the history's count at most. The window and the index are only ways in: an entry they point at that is gone, or holds another id, is not in the history |
 /// | `<prefix>{S}:e` | string | with a history, the last epoch handed out for stamped ids, so that every replica's are unique and rise |
 /// | `<prefix>{S}:l:T` | string | while a replica reads the upstream of `T` and may linger: that replica's holder id, with the [lease](Self::lease) as TTL |
 /// | `<prefix>{S}:f:T` | string | while a replica follows `T`: a mark, with the lease as TTL, that keeps the holder's linger going |
@@ -158,11 +158,11 @@ const MIN_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 /// Ids are written behind the stream: [`TrackerStore::record`] only queues
 /// them (bounded), and a background task sends what has piled up for all
 /// keys as one pipeline of write scripts, one per key, coalesced to the
-/// last window's worth of ids. A write that forwards one event makes five
+/// last window's worth of ids. A write that forwards one event makes four
 /// calls in Redis (the generation's check, the window's push, the
-/// history's append and its index, the followers' notice); the window and
-/// the history's count are trimmed every eighth of their length, and the
-/// stream's TTLs refreshed every quarter of the TTL.
+/// history's append, the followers' notice); the window and the history's
+/// count are trimmed every eighth of their length, and the stream's TTLs
+/// refreshed every quarter of the TTL.
 ///
 /// # Following a stream another replica holds
 ///

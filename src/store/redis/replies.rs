@@ -98,7 +98,8 @@ pub(super) fn window_read(
 }
 
 /// The window in `entries`: each id followed by the fingerprint of its
-/// event (a NUL, then decimal digits). Counts into `bad_values` what it
+/// event (a NUL, then decimal digits, and with a history maybe a colon and
+/// where the id's block starts). Counts into `bad_values` what it
 /// skips: an entry out of place, or an id that is not UTF-8, was not
 /// written by this crate.
 fn window_of<'a>(
@@ -115,7 +116,11 @@ fn window_of<'a>(
         }
         let print = entries
             .next_if(|print| print.first() == Some(&0))
-            .and_then(|print| std::str::from_utf8(&print[1..]).ok()?.parse().ok());
+            .and_then(|print| {
+                // With a history, the start of the id's block follows.
+                let print = std::str::from_utf8(&print[1..]).ok()?;
+                print.split(':').next()?.parse().ok()
+            });
         match (std::str::from_utf8(entry), print) {
             (Ok(id), Some(print)) => window.push((id.to_owned(), print)),
             _ => *bad_values += 1,
@@ -271,7 +276,7 @@ mod tests {
     #[test]
     fn a_window_is_read_in_pairs_and_what_is_out_of_place_is_counted_not_taken() {
         let mut bad = 0;
-        let joined = b"\x007\na\n\x001\nb\n\x002\nc\nd\n\x00x\ne\n\x005";
+        let joined = b"\x007\na\n\x001\nb\n\x002:40\nc\nd\n\x00x\ne\n\x005";
         let window = window_of(joined.split(|&byte| byte == b'\n'), &mut bad);
         assert_eq!(
             window,

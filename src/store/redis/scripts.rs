@@ -119,7 +119,8 @@ pub(super) const REPLAY_CONSUMER: &str = "open";
 /// A stream's window is one list: each id forwarded, oldest first, and
 /// right after it the fingerprint of its event, as a NUL and its decimal
 /// digits (no id holds a NUL, so `LPOS` of an id never finds a
-/// fingerprint). Its history is one Redis Stream: an entry per block,
+/// fingerprint), and with a history, a colon and where the id's block
+/// starts in it, when the write that kept the block pushed the id. Its history is one Redis Stream: an entry per block,
 /// oldest first, with one field, `b`: when the block was kept (ms) and the
 /// id a client may resume from after it (or none) on a line of their own,
 /// `<ms>:<id>`, then the block as forwarded. One field rather than three:
@@ -128,11 +129,13 @@ pub(super) const REPLAY_CONSUMER: &str = "open";
 /// bytes start among all the stream ever kept, and its place in the
 /// stream; both only rise, so that a bytes bound is one native trim
 /// (`MINID`), and a position that does not follow on from the one before
-/// says that blocks are missing there. Beside it, the history's index: a
-/// list of the blocks' resume ids, oldest first, each followed by the
-/// start of its block after a NUL, a little past the history's count at
-/// most. The index is only a way in: an entry it points at that is gone,
-/// or holds another id, is not in the history.
+/// says that blocks are missing there. Beside it, the history's index,
+/// for the resume ids the window does not point from (stamped ones, and
+/// those of ids the window let go or a cursor cut from it before the
+/// history did): a list of those ids, each followed by the start of its
+/// block after a NUL, a little past the history's count at most. Both
+/// are only ways in: an entry they point at that is gone, or holds
+/// another id, is not in the history.
 const PREAMBLE: &str = r"
 local streams_key, generations_key = KEYS[1], KEYS[2]
 local windows = ARGV[1]
@@ -207,6 +210,26 @@ local function kept_of(entry)
   return tonumber(string.sub(value, 1, colon - 1)), string.sub(value, colon + 1, line_end - 1), #value - line_end
 end
 
+-- Moves the pointers of the window entries of `stream` from `from` to `to`
+-- into the history's index: the ids leave the window, their blocks may
+-- still be in the history.
+local function unpoint(stream, from, to)
+  local window = windows .. stream
+  local _, index = history_keys(stream)
+  local entries, moving = redis.call('LRANGE', window, from, to), {}
+  for k = 1, #entries - 1 do
+    local id, print = entries[k], entries[k + 1]
+    local colon = string.byte(id, 1) ~= 0 and string.byte(print, 1) == 0 and string.find(print, ':', 2, true)
+    if colon then
+      moving[#moving + 1] = id
+      moving[#moving + 1] = '\0' .. string.sub(print, colon + 1)
+    end
+  end
+  for first = 1, #moving, 1000 do
+    redis.call('RPUSH', index, unpack(moving, first, math.min(first + 999, #moving)))
+  end
+end
+
 -- Counts `stream` among the scope's streams, used now; a stream new to
 -- the scope makes room in it.
 local function mark_used(stream)
@@ -268,10 +291,20 @@ end
 -- bytes). Nil otherwise.
 local function entry_after(stream, cursor)
   local blocks, index = history_keys(stream)
-  local at = redis.call('LPOS', index, cursor, 'RANK', -1)
-  local start = at and redis.call('LINDEX', index, at + 1)
-  if not start or string.byte(start, 1) ~= 0 then return nil end
-  start = string.sub(start, 2)
+  local window = windows .. stream
+  -- The window's entry of the id points at its block, or the index does.
+  local start = nil
+  local at = redis.call('LPOS', window, cursor, 'RANK', -1)
+  local print = at and redis.call('LINDEX', window, at + 1)
+  local colon = print and string.byte(print, 1) == 0 and string.find(print, ':', 2, true)
+  if colon then
+    start = string.sub(print, colon + 1)
+  else
+    at = redis.call('LPOS', index, cursor, 'RANK', -1)
+    start = at and redis.call('LINDEX', index, at + 1)
+    if not start or string.byte(start, 1) ~= 0 then return nil end
+    start = string.sub(start, 2)
+  end
   local entry = redis.call('XRANGE', blocks, start, start)[1]
   if not entry then return nil end
   local at, id = kept_of(entry)
@@ -403,10 +436,13 @@ if cursor ~= '' then
   else
     local at = redis.call('LPOS', window, cursor)
     if at then
-      -- The cursor and its fingerprint stay; what followed goes.
+      -- The cursor and its fingerprint stay; what followed goes, and
+      -- where the blocks of those ids are, to the index.
+      if history_len > 0 then unpoint(stream, at + 2, -1) end
       redis.call('LTRIM', window, 0, at + 1)
       known = 1
     else
+      if history_len > 0 then unpoint(stream, 0, -1) end
       redis.call('DEL', window)
       known = 0
     end
@@ -491,6 +527,8 @@ local first_entry = 22
 local first_block = first_entry + 2 * count
 local lease, ended = scope_keys .. 'l:' .. stream, scope_keys .. 'd:' .. stream
 local moved = claim or release
+-- Where a follower without a cursor starts, when the client went away.
+local missed_from = nil
 -- Whether the lease or the end moved: the followers then read those too.
 local marks = claim or release
 -- Whether this write made a key, which then gets its TTL.
@@ -574,25 +612,16 @@ if gen >= 0 then
 end
 if written == 1 then
   local window = windows .. stream
-  if start_over then redis.call('DEL', window) end
-  if count > 0 then
-    local len = 0
-    local last = first_block - 1
-    for first = first_entry, last, 1000 do
-      len = redis.call('RPUSH', window, unpack(ARGV, first, math.min(first + 999, last)))
-    end
-    made = made or len == 2 * count
-    -- Trimmed a little past the window's length, not at every write: an
-    -- open reads only the newest `window_len` ids.
-    if len > 2 * (window_len + slack) then redis.call('LTRIM', window, -2 * window_len, -1) end
-  end
+  -- The start of each block this write keeps, by its resume id: the
+  -- window's entry of that id points at it, the index at the others'.
+  local kept_at, kept_ids = {}, {}
+  local blocks, index = history_keys(stream)
   if history_len > 0 then
-    local blocks, index = history_keys(stream)
     if forget_first then
       forget_history(stream)
       moved, made = true, true
     end
-    local pointers, first_position, missed_from = {}, nil, nil
+    local first_position = nil
     local away_before = tonumber(string.sub(ending, 2)) or 0
     local blocks_count = (#ARGV - first_block + 1) / 2
     for i = first_block, #ARGV - 1, 2 do
@@ -602,8 +631,8 @@ if written == 1 then
       local start_then = next_start - len
       first_position = first_position or next_position - 1
       if id ~= '' then
-        pointers[#pointers + 1] = id
-        pointers[#pointers + 1] = '\0' .. start_then
+        kept_at[id] = start_then
+        kept_ids[#kept_ids + 1] = id
       end
       if blocks_count - (i - first_block) / 2 == away_before then
         -- The first block the reading response's client missed.
@@ -611,15 +640,53 @@ if written == 1 then
       end
       moved = true
     end
+    if first_position and math.floor((next_position - 1) / trim_every) > math.floor((first_position - 1) / trim_every) then
+      redis.call('XTRIM', blocks, 'MAXLEN', history_len)
+      redis.call('LTRIM', index, -2 * history_len, -1)
+    end
+  end
+  if start_over then
+    if history_len > 0 then unpoint(stream, 0, -1) end
+    redis.call('DEL', window)
+  end
+  if count > 0 then
+    local entries, len = {}, 0
+    for k = first_entry, first_block - 1, 2 do
+      local id, print = ARGV[k], ARGV[k + 1]
+      local at = kept_at[id]
+      if at then
+        print = print .. ':' .. at
+        kept_at[id] = nil
+      end
+      entries[#entries + 1] = id
+      entries[#entries + 1] = print
+    end
+    for first = 1, #entries, 1000 do
+      len = redis.call('RPUSH', window, unpack(entries, first, math.min(first + 999, #entries)))
+    end
+    made = made or len == #entries
+    -- Trimmed a little past the window's length, not at every write: an
+    -- open reads only the newest `window_len` ids. Ids the window lets go
+    -- before the history does leave their pointers to the index.
+    if len > 2 * (window_len + slack) then
+      if history_len > window_len then unpoint(stream, 0, len - 2 * window_len - 1) end
+      redis.call('LTRIM', window, -2 * window_len, -1)
+    end
+  end
+  if history_len > 0 then
+    local pointers = {}
+    for _, id in ipairs(kept_ids) do
+      if kept_at[id] then
+        pointers[#pointers + 1] = id
+        pointers[#pointers + 1] = '\0' .. kept_at[id]
+        kept_at[id] = nil
+      end
+    end
     local indexed = 0
     for first = 1, #pointers, 1000 do
       indexed = redis.call('RPUSH', index, unpack(pointers, first, math.min(first + 999, #pointers)))
     end
     made = made or (#pointers > 0 and indexed == #pointers)
-    if first_position and math.floor((next_position - 1) / trim_every) > math.floor((first_position - 1) / trim_every) then
-      redis.call('XTRIM', blocks, 'MAXLEN', history_len)
-      redis.call('LTRIM', index, -2 * history_len, -1)
-    end
     local away = scope_keys .. 'a:' .. stream
     if string.sub(ending, 1, 1) == 'a' then
       -- Where a follower without a cursor starts, as a takeover would:
