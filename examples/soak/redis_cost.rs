@@ -13,6 +13,8 @@ struct Sample {
     calls: BTreeMap<String, u64>,
     usec: BTreeMap<String, u64>,
     cpu: f64,
+    /// Of `cpu`, the seconds in the kernel: mostly the network's.
+    sys: f64,
 }
 
 impl Sample {
@@ -46,6 +48,7 @@ impl Sample {
             calls,
             usec,
             cpu: seconds("used_cpu_sys:") + seconds("used_cpu_user:"),
+            sys: seconds("used_cpu_sys:"),
         })
     }
 }
@@ -59,6 +62,7 @@ pub(crate) struct RedisCost {
     calls: BTreeMap<String, u64>,
     usec: BTreeMap<String, u64>,
     cpu: f64,
+    sys: f64,
 }
 
 impl RedisCost {
@@ -85,6 +89,7 @@ impl RedisCost {
             *self.usec.entry(name.clone()).or_default() += usec.saturating_sub(before);
         }
         self.cpu += (now.cpu - self.base.cpu).max(0.0);
+        self.sys += (now.sys - self.base.sys).max(0.0);
         self.base = now;
     }
 
@@ -104,9 +109,10 @@ impl RedisCost {
             .sum();
         let per_event = |x: f64| x / events.max(1) as f64;
         println!(
-            "redis: {calls} commands, {:.1} per event; {:.1} µs of CPU per event, {:.1}% of a core",
+            "redis: {calls} commands, {:.1} per event; {:.1} µs of CPU per event ({:.1} in the kernel), {:.1}% of a core",
             per_event(calls as f64),
             per_event(self.cpu * 1e6),
+            per_event(self.sys * 1e6),
             100.0 * self.cpu / seconds.max(1e-9),
         );
         let mut top: Vec<(&String, &u64)> = self.calls.iter().filter(|(n, _)| counted(n)).collect();
