@@ -11,9 +11,10 @@ use super::scripts::Lua;
 use crate::store::StoreLimits;
 
 /// The keys of one scope, named as in the table on
-/// [`RedisStore`](super::RedisStore). The scripts get `streams`,
-/// `generations` and `windows`, and build the scope's other keys from
-/// `windows` alike: `e`, and per stream those of [`of`](Self::of).
+/// [`RedisStore`](super::RedisStore). A script gets `streams`,
+/// `generations`, the keys of its stream and `e` as its KEYS; the keys of
+/// the scope's other streams, which only a cursor's search and the scope's
+/// cap reach, it builds from `windows` alike.
 #[derive(Debug, Clone)]
 pub(super) struct Keys {
     /// What every key of the scope starts with: `<prefix>{<scope>}:`.
@@ -49,21 +50,25 @@ impl Keys {
         key
     }
 
-    /// A call of `script` (by its hash, or with `whole` its code) with
-    /// the keys and arguments every script of the preamble starts with,
-    /// this process's time among them.
+    /// A call of `script` (by its hash, or with `whole` its code) for
+    /// `stream`, with the keys and arguments every script of the preamble
+    /// starts with, this process's time among them; the stream's name
+    /// comes next, from the caller.
     pub(super) fn script_call(
         &self,
         script: &Lua,
         whole: bool,
         config: &Config,
         limits: &StoreLimits,
+        stream: &str,
     ) -> Cmd {
         let mut command = script.call(whole);
+        command.arg(9).arg(&self.streams).arg(&self.generations);
+        for kind in ["w:", "h:", "hi:", "l:", "d:", "a:"] {
+            command.arg(self.of(kind, stream));
+        }
         command
-            .arg(2)
-            .arg(&self.streams)
-            .arg(&self.generations)
+            .arg(format!("{}e", self.scope))
             .arg(&self.windows)
             .arg(millis(config.ttl))
             .arg(limits.window_len())

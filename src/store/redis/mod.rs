@@ -134,6 +134,11 @@ const MIN_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 /// The history's writes are told on the channel `<prefix>{S}:c:T` (Pub/Sub,
 /// not a key).
 ///
+/// A script gets the keys of its scope and its stream as `KEYS`; the keys
+/// of the scope's other streams, which only the search of a cursor's
+/// stream and the cap on streams per scope reach, it names itself, within
+/// the same hash tag.
+///
 /// In the prefix and the scope, `%`, `{` and `}` are written `%25`, `%7B`
 /// and `%7D`, so that the braces of the hash tag are the only ones and two
 /// scopes never share a key; the empty scope is written `%`. The stream
@@ -510,7 +515,7 @@ impl RedisStore {
             if !split {
                 transaction.atomic();
             }
-            let mut command = keys.script_call(&scripts().open, whole, config, &limits);
+            let mut command = keys.script_call(&scripts().open, whole, config, &limits, stream);
             command
                 .arg(stream)
                 .arg(cursor.unwrap_or(""))

@@ -111,10 +111,12 @@ pub(super) const REPLAY_GROUP: &str = "replay";
 pub(super) const REPLAY_CONSUMER: &str = "open";
 
 /// What every script starts with. KEYS: the scope's streams and
-/// generations. ARGV: the window key prefix, the TTL in ms, the window
-/// length, the most streams per scope, the history's most blocks (0 for no
-/// history), bytes and age in ms, the caller's time in ms, then each
-/// script's own.
+/// generations, then the keys of the stream the script is for (`ARGV[9]`):
+/// its window, history, history's index, lease, end and the place its
+/// client went away, then the scope's epoch. ARGV: the window key prefix,
+/// the TTL in ms, the window length, the most streams per scope, the
+/// history's most blocks (0 for no history), bytes and age in ms, the
+/// caller's time in ms, then each script's own.
 ///
 /// A stream's window is one list: each id forwarded, oldest first, and
 /// right after it the fingerprint of its event, as a NUL and its decimal
@@ -151,7 +153,17 @@ local now = tonumber(ARGV[8])
 local bad_values = 0
 -- `windows` is `<prefix>{scope}:w:`: the scope's other keys start alike.
 local scope_keys = string.sub(windows, 1, -3)
-local epoch_key = scope_keys .. 'e'
+local epoch_key = KEYS[9]
+-- The keys of the stream the script is for come in KEYS, declared; those
+-- of the scope's other streams, which only a cursor's search and the
+-- scope's cap reach, are built alike, and share the hash tag.
+local own_stream = ARGV[9]
+local own_keys = {['w:'] = KEYS[3], ['h:'] = KEYS[4], ['hi:'] = KEYS[5], ['l:'] = KEYS[6],
+  ['d:'] = KEYS[7], ['a:'] = KEYS[8]}
+local function key_of(kind, stream)
+  if stream == own_stream then return own_keys[kind] end
+  return scope_keys .. kind .. stream
+end
 
 -- No call checks a key's type first: a key of ours that something else
 -- gave another type fails the script with WRONGTYPE, and the store then
@@ -172,7 +184,7 @@ end
 
 -- A stream's history and its index.
 local function history_keys(stream)
-  return scope_keys .. 'h:' .. stream, scope_keys .. 'hi:' .. stream
+  return key_of('h:', stream), key_of('hi:', stream)
 end
 
 -- Trimmed, not deleted: the history keeps its last entry id, so that
@@ -187,7 +199,7 @@ local function forget(stream)
   redis.call('ZREM', streams_key, stream)
   redis.call('HDEL', generations_key, stream)
   local blocks, index = history_keys(stream)
-  redis.call('DEL', windows .. stream, scope_keys .. 'd:' .. stream, blocks, index)
+  redis.call('DEL', key_of('w:', stream), key_of('d:', stream), blocks, index)
 end
 
 -- The start and the position of a history entry id, or nil for a value
@@ -214,7 +226,7 @@ end
 -- into the history's index: the ids leave the window, their blocks may
 -- still be in the history.
 local function unpoint(stream, from, to)
-  local window = windows .. stream
+  local window = key_of('w:', stream)
   local _, index = history_keys(stream)
   local entries, moving = redis.call('LRANGE', window, from, to), {}
   for k = 1, #entries - 1 do
@@ -250,7 +262,7 @@ end
 
 -- Marks a stream used: refreshes the TTLs, and makes room in the scope.
 local function touch(stream)
-  redis.call('PEXPIRE', windows .. stream, ttl)
+  redis.call('PEXPIRE', key_of('w:', stream), ttl)
   if history_len > 0 then
     local blocks, index = history_keys(stream)
     redis.call('PEXPIRE', blocks, ttl)
@@ -291,7 +303,7 @@ end
 -- bytes). Nil otherwise.
 local function entry_after(stream, cursor)
   local blocks, index = history_keys(stream)
-  local window = windows .. stream
+  local window = key_of('w:', stream)
   -- The window's entry of the id points at its block, or the index does.
   local start = nil
   local at = redis.call('LPOS', window, cursor, 'RANK', -1)
@@ -317,7 +329,7 @@ end
 
 -- Whether the window or the history of `stream` holds `id`.
 local function knows(stream, id)
-  if holds(windows .. stream, id) then return true end
+  if holds(key_of('w:', stream), id) then return true end
   if history_len > 0 then
     local _, index = history_keys(stream)
     return holds(index, id)
@@ -369,11 +381,11 @@ local wait, window_here = ARGV[13] == '1', ARGV[14] == '1'
 local asked = stream
 local known, gen, replayed, replay_after, expect = -1, 0, -1, '', 0
 local follow, keep, follow_at = 0, false, 0
-local window = windows .. stream
+local window = key_of('w:', stream)
 
 -- The holder id of the process that reads `stream`'s upstream, or nil.
 local function holder(stream)
-  return redis.call('GET', scope_keys .. 'l:' .. stream) or nil
+  return redis.call('GET', key_of('l:', stream)) or nil
 end
 
 -- Whether another process than this one reads `stream`'s upstream.
@@ -385,7 +397,7 @@ end
 -- Whether a client resuming `stream` follows it: 2 when it is complete,
 -- 1 when another process holds it, else 0.
 local function followed(stream)
-  local ended = redis.call('GET', scope_keys .. 'd:' .. stream)
+  local ended = redis.call('GET', key_of('d:', stream))
   if ended and string.sub(ended, 1, 1) == 'c' then return 2 end
   if held_elsewhere(stream) then return 1 end
   return 0
@@ -413,7 +425,7 @@ if cursor ~= '' then
       return {'wait'}
     end
     stream = found or stream
-    window = windows .. stream
+    window = key_of('w:', stream)
   end
   local after = nil
   if history_len > 0 then
@@ -465,7 +477,7 @@ else
     local newest = newest_id(blocks)
     local newest_start, newest_position = id_parts(newest)
     follow_at = newest_start or 0
-    local away = redis.call('GET', scope_keys .. 'a:' .. stream)
+    local away = redis.call('GET', key_of('a:', stream))
     local away_start, away_position = id_parts(away)
     if away and not away_start then bad_values = bad_values + 1 end
     if away_start and newest_start and before(away_start, away_position, newest_start, newest_position) then
@@ -525,7 +537,7 @@ local next_start, next_position = tonumber(ARGV[19]) or 0, tonumber(ARGV[20]) or
 local touch_due = ARGV[21] == '1'
 local first_entry = 22
 local first_block = first_entry + 2 * count
-local lease, ended = scope_keys .. 'l:' .. stream, scope_keys .. 'd:' .. stream
+local lease, ended = key_of('l:', stream), key_of('d:', stream)
 local moved = claim or release
 -- Where a follower without a cursor starts, when the client went away.
 local missed_from = nil
@@ -611,7 +623,7 @@ if gen >= 0 then
   end
 end
 if written == 1 then
-  local window = windows .. stream
+  local window = key_of('w:', stream)
   -- The start of each block this write keeps, by its resume id: the
   -- window's entry of that id points at it, the index at the others'.
   local kept_at, kept_ids = {}, {}
@@ -687,7 +699,7 @@ if written == 1 then
       indexed = redis.call('RPUSH', index, unpack(pointers, first, math.min(first + 999, #pointers)))
     end
     made = made or (#pointers > 0 and indexed == #pointers)
-    local away = scope_keys .. 'a:' .. stream
+    local away = key_of('a:', stream)
     if string.sub(ending, 1, 1) == 'a' then
       -- Where a follower without a cursor starts, as a takeover would:
       -- after the last block the client got.

@@ -346,7 +346,7 @@ fn write_command(pending: &Pending, next: (u64, u64), touch: bool, whole_script:
         holder,
         lease_ms,
     } = &pending.target;
-    let mut command = keys.script_call(&scripts().write, whole_script, config, limits);
+    let mut command = keys.script_call(&scripts().write, whole_script, config, limits, stream);
     command.arg(stream).arg(pending.generation);
     let batch = &pending.ids;
     let skip = batch.len().saturating_sub(limits.window_len());
