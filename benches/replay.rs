@@ -11,9 +11,10 @@
 //!   itself; skipped with a message when it is not on `PATH`); the upstream
 //!   sends nothing.
 //!
-//! - `redis_native_lrange`: the baseline for `redis`, the same kept
-//!   blocks read by the client itself with one `LRANGE` of the history's
-//!   list, on a connection of its own.
+//! - `redis_native_xrange`: the baseline for `redis`, the same kept
+//!   blocks read by the client itself with one native range read of the
+//!   history's stream (`XREVRANGE`, the newest 1,000), on a connection of
+//!   its own.
 //!
 //! Group `replay_1000_first_byte` times a request up to the first byte of
 //! the body, `replay_1000_total` up to its end. Everything runs on one
@@ -127,7 +128,7 @@ struct Contenders<P, M, R> {
     native: Option<redis::aio::MultiplexedConnection>,
 }
 
-/// The history's list of the stream that `prefill` kept in Redis.
+/// The history of the stream that `prefill` kept in Redis.
 const HISTORY_KEY: &str = "sse-resume:{bench}:h:GET /mcp";
 
 fn bench_group<P, M, R, PB, MB, RB>(
@@ -174,15 +175,20 @@ fn bench_group<P, M, R, PB, MB, RB>(
         });
     });
     if let Some(native) = &mut contenders.native {
-        group.bench_function("redis_native_lrange", |b| {
+        group.bench_function("redis_native_xrange", |b| {
             b.iter(|| {
                 // Event 0 is kept too: the 1,000 after it, as a replay from 0.
-                let read = redis::cmd("LRANGE")
+                let read = redis::cmd("XREVRANGE")
                     .arg(HISTORY_KEY)
-                    .arg(1)
-                    .arg(-1)
+                    .arg("+")
+                    .arg("-")
+                    .arg("COUNT")
+                    .arg(EVENTS)
                     .to_owned();
-                let entries: Vec<Vec<u8>> = rt.block_on(read.query_async(native)).unwrap();
+                let entries: redis::Value = rt.block_on(read.query_async(native)).unwrap();
+                let redis::Value::Array(entries) = entries else {
+                    panic!("a range read: {entries:?}");
+                };
                 assert_eq!(entries.len(), EVENTS as usize);
                 black_box(entries)
             });

@@ -103,8 +103,20 @@ pub(super) async fn within<T>(
     limit: Duration,
     call: impl Future<Output = RedisResult<T>>,
 ) -> Result<T, StoreError> {
+    within_raw(limit, call).await.map_err(unavailable)
+}
+
+/// Runs a Redis call for `limit` at most, keeping Redis's error: running
+/// out of time is one, of kind I/O.
+pub(super) async fn within_raw<T>(
+    limit: Duration,
+    call: impl Future<Output = RedisResult<T>>,
+) -> RedisResult<T> {
     match timeout(limit, call).await {
-        Ok(result) => result.map_err(unavailable),
-        Err(_) => Err(StoreError::Unavailable(Box::new(TimedOut(limit)))),
+        Ok(result) => result,
+        Err(_) => Err(RedisError::from(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            TimedOut(limit),
+        ))),
     }
 }

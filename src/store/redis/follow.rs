@@ -26,8 +26,10 @@ use tokio::time::{Instant, sleep, timeout};
 
 use super::Config;
 use super::connection::Connection;
+use super::connection::within;
 use super::keys::Keys;
-use super::scripts::{Read, is_wrong_type, millis, repair, run, scripts};
+use super::replies::{Entry, following_on, millis};
+use super::scripts::{is_wrong_type, repair};
 use super::stops;
 use crate::lock::lock;
 use crate::store::follow::{FollowSender, Followed, StopSender, Stops};
@@ -53,25 +55,46 @@ pub(super) struct Subscriber {
 /// The most stops each layer keeps unheard.
 const STOPS_CAPACITY: usize = 1024;
 
+/// What a channel told, counted: that its stream's history moved, and
+/// (a part of those) that its lease or its end did, which a follower reads
+/// only then.
+#[derive(Debug, Default, Clone, Copy)]
+pub(super) struct Told {
+    moved: u64,
+    marks: u64,
+}
+
 struct Watched {
     /// Bumped whenever the channel says its stream moved.
-    tell: watch::Sender<u64>,
+    tell: watch::Sender<Told>,
     followers: usize,
     /// For a follower: the stream's lease, and its mark that it is
     /// followed, which [`watch_leases`] looks at.
     lease: Option<(String, String)>,
 }
 
+impl Told {
+    fn add(&mut self, marks: bool) {
+        self.moved += 1;
+        self.marks += u64::from(marks);
+    }
+}
+
+/// What a write publishes on its stream's channel when the stream's lease
+/// or end moved too (it publishes `b` otherwise): only then does a
+/// follower read them besides the history.
+pub(super) const MARKS_MOVED: &[u8] = b"m";
+
 impl Subscriber {
     /// Listens to `channel`: the receiver changes whenever it says its
     /// stream moved, and when the subscription came back after a cut.
-    fn watch(&self, channel: &str, lease: Option<(String, String)>) -> watch::Receiver<u64> {
+    fn watch(&self, channel: &str, lease: Option<(String, String)>) -> watch::Receiver<Told> {
         let mut wanted = lock(&self.wanted);
         if let Some(watched) = wanted.get_mut(channel) {
             watched.followers += 1;
             return watched.tell.subscribe();
         }
-        let (tell, told) = watch::channel(0);
+        let (tell, told) = watch::channel(Told::default());
         let watched = Watched {
             tell,
             followers: 1,
@@ -106,15 +129,17 @@ impl Subscriber {
         }
     }
 
-    fn tell(&self, channel: &str) {
+    /// Tells the listeners of `channel` that its stream moved, and with
+    /// `marks` that its lease or its end may have.
+    fn tell(&self, channel: &str, marks: bool) {
         if let Some(watched) = lock(&self.wanted).get(channel) {
-            watched.tell.send_modify(|n| *n += 1);
+            watched.tell.send_modify(|told| told.add(marks));
         }
     }
 
     fn tell_all(&self) {
         for watched in lock(&self.wanted).values() {
-            watched.tell.send_modify(|n| *n += 1);
+            watched.tell.send_modify(|told| told.add(true));
         }
     }
 
@@ -208,7 +233,7 @@ impl Subscriber {
                     // Anything said before the subscription took is read
                     // now.
                     for channel in join {
-                        self.tell(&channel);
+                        self.tell(&channel, true);
                         subscribed.insert(channel);
                     }
                 }
@@ -224,8 +249,9 @@ impl Subscriber {
                     message = messages.next() => match message {
                         Some(message) => {
                             let channel = message.get_channel_name();
-                            if !self.hand_on_stop(channel, message.get_payload_bytes()) {
-                                self.tell(channel);
+                            let payload = message.get_payload_bytes();
+                            if !self.hand_on_stop(channel, payload) {
+                                self.tell(channel, payload == MARKS_MOVED);
                             }
                         }
                         None => break,
@@ -243,7 +269,7 @@ impl Subscriber {
 pub(super) struct Listening {
     subscriber: Arc<Subscriber>,
     channel: String,
-    told: watch::Receiver<u64>,
+    told: watch::Receiver<Told>,
 }
 
 impl Listening {
@@ -305,7 +331,7 @@ pub(super) async fn watch_leases(
                     Ok(Ok(held)) if held.len() == chunk.len() => {
                         for ((channel, _, _), held) in chunk.iter().zip(held) {
                             if held == 0 {
-                                subscriber.tell(channel);
+                                subscriber.tell(channel, true);
                             }
                         }
                     }
@@ -313,7 +339,7 @@ pub(super) async fn watch_leases(
                     // reads, and finds out for itself.
                     _ => {
                         for (channel, _, _) in chunk {
-                            subscriber.tell(channel);
+                            subscriber.tell(channel, true);
                         }
                     }
                 }
@@ -334,8 +360,9 @@ pub(super) struct Follower {
     pub(super) subscriber: Arc<Subscriber>,
     pub(super) followers: Arc<AtomicUsize>,
     pub(super) lease: Duration,
-    /// The position of the next block to send.
-    pub(super) next: u64,
+    /// Where the follow starts: after the history's block that starts
+    /// there (0: from the history's first).
+    pub(super) after: u64,
     pub(super) sender: FollowSender,
     /// The store, kept while the follow lasts: its background tasks
     /// serve this one.
@@ -362,7 +389,7 @@ impl Follower {
 
     /// Follows until the stream ends or is lost (what to send last), or
     /// the follow is dropped (`None`).
-    async fn follow(&mut self, told: &mut watch::Receiver<u64>) -> Option<Followed> {
+    async fn follow(&mut self, told: &mut watch::Receiver<Told>) -> Option<Followed> {
         let lease = self.lease;
         // After a failed read, the next is this much later.
         let retry = (lease / 3).max(Duration::from_millis(10));
@@ -370,46 +397,74 @@ impl Follower {
         let mut heard = Instant::now();
         let mut unheld_since: Option<Instant> = None;
         let mut last_id: Option<String> = None;
+        // The start and the position of the last block read.
+        let mut last: Option<(u64, u64)> = None;
+        // The marks told of that the follower has read; none yet.
+        let mut marks_read = None;
+        let mut failed = false;
         loop {
-            let mut failed = false;
-            match self.read().await {
+            let marks = told.borrow_and_update().marks;
+            // The lease and the end are read first, after a failed read,
+            // and when a write or the leases' watch said they moved.
+            let with_marks = failed || marks_read != Some(marks);
+            marks_read = Some(marks);
+            failed = false;
+            match self.read(last, with_marks).await {
                 Ok(read) => {
                     heard = Instant::now();
-                    let lost = || Some(Followed::Lost(last_id.clone()));
-                    // The history started over below us, or let go of
-                    // blocks this follower had not read.
-                    if read.last + 1 < self.next
-                        || (self.next < read.first && self.next <= read.last)
-                    {
-                        tracing::warn!(stream = %self.stream, "followed history lost blocks: gap");
-                        return lost();
-                    }
-                    let got = read.blocks.len();
-                    if got > 0 {
-                        if read.blocks[0].0 != self.next {
-                            return lost();
+                    let whole_read = read.entries.len() == READ_BLOCKS;
+                    let mut entries = read.entries.into_iter().peekable();
+                    if last.is_none() && self.after > 0 {
+                        // The read starts at the block the follow goes on
+                        // from: when it is gone, so may be what followed.
+                        match entries.next_if(|entry| entry.start == self.after) {
+                            Some(entry) => last = Some((entry.start, entry.position)),
+                            None if entries.peek().is_some() => {
+                                tracing::warn!(stream = %self.stream, "followed history lost blocks: gap");
+                                return Some(Followed::Lost(last_id));
+                            }
+                            None => {}
                         }
-                        let len = read.blocks.iter().map(|(_, block, _)| block.len()).sum();
+                    }
+                    let entries: Vec<Entry> = entries.collect();
+                    let got = entries.len();
+                    if got > 0 {
+                        let expect = last.map_or(0, |(_, position)| position + 1);
+                        if !following_on(&entries, expect) {
+                            tracing::warn!(stream = %self.stream, "followed history lost blocks: gap");
+                            return Some(Followed::Lost(last_id));
+                        }
+                        let len = entries.iter().map(|entry| entry.block.len()).sum();
                         let mut bytes = BytesMut::with_capacity(len);
-                        for (_, block, id) in &read.blocks {
-                            bytes.extend_from_slice(block);
-                            if !id.is_empty() {
-                                last_id = Some(String::from_utf8_lossy(id).into_owned());
+                        for entry in &entries {
+                            bytes.extend_from_slice(&entry.block);
+                            if !entry.id.is_empty() {
+                                last_id = Some(String::from_utf8_lossy(&entry.id).into_owned());
                             }
                         }
-                        self.next += got as u64;
+                        last = entries.last().map(|entry| (entry.start, entry.position));
                         let blocks = Followed::Blocks(Bytes::from(bytes));
                         if self.sender.send(blocks).await.is_err() {
                             return None;
                         }
                     }
-                    if read.ended_at.is_some_and(|end| self.next > end) {
+                    let at = last.map_or(0, |(_, position)| position);
+                    let Some((held, ended_at)) = read.marks else {
+                        if whole_read {
+                            continue;
+                        }
+                        unheld_since = None;
+                        wait_for(told, &self.sender, retry, false).await?;
+                        continue;
+                    };
+                    if ended_at.is_some_and(|end| at >= end) {
                         return Some(Followed::End);
                     }
-                    if got == READ_BLOCKS {
+                    if whole_read {
+                        // Far behind: more to read at once.
                         continue;
                     }
-                    if read.held || read.ended_at.is_some() {
+                    if held || ended_at.is_some() {
                         unheld_since = None;
                     } else if unheld_since.get_or_insert(heard).elapsed() >= lease / 2 {
                         // Not at once: a holder back from a Redis outage
@@ -429,45 +484,114 @@ impl Follower {
             // Read again when told: the holder wrote, its lease lapsed, or
             // Redis did not answer the leases' watch; after a failed
             // read, a little later regardless.
-            tokio::select! {
-                changed = told.changed() => {
-                    if changed.is_err() {
-                        // Nobody tells any more (the store is going).
-                        sleep(retry).await;
-                    }
-                }
-                () = sleep(retry), if failed => {}
-                () = self.sender.closed() => return None,
-            }
+            wait_for(told, &self.sender, retry, failed).await?;
         }
     }
 
-    async fn read(&self) -> Result<Read, crate::store::StoreError> {
+    /// The history's blocks after `last` (the start and the position of
+    /// the last block read; without one, from the block the follow goes
+    /// on from, and marking the stream followed), whether a process holds
+    /// the stream, and how it ended: a native read and a `MGET`, in one
+    /// round trip.
+    async fn read(
+        &self,
+        last: Option<(u64, u64)>,
+        with_marks: bool,
+    ) -> Result<Read, crate::store::StoreError> {
         let limit = self.config.timeout.max(super::MIN_WRITE_TIMEOUT);
         let history = self.keys.of("h:", &self.stream);
-        let call = |whole| {
-            let mut command = scripts().read.call(whole);
-            command
-                .arg(1)
-                .arg(&history)
-                .arg(&self.keys.scope)
-                .arg(&self.stream)
-                .arg(self.next)
-                .arg(READ_BLOCKS)
-                .arg(millis(self.lease));
-            command
+        let from = match last {
+            Some((start, position)) => format!("({start}-{position}"),
+            None if self.after > 0 => self.after.to_string(),
+            None => "-".to_owned(),
         };
-        let reply: Value = match run(&self.connection, limit, call).await {
+        let mut pipeline = ::redis::pipe();
+        if last.is_none() {
+            // Marked followed at once, which keeps the holder's linger
+            // going; from then on the leases' watch keeps the mark.
+            pipeline
+                .cmd("SET")
+                .arg(self.keys.of("f:", &self.stream))
+                .arg("1")
+                .arg("PX")
+                .arg(millis(self.lease))
+                .ignore();
+        }
+        pipeline
+            .cmd("XRANGE")
+            .arg(&history)
+            .arg(from)
+            .arg("+")
+            .arg("COUNT")
+            .arg(READ_BLOCKS);
+        if with_marks {
+            pipeline
+                .cmd("MGET")
+                .arg(self.keys.of("l:", &self.stream))
+                .arg(self.keys.of("d:", &self.stream));
+        }
+        let mut connection = self.connection.clone();
+        let reply: Result<Vec<Value>, _> =
+            within(limit, pipeline.query_async(&mut connection)).await;
+        let replies = match reply {
             Err(crate::store::StoreError::Unavailable(error)) if is_wrong_type(&*error) => {
                 // Keys of the stream that something else wrote: they go,
                 // and the next read sees what is left.
                 let removed =
                     repair(&self.connection, limit, &self.keys.typed(&self.stream)).await?;
                 tracing::error!(stream = %self.stream, removed, "keys of the wrong type in Redis: removed");
-                run(&self.connection, limit, call).await?
+                within(limit, pipeline.query_async(&mut connection)).await?
             }
             reply => reply?,
         };
-        Read::parse(reply)
+        let mut replies = replies.into_iter();
+        let entries = Entry::parse_range(replies.next().unwrap_or(Value::Nil))?;
+        let marks = replies.next().map(|marks| {
+            let marks: Vec<Option<Vec<u8>>> = ::redis::from_redis_value(marks).unwrap_or_default();
+            let mut marks = marks.into_iter();
+            let held = marks.next().flatten().is_some();
+            let ended = marks.next().flatten();
+            let ended_at = ended.and_then(|ended| {
+                std::str::from_utf8(&ended)
+                    .ok()?
+                    .split_once(':')?
+                    .1
+                    .parse()
+                    .ok()
+            });
+            (held, ended_at)
+        });
+        Ok(Read { entries, marks })
     }
+}
+
+/// What a follower reads.
+struct Read {
+    /// The blocks after the last one read, oldest first.
+    entries: Vec<Entry>,
+    /// When read: whether a process holds the stream, and the position of
+    /// its last block, once it ended.
+    marks: Option<(bool, Option<u64>)>,
+}
+
+/// Waits until `told` says the stream moved; after a failed read
+/// (`failed`), a little later regardless. `None` once the follow is
+/// dropped.
+async fn wait_for(
+    told: &mut watch::Receiver<Told>,
+    sender: &FollowSender,
+    retry: Duration,
+    failed: bool,
+) -> Option<()> {
+    tokio::select! {
+        changed = told.changed() => {
+            if changed.is_err() {
+                // Nobody tells any more (the store is going).
+                sleep(retry).await;
+            }
+        }
+        () = sleep(retry), if failed => {}
+        () = sender.closed() => return None,
+    }
+    Some(())
 }

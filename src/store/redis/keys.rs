@@ -6,14 +6,15 @@
 use ::redis::Cmd;
 
 use super::Config;
-use super::scripts::{Lua, millis};
+use super::replies::millis;
+use super::scripts::Lua;
 use crate::store::StoreLimits;
 
 /// The keys of one scope, named as in the table on
-/// [`RedisStore`](super::RedisStore). The scripts get `streams`,
-/// `generations` and `windows`, and build the scope's other keys from
-/// `windows` alike: `hb`, `hn`, `e`, and per stream those of
-/// [`of`](Self::of).
+/// [`RedisStore`](super::RedisStore). A script gets `streams`,
+/// `generations`, the keys of its stream and `e` as its KEYS; the keys of
+/// the scope's other streams, which only a cursor's search and the scope's
+/// cap reach, it builds from `windows` alike.
 #[derive(Debug, Clone)]
 pub(super) struct Keys {
     /// What every key of the scope starts with: `<prefix>{<scope>}:`.
@@ -37,10 +38,10 @@ impl Keys {
     }
 
     /// The key of `stream` of this scope that starts with `kind`: `w:`
-    /// for its window, `wf:` its fingerprints, `h:` its history's blocks,
-    /// `hi:` their ids, `l:` its lease, `f:` its mark that it is followed,
-    /// `d:` its mark that its upstream ended, `c:` its channel (no key,
-    /// but named alike).
+    /// for its window, `h:` its history, `hi:` the history's index, `l:`
+    /// its lease, `f:` its mark that it is followed, `a:` where its client
+    /// went away, `d:` its mark that its upstream ended, `c:` its channel
+    /// (no key, but named alike).
     pub(super) fn of(&self, kind: &str, stream: &str) -> String {
         let mut key = String::with_capacity(self.scope.len() + kind.len() + stream.len());
         key.push_str(&self.scope);
@@ -49,25 +50,31 @@ impl Keys {
         key
     }
 
-    /// A call of `script` (by its hash, or with `whole` its code) with
-    /// the keys and arguments every script of the preamble starts with.
+    /// A call of `script` (by its hash, or with `whole` its code) for
+    /// `stream`, with the keys and arguments every script of the preamble
+    /// starts with, this process's time among them; the stream's name
+    /// comes next, from the caller.
     pub(super) fn script_call(
         &self,
         script: &Lua,
         whole: bool,
         config: &Config,
         limits: &StoreLimits,
+        stream: &str,
     ) -> Cmd {
         let mut command = script.call(whole);
+        command.arg(9).arg(&self.streams).arg(&self.generations);
+        for kind in ["w:", "h:", "hi:", "l:", "d:", "a:"] {
+            command.arg(self.of(kind, stream));
+        }
         command
-            .arg(2)
-            .arg(&self.streams)
-            .arg(&self.generations)
+            .arg(format!("{}e", self.scope))
             .arg(&self.windows)
             .arg(millis(config.ttl))
             .arg(limits.window_len())
             .arg(limits.max_streams_per_scope())
-            .arg(history_args(limits).as_slice());
+            .arg(history_args(limits).as_slice())
+            .arg(now_ms());
         command
     }
 
@@ -78,13 +85,11 @@ impl Keys {
         vec![
             (self.streams.clone(), "zset"),
             (self.generations.clone(), "hash"),
-            (scope("hb"), "hash"),
-            (scope("hn"), "hash"),
             (scope("e"), "string"),
             (self.of("w:", stream), "list"),
-            (self.of("wf:", stream), "list"),
-            (self.of("h:", stream), "list"),
+            (self.of("h:", stream), "stream"),
             (self.of("hi:", stream), "list"),
+            (self.of("a:", stream), "string"),
             (self.of("l:", stream), "string"),
             (self.of("f:", stream), "string"),
             (self.of("d:", stream), "string"),
@@ -126,6 +131,16 @@ fn escape_into(escaped: &mut String, text: &str) {
             c => escaped.push(c),
         }
     }
+}
+
+/// This process's clock in ms since the Unix epoch, for the scripts: they
+/// ask Redis for no time, a call fewer each.
+pub(super) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| {
+            u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+        })
 }
 
 /// The history's bounds as the scripts take them: most blocks (0 for no

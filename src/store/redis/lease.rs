@@ -12,14 +12,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
-use ::redis::{RedisResult, Value};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use super::Shared;
 use super::connection::{Connection, within};
 use super::queue::Target;
-use super::scripts::{is_no_script, is_wrong_type, millis, repair, scripts};
+use super::replies::millis;
 use crate::lock::lock;
 use crate::store::follow::HeldStream;
 
@@ -147,10 +146,14 @@ pub(super) async fn refresh_leases(
 /// stream is followed, and where to say whether it is.
 type HeldLease = (String, String, Arc<AtomicBool>);
 
-/// Renews the leases `held`,
-/// batched: one pipeline of refresh scripts, one per scope in a Cluster
-/// (a scope's keys share a slot), sent at once. A lease whose key holds
-/// another type is removed, and taken again at the next round.
+/// Renews the leases `held`, batched: one pipeline, one per scope in a
+/// Cluster (a scope's keys share a slot), sent at once, of native calls
+/// only: each lease's TTL again (`PEXPIRE`), and whether its stream is
+/// followed (`EXISTS` of its mark). A lease that lapsed (Redis was out
+/// longer than it) is taken again in a second pipeline, unless another
+/// process took it meanwhile (`SET NX`). One that another process took
+/// while this one's had lapsed gets its TTL again too: both read the
+/// upstream then, and it lapses once neither does.
 async fn refresh(
     connection: &Connection,
     holder: &str,
@@ -161,48 +164,44 @@ async fn refresh(
     let mut calls = JoinSet::new();
     for batch in connection.batches(&held, |(lease_key, _, _)| lease_key.as_str()) {
         for chunk in batch.chunks(PIPELINE_LEN) {
-            let pipeline = |whole| {
-                let mut pipeline = ::redis::pipe();
-                pipeline.ignore_errors();
-                for (lease_key, followed_key, _) in chunk {
-                    let mut command = scripts().refresh.call(whole);
-                    command
-                        .arg(1)
-                        .arg(lease_key)
-                        .arg(holder)
-                        .arg(millis(lease))
-                        .arg(followed_key);
-                    pipeline.add_command(command);
-                }
+            let mut pipeline = ::redis::pipe();
+            for (lease_key, followed_key, _) in chunk {
                 pipeline
-            };
+                    .cmd("PEXPIRE")
+                    .arg(lease_key)
+                    .arg(millis(lease))
+                    .cmd("EXISTS")
+                    .arg(followed_key);
+            }
             let entries: Vec<(String, Arc<AtomicBool>)> = (chunk.iter())
                 .map(|(lease_key, _, followed)| (lease_key.clone(), Arc::clone(followed)))
                 .collect();
-            let (by_hash, whole) = (pipeline(false), pipeline(true));
-            let mut connection = connection.clone();
+            let (mut connection, holder) = (connection.clone(), holder.to_owned());
             calls.spawn(async move {
-                let mut replies = within(every, by_hash.query_async::<Vec<RedisResult<Value>>>(&mut connection)).await;
-                let missing = |replies: &Vec<RedisResult<Value>>| {
-                    replies.iter().any(|reply| reply.as_ref().is_err_and(|e| is_no_script(e)))
-                };
-                if replies.as_ref().is_ok_and(missing) {
-                    // Redis lost its scripts: the whole code, once.
-                    replies = within(every, whole.query_async(&mut connection)).await;
-                }
+                let replies =
+                    within(every, pipeline.query_async::<Vec<i64>>(&mut connection)).await;
                 let Ok(replies) = replies else {
                     return;
                 };
-                for ((lease_key, followed), reply) in entries.iter().zip(replies) {
-                    match reply {
-                        Ok(Value::Int(is_followed)) => followed.store(is_followed == 1, Relaxed),
-                        Err(error) if is_wrong_type(&error) => {
-                            let keys = [(lease_key.clone(), "string")];
-                            let _ = repair(&connection, every, &keys).await;
-                            tracing::error!(%lease_key, "a lease of the wrong type in Redis: removed");
+                let (mut lapsed, mut retaken) = (::redis::pipe(), 0);
+                for ((lease_key, followed), reply) in entries.iter().zip(replies.chunks(2)) {
+                    if let [kept, is_followed] = reply {
+                        followed.store(*is_followed == 1, Relaxed);
+                        if *kept == 0 {
+                            retaken += 1;
+                            lapsed
+                                .cmd("SET")
+                                .arg(lease_key)
+                                .arg(&holder)
+                                .arg("NX")
+                                .arg("PX")
+                                .arg(millis(lease))
+                                .ignore();
                         }
-                        _ => {}
                     }
+                }
+                if retaken > 0 {
+                    let _ = within(every, lapsed.query_async::<()>(&mut connection)).await;
                 }
             });
         }

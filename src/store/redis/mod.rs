@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use ::redis::cluster::ClusterClientBuilder;
-use ::redis::{Client, Value};
+use ::redis::{Client, RedisResult, Value};
 use tokio::sync::watch;
 
 use super::{
@@ -18,14 +18,13 @@ use super::{
 use crate::lock::lock;
 use crate::stream::{Replay, StreamLimits};
 
-use connection::{Connection, unavailable, within};
+use connection::{Connection, unavailable, within, within_raw};
 use follow::{Follower, Subscriber};
 use keys::{Keys, escape};
 use lease::{Leases, RedisLease, refresh_leases};
 use queue::{Kept, Queue, Target};
-use scripts::{
-    Opened, ids_of, is_wrong_type, millis, parse_blocks, repair, run, scripts, window_of,
-};
+use replies::{Entry, Opened, following_on, millis, window_read};
+use scripts::{REPLAY_CONSUMER, REPLAY_GROUP, is_no_script, is_wrong_type, repair, scripts};
 use writer::Writer;
 
 mod connection;
@@ -33,6 +32,7 @@ mod follow;
 mod keys;
 mod lease;
 mod queue;
+mod replies;
 mod scripts;
 mod stops;
 mod writer;
@@ -47,9 +47,6 @@ pub(crate) const DEFAULT_QUEUE_LEN: usize = 65_536;
 pub(crate) const DEFAULT_LEASE: Duration = Duration::from_secs(3);
 /// The default [`RedisStore::max_followers`].
 pub(crate) const DEFAULT_MAX_FOLLOWERS: usize = 10_000;
-/// How many blocks before a replay's first the second round trip reads,
-/// for the history's indices to move down by meanwhile.
-const REPLAY_SLACK: i64 = 64;
 /// What a follow holds unread before its follower waits.
 const FOLLOW_CAPACITY: usize = 4;
 
@@ -123,22 +120,24 @@ const MIN_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 ///
 /// | key | type | holds |
 /// |---|---|---|
-/// | `<prefix>{S}:w:T` | list | the window of `T`: ids forwarded, oldest first, trimmed to the window length |
-/// | `<prefix>{S}:wf:T` | list | at the same places, the fingerprint of each id's event (decimal) |
+/// | `<prefix>{S}:w:T` | list | the window of `T`: each id forwarded, oldest first, and right after it the fingerprint of its event (a NUL, then decimal digits; no id holds a NUL) and, with a history, where the id's block starts in it (a colon, then decimal digits), a little past the window's length at most |
 /// | `<prefix>{S}:s` | sorted set | the streams of `S`, scored by last use (ms): for finding a cursor's stream, capping the streams per scope and forgetting idle ones |
 /// | `<prefix>{S}:g` | hash | per stream, its generation: bumped whenever a client cursor cuts the window |
-/// | `<prefix>{S}:h:T` | list | with a [history](crate::SseResumeLayer::history), the blocks of `T`, oldest first, each as `<ms>:<position>:<bytes>`: when it was kept, its place in the stream, and the block as forwarded |
-/// | `<prefix>{S}:hi:T` | list | at the same places, the id a client may resume from after each block (empty for none) |
-/// | `<prefix>{S}:hb` | hash | with a history, per stream, the bytes its blocks hold, for the byte bound |
-/// | `<prefix>{S}:hn` | hash | with a history, per stream, the position of the newest block it ever kept: positions rise by one per block, and its list ends there |
+/// | `<prefix>{S}:h:T` | stream | with a [history](crate::SseResumeLayer::history), the blocks of `T`, oldest first: an entry per block with its resume id (`i`, empty for none), when it was kept (`t`, ms) and its bytes as forwarded (`b`). The entry id is `<start>-<position>`: where the block's bytes start among all the stream ever kept, and its place in it, both rising, so that the bytes bound is a native trim and a position that does not follow on says blocks are missing. Its consumer group `replay` is how an open reads its replay natively |
+/// | `<prefix>{S}:hi:T` | list | with a history, its index of the resume ids the window does not point from (stamped ones, and ids the window let go or a cursor cut before the history did): each followed by the start of its block after a NUL, a little past the history's count at most. The window and the index are only ways in: an entry they point at that is gone, or holds another id, is not in the history |
 /// | `<prefix>{S}:e` | string | with a history, the last epoch handed out for stamped ids, so that every replica's are unique and rise |
 /// | `<prefix>{S}:l:T` | string | while a replica reads the upstream of `T` and may linger: that replica's holder id, with the [lease](Self::lease) as TTL |
 /// | `<prefix>{S}:f:T` | string | while a replica follows `T`: a mark, with the lease as TTL, that keeps the holder's linger going |
-/// | `<prefix>{S}:a:T` | string | while `T` is held with its client gone: the position of the history's last block before the client went away, where a follower without a cursor starts |
-/// | `<prefix>{S}:d:T` | string | once the upstream of `T` ended: `e:<position>` for a standing stream, `c:<position>` for a complete per-request one |
+/// | `<prefix>{S}:a:T` | string | while `T` is held with its client gone: an entry id of the history after which the blocks the client missed start, where a follower without a cursor starts |
+/// | `<prefix>{S}:d:T` | string | once the upstream of `T` ended: `e:<position>` for a standing stream, `c:<position>` for a complete per-request one, the position of its last block |
 ///
 /// The history's writes are told on the channel `<prefix>{S}:c:T` (Pub/Sub,
-/// not a key), with the newest position.
+/// not a key).
+///
+/// A script gets the keys of its scope and its stream as `KEYS`; the keys
+/// of the scope's other streams, which only the search of a cursor's
+/// stream and the cap on streams per scope reach, it names itself, within
+/// the same hash tag.
 ///
 /// In the prefix and the scope, `%`, `{` and `}` are written `%25`, `%7B`
 /// and `%7D`, so that the braces of the hash tag are the only ones and two
@@ -150,16 +149,25 @@ const MIN_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 ///
 /// # Round trips
 ///
-/// Opening a stream is one Lua script (`EVALSHA`): it finds the stream of
-/// the client's cursor within the scope, cuts the window after it (or
-/// clears it), bumps the generation, and returns the window. When the
-/// history holds the cursor, the script returns where the blocks after it
-/// start, and a second round trip reads them with a native `LRANGE`: a
-/// replay's first byte leaves after two round trips. Ids are
-/// written behind the stream: [`TrackerStore::record`] only queues them
-/// (bounded), and a background task sends what has piled up for all keys
-/// as one pipeline of write scripts, one per key, coalesced to the last
-/// window's worth of ids.
+/// Opening a stream is one round trip: a transaction of the open script
+/// (`EVALSHA`) and a native read of the replay. The script finds the
+/// stream of the client's cursor within the scope, cuts the window after
+/// it (or clears it), bumps the generation, returns the window, and points
+/// the history's consumer group `replay` after the cursor's block; the
+/// `XREADGROUP` after it in the transaction then returns the replay's
+/// blocks natively, as fast as a range read, where a reply built in Lua
+/// would cost several times that. A cursor recorded on another stream of
+/// the scope (a `POST`'s, resumed by a `GET`) has its blocks read in a
+/// second round trip, and so does every open of a Cluster while the
+/// client learns where a slot moved (a transaction does not follow it).
+/// Ids are written behind the stream: [`TrackerStore::record`] only queues
+/// them (bounded), and a background task sends what has piled up for all
+/// keys as one pipeline of write scripts, one per key, coalesced to the
+/// last window's worth of ids. A write that forwards one event makes four
+/// calls in Redis (the generation's check, the window's push, the
+/// history's append, the followers' notice); the window and the history's
+/// count are trimmed every eighth of their length, and the stream's TTLs
+/// refreshed every quarter of the TTL.
 ///
 /// # Following a stream another replica holds
 ///
@@ -235,8 +243,9 @@ const MIN_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 ///   dropped leave a hole in the shared history: the next write forgets
 ///   the history before it, and a replay across it gets the gap signal.
 ///   So do blocks a failover lost (Redis replicates asynchronously): the
-///   writer remembers where it left each stream's history, and a history
-///   that ends before that is forgotten at the next write.
+///   writer remembers where it left each stream's history and goes on
+///   from there, so that the positions Redis lost are left out, and a
+///   replay or a follow across them gets the gap signal.
 /// - **Best effort: writes.** When Redis is down, writes are retried a few
 ///   times and then dropped and counted (see [`RedisStats`]); the client's
 ///   stream goes on, deduplicated in process.
@@ -357,7 +366,8 @@ impl RedisStore {
             connection: connection.clone(),
             queue: Arc::clone(&queue),
             done,
-            written_up_to: Default::default(),
+            next_blocks: Default::default(),
+            touched: Default::default(),
         };
         tokio::spawn(writer.run());
         let (closing, closed) = watch::channel(false);
@@ -483,9 +493,10 @@ impl RedisStore {
         *lock(&self.shared.limits)
     }
 
-    /// Opens `stream` with `cursor` applied: the open script, which
-    /// returns the window too; then, when there is a replay, a second round
-    /// trip reads its blocks natively.
+    /// Opens `stream` with `cursor` applied, in one round trip: the open
+    /// script, and in the same transaction a native read of the replay
+    /// (see `scripts::OPEN`). Only a cursor recorded on another stream of
+    /// the scope takes a second round trip, to read that one's replay.
     async fn load(
         &self,
         keys: &Keys,
@@ -494,32 +505,87 @@ impl RedisStore {
     ) -> Result<StoredStream, StoreError> {
         let config = &self.config;
         let limits = self.limits();
-        let open = |whole: bool, wait: bool| {
-            let mut command = keys.script_call(&scripts().open, whole, config, &limits);
+        let history = limits.history();
+        // `split`: the script alone, its replay read after. A Cluster's
+        // client follows a slot that moved for a command, not for a
+        // transaction; the script alone lets it learn where the slot went.
+        let open = |whole: bool, wait: bool, split: bool| {
+            let mut transaction = ::redis::pipe();
+            transaction.ignore_errors();
+            if !split {
+                transaction.atomic();
+            }
+            let mut command = keys.script_call(&scripts().open, whole, config, &limits, stream);
             command
                 .arg(stream)
                 .arg(cursor.unwrap_or(""))
                 .arg("1")
                 .arg(&*self.shared.holder)
-                .arg(if wait { "1" } else { "0" });
-            command
+                .arg(if wait { "1" } else { "0" })
+                .arg(if split { "1" } else { "0" });
+            transaction.add_command(command);
+            if let Some(history) = history.filter(|_| !split) {
+                transaction
+                    .cmd("XREADGROUP")
+                    .arg("GROUP")
+                    .arg(REPLAY_GROUP)
+                    .arg(REPLAY_CONSUMER)
+                    .arg("COUNT")
+                    .arg(history.events())
+                    // Nothing pending: a replay read is never acknowledged,
+                    // and the group holds no entry for it.
+                    .arg("NOACK")
+                    .arg("STREAMS")
+                    .arg(keys.of("h:", stream))
+                    .arg(">");
+            }
+            if !split {
+                let len = 2 * isize::try_from(limits.window_len()).unwrap_or(isize::MAX / 2);
+                transaction
+                    .cmd("LRANGE")
+                    .arg(keys.of("w:", stream))
+                    .arg(-len)
+                    .arg(-1);
+            }
+            transaction
         };
-        let connection = &self.shared.connection;
         let deadline = tokio::time::Instant::now() + config.timeout;
         let mut repaired = false;
+        let mut whole = false;
+        let mut split = false;
         let mut listening = None;
-        let reply = loop {
+        let (reply, replay, window) = loop {
             // A cursor on its way from the replica that holds the stream is
             // waited for, within half the timeout.
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             let wait = left > config.timeout / 2;
-            let reply: Result<Value, _> = run(connection, left, |whole| open(whole, wait)).await;
+            let mut connection = self.shared.connection.clone();
+            let replies: RedisResult<Vec<RedisResult<Value>>> =
+                within_raw(left, open(whole, wait, split).query_async(&mut connection)).await;
+            let replies = match replies {
+                Err(error) if !split && self.shared.connection.is_cluster() => {
+                    tracing::debug!(%error, "the open's transaction failed: the script alone");
+                    split = true;
+                    continue;
+                }
+                replies => replies.map_err(unavailable)?,
+            };
+            let mut replies = replies.into_iter();
+            let reply = replies.next().unwrap_or(Ok(Value::Nil));
+            let replay = if history.is_some() && !split {
+                replies.next()
+            } else {
+                None
+            };
+            let window = replies.next();
             match reply {
-                Err(StoreError::Unavailable(error)) if !repaired && is_wrong_type(&*error) => {
-                    // A key of the stream's holds what no script of ours
+                Err(error) if !whole && is_no_script(&error) => whole = true,
+                Err(error) if !repaired && is_wrong_type(&error) => {
+                    // A key of the stream holds what no script of ours
                     // wrote: it goes, and the stream starts afresh.
                     repaired = true;
-                    let removed = repair(connection, left, &keys.typed(stream)).await?;
+                    let removed =
+                        repair(&self.shared.connection, left, &keys.typed(stream)).await?;
                     self.note_bad_values(removed.max(1), keys);
                 }
                 Ok(reply) if Opened::is_wait(&reply) => {
@@ -532,63 +598,62 @@ impl RedisStore {
                     let waited = deadline - config.timeout / 2;
                     let _ = tokio::time::timeout_at(waited, listening.told()).await;
                 }
-                reply => break reply?,
+                Ok(reply) => break (reply, replay, window),
+                Err(error) => return Err(unavailable(error)),
             }
         };
-        let opened = Opened::parse(reply).inspect_err(|_| self.note_bad_values(1, keys))?;
+        let mut opened = Opened::parse(reply).inspect_err(|_| self.note_bad_values(1, keys))?;
+        let window = match opened.window.take() {
+            Some(window) => window,
+            None => {
+                let read = window.unwrap_or(Ok(Value::Nil)).map_err(unavailable)?;
+                window_read(read, &mut opened.bad_values)?
+            }
+        };
         self.note_bad_values(opened.bad_values, keys);
         let mut loaded = StoredStream::new(opened.stream);
-        loaded.ids = opened.window;
+        loaded.ids = window;
         loaded.replay = match opened.replayed {
             None => {
                 if opened.follow && cursor.is_none() {
                     // Nothing to replay: the follow starts after the newest.
-                    loaded.follow_from = Some(opened.replay_position);
+                    loaded.follow_from = Some(opened.follow_at);
                 }
                 Replay::Off
             }
             Some(false) => Replay::Gap,
             Some(true) => {
-                // From a little earlier: the writes of the holder may let
-                // older blocks go meanwhile, which moves the indices down.
-                let from = (opened.replay_index - REPLAY_SLACK).max(0);
-                let history = keys.of("h:", &loaded.stream);
-                let mut read = ::redis::cmd("LRANGE");
-                read.arg(&history).arg(from).arg(-1);
-                let entries: Value =
-                    within(config.timeout, read.query_async(&mut connection.clone())).await?;
-                let mut replay = parse_blocks(entries, opened.replay_position)?;
-                // The window after the cursor holds the ids of the replayed
-                // blocks, taken from them when they are all it holds.
-                let tail = (replay.as_ref())
-                    .zip(opened.window_tail)
-                    .and_then(|(replay, n)| ids_of(&replay.blocks, n));
-                match tail {
-                    Some(tail) => loaded.ids.extend(tail),
-                    None if replay.is_some() => {
-                        // The holder wrote between the round trips, or some
-                        // blocks have ids the window does not keep: the
-                        // blocks and the window again, read at one instant,
-                        // so that the window holds no id the replay lacks.
-                        let (entries, window) = self
-                            .read_replay_and_window(keys, &loaded.stream, from, &limits)
-                            .await?;
-                        replay = parse_blocks(entries, opened.replay_position)?;
-                        loaded.ids = window;
+                let entries = match replay.filter(|_| loaded.stream == stream) {
+                    Some(replay) => Entry::parse_read(replay.map_err(unavailable)?)?,
+                    // The cursor's stream is another, or the script ran
+                    // alone: the blocks are read now. Read later than the
+                    // window, they may hold more than it does, never less.
+                    None => {
+                        let mut read = ::redis::cmd("XRANGE");
+                        read.arg(keys.of("h:", &loaded.stream))
+                            .arg(format!("({}", opened.replay_after))
+                            .arg("+")
+                            .arg("COUNT")
+                            .arg(history.map_or(0, |history| history.events()));
+                        let mut connection = self.shared.connection.clone();
+                        Entry::parse_range(
+                            within(config.timeout, read.query_async(&mut connection)).await?,
+                        )?
                     }
-                    None => {}
-                }
-                match replay {
-                    Some(replay) => {
-                        if opened.follow {
-                            loaded.follow_from = Some(replay.last);
-                        }
-                        loaded.complete = opened.complete;
-                        Replay::Blocks(replay.blocks)
+                };
+                if following_on(&entries, opened.expect) {
+                    if opened.follow {
+                        let after = opened.replay_after.split_once('-');
+                        let after = after.and_then(|(start, _)| start.parse().ok());
+                        let last = entries.last().map(|entry| entry.start).or(after);
+                        loaded.follow_from = Some(last.unwrap_or(0));
                     }
-                    // The history moved on between the two round trips:
-                    // what the client missed is no longer all there.
-                    None => Replay::Gap,
+                    loaded.complete = opened.complete;
+                    Replay::Blocks(entries.into_iter().map(|entry| entry.block).collect())
+                } else {
+                    // Blocks are missing after the cursor (a failover lost
+                    // them, or the history let them go meanwhile).
+                    Replay::Gap
                 }
             }
         };
@@ -596,45 +661,8 @@ impl RedisStore {
         loaded.generation = u64::try_from(opened.generation).unwrap_or(0);
         loaded.cursor_known = opened.cursor_known;
         loaded.stamp_epoch = (opened.epoch > 0).then_some(opened.epoch);
-        loaded.keeps_blocks = limits.history().is_some();
+        loaded.keeps_blocks = history.is_some();
         Ok(loaded)
-    }
-
-    /// The history of `stream` from index `from` on, and its window, read
-    /// natively in one transaction: nothing is written in between.
-    async fn read_replay_and_window(
-        &self,
-        keys: &Keys,
-        stream: &str,
-        from: i64,
-        limits: &StoreLimits,
-    ) -> Result<(Value, Vec<(String, u64)>), StoreError> {
-        let len = isize::try_from(limits.window_len()).unwrap_or(isize::MAX);
-        let mut transaction = ::redis::pipe();
-        transaction
-            .atomic()
-            .cmd("LRANGE")
-            .arg(keys.of("h:", stream))
-            .arg(from)
-            .arg(-1)
-            .cmd("LRANGE")
-            .arg(keys.of("w:", stream))
-            .arg(-len)
-            .arg(-1)
-            .cmd("LRANGE")
-            .arg(keys.of("wf:", stream))
-            .arg(-len)
-            .arg(-1);
-        let mut connection = self.shared.connection.clone();
-        let (entries, ids, prints): (Value, Vec<Vec<u8>>, Vec<Vec<u8>>) = within(
-            self.config.timeout,
-            transaction.query_async(&mut connection),
-        )
-        .await?;
-        let mut bad_values = 0;
-        let window = window_of(ids, prints, &mut bad_values);
-        self.note_bad_values(bad_values, keys);
-        Ok((entries, window))
     }
 
     fn target(&self, key: &StreamKey) -> Target {
@@ -726,7 +754,7 @@ impl TrackerStore for RedisStore {
             subscriber: Arc::clone(&self.shared.subscriber),
             followers: Arc::clone(followers),
             lease: Duration::from_millis(self.shared.lease.load(Relaxed)),
-            next: position + 1,
+            after: position,
             sender,
             _store: Arc::clone(&self.shared),
         };

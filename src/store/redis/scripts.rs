@@ -1,11 +1,9 @@
-//! The Lua scripts, each run atomically in Redis, and the decoding of
-//! their replies.
+//! The Lua scripts, each run atomically in Redis, and the one way they
+//! run. What they return is read in `replies`.
 
 use std::sync::OnceLock;
-use std::time::Duration;
 
-use ::redis::{Cmd, FromRedisValue, Script, Value};
-use bytes::{Buf, Bytes};
+use ::redis::{Cmd, FromRedisValue, Script};
 
 use super::connection::{Connection, within};
 use crate::store::StoreError;
@@ -43,18 +41,14 @@ impl Lua {
 pub(super) struct Scripts {
     pub(super) open: Lua,
     pub(super) write: Lua,
-    pub(super) read: Lua,
-    pub(super) refresh: Lua,
     pub(super) repair: Lua,
 }
 
 pub(super) fn scripts() -> &'static Scripts {
     static SCRIPTS: OnceLock<Scripts> = OnceLock::new();
     SCRIPTS.get_or_init(|| Scripts {
-        open: Lua::new(format!("{POSITION_OF}{PREAMBLE}{OPEN}")),
-        write: Lua::new(format!("{POSITION_OF}{PREAMBLE}{WRITE}")),
-        read: Lua::new(format!("{POSITION_OF}{READ}")),
-        refresh: Lua::new(REFRESH.to_owned()),
+        open: Lua::new(format!("{PREAMBLE}{OPEN_HELPERS}{OPEN}")),
+        write: Lua::new(format!("{PREAMBLE}{WRITE}")),
         repair: Lua::new(REPAIR.to_owned()),
     })
 }
@@ -111,22 +105,39 @@ pub(super) async fn repair(
     Ok(u64::try_from(removed).unwrap_or(0))
 }
 
-/// Shared by the scripts with the preamble and the read script: the
-/// position an entry of a history (`<ms>:<position>:<bytes>`) was kept
-/// at, or nil.
-const POSITION_OF: &str = r"
-local function position_of(entry)
-  if not entry then return nil end
-  local first = string.find(entry, ':', 1, true)
-  local second = first and string.find(entry, ':', first + 1, true)
-  return second and tonumber(string.sub(entry, first + 1, second - 1))
-end
-";
+/// The name of the consumer group through which an open reads its replay
+/// natively (see [`OPEN`]), and of the one consumer it reads as.
+pub(super) const REPLAY_GROUP: &str = "replay";
+pub(super) const REPLAY_CONSUMER: &str = "open";
 
 /// What every script starts with. KEYS: the scope's streams and
-/// generations. ARGV: the window key prefix, the TTL in ms, the window
-/// length, the most streams per scope, the history's most blocks (0 for no
-/// history), bytes and age in ms, then each script's own.
+/// generations, then the keys of the stream the script is for (`ARGV[9]`):
+/// its window, history, history's index, lease, end and the place its
+/// client went away, then the scope's epoch. ARGV: the window key prefix,
+/// the TTL in ms, the window length, the most streams per scope, the
+/// history's most blocks (0 for no history), bytes and age in ms, the
+/// caller's time in ms, then each script's own.
+///
+/// A stream's window is one list: each id forwarded, oldest first, and
+/// right after it the fingerprint of its event, as a NUL and its decimal
+/// digits (no id holds a NUL, so `LPOS` of an id never finds a
+/// fingerprint), and with a history, a colon and where the id's block
+/// starts in it, when the write that kept the block pushed the id. Its history is one Redis Stream: an entry per block,
+/// oldest first, with one field, `b`: when the block was kept (ms) and the
+/// id a client may resume from after it (or none) on a line of their own,
+/// `<ms>:<id>`, then the block as forwarded. One field rather than three:
+/// a native read of a stream costs by the element, several times a
+/// list's. An entry's id is `<start>-<position>`: where its
+/// bytes start among all the stream ever kept, and its place in the
+/// stream; both only rise, so that a bytes bound is one native trim
+/// (`MINID`), and a position that does not follow on from the one before
+/// says that blocks are missing there. Beside it, the history's index,
+/// for the resume ids the window does not point from (stamped ones, and
+/// those of ids the window let go or a cursor cut from it before the
+/// history did): a list of those ids, each followed by the start of its
+/// block after a NUL, a little past the history's count at most. Both
+/// are only ways in: an entry they point at that is gone, or holds
+/// another id, is not in the history.
 const PREAMBLE: &str = r"
 local streams_key, generations_key = KEYS[1], KEYS[2]
 local windows = ARGV[1]
@@ -136,22 +147,28 @@ local max_streams = tonumber(ARGV[4])
 local history_len = tonumber(ARGV[5])
 local history_bytes = tonumber(ARGV[6])
 local history_age = tonumber(ARGV[7])
+-- The caller's clock, in ms: no script asks Redis for the time. Replicas'
+-- clocks differ by far less than any bound kept in ms here.
+local now = tonumber(ARGV[8])
 local bad_values = 0
-local clock = redis.call('TIME')
-local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
 -- `windows` is `<prefix>{scope}:w:`: the scope's other keys start alike.
 local scope_keys = string.sub(windows, 1, -3)
-local history_bytes_key = scope_keys .. 'hb'
-local positions_key = scope_keys .. 'hn'
-local epoch_key = scope_keys .. 'e'
+local epoch_key = KEYS[9]
+-- The keys of the stream the script is for come in KEYS, declared; those
+-- of the scope's other streams, which only a cursor's search and the
+-- scope's cap reach, are built alike, and share the hash tag.
+local own_stream = ARGV[9]
+local own_keys = {['w:'] = KEYS[3], ['h:'] = KEYS[4], ['hi:'] = KEYS[5], ['l:'] = KEYS[6],
+  ['d:'] = KEYS[7], ['a:'] = KEYS[8]}
+local function key_of(kind, stream)
+  if stream == own_stream then return own_keys[kind] end
+  return scope_keys .. kind .. stream
+end
 
 -- No call checks a key's type first: a key of ours that something else
 -- gave another type fails the script with WRONGTYPE, and the store then
 -- removes the stream's keys of the wrong type (`REPAIR`) and runs it again.
 -- Only the search of a cursor through the scope's other streams skips one.
-local function holds(list, id)
-  return type(redis.pcall('LPOS', list, id)) == 'number'
-end
 
 local function generation(stream)
   local value = redis.call('HGET', generations_key, stream)
@@ -165,125 +182,64 @@ local function generation(stream)
   return number
 end
 
--- A stream's history: its blocks, each kept as `<ms>:<position>:<bytes>`
--- (see `block_of`), and at the same places in a second list their ids
--- (empty for none).
+-- A stream's history and its index.
 local function history_keys(stream)
-  return scope_keys .. 'h:' .. stream, scope_keys .. 'hi:' .. stream
+  return key_of('h:', stream), key_of('hi:', stream)
 end
 
+-- Trimmed, not deleted: the history keeps its last entry id, so that
+-- positions go on rising.
 local function forget_history(stream)
-  local blocks, ids = history_keys(stream)
-  redis.call('DEL', blocks, ids)
-  redis.call('HDEL', history_bytes_key, stream)
-end
-
--- A window's ids, and at the same places the fingerprints of their events.
-local function window_keys(stream)
-  return windows .. stream, scope_keys .. 'wf:' .. stream
+  local blocks, index = history_keys(stream)
+  redis.call('XTRIM', blocks, 'MAXLEN', 0)
+  redis.call('DEL', index)
 end
 
 local function forget(stream)
   redis.call('ZREM', streams_key, stream)
   redis.call('HDEL', generations_key, stream)
-  redis.call('HDEL', positions_key, stream)
-  redis.call('DEL', window_keys(stream))
-  redis.call('DEL', scope_keys .. 'd:' .. stream)
-  forget_history(stream)
+  local blocks, index = history_keys(stream)
+  redis.call('DEL', key_of('w:', stream), key_of('d:', stream), blocks, index)
 end
 
--- The bytes of a history entry's block, and when it was kept. An entry
--- is `<ms>:<position>:<bytes>`; one without both is from no version of
--- this crate that reads it, and has no time: the next prune lets it go.
-local function block_of(entry)
-  local first = string.find(entry, ':', 1, true)
-  local second = first and string.find(entry, ':', first + 1, true)
-  if not second then return entry, nil end
-  return string.sub(entry, second + 1), tonumber(string.sub(entry, 1, first - 1))
+-- The start and the position of a history entry id, or nil for a value
+-- that is none.
+local function id_parts(id)
+  local dash = id and string.find(id, '-', 1, true)
+  if not dash then return nil end
+  local start, position = tonumber(string.sub(id, 1, dash - 1)), tonumber(string.sub(id, dash + 1))
+  if not start or not position then return nil end
+  return start, position
 end
 
--- The position of the newest block ever kept in the history of `stream`:
--- positions rise by one per block, and the history's list ends there.
-local function last_position(stream)
-  return tonumber(redis.call('HGET', positions_key, stream)) or 0
+-- When a history entry's block was kept, its resume id, and its length:
+-- the entry's one value is `<ms>:<id>`, a line break, then the block.
+local function kept_of(entry)
+  local value = entry[2][2] or ''
+  local colon = string.find(value, ':', 1, true)
+  local line_end = colon and string.find(value, '\n', colon, true)
+  if not line_end then return nil end
+  return tonumber(string.sub(value, 1, colon - 1)), string.sub(value, colon + 1, line_end - 1), #value - line_end
 end
 
--- The position of the newest block of `stream`'s history: the count, or
--- the list's last entry when a failover kept the list and lost the count.
-local function newest_position(stream)
-  local blocks = history_keys(stream)
-  return math.max(last_position(stream), position_of(redis.call('LINDEX', blocks, -1)) or 0)
-end
-
--- Lets the oldest blocks of a stream's history go past its bounds. A
--- history whose two lists disagree was written by something else: it goes.
--- A write gives the bytes it added and the lists' lengths its pushes
--- returned; without them, they are read.
-local function prune_history(stream, added, len, ids_len)
-  local blocks, ids = history_keys(stream)
-  len = len or redis.call('LLEN', blocks)
-  if len ~= (ids_len or redis.call('LLEN', ids)) then
-    bad_values = bad_values + 1
-    forget_history(stream)
-    return
-  end
-  if len == 0 then
-    redis.call('HDEL', history_bytes_key, stream)
-    return
-  end
-  local total = tonumber(redis.call('HGET', history_bytes_key, stream))
-  if total == nil then
-    total = 0
-    for _, entry in ipairs(redis.call('LRANGE', blocks, 0, -1)) do
-      total = total + #block_of(entry)
+-- Moves the pointers of the window entries of `stream` from `from` to `to`
+-- into the history's index: the ids leave the window, their blocks may
+-- still be in the history.
+local function unpoint(stream, from, to)
+  local window = key_of('w:', stream)
+  local _, index = history_keys(stream)
+  local entries, moving = redis.call('LRANGE', window, from, to), {}
+  for k = 1, #entries - 1 do
+    local id, print = entries[k], entries[k + 1]
+    local colon = string.byte(id, 1) ~= 0 and string.byte(print, 1) == 0 and string.find(print, ':', 2, true)
+    if colon then
+      moving[#moving + 1] = id
+      moving[#moving + 1] = '\0' .. string.sub(print, colon + 1)
     end
-  else
-    total = total + (added or 0)
   end
-  -- Past the count, the oldest go at once: one pop of each list.
-  local extra = len - history_len
-  if extra > 0 then
-    for _, entry in ipairs(redis.call('LPOP', blocks, extra)) do
-      total = total - #block_of(entry)
-    end
-    redis.call('LPOP', ids, extra)
-    len = len - extra
+  for first = 1, #moving, 1000 do
+    redis.call('RPUSH', index, unpack(moving, first, math.min(first + 999, #moving)))
   end
-  while len > 0 do
-    local block, at = block_of(redis.call('LINDEX', blocks, 0))
-    if at ~= nil and total <= history_bytes and at >= now - history_age then
-      break
-    end
-    redis.call('LPOP', blocks)
-    redis.call('LPOP', ids)
-    total = total - #block
-    len = len - 1
-  end
-  if len == 0 then
-    redis.call('HDEL', history_bytes_key, stream)
-  elseif redis.call('HSET', history_bytes_key, stream, math.max(total, 0)) == 1 then
-    -- A new field, maybe a new hash: it gets its TTL now.
-    redis.call('PEXPIRE', history_bytes_key, ttl)
-  end
-end
-
--- Where the blocks that followed `cursor` start in the history of
--- `stream`: their index in its list and the position of the first; nil
--- when the history does not hold it. The caller reads them itself: a
--- native read is many times faster than one through Lua.
-local function replay_after(stream, cursor)
-  prune_history(stream)
-  local blocks, ids = history_keys(stream)
-  local at = redis.call('LPOS', ids, cursor, 'RANK', -1)
-  if not at then return nil end
-  -- Read off the entries: the count in `hn` may not have survived a
-  -- failover that the list did.
-  local after = position_of(redis.call('LINDEX', blocks, at + 1))
-  if after then return at + 1, after end
-  local at_cursor = position_of(redis.call('LINDEX', blocks, at))
-  if at_cursor then return at + 1, at_cursor + 1 end
-  local len = redis.call('LLEN', blocks)
-  return at + 1, last_position(stream) - len + at + 2
 end
 
 -- Counts `stream` among the scope's streams, used now; a stream new to
@@ -306,15 +262,11 @@ end
 
 -- Marks a stream used: refreshes the TTLs, and makes room in the scope.
 local function touch(stream)
-  local ids, fingerprints = window_keys(stream)
-  redis.call('PEXPIRE', ids, ttl)
-  redis.call('PEXPIRE', fingerprints, ttl)
+  redis.call('PEXPIRE', key_of('w:', stream), ttl)
   if history_len > 0 then
-    local blocks, ids = history_keys(stream)
+    local blocks, index = history_keys(stream)
     redis.call('PEXPIRE', blocks, ttl)
-    redis.call('PEXPIRE', ids, ttl)
-    redis.call('PEXPIRE', history_bytes_key, ttl)
-    redis.call('PEXPIRE', positions_key, ttl)
+    redis.call('PEXPIRE', index, ttl)
     redis.call('PEXPIRE', epoch_key, ttl)
   end
   mark_used(stream)
@@ -322,26 +274,65 @@ local function touch(stream)
   redis.call('PEXPIRE', generations_key, ttl)
 end
 
--- Marks a stream used after a write. Its keys get the whole TTL again
--- once a quarter of it has run, as its window's TTL tells (or when it has
--- no window); until then only the keys the write `made` get theirs. So
--- every key keeps a TTL, and most writes refresh none.
-local function touch_written(stream, made)
-  local left = redis.call('PTTL', windows .. stream)
-  if left < 0 or left < ttl - ttl / 4 then
-    touch(stream)
-    return
+";
+
+/// The open script's own helpers, after the preamble: the write needs
+/// none of them, and a script makes each of its functions anew at every
+/// call.
+const OPEN_HELPERS: &str = r"
+-- Whether the list `list` holds `id`; a list of another type does not.
+local function holds(list, id)
+  return type(redis.pcall('LPOS', list, id)) == 'number'
+end
+
+-- Whether entry id `a` comes before `b`.
+local function before(a_start, a_position, b_start, b_position)
+  return a_start < b_start or (a_start == b_start and a_position < b_position)
+end
+
+-- The id of the newest entry of the history `blocks`, or nil.
+local function newest_id(blocks)
+  local newest = redis.call('XREVRANGE', blocks, '+', '-', 'COUNT', 1)[1]
+  return newest and newest[1]
+end
+
+-- The id of the entry of `stream`'s history after whose block a client
+-- with `cursor` resumes, when the history holds it within its bounds:
+-- among its newest `history_len` (a write trims the count only now and
+-- then) and kept within its age (a write holds only the count and the
+-- bytes). Nil otherwise.
+local function entry_after(stream, cursor)
+  local blocks, index = history_keys(stream)
+  local window = key_of('w:', stream)
+  -- The window's entry of the id points at its block, or the index does.
+  local start = nil
+  local at = redis.call('LPOS', window, cursor, 'RANK', -1)
+  local print = at and redis.call('LINDEX', window, at + 1)
+  local colon = print and string.byte(print, 1) == 0 and string.find(print, ':', 2, true)
+  if colon then
+    start = string.sub(print, colon + 1)
+  else
+    at = redis.call('LPOS', index, cursor, 'RANK', -1)
+    start = at and redis.call('LINDEX', index, at + 1)
+    if not start or string.byte(start, 1) ~= 0 then return nil end
+    start = string.sub(start, 2)
   end
-  if mark_used(stream) then made[#made + 1] = streams_key end
-  for _, key in ipairs(made) do redis.call('PEXPIRE', key, ttl) end
+  local entry = redis.call('XRANGE', blocks, start, start)[1]
+  if not entry then return nil end
+  local at, id = kept_of(entry)
+  if id ~= cursor or (at or 0) < now - history_age then return nil end
+  local _, position = id_parts(entry[1])
+  local _, newest = id_parts(newest_id(blocks))
+  if not position or not newest or newest - position >= history_len then return nil end
+  return entry[1]
 end
 
 -- Whether the window or the history of `stream` holds `id`.
 local function knows(stream, id)
-  if holds(windows .. stream, id) then return true end
+  if holds(key_of('w:', stream), id) then return true end
   if history_len > 0 then
-    local _, ids = history_keys(stream)
-    return holds(ids, id)
+    local _, index = history_keys(stream)
+    return holds(index, id)
   end
   return false
 end
@@ -356,33 +347,45 @@ local function find(id)
 end
 ";
 
-/// `ARGV[8]`: the stream; `ARGV[9]`: the client's cursor, or empty;
-/// `ARGV[10]`: `1` to look for the cursor's stream in the whole scope when
-/// the stream does not know it; `ARGV[11]`: this process's holder id;
-/// `ARGV[12]`: `1` to return `{'wait'}`, changing nothing, when no
-/// stream knows the cursor while another process holds the stream.
+/// `ARGV[9]`: the stream; `ARGV[10]`: the client's cursor, or empty;
+/// `ARGV[11]`: `1` to look for the cursor's stream in the whole scope when
+/// the stream does not know it; `ARGV[12]`: this process's holder id;
+/// `ARGV[13]`: `1` to return `{'wait'}`, changing nothing, when no
+/// stream knows the cursor while another process holds the stream;
+/// `ARGV[14]`: `1` to return the window even of the stream asked for.
+///
+/// The caller sends it in a transaction with a native `XREADGROUP` of the
+/// history of the stream asked for, through [`REPLAY_GROUP`]: the script
+/// points that group at the entry after which the replay starts (or at
+/// the end, for no replay), so that the replay's blocks come back natively
+/// in the same round trip. Redis builds no reply of them in Lua, which
+/// costs several times a native read. When the cursor belongs to another
+/// stream of the scope, the caller reads that one's blocks after.
+///
 /// Returns the stream, whether the cursor was known (-1 without one), the
 /// generation, the bad values met, whether the history held the cursor
-/// (-1 without a cursor or a history), where the blocks after it start
-/// (their index in the history's list, and the position of the first;
-/// without a cursor, the position of the newest block, after which a
-/// follow starts), with a history an epoch for stamped ids (else 0), and
-/// whether the stream is to be followed: 1 when another process holds it,
-/// 2 when (with a cursor) it is complete; then
-/// the window: its number of ids and the ids one per line, and the same
-/// of their fingerprints, and -1; or with a replay, the window up to the
-/// cursor, and the number of ids after it. The replay's blocks are read
-/// natively, after the script.
+/// (-1 without a cursor or a history), the id of the entry after which the
+/// replay starts (or empty), the position its first block must have (0:
+/// any), with a history an epoch for stamped ids (else 0), whether the
+/// stream is to be followed (1 when another process holds it, 2 when,
+/// with a cursor, it is complete), without a cursor the start of the
+/// history's newest block (after which a follow starts; 0 for none), and
+/// the window: its number of entries and the entries one per line (an
+/// id, then its fingerprint); or -1 and nothing for the stream asked for,
+/// whose window the caller reads natively in the same transaction (an
+/// `LRANGE` of its newest `2 * window_len` entries, as the script left
+/// it).
 const OPEN: &str = r"
-local stream, cursor, search, me = ARGV[8], ARGV[9], ARGV[10] == '1', ARGV[11]
-local wait = ARGV[12] == '1'
-local known, gen, replayed, replay_index, replay_position = -1, 0, -1, 0, 0
-local follow, keep = 0, false
-local window, fingerprints = window_keys(stream)
+local stream, cursor, search, me = ARGV[9], ARGV[10], ARGV[11] == '1', ARGV[12]
+local wait, window_here = ARGV[13] == '1', ARGV[14] == '1'
+local asked = stream
+local known, gen, replayed, replay_after, expect = -1, 0, -1, '', 0
+local follow, keep, follow_at = 0, false, 0
+local window = key_of('w:', stream)
 
 -- The holder id of the process that reads `stream`'s upstream, or nil.
 local function holder(stream)
-  return redis.call('GET', scope_keys .. 'l:' .. stream) or nil
+  return redis.call('GET', key_of('l:', stream)) or nil
 end
 
 -- Whether another process than this one reads `stream`'s upstream.
@@ -394,30 +397,46 @@ end
 -- Whether a client resuming `stream` follows it: 2 when it is complete,
 -- 1 when another process holds it, else 0.
 local function followed(stream)
-  local ended = redis.call('GET', scope_keys .. 'd:' .. stream)
+  local ended = redis.call('GET', key_of('d:', stream))
   if ended and string.sub(ended, 1, 1) == 'c' then return 2 end
   if held_elsewhere(stream) then return 1 end
   return 0
 end
+
+-- Points the replay group of the asked stream's history after `after`,
+-- or at its end (`$`) for no replay: the caller's XREADGROUP then reads
+-- what follows. A history without the group gets it when it has a replay.
+local function point_replay(after)
+  if history_len == 0 then return end
+  local blocks = history_keys(asked)
+  local pointed = redis.pcall('XGROUP', 'SETID', blocks, 'replay', after)
+  if type(pointed) == 'table' and pointed.err and after ~= '$' then
+    redis.call('XGROUP', 'CREATE', blocks, 'replay', after)
+  end
+end
+
 if cursor ~= '' then
   if search and not knows(stream, cursor) then
     local found = find(cursor)
     if not found and wait and held_elsewhere(stream) then
       -- Unknown, while another process holds the stream: its write of
       -- the cursor is likely on its way. Nothing is cut yet.
+      point_replay('$')
       return {'wait'}
     end
     stream = found or stream
-    window, fingerprints = window_keys(stream)
+    window = key_of('w:', stream)
   end
-  local index, position = nil, nil
+  local after = nil
   if history_len > 0 then
-    index, position = replay_after(stream, cursor)
-    replayed = index and 1 or 0
+    after = entry_after(stream, cursor)
+    replayed = after and 1 or 0
   end
-  if index then
+  if after then
     -- The window's ids after the cursor are those of the replayed blocks.
-    known, replay_index, replay_position = 1, index, position
+    known, replay_after = 1, after
+    local _, position = id_parts(after)
+    expect = position + 1
     -- The client follows the stream where its holder records it: that
     -- response is not superseded, and goes on recording.
     follow = followed(stream)
@@ -429,13 +448,14 @@ if cursor ~= '' then
   else
     local at = redis.call('LPOS', window, cursor)
     if at then
-      -- Both lists end at the newest id: the cut keeps as many of each.
-      local len = redis.call('LLEN', window)
-      redis.call('LTRIM', window, 0, at)
-      redis.call('LTRIM', fingerprints, 0, at - len + redis.call('LLEN', fingerprints))
+      -- The cursor and its fingerprint stay; what followed goes, and
+      -- where the blocks of those ids are, to the index.
+      if history_len > 0 then unpoint(stream, at + 2, -1) end
+      redis.call('LTRIM', window, 0, at + 1)
       known = 1
     else
-      redis.call('DEL', window, fingerprints)
+      if history_len > 0 then unpoint(stream, 0, -1) end
+      redis.call('DEL', window)
       known = 0
     end
   end
@@ -453,12 +473,17 @@ else
     -- when the holder's client went away, with what the holder read since
     -- replayed first, as a takeover there would.
     follow = 1
-    replay_position = newest_position(stream)
-    local away = tonumber(redis.call('GET', scope_keys .. 'a:' .. stream))
-    local first = position_of(redis.call('LINDEX', history_keys(stream), 0))
-    if away and first and away < replay_position then
-      local from = math.max(away + 1, first)
-      replayed, replay_index, replay_position = 1, from - first, from
+    local blocks = history_keys(stream)
+    local newest = newest_id(blocks)
+    local newest_start, newest_position = id_parts(newest)
+    follow_at = newest_start or 0
+    local away = redis.call('GET', key_of('a:', stream))
+    local away_start, away_position = id_parts(away)
+    if away and not away_start then bad_values = bad_values + 1 end
+    if away_start and newest_start and before(away_start, away_position, newest_start, newest_position) then
+      -- From the oldest block kept, when the history let go of some the
+      -- client never got: as much as is left.
+      replayed, replay_after = 1, away
     end
   end
 end
@@ -468,56 +493,120 @@ if history_len > 0 then
   epoch = math.max(now, epoch + 1)
   redis.call('SET', epoch_key, epoch, 'PX', ttl)
 end
+point_replay((replayed == 1 and stream == asked) and replay_after or '$')
 if redis.call('EXISTS', window) == 1 or gen > 0 or replayed >= 0 then touch(stream) end
--- The window goes back as two strings, each entry on a line (no id holds
--- a line break): one reply each rather than one per id. With a replay,
--- only up to the cursor, and how many ids follow it: those of the
--- replayed blocks, which the caller reads anyway.
-local len, plen = redis.call('LLEN', window), redis.call('LLEN', fingerprints)
-local first, last, tail = math.max(0, len - window_len), len - 1, -1
-if replayed == 1 then
-  local at = redis.call('LPOS', window, cursor, 'RANK', -1)
-  if at then last, tail = at, len - at - 1 end
+-- The caller reads the window of the stream it asked for natively, after
+-- the script; another's, or when it asks, goes back as one string, an
+-- entry a line (no id holds a line break): one reply, not one per entry.
+local entries, joined = -1, ''
+if stream ~= asked or window_here then
+  local found = redis.call('LRANGE', window, -2 * window_len, -1)
+  entries, joined = #found, table.concat(found, '\n')
 end
-local ids = redis.call('LRANGE', window, first, last)
-local prints = {}
-if first - len + plen >= 0 then
-  prints = redis.call('LRANGE', fingerprints, first - len + plen, last - len + plen)
-end
-return {stream, known, gen, bad_values, replayed, replay_index, replay_position, epoch, follow,
-  #ids, table.concat(ids, '\n'), #prints, table.concat(prints, '\n'), tail}
+return {stream, known, gen, bad_values, replayed, replay_after, expect, epoch, follow, follow_at,
+  entries, joined}
 ";
 
-/// `ARGV[8]`: the stream; `ARGV[9]`: the generation its ids were forwarded in,
-/// or -1; `ARGV[10]`: the number of ids; `ARGV[11]`: `1` when the history
-/// before these blocks is to be forgotten; `ARGV[12]`: `1` when the window
-/// before these ids is; `ARGV[13]`: this process's holder id; `ARGV[14]`:
-/// the lease in ms; `ARGV[15]`: `1` to take the stream's lease first;
-/// `ARGV[16]`: `1` to let it go after; `ARGV[17]`: how the stream ended
-/// after these blocks, `e` (its upstream ended) or `c` (complete: a
-/// per-request stream); or `a<n>` when the reading response's client went
-/// away before the last `n` of them, `b` when a client took the stream
-/// over; or empty; `ARGV[18]`: the position of the newest
-/// block this process wrote for the stream, or 0; then the ids, oldest
-/// first, and the fingerprints of their events; then for the history,
-/// each block's id (or empty) and bytes. Returns 1 when written, 0 when a
-/// cursor cut the window since that generation, the bad values met, and
-/// the position of the history's newest block. Tells the
-/// stream's followers on its channel whenever its history or lease moved.
+/// `ARGV[9]`: the stream; `ARGV[10]`: the generation its ids were
+/// forwarded in, or -1; `ARGV[11]`: the number of ids; `ARGV[12]`: `1`
+/// when the history before these blocks is to be forgotten; `ARGV[13]`:
+/// `1` when the window before these ids is; `ARGV[14]`: this process's
+/// holder id; `ARGV[15]`: the lease in ms; `ARGV[16]`: `1` to take the
+/// stream's lease first; `ARGV[17]`: `1` to let it go after; `ARGV[18]`:
+/// how the stream ended after these blocks, `e` (its upstream ended) or
+/// `c` (complete: a per-request stream); or `a<n>` when the reading
+/// response's client went away before the last `n` of them, `b` when a
+/// client took the stream over; or empty; `ARGV[19]` and `ARGV[20]`:
+/// where this process's last write left the history (the start and the
+/// position of its next block), or 0 and 0; `ARGV[21]`: `1` when the
+/// stream's keys are due for their TTL and last use again (the writer
+/// keeps the schedule, so that most writes read nothing for it); then
+/// the window's new entries, oldest first (each id, then its
+/// fingerprint); then for the history, each block's id (or empty) and
+/// its entry's value (`<ms>:<id>`, a line break, the block). Returns 1 when written, 0 when a cursor cut the window since
+/// that generation, the bad values met, and where the history's next
+/// block goes (its start and position; 0 and 0 without a history). Tells
+/// the stream's followers on its channel whenever its history, lease or
+/// end moved: `m` when the lease or the end did, else `b`.
 const WRITE: &str = r"
-local stream, gen, count = ARGV[8], tonumber(ARGV[9]), tonumber(ARGV[10])
-local forget_first, start_over = ARGV[11] == '1', ARGV[12] == '1'
-local me, lease_ms = ARGV[13], tonumber(ARGV[14])
-local claim, release, ending = ARGV[15] == '1', ARGV[16] == '1', ARGV[17]
-local wrote_up_to = tonumber(ARGV[18]) or 0
-local first_id = 19
-local lease, ended = scope_keys .. 'l:' .. stream, scope_keys .. 'd:' .. stream
+local stream, gen, count = ARGV[9], tonumber(ARGV[10]), tonumber(ARGV[11])
+local forget_first, start_over = ARGV[12] == '1', ARGV[13] == '1'
+local me, lease_ms = ARGV[14], tonumber(ARGV[15])
+local claim, release, ending = ARGV[16] == '1', ARGV[17] == '1', ARGV[18]
+local next_start, next_position = tonumber(ARGV[19]) or 0, tonumber(ARGV[20]) or 0
+local touch_due = ARGV[21] == '1'
+local first_entry = 22
+local first_block = first_entry + 2 * count
+local lease, ended = key_of('l:', stream), key_of('d:', stream)
 local moved = claim or release
--- The keys this write makes, or fields it adds to a hash: they get a TTL.
-local made = {}
-local function made_if(key, new)
-  if new then made[#made + 1] = key end
+-- Where a follower without a cursor starts, when the client went away.
+local missed_from = nil
+-- Whether the lease or the end moved: the followers then read those too.
+local marks = claim or release
+-- Whether this write made a key, which then gets its TTL.
+local made = false
+-- The count bound is held every this many positions, not at each write:
+-- an open holds it exactly, and the memory it costs is bounded.
+local trim_every = math.floor(history_len / 8) + 1
+local slack = math.floor(window_len / 8) + 1
+
+-- Where the next block of the history `blocks` goes, as the stream says:
+-- right after its last entry id.
+local function after_last(blocks)
+  if redis.call('EXISTS', blocks) == 0 then return 1, 1 end
+  local info = redis.call('XINFO', 'STREAM', blocks)
+  local last_id, last_entry = nil, nil
+  for i = 1, #info - 1, 2 do
+    if info[i] == 'last-generated-id' then last_id = info[i + 1]
+    elseif info[i] == 'last-entry' then last_entry = info[i + 1] end
+  end
+  local start, position = id_parts(last_id)
+  if not start then return 1, 1 end
+  local len = 1
+  if last_entry and last_entry[1] == last_id then
+    local _, _, kept = kept_of(last_entry)
+    len = math.max(kept or 1, 1)
+  end
+  return start + len, position + 1
 end
+
+-- The call that keeps `value` (a block of `len` bytes, after its line of
+-- time and id) in the history `blocks` at `start`, `position`, holding
+-- the bytes bound (`MINID`); with `existing`, only in a history that
+-- exists.
+local function add(blocks, start, position, value, len, existing)
+  local trim = math.max(start + len - history_bytes, 0)
+  if existing then
+    return 'XADD', blocks, 'NOMKSTREAM', 'MINID', trim, start .. '-' .. position, 'b', value
+  end
+  return 'XADD', blocks, 'MINID', trim, start .. '-' .. position, 'b', value
+end
+
+-- Appends `block` to the history at `start`, `position`: where this
+-- process's last write left it. When another process wrote since, or this
+-- one does not know, it goes right after the stream's last entry instead.
+-- When the stream ends before that place, blocks written there are gone
+-- (a failover lost them): the jump in positions makes a replay or a
+-- follow across it a gap, never a silent skip. Returns where the next
+-- block goes.
+local function append(blocks, start, position, value, len)
+  if start > 0 then
+    local added = redis.pcall(add(blocks, start, position, value, len, true))
+    if type(added) == 'string' then return start + len, position + 1 end
+    if not added then
+      -- No history (Redis lost it, or it expired): made again where this
+      -- process left it, so that positions go on from there.
+      made = true
+      redis.call(add(blocks, start, position, value, len, false))
+      return start + len, position + 1
+    end
+  end
+  made = made or redis.call('EXISTS', blocks) == 0
+  start, position = after_last(blocks)
+  redis.call(add(blocks, start, position, value, len, false))
+  return start + len, position + 1
+end
+
 if claim then
   redis.call('SET', lease, me, 'PX', lease_ms)
   redis.call('DEL', ended)
@@ -527,81 +616,110 @@ if gen >= 0 then
   local current = generation(stream)
   if current == nil then
     if gen > 0 then
-      made_if(generations_key, redis.call('HSET', generations_key, stream, gen) == 1)
+      made = redis.call('HSET', generations_key, stream, gen) == 1 or made
     end
   elseif current ~= gen then
     written = 0
   end
 end
--- The position of the history's newest block, found once.
-local newest = 0
 if written == 1 then
-  local first_print = first_id + count
-  local first_block = first_print + count
-  local window, fingerprints = window_keys(stream)
-  if start_over then redis.call('DEL', window, fingerprints) end
-  if count > 0 then
-    local len, prints_len = 0, 0
-    for first = first_id, first_print - 1, 1000 do
-      local last = math.min(first + 999, first_print - 1)
-      len = redis.call('RPUSH', window, unpack(ARGV, first, last))
-      prints_len = redis.call('RPUSH', fingerprints, unpack(ARGV, first + count, last + count))
-    end
-    made_if(window, len == count)
-    made_if(fingerprints, prints_len == count)
-    if len > window_len then redis.call('LTRIM', window, -window_len, -1) end
-    if prints_len > window_len then redis.call('LTRIM', fingerprints, -window_len, -1) end
-  end
+  local window = key_of('w:', stream)
+  -- The start of each block this write keeps, by its resume id: the
+  -- window's entry of that id points at it, the index at the others'.
+  local kept_at, kept_ids = {}, {}
+  local blocks, index = history_keys(stream)
   if history_len > 0 then
-    -- Pruned once, after the blocks go in: that prune holds every bound.
-    if forget_first then forget_history(stream) end
-    local blocks, ids = history_keys(stream)
-    local before = newest_position(stream)
-    if before < wrote_up_to then
-      -- Blocks this process wrote are gone, not let go by a prune (that
-      -- keeps the count): a failover lost them. No replay may skip them,
-      -- and positions go on from the last one written.
+    if forget_first then
       forget_history(stream)
-      made_if(positions_key, redis.call('HSET', positions_key, stream, wrote_up_to) == 1)
-      before, moved = wrote_up_to, true
+      moved, made = true, true
     end
-    local added, position, new_ids, new_blocks = 0, before, {}, {}
+    local first_position = nil
+    local away_before = tonumber(string.sub(ending, 2)) or 0
+    local blocks_count = (#ARGV - first_block + 1) / 2
     for i = first_block, #ARGV - 1, 2 do
-      position = position + 1
-      new_ids[#new_ids + 1] = ARGV[i]
-      new_blocks[#new_blocks + 1] = now .. ':' .. position .. ':' .. ARGV[i + 1]
-      added = added + #ARGV[i + 1]
-    end
-    if position > before then
-      -- One push per list, in slices that `unpack` takes.
-      local len, ids_len = 0, 0
-      for first = 1, #new_ids, 1000 do
-        local last = math.min(first + 999, #new_ids)
-        ids_len = redis.call('RPUSH', ids, unpack(new_ids, first, last))
-        len = redis.call('RPUSH', blocks, unpack(new_blocks, first, last))
+      local id, value = ARGV[i], ARGV[i + 1]
+      local len = #value - string.find(value, '\n', 1, true)
+      next_start, next_position = append(blocks, next_start, next_position, value, len)
+      local start_then = next_start - len
+      first_position = first_position or next_position - 1
+      if id ~= '' then
+        kept_at[id] = start_then
+        kept_ids[#kept_ids + 1] = id
       end
-      made_if(ids, ids_len == #new_ids)
-      made_if(blocks, len == #new_blocks)
-      made_if(positions_key, redis.call('HSET', positions_key, stream, position) == 1)
-      prune_history(stream, added, len, ids_len)
+      if blocks_count - (i - first_block) / 2 == away_before then
+        -- The first block the reading response's client missed.
+        missed_from = start_then .. '-' .. (next_position - 2)
+      end
       moved = true
     end
-    if forget_first then moved = true end
-    newest = position
+    if first_position and math.floor((next_position - 1) / trim_every) > math.floor((first_position - 1) / trim_every) then
+      redis.call('XTRIM', blocks, 'MAXLEN', history_len)
+      redis.call('LTRIM', index, -2 * history_len, -1)
+    end
   end
-  local away = scope_keys .. 'a:' .. stream
-  if string.sub(ending, 1, 1) == 'a' then
-    -- Where a follower without a cursor starts, as a takeover would.
-    local after = tonumber(string.sub(ending, 2)) or 0
-    redis.call('SET', away, math.max(newest - after, 0), 'PX', ttl)
-  elseif ending ~= '' then
-    redis.call('DEL', away)
+  if start_over then
+    if history_len > 0 then unpoint(stream, 0, -1) end
+    redis.call('DEL', window)
+  end
+  if count > 0 then
+    local entries, len = {}, 0
+    for k = first_entry, first_block - 1, 2 do
+      local id, print = ARGV[k], ARGV[k + 1]
+      local at = kept_at[id]
+      if at then
+        print = print .. ':' .. at
+        kept_at[id] = nil
+      end
+      entries[#entries + 1] = id
+      entries[#entries + 1] = print
+    end
+    for first = 1, #entries, 1000 do
+      len = redis.call('RPUSH', window, unpack(entries, first, math.min(first + 999, #entries)))
+    end
+    made = made or len == #entries
+    -- Trimmed a little past the window's length, not at every write: an
+    -- open reads only the newest `window_len` ids. Ids the window lets go
+    -- before the history does leave their pointers to the index.
+    if len > 2 * (window_len + slack) then
+      if history_len > window_len then unpoint(stream, 0, len - 2 * window_len - 1) end
+      redis.call('LTRIM', window, -2 * window_len, -1)
+    end
+  end
+  if history_len > 0 then
+    local pointers = {}
+    for _, id in ipairs(kept_ids) do
+      if kept_at[id] then
+        pointers[#pointers + 1] = id
+        pointers[#pointers + 1] = '\0' .. kept_at[id]
+        kept_at[id] = nil
+      end
+    end
+    local indexed = 0
+    for first = 1, #pointers, 1000 do
+      indexed = redis.call('RPUSH', index, unpack(pointers, first, math.min(first + 999, #pointers)))
+    end
+    made = made or (#pointers > 0 and indexed == #pointers)
+    local away = key_of('a:', stream)
+    if string.sub(ending, 1, 1) == 'a' then
+      -- Where a follower without a cursor starts, as a takeover would:
+      -- after the last block the client got.
+      if not missed_from then
+        if next_start == 0 then next_start, next_position = after_last(blocks) end
+        missed_from = next_start .. '-' .. (next_position - 1)
+      end
+      redis.call('SET', away, missed_from, 'PX', ttl)
+    elseif ending ~= '' then
+      redis.call('DEL', away)
+    end
   end
   if ending == 'e' or ending == 'c' then
-    redis.call('SET', ended, ending .. ':' .. newest, 'PX', ttl)
-    moved = true
+    if history_len > 0 and next_start == 0 then
+      next_start, next_position = after_last(history_keys(stream))
+    end
+    redis.call('SET', ended, ending .. ':' .. math.max(next_position - 1, 0), 'PX', ttl)
+    moved, marks = true, true
   end
-  touch_written(stream, made)
+  if touch_due or made then touch(stream) end
 end
 if release or (written == 1 and (ending == 'e' or ending == 'c')) then
   if redis.call('GET', lease) == me then
@@ -609,56 +727,9 @@ if release or (written == 1 and (ending == 'e' or ending == 'c')) then
   end
 end
 if moved then
-  redis.call('PUBLISH', scope_keys .. 'c:' .. stream, newest)
+  redis.call('PUBLISH', scope_keys .. 'c:' .. stream, marks and 'm' or 'b')
 end
-return {written, bad_values, newest}
-";
-
-/// What a follower reads, without the preamble: it changes nothing but its
-/// own mark. `KEYS[1]`: the stream's history (for a Cluster's routing);
-/// `ARGV[1]`: the scope's key prefix, `<prefix>{scope}:`; `ARGV[2]`: the
-/// stream; `ARGV[3]`: the position of the first block wanted; `ARGV[4]`:
-/// the most blocks to return; `ARGV[5]`: how long the mark that the stream
-/// is followed lasts, in ms. Returns the newest position, the position of
-/// the history's first block, 1 while a process holds the stream, how it
-/// ended (`<e|c>:<position>`, or empty), and the blocks from the one
-/// wanted with their ids.
-const READ: &str = r"
-local scope_keys, stream = ARGV[1], ARGV[2]
-local from, most, mark_ms = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
-local blocks, ids = KEYS[1], scope_keys .. 'hi:' .. stream
-local mark = scope_keys .. 'f:' .. stream
-redis.call('SET', mark, '1', 'PX', mark_ms)
-local last = tonumber(redis.call('HGET', scope_keys .. 'hn', stream)) or 0
-local held = redis.call('EXISTS', scope_keys .. 'l:' .. stream)
-local ended = redis.call('GET', scope_keys .. 'd:' .. stream) or ''
-local len = math.min(redis.call('LLEN', blocks), redis.call('LLEN', ids))
-local first = last - len + 1
--- Read off the entries when they say: the count may not have survived a
--- failover that the list did.
-if len > 0 then
-  local head, tail = position_of(redis.call('LINDEX', blocks, 0)), position_of(redis.call('LINDEX', blocks, len - 1))
-  if head and tail then first, last = head, tail end
-end
-local found, found_ids = {}, {}
-if from <= last and len > 0 then
-  local start = math.max(from, first) - first
-  found = redis.call('LRANGE', blocks, start, start + most - 1)
-  found_ids = redis.call('LRANGE', ids, start, start + most - 1)
-end
-return {last, first, held, ended, found, found_ids}
-";
-
-/// Keeps a lease: `KEYS[1]`, the lease; `ARGV[1]`: this process's holder
-/// id; `ARGV[2]`: the lease in ms; `ARGV[3]`: the stream's mark that it is
-/// followed. Takes the lease again when it lapsed, never from another
-/// holder. Returns 1 while the stream is followed.
-const REFRESH: &str = r"
-local holder = redis.call('GET', KEYS[1])
-if not holder or holder == ARGV[1] then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', tonumber(ARGV[2]))
-end
-return redis.call('EXISTS', ARGV[3])
+return {written, bad_values, next_start, next_position}
 ";
 
 /// Removes the keys of the wrong type: `KEYS`, each of the type named by
@@ -676,290 +747,3 @@ for i, key in ipairs(KEYS) do
 end
 return removed
 ";
-
-/// What the open script returns: the stream, the cursor applied, and where
-/// the replay and the window are to be read.
-#[derive(Debug)]
-pub(super) struct Opened {
-    pub(super) stream: String,
-    pub(super) cursor_known: Option<bool>,
-    pub(super) generation: i64,
-    pub(super) bad_values: u64,
-    /// Whether the history held the cursor; `None` without a cursor or a
-    /// history.
-    pub(super) replayed: Option<bool>,
-    /// Where the blocks after the cursor start: their index in the
-    /// history's list, and the position of the first. Without a cursor,
-    /// the position is that of the newest block, after which a follow
-    /// starts.
-    pub(super) replay_index: i64,
-    pub(super) replay_position: u64,
-    /// Where stamped ids start; 0 without a history.
-    pub(super) epoch: u64,
-    /// Whether another process holds the stream, or (with a cursor) it is
-    /// complete.
-    pub(super) follow: bool,
-    /// Whether, with a cursor, the stream is complete: a per-request
-    /// stream whose upstream ended.
-    pub(super) complete: bool,
-    /// The window: its ids, with the fingerprints of their events; with a
-    /// replay, up to the cursor.
-    pub(super) window: Vec<(String, u64)>,
-    /// With a replay, the number of ids the window holds after the cursor:
-    /// those of the replayed blocks that came with an id of their own.
-    pub(super) window_tail: Option<usize>,
-}
-
-impl Opened {
-    /// Whether the script asked to be run again, a little later.
-    pub(super) fn is_wait(reply: &Value) -> bool {
-        matches!(reply, Value::Array(items) if items.len() == 1)
-    }
-
-    pub(super) fn parse(reply: Value) -> Result<Self, StoreError> {
-        let mut items = array(reply, 14)?.into_iter();
-        let stream = bulk(next(&mut items)?)?;
-        // Stream names come from this crate's `&str` keys: one that is not
-        // UTF-8 was written by something else, and its window is no
-        // stream's to adopt.
-        let stream = String::from_utf8(stream)
-            .map_err(|_| corrupt("a stream name that is not UTF-8".to_owned()))?;
-        let known = int(next(&mut items)?)?;
-        let generation = int(next(&mut items)?)?;
-        let mut bad_values = u64::try_from(int(next(&mut items)?)?).unwrap_or(0);
-        let replayed = int(next(&mut items)?)?;
-        let replay_index = int(next(&mut items)?)?;
-        let replay_position = u64::try_from(int(next(&mut items)?)?).unwrap_or(0);
-        let epoch = u64::try_from(int(next(&mut items)?)?).unwrap_or(0);
-        let follow = int(next(&mut items)?)?;
-        let ids = lines(int(next(&mut items)?)?, bulk(next(&mut items)?)?);
-        let prints = lines(int(next(&mut items)?)?, bulk(next(&mut items)?)?);
-        let window = window_of(ids, prints, &mut bad_values);
-        let window_tail = usize::try_from(int(next(&mut items)?)?).ok();
-        Ok(Self {
-            stream,
-            cursor_known: (known >= 0).then_some(known == 1),
-            generation,
-            bad_values,
-            replayed: (replayed >= 0).then_some(replayed == 1),
-            replay_index,
-            replay_position,
-            epoch,
-            follow: follow > 0,
-            complete: follow == 2,
-            window,
-            window_tail,
-        })
-    }
-}
-
-/// The `count` lines of `joined`.
-fn lines(count: i64, joined: Vec<u8>) -> Vec<Vec<u8>> {
-    if count <= 0 {
-        return Vec::new();
-    }
-    joined
-        .split(|&byte| byte == b'\n')
-        .map(<[u8]>::to_vec)
-        .collect()
-}
-
-/// A window's ids, with the fingerprints of their events (0 where Redis
-/// holds none). Counts into `bad_values` what it skips.
-pub(super) fn window_of(
-    ids: Vec<Vec<u8>>,
-    prints: Vec<Vec<u8>>,
-    bad_values: &mut u64,
-) -> Vec<(String, u64)> {
-    let mut kept = Vec::with_capacity(ids.len());
-    for id in ids {
-        // An id that is not UTF-8 was never recorded by this crate: skip
-        // it, the rest of the window is still good.
-        match String::from_utf8(id) {
-            Ok(id) => kept.push(id),
-            Err(_) => *bad_values += 1,
-        }
-    }
-    let prints: Vec<u64> = prints
-        .into_iter()
-        .map(|print| std::str::from_utf8(&print).ok()?.parse().ok())
-        .collect::<Option<_>>()
-        .filter(|prints: &Vec<u64>| prints.len() == kept.len())
-        // Fingerprints that do not match the ids say nothing: unknown
-        // events, which an upstream's replay then passes (a duplicate,
-        // never a loss).
-        .unwrap_or_else(|| {
-            *bad_values += u64::from(!kept.is_empty());
-            vec![0; kept.len()]
-        });
-    kept.into_iter().zip(prints).collect()
-}
-
-/// The ids of `blocks` and the fingerprints of their events, as the
-/// window recorded them, when exactly `expected` of the blocks have an id
-/// of their own; `None` otherwise (some ids were stamped, or too long to
-/// be kept): the window is then read as it is.
-pub(super) fn ids_of(blocks: &[Bytes], expected: usize) -> Option<Vec<(String, u64)>> {
-    let mut framer = crate::framer::Framer::new().fingerprints(true);
-    let mut ids = Vec::with_capacity(expected);
-    for block in blocks {
-        framer.push(block.clone());
-    }
-    framer.finish();
-    while let Some(segment) = framer.next_segment() {
-        if let crate::framer::Segment::Block(block) = segment {
-            if let Some(id) = block.id_bytes() {
-                ids.push((
-                    std::str::from_utf8(id).ok()?.to_owned(),
-                    block.fingerprint(),
-                ));
-            }
-        }
-    }
-    (ids.len() == expected).then_some(ids)
-}
-
-/// History entries read natively, from some before the one at position
-/// `first`: the blocks from that one on, and the position of the last.
-/// Those before it are skipped: writes in between may have let older
-/// blocks go, which moves the list's indices down. `None` when the block
-/// at `first` is not among them, or one is skipped: what the client missed
-/// is no longer all there.
-pub(super) fn parse_blocks(entries: Value, first: u64) -> Result<Option<Blocks>, StoreError> {
-    let entries = list(entries, "history")?;
-    let mut blocks = Vec::with_capacity(entries.len());
-    let mut expected = first;
-    for entry in entries {
-        let (position, block) = entry_of(bulk(entry)?)?;
-        if position < first {
-            continue;
-        }
-        if position != expected {
-            return Ok(None);
-        }
-        blocks.push(block);
-        expected += 1;
-    }
-    Ok(Some(Blocks {
-        blocks,
-        last: expected - 1,
-    }))
-}
-
-/// Blocks of a history, oldest first, and the position of the last.
-#[derive(Debug)]
-pub(super) struct Blocks {
-    pub(super) blocks: Vec<Bytes>,
-    pub(super) last: u64,
-}
-
-/// What the read script returns to a follower.
-#[derive(Debug)]
-pub(super) struct Read {
-    /// The newest position of the history.
-    pub(super) last: u64,
-    /// The position of the history's first block.
-    pub(super) first: u64,
-    /// Whether a process holds the stream.
-    pub(super) held: bool,
-    /// The position the stream ended at, if it ended.
-    pub(super) ended_at: Option<u64>,
-    /// The blocks from the one asked for, each with its id (empty for
-    /// none).
-    pub(super) blocks: Vec<(u64, Bytes, Vec<u8>)>,
-}
-
-impl Read {
-    pub(super) fn parse(reply: Value) -> Result<Self, StoreError> {
-        let mut items = array(reply, 6)?.into_iter();
-        let last = u64::try_from(int(next(&mut items)?)?).unwrap_or(0);
-        let first = u64::try_from(int(next(&mut items)?)?).unwrap_or(0);
-        let held = int(next(&mut items)?)? == 1;
-        let ended = bulk(next(&mut items)?)?;
-        let ended_at = std::str::from_utf8(&ended)
-            .ok()
-            .and_then(|ended| ended.split_once(':'))
-            .and_then(|(_, at)| at.parse().ok());
-        let entries = list(next(&mut items)?, "history")?;
-        let ids = list(next(&mut items)?, "history ids")?;
-        let mut blocks = Vec::with_capacity(entries.len());
-        for (entry, id) in entries.into_iter().zip(ids) {
-            let (position, block) = entry_of(bulk(entry)?)?;
-            blocks.push((position, block, bulk(id)?));
-        }
-        Ok(Self {
-            last,
-            first,
-            held,
-            ended_at,
-            blocks,
-        })
-    }
-}
-
-/// A history entry, `<ms>:<position>:<bytes>`: its position and block,
-/// the block without copying it.
-fn entry_of(entry: Vec<u8>) -> Result<(u64, Bytes), StoreError> {
-    let mut colons = entry
-        .iter()
-        .enumerate()
-        .filter(|&(_, &byte)| byte == b':')
-        .map(|(at, _)| at);
-    let (Some(first), Some(second)) = (colons.next(), colons.next()) else {
-        return Err(corrupt("a history entry without its position".to_owned()));
-    };
-    let position = std::str::from_utf8(&entry[first + 1..second])
-        .ok()
-        .and_then(|position| position.parse().ok())
-        .ok_or_else(|| corrupt("a history entry with a bad position".to_owned()))?;
-    let mut block = Bytes::from(entry);
-    // Unlike `slice`, this allocates nothing: the buffer stays the vector's.
-    block.advance(second + 1);
-    Ok((position, block))
-}
-
-fn list(value: Value, what: &str) -> Result<Vec<Value>, StoreError> {
-    match value {
-        Value::Array(items) | Value::Set(items) => Ok(items),
-        Value::Nil => Ok(Vec::new()),
-        other => Err(corrupt(format!("{what} is not a list: {other:?}"))),
-    }
-}
-
-pub(super) fn array(value: Value, len: usize) -> Result<Vec<Value>, StoreError> {
-    match value {
-        Value::Array(items) if items.len() == len => Ok(items),
-        other => Err(corrupt(format!("unexpected script reply: {other:?}"))),
-    }
-}
-
-pub(super) fn next(items: &mut impl Iterator<Item = Value>) -> Result<Value, StoreError> {
-    items
-        .next()
-        .ok_or_else(|| corrupt("short script reply".to_owned()))
-}
-
-pub(super) fn int(value: Value) -> Result<i64, StoreError> {
-    match value {
-        Value::Int(n) => Ok(n),
-        other => Err(corrupt(format!("expected an integer: {other:?}"))),
-    }
-}
-
-pub(super) fn bulk(value: Value) -> Result<Vec<u8>, StoreError> {
-    match value {
-        Value::BulkString(bytes) => Ok(bytes),
-        Value::SimpleString(text) => Ok(text.into_bytes()),
-        other => Err(corrupt(format!("expected a string: {other:?}"))),
-    }
-}
-
-pub(super) fn corrupt(what: String) -> StoreError {
-    StoreError::Corrupt(what)
-}
-
-pub(super) fn millis(duration: Duration) -> u64 {
-    u64::try_from(duration.as_millis())
-        .unwrap_or(u64::MAX)
-        .max(1)
-}

@@ -9,11 +9,13 @@ use std::time::Duration;
 use ::redis::{Cmd, ErrorKind, RedisError, RedisResult, ServerErrorKind, Value};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
-use tokio::time::timeout;
+use tokio::time::{Instant, timeout};
 
 use super::connection::{Connection, TimedOut};
+use super::keys::now_ms;
 use super::queue::{Pending, Queue, Target};
-use super::scripts::{array, corrupt, int, is_wrong_type, next, repair, scripts};
+use super::replies::{array, corrupt, int, next};
+use super::scripts::{is_wrong_type, repair, scripts};
 use super::{Config, MIN_WRITE_TIMEOUT};
 use crate::store::{StoreError, StreamEnd};
 
@@ -29,22 +31,29 @@ pub(super) struct Writer {
     pub(super) connection: Connection,
     pub(super) queue: Arc<Queue>,
     pub(super) done: watch::Sender<u64>,
-    /// Per window, the position of the newest history block written: a
-    /// history that ends before it lost blocks (a failover), and the next
-    /// write forgets it rather than let a replay skip them.
-    pub(super) written_up_to: HashMap<String, u64>,
+    /// Per window, where the stream's history goes on after this
+    /// process's last write (the start and the position of its next
+    /// block): the next write appends there without reading the stream's
+    /// end first, and when Redis lost blocks written there (a failover),
+    /// the positions it leaves out make a replay across them a gap.
+    pub(super) next_blocks: HashMap<String, (u64, u64)>,
+    /// Per window, when this process last had its stream's keys get their
+    /// TTL and last use again: a write asks for that a quarter of the TTL
+    /// later, not by reading the TTL each time.
+    pub(super) touched: HashMap<String, Instant>,
 }
 
-/// The most windows whose newest written position the writer remembers:
-/// past it, it starts over, and a failover right then may go unnoticed.
-const MAX_WRITTEN_UP_TO: usize = 65_536;
+/// The most windows whose history's end the writer remembers, and whose
+/// touch it schedules: past it, it starts over, and a failover right then
+/// may go unnoticed.
+const MAX_REMEMBERED: usize = 65_536;
 
 /// The outcome of one write script.
 enum Outcome {
     Written {
         bad_values: u64,
-        /// The position of the history's newest block, 0 without one.
-        newest: u64,
+        /// Where the history's next block goes, `(0, 0)` without one.
+        next: (u64, u64),
     },
     Fenced {
         bad_values: u64,
@@ -83,17 +92,24 @@ impl Writer {
         let mut whole_script = false;
         let mut attempt = 1;
         loop {
-            let outcomes = self.send(&pending, whole_script).await;
+            let due: Vec<bool> = pending
+                .iter()
+                .map(|pending| self.touch_due(pending))
+                .collect();
+            let outcomes = self.send(&pending, &due, whole_script).await;
             let counters = &self.queue.counters;
             let mut retry = Vec::new();
             let (mut failed, mut missing_script) = (None, false);
-            for (pending, outcome) in pending.into_iter().zip(outcomes) {
+            for ((pending, outcome), due) in pending.into_iter().zip(outcomes).zip(due) {
                 let ids = pending.ids.len() as u64;
                 match outcome {
-                    Outcome::Written { bad_values, newest } => {
+                    Outcome::Written { bad_values, next } => {
                         counters.written.fetch_add(ids, Relaxed);
                         counters.bad_values.fetch_add(bad_values, Relaxed);
-                        note_written(&mut self.written_up_to, &pending, newest);
+                        note_written(&mut self.next_blocks, &pending, next);
+                        if due {
+                            note_touched(&mut self.touched, &pending);
+                        }
                     }
                     Outcome::Fenced { bad_values } => {
                         counters.fenced.fetch_add(ids, Relaxed);
@@ -131,7 +147,7 @@ impl Writer {
                     }
                     Outcome::Refused(error) => {
                         counters.dropped.fetch_add(ids, Relaxed);
-                        self.queue.mark_hole(&pending);
+                        drop_blocks(&self.queue, &mut self.next_blocks, &pending);
                         tracing::error!(
                             window = %pending.target.keys.of("w:", &pending.target.stream),
                             %error,
@@ -140,7 +156,7 @@ impl Writer {
                     }
                     Outcome::Bad(error) => {
                         counters.dropped.fetch_add(ids, Relaxed);
-                        self.queue.mark_hole(&pending);
+                        drop_blocks(&self.queue, &mut self.next_blocks, &pending);
                         tracing::error!(%error, "unexpected reply to a write of forwarded ids");
                     }
                 }
@@ -159,7 +175,7 @@ impl Writer {
                 let ids: usize = pending.iter().map(|pending| pending.ids.len()).sum();
                 counters.dropped.fetch_add(ids as u64, Relaxed);
                 for pending in &pending {
-                    self.queue.mark_hole(pending);
+                    drop_blocks(&self.queue, &mut self.next_blocks, pending);
                 }
                 let error =
                     failed.map_or_else(|| "the script is missing".to_owned(), |e| e.to_string());
@@ -181,7 +197,7 @@ impl Writer {
     /// Sends one write script per pending window, pipelined, and returns
     /// their outcomes in order. `whole_script` sends the script's code
     /// rather than its hash.
-    async fn send(&self, pending: &[Pending], whole_script: bool) -> Vec<Outcome> {
+    async fn send(&self, pending: &[Pending], due: &[bool], whole_script: bool) -> Vec<Outcome> {
         // One pipeline per slot in a Cluster: a scope's keys share one.
         let mut groups: Vec<Vec<usize>> = Vec::new();
         if self.connection.is_cluster() {
@@ -207,8 +223,8 @@ impl Writer {
                 for &i in chunk {
                     let target = &pending[i].target;
                     let window = target.keys.of("w:", &target.stream);
-                    let wrote_up_to = self.written_up_to.get(&window).copied().unwrap_or(0);
-                    pipeline.add_command(write_command(&pending[i], wrote_up_to, whole_script));
+                    let next = self.next_blocks.get(&window).copied().unwrap_or((0, 0));
+                    pipeline.add_command(write_command(&pending[i], next, due[i], whole_script));
                     limit = limit.max(write_timeout(&pending[i].target.config));
                 }
                 let mut connection = self.connection.clone();
@@ -265,25 +281,63 @@ impl Writer {
     }
 }
 
-/// Remembers where the history of `pending`'s window ends now.
-fn note_written(written_up_to: &mut HashMap<String, u64>, pending: &Pending, newest: u64) {
-    if newest == 0 {
+impl Writer {
+    /// Whether the keys of `pending`'s stream are due for their TTL and
+    /// last use again: a quarter of the TTL after this process last did.
+    fn touch_due(&self, pending: &Pending) -> bool {
+        let window = pending.target.keys.of("w:", &pending.target.stream);
+        let quarter = pending.target.config.ttl / 4;
+        (self.touched.get(&window)).is_none_or(|at| at.elapsed() >= quarter)
+    }
+}
+
+/// Notes that the blocks of `pending` never reached Redis: the next write
+/// of the stream forgets the history before it, and its blocks go that
+/// many positions further on, so that a follower or a replay that had the
+/// blocks before sees the hole rather than skip it.
+fn drop_blocks(queue: &Queue, next_blocks: &mut HashMap<String, (u64, u64)>, pending: &Pending) {
+    queue.mark_hole(pending);
+    let window = pending.target.keys.of("w:", &pending.target.stream);
+    if let Some((_, position)) = next_blocks.get_mut(&window) {
+        *position += pending.ids.blocks().len() as u64;
+    }
+}
+
+/// Remembers that `pending`'s stream got its TTL and last use again now.
+fn note_touched(touched: &mut HashMap<String, Instant>, pending: &Pending) {
+    let window = pending.target.keys.of("w:", &pending.target.stream);
+    if touched.len() >= MAX_REMEMBERED && !touched.contains_key(&window) {
+        // Forgotten streams are touched at their next write: early, never
+        // late.
+        touched.clear();
+    }
+    touched.insert(window, Instant::now());
+}
+
+/// Remembers where the history of `pending`'s window goes on.
+fn note_written(
+    next_blocks: &mut HashMap<String, (u64, u64)>,
+    pending: &Pending,
+    next: (u64, u64),
+) {
+    if next == (0, 0) {
         return;
     }
     let window = pending.target.keys.of("w:", &pending.target.stream);
-    if written_up_to.len() >= MAX_WRITTEN_UP_TO && !written_up_to.contains_key(&window) {
-        written_up_to.clear();
+    if next_blocks.len() >= MAX_REMEMBERED && !next_blocks.contains_key(&window) {
+        next_blocks.clear();
     }
-    written_up_to.insert(window, newest);
+    next_blocks.insert(window, next);
 }
 
 fn write_timeout(config: &Config) -> Duration {
     config.timeout.max(MIN_WRITE_TIMEOUT)
 }
 
-/// The write script for one window, as a pipeline command, with the
-/// position of the newest block this process wrote for it (0 for none).
-fn write_command(pending: &Pending, wrote_up_to: u64, whole_script: bool) -> Cmd {
+/// The write script for one window, as a pipeline command, with where
+/// this process's last write left its history (`(0, 0)` for unknown), and
+/// whether its keys are due for their TTL again.
+fn write_command(pending: &Pending, next: (u64, u64), touch: bool, whole_script: bool) -> Cmd {
     let Target {
         keys,
         stream,
@@ -292,7 +346,7 @@ fn write_command(pending: &Pending, wrote_up_to: u64, whole_script: bool) -> Cmd
         holder,
         lease_ms,
     } = &pending.target;
-    let mut command = keys.script_call(&scripts().write, whole_script, config, limits);
+    let mut command = keys.script_call(&scripts().write, whole_script, config, limits, stream);
     command.arg(stream).arg(pending.generation);
     let batch = &pending.ids;
     let skip = batch.len().saturating_sub(limits.window_len());
@@ -320,15 +374,23 @@ fn write_command(pending: &Pending, wrote_up_to: u64, whole_script: bool) -> Cmd
             (None, Some((false, _))) => "b".to_owned(),
             (None, None) => String::new(),
         })
-        .arg(wrote_up_to);
-    for id in batch.iter().skip(skip) {
-        command.arg(id);
+        .arg(next.0)
+        .arg(next.1)
+        .arg(flag(touch));
+    // The window's entries: each id, then its event's fingerprint after a
+    // NUL, which no id holds.
+    for (id, fingerprint) in batch.events().skip(skip) {
+        command.arg(id).arg(format!("\0{fingerprint}"));
     }
-    for (_, fingerprint) in batch.events().skip(skip) {
-        command.arg(fingerprint);
-    }
+    // Each block as its history entry holds it: when it was kept and its
+    // id on a line of their own, then its bytes.
+    let now = now_ms();
+    let mut value = Vec::new();
     for (id, block) in batch.blocks().skip(skip_blocks) {
-        command.arg(id).arg(block);
+        value.clear();
+        value.extend_from_slice(format!("{now}:{id}\n").as_bytes());
+        value.extend_from_slice(block);
+        command.arg(id).arg(value.as_slice());
     }
     command
 }
@@ -340,17 +402,24 @@ fn flag(on: bool) -> &'static str {
 fn outcome(reply: RedisResult<Value>) -> Outcome {
     match reply {
         Ok(reply) => {
-            let parsed = array(reply, 3).and_then(|items| {
+            let parsed = array(reply, 4).and_then(|items| {
                 let mut items = items.into_iter();
                 let written = int(next(&mut items)?)?;
-                Ok((written, int(next(&mut items)?)?, int(next(&mut items)?)?))
+                let bad_values = int(next(&mut items)?)?;
+                Ok((
+                    written,
+                    bad_values,
+                    int(next(&mut items)?)?,
+                    int(next(&mut items)?)?,
+                ))
             });
+            let count = |n: i64| u64::try_from(n).unwrap_or(0);
             match parsed {
-                Ok((written, bad_values, newest)) => {
-                    let bad_values = u64::try_from(bad_values).unwrap_or(0);
+                Ok((written, bad_values, start, position)) => {
+                    let bad_values = count(bad_values);
                     if written == 1 {
-                        let newest = u64::try_from(newest).unwrap_or(0);
-                        Outcome::Written { bad_values, newest }
+                        let next = (count(start), count(position));
+                        Outcome::Written { bad_values, next }
                     } else {
                         Outcome::Fenced { bad_values }
                     }

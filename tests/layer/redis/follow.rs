@@ -643,7 +643,8 @@ fn a_follower_that_went_on_from_the_upstream_lingers_as_its_holder_did() {
 }
 
 /// When Redis restarts empty, a follower loses what it followed, and its
-/// holder's lease: it goes on from the upstream itself. Whatever that
+/// holder's lease: it goes on following the holder, which writes on from
+/// where it left the history, or from the upstream itself. Whatever that
 /// costs, its client hears of it; no event comes twice or out of order.
 #[test]
 fn a_follower_whose_redis_restarted_empty_loses_nothing_unsaid() {
@@ -665,9 +666,13 @@ fn a_follower_whose_redis_restarted_empty_loses_nothing_unsaid() {
         (got, b.layer.stats().snapshot())
     });
     let (got, stats) = got;
-    assert_eq!(
-        stats.follows_resumed, 1,
-        "went on from the upstream: {stats:?}"
+    // The holder writes its stream's history on from where it left it,
+    // into the empty Redis too: when none of its writes was dropped
+    // meanwhile, the follower goes on following it, with nothing lost;
+    // otherwise it finds the hole, and goes on from the upstream.
+    assert!(
+        stats.follows_resumed <= 1,
+        "went on from the upstream at most once: {stats:?}"
     );
     let mut last = cursor;
     let mut told = false;

@@ -80,12 +80,13 @@ impl Replicas {
             .collect()
     }
 
-    fn llen(&self, key: &str) -> usize {
+    /// The number of blocks a history keeps.
+    fn history_len(&self, key: &str) -> usize {
         let mut redis = redis::Client::open(self.server.url())
             .unwrap()
             .get_connection()
             .unwrap();
-        redis::cmd("LLEN").arg(key).query(&mut redis).unwrap()
+        redis::cmd("XLEN").arg(key).query(&mut redis).unwrap()
     }
 }
 
@@ -284,7 +285,7 @@ async fn an_evicted_cursor_gets_the_gap_signal_and_the_history_stays_bounded() {
         .iter()
         .find(|(key, _)| key.contains("}:h:"))
         .expect("a history key");
-    assert_eq!(replicas.llen(&history.0), 5, "{keys:?}");
+    assert_eq!(replicas.history_len(&history.0), 5, "{keys:?}");
     for (key, ttl) in &keys {
         assert!(*ttl > 0, "{key} has a TTL: {ttl}");
     }
@@ -590,10 +591,10 @@ pub(super) async fn replays_open_with_their_own_ids(a: &RedisStore, b: &RedisSto
 #[tokio::test]
 async fn blocks_a_failover_lost_leave_a_gap_no_replay_skips_silently() {
     // A primary acknowledged blocks 4 and 5, then died before its replica
-    // had them: the promoted replica's history ends at 3, its count of
-    // positions too. Redis cannot fail over on demand, so the test takes
-    // that tail away itself. The next write must not go on from 3 as if
-    // nothing were missing.
+    // had them: the promoted replica's history ends at 3, its last entry id
+    // too. Redis cannot fail over on demand, so the test takes that tail
+    // away itself. The next write must not go on from 3 as if nothing were
+    // missing.
     let Some(replicas) = Replicas::start(HistoryLimits::new()).await else {
         return;
     };
@@ -606,19 +607,30 @@ async fn blocks_a_failover_lost_leave_a_gap_no_replay_skips_silently() {
         let found = keys.iter().find(|(key, _)| key.contains(kind));
         found.expect("the stream's key").0.clone()
     };
-    let (blocks, ids, positions) = (key("}:h:"), key("}:hi:"), key("}:hn"));
+    let blocks = key("}:h:");
     let mut redis = redis::Client::open(replicas.server.url())
         .unwrap()
         .get_connection()
         .unwrap();
-    for list in [&blocks, &ids] {
-        let _: Vec<String> = redis::cmd("RPOP")
-            .arg(list)
-            .arg(2)
+    // The history as the replica had it: its first three entries, ids and
+    // all, and nothing after them ever.
+    let entries: Vec<(String, Vec<Vec<u8>>)> = redis::cmd("XRANGE")
+        .arg(&blocks)
+        .arg("-")
+        .arg("+")
+        .query(&mut redis)
+        .unwrap();
+    assert_eq!(entries.len(), 5);
+    let () = redis::cmd("DEL").arg(&blocks).query(&mut redis).unwrap();
+    for (id, fields) in &entries[..3] {
+        let _: String = redis::cmd("XADD")
+            .arg(&blocks)
+            .arg(id)
+            .arg(fields)
             .query(&mut redis)
             .unwrap();
     }
-    let () = redis::cmd("DEL").arg(&positions).query(&mut redis).unwrap();
+    // The window still points at where 4 and 5 were: a way in to nothing.
     fed.send("id: 6\ndata: f\n\n").await;
 
     // A client that had 1 missed 2 to 6, of which Redis lost 4 and 5.

@@ -527,7 +527,10 @@ async fn redis_killed_and_restarted_mid_stream_loses_no_event() {
             .unwrap_or_default();
         async move {
             flushed(&a).await;
-            window.last().map(String::as_str) == Some("9")
+            // The window's last id: each is followed by its event's
+            // fingerprint, after a NUL.
+            let mut ids = window.iter().filter(|entry| !entry.starts_with('\0'));
+            ids.next_back().map(String::as_str) == Some("9")
         }
     })
     .await;
@@ -732,7 +735,7 @@ async fn a_write_over_keys_of_the_wrong_type_removes_them_and_writes() {
     let mut redis = client(&server);
     for junk in [
         format!("{prefix}{{s}}:h:GET /mcp"),
-        format!("{prefix}{{s}}:hn"),
+        format!("{prefix}{{s}}:hi:GET /mcp"),
     ] {
         let _: () = redis::cmd("SET")
             .arg(junk)
@@ -765,12 +768,16 @@ async fn bad_values_in_redis_are_errors_not_panics() {
     let generations = format!("{prefix}{{s}}:g");
     let mut redis = client(&server);
 
-    // Ids that are not UTF-8 are skipped, the rest kept.
+    // Ids that are not UTF-8 are skipped, the rest kept. Each id is
+    // followed by its event's fingerprint, after a NUL.
     let _: () = redis::cmd("RPUSH")
         .arg(&window)
         .arg("1")
+        .arg("\x001")
         .arg(&b"\xff\xfe"[..])
+        .arg("\x002")
         .arg("3")
+        .arg("\x003")
         .query(&mut redis)
         .unwrap();
     let loaded = stored(&store, &key, None).await.unwrap();
@@ -845,4 +852,41 @@ async fn bad_values_in_redis_are_errors_not_panics() {
     .await;
     assert_eq!(got[0].text(), events(3..=3));
     assert_eq!(layer.stats().snapshot().store_errors, 0);
+}
+
+/// The window keeps fewer ids than the history keeps blocks: a cursor the
+/// window let go, or that a cursor cut from it, still finds its block in
+/// the history, and the client gets what followed it.
+#[tokio::test]
+async fn a_cursor_the_window_let_go_is_still_replayed_from_the_history() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let store = connect(&server, &fresh_prefix()).await;
+    store.set_limits(
+        tower_sse_resume::StoreLimits::default()
+            .with_window_len(3)
+            .with_history(Some(tower_sse_resume::HistoryLimits::new())),
+    );
+    let key = StreamKey::new("s", "GET /mcp");
+    let opened = stored(&store, &key, None).await.unwrap();
+    let block = |n: u32| format!("id: {n}\ndata: {n}\n\n");
+    for n in 1..=40 {
+        let mut batch = IdBatch::new();
+        batch.push_event(&n.to_string(), u64::from(n));
+        batch.push_block(Some(&n.to_string()), block(n).as_bytes());
+        store.record(&key, opened.generation, &batch).unwrap();
+        flushed(&store).await;
+    }
+    let replayed = |stored: &StoredStream| match &stored.replay {
+        tower_sse_resume::Replay::Blocks(blocks) => blocks
+            .iter()
+            .map(|block| String::from_utf8(block.to_vec()).unwrap())
+            .collect::<String>(),
+        other => panic!("a replay: {other:?}"),
+    };
+    let resumed = stored(&store, &key, Some("2")).await.unwrap();
+    assert_eq!(replayed(&resumed), (3..=40).map(block).collect::<String>());
+    let ids: Vec<&str> = resumed.ids.iter().map(|(id, _)| id.as_str()).collect();
+    assert!(ids.len() <= 8 && ids.ends_with(&["39", "40"]), "{ids:?}");
 }

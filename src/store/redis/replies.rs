@@ -1,0 +1,309 @@
+//! What Redis answers, read: the open script's reply, a window, and the
+//! entries of a history as a native read returns them.
+
+use std::time::Duration;
+
+use ::redis::Value;
+use bytes::{Buf, Bytes};
+
+use crate::store::StoreError;
+
+/// What the open script returns: the stream, the cursor applied, where
+/// the replay starts, and the window.
+#[derive(Debug)]
+pub(super) struct Opened {
+    pub(super) stream: String,
+    pub(super) cursor_known: Option<bool>,
+    pub(super) generation: i64,
+    pub(super) bad_values: u64,
+    /// Whether the history held the cursor; `None` without a cursor or a
+    /// history.
+    pub(super) replayed: Option<bool>,
+    /// The id of the history entry after which the replay starts.
+    pub(super) replay_after: String,
+    /// The position the replay's first block must have; 0 for any.
+    pub(super) expect: u64,
+    /// Where stamped ids start; 0 without a history.
+    pub(super) epoch: u64,
+    /// Whether another process holds the stream, or (with a cursor) it is
+    /// complete.
+    pub(super) follow: bool,
+    /// Whether, with a cursor, the stream is complete: a per-request
+    /// stream whose upstream ended.
+    pub(super) complete: bool,
+    /// Without a cursor, the start of the history's newest block, after
+    /// which a follow starts.
+    pub(super) follow_at: u64,
+    /// The window: its ids, with the fingerprints of their events; `None`
+    /// when the caller reads it natively.
+    pub(super) window: Option<Vec<(String, u64)>>,
+}
+
+impl Opened {
+    /// Whether the script asked to be run again, a little later.
+    pub(super) fn is_wait(reply: &Value) -> bool {
+        matches!(reply, Value::Array(items) if items.len() == 1)
+    }
+
+    pub(super) fn parse(reply: Value) -> Result<Self, StoreError> {
+        let mut items = array(reply, 12)?.into_iter();
+        let stream = bulk(next(&mut items)?)?;
+        // Stream names come from this crate's `&str` keys: one that is not
+        // UTF-8 was written by something else, and its window is no
+        // stream's to adopt.
+        let stream = String::from_utf8(stream)
+            .map_err(|_| corrupt("a stream name that is not UTF-8".to_owned()))?;
+        let known = int(next(&mut items)?)?;
+        let generation = int(next(&mut items)?)?;
+        let mut bad_values = u64::try_from(int(next(&mut items)?)?).unwrap_or(0);
+        let replayed = int(next(&mut items)?)?;
+        let replay_after = String::from_utf8_lossy(&bulk(next(&mut items)?)?).into_owned();
+        let expect = u64::try_from(int(next(&mut items)?)?).unwrap_or(0);
+        let epoch = u64::try_from(int(next(&mut items)?)?).unwrap_or(0);
+        let follow = int(next(&mut items)?)?;
+        let follow_at = u64::try_from(int(next(&mut items)?)?).unwrap_or(0);
+        let count = int(next(&mut items)?)?;
+        let joined = bulk(next(&mut items)?)?;
+        let window = (count >= 0).then(|| {
+            let entries = joined.split(|&byte| byte == b'\n').filter(|_| count > 0);
+            window_of(entries, &mut bad_values)
+        });
+        Ok(Self {
+            stream,
+            cursor_known: (known >= 0).then_some(known == 1),
+            generation,
+            bad_values,
+            replayed: (replayed >= 0).then_some(replayed == 1),
+            replay_after,
+            expect,
+            epoch,
+            follow: follow > 0,
+            complete: follow == 2,
+            follow_at,
+            window,
+        })
+    }
+}
+
+/// The window of a native read of its list.
+pub(super) fn window_read(
+    reply: Value,
+    bad_values: &mut u64,
+) -> Result<Vec<(String, u64)>, StoreError> {
+    let entries = list(reply, "a window")?
+        .into_iter()
+        .map(bulk)
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(window_of(entries.iter().map(Vec::as_slice), bad_values))
+}
+
+/// The window in `entries`: each id followed by the fingerprint of its
+/// event (a NUL, then decimal digits, and with a history maybe a colon and
+/// where the id's block starts). Counts into `bad_values` what it
+/// skips: an entry out of place, or an id that is not UTF-8, was not
+/// written by this crate.
+fn window_of<'a>(
+    entries: impl Iterator<Item = &'a [u8]>,
+    bad_values: &mut u64,
+) -> Vec<(String, u64)> {
+    let mut window = Vec::new();
+    let mut entries = entries.peekable();
+    while let Some(entry) = entries.next() {
+        if entry.first() == Some(&0) {
+            // A fingerprint without its id: the window's oldest entries
+            // were cut between the two.
+            continue;
+        }
+        let print = entries
+            .next_if(|print| print.first() == Some(&0))
+            .and_then(|print| {
+                // With a history, the start of the id's block follows.
+                let print = std::str::from_utf8(&print[1..]).ok()?;
+                print.split(':').next()?.parse().ok()
+            });
+        match (std::str::from_utf8(entry), print) {
+            (Ok(id), Some(print)) => window.push((id.to_owned(), print)),
+            _ => *bad_values += 1,
+        }
+    }
+    window
+}
+
+/// A block of a history, as a native read returns it.
+#[derive(Debug)]
+pub(super) struct Entry {
+    /// Where its bytes start among all its stream ever kept.
+    pub(super) start: u64,
+    /// Its place in its stream.
+    pub(super) position: u64,
+    /// The id a client may resume from after it; empty for none.
+    pub(super) id: Vec<u8>,
+    pub(super) block: Bytes,
+}
+
+impl Entry {
+    /// The entries of an `XRANGE` reply, oldest first.
+    pub(super) fn parse_range(reply: Value) -> Result<Vec<Self>, StoreError> {
+        list(reply, "history")?
+            .into_iter()
+            .map(Self::parse)
+            .collect()
+    }
+
+    /// The entries of an `XREADGROUP` reply of one stream; none for nil.
+    pub(super) fn parse_read(reply: Value) -> Result<Vec<Self>, StoreError> {
+        let streams = match reply {
+            Value::Nil => return Ok(Vec::new()),
+            Value::Map(streams) => streams.into_iter().map(|(_, entries)| entries).collect(),
+            other => list(other, "a read of the history")?
+                .into_iter()
+                .map(|stream| {
+                    let mut parts = list(stream, "a read of the history")?.into_iter();
+                    let _key = next(&mut parts)?;
+                    next(&mut parts)
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+        };
+        let mut entries = Vec::new();
+        for stream in streams {
+            entries.extend(Self::parse_range(stream)?);
+        }
+        Ok(entries)
+    }
+
+    fn parse(entry: Value) -> Result<Self, StoreError> {
+        let mut parts = list(entry, "a history entry")?.into_iter();
+        let entry_id = bulk(next(&mut parts)?)?;
+        let (start, position) = id_parts(&entry_id)
+            .ok_or_else(|| corrupt("a history entry with a bad id".to_owned()))?;
+        let fields = match next(&mut parts)? {
+            Value::Map(pairs) => pairs.into_iter().flat_map(|(k, v)| [k, v]).collect(),
+            other => list(other, "a history entry's fields")?,
+        };
+        // One field, `b`: `<ms>:<id>`, a line break, then the block.
+        let value = fields.into_iter().nth(1).map(bulk).transpose()?;
+        let value = value.ok_or_else(|| corrupt("a history entry without its block".to_owned()))?;
+        let line_end = (value.iter().position(|&byte| byte == b'\n'))
+            .ok_or_else(|| corrupt("a history entry without its id".to_owned()))?;
+        let id = match value[..line_end].iter().position(|&byte| byte == b':') {
+            Some(colon) => value[colon + 1..line_end].to_vec(),
+            None => return Err(corrupt("a history entry without its time".to_owned())),
+        };
+        let mut block = Bytes::from(value);
+        // Unlike `slice`, this allocates nothing: the buffer stays the
+        // reply's.
+        block.advance(line_end + 1);
+        Ok(Self {
+            start,
+            position,
+            id,
+            block,
+        })
+    }
+}
+
+/// The start and the position of a history entry id, `<start>-<position>`.
+fn id_parts(id: &[u8]) -> Option<(u64, u64)> {
+    let (start, position) = std::str::from_utf8(id).ok()?.split_once('-')?;
+    Some((start.parse().ok()?, position.parse().ok()?))
+}
+
+/// Whether `entries` follow on from one another, oldest first: each at
+/// the position after the one before, the first at `expect` (any when 0).
+/// Where one does not, blocks are missing, and what the client missed is
+/// not all there.
+pub(super) fn following_on(entries: &[Entry], expect: u64) -> bool {
+    let mut expected = (expect > 0).then_some(expect);
+    for entry in entries {
+        if expected.is_some_and(|expected| entry.position != expected) {
+            return false;
+        }
+        expected = Some(entry.position + 1);
+    }
+    true
+}
+
+fn list(value: Value, what: &str) -> Result<Vec<Value>, StoreError> {
+    match value {
+        Value::Array(items) | Value::Set(items) => Ok(items),
+        Value::Nil => Ok(Vec::new()),
+        other => Err(corrupt(format!("{what} is not a list: {other:?}"))),
+    }
+}
+
+pub(super) fn array(value: Value, len: usize) -> Result<Vec<Value>, StoreError> {
+    match value {
+        Value::Array(items) if items.len() == len => Ok(items),
+        other => Err(corrupt(format!("unexpected script reply: {other:?}"))),
+    }
+}
+
+pub(super) fn next(items: &mut impl Iterator<Item = Value>) -> Result<Value, StoreError> {
+    items
+        .next()
+        .ok_or_else(|| corrupt("short script reply".to_owned()))
+}
+
+pub(super) fn int(value: Value) -> Result<i64, StoreError> {
+    match value {
+        Value::Int(n) => Ok(n),
+        other => Err(corrupt(format!("expected an integer: {other:?}"))),
+    }
+}
+
+pub(super) fn bulk(value: Value) -> Result<Vec<u8>, StoreError> {
+    match value {
+        Value::BulkString(bytes) => Ok(bytes),
+        Value::SimpleString(text) => Ok(text.into_bytes()),
+        other => Err(corrupt(format!("expected a string: {other:?}"))),
+    }
+}
+
+pub(super) fn corrupt(what: String) -> StoreError {
+    StoreError::Corrupt(what)
+}
+
+pub(super) fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis())
+        .unwrap_or(u64::MAX)
+        .max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_window_is_read_in_pairs_and_what_is_out_of_place_is_counted_not_taken() {
+        let mut bad = 0;
+        let joined = b"\x007\na\n\x001\nb\n\x002:40\nc\nd\n\x00x\ne\n\x005";
+        let window = window_of(joined.split(|&byte| byte == b'\n'), &mut bad);
+        assert_eq!(
+            window,
+            [
+                ("a".to_owned(), 1),
+                ("b".to_owned(), 2),
+                ("e".to_owned(), 5)
+            ]
+        );
+        assert_eq!(
+            bad, 2,
+            "an id without its fingerprint, one that is no number"
+        );
+    }
+
+    #[test]
+    fn blocks_follow_on_only_without_a_jump_in_positions() {
+        let entry = |position| Entry {
+            start: position * 10,
+            position,
+            id: Vec::new(),
+            block: Bytes::new(),
+        };
+        assert!(following_on(&[entry(4), entry(5)], 4));
+        assert!(following_on(&[entry(9), entry(10)], 0));
+        assert!(!following_on(&[entry(4), entry(6)], 4));
+        assert!(!following_on(&[entry(5)], 4));
+        assert!(following_on(&[], 4));
+    }
+}
