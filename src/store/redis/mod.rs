@@ -775,10 +775,31 @@ impl TrackerStore for RedisStore {
             .arg(stops::encode(stop));
         let mut connection = self.shared.connection.clone();
         let limit = self.config.timeout;
+        // A session's end forgets its streams in Redis too, held or not:
+        // no replica resumes them.
+        let ended = match stop {
+            Stop::Scope(scope) => Some(self.keys(scope)),
+            Stop::Stream { .. } => None,
+        };
         runtime.spawn(async move {
             let published = within(limit, publish.query_async::<()>(&mut connection)).await;
             if let Err(error) = published {
                 tracing::warn!(%error, "a stop could not reach the other replicas");
+            }
+            let Some(keys) = ended else {
+                return;
+            };
+            let forgot = scripts::run::<i64>(&connection, limit, |whole| {
+                let mut command = scripts::scripts().forget_scope.call(whole);
+                command
+                    .arg(2)
+                    .arg(&keys.streams)
+                    .arg(&keys.generations)
+                    .arg(&keys.scope);
+                command
+            });
+            if let Err(error) = forgot.await {
+                tracing::warn!(%error, "an ended session's streams could not be forgotten in Redis");
             }
         });
         true

@@ -42,6 +42,7 @@ pub(super) struct Scripts {
     pub(super) open: Lua,
     pub(super) write: Lua,
     pub(super) repair: Lua,
+    pub(super) forget_scope: Lua,
 }
 
 pub(super) fn scripts() -> &'static Scripts {
@@ -50,6 +51,7 @@ pub(super) fn scripts() -> &'static Scripts {
         open: Lua::new(format!("{PREAMBLE}{OPEN_HELPERS}{OPEN}")),
         write: Lua::new(format!("{PREAMBLE}{WRITE}")),
         repair: Lua::new(REPAIR.to_owned()),
+        forget_scope: Lua::new(FORGET_SCOPE.to_owned()),
     })
 }
 
@@ -733,6 +735,22 @@ return {written, bad_values, next_start, next_position}
 ";
 
 /// Removes the keys of the wrong type: `KEYS`, each of the type named by
+/// Forgets every stream of a scope, for the end of its session: each
+/// stream's window, history and index, end and away marks, then the
+/// scope's streams and generations. `KEYS`: the scope's streams and
+/// generations; `ARGV[1]`: what the scope's keys start with, whose hash
+/// tag every key built here shares. A lease is left to its holder, which
+/// lets it go as it ends the stream. Returns how many streams it forgot.
+const FORGET_SCOPE: &str = r"
+local streams = redis.call('ZRANGE', KEYS[1], 0, -1)
+for _, stream in ipairs(streams) do
+  local key = function(kind) return ARGV[1] .. kind .. stream end
+  redis.call('DEL', key('w:'), key('h:'), key('hi:'), key('d:'), key('a:'))
+end
+redis.call('DEL', KEYS[1], KEYS[2])
+return #streams
+";
+
 /// the `ARGV` at its place (a key that is not there is fine). Returns how
 /// many it removed. Run when a script met `WRONGTYPE`, before it runs
 /// again: no script checks types itself.

@@ -104,4 +104,20 @@ async fn the_end_of_an_mcp_session_on_one_replica_ends_its_streams_on_the_other(
         0,
         "ended, not expired"
     );
+    // And forgotten in Redis: no window or history of it is left.
+    let mut redis = redis::Client::open(server.url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let mut forgotten = || {
+        let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut redis).unwrap();
+        !keys
+            .iter()
+            .any(|key| key.contains("}:h:") || key.contains("}:w:"))
+    };
+    eventually("the session's streams forgotten in Redis", &mut forgotten).await;
+    // For good: the holder's last writes do not bring them back.
+    flushed(&a.store).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(forgotten(), "written again after the session ended");
 }
