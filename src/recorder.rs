@@ -183,13 +183,19 @@ impl Recorder {
         }
     }
 
+    // Inlined: called whenever the upstream is quiet, mostly with
+    // nothing to write.
+    #[inline]
     pub(crate) fn flush(&mut self) {
+        if self.to.as_ref().is_some_and(|to| !to.batch.is_empty()) {
+            self.write_batch();
+        }
+    }
+
+    fn write_batch(&mut self) {
         let Some(to) = &mut self.to else {
             return;
         };
-        if to.batch.is_empty() {
-            return;
-        }
         let recorded = to.sink.record(&to.key, to.generation, &to.batch);
         let ids = to.batch.len();
         to.batch.clear();

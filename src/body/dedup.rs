@@ -142,6 +142,7 @@ impl Dedup {
 
     /// A keep-alive to send now, when one is due and the upstream is at a
     /// block boundary: never inside a block. Never recorded.
+    #[inline]
     pub(super) fn keep_alive_due(&mut self, cx: &mut std::task::Context<'_>) -> Option<Bytes> {
         let keep_alive = self.keep_alive.as_mut()?;
         if !keep_alive.poll_due(cx) || self.output.has_undecided() {
@@ -155,6 +156,7 @@ impl Dedup {
     }
 
     /// The upstream sent something.
+    #[inline]
     pub(super) fn heard(&mut self) {
         if let Some(keep_alive) = &mut self.keep_alive {
             keep_alive.heard();

@@ -262,6 +262,7 @@ where
 
 /// Whether the upstream was claimed, the waker registered if not. Once
 /// the offer is withdrawn, it is forgotten.
+#[inline]
 fn asked(claimed: &mut Option<Claimed>, cx: &mut Context<'_>) -> Option<oneshot::Sender<Handover>> {
     let claim = claimed.as_mut()?;
     let Poll::Ready(reply) = Pin::new(claim).poll(cx) else {

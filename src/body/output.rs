@@ -153,8 +153,13 @@ impl Output {
         }
     }
 
+    // Inlined: a body asks several times per event, mostly for nothing.
+    #[inline]
     pub(super) fn pop(&mut self) -> Option<Bytes> {
-        self.pop_replay().or_else(|| self.ready.pop_front())
+        if self.replay.is_empty() {
+            return self.ready.pop_front();
+        }
+        self.pop_replay()
     }
 
     /// The next replayed blocks, gathered into one frame as they are asked
