@@ -10,7 +10,7 @@ use super::output::Output;
 use crate::framer::{Block, EventId, Segment};
 use crate::recorder::Recorder;
 use crate::stamp::Stamper;
-use crate::stream::{Seen, StreamState};
+use crate::stream::{Seen, StreamState, decimal};
 
 /// The type of the event that tells a client its `Last-Event-ID` is not in
 /// the replay history: `event: sse-resume-gap`, with the cursor as data.
@@ -232,18 +232,13 @@ impl Forwarding<'_> {
     }
 }
 
-/// Whether `next` is the decimal number after `last`.
+/// Whether `next` is the decimal number after `last`, both spelled as the
+/// window reads rising ids.
 fn follows(last: &str, next: &[u8]) -> bool {
-    let number = |bytes: &[u8]| -> Option<u64> {
-        let text = std::str::from_utf8(bytes).ok()?;
-        let canonical = !text.is_empty() && (text == "0" || !text.starts_with('0'));
-        if canonical && text.bytes().all(|b| b.is_ascii_digit()) {
-            text.parse().ok()
-        } else {
-            None
-        }
-    };
-    matches!((number(last.as_bytes()), number(next)), (Some(last), Some(next)) if last.checked_add(1) == Some(next))
+    matches!(
+        (decimal(last.as_bytes()), decimal(next)),
+        (Some(last), Some(next)) if last.checked_add(1) == Some(next)
+    )
 }
 
 /// The event that tells a client its cursor is not in the history: the

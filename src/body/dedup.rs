@@ -50,7 +50,7 @@ impl Dedup {
         let Decision {
             response,
             mut recorder,
-            replay,
+            mut replay,
             gap_after_replay,
             cursor,
             stamp_epoch,
@@ -60,7 +60,6 @@ impl Dedup {
         let stats = options.stats.clone();
         let compare_events = !options.trust_ids;
         let span = tracing::debug_span!("sse_resume", key = %recorder.key_for_logs());
-        let mut replay = replay;
         let repeated = replay.drop_repeated_ids();
         if repeated > 0 {
             stats.add_body_counts(0, repeated as u64);

@@ -77,6 +77,8 @@ mod responses;
 mod ring;
 mod rising;
 
+pub(crate) use rising::decimal;
+
 /// The default [`SseResumeLayer::window_len`](crate::SseResumeLayer::window_len):
 /// the number of ids a stream's window remembers.
 pub(crate) const DEFAULT_WINDOW_LEN: usize = 1024;

@@ -120,7 +120,7 @@ impl RisingIds {
 /// The value of an id written as a plain decimal number: digits only, no
 /// leading zero (so that each number has one spelling), and small enough
 /// for a `u64`.
-pub(super) fn decimal(id: &[u8]) -> Option<u64> {
+pub(crate) fn decimal(id: &[u8]) -> Option<u64> {
     // At most 19 digits: 19 nines are below `u64::MAX`, so nothing overflows.
     if id.is_empty() || id.len() > 19 || (id[0] == b'0' && id.len() > 1) {
         return None;
