@@ -301,9 +301,11 @@
 //! replica *follows* the stream there: the replay from the shared history,
 //! then what the holding replica records, until the stream ends, with no
 //! upstream request. When the holder dies, a standing stream goes on from
-//! the upstream, asked from its last recorded id, after the gap signal
-//! (unless [`SseResumeLayer::upstream_resumes`] says the upstream lost
-//! nothing), and a per-request one ends with the gap signal ([`TrackerStore::hold`],
+//! the upstream, asked from its last recorded id, with the gap signal
+//! before the upstream's first event unless that event shows it goes on
+//! from there (or [`SseResumeLayer::upstream_resumes`] says the upstream
+//! lost nothing); the replica then holds the stream itself, lingering as
+//! its holder did. A per-request one ends with the gap signal ([`TrackerStore::hold`],
 //! [`TrackerStore::follow`]; `RedisStore` documents what each case can
 //! lose). The inner service, its future and the request body must be
 //! `Send + 'static` for it, as hyper's and axum's are.
@@ -329,16 +331,15 @@
 //! | The store fails mid-stream | Nothing: the stream goes on; ids and blocks not written leave a hole, and a later replay across it gets the gap signal |
 //! | A block longer than [`max_block_len`](SseResumeLayer::max_block_len) | Forwarded whole, not deduplicated; the history forgets what came before it |
 //! | The upstream body fails | Every whole block before the error, then the error |
-//! | The replica it follows on dies | A standing stream: the gap signal, then the upstream from the last recorded id. A per-request stream: the gap signal, then the end |
+//! | The replica it follows on dies | A standing stream: the upstream from the last recorded id, after the gap signal unless it shows it goes on from there. A per-request stream: the gap signal, then the end |
+//! | A replay crosses a hole a gap signal told of | The gap signal again, where the hole is: the history keeps it |
 //! | A stop, or its MCP session's `DELETE` | Its response ends; a later resume gets the rest and the end, or `204` |
 //!
-//! Known limits, tracked in the issues: what a client following a stream
-//! on another replica sees when Redis restarts empty is not tested yet;
-//! the soak with a replica killed under a live upstream still counts some
-//! unsignalled loss after the fault's window; a stop said while a
-//! replica's Redis subscription is down does not reach it (its hold runs
-//! out its linger); and after an MCP session's end, the shared history in
-//! Redis is let go at its TTL, not at once.
+//! Known limits, tracked in the issues: a client whose first connection
+//! is cut before its first event reaches it, and which comes back without
+//! a cursor to another replica, can miss that event (the holder counts it
+//! sent); and a stop said while a replica's Redis subscription is down
+//! does not reach it (its hold runs out its linger).
 //!
 //! The [`framer`] module, the sans-IO parser underneath, is usable on its
 //! own.
