@@ -188,6 +188,14 @@ async fn read_on<B>(
                         // Nobody waits on this stream: its store may as
                         // well have each chunk's ids at once.
                         dedup.recorder.flush();
+                        if !taken && dedup.recorder.is_lost() {
+                            // Another replica reads and records it now.
+                            if stream.lock().take_hold(id).is_some() {
+                                tracing::debug!(hold = id, "held on another replica: upstream let go");
+                                break None;
+                            }
+                            taken = true;
+                        }
                     }
                     Err(frame) => {
                         if dedup.end() {

@@ -114,6 +114,13 @@ impl Recorder {
         self.lease.as_ref().is_some_and(Lease::is_followed)
     }
 
+    /// Whether another replica holds the stream now: this one's lease
+    /// lapsed, and the other went on from the upstream and took it. This
+    /// response records the stream no more; a hold lets it go.
+    pub(crate) fn is_lost(&self) -> bool {
+        self.lease.as_ref().is_some_and(Lease::is_lost)
+    }
+
     /// This response's client went away, its stream held (`true`), or
     /// this response took a held stream over (`false`): the next batch
     /// says so, for a replica that follows the stream for a request
@@ -193,9 +200,17 @@ impl Recorder {
     }
 
     fn write_batch(&mut self) {
+        let lost = self.is_lost();
         let Some(to) = &mut self.to else {
             return;
         };
+        if lost {
+            // Its holder records the stream; the ids forwarded here are
+            // its ids too.
+            to.muted = true;
+            to.batch.clear();
+            return;
+        }
         let recorded = to.sink.record(&to.key, to.generation, &to.batch);
         let ids = to.batch.len();
         to.batch.clear();

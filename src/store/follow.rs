@@ -111,6 +111,15 @@ pub trait HeldStream: Send + Sync + 'static {
     /// Whether another replica follows the stream now: a held stream's
     /// linger then goes on.
     fn is_followed(&self) -> bool;
+
+    /// Whether another replica holds the stream now: this one's lease
+    /// lapsed (its store was out of reach longer than the lease) and the
+    /// other took it. The responses reading the stream here then record
+    /// it no more, and a held stream's linger ends: one replica reads a
+    /// stream's upstream and records it, never two.
+    fn is_lost(&self) -> bool {
+        false
+    }
 }
 
 impl Lease {
@@ -125,12 +134,18 @@ impl Lease {
     pub fn is_followed(&self) -> bool {
         self.held.is_followed()
     }
+
+    /// Whether another replica holds the stream now.
+    pub fn is_lost(&self) -> bool {
+        self.held.is_lost()
+    }
 }
 
 impl fmt::Debug for Lease {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Lease")
             .field("followed", &self.is_followed())
+            .field("lost", &self.is_lost())
             .finish()
     }
 }

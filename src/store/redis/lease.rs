@@ -10,6 +10,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+
+use ::redis::Value;
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -36,7 +38,17 @@ pub(super) struct Leases {
 struct LeaseCount {
     responses: usize,
     followed_key: String,
-    followed: Arc<AtomicBool>,
+    state: Arc<LeaseState>,
+}
+
+/// What the refresh learns of a lease, for the responses that hold it.
+#[derive(Default)]
+pub(super) struct LeaseState {
+    /// Another replica follows the stream.
+    followed: AtomicBool,
+    /// Another replica holds the stream: this one's lease lapsed, and the
+    /// other took it. Never renewed again.
+    lost: AtomicBool,
 }
 
 /// A stream this process holds, as its [`Lease`](crate::store::follow::Lease)
@@ -47,29 +59,29 @@ pub(super) struct RedisLease {
     pub(super) lease_key: String,
     pub(super) window_key: String,
     pub(super) target: Option<Target>,
-    pub(super) followed: Arc<AtomicBool>,
+    pub(super) state: Arc<LeaseState>,
 }
 
 impl Leases {
     /// Counts one more response holding the stream of `lease_key`; the
-    /// first takes the lease. Returns whether it is the first, and the
-    /// stream's flag of being followed.
-    pub(super) fn add(&self, lease_key: &str, followed_key: String) -> (bool, Arc<AtomicBool>) {
+    /// first takes the lease. Returns whether it is the first, and what
+    /// the refresh learns of the lease.
+    pub(super) fn add(&self, lease_key: &str, followed_key: String) -> (bool, Arc<LeaseState>) {
         let mut held = lock(&self.held);
         match held.get_mut(lease_key) {
             Some(entry) => {
                 entry.responses += 1;
-                (false, Arc::clone(&entry.followed))
+                (false, Arc::clone(&entry.state))
             }
             None => {
-                let followed = Arc::new(AtomicBool::new(false));
+                let state = Arc::<LeaseState>::default();
                 let entry = LeaseCount {
                     responses: 1,
                     followed_key,
-                    followed: Arc::clone(&followed),
+                    state: Arc::clone(&state),
                 };
                 held.insert(lease_key.to_owned(), entry);
-                (true, followed)
+                (true, state)
             }
         }
     }
@@ -95,7 +107,11 @@ impl Leases {
 
 impl HeldStream for RedisLease {
     fn is_followed(&self) -> bool {
-        self.followed.load(Relaxed)
+        self.state.followed.load(Relaxed) && !self.is_lost()
+    }
+
+    fn is_lost(&self) -> bool {
+        self.state.lost.load(Relaxed)
     }
 }
 
@@ -132,9 +148,10 @@ pub(super) async fn refresh_leases(
         };
         let held: Vec<HeldLease> = lock(&leases.held)
             .iter()
+            .filter(|(_, held)| !held.state.lost.load(Relaxed))
             .map(|(key, held)| {
-                let followed = Arc::clone(&held.followed);
-                (key.clone(), held.followed_key.clone(), followed)
+                let state = Arc::clone(&held.state);
+                (key.clone(), held.followed_key.clone(), state)
             })
             .collect();
         drop(leases);
@@ -143,17 +160,21 @@ pub(super) async fn refresh_leases(
 }
 
 /// A lease this process holds: its key, the key of its mark that the
-/// stream is followed, and where to say whether it is.
-type HeldLease = (String, String, Arc<AtomicBool>);
+/// stream is followed, and where to say what the refresh learns.
+type HeldLease = (String, String, Arc<LeaseState>);
 
 /// Renews the leases `held`, batched: one pipeline, one per scope in a
 /// Cluster (a scope's keys share a slot), sent at once, of native calls
-/// only: each lease's TTL again (`PEXPIRE`), and whether its stream is
-/// followed (`EXISTS` of its mark). A lease that lapsed (Redis was out
-/// longer than it) is taken again in a second pipeline, unless another
-/// process took it meanwhile (`SET NX`). One that another process took
-/// while this one's had lapsed gets its TTL again too: both read the
-/// upstream then, and it lapses once neither does.
+/// only: each lease's TTL again (`PEXPIRE`), its holder (`GET`), and
+/// whether its stream is followed (`EXISTS` of its mark). A lease that
+/// lapsed (Redis was out longer than it) is taken again in a second
+/// pipeline, unless another process took it meanwhile (`SET NX`).
+///
+/// A lease another process holds now is lost: that process went on from
+/// the upstream when this one's lapsed, and one reader of an upstream
+/// records its stream, never two. The responses holding it here hear so
+/// and let the stream go. The `PEXPIRE` gave the other's lease one TTL
+/// more, no longer than its holder's own renewal does, and only once.
 async fn refresh(
     connection: &Connection,
     holder: &str,
@@ -170,41 +191,74 @@ async fn refresh(
                     .cmd("PEXPIRE")
                     .arg(lease_key)
                     .arg(millis(lease))
+                    .cmd("GET")
+                    .arg(lease_key)
                     .cmd("EXISTS")
                     .arg(followed_key);
             }
-            let entries: Vec<(String, Arc<AtomicBool>)> = (chunk.iter())
-                .map(|(lease_key, _, followed)| (lease_key.clone(), Arc::clone(followed)))
+            let entries: Vec<(String, Arc<LeaseState>)> = (chunk.iter())
+                .map(|(lease_key, _, state)| (lease_key.clone(), Arc::clone(state)))
                 .collect();
             let (mut connection, holder) = (connection.clone(), holder.to_owned());
             calls.spawn(async move {
-                let replies =
-                    within(every, pipeline.query_async::<Vec<i64>>(&mut connection)).await;
-                let Ok(replies) = replies else {
+                let replies = within(every, pipeline.query_async::<Vec<Value>>(&mut connection));
+                let Ok(replies) = replies.await else {
                     return;
                 };
-                let (mut lapsed, mut retaken) = (::redis::pipe(), 0);
-                for ((lease_key, followed), reply) in entries.iter().zip(replies.chunks(2)) {
-                    if let [kept, is_followed] = reply {
-                        followed.store(*is_followed == 1, Relaxed);
-                        if *kept == 0 {
-                            retaken += 1;
-                            lapsed
-                                .cmd("SET")
-                                .arg(lease_key)
-                                .arg(&holder)
-                                .arg("NX")
-                                .arg("PX")
-                                .arg(millis(lease))
-                                .ignore();
-                        }
+                let mut lapsed = Vec::new();
+                for ((lease_key, state), reply) in entries.iter().zip(replies.chunks(3)) {
+                    let [_, holder_now, followed] = reply else {
+                        continue;
+                    };
+                    state.followed.store(is_one(followed), Relaxed);
+                    match holder_now {
+                        Value::Nil => lapsed.push((lease_key.as_str(), state)),
+                        now if is_holder(now, &holder) => {}
+                        _ => lose(lease_key, state),
                     }
                 }
-                if retaken > 0 {
-                    let _ = within(every, lapsed.query_async::<()>(&mut connection)).await;
+                if lapsed.is_empty() {
+                    return;
+                }
+                let mut retake = ::redis::pipe();
+                for (lease_key, _) in &lapsed {
+                    (retake.cmd("SET").arg(*lease_key).arg(&holder))
+                        .arg("NX")
+                        .arg("PX")
+                        .arg(millis(lease));
+                }
+                let replies = within(every, retake.query_async::<Vec<Value>>(&mut connection));
+                let Ok(replies) = replies.await else {
+                    return;
+                };
+                for ((lease_key, state), taken) in lapsed.into_iter().zip(&replies) {
+                    if *taken == Value::Nil {
+                        lose(lease_key, state);
+                    }
                 }
             });
         }
     }
     while calls.join_next().await.is_some() {}
+}
+
+/// Marks the lease of `lease_key` lost to another process.
+fn lose(lease_key: &str, state: &LeaseState) {
+    state.lost.store(true, Relaxed);
+    tracing::warn!(
+        lease_key,
+        "another replica holds the stream now: letting it go"
+    );
+}
+
+fn is_one(reply: &Value) -> bool {
+    matches!(reply, Value::Int(1))
+}
+
+fn is_holder(reply: &Value, holder: &str) -> bool {
+    match reply {
+        Value::BulkString(bytes) => bytes == holder.as_bytes(),
+        Value::SimpleString(text) => text == holder,
+        _ => false,
+    }
 }

@@ -723,7 +723,7 @@ impl TrackerStore for RedisStore {
         let lease_key = keys.of("l:", key.stream());
         let window_key = keys.of("w:", key.stream());
         let leases = &self.shared.leases;
-        let (first, followed) = leases.add(&lease_key, keys.of("f:", key.stream()));
+        let (first, state) = leases.add(&lease_key, keys.of("f:", key.stream()));
         if first {
             (self.shared.queue).push_lease(window_key.clone(), || self.target(key), true);
         }
@@ -732,7 +732,7 @@ impl TrackerStore for RedisStore {
             lease_key,
             window_key,
             target: Some(self.target(key)),
-            followed,
+            state,
         }))
     }
 

@@ -121,6 +121,8 @@ struct Scene {
     b: Replica,
     upstream: LiveUpstream,
     gateway: Gateway,
+    /// What every key of this scene starts with.
+    prefix: String,
 }
 
 impl Scene {
@@ -141,6 +143,7 @@ impl Scene {
             b,
             upstream,
             gateway,
+            prefix,
         }
     }
 
@@ -984,4 +987,75 @@ async fn a_follower_of_a_quiet_stream_reads_nothing_until_the_holder_writes() {
     assert_eq!(got, events(cursor + 1..=10));
     let b = scene.b.layer.stats().snapshot();
     assert_eq!((b.follows, b.follows_lost), (1, 0));
+}
+
+/// A replica whose lease lapsed (Redis was slow to answer it) while
+/// another went on from the upstream and took the stream lets it go once
+/// it learns so: it reads the upstream no longer, writes nothing more
+/// into the shared history, and leaves the other's lease alone. Two
+/// replicas that both believed they held the stream wrote every event
+/// into its history twice.
+#[tokio::test]
+async fn a_holder_whose_lease_another_replica_took_lets_the_stream_go() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let scene = Scene::start(&server, 100_000, Transport::Oneshot).await;
+    scene.client_leaves_a(feed(None), 5).await;
+    let mut redis = redis::Client::open(server.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let pattern = format!("{}*", scene.prefix);
+    let keys: Vec<String> = query(&mut redis, redis::cmd("KEYS").arg(&pattern)).await;
+    let lease = keys
+        .iter()
+        .find(|key| key.contains("}:l:"))
+        .expect("A's lease");
+    let history = keys
+        .iter()
+        .find(|key| key.contains("}:h:"))
+        .expect("the history");
+    // What a replica that went on from the upstream writes, and renews.
+    let () = redis::cmd("SET")
+        .arg(lease)
+        .arg("another replica")
+        .arg("PX")
+        .arg(60_000)
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+
+    // Sooner than A's linger of 5 s would run out.
+    let set = Instant::now();
+    while scene.upstream.closed() == 0 {
+        assert!(set.elapsed() < NOTICED_WITHIN, "A still reads the upstream");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    flushed(&scene.a.store).await;
+    let holder: String = query(&mut redis, redis::cmd("GET").arg(lease)).await;
+    assert_eq!(
+        holder, "another replica",
+        "A let go of no lease but its own"
+    );
+    // The other renews its lease; A, having learned, no longer does.
+    let () = query(&mut redis, redis::cmd("PEXPIRE").arg(lease).arg(60_000)).await;
+    let written: usize = query(&mut redis, redis::cmd("XLEN").arg(history)).await;
+    tokio::time::sleep(LEASE).await;
+    flushed(&scene.a.store).await;
+    let later: usize = query(&mut redis, redis::cmd("XLEN").arg(history)).await;
+    assert_eq!(later, written, "A writes nothing more");
+    let ttl: i64 = query(&mut redis, redis::cmd("PTTL").arg(lease)).await;
+    assert!(
+        ttl > 50_000,
+        "A renews the other's lease no more: {ttl} ms left"
+    );
+}
+
+async fn query<T: redis::FromRedisValue>(
+    redis: &mut redis::aio::MultiplexedConnection,
+    command: &redis::Cmd,
+) -> T {
+    command.query_async(redis).await.unwrap()
 }
