@@ -164,9 +164,10 @@ impl Replay {
 
     /// Drops each block whose id an earlier block of the replay has, and
     /// returns how many it dropped. A shared history holds an event twice
-    /// when two replicas both read the stream's upstream (after Redis
-    /// restarted empty, each may hold it for a while); its client gets it
-    /// once all the same.
+    /// when two replicas both read the stream's upstream: after Redis
+    /// restarted empty, or when a holder's lease lapsed while another
+    /// replica took the stream, both record it until the first learns so
+    /// at its next lease refresh. Its client gets it once all the same.
     pub(crate) fn drop_repeated_ids(&mut self) -> usize {
         let Replay::Blocks(blocks) = self else {
             return 0;
