@@ -115,8 +115,9 @@ impl Recorder {
     }
 
     /// Whether another replica holds the stream now: this one's lease
-    /// lapsed, and the other went on from the upstream and took it. This
-    /// response records the stream no more; a hold lets it go.
+    /// lapsed, and the other went on from the upstream and took it. A
+    /// hold then lets the stream go; a response whose client is attached
+    /// records on, for its client's next cursor.
     pub(crate) fn is_lost(&self) -> bool {
         self.lease.as_ref().is_some_and(Lease::is_lost)
     }
@@ -200,17 +201,9 @@ impl Recorder {
     }
 
     fn write_batch(&mut self) {
-        let lost = self.is_lost();
         let Some(to) = &mut self.to else {
             return;
         };
-        if lost {
-            // Its holder records the stream; the ids forwarded here are
-            // its ids too.
-            to.muted = true;
-            to.batch.clear();
-            return;
-        }
         let recorded = to.sink.record(&to.key, to.generation, &to.batch);
         let ids = to.batch.len();
         to.batch.clear();

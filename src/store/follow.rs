@@ -114,9 +114,10 @@ pub trait HeldStream: Send + Sync + 'static {
 
     /// Whether another replica holds the stream now: this one's lease
     /// lapsed (its store was out of reach longer than the lease) and the
-    /// other took it. The responses reading the stream here then record
-    /// it no more, and a held stream's linger ends: one replica reads a
-    /// stream's upstream and records it, never two.
+    /// other took it. A held stream's linger then ends, so that one
+    /// replica reads the stream's upstream and records it, not two. A
+    /// response whose client is attached records on: its client's next
+    /// cursor must be known wherever it comes back.
     fn is_lost(&self) -> bool {
         false
     }

@@ -47,7 +47,7 @@ pub(super) struct LeaseState {
     /// Another replica follows the stream.
     followed: AtomicBool,
     /// Another replica holds the stream: this one's lease lapsed, and the
-    /// other took it. Never renewed again.
+    /// other took it. Not renewed while so; taken again once free.
     lost: AtomicBool,
 }
 
@@ -148,7 +148,6 @@ pub(super) async fn refresh_leases(
         };
         let held: Vec<HeldLease> = lock(&leases.held)
             .iter()
-            .filter(|(_, held)| !held.state.lost.load(Relaxed))
             .map(|(key, held)| {
                 let state = Arc::clone(&held.state);
                 (key.clone(), held.followed_key.clone(), state)
@@ -171,10 +170,10 @@ type HeldLease = (String, String, Arc<LeaseState>);
 /// pipeline, unless another process took it meanwhile (`SET NX`).
 ///
 /// A lease another process holds now is lost: that process went on from
-/// the upstream when this one's lapsed, and one reader of an upstream
-/// records its stream, never two. The responses holding it here hear so
-/// and let the stream go. The `PEXPIRE` gave the other's lease one TTL
-/// more, no longer than its holder's own renewal does, and only once.
+/// the upstream when this one's lapsed. A lost lease is not renewed, only
+/// read, and taken again once it is free; the `PEXPIRE` that found it
+/// lost gave the other's lease one TTL more, as its holder's own renewal
+/// does.
 async fn refresh(
     connection: &Connection,
     holder: &str,
@@ -186,11 +185,15 @@ async fn refresh(
     for batch in connection.batches(&held, |(lease_key, _, _)| lease_key.as_str()) {
         for chunk in batch.chunks(PIPELINE_LEN) {
             let mut pipeline = ::redis::pipe();
-            for (lease_key, followed_key, _) in chunk {
+            for (lease_key, followed_key, state) in chunk {
+                if !state.lost.load(Relaxed) {
+                    pipeline
+                        .cmd("PEXPIRE")
+                        .arg(lease_key)
+                        .arg(millis(lease))
+                        .ignore();
+                }
                 pipeline
-                    .cmd("PEXPIRE")
-                    .arg(lease_key)
-                    .arg(millis(lease))
                     .cmd("GET")
                     .arg(lease_key)
                     .cmd("EXISTS")
@@ -205,23 +208,25 @@ async fn refresh(
                 let Ok(replies) = replies.await else {
                     return;
                 };
-                let mut lapsed = Vec::new();
-                for ((lease_key, state), reply) in entries.iter().zip(replies.chunks(3)) {
-                    let [_, holder_now, followed] = reply else {
+                let mut free = Vec::new();
+                for ((lease_key, state), reply) in entries.iter().zip(replies.chunks(2)) {
+                    let [holder_now, followed] = reply else {
                         continue;
                     };
-                    state.followed.store(is_one(followed), Relaxed);
+                    state
+                        .followed
+                        .store(matches!(followed, Value::Int(1)), Relaxed);
                     match holder_now {
-                        Value::Nil => lapsed.push((lease_key.as_str(), state)),
-                        now if is_holder(now, &holder) => {}
+                        Value::Nil => free.push((lease_key.as_str(), state)),
+                        now if is_holder(now, &holder) => state.lost.store(false, Relaxed),
                         _ => lose(lease_key, state),
                     }
                 }
-                if lapsed.is_empty() {
+                if free.is_empty() {
                     return;
                 }
                 let mut retake = ::redis::pipe();
-                for (lease_key, _) in &lapsed {
+                for (lease_key, _) in &free {
                     (retake.cmd("SET").arg(*lease_key).arg(&holder))
                         .arg("NX")
                         .arg("PX")
@@ -231,9 +236,11 @@ async fn refresh(
                 let Ok(replies) = replies.await else {
                     return;
                 };
-                for ((lease_key, state), taken) in lapsed.into_iter().zip(&replies) {
+                for ((lease_key, state), taken) in free.into_iter().zip(&replies) {
                     if *taken == Value::Nil {
                         lose(lease_key, state);
+                    } else {
+                        state.lost.store(false, Relaxed);
                     }
                 }
             });
@@ -244,17 +251,12 @@ async fn refresh(
 
 /// Marks the lease of `lease_key` lost to another process.
 fn lose(lease_key: &str, state: &LeaseState) {
-    state.lost.store(true, Relaxed);
-    tracing::warn!(
-        lease_key,
-        "another replica holds the stream now: letting it go"
-    );
+    if !state.lost.swap(true, Relaxed) {
+        tracing::info!(lease_key, "another replica holds the stream now");
+    }
 }
 
-fn is_one(reply: &Value) -> bool {
-    matches!(reply, Value::Int(1))
-}
-
+/// Whether `reply`, a lease's value, names this process.
 fn is_holder(reply: &Value, holder: &str) -> bool {
     match reply {
         Value::BulkString(bytes) => bytes == holder.as_bytes(),
