@@ -210,6 +210,13 @@ const MIN_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 ///   be sent again, and the response ends with the gap signal after the
 ///   last block recorded (counted as `follows_lost`).
 ///
+/// A lease is one replica's. When the holder's lapsed while Redis was slow
+/// to answer it, and another replica went on from the upstream and took
+/// the stream, the first learns so at its next refresh (a third of the
+/// lease later): it renews that lease no more, and a stream it holds with
+/// no client attached lets its upstream go. Until then both record it,
+/// and a replay gives each id once all the same.
+///
 /// When Redis is unreachable while a client follows, the follower retries;
 /// past four times the lease it gives up as when the holder goes away.
 /// Blocks that Redis refused, or that were dropped after the write retries,
