@@ -164,16 +164,16 @@ type HeldLease = (String, String, Arc<LeaseState>);
 
 /// Renews the leases `held`, batched: one pipeline, one per scope in a
 /// Cluster (a scope's keys share a slot), sent at once, of native calls
-/// only: each lease's TTL again (`PEXPIRE`), its holder (`GET`), and
-/// whether its stream is followed (`EXISTS` of its mark). A lease that
-/// lapsed (Redis was out longer than it) is taken again in a second
-/// pipeline, unless another process took it meanwhile (`SET NX`).
+/// only: each lease's holder, its TTL set again (`GETEX`), and whether
+/// its stream is followed (`EXISTS` of its mark). A lease that lapsed
+/// (Redis was out longer than it) is taken again in a second pipeline,
+/// unless another process took it meanwhile (`SET NX`).
 ///
 /// A lease another process holds now is lost: that process went on from
 /// the upstream when this one's lapsed. A lost lease is not renewed, only
-/// read, and taken again once it is free; the `PEXPIRE` that found it
-/// lost gave the other's lease one TTL more, as its holder's own renewal
-/// does.
+/// read (`GET`), and taken again once it is free; the `GETEX` that found
+/// it lost gave the other's lease one TTL more, as its holder's own
+/// renewal does.
 async fn refresh(
     connection: &Connection,
     holder: &str,
@@ -186,18 +186,16 @@ async fn refresh(
         for chunk in batch.chunks(PIPELINE_LEN) {
             let mut pipeline = ::redis::pipe();
             for (lease_key, followed_key, state) in chunk {
-                if !state.lost.load(Relaxed) {
+                if state.lost.load(Relaxed) {
+                    pipeline.cmd("GET").arg(lease_key);
+                } else {
                     pipeline
-                        .cmd("PEXPIRE")
+                        .cmd("GETEX")
                         .arg(lease_key)
-                        .arg(millis(lease))
-                        .ignore();
+                        .arg("PX")
+                        .arg(millis(lease));
                 }
-                pipeline
-                    .cmd("GET")
-                    .arg(lease_key)
-                    .cmd("EXISTS")
-                    .arg(followed_key);
+                pipeline.cmd("EXISTS").arg(followed_key);
             }
             let entries: Vec<(String, Arc<LeaseState>)> = (chunk.iter())
                 .map(|(lease_key, _, state)| (lease_key.clone(), Arc::clone(state)))
