@@ -167,7 +167,12 @@ const MIN_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 /// calls in Redis (the generation's check, the window's push, the
 /// history's append, the followers' notice); the window and the history's
 /// count are trimmed every eighth of their length, and the stream's TTLs
-/// refreshed every quarter of the TTL.
+/// refreshed every quarter of the TTL. Most writes are plain appends,
+/// where the process's last write left the history and with nothing else
+/// to change: they go through a lean script of a third of the arguments,
+/// which Redis runs in about half the time (a script's arguments are most
+/// of its cost); any other write, or one the append finds it cannot do,
+/// goes through the whole one.
 ///
 /// # Following a stream another replica holds
 ///
@@ -375,6 +380,7 @@ impl RedisStore {
             done,
             next_blocks: Default::default(),
             touched: Default::default(),
+            whole_next: Default::default(),
         };
         tokio::spawn(writer.run());
         let (closing, closed) = watch::channel(false);
@@ -781,7 +787,7 @@ impl TrackerStore for RedisStore {
             .arg(stops::channel(&self.config.prefix))
             .arg(stops::encode(stop));
         let mut connection = self.shared.connection.clone();
-        let limit = self.config.timeout;
+        let (limit, ttl) = (self.config.timeout, millis(self.config.ttl));
         // A session's end forgets its streams in Redis too, held or not:
         // no replica resumes them.
         let ended = match stop {
@@ -802,7 +808,8 @@ impl TrackerStore for RedisStore {
                     .arg(2)
                     .arg(&keys.streams)
                     .arg(&keys.generations)
-                    .arg(&keys.scope);
+                    .arg(&keys.scope)
+                    .arg(ttl);
                 command
             });
             if let Err(error) = forgot.await {

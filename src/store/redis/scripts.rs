@@ -41,6 +41,7 @@ impl Lua {
 pub(super) struct Scripts {
     pub(super) open: Lua,
     pub(super) write: Lua,
+    pub(super) append: Lua,
     pub(super) repair: Lua,
     pub(super) forget_scope: Lua,
 }
@@ -49,7 +50,8 @@ pub(super) fn scripts() -> &'static Scripts {
     static SCRIPTS: OnceLock<Scripts> = OnceLock::new();
     SCRIPTS.get_or_init(|| Scripts {
         open: Lua::new(format!("{PREAMBLE}{OPEN_HELPERS}{OPEN}")),
-        write: Lua::new(format!("{PREAMBLE}{WRITE}")),
+        write: Lua::new(format!("{PREAMBLE}{WINDOW_ENTRIES}{WRITE}")),
+        append: Lua::new(format!("{WINDOW_ENTRIES}{APPEND}")),
         repair: Lua::new(REPAIR.to_owned()),
         forget_scope: Lua::new(FORGET_SCOPE.to_owned()),
     })
@@ -509,6 +511,29 @@ return {stream, known, gen, bad_values, replayed, replay_after, expect, epoch, f
   entries, joined}
 ";
 
+/// What the two writes share: the window's entries from a write's
+/// arguments.
+const WINDOW_ENTRIES: &str = r"
+-- The window's entries the arguments from `first_entry` to before
+-- `first_block` hold (each id, then its fingerprint), each id whose block
+-- this write kept at `kept_at[id]` pointing there; those ids leave
+-- `kept_at`, which keeps the ones the index is to point from.
+local function window_entries(first_entry, first_block, kept_at)
+  local entries = {}
+  for k = first_entry, first_block - 1, 2 do
+    local id, print = ARGV[k], ARGV[k + 1]
+    local at = kept_at[id]
+    if at then
+      print = print .. ':' .. at
+      kept_at[id] = nil
+    end
+    entries[#entries + 1] = id
+    entries[#entries + 1] = print
+  end
+  return entries
+end
+";
+
 /// `ARGV[9]`: the stream; `ARGV[10]`: the generation its ids were
 /// forwarded in, or -1; `ARGV[11]`: the number of ids; `ARGV[12]`: `1`
 /// when the history before these blocks is to be forgotten; `ARGV[13]`:
@@ -664,17 +689,7 @@ if written == 1 then
     redis.call('DEL', window)
   end
   if count > 0 then
-    local entries, len = {}, 0
-    for k = first_entry, first_block - 1, 2 do
-      local id, print = ARGV[k], ARGV[k + 1]
-      local at = kept_at[id]
-      if at then
-        print = print .. ':' .. at
-        kept_at[id] = nil
-      end
-      entries[#entries + 1] = id
-      entries[#entries + 1] = print
-    end
+    local entries, len = window_entries(first_entry, first_block, kept_at), 0
     for first = 1, #entries, 1000 do
       len = redis.call('RPUSH', window, unpack(entries, first, math.min(first + 999, #entries)))
     end
@@ -734,23 +749,113 @@ end
 return {written, bad_values, next_start, next_position}
 ";
 
-/// Removes the keys of the wrong type: `KEYS`, each of the type named by
+/// The common write, in a few calls: a stream's next blocks appended
+/// where this process's last write left its history, and their ids onto
+/// its window, with nothing else moving (no lease, end, away mark, TTL,
+/// hole or new start). It costs about half the whole write script
+/// ([`WRITE`]), most of whose cost is the Lua strings Redis makes of its
+/// 37 keys and arguments. `KEYS`: the scope's generations, then the
+/// stream's window, history and history's index. `ARGV`: the stream,
+/// the generation its ids were forwarded in (or -1), where its next block
+/// goes (start, position), the history's most blocks and bytes, the
+/// window's length, the TTL in ms, the stream's channel, the number of
+/// ids; then the window's entries and the blocks as [`WRITE`] takes them.
+/// Returns as [`WRITE`] does, `{written, 0, next start, next position}`,
+/// with `written` 1, or 3 when the window is past its length and slack
+/// (the next write is a whole one, which trims it), or 2 when nothing was
+/// written: the whole write must do this one.
+const APPEND: &str = r"
+local generations, window, blocks, index = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local stream, gen = ARGV[1], ARGV[2]
+local start, position = tonumber(ARGV[3]), tonumber(ARGV[4])
+local history_len, history_bytes = tonumber(ARGV[5]), tonumber(ARGV[6])
+local window_len, ttl, channel = tonumber(ARGV[7]), tonumber(ARGV[8]), ARGV[9]
+local count = tonumber(ARGV[10])
+local first_entry = 11
+local first_block = first_entry + 2 * count
+-- A cursor cut the window since these ids' generation (a stream has none
+-- kept until one does: 0), or its session ended: the whole write decides.
+if gen ~= '-1' and (redis.call('HGET', generations, stream) or '0') ~= gen then
+  return {2, 0, 0, 0}
+end
+local kept_at, kept_ids = {}, {}
+local first_position = position
+for i = first_block, #ARGV - 1, 2 do
+  local id, value = ARGV[i], ARGV[i + 1]
+  local len = #value - string.find(value, '\n', 1, true)
+  local added = redis.pcall('XADD', blocks, 'NOMKSTREAM', 'MINID', math.max(start + len - history_bytes, 0),
+    start .. '-' .. position, 'b', value)
+  if type(added) ~= 'string' then
+    -- No history (Redis lost it, or it expired), or another process wrote
+    -- past this place: the whole write finds where blocks go. Only the
+    -- first can fail, before anything is written; the rest follow it.
+    if i == first_block then return {2, 0, 0, 0} end
+    return redis.error_reply('ERR a block after the first could not be added')
+  end
+  if id ~= '' then
+    kept_at[id] = start
+    kept_ids[#kept_ids + 1] = id
+  end
+  start, position = start + len, position + 1
+end
+local entries = window_entries(first_entry, first_block, kept_at)
+-- The window exists while its history does; made again otherwise.
+local len = 0
+for first = 1, #entries, 1000 do
+  local chunk_end = math.min(first + 999, #entries)
+  len = redis.call('RPUSHX', window, unpack(entries, first, chunk_end))
+  if len == 0 then
+    len = redis.call('RPUSH', window, unpack(entries, first, chunk_end))
+    redis.call('PEXPIRE', window, ttl)
+  end
+end
+local pointers = {}
+for _, id in ipairs(kept_ids) do
+  if kept_at[id] then
+    pointers[#pointers + 1] = id
+    pointers[#pointers + 1] = '\0' .. kept_at[id]
+  end
+end
+for first = 1, #pointers, 1000 do
+  local chunk_end = math.min(first + 999, #pointers)
+  if redis.call('RPUSH', index, unpack(pointers, first, chunk_end)) == chunk_end - first + 1 then
+    redis.call('PEXPIRE', index, ttl)
+  end
+end
+-- The count bound, held as the whole write holds it.
+local trim_every = math.floor(history_len / 8) + 1
+if math.floor((position - 1) / trim_every) > math.floor((first_position - 1) / trim_every) then
+  redis.call('XTRIM', blocks, 'MAXLEN', history_len)
+  redis.call('LTRIM', index, -2 * history_len, -1)
+end
+redis.call('PUBLISH', channel, 'b')
+-- The window's trim moves pointers into the index: the whole write's job.
+local slack = math.floor(window_len / 8) + 1
+return {len > 2 * (window_len + slack) and 3 or 1, 0, start, position}
+";
+
 /// Forgets every stream of a scope, for the end of its session: each
 /// stream's window, history and index, end and away marks, then the
-/// scope's streams and generations. `KEYS`: the scope's streams and
-/// generations; `ARGV[1]`: what the scope's keys start with, whose hash
-/// tag every key built here shares. A lease is left to its holder, which
-/// lets it go as it ends the stream. Returns how many streams it forgot.
+/// scope's streams. Each stream's generation moves on instead of going:
+/// a write still on its way from the replica that read the stream is
+/// refused then, rather than bring its keys back. `KEYS`: the scope's
+/// streams and generations; `ARGV[1]`: what the scope's keys start with,
+/// whose hash tag every key built here shares; `ARGV[2]`: the TTL in ms.
+/// A lease is left to its holder, which lets it go as it ends the stream.
+/// Returns how many streams it forgot.
 const FORGET_SCOPE: &str = r"
 local streams = redis.call('ZRANGE', KEYS[1], 0, -1)
 for _, stream in ipairs(streams) do
   local key = function(kind) return ARGV[1] .. kind .. stream end
   redis.call('DEL', key('w:'), key('h:'), key('hi:'), key('d:'), key('a:'))
+  redis.call('HINCRBY', KEYS[2], stream, 1)
 end
-redis.call('DEL', KEYS[1], KEYS[2])
+redis.call('DEL', KEYS[1])
+if #streams > 0 then redis.call('PEXPIRE', KEYS[2], ARGV[2]) end
 return #streams
 ";
 
+/// Removes the keys of the wrong type: `KEYS`, each of the type named by
 /// the `ARGV` at its place (a key that is not there is fine). Returns how
 /// many it removed. Run when a script met `WRONGTYPE`, before it runs
 /// again: no script checks types itself.

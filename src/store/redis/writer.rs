@@ -1,7 +1,7 @@
 //! The background writer: sends what the queue holds to Redis, pipelined,
 //! and retries what failed.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
@@ -12,12 +12,12 @@ use tokio::task::JoinSet;
 use tokio::time::{Instant, timeout};
 
 use super::connection::{Connection, TimedOut};
-use super::keys::now_ms;
+use super::keys::{history_args, now_ms};
 use super::queue::{Pending, Queue, Target};
-use super::replies::{array, corrupt, int, next};
+use super::replies::{array, corrupt, int, millis, next};
 use super::scripts::{is_wrong_type, repair, scripts};
 use super::{Config, MIN_WRITE_TIMEOUT};
-use crate::store::{StoreError, StreamEnd};
+use crate::store::{IdBatch, StoreError, StreamEnd};
 
 /// Writes are sent this many times at most before they are dropped.
 const WRITE_ATTEMPTS: u32 = 4;
@@ -41,6 +41,10 @@ pub(super) struct Writer {
     /// TTL and last use again: a write asks for that a quarter of the TTL
     /// later, not by reading the TTL each time.
     pub(super) touched: HashMap<String, Instant>,
+    /// Windows whose next write is a whole one, not an append: the window
+    /// is past its length and slack, which only the whole write trims, or
+    /// an append found it could not be one.
+    pub(super) whole_next: HashSet<String>,
 }
 
 /// The most windows whose history's end the writer remembers, and whose
@@ -54,7 +58,13 @@ enum Outcome {
         bad_values: u64,
         /// Where the history's next block goes, `(0, 0)` without one.
         next: (u64, u64),
+        /// The window is past its length and slack (after an append).
+        trim_due: bool,
     },
+    /// An append that could not be one (a cursor cut the window, or the
+    /// history is not where this process left it): nothing was written,
+    /// and the whole write does it.
+    NotAnAppend,
     Fenced {
         bad_values: u64,
     },
@@ -96,20 +106,40 @@ impl Writer {
                 .iter()
                 .map(|pending| self.touch_due(pending))
                 .collect();
-            let outcomes = self.send(&pending, &due, whole_script).await;
+            let writes: Vec<Write> = (pending.iter().zip(&due))
+                .map(|(pending, &touch)| self.write_of(pending, touch))
+                .collect();
+            let outcomes = self.send(&pending, &writes, whole_script).await;
             let counters = &self.queue.counters;
             let mut retry = Vec::new();
-            let (mut failed, mut missing_script) = (None, false);
-            for ((pending, outcome), due) in pending.into_iter().zip(outcomes).zip(due) {
+            let (mut failed, mut missing_script, mut not_appends) = (None, false, false);
+            for ((pending, outcome), write) in pending.into_iter().zip(outcomes).zip(writes) {
                 let ids = pending.ids.len() as u64;
                 match outcome {
-                    Outcome::Written { bad_values, next } => {
+                    Outcome::Written {
+                        bad_values,
+                        next,
+                        trim_due,
+                    } => {
                         counters.written.fetch_add(ids, Relaxed);
                         counters.bad_values.fetch_add(bad_values, Relaxed);
                         note_written(&mut self.next_blocks, &pending, next);
-                        if due {
+                        if write.touch {
                             note_touched(&mut self.touched, &pending);
                         }
+                        let window = || pending.target.keys.of("w:", &pending.target.stream);
+                        if trim_due {
+                            note_whole_next(&mut self.whole_next, window());
+                        } else if !write.append {
+                            self.whole_next.remove(&window());
+                        }
+                    }
+                    Outcome::NotAnAppend => {
+                        // The whole write goes at once: nothing failed.
+                        not_appends = true;
+                        let window = pending.target.keys.of("w:", &pending.target.stream);
+                        note_whole_next(&mut self.whole_next, window);
+                        retry.push(pending);
                     }
                     Outcome::Fenced { bad_values } => {
                         counters.fenced.fetch_add(ids, Relaxed);
@@ -165,6 +195,9 @@ impl Writer {
                 return;
             }
             pending = retry;
+            if not_appends && !missing_script && failed.is_none() {
+                continue;
+            }
             if missing_script && !whole_script && failed.is_none() {
                 // Redis lost its scripts (a restart): EVAL caches the script
                 // again, and is no failure to count.
@@ -194,10 +227,15 @@ impl Writer {
         }
     }
 
-    /// Sends one write script per pending window, pipelined, and returns
-    /// their outcomes in order. `whole_script` sends the script's code
-    /// rather than its hash.
-    async fn send(&self, pending: &[Pending], due: &[bool], whole_script: bool) -> Vec<Outcome> {
+    /// Sends one write script per pending window, as `writes` says,
+    /// pipelined, and returns their outcomes in order. `whole_script` sends
+    /// the scripts' code rather than their hash.
+    async fn send(
+        &self,
+        pending: &[Pending],
+        writes: &[Write],
+        whole_script: bool,
+    ) -> Vec<Outcome> {
         // One pipeline per slot in a Cluster: a scope's keys share one.
         let mut groups: Vec<Vec<usize>> = Vec::new();
         if self.connection.is_cluster() {
@@ -221,10 +259,12 @@ impl Writer {
                 pipeline.ignore_errors();
                 let mut limit = MIN_WRITE_TIMEOUT;
                 for &i in chunk {
-                    let target = &pending[i].target;
-                    let window = target.keys.of("w:", &target.stream);
-                    let next = self.next_blocks.get(&window).copied().unwrap_or((0, 0));
-                    pipeline.add_command(write_command(&pending[i], next, due[i], whole_script));
+                    let write = &writes[i];
+                    pipeline.add_command(if write.append {
+                        append_command(&pending[i], write.next, whole_script)
+                    } else {
+                        write_command(&pending[i], write.next, write.touch, whole_script)
+                    });
                     limit = limit.max(write_timeout(&pending[i].target.config));
                 }
                 let mut connection = self.connection.clone();
@@ -281,7 +321,32 @@ impl Writer {
     }
 }
 
+/// How one pending window is written.
+struct Write {
+    /// Where this process's last write left its history, `(0, 0)` for
+    /// unknown.
+    next: (u64, u64),
+    /// Whether its keys get their TTL and last use again.
+    touch: bool,
+    /// Whether it is a plain append ([`append_command`]).
+    append: bool,
+}
+
 impl Writer {
+    /// How `pending` is written: an append when it is one (see
+    /// [`is_append`]) and its window is not due for its trim.
+    fn write_of(&self, pending: &Pending, touch: bool) -> Write {
+        let window = pending.target.keys.of("w:", &pending.target.stream);
+        let next = self.next_blocks.get(&window).copied().unwrap_or((0, 0));
+        let append =
+            next != (0, 0) && !touch && is_append(pending) && !self.whole_next.contains(&window);
+        Write {
+            next,
+            touch,
+            append,
+        }
+    }
+
     /// Whether the keys of `pending`'s stream are due for their TTL and
     /// last use again: a quarter of the TTL after this process last did.
     fn touch_due(&self, pending: &Pending) -> bool {
@@ -301,6 +366,15 @@ fn drop_blocks(queue: &Queue, next_blocks: &mut HashMap<String, (u64, u64)>, pen
     if let Some((_, position)) = next_blocks.get_mut(&window) {
         *position += pending.ids.blocks().len() as u64;
     }
+}
+
+/// Remembers that the next write of `window` is a whole one.
+fn note_whole_next(whole_next: &mut HashSet<String>, window: String) {
+    if whole_next.len() >= MAX_REMEMBERED {
+        // A forgotten window's next append finds what it found again.
+        whole_next.clear();
+    }
+    whole_next.insert(window);
 }
 
 /// Remembers that `pending`'s stream got its TTL and last use again now.
@@ -377,6 +451,13 @@ fn write_command(pending: &Pending, next: (u64, u64), touch: bool, whole_script:
         .arg(next.0)
         .arg(next.1)
         .arg(flag(touch));
+    push_entries(&mut command, batch, skip, skip_blocks);
+    command
+}
+
+/// Appends the window's entries of `batch` to a write's arguments, past
+/// its first `skip`, then its blocks, past the first `skip_blocks`.
+fn push_entries(command: &mut Cmd, batch: &IdBatch, skip: usize, skip_blocks: usize) {
     // The window's entries: each id, then its event's fingerprint after a
     // NUL, which no id holds.
     for (id, fingerprint) in batch.events().skip(skip) {
@@ -392,6 +473,57 @@ fn write_command(pending: &Pending, next: (u64, u64), touch: bool, whole_script:
         value.extend_from_slice(block);
         command.arg(id).arg(value.as_slice());
     }
+}
+
+/// Whether `pending` is a plain append: blocks for the history and their
+/// ids for the window, every one kept, with no lease, end, away mark,
+/// hole or new start to write.
+fn is_append(pending: &Pending) -> bool {
+    let batch = &pending.ids;
+    let limits = &pending.target.limits;
+    let history_len = limits.history().map_or(0, |history| history.events());
+    let blocks = batch.blocks().len();
+    blocks > 0
+        && blocks <= history_len
+        && batch.len() <= limits.window_len()
+        && !pending.claim
+        && !pending.release
+        && !pending.after_hole
+        && batch.stream_end().is_none()
+        && batch.client_away().is_none()
+        && !batch.forgets_history()
+        && !batch.starts_window_over()
+}
+
+/// The append script for one window ([`is_append`]), as a pipeline
+/// command, with where this process's last write left its history.
+fn append_command(pending: &Pending, next: (u64, u64), whole_script: bool) -> Cmd {
+    let Target {
+        keys,
+        stream,
+        config,
+        limits,
+        ..
+    } = &pending.target;
+    let [history_len, history_bytes, _] = history_args(limits);
+    let mut command = scripts().append.call(whole_script);
+    command
+        .arg(4)
+        .arg(&keys.generations)
+        .arg(keys.of("w:", stream))
+        .arg(keys.of("h:", stream))
+        .arg(keys.of("hi:", stream))
+        .arg(stream)
+        .arg(pending.generation)
+        .arg(next.0)
+        .arg(next.1)
+        .arg(history_len)
+        .arg(history_bytes)
+        .arg(limits.window_len())
+        .arg(millis(config.ttl))
+        .arg(keys.of("c:", stream))
+        .arg(pending.ids.len());
+    push_entries(&mut command, &pending.ids, 0, 0);
     command
 }
 
@@ -417,11 +549,20 @@ fn outcome(reply: RedisResult<Value>) -> Outcome {
             match parsed {
                 Ok((written, bad_values, start, position)) => {
                     let bad_values = count(bad_values);
-                    if written == 1 {
-                        let next = (count(start), count(position));
-                        Outcome::Written { bad_values, next }
-                    } else {
-                        Outcome::Fenced { bad_values }
+                    let next = (count(start), count(position));
+                    match written {
+                        1 => Outcome::Written {
+                            bad_values,
+                            next,
+                            trim_due: false,
+                        },
+                        3 => Outcome::Written {
+                            bad_values,
+                            next,
+                            trim_due: true,
+                        },
+                        2 => Outcome::NotAnAppend,
+                        _ => Outcome::Fenced { bad_values },
                     }
                 }
                 Err(error) => Outcome::Bad(error),

@@ -890,3 +890,104 @@ async fn a_cursor_the_window_let_go_is_still_replayed_from_the_history() {
     let ids: Vec<&str> = resumed.ids.iter().map(|(id, _)| id.as_str()).collect();
     assert!(ids.len() <= 8 && ids.ends_with(&["39", "40"]), "{ids:?}");
 }
+
+/// Most writes are appends, which never trim the window: an append that
+/// finds it past its length and slack leaves the trim to the next write,
+/// a whole one. Forty writes of one event keep the window within a write
+/// of its bound, and every event resumable.
+#[tokio::test]
+async fn appends_keep_the_window_within_its_bound() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let prefix = fresh_prefix();
+    let store = connect(&server, &prefix).await;
+    store.set_limits(
+        tower_sse_resume::StoreLimits::default()
+            .with_window_len(3)
+            .with_history(Some(tower_sse_resume::HistoryLimits::new())),
+    );
+    let key = StreamKey::new("s", "GET /mcp");
+    let opened = stored(&store, &key, None).await.unwrap();
+    let mut longest = 0;
+    let mut redis = client(&server);
+    let window = format!("{prefix}{{s}}:w:GET /mcp");
+    for n in 1..=40u32 {
+        let mut batch = IdBatch::new();
+        batch.push_event(&n.to_string(), u64::from(n));
+        batch.push_block(Some(&n.to_string()), format!("id: {n}\n\n").as_bytes());
+        store.record(&key, opened.generation, &batch).unwrap();
+        flushed(&store).await;
+        let len: usize = redis::cmd("LLEN").arg(&window).query(&mut redis).unwrap();
+        longest = longest.max(len);
+    }
+    // Two entries an id; the slack of a window of 3 is 1 id.
+    assert!(longest > 2 * 3, "the window was never past its length");
+    assert!(
+        longest <= 2 * (3 + 1) + 2,
+        "{longest} entries in a window of 3"
+    );
+    let resumed = stored(&store, &key, Some("37")).await.unwrap();
+    assert!(
+        matches!(&resumed.replay, tower_sse_resume::Replay::Blocks(blocks) if blocks.len() == 3),
+        "{:?}",
+        resumed.replay
+    );
+}
+
+/// The end of a session forgets its streams in Redis; a write that was
+/// still on its way from the replica reading one of them is refused, not
+/// written back: the end moves each stream's generation on. Before, a
+/// write of a stream whose generation was never moved (a tool call's,
+/// 0) made its window and history again.
+#[tokio::test]
+async fn a_write_after_its_session_ended_does_not_bring_the_stream_back() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let prefix = fresh_prefix();
+    let (a, b) = (
+        connect(&server, &prefix).await,
+        connect(&server, &prefix).await,
+    );
+    for store in [&a, &b] {
+        store.set_limits(
+            tower_sse_resume::StoreLimits::default()
+                .with_history(Some(tower_sse_resume::HistoryLimits::new())),
+        );
+    }
+    let key = StreamKey::new("s", "POST /mcp #1");
+    let opened = stored(&a, &key, None).await.unwrap();
+    let record = |n: u32| {
+        let mut batch = IdBatch::new();
+        batch.push_event(&n.to_string(), u64::from(n));
+        batch.push_block(Some(&n.to_string()), format!("id: {n}\n\n").as_bytes());
+        a.record(&key, opened.generation, &batch).unwrap();
+    };
+    let mut redis = client(&server);
+    let mut kept = move || {
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{prefix}*"))
+            .query(&mut redis)
+            .unwrap();
+        (keys.iter()).any(|key| key.contains("}:h:") || key.contains("}:w:"))
+    };
+    for n in 1..=3 {
+        record(n);
+        flushed(&a).await;
+    }
+    assert!(kept());
+    assert!(
+        b.broadcast_stop(&tower_sse_resume::store::follow::Stop::Scope(
+            "s".to_owned()
+        ))
+    );
+    let deadline = Instant::now() + STEP;
+    while kept() {
+        assert!(Instant::now() < deadline, "the session's streams are kept");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    record(4);
+    flushed(&a).await;
+    assert!(!kept(), "written back after the session ended");
+}
