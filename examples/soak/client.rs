@@ -36,6 +36,9 @@ pub(crate) struct Tally {
     pub(crate) first_byte_us: Vec<u32>,
     /// The stream and replica of the connection now, for `SOAK_DEBUG`.
     pub(crate) connection: String,
+    /// When connections ended before the client had any event: it came
+    /// back without a cursor each time.
+    pub(crate) cuts_before_first: Vec<Instant>,
 }
 
 impl Tally {
@@ -115,6 +118,9 @@ pub(crate) async fn good_client(
         };
         if connection.is_err() {
             // Refused (a replica restarting) or cut: as a drop.
+        }
+        if tally.received.last().is_none() {
+            tally.cuts_before_first.push(Instant::now());
         }
         tally.reconnects += 1;
         tokio::select! {

@@ -380,10 +380,14 @@ async fn soak(options: Options) -> Result<bool, String> {
         let first = upstream
             .first_sent(&format!("soak-{i}"))
             .unwrap_or(starts[i]);
+        let cuts: Vec<f64> = (tally.cuts_before_first.iter())
+            .map(|at| at.duration_since(origin).as_secs_f64())
+            .collect();
         total.add(accounting::account(
             i,
             first,
             &tally.received,
+            &cuts,
             &timeline,
             &windows,
         ));
@@ -517,6 +521,12 @@ impl Report {
             "outside fault windows: {} lost, {} signalled; {} signalled at a stream's first hole after one",
             t.lost_outside, t.signalled_outside, t.signalled_after_windows
         );
+        if t.lost_at_start > 0 {
+            println!(
+                "lost at a stream's start: {}, written to a connection cut before any event reached its client, which came back without a cursor (a request without a cursor is taken to have what its stream forwarded)",
+                t.lost_at_start
+            );
+        }
         if t.empty_gaps > 0 || t.silent_streams > 0 {
             println!(
                 "gap signals with nothing missing: {}; streams that got no event: {}",
