@@ -335,11 +335,14 @@
 //! | A replay crosses a hole a gap signal told of | The gap signal again, where the hole is: the history keeps it |
 //! | A stop, or its MCP session's `DELETE` | Its response ends; a later resume gets the rest and the end, or `204` |
 //!
-//! Known limits, tracked in the issues: a client whose first connection
-//! is cut before its first event reaches it, and which comes back without
-//! a cursor to another replica, can miss that event (the holder counts it
-//! sent); and a stop said while a replica's Redis subscription is down
-//! does not reach it (its hold runs out its linger).
+//! Known limits: a request without a cursor is taken to have what its
+//! stream forwarded (as injection and a takeover assume), so a client
+//! whose connection was cut before any event reached it, and that comes
+//! back without a cursor, misses what was written to that connection as
+//! it went. A client that keeps ids (`EventSource`, the MCP SDKs) has a
+//! cursor from its first event on; the soak counts this loss apart. And
+//! a stop said while a replica's Redis subscription is down does not
+//! reach it (its hold runs out its linger).
 //!
 //! The [`framer`] module, the sans-IO parser underneath, is usable on its
 //! own.
