@@ -111,6 +111,10 @@ const MIN_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 /// # }
 /// ```
 ///
+/// It needs Redis 6.2 or later, or Valkey (a history's bytes bound is
+/// `XADD ... MINID`, a lease's refresh `GETEX`); CI runs its tests
+/// against Redis 7.0 and Valkey 8.1.
+///
 /// # Key layout
 ///
 /// Every key starts with the store's prefix (`sse-resume:` by default),
