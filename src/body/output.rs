@@ -57,6 +57,15 @@ impl Output {
         }
     }
 
+    /// Forwards `chunk` whole, as it came: a chunk that never went into the
+    /// input, which holds nothing meanwhile.
+    pub(super) fn forward_chunk(&mut self, chunk: Bytes) {
+        debug_assert!(self.input.is_empty() && self.run.is_none());
+        if !chunk.is_empty() {
+            self.queue(chunk);
+        }
+    }
+
     /// Forwards the next `len` bytes of input.
     pub(super) fn forward(&mut self, len: usize) {
         self.consume(len, true);
