@@ -58,11 +58,13 @@ impl Output {
     }
 
     /// Forwards `chunk` whole, as it came: a chunk that never went into the
-    /// input, which holds nothing meanwhile.
+    /// input, forwarded alone between two closes of the output, so that
+    /// no tiny run comes before or after it to be gathered with it.
     pub(super) fn forward_chunk(&mut self, chunk: Bytes) {
         debug_assert!(self.input.is_empty() && self.run.is_none());
+        debug_assert!(self.lone.is_none() && self.gathered.is_empty());
         if !chunk.is_empty() {
-            self.queue(chunk);
+            self.ready.push_back(chunk);
         }
     }
 
