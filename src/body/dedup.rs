@@ -493,7 +493,9 @@ impl<'o> WholeBlocks<'o> {
         rules: IdRules,
         counts: &mut Counts,
     ) -> Option<Bytes> {
-        while let Some(block) = framer.whole_block(&self.chunk, self.decided) {
+        while self.decided < self.chunk.len()
+            && let Some(block) = framer.whole_block(&self.chunk, self.decided)
+        {
             let len = block.raw().len();
             match observe(check, &block, rules) {
                 Some(observed) if observed.verdict.client == Seen::Same => {
