@@ -128,7 +128,16 @@ impl Output {
     }
 
     /// Queues everything forwarded so far.
+    // Inlined: after a chunk forwarded whole, as most are, nothing is
+    // left open.
+    #[inline]
     pub(super) fn close(&mut self) {
+        if self.run.is_some() || self.lone.is_some() || !self.gathered.is_empty() {
+            self.close_open();
+        }
+    }
+
+    fn close_open(&mut self) {
         self.close_run();
         if let Some(lone) = self.lone.take() {
             // Nothing was gathered after it.
