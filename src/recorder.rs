@@ -148,7 +148,15 @@ impl Recorder {
 
     /// Hands on an id new to the stream, with the fingerprint of its
     /// event; `starts_over` when the window started over from it.
+    // Inlined: most streams record nowhere, and then this asks one thing.
+    #[inline]
     pub(crate) fn push(&mut self, id: &[u8], fingerprint: u64, starts_over: bool) {
+        if self.to.is_some() {
+            self.push_to_store(id, fingerprint, starts_over);
+        }
+    }
+
+    fn push_to_store(&mut self, id: &[u8], fingerprint: u64, starts_over: bool) {
         let Some(to) = self.recording() else {
             return;
         };

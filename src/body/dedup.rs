@@ -8,11 +8,11 @@ use super::keep_alive::{KEEP_ALIVE, KeepAlive};
 use super::output::Output;
 use crate::config::Options;
 use crate::decision::Decision;
-use crate::framer::{Framer, Segment};
+use crate::framer::{Block, Framer, Segment};
 use crate::recorder::Recorder;
 use crate::stamp::Stamper;
 use crate::stats::Stats;
-use crate::stream::{Replay, Response, Seen, Stream, StreamState};
+use crate::stream::{Check, Replay, Response, Seen, Stream, StreamState, Verdict};
 
 /// The deduplicating state of an event-stream body.
 #[derive(Debug)]
@@ -256,9 +256,7 @@ impl Dedup {
     /// the response reads for a hold that its stream no longer has: the
     /// chunk is then left pending, for the response that took it over.
     pub(crate) fn push(&mut self, chunk: Bytes) -> bool {
-        self.output.push_input(chunk.clone());
-        self.framer.push(chunk);
-        self.drain()
+        self.drain(Some(chunk))
     }
 
     /// The upstream's body ended. Returns `false` as [`push`](Self::push)
@@ -266,7 +264,7 @@ impl Dedup {
     pub(crate) fn end(&mut self) -> bool {
         self.ending = true;
         self.framer.finish();
-        if !self.drain() {
+        if !self.drain(None) {
             return false;
         }
         self.recorder.end_stream();
@@ -280,15 +278,48 @@ impl Dedup {
         true
     }
 
-    /// Checks every segment the framer has against what this response's
-    /// client has, under one lock of the stream's window for the whole chunk.
-    fn drain(&mut self) -> bool {
-        let (mut forwarded, mut dropped) = (0, 0);
+    /// Checks `chunk`, then every segment the framer has, against what this
+    /// response's client has, under one lock of the stream's window for
+    /// the whole chunk.
+    fn drain(&mut self, chunk: Option<Bytes>) -> bool {
+        let mut counts = Counts::default();
         let Some(mut check) = self.response.check() else {
+            if let Some(chunk) = chunk {
+                self.output.push_input(chunk.clone());
+                self.framer.push(chunk);
+            }
             return false;
         };
+        let rules = IdRules {
+            compare_events: self.compare_events,
+            max_id_len: self.max_id_len,
+        };
+        if let Some(chunk) = chunk {
+            let whole_first = self.additions.is_none()
+                && self.framer.is_between_blocks()
+                && !self.output.has_undecided();
+            let rest = if whole_first {
+                let whole = WholeBlocks::new(&mut self.output, chunk);
+                whole.decide(
+                    &mut check,
+                    &mut self.framer,
+                    &mut self.recorder,
+                    rules,
+                    &mut counts,
+                )
+            } else {
+                self.output.push_input(chunk.clone());
+                Some(chunk)
+            };
+            if let Some(rest) = rest {
+                self.framer.push(rest);
+            }
+        }
         let keeper = check.keeps_unnamed();
-        while let Some(segment) = self.framer.next_segment() {
+        // Between blocks, the framer has nothing: asking costs a round of
+        // its bookkeeping per chunk.
+        let framed = !self.framer.is_between_blocks();
+        while framed && let Some(segment) = self.framer.next_segment() {
             let len = segment.raw().len();
             let block = match &segment {
                 Segment::Block(block) => block,
@@ -308,52 +339,44 @@ impl Dedup {
                     continue;
                 }
             };
-            let trackable = block.id_bytes().filter(|id| id.len() <= self.max_id_len);
+            let observed = observe(&mut check, block, rules);
             let mut keep = keeper;
-            if let Some(id) = trackable {
-                let content = self.compare_events.then(|| block.fingerprint());
-                // What the client has decides the block; whether the stream
-                // had the id decides whether it is recorded.
-                let verdict = check.observe(id, content);
+            if let Some(observed) = &observed {
                 // Only right after a replay: nothing to prove otherwise.
                 if let Some(additions) = self.additions.as_deref_mut()
                     && additions.unproven.is_some()
                 {
                     let mut forwarding =
                         Forwarding::new(check.state(), &mut self.output, &mut self.recorder);
-                    let seen = Some((id, verdict.client));
+                    let seen = Some((observed.id, observed.verdict.client));
                     if forwarding.prove_continuity(additions, seen, keeper) {
                         self.stats.gap();
                     }
                 }
-                if verdict.client == Seen::Same {
-                    dropped += 1;
+                if observed.verdict.client == Seen::Same {
+                    counts.dropped += 1;
                     self.output.skip(len);
                     if let Some(additions) = self.additions.as_deref_mut() {
                         additions.passed_start();
                     }
                     continue;
                 }
-                // The stream's first copy of an event is the one it keeps.
-                keep = verdict.stream != Seen::Same;
-                if keep {
-                    self.recorder
-                        .push(id, content.unwrap_or(0), verdict.stream == Seen::Changed);
-                }
+                keep = observed.record(&mut self.recorder);
             }
-            forwarded += u64::from(block.dispatches());
+            counts.forwarded += u64::from(block.dispatches());
             match self.additions.as_deref_mut() {
                 None => self.output.forward(len),
                 Some(additions) => {
                     let mut forwarding =
                         Forwarding::new(check.state(), &mut self.output, &mut self.recorder);
-                    if trackable.is_none() && block.dispatches() && additions.unproven.is_some() {
+                    let tracked = observed.is_some();
+                    if !tracked && block.dispatches() && additions.unproven.is_some() {
                         // An event without an id proves nothing.
                         if forwarding.prove_continuity(additions, None, keeper) {
                             self.stats.gap();
                         }
                     }
-                    forwarding.forward_block(block, trackable.is_some(), keep, additions);
+                    forwarding.forward_block(block, tracked, keep, additions);
                 }
             }
         }
@@ -363,6 +386,7 @@ impl Dedup {
         }
         drop(check);
         self.output.close();
+        let Counts { forwarded, dropped } = counts;
         self.forwarded += forwarded;
         self.dropped += dropped;
         if self.response.is_holding() {
@@ -374,6 +398,156 @@ impl Dedup {
             self.stats.add_body_counts(forwarded, dropped);
         }
         true
+    }
+}
+
+/// The events a response forwarded and the blocks it dropped.
+#[derive(Default)]
+struct Counts {
+    forwarded: u64,
+    dropped: u64,
+}
+
+/// Which ids a response tracks, and whether it compares their events.
+#[derive(Clone, Copy)]
+struct IdRules {
+    compare_events: bool,
+    max_id_len: usize,
+}
+
+/// The id of a block, and what the client and the stream have of it.
+struct Observed<'b> {
+    id: &'b [u8],
+    content: Option<u64>,
+    verdict: Verdict,
+}
+
+/// Checks the id of `block` against what the client and the stream have,
+/// when it is one the response tracks.
+#[inline]
+fn observe<'b>(
+    check: &mut Check<'_>,
+    block: &'b Block<'_>,
+    rules: IdRules,
+) -> Option<Observed<'b>> {
+    let id = block.id_bytes().filter(|id| id.len() <= rules.max_id_len)?;
+    let content = rules.compare_events.then(|| block.fingerprint());
+    // What the client has decides the block; whether the stream had the
+    // id decides whether it is recorded.
+    let verdict = check.observe(id, content);
+    Some(Observed {
+        id,
+        content,
+        verdict,
+    })
+}
+
+impl Observed<'_> {
+    /// Records the id of a block that goes out, when the block is the
+    /// stream's first copy of its event: the one it keeps. Returns whether
+    /// it is.
+    #[inline]
+    fn record(&self, recorder: &mut Recorder) -> bool {
+        let keep = self.verdict.stream != Seen::Same;
+        if keep {
+            let starts_over = self.verdict.stream == Seen::Changed;
+            recorder.push(self.id, self.content.unwrap_or(0), starts_over);
+        }
+        keep
+    }
+}
+
+/// A chunk whose whole blocks are decided where they are, before the
+/// framer takes the rest (see [`Framer::whole_block`]). While every block
+/// goes out, the output does not have the chunk as input: the chunk goes
+/// out as it came at the end, and the common chunk of one event, or a few,
+/// takes none of the framer's and the output's bookkeeping, nor a second
+/// reference to it. A dropped block, or a rest left to the framer, gives
+/// the output the chunk and what was decided of it.
+struct WholeBlocks<'o> {
+    output: &'o mut Output,
+    chunk: Bytes,
+    /// The bytes decided so far, all forwarded unless `fed`.
+    decided: usize,
+    /// Whether the output has the chunk as input.
+    fed: bool,
+}
+
+impl<'o> WholeBlocks<'o> {
+    fn new(output: &'o mut Output, chunk: Bytes) -> Self {
+        Self {
+            output,
+            chunk,
+            decided: 0,
+            fed: false,
+        }
+    }
+
+    /// Decides every block the chunk holds whole, from its start. Returns
+    /// the rest, which starts a block the chunk cuts short, for the framer.
+    fn decide(
+        mut self,
+        check: &mut Check<'_>,
+        framer: &mut Framer,
+        recorder: &mut Recorder,
+        rules: IdRules,
+        counts: &mut Counts,
+    ) -> Option<Bytes> {
+        while self.decided < self.chunk.len()
+            && let Some(block) = framer.whole_block(&self.chunk, self.decided)
+        {
+            let len = block.raw().len();
+            match observe(check, &block, rules) {
+                Some(observed) if observed.verdict.client == Seen::Same => {
+                    counts.dropped += 1;
+                    self.skip(len);
+                }
+                observed => {
+                    if let Some(observed) = observed {
+                        observed.record(recorder);
+                    }
+                    counts.forwarded += u64::from(block.dispatches());
+                    self.forward(len);
+                }
+            }
+        }
+        self.finish()
+    }
+
+    fn forward(&mut self, len: usize) {
+        if self.fed {
+            self.output.forward(len);
+        }
+        self.decided += len;
+    }
+
+    fn skip(&mut self, len: usize) {
+        self.feed();
+        self.output.skip(len);
+        self.decided += len;
+    }
+
+    /// Gives the output the chunk, and what was forwarded of it.
+    fn feed(&mut self) {
+        if !self.fed {
+            self.output.push_input(self.chunk.clone());
+            self.output.forward(self.decided);
+            self.fed = true;
+        }
+    }
+
+    fn finish(mut self) -> Option<Bytes> {
+        if self.decided == self.chunk.len() {
+            if !self.fed {
+                self.output.forward_chunk(self.chunk);
+            }
+            return None;
+        }
+        self.feed();
+        Some(match self.decided {
+            0 => self.chunk,
+            decided => self.chunk.slice(decided..),
+        })
     }
 }
 
@@ -392,6 +566,7 @@ fn priming_event(stamper: &mut Stamper, retry: Option<std::time::Duration>) -> B
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     /// A new response on `stream`, as a request with no cursor opens it,
     /// nothing kept behind the layer.
@@ -468,6 +643,81 @@ mod tests {
             got += &send(&mut second, std::str::from_utf8(piece).unwrap());
         }
         assert_eq!(got, events(&["2", "3"]));
+    }
+
+    /// What a response's client gets of `chunks`, what its stream's window
+    /// holds after, and the events it forwarded and dropped.
+    fn through(options: &Options, chunks: &[Bytes]) -> (Vec<u8>, Vec<String>, u64, u64) {
+        let stream = stream();
+        let mut dedup = response(&stream, options);
+        let mut got = Vec::new();
+        for chunk in chunks {
+            assert!(dedup.push(chunk.clone()));
+            got.extend_from_slice(taken(&mut dedup).as_bytes());
+        }
+        assert!(dedup.end());
+        got.extend_from_slice(taken(&mut dedup).as_bytes());
+        (got, window(&stream), dedup.forwarded, dedup.dropped)
+    }
+
+    /// A block of an upstream: ids that repeat, with the same event or
+    /// another, ids over the tracked length, events without ids, comments,
+    /// `retry`, every line end, and blocks over a small limit.
+    fn upstream_block() -> impl Strategy<Value = String> {
+        let id = prop::sample::select(vec![
+            "",
+            "id: 1\n",
+            "id: 2\n",
+            "id: 3\n",
+            "id: 12345\n",
+            "id: a\n",
+        ]);
+        let body = prop::sample::select(vec![
+            "data: x\n",
+            "data: y\n",
+            ": keep-alive\n",
+            "retry: 500\ndata: x\n",
+            "event: t\ndata: x\n",
+            "data: an event long enough to go over a small limit\n",
+            "",
+        ]);
+        let end = prop::sample::select(vec!["\n", "\r", "\r\n"]);
+        (id, body, end).prop_map(|(id, body, end)| format!("{id}{body}\n").replace('\n', end))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 1024, ..ProptestConfig::default() })]
+
+        /// The blocks a chunk holds whole are decided where they are (see
+        /// `WholeBlocks`), the rest by the framer: whichever way a stream
+        /// comes, its client gets the same bytes and its window the same
+        /// ids as when every byte comes alone, which the framer decides.
+        #[test]
+        fn a_stream_is_decided_the_same_whether_its_chunks_hold_whole_blocks_or_not(
+            chunks in prop::collection::vec(
+                (prop::collection::vec(upstream_block(), 0..4), any::<prop::sample::Index>(), any::<bool>()),
+                0..10,
+            ),
+            max_block_len in prop::sample::select(vec![crate::framer::DEFAULT_MAX_BLOCK_LEN, 40]),
+            trust_ids in any::<bool>(),
+        ) {
+            let options = Options { max_id_len: 4, max_block_len, trust_ids, ..Options::default() };
+            // Each chunk's blocks, cut short or not, the rest going on into
+            // the next one.
+            let mut cut = Vec::new();
+            let mut rest = String::new();
+            for (blocks, at, whole) in chunks {
+                let mut text = std::mem::take(&mut rest) + &blocks.concat();
+                if !whole {
+                    rest = text.split_off(at.index(text.len() + 1));
+                }
+                cut.push(Bytes::from(text));
+            }
+            cut.push(Bytes::from(rest));
+            let bytes = cut.concat();
+            let one_by_one: Vec<Bytes> = bytes.chunks(1).map(Bytes::copy_from_slice).collect();
+            prop_assert_eq!(through(&options, &cut), through(&options, &one_by_one));
+        }
     }
 
     #[test]

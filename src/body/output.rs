@@ -57,6 +57,17 @@ impl Output {
         }
     }
 
+    /// Forwards `chunk` whole, as it came: a chunk that never went into the
+    /// input, forwarded alone between two closes of the output, so that
+    /// no tiny run comes before or after it to be gathered with it.
+    pub(super) fn forward_chunk(&mut self, chunk: Bytes) {
+        debug_assert!(self.input.is_empty() && self.run.is_none());
+        debug_assert!(self.lone.is_none() && self.gathered.is_empty());
+        if !chunk.is_empty() {
+            self.ready.push_back(chunk);
+        }
+    }
+
     /// Forwards the next `len` bytes of input.
     pub(super) fn forward(&mut self, len: usize) {
         self.consume(len, true);
@@ -117,7 +128,16 @@ impl Output {
     }
 
     /// Queues everything forwarded so far.
+    // Inlined: after a chunk forwarded whole, as most are, nothing is
+    // left open.
+    #[inline]
     pub(super) fn close(&mut self) {
+        if self.run.is_some() || self.lone.is_some() || !self.gathered.is_empty() {
+            self.close_open();
+        }
+    }
+
+    fn close_open(&mut self) {
         self.close_run();
         if let Some(lone) = self.lone.take() {
             // Nothing was gathered after it.

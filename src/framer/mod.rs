@@ -243,6 +243,60 @@ impl Framer {
         })
     }
 
+    /// Whether the framer stands between two blocks with nothing of its
+    /// input left: the next byte pushed starts a block, and would be the
+    /// first of its chunk to parse. Then the blocks a chunk holds whole
+    /// can be taken from it where it is, with
+    /// [`whole_block`](Self::whole_block), before the rest is pushed.
+    #[inline]
+    pub(crate) fn is_between_blocks(&self) -> bool {
+        // A chunk is let go once all of it is handed out.
+        self.chunk.is_empty()
+            && self.queue.is_empty()
+            && self.carry.is_empty()
+            && !self.after_cr
+            && !self.held
+            && !self.at_stream_start
+            && self.discarding == Discarding::No
+            && !self.ended
+    }
+
+    /// The block at `chunk[at..]`, when the chunk holds the whole of it:
+    /// for a framer [between blocks](Self::is_between_blocks), `at` being
+    /// where its input starts or the end of the block taken before. It is
+    /// the block that [`push`](Self::push) and
+    /// [`next_segment`](Self::next_segment) would hand out, parsed the
+    /// same way, but the chunk is not taken: a body decides the common
+    /// chunk of one event, or a few, with none of the framer's
+    /// bookkeeping. `None` leaves the block to `push`: one that the chunk
+    /// cuts short, one over the limit, or one whose last line ends in a CR
+    /// at the chunk's very end, which an LF in the next chunk may complete.
+    pub(crate) fn whole_block<'a>(&'a mut self, chunk: &'a Bytes, at: usize) -> Option<Block<'a>> {
+        debug_assert!(self.is_between_blocks());
+        self.fields = Fields::new(self.fields.fingerprinting);
+        // Lent out, or partly parsed: cleared before parsing goes on.
+        self.fields_emitted = true;
+        let rest = &chunk[at..];
+        let scanned = scan_lines(
+            &mut self.fields,
+            self.line_ends,
+            rest,
+            0,
+            self.max_block_len,
+        );
+        let Scanned::Block { len } = scanned else {
+            return None;
+        };
+        let raw = Raw {
+            slice: &rest[..len],
+            chunk: Some((chunk, at)),
+        };
+        Some(Block {
+            raw,
+            fields: &self.fields,
+        })
+    }
+
     /// Empties `carry` once the block copied there has been handed out. A
     /// buffer grown for a rare long block is given back.
     fn release_carry(&mut self) {
@@ -643,6 +697,141 @@ impl Framer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// What a segment is, as far as anyone can tell: its kind, its raw
+    /// bytes, and what every accessor of a block says.
+    fn described(segment: &Segment<'_>) -> String {
+        match segment {
+            Segment::Block(block) => format!(
+                "block {:?} id {:?} dispatches {} type {:?} retry {:?} comment {} print {}",
+                Bytes::copy_from_slice(block.raw()),
+                block.id(),
+                block.dispatches(),
+                block.event_type(),
+                block.retry(),
+                block.is_comment_only(),
+                block.fingerprint(),
+            ),
+            Segment::Passthrough(raw) => format!("pass {:?}", Bytes::copy_from_slice(raw)),
+        }
+    }
+
+    /// The segments of `chunks` through `push` and `next_segment`; with
+    /// `whole_first`, as a body takes them: the blocks a chunk holds whole
+    /// from its start with `whole_block` whenever the framer is between
+    /// blocks, the rest through `push` and `next_segment`.
+    fn framed(framer: Framer, chunks: &[Bytes], whole_first: bool) -> Vec<String> {
+        let mut framer = framer;
+        let mut segments = Vec::new();
+        for chunk in chunks {
+            let mut at = 0;
+            if whole_first && framer.is_between_blocks() {
+                while let Some(block) = framer.whole_block(chunk, at) {
+                    let len = block.raw().len();
+                    assert_eq!(block.raw().to_bytes(), chunk.slice(at..at + len));
+                    at += len;
+                    segments.push(described(&Segment::Block(block)));
+                }
+            }
+            framer.push(chunk.slice(at..));
+            while let Some(segment) = framer.next_segment() {
+                segments.push(described(&segment));
+            }
+        }
+        framer.finish();
+        while let Some(segment) = framer.next_segment() {
+            segments.push(described(&segment));
+        }
+        segments
+    }
+
+    /// A line of an event stream, line end included: the fields the
+    /// framer reads, comments, blank lines, every line end, ids with NUL
+    /// and values long enough for a small limit.
+    fn line() -> impl Strategy<Value = Vec<u8>> {
+        let text = prop::sample::select(vec![
+            "",
+            "",
+            "",
+            "data: x",
+            "data:",
+            "data",
+            "id: 1",
+            "id: 22",
+            "id:",
+            "id: a\0b",
+            "event: t",
+            "event:",
+            "retry: 300",
+            "retry: 3x",
+            ": keep-alive",
+            "other: y",
+            "data: a value long enough to go over a small limit on its own",
+            "\u{feff}data: bom",
+        ]);
+        let end = prop::sample::select(vec!["\n", "\r", "\r\n"]);
+        (text, end).prop_map(|(text, end)| format!("{text}{end}").into_bytes())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 2048, ..ProptestConfig::default() })]
+
+        /// Taking whole blocks where they are frames a stream exactly as
+        /// pushing every chunk does, however it is cut, within the
+        /// default limit and a small one, fingerprinting or not. Chunks are
+        /// mostly whole lines, so that many start a block.
+        #[test]
+        fn whole_blocks_taken_where_they_are_are_the_blocks_push_gives(
+            chunks in prop::collection::vec(
+                (prop::collection::vec(line(), 0..6), any::<prop::sample::Index>(), any::<bool>()),
+                0..12,
+            ),
+            tail in prop::collection::vec(any::<u8>(), 0..4),
+            limit in prop::sample::select(vec![DEFAULT_MAX_BLOCK_LEN, 24]),
+            fingerprints in any::<bool>(),
+        ) {
+            // Each chunk's lines, cut short or not, the rest going on into
+            // the next one.
+            let mut cut = Vec::new();
+            let mut rest = Vec::new();
+            for (lines, at, whole) in chunks {
+                let mut bytes = [std::mem::take(&mut rest), lines.concat()].concat();
+                if !whole {
+                    rest = bytes.split_off(at.index(bytes.len() + 1));
+                }
+                cut.push(Bytes::from(bytes));
+            }
+            cut.push(Bytes::from([rest, tail].concat()));
+            let framer = || Framer::with_max_block_len(limit).fingerprints(fingerprints);
+            prop_assert_eq!(framed(framer(), &cut, true), framed(framer(), &cut, false));
+        }
+    }
+
+    #[test]
+    fn whole_blocks_are_taken_up_to_the_first_the_chunk_does_not_hold() {
+        let mut framer = Framer::new();
+        framer.push(Bytes::from_static(b"data: first\n\n"));
+        while framer.next_segment().is_some() {}
+        assert!(framer.is_between_blocks());
+        let chunk = Bytes::from_static(b"id: 1\r\ndata: a\r\n\r\n: c\n\nid: 2\ndata: b\r");
+        let block = framer.whole_block(&chunk, 0).expect("the first block");
+        assert_eq!(block.id(), EventId::Value("1".into()));
+        assert_eq!(
+            block.raw().to_bytes().as_ptr(),
+            chunk.as_ptr(),
+            "not copied"
+        );
+        let at = block.raw().len();
+        let block = framer.whole_block(&chunk, at).expect("the comment");
+        assert!(block.is_comment_only());
+        let at = at + block.raw().len();
+        // A CR at the very end may be the start of a CRLF.
+        assert!(framer.whole_block(&chunk, at).is_none());
+        framer.push(chunk.slice(at..));
+        assert!(framer.next_segment().is_none());
+        assert!(!framer.is_between_blocks(), "a block is begun");
+    }
 
     #[test]
     fn a_framer_that_ran_dry_holds_on_to_no_chunk() {

@@ -109,10 +109,12 @@ impl<'a> Block<'a> {
     /// type. Two blocks that a client would read as the same event (line
     /// ends, comments, `id` and `retry` lines aside) have the same one.
     pub fn fingerprint(&self) -> u64 {
+        let reparsed;
         let fields = if self.fields.fingerprinting {
-            *self.fields
+            self.fields
         } else {
-            super::lines::reparse_fingerprinting(&self.raw, self.fields)
+            reparsed = super::lines::reparse_fingerprinting(&self.raw, self.fields);
+            &reparsed
         };
         let event = match fields.event.get() {
             Some(range) => &self.raw[range],

@@ -64,7 +64,7 @@ pub(crate) use history::{Budget, History};
 pub(crate) use hold::{Claim, Claimed, Handover, Head, Hold, Holds, Leftover, TakenOver, claim};
 pub(crate) use ids::{Ids, Seen};
 pub(crate) use registry::{Opened, Request, Serve, Stored, StreamLimits, Streams};
-pub(crate) use response::Response;
+pub(crate) use response::{Check, Response, Verdict};
 use responses::Responses;
 
 mod any;
