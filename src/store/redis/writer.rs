@@ -102,12 +102,9 @@ impl Writer {
         let mut whole_script = false;
         let mut attempt = 1;
         loop {
-            let due: Vec<bool> = pending
+            let writes: Vec<Write> = pending
                 .iter()
-                .map(|pending| self.touch_due(pending))
-                .collect();
-            let writes: Vec<Write> = (pending.iter().zip(&due))
-                .map(|(pending, &touch)| self.write_of(pending, touch))
+                .map(|pending| self.write_of(pending))
                 .collect();
             let outcomes = self.send(&pending, &writes, whole_script).await;
             let counters = &self.queue.counters;
@@ -127,18 +124,16 @@ impl Writer {
                         if write.touch {
                             note_touched(&mut self.touched, &pending);
                         }
-                        let window = || pending.target.keys.of("w:", &pending.target.stream);
                         if trim_due {
-                            note_whole_next(&mut self.whole_next, window());
+                            note_whole_next(&mut self.whole_next, write.window);
                         } else if !write.append {
-                            self.whole_next.remove(&window());
+                            self.whole_next.remove(&write.window);
                         }
                     }
                     Outcome::NotAnAppend => {
                         // The whole write goes at once: nothing failed.
                         not_appends = true;
-                        let window = pending.target.keys.of("w:", &pending.target.stream);
-                        note_whole_next(&mut self.whole_next, window);
+                        note_whole_next(&mut self.whole_next, write.window);
                         retry.push(pending);
                     }
                     Outcome::Fenced { bad_values } => {
@@ -323,6 +318,8 @@ impl Writer {
 
 /// How one pending window is written.
 struct Write {
+    /// The window's key.
+    window: String,
     /// Where this process's last write left its history, `(0, 0)` for
     /// unknown.
     next: (u64, u64),
@@ -334,25 +331,28 @@ struct Write {
 
 impl Writer {
     /// How `pending` is written: an append when it is one (see
-    /// [`is_append`]) and its window is not due for its trim.
-    fn write_of(&self, pending: &Pending, touch: bool) -> Write {
+    /// [`is_append`]), its keys are not due for their TTL, and its window
+    /// not for a whole write.
+    fn write_of(&self, pending: &Pending) -> Write {
         let window = pending.target.keys.of("w:", &pending.target.stream);
+        let touch = self.touch_due(&window, pending);
         let next = self.next_blocks.get(&window).copied().unwrap_or((0, 0));
         let append =
             next != (0, 0) && !touch && is_append(pending) && !self.whole_next.contains(&window);
         Write {
+            window,
             next,
             touch,
             append,
         }
     }
 
-    /// Whether the keys of `pending`'s stream are due for their TTL and
-    /// last use again: a quarter of the TTL after this process last did.
-    fn touch_due(&self, pending: &Pending) -> bool {
-        let window = pending.target.keys.of("w:", &pending.target.stream);
+    /// Whether the keys of `pending`'s stream, whose window is `window`,
+    /// are due for their TTL and last use again: a quarter of the TTL
+    /// after this process last did.
+    fn touch_due(&self, window: &str, pending: &Pending) -> bool {
         let quarter = pending.target.config.ttl / 4;
-        (self.touched.get(&window)).is_none_or(|at| at.elapsed() >= quarter)
+        (self.touched.get(window)).is_none_or(|at| at.elapsed() >= quarter)
     }
 }
 

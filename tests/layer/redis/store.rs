@@ -946,16 +946,9 @@ async fn a_write_after_its_session_ended_does_not_bring_the_stream_back() {
         return;
     };
     let prefix = fresh_prefix();
-    let (a, b) = (
-        connect(&server, &prefix).await,
-        connect(&server, &prefix).await,
-    );
-    for store in [&a, &b] {
-        store.set_limits(
-            tower_sse_resume::StoreLimits::default()
-                .with_history(Some(tower_sse_resume::HistoryLimits::new())),
-        );
-    }
+    let history = tower_sse_resume::HistoryLimits::new();
+    let a = with_history(connect(&server, &prefix).await, history);
+    let b = with_history(connect(&server, &prefix).await, history);
     let key = StreamKey::new("s", "POST /mcp #1");
     let opened = stored(&a, &key, None).await.unwrap();
     let record = |n: u32| {
