@@ -12,6 +12,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 
 use ::redis::Value;
+#[cfg(test)]
+use ::redis::aio::ConnectionManager;
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -220,31 +222,47 @@ async fn refresh(
                         _ => lose(lease_key, state),
                     }
                 }
-                if free.is_empty() {
-                    return;
-                }
-                let mut retake = ::redis::pipe();
-                for (lease_key, _) in &free {
-                    (retake.cmd("SET").arg(*lease_key).arg(&holder))
-                        .arg("NX")
-                        .arg("PX")
-                        .arg(millis(lease));
-                }
-                let replies = within(every, retake.query_async::<Vec<Value>>(&mut connection));
-                let Ok(replies) = replies.await else {
-                    return;
-                };
-                for ((lease_key, state), taken) in free.into_iter().zip(&replies) {
-                    if *taken == Value::Nil {
-                        lose(lease_key, state);
-                    } else {
-                        state.lost.store(false, Relaxed);
-                    }
-                }
+                retake(&mut connection, &holder, lease, every, free).await;
             });
         }
     }
     while calls.join_next().await.is_some() {}
+}
+
+/// Takes again the leases `free`, found lapsed, unless another process
+/// took one meanwhile (`SET NX`), and reads who holds each now: a claim
+/// this process queued with the stream's first ids may have been written
+/// since, and a refused `SET NX` then means nothing lost.
+async fn retake(
+    connection: &mut Connection,
+    holder: &str,
+    lease: Duration,
+    every: Duration,
+    free: Vec<(&str, &Arc<LeaseState>)>,
+) {
+    if free.is_empty() {
+        return;
+    }
+    let mut retake = ::redis::pipe();
+    for (lease_key, _) in &free {
+        (retake.cmd("SET").arg(*lease_key).arg(holder))
+            .arg("NX")
+            .arg("PX")
+            .arg(millis(lease))
+            .ignore();
+        retake.cmd("GET").arg(*lease_key);
+    }
+    let replies = within(every, retake.query_async::<Vec<Value>>(connection));
+    let Ok(replies) = replies.await else {
+        return;
+    };
+    for ((lease_key, state), holder_now) in free.into_iter().zip(&replies) {
+        if is_holder(holder_now, holder) {
+            state.lost.store(false, Relaxed);
+        } else if *holder_now != Value::Nil {
+            lose(lease_key, state);
+        }
+    }
 }
 
 /// Marks the lease of `lease_key` lost to another process.
@@ -260,5 +278,89 @@ fn is_holder(reply: &Value, holder: &str) -> bool {
         Value::BulkString(bytes) => bytes == holder.as_bytes(),
         Value::SimpleString(text) => text == holder,
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tower_sse_resume_support::RedisServer;
+
+    const HOLDER: &str = "this process";
+    const LEASE_KEY: &str = "p:{s}:l:stream";
+
+    async fn connect(server: &RedisServer) -> Connection {
+        let client = ::redis::Client::open(server.url()).unwrap();
+        Connection::Single(ConnectionManager::new(client).await.unwrap())
+    }
+
+    async fn set(connection: &mut Connection, holder: &str) {
+        let () = ::redis::cmd("SET")
+            .arg(LEASE_KEY)
+            .arg(holder)
+            .query_async(connection)
+            .await
+            .unwrap();
+    }
+
+    async fn holder_now(connection: &mut Connection) -> Option<String> {
+        ::redis::cmd("GET")
+            .arg(LEASE_KEY)
+            .query_async(connection)
+            .await
+            .unwrap()
+    }
+
+    /// Retakes the one lease, found lapsed; returns whether it is lost.
+    async fn retake_one(connection: &mut Connection) -> bool {
+        let state = Arc::new(LeaseState::default());
+        let (lease, every) = (Duration::from_secs(10), Duration::from_secs(1));
+        retake(connection, HOLDER, lease, every, vec![(LEASE_KEY, &state)]).await;
+        state.lost.load(Relaxed)
+    }
+
+    // The refresh found the lease free, and then this process's own claim,
+    // queued with the stream's first ids, was written before the retake:
+    // the lease is this process's, not lost.
+    #[tokio::test]
+    async fn a_lease_this_process_claimed_since_it_was_found_free_is_not_lost() {
+        let Some(server) = RedisServer::start() else {
+            return;
+        };
+        let mut connection = connect(&server).await;
+        set(&mut connection, HOLDER).await;
+        assert!(!retake_one(&mut connection).await, "lost to itself");
+        assert_eq!(holder_now(&mut connection).await.as_deref(), Some(HOLDER));
+    }
+
+    #[tokio::test]
+    async fn a_lease_another_process_took_since_it_was_found_free_is_lost() {
+        let Some(server) = RedisServer::start() else {
+            return;
+        };
+        let mut connection = connect(&server).await;
+        set(&mut connection, "another").await;
+        assert!(retake_one(&mut connection).await);
+        assert_eq!(
+            holder_now(&mut connection).await.as_deref(),
+            Some("another"),
+            "taken from the other"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_free_lease_is_taken_again_with_its_ttl() {
+        let Some(server) = RedisServer::start() else {
+            return;
+        };
+        let mut connection = connect(&server).await;
+        assert!(!retake_one(&mut connection).await);
+        assert_eq!(holder_now(&mut connection).await.as_deref(), Some(HOLDER));
+        let ttl: i64 = ::redis::cmd("PTTL")
+            .arg(LEASE_KEY)
+            .query_async(&mut connection)
+            .await
+            .unwrap();
+        assert!(ttl > 5_000, "{ttl} ms");
     }
 }
