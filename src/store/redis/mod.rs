@@ -166,17 +166,18 @@ const MIN_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 /// client learns where a slot moved (a transaction does not follow it).
 /// Ids are written behind the stream: [`TrackerStore::record`] only queues
 /// them (bounded), and a background task sends what has piled up for all
-/// keys as one pipeline of write scripts, one per key, coalesced to the
-/// last window's worth of ids. A write that forwards one event makes four
+/// keys as one pipeline, coalesced to the last window's worth of ids per
+/// key. A write that forwards one event makes four
 /// calls in Redis (the generation's check, the window's push, the
 /// history's append, the followers' notice); the window and the history's
 /// count are trimmed every eighth of their length, and the stream's TTLs
 /// refreshed every quarter of the TTL. Most writes are plain appends,
 /// where the process's last write left the history and with nothing else
-/// to change: they go through a lean script of a third of the arguments,
-/// which Redis runs in about half the time (a script's arguments are most
-/// of its cost); any other write, or one the append finds it cannot do,
-/// goes through the whole one.
+/// to change: they go through a lean script, one call for the appends of
+/// up to 64 streams (a script's call and its arguments are most of its
+/// cost, and each stream needs a fifth of the whole write's); any other
+/// write, or one the append finds it cannot do, goes through the whole
+/// script, one call per stream.
 ///
 /// # Following a stream another replica holds
 ///

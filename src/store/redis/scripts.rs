@@ -41,7 +41,7 @@ impl Lua {
 pub(super) struct Scripts {
     pub(super) open: Lua,
     pub(super) write: Lua,
-    pub(super) append: Lua,
+    pub(super) appends: Lua,
     pub(super) repair: Lua,
     pub(super) forget_scope: Lua,
 }
@@ -51,7 +51,7 @@ pub(super) fn scripts() -> &'static Scripts {
     SCRIPTS.get_or_init(|| Scripts {
         open: Lua::new(format!("{PREAMBLE}{OPEN_HELPERS}{OPEN}")),
         write: Lua::new(format!("{PREAMBLE}{WINDOW_ENTRIES}{WRITE}")),
-        append: Lua::new(format!("{WINDOW_ENTRIES}{APPEND}")),
+        appends: Lua::new(format!("{WINDOW_ENTRIES}{APPENDS}")),
         repair: Lua::new(REPAIR.to_owned()),
         forget_scope: Lua::new(FORGET_SCOPE.to_owned()),
     })
@@ -749,89 +749,117 @@ end
 return {written, bad_values, next_start, next_position}
 ";
 
-/// The common write, in a few calls: a stream's next blocks appended
-/// where this process's last write left its history, and their ids onto
-/// its window, with nothing else moving (no lease, end, away mark, TTL,
-/// hole or new start). It costs about half the whole write script
-/// ([`WRITE`]), most of whose cost is the Lua strings Redis makes of its
-/// 37 keys and arguments. `KEYS`: the scope's generations, then the
-/// stream's window, history and history's index. `ARGV`: the stream,
-/// the generation its ids were forwarded in (or -1), where its next block
-/// goes (start, position), the history's most blocks and bytes, the
-/// window's length, the TTL in ms, the stream's channel, the number of
-/// ids; then the window's entries and the blocks as [`WRITE`] takes them.
-/// Returns as [`WRITE`] does, `{written, 0, next start, next position}`,
-/// with `written` 1, or 3 when the window is past its length and slack
-/// (the next write is a whole one, which trims it), or 2 when nothing was
-/// written: the whole write must do this one.
-const APPEND: &str = r"
-local generations, window, blocks, index = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local stream, gen = ARGV[1], ARGV[2]
-local start, position = tonumber(ARGV[3]), tonumber(ARGV[4])
-local history_len, history_bytes = tonumber(ARGV[5]), tonumber(ARGV[6])
-local window_len, ttl, channel = tonumber(ARGV[7]), tonumber(ARGV[8]), ARGV[9]
-local count = tonumber(ARGV[10])
-local first_entry = 11
-local first_block = first_entry + 2 * count
--- A cursor cut the window since these ids' generation (a stream has none
--- kept until one does: 0), or its session ended: the whole write decides.
-if gen ~= '-1' and (redis.call('HGET', generations, stream) or '0') ~= gen then
-  return {2, 0, 0, 0}
-end
-local kept_at, kept_ids = {}, {}
-local first_position = position
-for i = first_block, #ARGV - 1, 2 do
-  local id, value = ARGV[i], ARGV[i + 1]
-  local len = #value - string.find(value, '\n', 1, true)
-  local added = redis.pcall('XADD', blocks, 'NOMKSTREAM', 'MINID', math.max(start + len - history_bytes, 0),
-    start .. '-' .. position, 'b', value)
-  if type(added) ~= 'string' then
-    -- No history (Redis lost it, or it expired), or another process wrote
-    -- past this place: the whole write finds where blocks go. Only the
-    -- first can fail, before anything is written; the rest follow it.
-    if i == first_block then return {2, 0, 0, 0} end
-    return redis.error_reply('ERR a block after the first could not be added')
-  end
-  if id ~= '' then
-    kept_at[id] = start
-    kept_ids[#kept_ids + 1] = id
-  end
-  start, position = start + len, position + 1
-end
-local entries = window_entries(first_entry, first_block, kept_at)
--- The window exists while its history does; made again otherwise.
-local len = 0
-for first = 1, #entries, 1000 do
-  local chunk_end = math.min(first + 999, #entries)
-  len = redis.call('RPUSHX', window, unpack(entries, first, chunk_end))
-  if len == 0 then
-    len = redis.call('RPUSH', window, unpack(entries, first, chunk_end))
-    redis.call('PEXPIRE', window, ttl)
-  end
-end
-local pointers = {}
-for _, id in ipairs(kept_ids) do
-  if kept_at[id] then
-    pointers[#pointers + 1] = id
-    pointers[#pointers + 1] = '\0' .. kept_at[id]
-  end
-end
-for first = 1, #pointers, 1000 do
-  local chunk_end = math.min(first + 999, #pointers)
-  if redis.call('RPUSH', index, unpack(pointers, first, chunk_end)) == chunk_end - first + 1 then
-    redis.call('PEXPIRE', index, ttl)
-  end
-end
+/// The common write, in a few calls, for many streams at once: each
+/// stream's next blocks appended where this process's last write left its
+/// history, and their ids onto its window, with nothing else moving (no
+/// lease, end, away mark, TTL, hole or new start). Most of a script's cost
+/// is its call and the Lua strings Redis makes of its keys and arguments:
+/// one call for every stream a write takes spends that once, and no
+/// argument more than each stream needs. `KEYS`: per stream, the scope's
+/// generations, then the stream's window, history and history's index.
+/// `ARGV`: the history's most blocks and bytes, the window's length, the
+/// TTL in ms; then per stream: the stream, the generation its ids were
+/// forwarded in (or -1), where its next block goes (start, position), its
+/// channel, its number of ids and of blocks, then its window's entries and
+/// its blocks as [`WRITE`] takes them.
+///
+/// Returns per stream, in order, as [`WRITE`] does, `{written, 0, next
+/// start, next position}`, with `written` 1, or 3 when the window is past
+/// its length and slack (the next write is a whole one, which trims it),
+/// 2 when nothing was written (the whole write must do this one), 4 when a
+/// block after the first could not be added (those before it were), 5
+/// when a key of the stream holds another type. It never fails once it
+/// wrote: what one stream meets is that stream's alone.
+const APPENDS: &str = r"
+local history_len, history_bytes = tonumber(ARGV[1]), tonumber(ARGV[2])
+local window_len, ttl = tonumber(ARGV[3]), tonumber(ARGV[4])
 -- The count bound, held as the whole write holds it.
 local trim_every = math.floor(history_len / 8) + 1
-if math.floor((position - 1) / trim_every) > math.floor((first_position - 1) / trim_every) then
-  redis.call('XTRIM', blocks, 'MAXLEN', history_len)
-  redis.call('LTRIM', index, -2 * history_len, -1)
-end
-redis.call('PUBLISH', channel, 'b')
--- The window's trim moves pointers into the index: the whole write's job.
 local slack = math.floor(window_len / 8) + 1
-return {len > 2 * (window_len + slack) and 3 or 1, 0, start, position}
+
+-- Whether `reply`, of a `redis.pcall`, is an error of a key's type.
+local function wrong_type(reply)
+  return type(reply) == 'table' and reply.err ~= nil and string.find(reply.err, 'WRONGTYPE', 1, true) ~= nil
+end
+
+-- Pushes `items` onto the list `key`, 1,000 at a time; with `existing`,
+-- only onto a list that exists. Returns the list's length after (0 when
+-- it did not exist), or nil when the key holds another type.
+local function push(command, key, items)
+  local len = 0
+  for first = 1, #items, 1000 do
+    len = redis.pcall(command, key, unpack(items, first, math.min(first + 999, #items)))
+    if type(len) ~= 'number' then return nil end
+    if len == 0 then return 0 end
+  end
+  return len
+end
+
+-- Appends one stream's blocks and ids, from `ARGV[a]`; returns its reply.
+local function append(generations, window, blocks, index, a)
+  local stream, gen, channel = ARGV[a], ARGV[a + 1], ARGV[a + 4]
+  local start, position = tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
+  local first_entry = a + 7
+  local first_block = first_entry + 2 * tonumber(ARGV[a + 5])
+  local after = first_block + 2 * tonumber(ARGV[a + 6])
+  -- A cursor cut the window since these ids' generation (a stream has none
+  -- kept until one does: 0), or its session ended: the whole write decides.
+  local current = redis.pcall('HGET', generations, stream)
+  if wrong_type(current) then return {5, 0, 0, 0} end
+  if gen ~= '-1' and (current or '0') ~= gen then return {2, 0, 0, 0} end
+  local kept_at, kept_ids = {}, {}
+  local first_position = position
+  for i = first_block, after - 1, 2 do
+    local id, value = ARGV[i], ARGV[i + 1]
+    local len = #value - string.find(value, '\n', 1, true)
+    local added = redis.pcall('XADD', blocks, 'NOMKSTREAM', 'MINID', math.max(start + len - history_bytes, 0),
+      start .. '-' .. position, 'b', value)
+    if type(added) ~= 'string' then
+      -- No history (Redis lost it, or it expired), or another process wrote
+      -- past this place: the whole write finds where blocks go. Only the
+      -- first can fail, before anything is written; the rest follow it.
+      if i == first_block then return {2, 0, 0, 0} end
+      return {4, 0, start, position}
+    end
+    if id ~= '' then
+      kept_at[id] = start
+      kept_ids[#kept_ids + 1] = id
+    end
+    start, position = start + len, position + 1
+  end
+  local entries = window_entries(first_entry, first_block, kept_at)
+  -- The window exists while its history does; made again otherwise.
+  local len = push('RPUSHX', window, entries)
+  if len == 0 and #entries > 0 then
+    len = push('RPUSH', window, entries)
+    redis.call('PEXPIRE', window, ttl)
+  end
+  if not len then return {5, 0, 0, 0} end
+  local pointers = {}
+  for _, id in ipairs(kept_ids) do
+    if kept_at[id] then
+      pointers[#pointers + 1] = id
+      pointers[#pointers + 1] = '\0' .. kept_at[id]
+    end
+  end
+  local indexed = push('RPUSH', index, pointers)
+  if not indexed then return {5, 0, 0, 0} end
+  if #pointers > 0 and indexed == #pointers then redis.call('PEXPIRE', index, ttl) end
+  if math.floor((position - 1) / trim_every) > math.floor((first_position - 1) / trim_every) then
+    redis.call('XTRIM', blocks, 'MAXLEN', history_len)
+    redis.pcall('LTRIM', index, -2 * history_len, -1)
+  end
+  redis.call('PUBLISH', channel, 'b')
+  -- The window's trim moves pointers into the index: the whole write's job.
+  return {len > 2 * (window_len + slack) and 3 or 1, 0, start, position}
+end
+
+local replies, a = {}, 5
+for k = 1, #KEYS, 4 do
+  replies[#replies + 1] = append(KEYS[k], KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], a)
+  a = a + 7 + 2 * (tonumber(ARGV[a + 5]) + tonumber(ARGV[a + 6]))
+end
+return replies
 ";
 
 /// Forgets every stream of a scope, for the end of its session: each

@@ -25,6 +25,9 @@ const WRITE_ATTEMPTS: u32 = 4;
 const RETRY_BACKOFF: Duration = Duration::from_millis(100);
 /// Write scripts per pipeline.
 const PIPELINE_LEN: usize = 256;
+/// Streams per call of the appends script: a call runs alone in Redis,
+/// and this bounds how long.
+const APPENDS_PER_CALL: usize = 64;
 
 /// The background task that writes what the queue holds.
 pub(super) struct Writer {
@@ -222,8 +225,9 @@ impl Writer {
         }
     }
 
-    /// Sends one write script per pending window, as `writes` says,
-    /// pipelined, and returns their outcomes in order. `whole_script` sends
+    /// Sends the writes of the pending windows as `writes` says, pipelined:
+    /// a whole write script per window, and the appends of many windows in
+    /// one call. Returns their outcomes in order. `whole_script` sends
     /// the scripts' code rather than their hash.
     async fn send(
         &self,
@@ -249,60 +253,92 @@ impl Writer {
         }
         let mut calls = JoinSet::new();
         for group in groups {
-            for chunk in group.chunks(PIPELINE_LEN) {
+            let (appends, wholes): (Vec<usize>, Vec<usize>) =
+                group.into_iter().partition(|&i| writes[i].append);
+            let mut commands: Vec<Call> = (wholes.into_iter())
+                .map(|i| {
+                    let write = &writes[i];
+                    Call {
+                        windows: vec![i],
+                        appends: false,
+                        command: write_command(&pending[i], write.next, write.touch, whole_script),
+                    }
+                })
+                .collect();
+            commands.extend(appends_commands(pending, writes, appends, whole_script));
+            let mut commands = commands.into_iter().peekable();
+            while commands.peek().is_some() {
                 let mut pipeline = ::redis::pipe();
                 pipeline.ignore_errors();
                 let mut limit = MIN_WRITE_TIMEOUT;
-                for &i in chunk {
-                    let write = &writes[i];
-                    pipeline.add_command(if write.append {
-                        append_command(&pending[i], write.next, whole_script)
-                    } else {
-                        write_command(&pending[i], write.next, write.touch, whole_script)
-                    });
-                    limit = limit.max(write_timeout(&pending[i].target.config));
+                let mut written = Vec::new();
+                for call in commands.by_ref().take(PIPELINE_LEN) {
+                    for &i in &call.windows {
+                        limit = limit.max(write_timeout(&pending[i].target.config));
+                    }
+                    pipeline.add_command(call.command);
+                    written.push((call.windows, call.appends));
                 }
                 let mut connection = self.connection.clone();
-                let chunk = chunk.to_vec();
                 calls.spawn(async move {
                     let replies = timeout(
                         limit,
                         pipeline.query_async::<Vec<RedisResult<Value>>>(&mut connection),
                     )
                     .await;
-                    (chunk, replies, limit)
+                    (written, replies, limit)
                 });
             }
         }
         let mut outcomes: Vec<Option<Outcome>> = (0..pending.len()).map(|_| None).collect();
         while let Some(joined) = calls.join_next().await {
-            let Ok((chunk, replies, limit)) = joined else {
+            let Ok((written, replies, limit)) = joined else {
                 continue;
             };
             let replies = match replies {
-                Ok(Ok(replies)) if replies.len() == chunk.len() => replies,
+                Ok(Ok(replies)) if replies.len() == written.len() => replies,
                 Ok(Ok(replies)) => {
-                    let error = corrupt(format!(
+                    let error = format!(
                         "{} replies to a pipeline of {}",
                         replies.len(),
-                        chunk.len()
-                    ));
-                    for i in chunk {
-                        outcomes[i] = Some(Outcome::Bad(corrupt(error.to_string())));
+                        written.len()
+                    );
+                    for i in written.into_iter().flat_map(|(windows, _)| windows) {
+                        outcomes[i] = Some(Outcome::Bad(corrupt(error.clone())));
                     }
                     continue;
                 }
-                Ok(Err(error)) => vec![Err(error); chunk.len()],
+                Ok(Err(error)) => vec![Err(error); written.len()],
                 Err(_) => {
                     let error = RedisError::from(std::io::Error::new(
                         std::io::ErrorKind::TimedOut,
                         TimedOut(limit),
                     ));
-                    vec![Err(error); chunk.len()]
+                    vec![Err(error); written.len()]
                 }
             };
-            for (i, reply) in chunk.into_iter().zip(replies) {
-                outcomes[i] = Some(outcome(reply));
+            for ((windows, appends), reply) in written.into_iter().zip(replies) {
+                if !appends {
+                    outcomes[windows[0]] = Some(outcome(reply));
+                    continue;
+                }
+                match reply.map(|reply| array(reply, windows.len())) {
+                    Ok(Ok(replies)) => {
+                        for (i, reply) in windows.into_iter().zip(replies) {
+                            outcomes[i] = Some(outcome(Ok(reply)));
+                        }
+                    }
+                    Ok(Err(error)) => {
+                        for i in windows {
+                            outcomes[i] = Some(Outcome::Bad(corrupt(error.to_string())));
+                        }
+                    }
+                    Err(error) => {
+                        for i in windows {
+                            outcomes[i] = Some(outcome(Err(error.clone())));
+                        }
+                    }
+                }
             }
         }
         outcomes
@@ -325,7 +361,7 @@ struct Write {
     next: (u64, u64),
     /// Whether its keys get their TTL and last use again.
     touch: bool,
-    /// Whether it is a plain append ([`append_command`]).
+    /// Whether it is a plain append ([`is_append`]), sent with others.
     append: bool,
 }
 
@@ -495,36 +531,71 @@ fn is_append(pending: &Pending) -> bool {
         && !batch.starts_window_over()
 }
 
-/// The append script for one window ([`is_append`]), as a pipeline
-/// command, with where this process's last write left its history.
-fn append_command(pending: &Pending, next: (u64, u64), whole_script: bool) -> Cmd {
-    let Target {
-        keys,
-        stream,
-        config,
-        limits,
-        ..
-    } = &pending.target;
-    let [history_len, history_bytes, _] = history_args(limits);
-    let mut command = scripts().append.call(whole_script);
-    command
-        .arg(4)
-        .arg(&keys.generations)
-        .arg(keys.of("w:", stream))
-        .arg(keys.of("h:", stream))
-        .arg(keys.of("hi:", stream))
-        .arg(stream)
-        .arg(pending.generation)
-        .arg(next.0)
-        .arg(next.1)
-        .arg(history_len)
-        .arg(history_bytes)
-        .arg(limits.window_len())
-        .arg(millis(config.ttl))
-        .arg(keys.of("c:", stream))
-        .arg(pending.ids.len());
-    push_entries(&mut command, &pending.ids, 0, 0);
-    command
+/// One script call of a write's pipeline, and the pending windows it
+/// writes: one whole write, or the appends of many.
+struct Call {
+    windows: Vec<usize>,
+    appends: bool,
+    command: Cmd,
+}
+
+/// The appends ([`is_append`]) among `pending` at `appends`, in as few
+/// calls of the appends script as their limits allow (the script takes
+/// them once a call), with where this process's last write left each
+/// history.
+fn appends_commands(
+    pending: &[Pending],
+    writes: &[Write],
+    appends: Vec<usize>,
+    whole_script: bool,
+) -> Vec<Call> {
+    let mut by_limits: HashMap<[u64; 4], Vec<usize>> = HashMap::new();
+    for i in appends {
+        let Target { config, limits, .. } = &pending[i].target;
+        let [history_len, history_bytes, _] = history_args(limits);
+        let shape = [
+            history_len,
+            history_bytes,
+            limits.window_len() as u64,
+            millis(config.ttl),
+        ];
+        by_limits.entry(shape).or_default().push(i);
+    }
+    let mut calls = Vec::new();
+    for (shape, windows) in by_limits {
+        for windows in windows.chunks(APPENDS_PER_CALL) {
+            let mut command = scripts().appends.call(whole_script);
+            command.arg(4 * windows.len());
+            for &i in windows {
+                let Target { keys, stream, .. } = &pending[i].target;
+                command
+                    .arg(&keys.generations)
+                    .arg(keys.of("w:", stream))
+                    .arg(keys.of("h:", stream))
+                    .arg(keys.of("hi:", stream));
+            }
+            command.arg(shape.as_slice());
+            for &i in windows {
+                let Target { keys, stream, .. } = &pending[i].target;
+                let (batch, next) = (&pending[i].ids, writes[i].next);
+                command
+                    .arg(stream)
+                    .arg(pending[i].generation)
+                    .arg(next.0)
+                    .arg(next.1)
+                    .arg(keys.of("c:", stream))
+                    .arg(batch.len())
+                    .arg(batch.blocks().len());
+                push_entries(&mut command, batch, 0, 0);
+            }
+            calls.push(Call {
+                windows: windows.to_vec(),
+                appends: true,
+                command,
+            });
+        }
+    }
+    calls
 }
 
 fn flag(on: bool) -> &'static str {
@@ -562,6 +633,11 @@ fn outcome(reply: RedisResult<Value>) -> Outcome {
                             trim_due: true,
                         },
                         2 => Outcome::NotAnAppend,
+                        4 => Outcome::Refused(RedisError::from((
+                            ErrorKind::Client,
+                            "a block after the first could not be added",
+                        ))),
+                        5 => Outcome::WrongType,
                         _ => Outcome::Fenced { bad_values },
                     }
                 }

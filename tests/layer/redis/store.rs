@@ -984,3 +984,79 @@ async fn a_write_after_its_session_ended_does_not_bring_the_stream_back() {
     flushed(&a).await;
     assert!(!kept(), "written back after the session ended");
 }
+
+/// The appends of many streams go to Redis together; what one of them
+/// meets stays its own. Of seven streams, one has a window that something
+/// else made a string, and one a generation a cursor moved since its ids
+/// were forwarded: the others get each block once, the fenced one none,
+/// and the broken one its block once its key is removed.
+#[tokio::test]
+async fn appends_of_many_streams_each_stand_alone() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let prefix = fresh_prefix();
+    let store = with_history(
+        connect(&server, &prefix).await,
+        tower_sse_resume::HistoryLimits::new(),
+    );
+    let keys: Vec<StreamKey> = (0..7)
+        .map(|n| StreamKey::new(&format!("s{n}"), "GET /events"))
+        .collect();
+    let mut generations = Vec::new();
+    for key in &keys {
+        generations.push(stored(&store, key, None).await.unwrap().generation);
+    }
+    let record = |n: u32| {
+        for (key, generation) in keys.iter().zip(&generations) {
+            let mut batch = IdBatch::new();
+            batch.push_event(&n.to_string(), u64::from(n));
+            batch.push_block(Some(&n.to_string()), format!("id: {n}\n\n").as_bytes());
+            store.record(key, *generation, &batch).unwrap();
+        }
+    };
+    // Whole writes first: then the writer knows where each history goes on.
+    record(1);
+    flushed(&store).await;
+    let mut redis = client(&server);
+    let key_of = |n: usize, kind: &str| format!("{prefix}{{s{n}}}:{kind}GET /events");
+    let () = redis::cmd("SET")
+        .arg(key_of(2, "w:"))
+        .arg("not a list")
+        .query(&mut redis)
+        .unwrap();
+    let () = redis::cmd("HINCRBY")
+        .arg(format!("{prefix}{{s4}}:g"))
+        .arg("GET /events")
+        .arg(1)
+        .query(&mut redis)
+        .unwrap();
+    record(2);
+    flushed(&store).await;
+    let blocks = |redis: &mut redis::Connection, n: usize| -> Vec<String> {
+        let entries: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+            .arg(key_of(n, "h:"))
+            .arg("-")
+            .arg("+")
+            .query(redis)
+            .unwrap();
+        (entries.into_iter())
+            .map(|(_, fields)| fields[0].1.split_once('\n').unwrap().1.to_owned())
+            .collect()
+    };
+    for n in [0, 1, 3, 5, 6] {
+        assert_eq!(
+            blocks(&mut redis, n),
+            ["id: 1\n\n", "id: 2\n\n"],
+            "stream {n}"
+        );
+    }
+    assert_eq!(blocks(&mut redis, 4), ["id: 1\n\n"], "the fenced stream");
+    let window: Vec<String> = redis::cmd("LRANGE")
+        .arg(key_of(2, "w:"))
+        .arg(0)
+        .arg(-1)
+        .query(&mut redis)
+        .unwrap();
+    assert!(window.contains(&"2".to_owned()), "{window:?}");
+}
