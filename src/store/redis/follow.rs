@@ -28,6 +28,7 @@ use super::Config;
 use super::connection::Connection;
 use super::connection::within;
 use super::keys::Keys;
+use super::lease::third_of;
 use super::replies::{Entry, following_on, millis};
 use super::scripts::{is_wrong_type, repair};
 use super::stops;
@@ -301,12 +302,12 @@ pub(super) async fn watch_leases(
     mut closing: watch::Receiver<bool>,
 ) {
     loop {
-        let lease = Duration::from_millis(lease.load(Relaxed));
-        let every = (lease / 3).max(Duration::from_millis(10));
         tokio::select! {
-            () = sleep(every) => {}
+            () = sleep(third_of(&lease)) => {}
             _ = closing.changed() => return,
         }
+        // As the refresh of leases: read after the wait.
+        let (lease, every) = (Duration::from_millis(lease.load(Relaxed)), third_of(&lease));
         let Some(subscriber) = subscriber.upgrade() else {
             return;
         };

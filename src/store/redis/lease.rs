@@ -139,12 +139,13 @@ pub(super) async fn refresh_leases(
     mut closing: watch::Receiver<bool>,
 ) {
     loop {
-        let lease = Duration::from_millis(lease.load(Relaxed));
-        let every = (lease / 3).max(Duration::from_millis(10));
         tokio::select! {
-            () = tokio::time::sleep(every) => {}
+            () = tokio::time::sleep(third_of(&lease)) => {}
             _ = closing.changed() => return,
         }
+        // Read after the wait: the lease may have been set again during it,
+        // and the next wait is a third of what this refresh sets.
+        let (lease_now, every) = (millis_of(&lease), third_of(&lease));
         let Some(leases) = leases.upgrade() else {
             return;
         };
@@ -156,8 +157,17 @@ pub(super) async fn refresh_leases(
             })
             .collect();
         drop(leases);
-        refresh(&connection, &holder, lease, every, held).await;
+        refresh(&connection, &holder, lease_now, every, held).await;
     }
+}
+
+fn millis_of(lease: &AtomicU64) -> Duration {
+    Duration::from_millis(lease.load(Relaxed))
+}
+
+/// How often a lease is renewed, or a follower looks at it: a third of it.
+pub(super) fn third_of(lease: &AtomicU64) -> Duration {
+    (millis_of(lease) / 3).max(Duration::from_millis(10))
 }
 
 /// A lease this process holds: its key, the key of its mark that the

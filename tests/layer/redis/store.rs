@@ -1060,3 +1060,42 @@ async fn appends_of_many_streams_each_stand_alone() {
         .unwrap();
     assert!(window.contains(&"2".to_owned()), "{window:?}");
 }
+
+/// The lease can be set again on a running store (`lease` is shared with
+/// every clone): a hold's lease stays in Redis throughout. Before, the
+/// refresh after the change set the old lease, then waited a third of the
+/// new one, and a lease made longer lapsed meanwhile: another replica
+/// took the stream for let go.
+#[tokio::test]
+async fn a_lease_set_longer_on_a_running_store_never_lapses() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let prefix = fresh_prefix();
+    let store = with_history(
+        connect(&server, &prefix)
+            .await
+            .lease(Duration::from_millis(150)),
+        tower_sse_resume::HistoryLimits::new(),
+    );
+    let key = StreamKey::new("s", "GET /events");
+    let _hold = store.hold(&key).expect("a store with a history holds");
+    flushed(&store).await;
+    let lease_key = format!("{prefix}{{s}}:l:GET /events");
+    let mut redis = client(&server);
+    let ttl = |redis: &mut redis::Connection| -> i64 {
+        redis::cmd("PTTL").arg(&lease_key).query(redis).unwrap()
+    };
+    assert!(ttl(&mut redis) > 0, "the hold's lease is in Redis");
+    let _ = store.clone().lease(Duration::from_secs(3));
+    let watched = Instant::now();
+    while watched.elapsed() < Duration::from_secs(2) {
+        let left = ttl(&mut redis);
+        assert!(
+            left > 0,
+            "the lease lapsed {:?} after the change",
+            watched.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
