@@ -285,8 +285,9 @@ end
 /// call.
 const OPEN_HELPERS: &str = r"
 -- Whether the list `list` holds `id`; a list of another type does not.
+-- Looked for from the newest end, where a client's cursor mostly is.
 local function holds(list, id)
-  return type(redis.pcall('LPOS', list, id)) == 'number'
+  return type(redis.pcall('LPOS', list, id, 'RANK', -1)) == 'number'
 end
 
 -- Whether entry id `a` comes before `b`.
