@@ -235,44 +235,19 @@ impl Writer {
         writes: &[Write],
         whole_script: bool,
     ) -> Vec<Outcome> {
-        // One pipeline per slot in a Cluster: a scope's keys share one.
-        let mut groups: Vec<Vec<usize>> = Vec::new();
-        if self.connection.is_cluster() {
-            let mut by_scope: HashMap<&str, usize> = HashMap::new();
-            for (i, pending) in pending.iter().enumerate() {
-                let group = *by_scope
-                    .entry(pending.target.keys.streams.as_str())
-                    .or_insert_with(|| {
-                        groups.push(Vec::new());
-                        groups.len() - 1
-                    });
-                groups[group].push(i);
-            }
-        } else {
-            groups.push((0..pending.len()).collect());
-        }
-        let mut calls = JoinSet::new();
-        for group in groups {
-            let (appends, wholes): (Vec<usize>, Vec<usize>) =
-                group.into_iter().partition(|&i| writes[i].append);
-            let mut commands: Vec<Call> = (wholes.into_iter())
-                .map(|i| {
-                    let write = &writes[i];
-                    Call {
-                        windows: vec![i],
-                        appends: false,
-                        command: write_command(&pending[i], write.next, write.touch, whole_script),
-                    }
-                })
-                .collect();
-            commands.extend(appends_commands(pending, writes, appends, whole_script));
-            let mut commands = commands.into_iter().peekable();
-            while commands.peek().is_some() {
+        let mut sent = JoinSet::new();
+        for group in self.groups(pending) {
+            let mut calls = calls_of(pending, writes, group, whole_script)
+                .into_iter()
+                .peekable();
+            while calls.peek().is_some() {
+                let calls: Vec<Call> = calls.by_ref().take(PIPELINE_LEN).collect();
                 let mut pipeline = ::redis::pipe();
                 pipeline.ignore_errors();
                 let mut limit = MIN_WRITE_TIMEOUT;
+                // What each call writes, for its reply.
                 let mut written = Vec::new();
-                for call in commands.by_ref().take(PIPELINE_LEN) {
+                for call in calls {
                     for &i in &call.windows {
                         limit = limit.max(write_timeout(&pending[i].target.config));
                     }
@@ -280,7 +255,7 @@ impl Writer {
                     written.push((call.windows, call.appends));
                 }
                 let mut connection = self.connection.clone();
-                calls.spawn(async move {
+                sent.spawn(async move {
                     let replies = timeout(
                         limit,
                         pipeline.query_async::<Vec<RedisResult<Value>>>(&mut connection),
@@ -291,53 +266,32 @@ impl Writer {
             }
         }
         let mut outcomes: Vec<Option<Outcome>> = (0..pending.len()).map(|_| None).collect();
-        while let Some(joined) = calls.join_next().await {
-            let Ok((written, replies, limit)) = joined else {
+        while let Some(joined) = sent.join_next().await {
+            let Ok((calls, replies, limit)) = joined else {
                 continue;
             };
             let replies = match replies {
-                Ok(Ok(replies)) if replies.len() == written.len() => replies,
+                Ok(Ok(replies)) if replies.len() == calls.len() => replies,
                 Ok(Ok(replies)) => {
-                    let error = format!(
-                        "{} replies to a pipeline of {}",
-                        replies.len(),
-                        written.len()
-                    );
-                    for i in written.into_iter().flat_map(|(windows, _)| windows) {
+                    let error =
+                        format!("{} replies to a pipeline of {}", replies.len(), calls.len());
+                    for i in calls.into_iter().flat_map(|(windows, _)| windows) {
                         outcomes[i] = Some(Outcome::Bad(corrupt(error.clone())));
                     }
                     continue;
                 }
-                Ok(Err(error)) => vec![Err(error); written.len()],
+                Ok(Err(error)) => vec![Err(error); calls.len()],
                 Err(_) => {
                     let error = RedisError::from(std::io::Error::new(
                         std::io::ErrorKind::TimedOut,
                         TimedOut(limit),
                     ));
-                    vec![Err(error); written.len()]
+                    vec![Err(error); calls.len()]
                 }
             };
-            for ((windows, appends), reply) in written.into_iter().zip(replies) {
-                if !appends {
-                    outcomes[windows[0]] = Some(outcome(reply));
-                    continue;
-                }
-                match reply.map(|reply| array(reply, windows.len())) {
-                    Ok(Ok(replies)) => {
-                        for (i, reply) in windows.into_iter().zip(replies) {
-                            outcomes[i] = Some(outcome(Ok(reply)));
-                        }
-                    }
-                    Ok(Err(error)) => {
-                        for i in windows {
-                            outcomes[i] = Some(Outcome::Bad(corrupt(error.to_string())));
-                        }
-                    }
-                    Err(error) => {
-                        for i in windows {
-                            outcomes[i] = Some(outcome(Err(error.clone())));
-                        }
-                    }
+            for ((windows, appends), reply) in calls.into_iter().zip(replies) {
+                for (i, outcome) in outcomes_of(windows, appends, reply) {
+                    outcomes[i] = Some(outcome);
                 }
             }
         }
@@ -349,6 +303,76 @@ impl Writer {
                 })
             })
             .collect()
+    }
+}
+
+impl Writer {
+    /// The indices of `pending` by pipeline: one per slot in a Cluster (a
+    /// scope's keys share one), all in one on a single node.
+    fn groups(&self, pending: &[Pending]) -> Vec<Vec<usize>> {
+        if !self.connection.is_cluster() {
+            return vec![(0..pending.len()).collect()];
+        }
+        let mut groups: Vec<Vec<usize>> = Vec::new();
+        let mut by_scope: HashMap<&str, usize> = HashMap::new();
+        for (i, pending) in pending.iter().enumerate() {
+            let group = *by_scope
+                .entry(pending.target.keys.streams.as_str())
+                .or_insert_with(|| {
+                    groups.push(Vec::new());
+                    groups.len() - 1
+                });
+            groups[group].push(i);
+        }
+        groups
+    }
+}
+
+/// The script calls that write the windows of `pending` at `group`: a
+/// whole write each, and the appends together.
+fn calls_of(
+    pending: &[Pending],
+    writes: &[Write],
+    group: Vec<usize>,
+    whole_script: bool,
+) -> Vec<Call> {
+    let (appends, wholes): (Vec<usize>, Vec<usize>) =
+        group.into_iter().partition(|&i| writes[i].append);
+    let mut calls: Vec<Call> = (wholes.into_iter())
+        .map(|i| {
+            let write = &writes[i];
+            Call {
+                windows: vec![i],
+                appends: false,
+                command: write_command(&pending[i], write.next, write.touch, whole_script),
+            }
+        })
+        .collect();
+    calls.extend(appends_calls(pending, writes, appends, whole_script));
+    calls
+}
+
+/// The outcome of each window of a call from its `reply`: a whole write's
+/// own, or for the appends of many, the one of each in turn.
+fn outcomes_of(
+    windows: Vec<usize>,
+    appends: bool,
+    reply: RedisResult<Value>,
+) -> Vec<(usize, Outcome)> {
+    if !appends {
+        return vec![(windows[0], outcome(reply))];
+    }
+    match reply.map(|reply| array(reply, windows.len())) {
+        Ok(Ok(replies)) => (windows.into_iter())
+            .zip(replies)
+            .map(|(i, reply)| (i, outcome(Ok(reply))))
+            .collect(),
+        Ok(Err(error)) => (windows.into_iter())
+            .map(|i| (i, Outcome::Bad(corrupt(error.to_string()))))
+            .collect(),
+        Err(error) => (windows.into_iter())
+            .map(|i| (i, outcome(Err(error.clone()))))
+            .collect(),
     }
 }
 
@@ -543,7 +567,7 @@ struct Call {
 /// calls of the appends script as their limits allow (the script takes
 /// them once a call), with where this process's last write left each
 /// history.
-fn appends_commands(
+fn appends_calls(
     pending: &[Pending],
     writes: &[Write],
     appends: Vec<usize>,
