@@ -421,7 +421,10 @@ local function point_replay(after)
 end
 
 if cursor ~= '' then
-  if search and not knows(stream, cursor) then
+  -- Most cursors are the asked stream's, their block in its history: one
+  -- look in its window finds them, and no other is needed.
+  local after = history_len > 0 and entry_after(stream, cursor) or nil
+  if not after and search and not knows(stream, cursor) then
     local found = find(cursor)
     if not found and wait and held_elsewhere(stream) then
       -- Unknown, while another process holds the stream: its write of
@@ -431,12 +434,9 @@ if cursor ~= '' then
     end
     stream = found or stream
     window = key_of('w:', stream)
+    if found and history_len > 0 then after = entry_after(stream, cursor) end
   end
-  local after = nil
-  if history_len > 0 then
-    after = entry_after(stream, cursor)
-    replayed = after and 1 or 0
-  end
+  if history_len > 0 then replayed = after and 1 or 0 end
   if after then
     -- The window's ids after the cursor are those of the replayed blocks.
     known, replay_after = 1, after
