@@ -783,9 +783,10 @@ local function wrong_type(reply)
   return type(reply) == 'table' and reply.err ~= nil and string.find(reply.err, 'WRONGTYPE', 1, true) ~= nil
 end
 
--- Pushes `items` onto the list `key`, 1,000 at a time; with `existing`,
--- only onto a list that exists. Returns the list's length after (0 when
--- it did not exist), or nil when the key holds another type.
+-- Pushes `items` onto the list `key` with `command`, 1,000 at a time:
+-- `RPUSHX` only onto a list that exists, `RPUSH` onto any. Returns the
+-- list's length after (0 when `RPUSHX` found none), or nil when the key
+-- holds another type.
 local function push(command, key, items)
   local len = 0
   for first = 1, #items, 1000 do
