@@ -28,7 +28,7 @@ use super::Config;
 use super::connection::Connection;
 use super::connection::within;
 use super::keys::Keys;
-use super::lease::third_of;
+use super::lease::{millis_of, third_of};
 use super::replies::{Entry, following_on, millis};
 use super::scripts::{is_wrong_type, repair};
 use super::stops;
@@ -307,7 +307,7 @@ pub(super) async fn watch_leases(
             _ = closing.changed() => return,
         }
         // As the refresh of leases: read after the wait.
-        let (lease, every) = (Duration::from_millis(lease.load(Relaxed)), third_of(&lease));
+        let (lease, every) = (millis_of(&lease), third_of(&lease));
         let Some(subscriber) = subscriber.upgrade() else {
             return;
         };

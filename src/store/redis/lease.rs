@@ -161,7 +161,8 @@ pub(super) async fn refresh_leases(
     }
 }
 
-fn millis_of(lease: &AtomicU64) -> Duration {
+/// The lease as this process has it set now.
+pub(super) fn millis_of(lease: &AtomicU64) -> Duration {
     Duration::from_millis(lease.load(Relaxed))
 }
 

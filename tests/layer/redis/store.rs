@@ -41,6 +41,23 @@ async fn connect(server: &RedisServer, prefix: &str) -> RedisStore {
         .prefix(prefix)
 }
 
+/// A store of `prefix` with the layer's default history.
+async fn history_store(server: &RedisServer, prefix: &str) -> RedisStore {
+    with_history(
+        connect(server, prefix).await,
+        tower_sse_resume::HistoryLimits::new(),
+    )
+}
+
+/// Event `n` as a response records it: its id and fingerprint, and its
+/// block `id: n` for the history.
+fn event_batch(n: u32) -> IdBatch {
+    let mut batch = IdBatch::new();
+    batch.push_event(&n.to_string(), u64::from(n));
+    batch.push_block(Some(&n.to_string()), format!("id: {n}\n\n").as_bytes());
+    batch
+}
+
 /// A plain client, to look at and tamper with what the store wrote.
 fn client(server: &RedisServer) -> redis::Connection {
     redis::Client::open(server.url())
@@ -726,10 +743,7 @@ async fn a_write_over_keys_of_the_wrong_type_removes_them_and_writes() {
         return;
     };
     let prefix = fresh_prefix();
-    let store = with_history(
-        connect(&server, &prefix).await,
-        tower_sse_resume::HistoryLimits::new(),
-    );
+    let store = history_store(&server, &prefix).await;
     let key = StreamKey::new("s", "GET /mcp");
     let opened = stored(&store, &key, None).await.unwrap();
     let mut redis = client(&server);
@@ -913,10 +927,9 @@ async fn appends_keep_the_window_within_its_bound() {
     let mut redis = client(&server);
     let window = format!("{prefix}{{s}}:w:GET /mcp");
     for n in 1..=40u32 {
-        let mut batch = IdBatch::new();
-        batch.push_event(&n.to_string(), u64::from(n));
-        batch.push_block(Some(&n.to_string()), format!("id: {n}\n\n").as_bytes());
-        store.record(&key, opened.generation, &batch).unwrap();
+        store
+            .record(&key, opened.generation, &event_batch(n))
+            .unwrap();
         flushed(&store).await;
         let len: usize = redis::cmd("LLEN").arg(&window).query(&mut redis).unwrap();
         longest = longest.max(len);
@@ -946,17 +959,11 @@ async fn a_write_after_its_session_ended_does_not_bring_the_stream_back() {
         return;
     };
     let prefix = fresh_prefix();
-    let history = tower_sse_resume::HistoryLimits::new();
-    let a = with_history(connect(&server, &prefix).await, history);
-    let b = with_history(connect(&server, &prefix).await, history);
+    let a = history_store(&server, &prefix).await;
+    let b = history_store(&server, &prefix).await;
     let key = StreamKey::new("s", "POST /mcp #1");
     let opened = stored(&a, &key, None).await.unwrap();
-    let record = |n: u32| {
-        let mut batch = IdBatch::new();
-        batch.push_event(&n.to_string(), u64::from(n));
-        batch.push_block(Some(&n.to_string()), format!("id: {n}\n\n").as_bytes());
-        a.record(&key, opened.generation, &batch).unwrap();
-    };
+    let record = |n: u32| a.record(&key, opened.generation, &event_batch(n)).unwrap();
     let mut redis = client(&server);
     let mut kept = move || {
         let keys: Vec<String> = redis::cmd("KEYS")
@@ -996,10 +1003,7 @@ async fn appends_of_many_streams_each_stand_alone() {
         return;
     };
     let prefix = fresh_prefix();
-    let store = with_history(
-        connect(&server, &prefix).await,
-        tower_sse_resume::HistoryLimits::new(),
-    );
+    let store = history_store(&server, &prefix).await;
     let keys: Vec<StreamKey> = (0..7)
         .map(|n| StreamKey::new(&format!("s{n}"), "GET /events"))
         .collect();
@@ -1009,10 +1013,7 @@ async fn appends_of_many_streams_each_stand_alone() {
     }
     let record = |n: u32| {
         for (key, generation) in keys.iter().zip(&generations) {
-            let mut batch = IdBatch::new();
-            batch.push_event(&n.to_string(), u64::from(n));
-            batch.push_block(Some(&n.to_string()), format!("id: {n}\n\n").as_bytes());
-            store.record(key, *generation, &batch).unwrap();
+            store.record(key, *generation, &event_batch(n)).unwrap();
         }
     };
     // Whole writes first: then the writer knows where each history goes on.
@@ -1072,12 +1073,9 @@ async fn a_lease_set_longer_on_a_running_store_never_lapses() {
         return;
     };
     let prefix = fresh_prefix();
-    let store = with_history(
-        connect(&server, &prefix)
-            .await
-            .lease(Duration::from_millis(150)),
-        tower_sse_resume::HistoryLimits::new(),
-    );
+    let store = history_store(&server, &prefix)
+        .await
+        .lease(Duration::from_millis(150));
     let key = StreamKey::new("s", "GET /events");
     let _hold = store.hold(&key).expect("a store with a history holds");
     flushed(&store).await;
