@@ -49,6 +49,10 @@ pub(crate) struct Decision {
     /// the stream's last reader stopped, and the upstream asked now may
     /// not go on from there.
     pub(crate) gap_after_replay: bool,
+    /// Whether the gap signal comes before the replay: the client, without
+    /// a cursor, may lack what was sent before it (see
+    /// [`Opened::gap_first`](crate::stream::Opened)).
+    pub(crate) gap_first: bool,
     /// The client's cursor, for the gap event.
     pub(crate) cursor: Option<String>,
     /// Where stamped ids start, when the layer stamps them.
@@ -150,6 +154,7 @@ impl Decision {
             serve,
             may_linger,
             unread,
+            gap_first,
         } = opened;
         if cursor_known == Some(false) {
             stats.unknown_cursor();
@@ -160,6 +165,7 @@ impl Decision {
             ?cursor,
             ?cursor_known,
             replay = ?replay.summary(),
+            gap_first,
             serve = serve.name(),
             "stream opened"
         );
@@ -191,6 +197,7 @@ impl Decision {
             },
             // Unless what serves the response is the stream's own reader.
             gap_after_replay: replayed && unread && !resumption.upstream_resumes,
+            gap_first,
             replay,
             cursor,
             stamp_epoch,
@@ -211,6 +218,7 @@ impl Decision {
             recorder: Recorder::nowhere(stats.clone()),
             replay: Replay::Off,
             gap_after_replay: false,
+            gap_first: false,
             cursor: None,
             stamp_epoch: None,
             linger: None,

@@ -250,7 +250,7 @@ where
     let response = head_response(&head, &decision);
     let mut dedup = Box::new(Dedup::new(decision, options));
     // Its client is back: no replica follows from where it went away.
-    dedup.recorder.client_away(false);
+    dedup.recorder.client_away(false, false);
     for chunk in pending {
         dedup.push(chunk);
     }

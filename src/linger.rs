@@ -131,14 +131,14 @@ where
     let stream = dedup.stream().clone();
     {
         let mut state = stream.lock();
-        if !dedup.may_hold(&state) || !state.start_hold(id, asks) {
+        if !dedup.may_hold(&state) || !state.start_hold(id, asks, dedup.sent_ids()) {
             return;
         }
     }
     dedup.hold(id);
     // What the client got last may still wait for the next chunk; then
     // where the client went away, for the other replicas.
-    dedup.recorder.client_away(true);
+    dedup.recorder.client_away(true, dedup.sent_ids());
     dedup.recorder.flush();
     config.holds.add(id, stream.downgrade());
     tracing::debug!(hold = id, linger = ?config.time, "client gone: reading on");

@@ -125,10 +125,11 @@ impl Recorder {
     /// This response's client went away, its stream held (`true`), or
     /// this response took a held stream over (`false`): the next batch
     /// says so, for a replica that follows the stream for a request
-    /// without a cursor.
-    pub(crate) fn client_away(&mut self, away: bool) {
+    /// without a cursor; with `sent_ids` when the client that went away
+    /// had been sent ids (such a request may lack them).
+    pub(crate) fn client_away(&mut self, away: bool, sent_ids: bool) {
         if let (Some(_), Some(to)) = (&self.lease, &mut self.to) {
-            to.batch.mark_client_away(away);
+            to.batch.mark_client_away(away, sent_ids);
         }
     }
 

@@ -14,14 +14,14 @@
 //! would still show at the next. Anything else, lost or signalled, is
 //! unexplained, and fails the soak's `--check`.
 //!
-//! One loss is the layer's rule, not a fault: a request without a cursor
-//! is taken to have what its stream forwarded. A client whose connection
-//! was cut before any event reached it comes back without a cursor, and
-//! misses the events written to that connection while it went. Those,
-//! at a stream's start and due in the moment before such a cut, are
-//! counted apart (*lost at the start*) and fail nothing; a layer that
-//! lost the first events of a connection that stayed up, or more than
-//! that moment's worth, still fails the check.
+//! One hole is no fault's: a client whose connection was cut before any
+//! event reached it comes back without a cursor, and misses the events
+//! written to that connection while it went. The layer cannot know what
+//! such a client has, and tells it of a gap. Those events, at a stream's
+//! start, due in the moment before such a cut and signalled, are counted
+//! apart (*signalled at the start*) and fail nothing. Unsignalled, they
+//! are lost and fail the check, as does a hole in the first events of a
+//! connection that stayed up, or more than that moment's worth.
 //!
 //! Nothing here does I/O: the unit tests below give it known answers.
 
@@ -203,9 +203,10 @@ pub(crate) struct Account {
     pub(crate) lost_in_windows: u64,
     /// Never received, no gap signal, with no fault to explain it.
     pub(crate) lost_outside: u64,
-    /// Never received, no gap signal: at the stream's start, written to a
-    /// connection cut before any event reached its client (see above).
-    pub(crate) lost_at_start: u64,
+    /// Never received, after a gap signal: at the stream's start, written
+    /// to a connection cut before any event reached its client (see
+    /// above).
+    pub(crate) signalled_at_start: u64,
     /// Never received, after a gap signal, inside a window.
     pub(crate) signalled_in_windows: u64,
     /// Never received, after a gap signal: a stream's first signalled
@@ -223,11 +224,14 @@ pub(crate) struct Account {
 
 impl Account {
     pub(crate) fn lost(&self) -> u64 {
-        self.lost_in_windows + self.lost_outside + self.lost_at_start
+        self.lost_in_windows + self.lost_outside
     }
 
     pub(crate) fn signalled(&self) -> u64 {
-        self.signalled_in_windows + self.signalled_after_windows + self.signalled_outside
+        self.signalled_in_windows
+            + self.signalled_after_windows
+            + self.signalled_outside
+            + self.signalled_at_start
     }
 
     /// Whether nothing was doubled and every missing event is explained.
@@ -240,7 +244,7 @@ impl Account {
         self.doubled += other.doubled;
         self.lost_in_windows += other.lost_in_windows;
         self.lost_outside += other.lost_outside;
-        self.lost_at_start += other.lost_at_start;
+        self.signalled_at_start += other.signalled_at_start;
         self.signalled_in_windows += other.signalled_in_windows;
         self.signalled_after_windows += other.signalled_after_windows;
         self.signalled_outside += other.signalled_outside;
@@ -321,13 +325,13 @@ pub(crate) fn account(
                         .map_or(received.gap_pending, |run| run.after_gap),
                 ),
             };
-            let at_start = !started_receiving && !signalled;
+            let at_start = !started_receiving && signalled;
             let (taken, rest) = if at_start {
                 split(timeline, started, (next, hole_to), &in_flight)
             } else {
                 (0, vec![(next, hole_to)])
             };
-            account.lost_at_start += taken;
+            account.signalled_at_start += taken;
             for (from, to) in rest {
                 charge(
                     &mut account,
@@ -522,35 +526,69 @@ mod tests {
         assert_eq!(account.lost_outside, 3);
     }
 
+    /// What a client got whose first connection was cut before it read
+    /// anything: the gap signal, then events `from..=100`.
+    fn told_of_a_gap_from(from: u64) -> Received {
+        let mut got = Received::default();
+        got.gap();
+        for n in from..=100 {
+            got.event(1, n);
+        }
+        got
+    }
+
     #[test]
-    fn a_loss_at_the_start_in_flight_to_a_cut_connection_is_the_rules() {
+    fn a_signalled_hole_at_the_start_in_flight_to_a_cut_connection_is_no_fault() {
         // 10 a second: events 1..=3 were due up to 0.3 s; the client's
         // first connection, with nothing read yet, was cut at 0.35 s, and
-        // it came back without a cursor.
+        // it came back without a cursor, to the gap signal.
         let timeline = timeline(&[(0.0, 100)]);
-        let got = received(&[(1, 4..=100)]);
+        let got = told_of_a_gap_from(4);
         let account = account(0, (1, 1), &got, &[0.35], &timeline, &[]);
-        assert_eq!((account.lost_at_start, account.lost_outside), (3, 0));
+        assert_eq!(
+            (account.signalled_at_start, account.signalled_outside),
+            (3, 0)
+        );
         assert!(account.holds());
     }
 
     #[test]
-    fn a_loss_at_the_start_before_the_moment_of_a_cut_counts() {
+    fn an_unsignalled_hole_at_the_start_is_a_loss() {
+        // The same cut, and no signal: those events are lost, unsaid.
+        let timeline = timeline(&[(0.0, 100)]);
+        let got = received(&[(1, 4..=100)]);
+        let account = account(0, (1, 1), &got, &[0.35], &timeline, &[]);
+        assert_eq!((account.signalled_at_start, account.lost_outside), (0, 3));
+        assert!(!account.holds());
+    }
+
+    #[test]
+    fn a_hole_at_the_start_before_the_moment_of_a_cut_counts() {
         // Cut at 2.05 s: 16..=20 were due in the moment before; 1..=15
         // went to a connection that stayed up long enough to read them.
         let timeline = timeline(&[(0.0, 100)]);
-        let got = received(&[(1, 21..=100)]);
+        let got = told_of_a_gap_from(21);
         let account = account(0, (1, 1), &got, &[2.05], &timeline, &[]);
-        assert_eq!((account.lost_at_start, account.lost_outside), (5, 15));
+        assert_eq!(
+            (account.signalled_at_start, account.signalled_outside),
+            (5, 15)
+        );
         assert!(!account.holds());
     }
 
     #[test]
     fn a_cut_excuses_nothing_once_the_client_had_an_event() {
         let timeline = timeline(&[(0.0, 100)]);
-        let got = received(&[(1, 1..=10), (1, 13..=100)]);
+        let mut got = received(&[(1, 1..=10)]);
+        got.gap();
+        for n in 13..=100 {
+            got.event(1, n);
+        }
         let account = account(0, (1, 1), &got, &[1.15], &timeline, &[]);
-        assert_eq!((account.lost_at_start, account.lost_outside), (0, 2));
+        assert_eq!(
+            (account.signalled_at_start, account.signalled_outside),
+            (0, 2)
+        );
     }
 
     #[test]

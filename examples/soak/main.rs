@@ -521,10 +521,10 @@ impl Report {
             "outside fault windows: {} lost, {} signalled; {} signalled at a stream's first hole after one",
             t.lost_outside, t.signalled_outside, t.signalled_after_windows
         );
-        if t.lost_at_start > 0 {
+        if t.signalled_at_start > 0 {
             println!(
-                "lost at a stream's start: {}, written to a connection cut before any event reached its client, which came back without a cursor (a request without a cursor is taken to have what its stream forwarded)",
-                t.lost_at_start
+                "signalled at a stream's start: {}, written to a connection cut before any event reached its client, which came back without a cursor and heard of the gap",
+                t.signalled_at_start
             );
         }
         if t.empty_gaps > 0 || t.silent_streams > 0 {

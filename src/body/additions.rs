@@ -33,6 +33,9 @@ pub(super) struct Additions {
     /// The id a replay ended with, while the upstream's stream is not yet
     /// shown to go on from it (see `dedup::prove_continuity`).
     pub(super) unproven: Option<String>,
+    /// Whether the client was sent an id: until it names one back, it may
+    /// lack them all.
+    pub(super) sent_ids: bool,
 }
 
 /// The byte order mark an event stream may start with.
@@ -60,6 +63,7 @@ impl Additions {
             at_start: true,
             scratch: Vec::new(),
             unproven,
+            sent_ids: false,
         }
     }
 
@@ -134,6 +138,7 @@ impl Forwarding<'_> {
             _ => None,
         };
         self.output.forward(body.len());
+        additions.sent_ids |= stamped.is_some() || matches!(block.id(), EventId::Value(_));
         let keeps_history = additions.local_history || self.recorder.wants_blocks();
         if !keeps_history || !keep {
             return;

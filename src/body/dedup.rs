@@ -52,6 +52,7 @@ impl Dedup {
             mut recorder,
             mut replay,
             gap_after_replay,
+            gap_first,
             cursor,
             stamp_epoch,
             prime,
@@ -66,14 +67,22 @@ impl Dedup {
             span.in_scope(|| tracing::debug!(repeated, "the history held events twice"));
         }
         let mut output = Output::default();
+        let gap_first = gap_first && !matches!(replay, Replay::Gap);
+        if gap_first {
+            // The client named none of the ids it was sent last: they may
+            // never have reached it. Before the replay, which comes first.
+            output.replay(vec![gap_event("")]);
+            stats.gap();
+            span.in_scope(|| tracing::debug!("no cursor after ids were sent: gap"));
+        }
         // Nobody read the upstream since the history's last block: unless
         // the upstream's stream goes on from there, what it sent meanwhile
         // is lost.
-        let unproven = gap_after_replay.then(|| {
-            let last = replay.last_id();
-            last.or_else(|| cursor.clone()).unwrap_or_default()
-        });
-        let prefixed = match replay {
+        let replayed_last_id = replay.last_id();
+        let replays_ids = replayed_last_id.is_some();
+        let unproven = gap_after_replay
+            .then(|| (replayed_last_id.or_else(|| cursor.clone())).unwrap_or_default());
+        let replayed = match replay {
             Replay::Off => false,
             Replay::Blocks(blocks) => {
                 let events = blocks.len() as u64;
@@ -90,6 +99,7 @@ impl Dedup {
                 true
             }
         };
+        let prefixed = gap_first || replayed;
         let local_history = response.stream().lock().has_history();
         let mut stamper = stamp_epoch.map(Stamper::new);
         let keeps_history = local_history || recorder.wants_blocks();
@@ -118,7 +128,11 @@ impl Dedup {
             || prefixed
             || keep_alive.is_some()
             || unproven.is_some())
-        .then(|| Box::new(Additions::new(local_history, stamper, prefixed, unproven)));
+        .then(|| {
+            let mut additions = Additions::new(local_history, stamper, prefixed, unproven);
+            additions.sent_ids = replays_ids || primed;
+            Box::new(additions)
+        });
         Self {
             framer: Framer::with_max_block_len(options.max_block_len).fingerprints(compare_events),
             response,
@@ -172,6 +186,15 @@ impl Dedup {
     /// (see [`Response::may_hold`]). Tells so under the lock of `state`.
     pub(crate) fn may_hold(&self, state: &StreamState) -> bool {
         !self.ended && self.response.may_hold(state)
+    }
+
+    /// Whether the client was sent an id, replayed or forwarded: a request
+    /// of it without a cursor names none of them back. Known only where
+    /// the stream keeps a history (the only streams that linger).
+    pub(crate) fn sent_ids(&self) -> bool {
+        self.additions
+            .as_ref()
+            .is_some_and(|additions| additions.sent_ids)
     }
 
     /// From now on, reads for the hold `id`: records while the stream has
@@ -849,7 +872,7 @@ mod tests {
         {
             let mut state = stream.lock();
             assert!(first.may_hold(&state));
-            assert!(state.start_hold(7, asks));
+            assert!(state.start_hold(7, asks, false));
         }
         first.hold(7);
         assert_eq!(send(&mut first, &events(&["2"])), "", "nobody reads it");

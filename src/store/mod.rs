@@ -322,6 +322,11 @@ pub struct StoredStream {
     /// [follow](TrackerStore::follow) the stream instead of calling the
     /// upstream.
     pub follow_from: Option<u64>,
+    /// Set with a follow without a cursor from where the holder's client
+    /// went away, when that client had been sent ids: the request names
+    /// none of them, and may be that client, lacking them. Its response
+    /// starts with the gap signal.
+    pub gap_first: bool,
 }
 
 impl StoredStream {
@@ -337,6 +342,7 @@ impl StoredStream {
             keeps_blocks: false,
             complete: false,
             follow_from: None,
+            gap_first: false,
         }
     }
 }
@@ -364,6 +370,8 @@ pub struct IdBatch {
     /// (`true`, its stream held) or came back (`false`), and after how
     /// many of this batch's blocks.
     client_away: Option<(bool, usize)>,
+    /// Whether the client that went away had been sent ids.
+    away_sent_ids: bool,
 }
 
 impl IdBatch {
@@ -455,9 +463,11 @@ impl IdBatch {
     /// after the blocks pushed so far (`true`), or that a client took the
     /// stream over (`false`): a replica that follows the stream for a
     /// request without a cursor starts where the client went away, as a
-    /// takeover would.
-    pub(crate) fn mark_client_away(&mut self, away: bool) {
+    /// takeover would. With `sent_ids`, that client had been sent ids: a
+    /// request without a cursor names none of them, and may lack them.
+    pub(crate) fn mark_client_away(&mut self, away: bool, sent_ids: bool) {
         self.client_away = Some((away, self.blocks.len()));
+        self.away_sent_ids = away && sent_ids;
     }
 
     /// Whether the reading response's client went away (`true`) or came
@@ -465,6 +475,13 @@ impl IdBatch {
     /// either.
     pub fn client_away(&self) -> Option<(bool, usize)> {
         self.client_away
+    }
+
+    /// Whether the client that went away (see
+    /// [`client_away`](Self::client_away)) had been sent ids: a follow
+    /// without a cursor from where it went away starts with the gap signal.
+    pub fn away_client_sent_ids(&self) -> bool {
+        self.away_sent_ids
     }
 
     /// Appends everything `other` holds after what this batch holds: a
@@ -475,6 +492,7 @@ impl IdBatch {
         let blocks_before = self.blocks.len();
         if let Some((away, after)) = other.client_away {
             self.client_away = Some((away, blocks_before + after));
+            self.away_sent_ids = other.away_sent_ids;
         }
         if other.forgets_history {
             self.forget_history();
@@ -518,6 +536,7 @@ impl IdBatch {
         self.forgets_history = false;
         self.stream_end = None;
         self.client_away = None;
+        self.away_sent_ids = false;
     }
 
     /// The number of ids.

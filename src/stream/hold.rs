@@ -62,6 +62,10 @@ pub(crate) struct Hold {
     /// Where the history stood when the client went away: a takeover
     /// without a cursor replays what came after it.
     pub(crate) mark: u64,
+    /// Whether the client that went away had been sent ids: a request
+    /// without a cursor names none of them back, and may lack them (they
+    /// may have gone into a dead connection), so it hears of a gap first.
+    pub(crate) unconfirmed: bool,
 }
 
 /// A claim on the upstream that a stream's reader offers, kept by the
@@ -233,6 +237,7 @@ impl fmt::Debug for Hold {
         f.debug_struct("Hold")
             .field("id", &self.id)
             .field("mark", &self.mark)
+            .field("unconfirmed", &self.unconfirmed)
             .finish_non_exhaustive()
     }
 }
@@ -258,7 +263,7 @@ mod tests {
     fn held(id: u64) -> (Stream, Claimed) {
         let stream = Stream::new(StreamState::new(8, None));
         let (asks, asked) = claim();
-        assert!(stream.lock().start_hold(id, asks));
+        assert!(stream.lock().start_hold(id, asks, false));
         (stream, asked)
     }
 
@@ -298,7 +303,7 @@ mod tests {
         let (stream, _asked) = held(1);
         let (other, _) = claim();
         let mut state = stream.lock();
-        assert!(!state.start_hold(2, other), "held already");
+        assert!(!state.start_hold(2, other, false), "held already");
         assert!(state.holds(1) && !state.holds(2));
         assert!(state.take_hold(2).is_none());
         assert!(state.is_held());
@@ -348,7 +353,7 @@ mod tests {
         let block = |id: &str| Bytes::from(format!("id: {id}\ndata: x\n\n"));
         state.record_block(Some("1"), &block("1"));
         let (asks, _asked) = claim();
-        assert!(state.start_hold(1, asks));
+        assert!(state.start_hold(1, asks, false));
         state.record_block(Some("2"), &block("2"));
         state.record_block(Some("3"), &block("3"));
         let mark = state.take_any_hold().expect("held").mark;

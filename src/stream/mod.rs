@@ -261,13 +261,19 @@ impl StreamState {
         self.responses.displace()
     }
 
-    /// Starts holding the stream, unless another hold has it.
-    pub(crate) fn start_hold(&mut self, id: u64, takeover: Claim) -> bool {
+    /// Starts holding the stream, unless another hold has it; `unconfirmed`
+    /// when the client that went away had been sent ids.
+    pub(crate) fn start_hold(&mut self, id: u64, takeover: Claim, unconfirmed: bool) -> bool {
         if self.hold.is_some() {
             return false;
         }
         let mark = self.history.as_deref().map_or(0, History::mark);
-        self.hold = Some(Hold { id, takeover, mark });
+        self.hold = Some(Hold {
+            id,
+            takeover,
+            mark,
+            unconfirmed,
+        });
         true
     }
 

@@ -155,6 +155,10 @@ pub(crate) struct Opened {
     /// response was attached, and no replica held it. Its history then
     /// ends where the last reader stopped, not now.
     pub(crate) unread: bool,
+    /// Whether the gap signal goes first: the request, without a cursor,
+    /// takes over or follows from where a client went away that had been
+    /// sent ids, and may be that client, lacking them.
+    pub(crate) gap_first: bool,
 }
 
 /// How a response records into the store that keeps its stream.
@@ -283,11 +287,13 @@ impl Streams {
             }
             None => (None, Replay::Off),
         };
+        let mut gap_first = false;
         let serve = serve(
             &mut state,
             request,
             cursor_known.into(),
             &mut replay,
+            &mut gap_first,
             displaced,
             None,
         );
@@ -306,6 +312,7 @@ impl Streams {
             serve,
             may_linger,
             unread,
+            gap_first,
         }
     }
 
@@ -367,14 +374,19 @@ impl Streams {
         // Followed from the end of the replay of a known cursor, or from
         // the newest block without one.
         let follow_from = stored.follow_from.filter(|_| cursor_known != Some(false));
+        // A follow without a cursor, from where the holder's client went
+        // away, unless this process's own hold is taken over instead.
+        let mut gap_first = stored.gap_first && cursor.is_none();
         let serve = serve(
             &mut state,
             request,
             cursor_known.into(),
             &mut replay,
+            &mut gap_first,
             displaced,
             follow_from,
         );
+        gap_first &= matches!(serve, Serve::Follow(_) | Serve::Takeover(_));
         let response = stream.attach_locked(&mut state);
         drop(state);
         Opened {
@@ -390,6 +402,7 @@ impl Streams {
             serve,
             may_linger: stored.keeps_blocks && self.limits.history.is_some(),
             unread,
+            gap_first,
         }
     }
 
@@ -537,7 +550,8 @@ impl From<Option<bool>> for Cursor {
 ///    history alone.
 /// 2. A held stream, by the client that went away, surely (a request whose
 ///    cursor it knows, or a `GET` on its key): its upstream is taken over.
-///    Without a cursor, `replay` becomes what the hold recorded.
+///    Without a cursor, `replay` becomes what the hold recorded, and
+///    `gap_first` says whether the client may lack what came before.
 /// 3. Where one scope is one client, the attached response that a request
 ///    with a known cursor `displaced` (taken before the cursor moved the
 ///    stream on): its upstream is taken over.
@@ -550,6 +564,7 @@ fn serve(
     request: Request,
     cursor: Cursor,
     replay: &mut Replay,
+    gap_first: &mut bool,
     displaced: Option<Claim>,
     follow_from: Option<u64>,
 ) -> Serve {
@@ -566,6 +581,7 @@ fn serve(
         if let Some(hold) = state.take_any_hold() {
             if cursor == Cursor::Absent {
                 *replay = state.replay_after(hold.mark);
+                *gap_first = hold.unconfirmed;
             }
             return Serve::Takeover(hold.takeover);
         }
@@ -861,7 +877,7 @@ mod tests {
     /// returns what its task hears a takeover on.
     fn hold(opened: &Opened, id: u64) -> Claimed {
         let (asks, asked) = claim();
-        assert!(opened.response.stream().lock().start_hold(id, asks));
+        assert!(opened.response.stream().lock().start_hold(id, asks, false));
         asked
     }
 

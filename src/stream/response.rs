@@ -291,7 +291,7 @@ mod tests {
         let mut response = stream.attach();
         let (asks, _asked) = super::super::claim();
         assert!(response.may_hold(&stream.lock()));
-        assert!(stream.lock().start_hold(7, asks));
+        assert!(stream.lock().start_hold(7, asks, false));
         response.hold(7);
         assert!(response.is_holding());
         assert!(forwards(&mut response, "1"));

@@ -428,7 +428,7 @@ async fn a_store_failing_open_on_a_resume_signals_the_gap_unless_the_upstream_re
                 .upstream_resumes(upstream_resumes);
             let resume = get("/", "s").header("last-event-id", "5");
             let got = exchange(transport, &layer, &upstream, vec![resume.body(()).unwrap()]).await;
-            let gap = format!("event: {}\ndata: 5\n\n", tower_sse_resume::GAP_EVENT);
+            let gap = gap_event("5");
             let context = format!("{transport:?}, upstream_resumes({upstream_resumes})");
             assert_eq!(upstream.seen()[0].last_event_id(), Some("5"), "{context}");
             if upstream_resumes {

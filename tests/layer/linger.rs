@@ -331,7 +331,7 @@ async fn without_linger_the_same_client_loses_what_came_while_it_was_away_and_he
     let (got, _) = read_until(resumed.into_body(), 60).await;
     // Nobody read the upstream since event 20: the client hears of the
     // hole right where it is.
-    let gap = format!("event: {}\ndata: 20\n\n", tower_sse_resume::GAP_EVENT);
+    let gap = gap_event("20");
     assert_eq!(
         got,
         format!("{gap}{}", events(31..=60)),
@@ -374,7 +374,7 @@ async fn a_replay_across_the_hole_a_gap_signal_told_of_says_so_again() {
         .await
         .unwrap();
     upstream.release(40);
-    let gap = format!("event: {}\ndata: 20\n\n", tower_sse_resume::GAP_EVENT);
+    let gap = gap_event("20");
     let (got, _) = read_until(resumed.into_body(), 40).await;
     assert_eq!(got, format!("{gap}{}", events(31..=40)));
     // Back from 20 once more, as a client whose last resume was cut before
@@ -405,12 +405,53 @@ async fn a_get_without_a_cursor_takes_a_held_stream_over() {
         .await
         .unwrap();
     let (got, _) = read_until(again.into_body(), 40).await;
+    // Its client named none of the ids it was sent: they may never have
+    // arrived, and the client hears of that first.
+    let gap = gap_event("");
     assert_eq!(
         got,
-        events(cursor + 1..=40),
-        "what came while away, then live"
+        format!("{gap}{}", events(cursor + 1..=40)),
+        "the gap signal, what came while away, then live"
     );
     assert_eq!(upstream.requests(), 1);
+}
+
+/// A client whose first connection was cut before the first event reached
+/// it comes back without a cursor, as an `EventSource` does: that event
+/// went into the dead connection, and the client is told it may lack it,
+/// never left to go on as if it had it.
+#[tokio::test]
+async fn a_client_cut_before_its_first_event_came_hears_of_it() {
+    let upstream = LiveUpstream::released(20);
+    let layer = lingering(Duration::from_secs(5));
+    let service = layer.layer(upstream.clone());
+    let first = service
+        .clone()
+        .oneshot(get("/feed", "s1").body(()).unwrap())
+        .await
+        .unwrap();
+    upstream.release(1);
+    // Forwarded, and lost with the connection.
+    let lost = read_events(first.into_body(), 1).await;
+    assert_eq!(lost, events(1..=1));
+    upstream.release(3);
+    eventually("the layer to hold the stream", || {
+        layer.stats().snapshot().held == 1
+    })
+    .await;
+    let again = service
+        .oneshot(get("/feed", "s1").body(()).unwrap())
+        .await
+        .unwrap();
+    upstream.release(20);
+    let (got, _) = read_until(again.into_body(), 20).await;
+    let gap = gap_event("");
+    assert_eq!(
+        got,
+        format!("{gap}{}", events(2..=20)),
+        "the client hears that it may lack event 1, then gets the rest once"
+    );
+    assert_eq!(upstream.requests(), 1, "taken over");
 }
 
 #[tokio::test]

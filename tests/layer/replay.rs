@@ -12,7 +12,7 @@ use http_body::Frame;
 use http_body_util::{BodyExt, StreamBody};
 use tokio::sync::mpsc;
 use tower::{Layer, ServiceExt, service_fn};
-use tower_sse_resume::{GAP_EVENT, HistoryLimits, SseResumeLayer};
+use tower_sse_resume::{HistoryLimits, SseResumeLayer};
 
 fn layer_with_history(limits: HistoryLimits) -> SseResumeLayer {
     SseResumeLayer::new().history(limits)
@@ -23,10 +23,6 @@ fn resume(session: &str, cursor: &str) -> Request<()> {
         .header("last-event-id", cursor)
         .body(())
         .unwrap()
-}
-
-fn gap_event(cursor: &str) -> String {
-    format!("event: {GAP_EVENT}\ndata: {cursor}\n\n")
 }
 
 #[tokio::test]

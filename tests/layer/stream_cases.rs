@@ -145,7 +145,7 @@ pub(crate) async fn renumbered_upstream<T: TrackerStore>(
     assert_eq!(got[0].text(), named("", "before the deploy", 1..=20));
     // With a history that nobody kept up to now, the layer cannot know
     // that the upstream goes on from it, and says so first: rightly here.
-    let gap = format!("event: {}\ndata: 20\n\n", tower_sse_resume::GAP_EVENT);
+    let gap = gap_event("20");
     let after = got[1].text().strip_prefix(gap.as_str());
     assert_eq!(
         after.unwrap_or(got[1].text()),

@@ -33,6 +33,12 @@ pub(crate) type UpstreamBody = BoxBody<Bytes, BoxError>;
 pub(crate) const STEP: Duration = Duration::from_secs(10);
 
 /// `n` events `id: i\ndata: event i\n\n` for i in `ids`.
+/// The layer's gap signal, as it tells of a possible gap after `cursor`
+/// (empty for a client that named none).
+pub(crate) fn gap_event(cursor: &str) -> String {
+    format!("event: {}\ndata: {cursor}\n\n", tower_sse_resume::GAP_EVENT)
+}
+
 pub(crate) fn events(ids: impl IntoIterator<Item = u32>) -> String {
     ids.into_iter()
         .map(|i| format!("id: {i}\ndata: event {i}\n\n"))

@@ -680,6 +680,7 @@ impl RedisStore {
         loaded.cursor_known = opened.cursor_known;
         loaded.stamp_epoch = (opened.epoch > 0).then_some(opened.epoch);
         loaded.keeps_blocks = history.is_some();
+        loaded.gap_first = opened.unconfirmed && opened.follow && cursor.is_none();
         Ok(loaded)
     }
 

@@ -37,6 +37,9 @@ pub(super) struct Opened {
     /// The window: its ids, with the fingerprints of their events; `None`
     /// when the caller reads it natively.
     pub(super) window: Option<Vec<(String, u64)>>,
+    /// Without a cursor, whether the follow starts where the holder's
+    /// client went away, that client having been sent ids.
+    pub(super) unconfirmed: bool,
 }
 
 impl Opened {
@@ -46,7 +49,7 @@ impl Opened {
     }
 
     pub(super) fn parse(reply: Value) -> Result<Self, StoreError> {
-        let mut items = array(reply, 12)?.into_iter();
+        let mut items = array(reply, 13)?.into_iter();
         let stream = bulk(next(&mut items)?)?;
         // Stream names come from this crate's `&str` keys: one that is not
         // UTF-8 was written by something else, and its window is no
@@ -64,6 +67,7 @@ impl Opened {
         let follow_at = u64::try_from(int(next(&mut items)?)?).unwrap_or(0);
         let count = int(next(&mut items)?)?;
         let joined = bulk(next(&mut items)?)?;
+        let unconfirmed = int(next(&mut items)?)? == 1;
         let window = (count >= 0).then(|| {
             let entries = joined.split(|&byte| byte == b'\n').filter(|_| count > 0);
             window_of(entries, &mut bad_values)
@@ -81,6 +85,7 @@ impl Opened {
             complete: follow == 2,
             follow_at,
             window,
+            unconfirmed,
         })
     }
 }

@@ -386,6 +386,9 @@ local wait, window_here = ARGV[13] == '1', ARGV[14] == '1'
 local asked = stream
 local known, gen, replayed, replay_after, expect = -1, 0, -1, '', 0
 local follow, keep, follow_at = 0, false, 0
+-- 1 when a follow without a cursor starts where the holder's client went
+-- away, that client having been sent ids: the follow hears of a gap first.
+local unconfirmed = 0
 local window = key_of('w:', stream)
 
 -- The holder id of the process that reads `stream`'s upstream, or nil.
@@ -483,6 +486,9 @@ else
     local newest_start, newest_position = id_parts(newest)
     follow_at = newest_start or 0
     local away = redis.call('GET', key_of('a:', stream))
+    if away and string.sub(away, -1) == '!' then
+      away, unconfirmed = string.sub(away, 1, -2), 1
+    end
     local away_start, away_position = id_parts(away)
     if away and not away_start then bad_values = bad_values + 1 end
     if away_start and newest_start and before(away_start, away_position, newest_start, newest_position) then
@@ -509,7 +515,7 @@ if stream ~= asked or window_here then
   entries, joined = #found, table.concat(found, '\n')
 end
 return {stream, known, gen, bad_values, replayed, replay_after, expect, epoch, follow, follow_at,
-  entries, joined}
+  entries, joined, unconfirmed}
 ";
 
 /// What the two writes share: the window's entries from a write's
@@ -543,7 +549,10 @@ end
 /// stream's lease first; `ARGV[17]`: `1` to let it go after; `ARGV[18]`:
 /// how the stream ended after these blocks, `e` (its upstream ended) or
 /// `c` (complete: a per-request stream); or `a<n>` when the reading
-/// response's client went away before the last `n` of them, `b` when a
+/// response's client went away before the last `n` of them (`A<n>` when
+/// it had been sent ids, which a request without a cursor names none of:
+/// the away mark then ends in `!`, and such a follow hears of a gap
+/// first), `b` when a
 /// client took the stream over; or empty; `ARGV[19]` and `ARGV[20]`:
 /// where this process's last write left the history (the start and the
 /// position of its next block), or 0 and 0; `ARGV[21]`: `1` when the
@@ -718,13 +727,15 @@ if written == 1 then
     end
     made = made or (#pointers > 0 and indexed == #pointers)
     local away = key_of('a:', stream)
-    if string.sub(ending, 1, 1) == 'a' then
+    local away_kind = string.sub(ending, 1, 1)
+    if away_kind == 'a' or away_kind == 'A' then
       -- Where a follower without a cursor starts, as a takeover would:
       -- after the last block the client got.
       if not missed_from then
         if next_start == 0 then next_start, next_position = after_last(blocks) end
         missed_from = next_start .. '-' .. (next_position - 1)
       end
+      if away_kind == 'A' then missed_from = missed_from .. '!' end
       redis.call('SET', away, missed_from, 'PX', ttl)
     elseif ending ~= '' then
       redis.call('DEL', away)

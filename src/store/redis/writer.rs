@@ -500,10 +500,19 @@ fn write_command(pending: &Pending, next: (u64, u64), touch: bool, whole_script:
         .arg(match (batch.stream_end(), batch.client_away()) {
             (Some(StreamEnd::Ended), _) => "e".to_owned(),
             (Some(StreamEnd::Complete), _) => "c".to_owned(),
-            // How many of the blocks sent came after the client left.
+            // How many of the blocks sent came after the client left; `A`
+            // when that client had been sent ids.
             (None, Some((true, after))) => {
                 let sent = batch.blocks().len() - skip_blocks;
-                format!("a{}", sent - after.saturating_sub(skip_blocks).min(sent))
+                let mark = if batch.away_client_sent_ids() {
+                    'A'
+                } else {
+                    'a'
+                };
+                format!(
+                    "{mark}{}",
+                    sent - after.saturating_sub(skip_blocks).min(sent)
+                )
             }
             (None, Some((false, _))) => "b".to_owned(),
             (None, None) => String::new(),

@@ -18,7 +18,7 @@ use http_body_util::{BodyExt, StreamBody};
 use tokio::sync::mpsc;
 use tower::util::BoxCloneService;
 use tower::{Layer, ServiceExt, service_fn};
-use tower_sse_resume::{GAP_EVENT, HistoryLimits, RedisStore, SseResumeLayer};
+use tower_sse_resume::{HistoryLimits, RedisStore, SseResumeLayer};
 
 /// Two replicas of a gateway over one Redis, keeping a history.
 struct Replicas {
@@ -161,7 +161,7 @@ async fn a_replay_on_another_replica_across_a_signalled_hole_signals_it_again() 
         .await
         .unwrap();
     upstream.release(40);
-    let gap = format!("event: {GAP_EVENT}\ndata: 20\n\n");
+    let gap = gap_event("20");
     let (got, _) = read_until(resumed.into_body(), 40).await;
     assert_eq!(got, format!("{gap}{}", events(31..=40)));
     flushed(&replicas.a).await;
@@ -236,7 +236,7 @@ async fn stamped_ids_are_unique_across_replicas_and_resume_on_either() {
     );
     assert!(text.starts_with(&replayed), "{text:?}");
     // Nobody read the upstream since: the gap signal after the replay.
-    let gap = format!("event: {GAP_EVENT}\ndata: {}\n\n", ids_a[2]);
+    let gap = gap_event(&ids_a[2]);
     let live = (text[replayed.len()..].strip_prefix(&gap)).unwrap_or_else(|| panic!("{text:?}"));
     let live_ids = stamped_ids(live);
     assert_eq!(live, format!("id: {}\ndata: event 4\n\n", live_ids[0]));
@@ -302,7 +302,7 @@ async fn an_evicted_cursor_gets_the_gap_signal_and_the_history_stays_bounded() {
     assert_eq!(got[0].headers["sse-resume-gap"], "1");
     assert_eq!(
         got[0].text(),
-        format!("event: {GAP_EVENT}\ndata: 150\n\n") + &events(151..=201),
+        gap_event("150") + &events(151..=201),
         "the window is cut after the cursor: the upstream's replay comes through"
     );
 }
@@ -502,10 +502,7 @@ async fn blocks_redis_refused_leave_a_gap_no_replay_skips_silently() {
     // A client that had 2 missed 3, which Redis never kept: it is told so,
     // rather than given 4 as if nothing were missing.
     let text = fed.resume_on_b("2").await;
-    assert!(
-        text.starts_with(&format!("event: {GAP_EVENT}\ndata: 2\n\n")),
-        "{text}"
-    );
+    assert!(text.starts_with(&gap_event("2")), "{text}");
 }
 
 #[tokio::test]
@@ -635,8 +632,5 @@ async fn blocks_a_failover_lost_leave_a_gap_no_replay_skips_silently() {
 
     // A client that had 1 missed 2 to 6, of which Redis lost 4 and 5.
     let text = fed.resume_on_b("1").await;
-    assert!(
-        text.starts_with(&format!("event: {GAP_EVENT}\ndata: 1\n\n")),
-        "{text}"
-    );
+    assert!(text.starts_with(&gap_event("1")), "{text}");
 }
