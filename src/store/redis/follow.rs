@@ -31,9 +31,9 @@ use super::keys::Keys;
 use super::lease::{millis_of, third_of};
 use super::replies::{Entry, following_on, millis};
 use super::scripts::{is_wrong_type, repair};
-use super::stops;
+use super::stops::{self, LogId};
 use crate::lock::lock;
-use crate::store::follow::{FollowSender, Followed, StopSender, Stops};
+use crate::store::follow::{FollowSender, Followed, Stop, StopSender, Stops};
 
 /// The most blocks one read returns: a follower far behind reads again
 /// at once.
@@ -49,12 +49,22 @@ const MAX_BACKOFF: Duration = Duration::from_secs(1);
 pub(super) struct Subscriber {
     wanted: std::sync::Mutex<HashMap<String, Watched>>,
     /// The channel of each prefix's stops, and where they go.
-    stops: std::sync::Mutex<HashMap<String, StopSender>>,
+    stops: std::sync::Mutex<HashMap<String, StopsHeard>>,
     changed: Notify,
 }
 
 /// The most stops each layer keeps unheard.
 const STOPS_CAPACITY: usize = 1024;
+/// How long a read of the stops' log may take.
+const LOG_READ_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A channel of stops: where its stops go, and the newest heard.
+struct StopsHeard {
+    sender: StopSender,
+    /// The log's newest entry heard, or there when the channel was first
+    /// subscribed to: `None` until known.
+    newest: Option<LogId>,
+}
 
 /// What a channel told, counted: that its stream's history moved, and
 /// (a part of those) that its lease or its end did, which a follower reads
@@ -157,25 +167,100 @@ impl Subscriber {
     /// The stops said on `channel`, from now on.
     pub(super) fn listen_to_stops(&self, channel: String) -> Stops {
         let mut stops = lock(&self.stops);
-        let sender = stops.entry(channel).or_insert_with(|| {
+        let heard = stops.entry(channel).or_insert_with(|| {
             self.changed.notify_one();
-            StopSender::new(STOPS_CAPACITY)
+            StopsHeard {
+                sender: StopSender::new(STOPS_CAPACITY),
+                newest: None,
+            }
         });
-        sender.subscribe()
+        heard.sender.subscribe()
     }
 
     /// Hands on the stop that `message` on `channel` says, when it is a
     /// channel of stops. Returns whether it is.
     fn hand_on_stop(&self, channel: &str, message: &[u8]) -> bool {
-        let stops = lock(&self.stops);
-        let Some(sender) = stops.get(channel) else {
+        if !lock(&self.stops).contains_key(channel) {
             return false;
-        };
-        match stops::decode(message) {
-            Some(stop) => sender.send(stop),
+        }
+        match stops::heard(message) {
+            Some((id, stop)) => self.hand_on(channel, id, Some(stop)),
             None => tracing::warn!(channel, "a message on the stops channel that is no stop"),
         }
         true
+    }
+
+    /// Hands on `stop`, the log's entry `id` on `channel`, unless it was
+    /// heard already (from the log and the channel both).
+    fn hand_on(&self, channel: &str, id: LogId, stop: Option<Stop>) {
+        let mut stops = lock(&self.stops);
+        let Some(heard) = stops.get_mut(channel) else {
+            return;
+        };
+        if heard.newest.is_some_and(|newest| id <= newest) {
+            return;
+        }
+        heard.newest = Some(id);
+        match stop {
+            Some(stop) => heard.sender.send(stop),
+            None => tracing::warn!(channel, %id, "an entry of the stops' log that is no stop"),
+        }
+    }
+
+    /// Notes where the log of each channel of stops in `join` stands, for
+    /// those never subscribed to: the stops said before are not for this
+    /// process. Done before subscribing, so that none said in between is
+    /// taken for one of those.
+    async fn note_where_stops_stand(&self, connection: &Connection, join: &[String]) {
+        let new: Vec<String> = {
+            let stops = lock(&self.stops);
+            (join.iter())
+                .filter(|channel| {
+                    stops
+                        .get(*channel)
+                        .is_some_and(|heard| heard.newest.is_none())
+                })
+                .cloned()
+                .collect()
+        };
+        for channel in new {
+            let mut read = ::redis::cmd("XREVRANGE");
+            read.arg(stops::log_of(&channel))
+                .arg("+")
+                .arg("-")
+                .arg("COUNT")
+                .arg(1);
+            let Some(newest) = read_log(connection, read).await else {
+                continue;
+            };
+            let newest = newest.first().map_or(LogId::START, |(id, _)| *id);
+            if let Some(heard) = lock(&self.stops).get_mut(&channel) {
+                heard.newest.get_or_insert(newest);
+            }
+        }
+    }
+
+    /// Hands on, for each channel of stops in `join`, the stops its log
+    /// holds after the newest heard: those said while the subscription
+    /// was down.
+    async fn catch_up_on_stops(&self, connection: &Connection, join: &[String]) {
+        let since: Vec<(String, LogId)> = {
+            let stops = lock(&self.stops);
+            (join.iter())
+                .filter_map(|channel| Some((channel.clone(), stops.get(channel)?.newest?)))
+                .collect()
+        };
+        for (channel, newest) in since {
+            let mut read = ::redis::cmd("XRANGE");
+            read.arg(stops::log_of(&channel))
+                .arg(format!("({newest}"))
+                .arg("+")
+                .arg("COUNT")
+                .arg(stops::LOG_LEN);
+            for (id, stop) in read_log(connection, read).await.unwrap_or_default() {
+                self.hand_on(&channel, id, stop);
+            }
+        }
     }
 
     /// The channels to subscribe to and to leave, against `subscribed`.
@@ -197,6 +282,7 @@ impl Subscriber {
     pub(super) async fn run(
         self: Arc<Self>,
         clients: Vec<Client>,
+        connection: Connection,
         mut closing: watch::Receiver<bool>,
     ) {
         let mut next_client = 0;
@@ -228,9 +314,11 @@ impl Subscriber {
                 changed.as_mut().enable();
                 let (join, leave) = self.changes(&subscribed);
                 if !join.is_empty() {
+                    self.note_where_stops_stand(&connection, &join).await;
                     if sink.subscribe(&join).await.is_err() {
                         break;
                     }
+                    self.catch_up_on_stops(&connection, &join).await;
                     // Anything said before the subscription took is read
                     // now.
                     for channel in join {
@@ -262,6 +350,23 @@ impl Subscriber {
                 }
             }
             tracing::warn!("the Redis subscription for followers dropped: connecting again");
+        }
+    }
+}
+
+/// The stops a read of the stops' log returns, with their ids; `None`
+/// when Redis does not answer it (logged: stops said while the
+/// subscription was down then go unheard).
+async fn read_log(
+    connection: &Connection,
+    read: ::redis::Cmd,
+) -> Option<Vec<(LogId, Option<Stop>)>> {
+    let mut connection = connection.clone();
+    match within(LOG_READ_TIMEOUT, read.query_async::<Value>(&mut connection)).await {
+        Ok(reply) => Some(stops::read_from_log(reply)),
+        Err(error) => {
+            tracing::warn!(%error, "the stops' log could not be read");
+            None
         }
     }
 }

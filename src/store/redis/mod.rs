@@ -406,7 +406,7 @@ impl RedisStore {
             Arc::clone(&lease),
             closed.clone(),
         ));
-        tokio::spawn(Arc::clone(&subscriber).run(subscribers, closed));
+        tokio::spawn(Arc::clone(&subscriber).run(subscribers, connection.clone(), closed));
         let shared = Shared {
             connection,
             queue,
@@ -783,16 +783,16 @@ impl TrackerStore for RedisStore {
 
     /// Publishes `stop` on the store's channel of stops, in the
     /// background, within the [`timeout`](Self::timeout): every replica's
-    /// subscription hears it, this one's too.
+    /// subscription hears it, this one's too. Kept in the stops' log for
+    /// the store's TTL too: a replica whose subscription was down reads it
+    /// there once it is back.
     fn broadcast_stop(&self, stop: &Stop) -> bool {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return false;
         };
-        let mut publish = ::redis::cmd("PUBLISH");
-        publish
-            .arg(stops::channel(&self.config.prefix))
-            .arg(stops::encode(stop));
-        let mut connection = self.shared.connection.clone();
+        let channel = stops::channel(&self.config.prefix);
+        let message = stops::encode(stop);
+        let connection = self.shared.connection.clone();
         let (limit, ttl) = (self.config.timeout, millis(self.config.ttl));
         // A session's end forgets its streams in Redis too, held or not:
         // no replica resumes them.
@@ -801,8 +801,18 @@ impl TrackerStore for RedisStore {
             Stop::Stream { .. } => None,
         };
         runtime.spawn(async move {
-            let published = within(limit, publish.query_async::<()>(&mut connection)).await;
-            if let Err(error) = published {
+            let published = scripts::run::<Value>(&connection, limit, |whole| {
+                let mut command = scripts::scripts().stop.call(whole);
+                command
+                    .arg(1)
+                    .arg(stops::log_of(&channel))
+                    .arg(&channel)
+                    .arg(&message)
+                    .arg(ttl)
+                    .arg(stops::LOG_LEN);
+                command
+            });
+            if let Err(error) = published.await {
                 tracing::warn!(%error, "a stop could not reach the other replicas");
             }
             let Some(keys) = ended else {

@@ -44,6 +44,7 @@ pub(super) struct Scripts {
     pub(super) appends: Lua,
     pub(super) repair: Lua,
     pub(super) forget_scope: Lua,
+    pub(super) stop: Lua,
 }
 
 pub(super) fn scripts() -> &'static Scripts {
@@ -54,6 +55,7 @@ pub(super) fn scripts() -> &'static Scripts {
         appends: Lua::new(format!("{WINDOW_ENTRIES}{APPENDS}")),
         repair: Lua::new(REPAIR.to_owned()),
         forget_scope: Lua::new(FORGET_SCOPE.to_owned()),
+        stop: Lua::new(STOP.to_owned()),
     })
 }
 
@@ -894,6 +896,20 @@ end
 redis.call('DEL', KEYS[1])
 if #streams > 0 then redis.call('PEXPIRE', KEYS[2], ARGV[2]) end
 return #streams
+";
+
+/// Says a stop to every replica: keeps it in the stops' log, a Redis
+/// Stream (`KEYS[1]`), then publishes it on the stops' channel
+/// (`ARGV[1]`) after its entry's id and a space. A replica whose
+/// subscription was down reads the stops it missed from the log once it
+/// is back, and tells each apart from one it heard by its id. `ARGV[2]`:
+/// the stop; `ARGV[3]`: the log's TTL in ms; `ARGV[4]`: about how many
+/// stops it keeps. Returns the entry's id.
+const STOP: &str = r"
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[4], '*', 's', ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+redis.call('PUBLISH', ARGV[1], id .. ' ' .. ARGV[2])
+return id
 ";
 
 /// Removes the keys of the wrong type: `KEYS`, each of the type named by

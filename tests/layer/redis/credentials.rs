@@ -17,7 +17,7 @@ use http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use tower::{Layer, ServiceExt};
 
-use super::server::{RedisCluster, RedisServer, flushed};
+use super::server::{RedisCluster, RedisServer, Relay, flushed};
 use crate::credentials::{ALICE, Authorizing, Client, MALLORY, as_user, assert_refused};
 use crate::linger::{LiveUpstream, last_id, read_events};
 use crate::support::*;
@@ -38,6 +38,8 @@ const LEASE: Duration = Duration::from_millis(600);
 pub(crate) enum Redis<'a> {
     Server(&'a RedisServer),
     Cluster(&'a RedisCluster),
+    /// A server, through a relay the test may cut.
+    Relayed(&'a Relay),
 }
 
 impl Redis<'_> {
@@ -45,6 +47,7 @@ impl Redis<'_> {
         let store = match self {
             Redis::Server(server) => RedisStore::connect(&server.url()).await,
             Redis::Cluster(cluster) => RedisStore::connect_cluster(cluster.urls()).await,
+            Redis::Relayed(relay) => RedisStore::connect(&relay.url()).await,
         };
         (store.expect("connect to Redis"))
             .prefix(prefix)
@@ -62,6 +65,14 @@ pub(crate) struct Replica {
 /// Two replicas over one fresh prefix, each given `key` when there is one
 /// (else each makes its own at random).
 pub(crate) async fn replicas(redis: Redis<'_>, key: Option<&[u8]>) -> (Replica, Replica) {
+    replicas_over((redis, redis), key).await
+}
+
+/// Two replicas as [`replicas`], each reaching Redis its own way.
+pub(crate) async fn replicas_over(
+    (redis_a, redis_b): (Redis<'_>, Redis<'_>),
+    key: Option<&[u8]>,
+) -> (Replica, Replica) {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     let prefix = format!("credentials{}:", NEXT.fetch_add(1, Ordering::Relaxed));
     let replica = |store: RedisStore| {
@@ -75,8 +86,8 @@ pub(crate) async fn replicas(redis: Redis<'_>, key: Option<&[u8]>) -> (Replica, 
         Replica { store, layer }
     };
     (
-        replica(redis.store(&prefix).await),
-        replica(redis.store(&prefix).await),
+        replica(redis_a.store(&prefix).await),
+        replica(redis_b.store(&prefix).await),
     )
 }
 

@@ -38,3 +38,71 @@ pub(crate) async fn flushed(store: &tower_sse_resume::RedisStore) {
         .await
         .expect("the writes to Redis took too long");
 }
+
+/// A TCP relay on loopback in front of a Redis server, which the test can
+/// cut: every connection through it drops, and new ones are refused, until
+/// it is restored. For a fault a real server cannot give one replica on
+/// demand: its subscription down while the other replicas' stay up.
+pub(crate) struct Relay {
+    port: u16,
+    up: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// The connections relayed, to cut; and the accepting task.
+    relayed: std::sync::Arc<std::sync::Mutex<tokio::task::JoinSet<()>>>,
+    accepting: tokio::task::JoinHandle<()>,
+}
+
+impl Relay {
+    /// Relays to `server`, up.
+    pub(crate) async fn to(server: &RedisServer) -> Relay {
+        use std::sync::atomic::Ordering;
+        let target = server.addr();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let up = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let relayed = std::sync::Arc::new(std::sync::Mutex::new(tokio::task::JoinSet::new()));
+        let accepting = tokio::spawn({
+            let (up, relayed) = (up.clone(), relayed.clone());
+            async move {
+                while let Ok((mut inbound, _)) = listener.accept().await {
+                    if !up.load(Ordering::SeqCst) {
+                        continue;
+                    }
+                    relayed.lock().unwrap().spawn(async move {
+                        if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
+                            let _ =
+                                tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                        }
+                    });
+                }
+            }
+        });
+        Relay {
+            port,
+            up,
+            relayed,
+            accepting,
+        }
+    }
+
+    pub(crate) fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// Drops every connection through the relay, and refuses new ones.
+    pub(crate) fn cut(&self) {
+        self.up.store(false, std::sync::atomic::Ordering::SeqCst);
+        self.relayed.lock().unwrap().abort_all();
+    }
+
+    /// Relays new connections again.
+    pub(crate) fn restore(&self) {
+        self.up.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.accepting.abort();
+        self.relayed.lock().unwrap().abort_all();
+    }
+}

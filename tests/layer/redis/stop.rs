@@ -13,8 +13,8 @@ use std::time::Duration;
 use http::{Request, StatusCode};
 use tokio::time::Instant;
 
-use super::credentials::{Redis, SHARED_KEY, replicas};
-use super::server::{RedisServer, flushed};
+use super::credentials::{Redis, SHARED_KEY, replicas, replicas_over};
+use super::server::{RedisCluster, RedisServer, Relay, flushed};
 use crate::credentials::{ALICE, Authorizing, Client, MALLORY, as_user};
 use crate::linger::{LiveUpstream, eventually, last_id, read_events};
 use crate::stop::{closed_soon_after, stop_request, the_rest_after};
@@ -24,7 +24,7 @@ use crate::support::*;
 /// events and went away. With the replicas, a client of each, the live
 /// upstream, and the client's cursor.
 async fn held_on_a(
-    server: &RedisServer,
+    redis: Redis<'_>,
 ) -> (
     super::credentials::Replica,
     super::credentials::Replica,
@@ -32,7 +32,7 @@ async fn held_on_a(
     LiveUpstream,
     u32,
 ) {
-    let (a, b) = replicas(Redis::Server(server), Some(SHARED_KEY)).await;
+    let (a, b) = replicas(redis, Some(SHARED_KEY)).await;
     let live = LiveUpstream::new(100_000);
     let upstream = Authorizing::new(live.clone());
     let on_a = Client::over(Transport::Http, &a.layer, upstream.clone()).await;
@@ -48,7 +48,7 @@ async fn a_stop_on_one_replica_ends_the_call_the_other_holds_and_any_replica_res
     let Some(server) = RedisServer::start() else {
         return;
     };
-    let (a, b, on_b, live, cursor) = held_on_a(&server).await;
+    let (a, b, on_b, live, cursor) = held_on_a(Redis::Server(&server)).await;
     let stop = |user: &str| stop_request(user, cursor);
 
     // Mallory's stop reaches A, and finds no stream of his there.
@@ -82,7 +82,7 @@ async fn the_end_of_an_mcp_session_on_one_replica_ends_its_streams_on_the_other(
     let Some(server) = RedisServer::start() else {
         return;
     };
-    let (a, _b, on_b, live, _) = held_on_a(&server).await;
+    let (a, _b, on_b, live, _) = held_on_a(Redis::Server(&server)).await;
 
     // Mallory's `DELETE` is refused upstream, and ends nothing.
     let refused = on_b
@@ -120,4 +120,60 @@ async fn the_end_of_an_mcp_session_on_one_replica_ends_its_streams_on_the_other(
     flushed(&a.store).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(forgotten(), "written again after the session ended");
+}
+
+#[tokio::test]
+async fn a_stop_reaches_the_holder_across_a_cluster() {
+    let Some(cluster) = RedisCluster::shared() else {
+        return;
+    };
+    let (a, b, _, live, cursor) = held_on_a(Redis::Cluster(&cluster)).await;
+    assert!(b.layer.stop(&stop_request(ALICE, cursor)));
+    closed_soon_after(&live, Instant::now()).await;
+    assert_eq!(a.layer.stats().snapshot().held, 0);
+}
+
+/// A replica whose Redis connections were down while a stop was said
+/// hears it once they are back: stops are kept in Redis for a while, and a
+/// subscription that comes back reads those it missed, each once.
+#[tokio::test]
+async fn a_stop_said_while_the_holders_subscription_was_down_reaches_it_once_back() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let relay = Relay::to(&server).await;
+    let (a, b) = replicas_over(
+        (Redis::Relayed(&relay), Redis::Server(&server)),
+        Some(SHARED_KEY),
+    )
+    .await;
+    let live = LiveUpstream::new(100_000);
+    let upstream = Authorizing::new(live.clone());
+    let on_a = Client::over(Transport::Http, &a.layer, upstream).await;
+    let call = on_a.open(as_user(Request::post("/mcp"), ALICE, None)).await;
+    let cursor = last_id(&read_events(call.into_body(), 3).await);
+    eventually("the hold on A", || a.layer.stats().snapshot().held == 1).await;
+
+    // A's connections drop, its subscription with them; B stops the call
+    // meanwhile, and A, cut off, cannot hear it then.
+    relay.cut();
+    assert!(b.layer.stop(&stop_request(ALICE, cursor)));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(live.closed(), 0, "A heard nothing while cut off");
+    relay.restore();
+    let back = Instant::now();
+    eventually("the stop to reach A once it is back", || live.closed() == 1).await;
+    assert!(
+        back.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        back.elapsed()
+    );
+    assert_eq!(a.layer.stats().snapshot().held, 0);
+    // Heard once: the other replica's own stream of the same call, read
+    // after the stop, is left alone.
+    let again = on_a.open(as_user(Request::post("/mcp"), ALICE, None)).await;
+    read_events(again.into_body(), 2).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(live.closed(), 1, "a stop is carried out once");
+    drop(b);
 }
