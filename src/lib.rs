@@ -333,16 +333,17 @@
 //! | The upstream body fails | Every whole block before the error, then the error |
 //! | The replica it follows on dies | A standing stream: the upstream from the last recorded id, after the gap signal unless it shows it goes on from there. A per-request stream: the gap signal, then the end |
 //! | A replay crosses a hole a gap signal told of | The gap signal again, where the hole is: the history keeps it |
+//! | It comes back without a cursor to where its client went away (a takeover, or a follow on another replica), after it was sent ids: its connection was cut before they reached it, say | The gap signal (with empty data), then what came while it was away, then the live stream: it names none of the ids it was sent, so it may lack them |
 //! | A stop, or its MCP session's `DELETE` | Its response ends; a later resume gets the rest and the end, or `204` |
 //!
-//! Known limits: a request without a cursor is taken to have what its
-//! stream forwarded (as injection and a takeover assume), so a client
+//! Known limits: without linger, a request without a cursor is taken to
+//! have what its stream forwarded (as injection assumes), so a client
 //! whose connection was cut before any event reached it, and that comes
-//! back without a cursor, misses what was written to that connection as
-//! it went. A client that keeps ids (`EventSource`, the MCP SDKs) has a
-//! cursor from its first event on; the soak counts this loss apart. And
-//! a stop said while a replica's Redis subscription is down does not
-//! reach it (its hold runs out its linger).
+//! back without a cursor to a fresh upstream request, misses what was
+//! written to that connection as it went, unsaid. With linger, the
+//! takeover or follow that serves it starts with the gap signal (above).
+//! A stop is kept in Redis for the store's TTL (the newest 1,024 or so),
+//! so that a replica whose subscription was down hears it once back.
 //!
 //! The [`framer`] module, the sans-IO parser underneath, is usable on its
 //! own.

@@ -132,11 +132,14 @@ const MIN_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 /// | `<prefix>{S}:e` | string | with a history, the last epoch handed out for stamped ids, so that every replica's are unique and rise |
 /// | `<prefix>{S}:l:T` | string | while a replica reads the upstream of `T` and may linger: that replica's holder id, with the [lease](Self::lease) as TTL |
 /// | `<prefix>{S}:f:T` | string | while a replica follows `T`: a mark, with the lease as TTL, that keeps the holder's linger going |
-/// | `<prefix>{S}:a:T` | string | while `T` is held with its client gone: an entry id of the history after which the blocks the client missed start, where a follower without a cursor starts |
+/// | `<prefix>{S}:a:T` | string | while `T` is held with its client gone: an entry id of the history after which the blocks the client missed start, where a follower without a cursor starts; ending in `!` when that client had been sent ids, so that such a follower hears of a gap first |
 /// | `<prefix>{S}:d:T` | string | once the upstream of `T` ended: `e:<position>` for a standing stream, `c:<position>` for a complete per-request one, the position of its last block |
 ///
 /// The history's writes are told on the channel `<prefix>{S}:c:T` (Pub/Sub,
-/// not a key).
+/// not a key). Stops go on the channel `<prefix>stops`, and are kept for
+/// the TTL in the stream `<prefix>stops:log` (about the newest 1,024, each
+/// entry's field `s` the stop), which a replica whose subscription was
+/// down reads once it is back.
 ///
 /// A script gets the keys of its scope and its stream as `KEYS`; the keys
 /// of the scope's other streams, which only the search of a cursor's
