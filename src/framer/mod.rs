@@ -53,7 +53,9 @@ use std::ops::Range;
 
 use bytes::Bytes;
 
-use lines::{Fields, LineEnds, Scanned, line_end, line_end_len, parse_field, scan_lines};
+use lines::{
+    Fields, LineEnds, Scanned, common_block, line_end, line_end_len, parse_field, scan_lines,
+};
 pub use segment::{Block, EventId, Raw, Segment};
 
 /// The default [`Framer::with_max_block_len`] limit: 1 MiB.
@@ -273,19 +275,30 @@ impl Framer {
     /// at the chunk's very end, which an LF in the next chunk may complete.
     pub(crate) fn whole_block<'a>(&'a mut self, chunk: &'a Bytes, at: usize) -> Option<Block<'a>> {
         debug_assert!(self.is_between_blocks());
-        self.fields = Fields::new(self.fields.fingerprinting);
+        let fingerprinting = self.fields.fingerprinting;
         // Lent out, or partly parsed: cleared before parsing goes on.
         self.fields_emitted = true;
         let rest = &chunk[at..];
-        let scanned = scan_lines(
-            &mut self.fields,
-            self.line_ends,
-            rest,
-            0,
-            self.max_block_len,
-        );
-        let Scanned::Block { len } = scanned else {
-            return None;
+        let common = common_block(fingerprinting, self.line_ends, rest, self.max_block_len);
+        let len = match common {
+            Some((len, fields)) => {
+                self.fields = fields;
+                len
+            }
+            None => {
+                self.fields = Fields::new(fingerprinting);
+                let scanned = scan_lines(
+                    &mut self.fields,
+                    self.line_ends,
+                    rest,
+                    0,
+                    self.max_block_len,
+                );
+                let Scanned::Block { len } = scanned else {
+                    return None;
+                };
+                len
+            }
         };
         let raw = Raw {
             slice: &rest[..len],
@@ -421,6 +434,16 @@ impl Framer {
         let base = from - self.pos;
         let budget = self.max_block_len.saturating_sub(base);
         let rest = &self.chunk[from..];
+        if base == 0 {
+            debug_assert_eq!(self.fields, Fields::new(self.fields.fingerprinting));
+            let fingerprinting = self.fields.fingerprinting;
+            if let Some((len, fields)) = common_block(fingerprinting, self.line_ends, rest, budget)
+            {
+                self.fields = fields;
+                self.scan = from + len;
+                return self.emit_block();
+            }
+        }
         match scan_lines(&mut self.fields, self.line_ends, rest, base, budget) {
             Scanned::Block { len } => {
                 self.scan = from + len;
