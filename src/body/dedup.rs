@@ -319,12 +319,17 @@ impl Dedup {
         // Between blocks, the framer has nothing: asking costs a round of
         // its bookkeeping per chunk.
         let framed = !self.framer.is_between_blocks();
+        // Without additions, the output is only ever told to forward or to
+        // skip: the bytes forwarded in a row are told at once, before the
+        // next skip or at the end, which costs the output one step for a
+        // chunk of many events rather than one per event.
+        let mut forwarded_run = 0;
         while framed && let Some(segment) = self.framer.next_segment() {
             let len = segment.raw().len();
             let block = match &segment {
                 Segment::Block(block) => block,
                 Segment::Passthrough(_) if self.additions.is_none() => {
-                    self.output.forward(len);
+                    forwarded_run += len;
                     continue;
                 }
                 Segment::Passthrough(_) => {
@@ -355,6 +360,9 @@ impl Dedup {
                 }
                 if observed.verdict.client == Seen::Same {
                     counts.dropped += 1;
+                    if forwarded_run > 0 {
+                        self.output.forward(std::mem::take(&mut forwarded_run));
+                    }
                     self.output.skip(len);
                     if let Some(additions) = self.additions.as_deref_mut() {
                         additions.passed_start();
@@ -365,7 +373,7 @@ impl Dedup {
             }
             counts.forwarded += u64::from(block.dispatches());
             match self.additions.as_deref_mut() {
-                None => self.output.forward(len),
+                None => forwarded_run += len,
                 Some(additions) => {
                     let mut forwarding =
                         Forwarding::new(check.state(), &mut self.output, &mut self.recorder);
@@ -379,6 +387,9 @@ impl Dedup {
                     forwarding.forward_block(block, tracked, keep, additions);
                 }
             }
+        }
+        if forwarded_run > 0 {
+            self.output.forward(forwarded_run);
         }
         if self.ending {
             // Under the same lock: a per-request stream is complete now.
