@@ -273,6 +273,9 @@ impl Framer {
     /// bookkeeping. `None` leaves the block to `push`: one that the chunk
     /// cuts short, one over the limit, or one whose last line ends in a CR
     /// at the chunk's very end, which an LF in the next chunk may complete.
+    // Inlined into the body's one caller, which asks once per event: the
+    // block then stays in registers.
+    #[inline(always)]
     pub(crate) fn whole_block<'a>(&'a mut self, chunk: &'a Bytes, at: usize) -> Option<Block<'a>> {
         debug_assert!(self.is_between_blocks());
         let fingerprinting = self.fields.fingerprinting;
