@@ -317,6 +317,9 @@ impl Dedup {
             compare_events: self.compare_events,
             max_id_len: self.max_id_len,
         };
+        // Whether the chunk was all whole blocks, decided where they are:
+        // the framer then stands between blocks as before, with nothing.
+        let mut decided_whole = false;
         if let Some(chunk) = chunk {
             let whole_first = self.additions.is_none()
                 && self.framer.is_between_blocks()
@@ -334,74 +337,124 @@ impl Dedup {
                 self.output.push_input(chunk.clone());
                 Some(chunk)
             };
-            if let Some(rest) = rest {
-                self.framer.push(rest);
+            match rest {
+                Some(rest) => self.framer.push(rest),
+                None => decided_whole = true,
             }
         }
         let keeper = check.keeps_unnamed();
         // Between blocks, the framer has nothing: asking costs a round of
         // its bookkeeping per chunk.
-        let framed = !self.framer.is_between_blocks();
-        while framed && let Some(segment) = self.framer.next_segment() {
-            let len = segment.raw().len();
-            let block = match &segment {
-                Segment::Block(block) => block,
-                Segment::Passthrough(_) if self.additions.is_none() => {
-                    self.output.forward(len);
-                    continue;
+        let framed = !decided_whole && !self.framer.is_between_blocks();
+        // Without additions, the output is only ever told to forward or to
+        // skip: the bytes forwarded in a row are told at once, before the
+        // next skip or at the end, which costs the output one step for a
+        // chunk of many events rather than one per event.
+        let mut forwarded_run = 0;
+        // Without additions, the rest of the framer's chunk once the framer
+        // stands between blocks in the middle of it (see
+        // `Framer::take_rest`), and how much of it is decided: its whole
+        // blocks are taken where they are, as a chunk's are, rather than
+        // through the framer's bookkeeping, and decided as the framer's.
+        // The output has it as input already.
+        let mut rest: Option<(Bytes, usize)> = None;
+        // Whether the framer handed out the last segment: it may stand
+        // between blocks in the middle of its chunk after it.
+        let mut from_framer = false;
+        if framed {
+            loop {
+                if std::mem::take(&mut from_framer) && self.additions.is_none() {
+                    rest = self.framer.take_rest().map(|bytes| (bytes, 0));
                 }
-                Segment::Passthrough(_) => {
-                    let mut forwarding =
-                        Forwarding::new(check.state(), &mut self.output, &mut self.recorder);
-                    forwarding.pass_through(
-                        &segment,
-                        self.ending,
-                        keeper,
-                        self.additions.as_deref_mut(),
-                    );
-                    continue;
-                }
-            };
-            let observed = observe(&mut check, block, rules);
-            let mut keep = keeper;
-            if let Some(observed) = &observed {
-                // Only right after a replay: nothing to prove otherwise.
-                if let Some(additions) = self.additions.as_deref_mut()
-                    && additions.unproven.is_some()
-                {
-                    let mut forwarding =
-                        Forwarding::new(check.state(), &mut self.output, &mut self.recorder);
-                    let seen = Some((observed.id, observed.verdict.client));
-                    if forwarding.prove_continuity(additions, seen, keeper) {
-                        self.stats.gap();
+                let segment = match &mut rest {
+                    Some((bytes, at)) => match self.framer.whole_block(bytes, *at) {
+                        Some(block) => {
+                            *at += block.raw().len();
+                            Segment::Block(block)
+                        }
+                        None => {
+                            // A block the rest cuts short, or one only the
+                            // framer parses: back to the framer.
+                            let left = bytes.slice(*at..);
+                            rest = None;
+                            self.framer.push(left);
+                            continue;
+                        }
+                    },
+                    None => match self.framer.next_segment() {
+                        Some(segment) => {
+                            from_framer = true;
+                            segment
+                        }
+                        None => break,
+                    },
+                };
+                let len = segment.raw().len();
+                let block = match &segment {
+                    Segment::Block(block) => block,
+                    Segment::Passthrough(_) if self.additions.is_none() => {
+                        forwarded_run += len;
+                        continue;
                     }
-                }
-                if observed.verdict.client == Seen::Same {
-                    counts.dropped += 1;
-                    self.output.skip(len);
-                    if let Some(additions) = self.additions.as_deref_mut() {
-                        additions.passed_start();
+                    Segment::Passthrough(_) => {
+                        let mut forwarding =
+                            Forwarding::new(check.state(), &mut self.output, &mut self.recorder);
+                        forwarding.pass_through(
+                            &segment,
+                            self.ending,
+                            keeper,
+                            self.additions.as_deref_mut(),
+                        );
+                        continue;
                     }
-                    continue;
-                }
-                keep = observed.record(&mut self.recorder);
-            }
-            counts.forwarded += u64::from(block.dispatches());
-            match self.additions.as_deref_mut() {
-                None => self.output.forward(len),
-                Some(additions) => {
-                    let mut forwarding =
-                        Forwarding::new(check.state(), &mut self.output, &mut self.recorder);
-                    let tracked = observed.is_some();
-                    if !tracked && block.dispatches() && additions.unproven.is_some() {
-                        // An event without an id proves nothing.
-                        if forwarding.prove_continuity(additions, None, keeper) {
+                };
+                let observed = observe(&mut check, block, rules);
+                let mut keep = keeper;
+                if let Some(observed) = &observed {
+                    // Only right after a replay: nothing to prove otherwise.
+                    if let Some(additions) = self.additions.as_deref_mut()
+                        && additions.unproven.is_some()
+                    {
+                        let mut forwarding =
+                            Forwarding::new(check.state(), &mut self.output, &mut self.recorder);
+                        let seen = Some((observed.id, observed.verdict.client));
+                        if forwarding.prove_continuity(additions, seen, keeper) {
                             self.stats.gap();
                         }
                     }
-                    forwarding.forward_block(block, tracked, keep, additions);
+                    if observed.verdict.client == Seen::Same {
+                        counts.dropped += 1;
+                        if forwarded_run > 0 {
+                            self.output.forward(std::mem::take(&mut forwarded_run));
+                        }
+                        self.output.skip(len);
+                        if let Some(additions) = self.additions.as_deref_mut() {
+                            additions.passed_start();
+                        }
+                        continue;
+                    }
+                    keep = observed.record(&mut self.recorder);
+                }
+                counts.forwarded += u64::from(block.dispatches());
+                match self.additions.as_deref_mut() {
+                    None => forwarded_run += len,
+                    Some(additions) => {
+                        let mut forwarding =
+                            Forwarding::new(check.state(), &mut self.output, &mut self.recorder);
+                        let tracked = observed.is_some();
+                        if !tracked && block.dispatches() && additions.unproven.is_some() {
+                            // An event without an id proves nothing.
+                            if forwarding.prove_continuity(additions, None, keeper) {
+                                self.stats.gap();
+                            }
+                        }
+                        forwarding.forward_block(block, tracked, keep, additions);
+                    }
                 }
             }
+        }
+        if forwarded_run > 0 {
+            self.output.forward(forwarded_run);
         }
         if self.ending {
             // Under the same lock: a per-request stream is complete now.
@@ -447,7 +500,9 @@ struct Observed<'b> {
 
 /// Checks the id of `block` against what the client and the stream have,
 /// when it is one the response tracks.
-#[inline]
+// Inlined into both callers: asked once per event, it returns its answer
+// in registers rather than through memory.
+#[inline(always)]
 fn observe<'b>(
     check: &mut Check<'_>,
     block: &'b Block<'_>,
@@ -508,6 +563,10 @@ impl<'o> WholeBlocks<'o> {
 
     /// Decides every block the chunk holds whole, from its start. Returns
     /// the rest, which starts a block the chunk cuts short, for the framer.
+    // Inlined into its one caller, as `Framer::whole_block` is into it:
+    // the common chunk of one event is then decided in one frame, its
+    // block in registers. Left to the compiler, it is sometimes a call.
+    #[inline(always)]
     fn decide(
         mut self,
         check: &mut Check<'_>,
@@ -559,6 +618,8 @@ impl<'o> WholeBlocks<'o> {
         }
     }
 
+    // Inlined into `decide`, its one caller, for the same reason.
+    #[inline(always)]
     fn finish(mut self) -> Option<Bytes> {
         if self.decided == self.chunk.len() {
             if !self.fed {

@@ -153,6 +153,54 @@ pub(super) fn scan_lines(
     Scanned::Open { line_start: at }
 }
 
+/// Parses a block of the commonest shape, `id: <digits>\ndata: <value>\n\n`,
+/// at the start of `bytes`: its length, and its fields, which are what
+/// [`scan_lines`] would make of it. `None` for any other shape, or a block
+/// over `budget` bytes, which [`scan_lines`] then parses.
+///
+/// Most events a server sends look like this, one per chunk: checking the
+/// shape byte by byte where it is fixed costs less than searching for
+/// every line's end and telling its field by name.
+#[inline(always)]
+pub(super) fn common_block(
+    fingerprinting: bool,
+    line_ends: &LineEnds,
+    bytes: &[u8],
+    budget: usize,
+) -> Option<(usize, Fields)> {
+    const ID: &[u8] = b"id: ";
+    const DATA: &[u8] = b"\ndata: ";
+    let after_name = bytes.strip_prefix(ID)?;
+    // Digits only: no line end and no U+0000 to look for.
+    let digits = after_name.iter().take_while(|b| b.is_ascii_digit()).count();
+    if digits == 0 {
+        return None;
+    }
+    let id = ID.len()..ID.len() + digits;
+    let value_start = id.end + DATA.len();
+    let value = bytes.get(id.end..)?.strip_prefix(DATA)?;
+    let value_len = line_ends.find(value)?;
+    let value = &value[..value_len];
+    let value_end = value_start + value_len;
+    let len = value_end + 2;
+    if bytes.get(value_end..len)? != b"\n\n" || len > budget {
+        return None;
+    }
+    let data_state = match fingerprinting {
+        true => fingerprint::add_data_line(0, value),
+        false => 0,
+    };
+    let fields = Fields {
+        id: Span::new(id),
+        data: true,
+        fingerprinting,
+        data_state,
+        field: true,
+        ..Fields::default()
+    };
+    Some((len, fields))
+}
+
 /// The fields of a whole block, as `parsed` found them, parsed again with
 /// its data fingerprinted, for a framer that did not as it went.
 #[cold]
@@ -262,4 +310,102 @@ pub(super) fn parse_retry(value: &[u8]) -> Option<u64> {
     value.iter().try_fold(0u64, |millis, &digit| {
         millis.checked_mul(10)?.checked_add(u64::from(digit - b'0'))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Mostly `common`, sometimes one of `others`.
+    fn usually(
+        common: &'static str,
+        others: Vec<&'static str>,
+    ) -> impl Strategy<Value = &'static str> + Clone {
+        prop_oneof![4 => Just(common), 1 => prop::sample::select(others)]
+    }
+
+    /// A block of the common shape, or one a piece or two away from it:
+    /// another id, separator, field name, line end or value, a short
+    /// block, and what comes after it.
+    fn near_common() -> impl Strategy<Value = Vec<u8>> {
+        (
+            usually("id: ", vec!["id:", "id:  ", "Id: ", ""]),
+            usually(
+                "42",
+                vec!["1", "0", "042", "", "1a", "1\0", "12345678901234567890"],
+            ),
+            usually("\n", vec!["\r\n", "\r", ""]),
+            usually(
+                "data: ",
+                vec!["data:", "data:  ", "dat: ", "event: t\ndata: ", ": c\n"],
+            ),
+            usually(
+                "{\"jsonrpc\":\"2.0\"}",
+                vec![
+                    "",
+                    "x",
+                    "a\rb",
+                    "a value of more than 64 bytes, which the fingerprint reads in lanes of 16",
+                ],
+            ),
+            usually(
+                "\n\n",
+                vec!["\n", "\r\n\r\n", "\n\r", "\n\r\n", "\ndata: z\n\n", ""],
+            ),
+            prop::sample::select(vec!["", "id: 2\ndata: next\n\n", "\n", "\r"]),
+        )
+            .prop_map(|(id, value, sep, data, payload, end, after)| {
+                [id, value, sep, data, payload, end, after]
+                    .concat()
+                    .into_bytes()
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 4096, ..ProptestConfig::default() })]
+
+        /// Whatever the common shape's parser takes, it takes as the
+        /// general one does: the same length and the same fields.
+        #[test]
+        fn the_common_shape_is_parsed_as_any_block_is(
+            bytes in near_common(),
+            budget in prop_oneof![3 => Just(usize::MAX), 1 => 0..64usize],
+            fingerprinting in any::<bool>(),
+        ) {
+            let line_ends = LineEnds::get();
+            if let Some((len, fields)) = common_block(fingerprinting, line_ends, &bytes, budget) {
+                let mut general = Fields::new(fingerprinting);
+                let scanned = scan_lines(&mut general, line_ends, &bytes, 0, budget);
+                let Scanned::Block { len: general_len } = scanned else {
+                    return Err(TestCaseError::fail("the general parser takes no block"));
+                };
+                prop_assert_eq!((len, fields), (general_len, general));
+            }
+        }
+    }
+
+    #[test]
+    fn the_common_shape_is_taken_and_others_are_left() {
+        let line_ends = LineEnds::get();
+        let common = |bytes: &[u8]| common_block(true, line_ends, bytes, usize::MAX);
+        let (len, fields) = common(b"id: 12\ndata: x\n\nid: 13\n").expect("the common shape");
+        assert_eq!(len, 16);
+        assert_eq!(fields.id.get(), Some(4..6));
+        assert!(fields.data && fields.field && !fields.comment);
+        assert_ne!(fields.data_state, 0, "fingerprinted");
+        for other in [
+            &b"id: 12\r\ndata: x\n\n"[..],
+            b"id:12\ndata: x\n\n",
+            b"id: \ndata: x\n\n",
+            b"id: 1a\ndata: x\n\n",
+            b"id: 12\ndata:x\n\n",
+            b"id: 12\ndata: x\r\n\r\n",
+            b"id: 12\ndata: x\n",
+            b"id: 12\ndata: x\ndata: y\n\n",
+        ] {
+            assert!(common(other).is_none(), "{other:?}");
+        }
+        assert!(common_block(true, line_ends, b"id: 1\ndata: x\n\n", 12).is_none());
+    }
 }

@@ -53,7 +53,9 @@ use std::ops::Range;
 
 use bytes::Bytes;
 
-use lines::{Fields, LineEnds, Scanned, line_end, line_end_len, parse_field, scan_lines};
+use lines::{
+    Fields, LineEnds, Scanned, common_block, line_end, line_end_len, parse_field, scan_lines,
+};
 pub use segment::{Block, EventId, Raw, Segment};
 
 /// The default [`Framer::with_max_block_len`] limit: 1 MiB.
@@ -261,6 +263,36 @@ impl Framer {
             && !self.ended
     }
 
+    /// The rest of the chunk being parsed, when the framer stands between
+    /// two blocks in the middle of it with nothing else to parse: given
+    /// back, the framer then stands [between blocks](Self::is_between_blocks),
+    /// and the blocks the rest holds whole can be taken from it where they
+    /// are, with [`whole_block`](Self::whole_block), as from a chunk just
+    /// come: once the block an earlier chunk began is done, the blocks of
+    /// a large chunk skip the framer's bookkeeping for each.
+    pub(crate) fn take_rest(&mut self) -> Option<Bytes> {
+        if std::mem::take(&mut self.emitted.copied) {
+            self.release_carry();
+        }
+        let mid_chunk = self.pos == self.scan && self.pos < self.chunk.len();
+        let between_blocks = self.queue.is_empty()
+            && self.carry.is_empty()
+            && !self.after_cr
+            && !self.held
+            && !self.at_stream_start
+            && self.discarding == Discarding::No
+            && !self.ended;
+        if !(mid_chunk && between_blocks) {
+            return None;
+        }
+        let rest = self.chunk.slice(self.pos..);
+        self.chunk = Bytes::new();
+        self.pos = 0;
+        self.scan = 0;
+        debug_assert!(self.is_between_blocks());
+        Some(rest)
+    }
+
     /// The block at `chunk[at..]`, when the chunk holds the whole of it:
     /// for a framer [between blocks](Self::is_between_blocks), `at` being
     /// where its input starts or the end of the block taken before. It is
@@ -271,21 +303,35 @@ impl Framer {
     /// bookkeeping. `None` leaves the block to `push`: one that the chunk
     /// cuts short, one over the limit, or one whose last line ends in a CR
     /// at the chunk's very end, which an LF in the next chunk may complete.
+    // Inlined into the body's one caller, which asks once per event: the
+    // block then stays in registers.
+    #[inline(always)]
     pub(crate) fn whole_block<'a>(&'a mut self, chunk: &'a Bytes, at: usize) -> Option<Block<'a>> {
         debug_assert!(self.is_between_blocks());
-        self.fields = Fields::new(self.fields.fingerprinting);
+        let fingerprinting = self.fields.fingerprinting;
         // Lent out, or partly parsed: cleared before parsing goes on.
         self.fields_emitted = true;
         let rest = &chunk[at..];
-        let scanned = scan_lines(
-            &mut self.fields,
-            self.line_ends,
-            rest,
-            0,
-            self.max_block_len,
-        );
-        let Scanned::Block { len } = scanned else {
-            return None;
+        let common = common_block(fingerprinting, self.line_ends, rest, self.max_block_len);
+        let len = match common {
+            Some((len, fields)) => {
+                self.fields = fields;
+                len
+            }
+            None => {
+                self.fields = Fields::new(fingerprinting);
+                let scanned = scan_lines(
+                    &mut self.fields,
+                    self.line_ends,
+                    rest,
+                    0,
+                    self.max_block_len,
+                );
+                let Scanned::Block { len } = scanned else {
+                    return None;
+                };
+                len
+            }
         };
         let raw = Raw {
             slice: &rest[..len],
@@ -421,6 +467,16 @@ impl Framer {
         let base = from - self.pos;
         let budget = self.max_block_len.saturating_sub(base);
         let rest = &self.chunk[from..];
+        if base == 0 {
+            debug_assert_eq!(self.fields, Fields::new(self.fields.fingerprinting));
+            let fingerprinting = self.fields.fingerprinting;
+            if let Some((len, fields)) = common_block(fingerprinting, self.line_ends, rest, budget)
+            {
+                self.fields = fields;
+                self.scan = from + len;
+                return self.emit_block();
+            }
+        }
         match scan_lines(&mut self.fields, self.line_ends, rest, base, budget) {
             Scanned::Block { len } => {
                 self.scan = from + len;
@@ -720,23 +776,23 @@ mod tests {
     /// The segments of `chunks` through `push` and `next_segment`; with
     /// `whole_first`, as a body takes them: the blocks a chunk holds whole
     /// from its start with `whole_block` whenever the framer is between
-    /// blocks, the rest through `push` and `next_segment`.
+    /// blocks, and so those of the rest of a chunk the framer gives back
+    /// after a segment, the rest through `push` and `next_segment`.
     fn framed(framer: Framer, chunks: &[Bytes], whole_first: bool) -> Vec<String> {
         let mut framer = framer;
         let mut segments = Vec::new();
         for chunk in chunks {
-            let mut at = 0;
+            let mut rest = chunk.clone();
             if whole_first && framer.is_between_blocks() {
-                while let Some(block) = framer.whole_block(chunk, at) {
-                    let len = block.raw().len();
-                    assert_eq!(block.raw().to_bytes(), chunk.slice(at..at + len));
-                    at += len;
-                    segments.push(described(&Segment::Block(block)));
-                }
+                rest = whole_blocks(&mut framer, rest, &mut segments);
             }
-            framer.push(chunk.slice(at..));
+            framer.push(rest);
             while let Some(segment) = framer.next_segment() {
                 segments.push(described(&segment));
+                if whole_first && let Some(rest) = framer.take_rest() {
+                    let rest = whole_blocks(&mut framer, rest, &mut segments);
+                    framer.push(rest);
+                }
             }
         }
         framer.finish();
@@ -744,6 +800,19 @@ mod tests {
             segments.push(described(&segment));
         }
         segments
+    }
+
+    /// Takes the blocks `chunk` holds whole with `whole_block`, for a
+    /// framer between blocks, and returns the rest.
+    fn whole_blocks(framer: &mut Framer, chunk: Bytes, segments: &mut Vec<String>) -> Bytes {
+        let mut at = 0;
+        while let Some(block) = framer.whole_block(&chunk, at) {
+            let len = block.raw().len();
+            assert_eq!(block.raw().to_bytes(), chunk.slice(at..at + len));
+            at += len;
+            segments.push(described(&Segment::Block(block)));
+        }
+        chunk.slice(at..)
     }
 
     /// A line of an event stream, line end included: the fields the
@@ -777,7 +846,8 @@ mod tests {
     proptest! {
         #![proptest_config(ProptestConfig { cases: 2048, ..ProptestConfig::default() })]
 
-        /// Taking whole blocks where they are frames a stream exactly as
+        /// Taking whole blocks where they are, from a chunk as it comes or
+        /// from the rest the framer gives back, frames a stream exactly as
         /// pushing every chunk does, however it is cut, within the
         /// default limit and a small one, fingerprinting or not. Chunks are
         /// mostly whole lines, so that many start a block.

@@ -108,6 +108,7 @@ impl<'a> Block<'a> {
     /// A fingerprint of the event this block dispatches: its data and its
     /// type. Two blocks that a client would read as the same event (line
     /// ends, comments, `id` and `retry` lines aside) have the same one.
+    #[inline]
     pub fn fingerprint(&self) -> u64 {
         let reparsed;
         let fields = if self.fields.fingerprinting {

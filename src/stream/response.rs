@@ -78,6 +78,8 @@ impl Response {
     /// response must stop: a reconnect of its client displaced it, or it
     /// reads for a hold that its stream no longer has. Its chunk is then
     /// left for the response that took its upstream over.
+    // Inlined: a body asks once per chunk, mostly one event.
+    #[inline]
     pub(crate) fn check(&mut self) -> Option<Check<'_>> {
         let mut state = self.stream.lock();
         if self.holding.is_some_and(|hold| !state.holds(hold)) {
@@ -149,7 +151,9 @@ impl Check<'_> {
     /// Looks `id` up in what the client has, with the fingerprint of its
     /// event (`None` trusts the id alone), and records it as forwarded to
     /// the client and, while the response is current, to the stream.
-    #[inline]
+    // Inlined, as the window's own lookup is into it: both are asked once
+    // per event.
+    #[inline(always)]
     pub(crate) fn observe(&mut self, id: &[u8], content: Option<u64>) -> Verdict {
         let (client, stream) = match self.own {
             None => {
