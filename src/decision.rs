@@ -53,6 +53,10 @@ pub(crate) struct Decision {
     /// a cursor, may lack what was sent before it (see
     /// [`Opened::gap_first`](crate::stream::Opened)).
     pub(crate) gap_first: bool,
+    /// Whether the stream knew the client's cursor: when it is a number,
+    /// the upstream's first new event after it then shows whether the
+    /// upstream numbers on from it, or anew (see `Dedup`).
+    pub(crate) cursor_known: bool,
     /// The client's cursor, for the gap event.
     pub(crate) cursor: Option<String>,
     /// Where stamped ids start, when the layer stamps them.
@@ -199,6 +203,7 @@ impl Decision {
             gap_after_replay: replayed && unread && !resumption.upstream_resumes,
             gap_first,
             replay,
+            cursor_known: cursor_known == Some(true),
             cursor,
             stamp_epoch,
             linger: linger.filter(|_| may_linger),
@@ -219,6 +224,7 @@ impl Decision {
             replay: Replay::Off,
             gap_after_replay: false,
             gap_first: false,
+            cursor_known: false,
             cursor: None,
             stamp_epoch: None,
             linger: None,

@@ -326,6 +326,7 @@
 //! | Its cursor is in the history, but nobody read the upstream since (no linger, the linger ran out, the holder died) | The events after it, then the gap signal before the upstream's first event, unless the upstream shows it goes on from there (it repeats the last id, or numbers on from it) |
 //! | Its cursor is not in the history (evicted, unknown) | `200`, the gap signal, then the live stream |
 //! | No history: its cursor goes upstream as `Last-Event-ID` | What the upstream resends, deduplicated; the upstream decides what is lost |
+//! | Its cursor is a number the stream knows, and the upstream's first new event has a lower one: it numbers anew, as after a restart | The gap signal before that event: what the upstream had not sent before is lost to it |
 //! | A complete stream, resumed from its last event | `204 No Content`: an `EventSource` stops |
 //! | The store fails as the request starts | Fail open: the upstream's stream, deduplicated within the response, after the gap signal when it resumed from a cursor. Fail closed: `503` |
 //! | The store fails mid-stream | Nothing: the stream goes on; ids and blocks not written leave a hole, and a later replay across it gets the gap signal |

@@ -28,8 +28,9 @@
 //! commands (those its scripts call included) and CPU time per event
 //! delivered, from its own `INFO`; and the time
 //! from a reconnect's request to its first byte. With `--check` it exits
-//! non-zero when an event is doubled, an event is lost or signalled that
-//! no fault explains, or a replica panicked. With `SOAK_DEBUG=1` in the
+//! non-zero when an event is doubled, an event is lost without a gap
+//! signal, an event is signalled that no fault explains, or a replica
+//! panicked. With `SOAK_DEBUG=1` in the
 //! environment, every skip without a gap signal is written to standard
 //! error as the client sees it: which events, after which, at which
 //! reconnect, on which stream and through which replica (each response
@@ -88,11 +89,12 @@ Options:
                      all: those that apply to the upstream kind
   --bad-clients PCT  as many bad clients as PCT% of the streams, in turns:
                      garbage and 8 KiB cursors, slowloris headers, never read
-  --check            exit 1 on a doubled event, a panic, or an event lost or
-                     signalled that no fault explains: only the streams a
-                     fault affects (all, or those a killed replica held)
-                     may miss events, and only those due from 0.5 s before
-                     it to twice the lease and 0.5 s after it ended
+  --check            exit 1 on a doubled event, a panic, an event lost
+                     without a gap signal, or one signalled that no fault
+                     explains: only the streams a fault affects (all, or
+                     those a killed replica held) may miss events, and only
+                     those due from 0.5 s before it to twice the lease and
+                     0.5 s after it ended, each signalled
 
 N streams need about 3N + 100 open files: raise the limit first, e.g.
 `ulimit -n 16384`.";
@@ -598,8 +600,8 @@ impl Report {
     }
 
     /// Whether the run shows what must hold: nothing doubled, no panic,
-    /// and no event missing, lost or signalled, that a fault cannot
-    /// explain (see `accounting`, and `Fault::can_lose` for which faults
+    /// no event lost without a gap signal, and none signalled that a fault
+    /// cannot explain (see `accounting`, and `Fault::can_lose` for which faults
     /// explain what, and for which streams).
     fn check(&self) -> bool {
         let t = &self.total;

@@ -181,12 +181,8 @@ impl Forwarding<'_> {
     /// the client gets the gap signal right before that first new event:
     /// what the upstream sent while nobody read it is lost. `seen` is an
     /// event's id and what the client has of it, or `None` for an event
-    /// without an id. Returns whether it signalled the gap.
-    ///
-    /// The signal goes into the history too, where the hole is (from the
-    /// response that keeps blocks without an id, `keeper`): a later replay
-    /// across the hole, for a client that missed this signal, tells of it
-    /// again rather than going on as if nothing were missing.
+    /// without an id. Returns whether it signalled the gap (see
+    /// [`signal_gap`](Self::signal_gap)).
     pub(super) fn prove_continuity(
         &mut self,
         additions: &mut Additions,
@@ -207,7 +203,46 @@ impl Forwarding<'_> {
         if seen.is_some_and(|(id, _)| follows(&last, id)) {
             return false;
         }
-        let gap = gap_event(&last);
+        self.signal_gap(additions, &last, keeper);
+        tracing::debug!(
+            after = last,
+            "the upstream does not go on from the history: gap"
+        );
+        true
+    }
+
+    /// Tells the client of a gap after its numbered `cursor`, here: the
+    /// upstream numbers anew (it restarted), and what it had not sent
+    /// before is lost to it. The bytes forwarded in a row so far,
+    /// `forwarded_run`, go out first.
+    #[cold]
+    #[inline(never)]
+    pub(super) fn signal_anew(
+        &mut self,
+        additions: Option<&mut Additions>,
+        cursor: u64,
+        keeper: bool,
+        forwarded_run: &mut usize,
+    ) {
+        if *forwarded_run > 0 {
+            self.output.forward(std::mem::take(forwarded_run));
+        }
+        let cursor = cursor.to_string();
+        match additions {
+            Some(additions) => self.signal_gap(additions, &cursor, keeper),
+            None => self.output.send(gap_event(&cursor)),
+        }
+        tracing::debug!(after = cursor, "the upstream numbers anew: gap");
+    }
+
+    /// Tells the client of a gap after `cursor`, here: the upstream's
+    /// stream does not go on from there. The signal goes into the history
+    /// too, where the hole is (from the response that keeps blocks without
+    /// an id, `keeper`): a later replay across the hole, for a client that
+    /// missed this signal, tells of it again rather than going on as if
+    /// nothing were missing.
+    pub(super) fn signal_gap(&mut self, additions: &Additions, cursor: &str, keeper: bool) {
+        let gap = gap_event(cursor);
         self.output.send(gap.clone());
         if keeper {
             if additions.local_history {
@@ -215,11 +250,6 @@ impl Forwarding<'_> {
             }
             self.recorder.push_block(None, &gap);
         }
-        tracing::debug!(
-            after = last,
-            "the upstream does not go on from the history: gap"
-        );
-        true
     }
 
     /// Forwards the byte order mark the stream starts with, if any, or

@@ -12,7 +12,7 @@ use crate::framer::{Block, Framer, Segment};
 use crate::recorder::Recorder;
 use crate::stamp::Stamper;
 use crate::stats::Stats;
-use crate::stream::{Check, Replay, Response, Seen, Stream, StreamState, Verdict};
+use crate::stream::{Check, Replay, Response, Seen, Stream, StreamState, Verdict, decimal};
 
 /// The deduplicating state of an event-stream body.
 #[derive(Debug)]
@@ -42,6 +42,29 @@ pub(crate) struct Dedup {
     /// follow whose holder died then goes on from it without the gap
     /// signal.
     upstream_resumes: bool,
+    /// The client's cursor, when it is a number, until the upstream's
+    /// first new event with an id: a lower number says that the upstream
+    /// numbers anew (it restarted), and lost what it had not sent.
+    resumed_at: Option<NumberedCursor>,
+}
+
+/// A client's cursor that is a number, `n`, kept as `n + 1` in a
+/// `NonZeroU64`: eight bytes with its `Option`, rather than sixteen, in
+/// every response. No cursor reaches `u64::MAX` (`decimal` reads at most
+/// 19 digits).
+#[derive(Debug, Clone, Copy)]
+struct NumberedCursor(std::num::NonZeroU64);
+
+impl NumberedCursor {
+    fn new(n: u64) -> Option<Self> {
+        n.checked_add(1)
+            .and_then(std::num::NonZeroU64::new)
+            .map(Self)
+    }
+
+    fn get(self) -> u64 {
+        self.0.get() - 1
+    }
 }
 
 impl Dedup {
@@ -53,6 +76,7 @@ impl Dedup {
             mut replay,
             gap_after_replay,
             gap_first,
+            cursor_known,
             cursor,
             stamp_epoch,
             prime,
@@ -82,6 +106,12 @@ impl Dedup {
         let replays_ids = replayed_last_id.is_some();
         let unproven = gap_after_replay
             .then(|| (replayed_last_id.or_else(|| cursor.clone())).unwrap_or_default());
+        // Right after a replay nobody kept up to now, the continuity proof
+        // tells any new numbering apart already.
+        let resumed_at = (cursor.as_deref())
+            .filter(|_| cursor_known && unproven.is_none())
+            .and_then(|cursor| decimal(cursor.as_bytes()))
+            .and_then(NumberedCursor::new);
         let replayed = match replay {
             Replay::Off => false,
             Replay::Blocks(blocks) => {
@@ -148,6 +178,7 @@ impl Dedup {
             ended: false,
             span,
             upstream_resumes: options.upstream_resumes,
+            resumed_at,
             recorder,
             keep_alive,
         }
@@ -322,6 +353,7 @@ impl Dedup {
         let mut decided_whole = false;
         if let Some(chunk) = chunk {
             let whole_first = self.additions.is_none()
+                && self.resumed_at.is_none()
                 && self.framer.is_between_blocks()
                 && !self.output.has_undecided();
             let rest = if whole_first {
@@ -433,6 +465,15 @@ impl Dedup {
                         }
                         continue;
                     }
+                    if let Some(cursor) = self.resumed_at.take()
+                        && numbers_anew(cursor.get(), observed.id)
+                    {
+                        let mut forwarding =
+                            Forwarding::new(check.state(), &mut self.output, &mut self.recorder);
+                        let additions = self.additions.as_deref_mut();
+                        forwarding.signal_anew(additions, cursor.get(), keeper, &mut forwarded_run);
+                        self.stats.gap();
+                    }
                     keep = observed.record(&mut self.recorder);
                 }
                 counts.forwarded += u64::from(block.dispatches());
@@ -475,6 +516,12 @@ impl Dedup {
         }
         true
     }
+}
+
+/// Whether `id`, the first new event after the client's numbered cursor
+/// `cursor`, says that the upstream numbers anew: it is a lower number.
+fn numbers_anew(cursor: u64, id: &[u8]) -> bool {
+    decimal(id).is_some_and(|n| n < cursor)
 }
 
 /// The events a response forwarded and the blocks it dropped.
