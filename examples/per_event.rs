@@ -1,0 +1,133 @@
+//! A fixed amount of work for counting the layer's instructions per event
+//! under callgrind: the same 10,000 events of about 100 bytes, read
+//! through the layer (or not at all) a given number of times, in chunks
+//! of one event or of a given size. Instruction counts do not move with
+//! the machine's load as timings do, so two counts of two builds compare
+//! exactly.
+//!
+//! ```text
+//! cargo build --release --example per_event
+//! valgrind --tool=callgrind --callgrind-out-file=/tmp/cg.pass \
+//!     target/release/examples/per_event pass 3 0
+//! valgrind --tool=callgrind --callgrind-out-file=/tmp/cg.layer \
+//!     target/release/examples/per_event layer 3 0
+//! ```
+//!
+//! The layer's instructions per event are then the difference of the two
+//! totals ("Collected"), divided by the events read (30,000 here). Modes:
+//! `pass` (no layer), `layer` (the default layer), `trust` (with
+//! `trust_ids`), `history` (with a replay history). Then how many times
+//! the events are read, and the chunk size in bytes (0: one event per
+//! chunk, as a proxy mostly gets them). Every tenth event repeats the id of
+//! the one before, so that some are dropped. Not part of the test suite.
+
+use std::convert::Infallible;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::header::CONTENT_TYPE;
+use http::{HeaderValue, Request, Response};
+use http_body::{Body, Frame};
+use http_body_util::{BodyExt, StreamBody};
+use tower::{Service, ServiceBuilder, ServiceExt};
+use tower_sse_resume::{HistoryLimits, SseResumeLayer};
+
+/// The events of one response.
+const EVENTS: usize = 10_000;
+
+fn main() -> ExitCode {
+    let mut args = std::env::args().skip(1);
+    let mode = args.next().unwrap_or_else(|| "layer".to_owned());
+    let (Some(rounds), Some(chunk)) = (number(args.next(), 3), number(args.next(), 0)) else {
+        eprintln!("usage: per_event [pass|layer|trust|history] [ROUNDS] [CHUNK_BYTES]");
+        return ExitCode::FAILURE;
+    };
+    let chunks = chunks(chunk);
+    let upstream = tower::service_fn(move |_: Request<()>| {
+        let chunks = Arc::clone(&chunks);
+        let frames =
+            (0..chunks.len()).map(move |i| Ok::<_, Infallible>(Frame::data(chunks[i].clone())));
+        let mut response = Response::new(StreamBody::new(futures_util::stream::iter(frames)));
+        (response.headers_mut())
+            .insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+        std::future::ready(Ok::<_, Infallible>(response))
+    });
+    let layer = match mode.as_str() {
+        "pass" => return report(read(upstream, rounds)),
+        "layer" => SseResumeLayer::new(),
+        "trust" => SseResumeLayer::new().trust_ids(true),
+        "history" => SseResumeLayer::new().history(HistoryLimits::new()),
+        other => {
+            eprintln!("no mode {other:?}: pass, layer, trust or history");
+            return ExitCode::FAILURE;
+        }
+    };
+    report(read(
+        ServiceBuilder::new().layer(layer).service(upstream),
+        rounds,
+    ))
+}
+
+/// `arg` as a number, `default` when absent; `None` when not a number.
+fn number(arg: Option<String>, default: usize) -> Option<usize> {
+    arg.map_or(Some(default), |arg| arg.parse().ok())
+}
+
+/// The events, cut into chunks of `size` bytes, or one event each for 0.
+fn chunks(size: usize) -> Arc<[Bytes]> {
+    let mut body = Vec::new();
+    let mut ends = vec![0];
+    for n in 1..=EVENTS {
+        let id = if n % 10 == 0 { n - 1 } else { n };
+        body.extend_from_slice(format!("id: {id}\ndata: ").as_bytes());
+        body.extend(std::iter::repeat_n(b'x', 100));
+        body.extend_from_slice(b"\n\n");
+        ends.push(body.len());
+    }
+    let body = Bytes::from(body);
+    match size {
+        0 => ends.windows(2).map(|w| body.slice(w[0]..w[1])).collect(),
+        size => (0..body.len())
+            .step_by(size)
+            .map(|start| body.slice(start..(start + size).min(body.len())))
+            .collect(),
+    }
+}
+
+/// Reads a response of `service` to its end `rounds` times, each in a
+/// scope of its own (an MCP session), and returns the bytes read.
+fn read<S, B>(mut service: S, rounds: usize) -> usize
+where
+    S: Service<Request<()>, Response = Response<B>, Error = Infallible>,
+    B: Body<Data = Bytes>,
+    B::Error: std::fmt::Debug,
+{
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("a runtime");
+    let mut total = 0;
+    for round in 0..rounds {
+        let request = Request::get("/mcp")
+            .header("mcp-session-id", format!("s-{round}"))
+            .body(())
+            .expect("a valid request");
+        total += runtime.block_on(async {
+            let response = service.ready().await.unwrap().call(request).await.unwrap();
+            response
+                .into_body()
+                .collect()
+                .await
+                .unwrap()
+                .to_bytes()
+                .len()
+        });
+    }
+    total
+}
+
+fn report(bytes: usize) -> ExitCode {
+    println!("{bytes} bytes read");
+    ExitCode::SUCCESS
+}
