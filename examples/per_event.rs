@@ -19,7 +19,20 @@
 //! `trust_ids`), `history` (with a replay history). Then how many times
 //! the events are read, and the chunk size in bytes (0: one event per
 //! chunk, as a proxy mostly gets them). Every tenth event repeats the id of
-//! the one before, so that some are dropped. Not part of the test suite.
+//! the one before, so that some are dropped.
+//!
+//! With a fourth argument, `STREAMS`, the events go instead to that many
+//! streams open at once, one event to each in turn, ROUNDS events each: as
+//! a gateway of many quiet streams sees them, each stream's state gone from
+//! the cache by its next event. Under `valgrind --tool=cachegrind
+//! --cache-sim=yes`, the misses an event then count what the layer's state
+//! costs beyond its instructions:
+//!
+//! ```text
+//! valgrind --tool=cachegrind --cache-sim=yes target/release/examples/per_event layer 20 0 20000
+//! ```
+//!
+//! Not part of the test suite.
 
 use std::convert::Infallible;
 use std::process::ExitCode;
@@ -39,10 +52,17 @@ const EVENTS: usize = 10_000;
 fn main() -> ExitCode {
     let mut args = std::env::args().skip(1);
     let mode = args.next().unwrap_or_else(|| "layer".to_owned());
-    let (Some(rounds), Some(chunk)) = (number(args.next(), 3), number(args.next(), 0)) else {
-        eprintln!("usage: per_event [pass|layer|trust|history] [ROUNDS] [CHUNK_BYTES]");
+    let (Some(rounds), Some(chunk), Some(streams)) = (
+        number(args.next(), 3),
+        number(args.next(), 0),
+        number(args.next(), 0),
+    ) else {
+        eprintln!("usage: per_event [pass|layer|trust|history] [ROUNDS] [CHUNK_BYTES] [STREAMS]");
         return ExitCode::FAILURE;
     };
+    if streams > 0 {
+        return interleaved(&mode, rounds, streams);
+    }
     let chunks = chunks(chunk);
     let upstream = tower::service_fn(move |_: Request<()>| {
         let chunks = Arc::clone(&chunks);
@@ -125,6 +145,87 @@ where
         });
     }
     total
+}
+
+/// What feeds one upstream body, event by event.
+type Feed = tokio::sync::mpsc::UnboundedSender<Result<Frame<Bytes>, Infallible>>;
+
+/// `streams` streams open at once through the layer of `mode` (or none),
+/// each sent `rounds` events, one to each stream in turn, each read as it
+/// is sent.
+fn interleaved(mode: &str, rounds: usize, streams: usize) -> ExitCode {
+    // Each request's upstream body is fed by `send_in_turn`, through a
+    // channel the service keeps here.
+    let feeds: Arc<std::sync::Mutex<Vec<Feed>>> = Arc::default();
+    let upstream = {
+        let feeds = Arc::clone(&feeds);
+        tower::service_fn(move |_: Request<()>| {
+            let (feed, mut frames) = tokio::sync::mpsc::unbounded_channel();
+            feeds.lock().unwrap().push(feed);
+            let frames = futures_util::stream::poll_fn(move |cx| frames.poll_recv(cx));
+            let mut response = Response::new(StreamBody::new(frames));
+            (response.headers_mut())
+                .insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+            std::future::ready(Ok::<_, Infallible>(response))
+        })
+    };
+    let layer = match mode {
+        "pass" => return report(send_in_turn(upstream, &feeds, rounds, streams)),
+        "layer" => SseResumeLayer::new(),
+        "trust" => SseResumeLayer::new().trust_ids(true),
+        "history" => SseResumeLayer::new().history(HistoryLimits::new()),
+        other => {
+            eprintln!("no mode {other:?}: pass, layer, trust or history");
+            return ExitCode::FAILURE;
+        }
+    };
+    let service = ServiceBuilder::new().layer(layer).service(upstream);
+    report(send_in_turn(service, &feeds, rounds, streams))
+}
+
+/// Opens `streams` streams of `service`, each in a scope of its own, then
+/// sends each an event in turn, `rounds` times, through the upstream
+/// bodies' `feeds`, reading each as it is sent. Returns the bytes read.
+fn send_in_turn<S, B>(
+    mut service: S,
+    feeds: &std::sync::Mutex<Vec<Feed>>,
+    rounds: usize,
+    streams: usize,
+) -> usize
+where
+    S: Service<Request<()>, Response = Response<B>, Error = Infallible>,
+    B: Body<Data = Bytes>,
+    B::Error: std::fmt::Debug,
+{
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("a runtime");
+    let _entered = runtime.enter();
+    let mut bodies = Vec::with_capacity(streams);
+    for stream in 0..streams {
+        let request = Request::get("/events")
+            .header("mcp-session-id", format!("s-{stream}"))
+            .body(())
+            .expect("a valid request");
+        let response = runtime.block_on(async { service.ready().await?.call(request).await });
+        bodies.push(Box::pin(response.unwrap().into_body()));
+    }
+    let feeds = std::mem::take(&mut *feeds.lock().unwrap());
+    let waker = futures_util::task::noop_waker();
+    let mut context = std::task::Context::from_waker(&waker);
+    let mut bytes = 0;
+    for round in 1..=rounds {
+        let event = Bytes::from(format!("id: {round}\ndata: {}\n\n", "x".repeat(100)));
+        for (feed, body) in feeds.iter().zip(&mut bodies) {
+            let _ = feed.send(Ok(Frame::data(event.clone())));
+            let polled = body.as_mut().poll_frame(&mut context);
+            if let std::task::Poll::Ready(Some(Ok(frame))) = polled {
+                bytes += frame.data_ref().map_or(0, Bytes::len);
+            }
+        }
+    }
+    bytes
 }
 
 fn report(bytes: usize) -> ExitCode {
