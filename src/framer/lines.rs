@@ -153,10 +153,17 @@ pub(super) fn scan_lines(
     Scanned::Open { line_start: at }
 }
 
+/// The longest value the common shape's parse reads: a longer one, or one
+/// the chunk cuts short, is left to [`scan_lines`], which reads those bytes
+/// again. Most events of the common shape are short; past this, reading
+/// each line's end is what a block costs anyway.
+const COMMON_VALUE_MAX: usize = 512;
+
 /// Parses a block of the commonest shape, `id: <digits>\ndata: <value>\n\n`,
 /// at the start of `bytes`: its length, and its fields, which are what
 /// [`scan_lines`] would make of it. `None` for any other shape, or a block
-/// over `budget` bytes, which [`scan_lines`] then parses.
+/// over `budget` bytes, or a value over [`COMMON_VALUE_MAX`] bytes, which
+/// [`scan_lines`] then parses.
 ///
 /// Most events a server sends look like this, one per chunk: checking the
 /// shape byte by byte where it is fixed costs less than searching for
@@ -179,7 +186,7 @@ pub(super) fn common_block(
     let id = ID.len()..ID.len() + digits;
     let value_start = id.end + DATA.len();
     let value = bytes.get(id.end..)?.strip_prefix(DATA)?;
-    let value_len = line_ends.find(value)?;
+    let value_len = line_ends.find(&value[..value.len().min(COMMON_VALUE_MAX + 1)])?;
     let value = &value[..value_len];
     let value_end = value_start + value_len;
     let len = value_end + 2;
@@ -407,5 +414,11 @@ mod tests {
             assert!(common(other).is_none(), "{other:?}");
         }
         assert!(common_block(true, line_ends, b"id: 1\ndata: x\n\n", 12).is_none());
+        let at_most = |len: usize| format!("id: 1\ndata: {}\n\n", "x".repeat(len)).into_bytes();
+        assert!(common(&at_most(COMMON_VALUE_MAX)).is_some());
+        assert!(
+            common(&at_most(COMMON_VALUE_MAX + 1)).is_none(),
+            "left to the general parse"
+        );
     }
 }
