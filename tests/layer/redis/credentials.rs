@@ -430,9 +430,39 @@ async fn no_credential_reaches_redis() {
         )
         .await;
         assert_eq!(resumed[0].text(), events(103..=105), "{token:?}");
+        // ... and a stop of the call, which the stops' log keeps.
+        let stop = token.request("POST", Some(103)).into_parts().0;
+        assert!(b.layer.stop(&stop), "{token:?}: the replicas told");
     }
     flushed(&a.store).await;
     flushed(&b.store).await;
+    // Both stops are in the stops' log before the scan.
+    let client = redis::Client::open(server.url()).unwrap();
+    let mut redis = client.get_multiplexed_async_connection().await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        // The test's own server: one prefix, one log.
+        let logs: Vec<String> = (redis::cmd("KEYS").arg("*stops:log"))
+            .query_async(&mut redis)
+            .await
+            .unwrap();
+        let mut logged = 0u64;
+        for log in logs {
+            logged += redis::cmd("XLEN")
+                .arg(log)
+                .query_async::<u64>(&mut redis)
+                .await
+                .unwrap();
+        }
+        if logged == 2 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{logged} stops logged"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 
     let (names, values) = everything_in(&server).await;
     // The control: the scan reads the streams' keys and what they hold.
