@@ -1,13 +1,12 @@
 //! A window of ids that are decimal numbers, each above the one before.
 
-/// Rising numbers, oldest first: `numbers[head..]`, then `numbers[..head]`,
-/// each with the fingerprint of its event at the same place in `contents`.
-/// They wrap around only once they fill the window, which they then keep
-/// full: recording one moves nothing.
+/// Rising numbers, oldest first: `entries[head..]`, then `entries[..head]`,
+/// each with the fingerprint of its event beside it, so that recording one
+/// writes one place on the heap. They wrap around only once they fill the
+/// window, which they then keep full: recording one moves nothing.
 #[derive(Clone, Default)]
 pub(super) struct RisingIds {
-    numbers: Vec<u64>,
-    contents: Vec<u64>,
+    entries: Vec<Entry>,
     /// Where the oldest number is; 0 until the window is full.
     head: usize,
     /// The newest number, while there is one. Kept here too, so that the
@@ -15,6 +14,13 @@ pub(super) struct RisingIds {
     /// struct: the numbers are elsewhere on the heap, and seldom still in
     /// the cache when a quiet stream's next event comes.
     newest: u64,
+}
+
+/// A number held, and the fingerprint of its event.
+#[derive(Clone, Copy)]
+struct Entry {
+    number: u64,
+    content: u64,
 }
 
 /// What [`RisingIds::find_or_push`] made of a number.
@@ -34,21 +40,20 @@ impl RisingIds {
     pub(super) fn find_or_push(&mut self, n: u64, content: u64, capacity: usize) -> Rising {
         if self.last().is_none_or(|newest| n > newest) {
             self.newest = n;
-            if self.numbers.len() < capacity {
-                self.numbers.push(n);
-                self.contents.push(content);
+            let entry = Entry { number: n, content };
+            if self.entries.len() < capacity {
+                self.entries.push(entry);
             } else {
-                self.numbers[self.head] = n;
-                self.contents[self.head] = content;
+                self.entries[self.head] = entry;
                 self.head += 1;
-                if self.head == self.numbers.len() {
+                if self.head == self.entries.len() {
                     self.head = 0;
                 }
             }
             return Rising::Pushed;
         }
         match self.position(n) {
-            Some(at) => Rising::Held(self.contents[at]),
+            Some(at) => Rising::Held(self.entries[at].content),
             None => Rising::Other,
         }
     }
@@ -57,34 +62,32 @@ impl RisingIds {
         self.position(n).is_some()
     }
 
-    /// Where `n` is in `numbers`.
+    /// Where `n` is in `entries`.
     #[inline]
     fn position(&self, n: u64) -> Option<usize> {
         // A replay of the newest number is the commonest duplicate.
         let newest = match self.head {
-            0 => self.numbers.len().checked_sub(1)?,
+            0 => self.entries.len().checked_sub(1)?,
             head => head - 1,
         };
         if self.newest == n {
             return Some(newest);
         }
         let (older, newer) = self.halves();
-        match older.binary_search(&n) {
+        match older.binary_search_by_key(&n, |entry| entry.number) {
             Ok(at) => Some(self.head + at),
-            Err(_) => newer.binary_search(&n).ok(),
+            Err(_) => newer.binary_search_by_key(&n, |entry| entry.number).ok(),
         }
     }
 
     /// Forgets the numbers after `n`; returns whether `n` was held.
     pub(super) fn cut_after(&mut self, n: u64) -> bool {
-        self.numbers.rotate_left(self.head);
-        self.contents.rotate_left(self.head);
+        self.entries.rotate_left(self.head);
         self.head = 0;
-        let Ok(at) = self.numbers.binary_search(&n) else {
+        let Ok(at) = self.entries.binary_search_by_key(&n, |entry| entry.number) else {
             return false;
         };
-        self.numbers.truncate(at + 1);
-        self.contents.truncate(at + 1);
+        self.entries.truncate(at + 1);
         self.newest = n;
         true
     }
@@ -92,27 +95,27 @@ impl RisingIds {
     /// The newest number.
     #[inline]
     pub(super) fn last(&self) -> Option<u64> {
-        (!self.numbers.is_empty()).then_some(self.newest)
+        (!self.entries.is_empty()).then_some(self.newest)
     }
 
-    pub(super) fn numbers(&self) -> impl Iterator<Item = u64> + '_ {
-        let (older, newer) = self.halves();
-        older.iter().chain(newer).copied()
+    #[cfg(test)]
+    fn numbers(&self) -> impl Iterator<Item = u64> + '_ {
+        self.entries().map(|(number, _)| number)
     }
 
     /// The numbers with their fingerprints, oldest first.
     pub(super) fn entries(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
-        let (older, newer) = self.contents.split_at(self.head);
-        self.numbers().zip(newer.iter().chain(older).copied())
+        let (older, newer) = self.halves();
+        (older.iter().chain(newer)).map(|entry| (entry.number, entry.content))
     }
 
     pub(super) fn len(&self) -> usize {
-        self.numbers.len()
+        self.entries.len()
     }
 
-    /// The numbers in two sorted runs, the older first.
-    fn halves(&self) -> (&[u64], &[u64]) {
-        let (newer, older) = self.numbers.split_at(self.head);
+    /// The entries in two runs of rising numbers, the older first.
+    fn halves(&self) -> (&[Entry], &[Entry]) {
+        let (newer, older) = self.entries.split_at(self.head);
         (older, newer)
     }
 }
