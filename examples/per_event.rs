@@ -60,33 +60,67 @@ fn main() -> ExitCode {
         eprintln!("usage: per_event [pass|layer|trust|history] [ROUNDS] [CHUNK_BYTES] [STREAMS]");
         return ExitCode::FAILURE;
     };
+    let Some(layer) = layer_of(&mode) else {
+        eprintln!("no mode {mode:?}: pass, layer, trust or history");
+        return ExitCode::FAILURE;
+    };
     if streams > 0 {
-        return interleaved(&mode, rounds, streams);
+        return interleaved(layer, rounds, streams);
     }
     let chunks = chunks(chunk);
     let upstream = tower::service_fn(move |_: Request<()>| {
         let chunks = Arc::clone(&chunks);
         let frames =
             (0..chunks.len()).map(move |i| Ok::<_, Infallible>(Frame::data(chunks[i].clone())));
-        let mut response = Response::new(StreamBody::new(futures_util::stream::iter(frames)));
-        (response.headers_mut())
-            .insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
-        std::future::ready(Ok::<_, Infallible>(response))
+        let body = StreamBody::new(futures_util::stream::iter(frames));
+        std::future::ready(Ok::<_, Infallible>(event_stream(body)))
     });
-    let layer = match mode.as_str() {
-        "pass" => return report(read(upstream, rounds)),
-        "layer" => SseResumeLayer::new(),
-        "trust" => SseResumeLayer::new().trust_ids(true),
-        "history" => SseResumeLayer::new().history(HistoryLimits::new()),
-        other => {
-            eprintln!("no mode {other:?}: pass, layer, trust or history");
-            return ExitCode::FAILURE;
-        }
+    let bytes = match layer {
+        None => read(upstream, rounds),
+        Some(layer) => read(ServiceBuilder::new().layer(layer).service(upstream), rounds),
     };
-    report(read(
-        ServiceBuilder::new().layer(layer).service(upstream),
-        rounds,
-    ))
+    report(bytes)
+}
+
+/// The layer a mode names: `Some(None)` for `pass`, `None` for no mode.
+fn layer_of(mode: &str) -> Option<Option<SseResumeLayer>> {
+    Some(match mode {
+        "pass" => None,
+        "layer" => Some(SseResumeLayer::new()),
+        "trust" => Some(SseResumeLayer::new().trust_ids(true)),
+        "history" => Some(SseResumeLayer::new().history(HistoryLimits::new())),
+        _ => return None,
+    })
+}
+
+/// A response of event-stream `body`.
+fn event_stream<B>(body: B) -> Response<B> {
+    let mut response = Response::new(body);
+    (response.headers_mut()).insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    response
+}
+
+/// The runtime each run reads on: one thread, as a callgrind count wants.
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("a runtime")
+}
+
+/// A `GET` of `path` in the scope (MCP session) `scope`.
+fn request(path: &str, scope: usize) -> Request<()> {
+    Request::get(path)
+        .header("mcp-session-id", format!("s-{scope}"))
+        .body(())
+        .expect("a valid request")
+}
+
+/// Appends event `id`, of about 100 bytes, to `body`.
+fn push_event(body: &mut Vec<u8>, id: usize) {
+    body.extend_from_slice(format!("id: {id}\ndata: ").as_bytes());
+    body.extend(std::iter::repeat_n(b'x', 100));
+    body.extend_from_slice(b"\n\n");
 }
 
 /// `arg` as a number, `default` when absent; `None` when not a number.
@@ -100,9 +134,7 @@ fn chunks(size: usize) -> Arc<[Bytes]> {
     let mut ends = vec![0];
     for n in 1..=EVENTS {
         let id = if n % 10 == 0 { n - 1 } else { n };
-        body.extend_from_slice(format!("id: {id}\ndata: ").as_bytes());
-        body.extend(std::iter::repeat_n(b'x', 100));
-        body.extend_from_slice(b"\n\n");
+        push_event(&mut body, id);
         ends.push(body.len());
     }
     let body = Bytes::from(body);
@@ -123,16 +155,10 @@ where
     B: Body<Data = Bytes>,
     B::Error: std::fmt::Debug,
 {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .expect("a runtime");
+    let runtime = runtime();
     let mut total = 0;
     for round in 0..rounds {
-        let request = Request::get("/mcp")
-            .header("mcp-session-id", format!("s-{round}"))
-            .body(())
-            .expect("a valid request");
+        let request = request("/mcp", round);
         total += runtime.block_on(async {
             let response = service.ready().await.unwrap().call(request).await.unwrap();
             response
@@ -150,10 +176,9 @@ where
 /// What feeds one upstream body, event by event.
 type Feed = tokio::sync::mpsc::UnboundedSender<Result<Frame<Bytes>, Infallible>>;
 
-/// `streams` streams open at once through the layer of `mode` (or none),
-/// each sent `rounds` events, one to each stream in turn, each read as it
-/// is sent.
-fn interleaved(mode: &str, rounds: usize, streams: usize) -> ExitCode {
+/// `streams` streams open at once through `layer` (or none), each sent
+/// `rounds` events, one to each stream in turn, each read as it is sent.
+fn interleaved(layer: Option<SseResumeLayer>, rounds: usize, streams: usize) -> ExitCode {
     // Each request's upstream body is fed by `send_in_turn`, through a
     // channel the service keeps here.
     let feeds: Arc<std::sync::Mutex<Vec<Feed>>> = Arc::default();
@@ -163,24 +188,17 @@ fn interleaved(mode: &str, rounds: usize, streams: usize) -> ExitCode {
             let (feed, mut frames) = tokio::sync::mpsc::unbounded_channel();
             feeds.lock().unwrap().push(feed);
             let frames = futures_util::stream::poll_fn(move |cx| frames.poll_recv(cx));
-            let mut response = Response::new(StreamBody::new(frames));
-            (response.headers_mut())
-                .insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
-            std::future::ready(Ok::<_, Infallible>(response))
+            std::future::ready(Ok::<_, Infallible>(event_stream(StreamBody::new(frames))))
         })
     };
-    let layer = match mode {
-        "pass" => return report(send_in_turn(upstream, &feeds, rounds, streams)),
-        "layer" => SseResumeLayer::new(),
-        "trust" => SseResumeLayer::new().trust_ids(true),
-        "history" => SseResumeLayer::new().history(HistoryLimits::new()),
-        other => {
-            eprintln!("no mode {other:?}: pass, layer, trust or history");
-            return ExitCode::FAILURE;
+    let bytes = match layer {
+        None => send_in_turn(upstream, &feeds, rounds, streams),
+        Some(layer) => {
+            let service = ServiceBuilder::new().layer(layer).service(upstream);
+            send_in_turn(service, &feeds, rounds, streams)
         }
     };
-    let service = ServiceBuilder::new().layer(layer).service(upstream);
-    report(send_in_turn(service, &feeds, rounds, streams))
+    report(bytes)
 }
 
 /// Opens `streams` streams of `service`, each in a scope of its own, then
@@ -197,17 +215,11 @@ where
     B: Body<Data = Bytes>,
     B::Error: std::fmt::Debug,
 {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .expect("a runtime");
+    let runtime = runtime();
     let _entered = runtime.enter();
     let mut bodies = Vec::with_capacity(streams);
     for stream in 0..streams {
-        let request = Request::get("/events")
-            .header("mcp-session-id", format!("s-{stream}"))
-            .body(())
-            .expect("a valid request");
+        let request = request("/events", stream);
         let response = runtime.block_on(async { service.ready().await?.call(request).await });
         bodies.push(Box::pin(response.unwrap().into_body()));
     }
@@ -216,7 +228,9 @@ where
     let mut context = std::task::Context::from_waker(&waker);
     let mut bytes = 0;
     for round in 1..=rounds {
-        let event = Bytes::from(format!("id: {round}\ndata: {}\n\n", "x".repeat(100)));
+        let mut event = Vec::new();
+        push_event(&mut event, round);
+        let event = Bytes::from(event);
         for (feed, body) in feeds.iter().zip(&mut bodies) {
             let _ = feed.send(Ok(Frame::data(event.clone())));
             let polled = body.as_mut().poll_frame(&mut context);

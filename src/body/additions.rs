@@ -138,7 +138,8 @@ impl Forwarding<'_> {
             _ => None,
         };
         self.output.forward(body.len());
-        additions.sent_ids |= stamped.is_some() || matches!(block.id(), EventId::Value(_));
+        // Its id's bytes, not `id()`: no UTF-8 check for a yes or no.
+        additions.sent_ids |= stamped.is_some() || block.id_bytes().is_some();
         let keeps_history = additions.local_history || self.recorder.wants_blocks();
         if !keeps_history || !keep {
             return;
