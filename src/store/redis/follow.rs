@@ -644,7 +644,7 @@ impl Follower {
                 // Keys of the stream that something else wrote: they go,
                 // and the next read sees what is left.
                 let removed =
-                    repair(&self.connection, limit, &self.keys.typed(&self.stream)).await?;
+                    repair(&self.connection, limit, &self.keys.typed(&self.stream, 0)).await?;
                 tracing::error!(stream = %self.stream, removed, "keys of the wrong type in Redis: removed");
                 within(limit, pipeline.query_async(&mut connection)).await?
             }

@@ -23,7 +23,9 @@ pub(super) struct Keys {
     pub(super) streams: String,
     /// `g`: each stream's generation.
     pub(super) generations: String,
-    /// `w:`: window keys are this followed by the stream.
+    /// `w:`: what the scripts derive the scope's keys from. A stream's
+    /// window is `w<generation>:<stream>` ([`Keys::window`]); `w:<stream>`
+    /// names the stream in this process's queue, and no key.
     pub(super) windows: String,
 }
 
@@ -50,10 +52,18 @@ impl Keys {
         key
     }
 
+    /// The window of `stream` in `generation`: `w<generation>:<stream>`.
+    /// A cursor's cut moves the window to the next generation's key, so
+    /// that a write of ids forwarded before it finds none (see
+    /// `scripts::PREAMBLE`).
+    pub(super) fn window(&self, stream: &str, generation: u64) -> String {
+        self.of(&format!("w{generation}:"), stream)
+    }
+
     /// A call of `script` (by its hash, or with `whole` its code) for
     /// `stream`, with the keys and arguments every script of the preamble
-    /// starts with, this process's time among them; the stream's name
-    /// comes next, from the caller.
+    /// starts with, this process's time among them, and as its window the
+    /// one of `generation`; the stream's name comes next, from the caller.
     pub(super) fn script_call(
         &self,
         script: &Lua,
@@ -61,10 +71,12 @@ impl Keys {
         config: &Config,
         limits: &StoreLimits,
         stream: &str,
+        generation: u64,
     ) -> Cmd {
         let mut command = script.call(whole);
         command.arg(9).arg(&self.streams).arg(&self.generations);
-        for kind in ["w:", "h:", "hi:", "l:", "d:", "a:"] {
+        command.arg(self.window(stream, generation));
+        for kind in ["h:", "hi:", "l:", "d:", "a:"] {
             command.arg(self.of(kind, stream));
         }
         command
@@ -78,15 +90,16 @@ impl Keys {
         command
     }
 
-    /// Every key of `stream` and of its scope that a script touches, with
-    /// the type it holds: what [`repair`](super::scripts::repair) checks.
-    pub(super) fn typed(&self, stream: &str) -> Vec<(String, &'static str)> {
+    /// Every key of `stream` and of its scope that a script touches, its
+    /// window that of `generation`, with the type it holds: what
+    /// [`repair`](super::scripts::repair) checks.
+    pub(super) fn typed(&self, stream: &str, generation: u64) -> Vec<(String, &'static str)> {
         let scope = |suffix: &str| format!("{}{suffix}", self.scope);
         vec![
             (self.streams.clone(), "zset"),
             (self.generations.clone(), "hash"),
             (scope("e"), "string"),
-            (self.of("w:", stream), "list"),
+            (self.window(stream, generation), "list"),
             (self.of("h:", stream), "stream"),
             (self.of("hi:", stream), "list"),
             (self.of("a:", stream), "string"),

@@ -124,7 +124,7 @@ const MIN_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 ///
 /// | key | type | holds |
 /// |---|---|---|
-/// | `<prefix>{S}:w:T` | list | the window of `T`: each id forwarded, oldest first, and right after it the fingerprint of its event (a NUL, then decimal digits; no id holds a NUL) and, with a history, where the id's block starts in it (a colon, then decimal digits), a little past the window's length at most |
+/// | `<prefix>{S}:w<G>:T` | list | the window of `T` in its generation `G` (a cursor's cut moves it to the next generation's key): each id forwarded, oldest first, and right after it the fingerprint of its event (a NUL, then decimal digits; no id holds a NUL) and, with a history, where the id's block starts in it (a colon, then decimal digits), a little past the window's length at most |
 /// | `<prefix>{S}:s` | sorted set | the streams of `S`, scored by last use (ms): for finding a cursor's stream, capping the streams per scope and forgetting idle ones |
 /// | `<prefix>{S}:g` | hash | per stream, its generation: bumped whenever a client cursor cuts the window |
 /// | `<prefix>{S}:h:T` | stream | with a [history](crate::SseResumeLayer::history), the blocks of `T`, oldest first: an entry per block with its resume id (`i`, empty for none), when it was kept (`t`, ms) and its bytes as forwarded (`b`). The entry id is `<start>-<position>`: where the block's bytes start among all the stream ever kept, and its place in it, both rising, so that the bytes bound is a native trim and a position that does not follow on says blocks are missing. Its consumer group `replay` is how an open reads its replay natively |
@@ -170,17 +170,21 @@ const MIN_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 /// Ids are written behind the stream: [`TrackerStore::record`] only queues
 /// them (bounded), and a background task sends what has piled up for all
 /// keys as one pipeline, coalesced to the last window's worth of ids per
-/// key. A write that forwards one event makes four
-/// calls in Redis (the generation's check, the window's push, the
-/// history's append, the followers' notice); the window and the history's
-/// count are trimmed every eighth of their length, and the stream's TTLs
-/// refreshed every quarter of the TTL. Most writes are plain appends,
-/// where the process's last write left the history and with nothing else
-/// to change: they go through a lean script, one call for the appends of
-/// up to 64 streams (a script's call and its arguments are most of its
-/// cost, and each stream needs a fifth of the whole write's); any other
-/// write, or one the append finds it cannot do, goes through the whole
-/// script, one call per stream.
+/// key. Most writes are plain appends, where the process's last write
+/// left the history and with nothing else to change: three native
+/// commands for one event, no script (the window's `RPUSHX`, the
+/// history's `XADD`, the followers' `PUBLISH`). Nothing need be checked
+/// first, for a cursor's cut fences off the writes of the generation
+/// before it: the window moves to the new generation's key, where an
+/// older write's `RPUSHX` finds none, and the history's last id (`XSETID`)
+/// moves past every place an older append could add a block (an append
+/// carries at most a sixteenth of the history's bytes bound), by the
+/// start alone, so that positions still follow on. What an append's
+/// command refuses, the whole write script does after it, with the
+/// generation's check. The history's count is held every eighth of it;
+/// the window, once an append finds it past its length and an eighth, by
+/// the next write, a whole one, as the stream's TTLs every quarter of the
+/// TTL.
 ///
 /// # Following a stream another replica holds
 ///
@@ -536,7 +540,10 @@ impl RedisStore {
             if !split {
                 transaction.atomic();
             }
-            let mut command = keys.script_call(&scripts().open, whole, config, &limits, stream);
+            // Most streams keep their first generation: the window read
+            // natively is that one's, and the script returns the window
+            // itself when it is another's.
+            let mut command = keys.script_call(&scripts().open, whole, config, &limits, stream, 0);
             command
                 .arg(stream)
                 .arg(cursor.unwrap_or(""))
@@ -564,7 +571,7 @@ impl RedisStore {
                 let len = 2 * isize::try_from(limits.window_len()).unwrap_or(isize::MAX / 2);
                 transaction
                     .cmd("LRANGE")
-                    .arg(keys.of("w:", stream))
+                    .arg(keys.window(stream, 0))
                     .arg(-len)
                     .arg(-1);
             }
@@ -606,7 +613,7 @@ impl RedisStore {
                     // wrote: it goes, and the stream starts afresh.
                     repaired = true;
                     let removed =
-                        repair(&self.shared.connection, left, &keys.typed(stream)).await?;
+                        repair(&self.shared.connection, left, &keys.typed(stream, 0)).await?;
                     self.note_bad_values(removed.max(1), keys);
                 }
                 Ok(reply) if Opened::is_wait(&reply) => {

@@ -66,6 +66,18 @@ pub(super) struct Pending {
     /// Whether blocks of this stream written before were dropped: the
     /// history before these is forgotten, so that no replay skips them.
     pub(super) after_hole: bool,
+    /// What an append wrote of these already.
+    pub(super) landed: Landed,
+}
+
+/// What an append wrote of a pending window before it had to stop: the
+/// whole write that finishes it leaves that out.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(super) struct Landed {
+    /// The ids are in the window.
+    pub(super) ids: bool,
+    /// The blocks are in the history, from this start on.
+    pub(super) blocks_at: Option<u64>,
 }
 
 /// How many ids and blocks Redis keeps per window: more queued are
@@ -188,6 +200,7 @@ impl Queue {
                     claim: false,
                     release: false,
                     after_hole,
+                    landed: Landed::default(),
                 });
             }
         }
@@ -219,6 +232,7 @@ impl Queue {
             claim: false,
             release: false,
             after_hole,
+            landed: Landed::default(),
         });
         if claim {
             // Taken again before the release went: it stays taken.

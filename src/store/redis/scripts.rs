@@ -41,7 +41,6 @@ impl Lua {
 pub(super) struct Scripts {
     pub(super) open: Lua,
     pub(super) write: Lua,
-    pub(super) appends: Lua,
     pub(super) repair: Lua,
     pub(super) forget_scope: Lua,
     pub(super) stop: Lua,
@@ -51,8 +50,7 @@ pub(super) fn scripts() -> &'static Scripts {
     static SCRIPTS: OnceLock<Scripts> = OnceLock::new();
     SCRIPTS.get_or_init(|| Scripts {
         open: Lua::new(format!("{PREAMBLE}{OPEN_HELPERS}{OPEN}")),
-        write: Lua::new(format!("{PREAMBLE}{WINDOW_ENTRIES}{WRITE}")),
-        appends: Lua::new(format!("{WINDOW_ENTRIES}{APPENDS}")),
+        write: Lua::new(format!("{PREAMBLE}{WRITE}")),
         repair: Lua::new(REPAIR.to_owned()),
         forget_scope: Lua::new(FORGET_SCOPE.to_owned()),
         stop: Lua::new(STOP.to_owned()),
@@ -118,17 +116,18 @@ pub(super) const REPLAY_CONSUMER: &str = "open";
 
 /// What every script starts with. KEYS: the scope's streams and
 /// generations, then the keys of the stream the script is for (`ARGV[9]`):
-/// its window, history, history's index, lease, end and the place its
+/// its window (of the generation the caller knows), history, history's index, lease, end and the place its
 /// client went away, then the scope's epoch. ARGV: the window key prefix,
 /// the TTL in ms, the window length, the most streams per scope, the
 /// history's most blocks (0 for no history), bytes and age in ms, the
 /// caller's time in ms, then each script's own.
 ///
-/// A stream's window is one list: each id forwarded, oldest first, and
-/// right after it the fingerprint of its event, as a NUL and its decimal
-/// digits (no id holds a NUL, so `LPOS` of an id never finds a
-/// fingerprint), and with a history, a colon and where the id's block
-/// starts in it, when the write that kept the block pushed the id. Its history is one Redis Stream: an entry per block,
+/// A stream's window is one list, keyed by the stream's generation: each
+/// id forwarded, oldest first, and right after it the fingerprint of its
+/// event, as a NUL and its decimal digits (no id holds a NUL, so `LPOS` of
+/// an id never finds a fingerprint), and with a history, a colon and where
+/// the id's block starts in it, when the write that kept the block pushed
+/// the id. Its history is one Redis Stream: an entry per block,
 /// oldest first, with one field, `b`: when the block was kept (ms) and the
 /// id a client may resume from after it (or none) on a line of their own,
 /// `<ms>:<id>`, then the block as forwarded. One field rather than three:
@@ -164,7 +163,7 @@ local epoch_key = KEYS[9]
 -- of the scope's other streams, which only a cursor's search and the
 -- scope's cap reach, are built alike, and share the hash tag.
 local own_stream = ARGV[9]
-local own_keys = {['w:'] = KEYS[3], ['h:'] = KEYS[4], ['hi:'] = KEYS[5], ['l:'] = KEYS[6],
+local own_keys = {['h:'] = KEYS[4], ['hi:'] = KEYS[5], ['l:'] = KEYS[6],
   ['d:'] = KEYS[7], ['a:'] = KEYS[8]}
 local function key_of(kind, stream)
   if stream == own_stream then return own_keys[kind] end
@@ -188,6 +187,19 @@ local function generation(stream)
   return number
 end
 
+-- A stream's window is keyed by its generation, `w<generation>:<stream>`:
+-- a write of ids forwarded in an older generation, still on its way when
+-- a cursor cut the window, finds no window there (`RPUSHX`), so that the
+-- writer appends natively, with nothing to check first. `KEYS[3]` is the
+-- window of the generation the caller knows.
+local function window_key(stream, gen)
+  return scope_keys .. 'w' .. gen .. ':' .. stream
+end
+
+local function window_of(stream)
+  return window_key(stream, generation(stream) or 0)
+end
+
 -- A stream's history and its index.
 local function history_keys(stream)
   return key_of('h:', stream), key_of('hi:', stream)
@@ -202,10 +214,11 @@ local function forget_history(stream)
 end
 
 local function forget(stream)
+  local window = window_of(stream)
   redis.call('ZREM', streams_key, stream)
   redis.call('HDEL', generations_key, stream)
   local blocks, index = history_keys(stream)
-  redis.call('DEL', key_of('w:', stream), key_of('d:', stream), blocks, index)
+  redis.call('DEL', window, key_of('d:', stream), blocks, index)
 end
 
 -- The start and the position of a history entry id, or nil for a value
@@ -228,11 +241,48 @@ local function kept_of(entry)
   return tonumber(string.sub(value, 1, colon - 1)), string.sub(value, colon + 1, line_end - 1), #value - line_end
 end
 
+-- Where the next block of the history `blocks` goes, as the stream says:
+-- right after its last entry id.
+local function after_last(blocks)
+  if redis.call('EXISTS', blocks) == 0 then return 1, 1 end
+  local info = redis.call('XINFO', 'STREAM', blocks)
+  local last_id, last_entry = nil, nil
+  for i = 1, #info - 1, 2 do
+    if info[i] == 'last-generated-id' then last_id = info[i + 1]
+    elseif info[i] == 'last-entry' then last_entry = info[i + 1] end
+  end
+  local start, position = id_parts(last_id)
+  if not start then return 1, 1 end
+  local len = 1
+  if last_entry and last_entry[1] == last_id then
+    local _, _, kept = kept_of(last_entry)
+    len = math.max(kept or 1, 1)
+  end
+  return start + len, position + 1
+end
+
+-- The most bytes of blocks a writer appends natively in one go (see
+-- `fence_history`); the writer holds the same bound.
+local fence_bytes = math.floor(history_bytes / 16)
+
+-- Makes the history of `stream` refuse every block a write of an older
+-- generation still has on its way: its last id moves past where such a
+-- write could put one (its appends, at most `fence_bytes` at a time,
+-- start no further than the history's end), by its start alone, so that
+-- positions still follow on, and the history holds that many bytes fewer
+-- until the gap leaves its bytes bound.
+local function fence_history(stream)
+  local blocks = history_keys(stream)
+  if redis.call('EXISTS', blocks) == 0 then return end
+  local start, position = after_last(blocks)
+  redis.call('XSETID', blocks, (start + fence_bytes) .. '-' .. (position - 1))
+end
+
 -- Moves the pointers of the window entries of `stream` from `from` to `to`
 -- into the history's index: the ids leave the window, their blocks may
 -- still be in the history.
 local function unpoint(stream, from, to)
-  local window = key_of('w:', stream)
+  local window = window_of(stream)
   local _, index = history_keys(stream)
   local entries, moving = redis.call('LRANGE', window, from, to), {}
   for k = 1, #entries - 1 do
@@ -268,7 +318,7 @@ end
 
 -- Marks a stream used: refreshes the TTLs, and makes room in the scope.
 local function touch(stream)
-  redis.call('PEXPIRE', key_of('w:', stream), ttl)
+  redis.call('PEXPIRE', window_of(stream), ttl)
   if history_len > 0 then
     local blocks, index = history_keys(stream)
     redis.call('PEXPIRE', blocks, ttl)
@@ -310,24 +360,33 @@ end
 -- bytes). Nil otherwise.
 local function entry_after(stream, cursor)
   local blocks, index = history_keys(stream)
-  local window = key_of('w:', stream)
-  -- The window's entry of the id points at its block, or the index does.
-  local start = nil
+  local window = window_of(stream)
+  -- The entry of the history at `start` when it holds the cursor's block.
+  local function block_at(start)
+    local entry = start and redis.call('XRANGE', blocks, start, start)[1]
+    if not entry then return nil end
+    local _, id = kept_of(entry)
+    if id ~= cursor then return nil end
+    return entry
+  end
+  -- The window's entry of the id points at its block, or the index does:
+  -- a window entry whose block went elsewhere (the writer appended the
+  -- id natively, and another process had written the history since) has
+  -- its place in the index.
+  local entry = nil
   local at = redis.call('LPOS', window, cursor, 'RANK', -1)
   local print = at and redis.call('LINDEX', window, at + 1)
   local colon = print and string.byte(print, 1) == 0 and string.find(print, ':', 2, true)
-  if colon then
-    start = string.sub(print, colon + 1)
-  else
+  if colon then entry = block_at(string.sub(print, colon + 1)) end
+  if not entry then
     at = redis.call('LPOS', index, cursor, 'RANK', -1)
-    start = at and redis.call('LINDEX', index, at + 1)
+    local start = at and redis.call('LINDEX', index, at + 1)
     if not start or string.byte(start, 1) ~= 0 then return nil end
-    start = string.sub(start, 2)
+    entry = block_at(string.sub(start, 2))
+    if not entry then return nil end
   end
-  local entry = redis.call('XRANGE', blocks, start, start)[1]
-  if not entry then return nil end
-  local at, id = kept_of(entry)
-  if id ~= cursor or (at or 0) < now - history_age then return nil end
+  local at = kept_of(entry)
+  if (at or 0) < now - history_age then return nil end
   local _, position = id_parts(entry[1])
   local _, newest = id_parts(newest_id(blocks))
   if not position or not newest or newest - position >= history_len then return nil end
@@ -336,7 +395,7 @@ end
 
 -- Whether the window or the history of `stream` holds `id`.
 local function knows(stream, id)
-  if holds(key_of('w:', stream), id) then return true end
+  if holds(window_of(stream), id) then return true end
   if history_len > 0 then
     local _, index = history_keys(stream)
     return holds(index, id)
@@ -391,7 +450,7 @@ local follow, keep, follow_at = 0, false, 0
 -- 1 when a follow without a cursor starts where the holder's client went
 -- away, that client having been sent ids: the follow hears of a gap first.
 local unconfirmed = 0
-local window = key_of('w:', stream)
+local window = window_of(stream)
 
 -- The holder id of the process that reads `stream`'s upstream, or nil.
 local function holder(stream)
@@ -438,7 +497,7 @@ if cursor ~= '' then
       return {'wait'}
     end
     stream = found or stream
-    window = key_of('w:', stream)
+    window = window_of(stream)
     if found and history_len > 0 then after = entry_after(stream, cursor) end
   end
   if history_len > 0 then replayed = after and 1 or 0 end
@@ -472,8 +531,14 @@ if cursor ~= '' then
   if follow > 0 or keep then
     gen = generation(stream) or 0
   else
-    generation(stream)
+    -- A new generation: its window is the old one's, moved, and the
+    -- history refuses what a write of the old one still has on its way.
     gen = redis.call('HINCRBY', generations_key, stream, 1)
+    if redis.call('EXISTS', window) == 1 then
+      redis.call('RENAME', window, window_key(stream, gen))
+    end
+    window = window_key(stream, gen)
+    if history_len > 0 then fence_history(stream) end
   end
 else
   gen = generation(stream) or 0
@@ -509,38 +574,16 @@ end
 point_replay((replayed == 1 and stream == asked) and replay_after or '$')
 if redis.call('EXISTS', window) == 1 or gen > 0 or replayed >= 0 then touch(stream) end
 -- The caller reads the window of the stream it asked for natively, after
--- the script; another's, or when it asks, goes back as one string, an
+-- the script (`KEYS[3]`, of the generation it knew); another's, or one
+-- of another generation, or when it asks, goes back as one string, an
 -- entry a line (no id holds a line break): one reply, not one per entry.
 local entries, joined = -1, ''
-if stream ~= asked or window_here then
+if stream ~= asked or window_here or window ~= KEYS[3] then
   local found = redis.call('LRANGE', window, -2 * window_len, -1)
   entries, joined = #found, table.concat(found, '\n')
 end
 return {stream, known, gen, bad_values, replayed, replay_after, expect, epoch, follow, follow_at,
   entries, joined, unconfirmed}
-";
-
-/// What the two writes share: the window's entries from a write's
-/// arguments.
-const WINDOW_ENTRIES: &str = r"
--- The window's entries the arguments from `first_entry` to before
--- `first_block` hold (each id, then its fingerprint), each id whose block
--- this write kept at `kept_at[id]` pointing there; those ids leave
--- `kept_at`, which keeps the ones the index is to point from.
-local function window_entries(first_entry, first_block, kept_at)
-  local entries = {}
-  for k = first_entry, first_block - 1, 2 do
-    local id, print = ARGV[k], ARGV[k + 1]
-    local at = kept_at[id]
-    if at then
-      print = print .. ':' .. at
-      kept_at[id] = nil
-    end
-    entries[#entries + 1] = id
-    entries[#entries + 1] = print
-  end
-  return entries
-end
 ";
 
 /// `ARGV[9]`: the stream; `ARGV[10]`: the generation its ids were
@@ -589,24 +632,23 @@ local made = false
 local trim_every = math.floor(history_len / 8) + 1
 local slack = math.floor(window_len / 8) + 1
 
--- Where the next block of the history `blocks` goes, as the stream says:
--- right after its last entry id.
-local function after_last(blocks)
-  if redis.call('EXISTS', blocks) == 0 then return 1, 1 end
-  local info = redis.call('XINFO', 'STREAM', blocks)
-  local last_id, last_entry = nil, nil
-  for i = 1, #info - 1, 2 do
-    if info[i] == 'last-generated-id' then last_id = info[i + 1]
-    elseif info[i] == 'last-entry' then last_entry = info[i + 1] end
+-- The window's entries the arguments from `first_entry` to before
+-- `first_block` hold (each id, then its fingerprint), each id whose block
+-- this write kept at `kept_at[id]` pointing there; those ids leave
+-- `kept_at`, which keeps the ones the index is to point from.
+local function window_entries(first_entry, first_block, kept_at)
+  local entries = {}
+  for k = first_entry, first_block - 1, 2 do
+    local id, print = ARGV[k], ARGV[k + 1]
+    local at = kept_at[id]
+    if at then
+      print = print .. ':' .. at
+      kept_at[id] = nil
+    end
+    entries[#entries + 1] = id
+    entries[#entries + 1] = print
   end
-  local start, position = id_parts(last_id)
-  if not start then return 1, 1 end
-  local len = 1
-  if last_entry and last_entry[1] == last_id then
-    local _, _, kept = kept_of(last_entry)
-    len = math.max(kept or 1, 1)
-  end
-  return start + len, position + 1
+  return entries
 end
 
 -- The call that keeps `value` (a block of `len` bytes, after its line of
@@ -662,7 +704,7 @@ if gen >= 0 then
   end
 end
 if written == 1 then
-  local window = key_of('w:', stream)
+  local window = window_of(stream)
   -- The start of each block this write keeps, by its resume id: the
   -- window's entry of that id points at it, the index at the others'.
   local kept_at, kept_ids = {}, {}
@@ -763,120 +805,6 @@ end
 return {written, bad_values, next_start, next_position}
 ";
 
-/// The common write, in a few calls, for many streams at once: each
-/// stream's next blocks appended where this process's last write left its
-/// history, and their ids onto its window, with nothing else moving (no
-/// lease, end, away mark, TTL, hole or new start). Most of a script's cost
-/// is its call and the Lua strings Redis makes of its keys and arguments:
-/// one call for every stream a write takes spends that once, and no
-/// argument more than each stream needs. `KEYS`: per stream, the scope's
-/// generations, then the stream's window, history and history's index.
-/// `ARGV`: the history's most blocks and bytes, the window's length, the
-/// TTL in ms; then per stream: the stream, the generation its ids were
-/// forwarded in (or -1), where its next block goes (start, position), its
-/// channel, its number of ids and of blocks, then its window's entries and
-/// its blocks as [`WRITE`] takes them.
-///
-/// Returns per stream, in order, as [`WRITE`] does, `{written, 0, next
-/// start, next position}`, with `written` 1, or 3 when the window is past
-/// its length and slack (the next write is a whole one, which trims it),
-/// 2 when nothing was written (the whole write must do this one), 4 when a
-/// block after the first could not be added (those before it were), 5
-/// when a key of the stream holds another type. It never fails once it
-/// wrote: what one stream meets is that stream's alone.
-const APPENDS: &str = r"
-local history_len, history_bytes = tonumber(ARGV[1]), tonumber(ARGV[2])
-local window_len, ttl = tonumber(ARGV[3]), tonumber(ARGV[4])
--- The count bound, held as the whole write holds it.
-local trim_every = math.floor(history_len / 8) + 1
-local slack = math.floor(window_len / 8) + 1
-
--- Whether `reply`, of a `redis.pcall`, is an error of a key's type.
-local function wrong_type(reply)
-  return type(reply) == 'table' and reply.err ~= nil and string.find(reply.err, 'WRONGTYPE', 1, true) ~= nil
-end
-
--- Pushes `items` onto the list `key` with `command`, 1,000 at a time:
--- `RPUSHX` only onto a list that exists, `RPUSH` onto any. Returns the
--- list's length after (0 when `RPUSHX` found none), or nil when the key
--- holds another type.
-local function push(command, key, items)
-  local len = 0
-  for first = 1, #items, 1000 do
-    len = redis.pcall(command, key, unpack(items, first, math.min(first + 999, #items)))
-    if type(len) ~= 'number' then return nil end
-    if len == 0 then return 0 end
-  end
-  return len
-end
-
--- Appends one stream's blocks and ids, from `ARGV[a]`; returns its reply.
-local function append(generations, window, blocks, index, a)
-  local stream, gen, channel = ARGV[a], ARGV[a + 1], ARGV[a + 4]
-  local start, position = tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
-  local first_entry = a + 7
-  local first_block = first_entry + 2 * tonumber(ARGV[a + 5])
-  local after = first_block + 2 * tonumber(ARGV[a + 6])
-  -- A cursor cut the window since these ids' generation (a stream has none
-  -- kept until one does: 0), or its session ended: the whole write decides.
-  local current = redis.pcall('HGET', generations, stream)
-  if wrong_type(current) then return {5, 0, 0, 0} end
-  if gen ~= '-1' and (current or '0') ~= gen then return {2, 0, 0, 0} end
-  local kept_at, kept_ids = {}, {}
-  local first_position = position
-  for i = first_block, after - 1, 2 do
-    local id, value = ARGV[i], ARGV[i + 1]
-    local len = #value - string.find(value, '\n', 1, true)
-    local added = redis.pcall('XADD', blocks, 'NOMKSTREAM', 'MINID', math.max(start + len - history_bytes, 0),
-      start .. '-' .. position, 'b', value)
-    if type(added) ~= 'string' then
-      -- No history (Redis lost it, or it expired), or another process wrote
-      -- past this place: the whole write finds where blocks go. Only the
-      -- first can fail, before anything is written; the rest follow it.
-      if i == first_block then return {2, 0, 0, 0} end
-      return {4, 0, start, position}
-    end
-    if id ~= '' then
-      kept_at[id] = start
-      kept_ids[#kept_ids + 1] = id
-    end
-    start, position = start + len, position + 1
-  end
-  local entries = window_entries(first_entry, first_block, kept_at)
-  -- The window exists while its history does; made again otherwise.
-  local len = push('RPUSHX', window, entries)
-  if len == 0 and #entries > 0 then
-    len = push('RPUSH', window, entries)
-    redis.call('PEXPIRE', window, ttl)
-  end
-  if not len then return {5, 0, 0, 0} end
-  local pointers = {}
-  for _, id in ipairs(kept_ids) do
-    if kept_at[id] then
-      pointers[#pointers + 1] = id
-      pointers[#pointers + 1] = '\0' .. kept_at[id]
-    end
-  end
-  local indexed = push('RPUSH', index, pointers)
-  if not indexed then return {5, 0, 0, 0} end
-  if #pointers > 0 and indexed == #pointers then redis.call('PEXPIRE', index, ttl) end
-  if math.floor((position - 1) / trim_every) > math.floor((first_position - 1) / trim_every) then
-    redis.call('XTRIM', blocks, 'MAXLEN', history_len)
-    redis.pcall('LTRIM', index, -2 * history_len, -1)
-  end
-  redis.call('PUBLISH', channel, 'b')
-  -- The window's trim moves pointers into the index: the whole write's job.
-  return {len > 2 * (window_len + slack) and 3 or 1, 0, start, position}
-end
-
-local replies, a = {}, 5
-for k = 1, #KEYS, 4 do
-  replies[#replies + 1] = append(KEYS[k], KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], a)
-  a = a + 7 + 2 * (tonumber(ARGV[a + 5]) + tonumber(ARGV[a + 6]))
-end
-return replies
-";
-
 /// Forgets every stream of a scope, for the end of its session: each
 /// stream's window, history and index, end and away marks, then the
 /// scope's streams. Each stream's generation moves on instead of going:
@@ -890,7 +818,8 @@ const FORGET_SCOPE: &str = r"
 local streams = redis.call('ZRANGE', KEYS[1], 0, -1)
 for _, stream in ipairs(streams) do
   local key = function(kind) return ARGV[1] .. kind .. stream end
-  redis.call('DEL', key('w:'), key('h:'), key('hi:'), key('d:'), key('a:'))
+  local gen = redis.call('HGET', KEYS[2], stream) or '0'
+  redis.call('DEL', key('w' .. gen .. ':'), key('h:'), key('hi:'), key('d:'), key('a:'))
   redis.call('HINCRBY', KEYS[2], stream, 1)
 end
 redis.call('DEL', KEYS[1])

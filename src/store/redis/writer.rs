@@ -13,7 +13,7 @@ use tokio::time::{Instant, timeout};
 
 use super::connection::{Connection, TimedOut};
 use super::keys::{history_args, now_ms};
-use super::queue::{Pending, Queue, Target};
+use super::queue::{Landed, Pending, Queue, Target};
 use super::replies::{array, corrupt, int, millis, next};
 use super::scripts::{is_wrong_type, repair, scripts};
 use super::{Config, MIN_WRITE_TIMEOUT};
@@ -23,11 +23,8 @@ use crate::store::{IdBatch, StoreError, StreamEnd};
 const WRITE_ATTEMPTS: u32 = 4;
 /// The pause before the first retry of a write; it doubles each time.
 const RETRY_BACKOFF: Duration = Duration::from_millis(100);
-/// Write scripts per pipeline.
+/// Writes per pipeline.
 const PIPELINE_LEN: usize = 256;
-/// Streams per call of the appends script: a call runs alone in Redis,
-/// and this bounds how long.
-const APPENDS_PER_CALL: usize = 64;
 
 /// The background task that writes what the queue holds.
 pub(super) struct Writer {
@@ -64,10 +61,14 @@ enum Outcome {
         /// The window is past its length and slack (after an append).
         trim_due: bool,
     },
-    /// An append that could not be one (a cursor cut the window, or the
-    /// history is not where this process left it): nothing was written,
-    /// and the whole write does it.
-    NotAnAppend,
+    /// An append that wrote part of itself, or nothing (its window was not
+    /// there in its generation, or the history not where this process left
+    /// it): the whole write does the rest, and the history goes on at
+    /// `next` when its blocks landed.
+    Unfinished {
+        landed: Landed,
+        next: Option<(u64, u64)>,
+    },
     Fenced {
         bad_values: u64,
     },
@@ -113,7 +114,7 @@ impl Writer {
             let counters = &self.queue.counters;
             let mut retry = Vec::new();
             let (mut failed, mut missing_script, mut not_appends) = (None, false, false);
-            for ((pending, outcome), write) in pending.into_iter().zip(outcomes).zip(writes) {
+            for ((mut pending, outcome), write) in pending.into_iter().zip(outcomes).zip(writes) {
                 let ids = pending.ids.len() as u64;
                 match outcome {
                     Outcome::Written {
@@ -133,10 +134,14 @@ impl Writer {
                             self.whole_next.remove(&write.window);
                         }
                     }
-                    Outcome::NotAnAppend => {
+                    Outcome::Unfinished { landed, next } => {
                         // The whole write goes at once: nothing failed.
                         not_appends = true;
+                        if let Some(next) = next {
+                            note_written(&mut self.next_blocks, &pending, next);
+                        }
                         note_whole_next(&mut self.whole_next, write.window);
+                        pending.landed = landed;
                         retry.push(pending);
                     }
                     Outcome::Fenced { bad_values } => {
@@ -148,7 +153,8 @@ impl Writer {
                         retry.push(pending);
                     }
                     Outcome::WrongType => {
-                        let keys = pending.target.keys.typed(&pending.target.stream);
+                        let generation = u64::try_from(pending.generation).unwrap_or(0);
+                        let keys = (pending.target.keys).typed(&pending.target.stream, generation);
                         let limit = write_timeout(&pending.target.config);
                         match repair(&self.connection, limit, &keys).await {
                             Ok(removed) => {
@@ -226,9 +232,9 @@ impl Writer {
     }
 
     /// Sends the writes of the pending windows as `writes` says, pipelined:
-    /// a whole write script per window, and the appends of many windows in
-    /// one call. Returns their outcomes in order. `whole_script` sends
-    /// the scripts' code rather than their hash.
+    /// a whole write script per window, or an append's native commands.
+    /// Returns their outcomes in order. `whole_script` sends the scripts'
+    /// code rather than their hash.
     async fn send(
         &self,
         pending: &[Pending],
@@ -245,14 +251,15 @@ impl Writer {
                 let mut pipeline = ::redis::pipe();
                 pipeline.ignore_errors();
                 let mut limit = MIN_WRITE_TIMEOUT;
-                // What each call writes, for its reply.
+                // What each call writes and how many replies it gets.
                 let mut written = Vec::new();
                 for call in calls {
-                    for &i in &call.windows {
-                        limit = limit.max(write_timeout(&pending[i].target.config));
+                    limit = limit.max(write_timeout(&pending[call.window].target.config));
+                    let replies = call.commands.len();
+                    for command in call.commands {
+                        pipeline.add_command(command);
                     }
-                    pipeline.add_command(call.command);
-                    written.push((call.windows, call.appends));
+                    written.push((call.window, call.append, replies));
                 }
                 let mut connection = self.connection.clone();
                 sent.spawn(async move {
@@ -270,29 +277,38 @@ impl Writer {
             let Ok((calls, replies, limit)) = joined else {
                 continue;
             };
+            let expected: usize = calls.iter().map(|(_, _, replies)| replies).sum();
             let replies = match replies {
-                Ok(Ok(replies)) if replies.len() == calls.len() => replies,
+                Ok(Ok(replies)) if replies.len() == expected => replies,
                 Ok(Ok(replies)) => {
-                    let error =
-                        format!("{} replies to a pipeline of {}", replies.len(), calls.len());
-                    for i in calls.into_iter().flat_map(|(windows, _)| windows) {
+                    let error = format!("{} replies to a pipeline of {expected}", replies.len());
+                    for (i, _, _) in calls {
                         outcomes[i] = Some(Outcome::Bad(corrupt(error.clone())));
                     }
                     continue;
                 }
-                Ok(Err(error)) => vec![Err(error); calls.len()],
+                Ok(Err(error)) => vec![Err(error); expected],
                 Err(_) => {
                     let error = RedisError::from(std::io::Error::new(
                         std::io::ErrorKind::TimedOut,
                         TimedOut(limit),
                     ));
-                    vec![Err(error); calls.len()]
+                    vec![Err(error); expected]
                 }
             };
-            for ((windows, appends), reply) in calls.into_iter().zip(replies) {
-                for (i, outcome) in outcomes_of(windows, appends, reply) {
-                    outcomes[i] = Some(outcome);
-                }
+            let mut replies = replies.into_iter();
+            for (i, append, count) in calls {
+                let replies: Vec<_> = replies.by_ref().take(count).collect();
+                outcomes[i] = Some(match &append {
+                    Some(append) => match replies.iter().find_map(|reply| reply.as_ref().err()) {
+                        // The connection failed: what it wrote is not known.
+                        Some(error) if is_connection_failure(error) => {
+                            Outcome::Failed(error.clone())
+                        }
+                        _ => append_outcome(append, &replies),
+                    },
+                    None => outcome(replies.into_iter().next().unwrap_or(Ok(Value::Nil))),
+                });
             }
         }
         outcomes
@@ -328,52 +344,33 @@ impl Writer {
     }
 }
 
-/// The script calls that write the windows of `pending` at `group`: a
-/// whole write each, and the appends together.
+/// The calls that write the windows of `pending` at `group`: a whole
+/// write, or an append's native commands.
 fn calls_of(
     pending: &[Pending],
     writes: &[Write],
     group: Vec<usize>,
     whole_script: bool,
 ) -> Vec<Call> {
-    let (appends, wholes): (Vec<usize>, Vec<usize>) =
-        group.into_iter().partition(|&i| writes[i].append);
-    let mut calls: Vec<Call> = (wholes.into_iter())
+    (group.into_iter())
         .map(|i| {
             let write = &writes[i];
-            Call {
-                windows: vec![i],
-                appends: false,
-                command: write_command(&pending[i], write.next, write.touch, whole_script),
+            if write.append {
+                append_call(i, &pending[i], write.next)
+            } else {
+                Call {
+                    window: i,
+                    commands: vec![write_command(
+                        &pending[i],
+                        write.next,
+                        write.touch,
+                        whole_script,
+                    )],
+                    append: None,
+                }
             }
         })
-        .collect();
-    calls.extend(appends_calls(pending, writes, appends, whole_script));
-    calls
-}
-
-/// The outcome of each window of a call from its `reply`: a whole write's
-/// own, or for the appends of many, the one of each in turn.
-fn outcomes_of(
-    windows: Vec<usize>,
-    appends: bool,
-    reply: RedisResult<Value>,
-) -> Vec<(usize, Outcome)> {
-    if !appends {
-        return vec![(windows[0], outcome(reply))];
-    }
-    match reply.map(|reply| array(reply, windows.len())) {
-        Ok(Ok(replies)) => (windows.into_iter())
-            .zip(replies)
-            .map(|(i, reply)| (i, outcome(Ok(reply))))
-            .collect(),
-        Ok(Err(error)) => (windows.into_iter())
-            .map(|i| (i, Outcome::Bad(corrupt(error.to_string()))))
-            .collect(),
-        Err(error) => (windows.into_iter())
-            .map(|i| (i, outcome(Err(error.clone()))))
-            .collect(),
-    }
+        .collect()
 }
 
 /// How one pending window is written.
@@ -385,7 +382,8 @@ struct Write {
     next: (u64, u64),
     /// Whether its keys get their TTL and last use again.
     touch: bool,
-    /// Whether it is a plain append ([`is_append`]), sent with others.
+    /// Whether it is a plain append ([`is_append`]), sent as native
+    /// commands.
     append: bool,
 }
 
@@ -415,7 +413,6 @@ impl Writer {
         (self.touched.get(window)).is_none_or(|at| at.elapsed() >= quarter)
     }
 }
-
 /// Notes that the blocks of `pending` never reached Redis: the next write
 /// of the stream forgets the history before it, and its blocks go that
 /// many positions further on, so that a follower or a replay that had the
@@ -470,7 +467,8 @@ fn write_timeout(config: &Config) -> Duration {
 
 /// The write script for one window, as a pipeline command, with where
 /// this process's last write left its history (`(0, 0)` for unknown), and
-/// whether its keys are due for their TTL again.
+/// whether its keys are due for their TTL again. What an append wrote of
+/// it already ([`Landed`]) is left out.
 fn write_command(pending: &Pending, next: (u64, u64), touch: bool, whole_script: bool) -> Cmd {
     let Target {
         keys,
@@ -480,10 +478,23 @@ fn write_command(pending: &Pending, next: (u64, u64), touch: bool, whole_script:
         holder,
         lease_ms,
     } = &pending.target;
-    let mut command = keys.script_call(&scripts().write, whole_script, config, limits, stream);
+    let generation = u64::try_from(pending.generation).unwrap_or(0);
+    let mut command = keys.script_call(
+        &scripts().write,
+        whole_script,
+        config,
+        limits,
+        stream,
+        generation,
+    );
     command.arg(stream).arg(pending.generation);
     let batch = &pending.ids;
-    let skip = batch.len().saturating_sub(limits.window_len());
+    let landed = pending.landed;
+    let skip = if landed.ids {
+        batch.len()
+    } else {
+        batch.len().saturating_sub(limits.window_len())
+    };
     let history_len = limits.history().map_or(0, |history| history.events());
     let skip_blocks = batch.blocks().len().saturating_sub(history_len);
     // Blocks that cannot be kept leave a hole no replay may skip, and so do
@@ -520,41 +531,82 @@ fn write_command(pending: &Pending, next: (u64, u64), touch: bool, whole_script:
         .arg(next.0)
         .arg(next.1)
         .arg(flag(touch));
-    push_entries(&mut command, batch, skip, skip_blocks);
+    // The blocks an append kept already: the ids point at them from here,
+    // as the script points those of the blocks it keeps.
+    let mut starts = landed.blocks_at.map(|at| block_starts(batch, at));
+    for (id, fingerprint) in batch.events().skip(skip) {
+        let start = starts.as_mut().and_then(|starts| starts.remove(id));
+        command.arg(id).arg(print_of(fingerprint, start));
+    }
+    if landed.blocks_at.is_none() {
+        push_blocks(&mut command, batch, skip_blocks);
+    }
     command
 }
 
-/// Appends the window's entries of `batch` to a write's arguments, past
-/// its first `skip`, then its blocks, past the first `skip_blocks`.
-fn push_entries(command: &mut Cmd, batch: &IdBatch, skip: usize, skip_blocks: usize) {
-    // The window's entries: each id, then its event's fingerprint after a
-    // NUL, which no id holds.
-    for (id, fingerprint) in batch.events().skip(skip) {
-        command.arg(id).arg(format!("\0{fingerprint}"));
+/// An id's entry in the window after the id: a NUL (no id holds one), its
+/// event's fingerprint, and with a start, a colon and where its block
+/// starts in the history.
+fn print_of(fingerprint: u64, start: Option<u64>) -> String {
+    match start {
+        Some(start) => format!("\0{fingerprint}:{start}"),
+        None => format!("\0{fingerprint}"),
     }
-    // Each block as its history entry holds it: when it was kept and its
-    // id on a line of their own, then its bytes.
+}
+
+/// Where each block of `batch` with an id starts in the history, its
+/// blocks going in one after the other from `from`; the last, for an id
+/// that two blocks have.
+fn block_starts(batch: &IdBatch, from: u64) -> HashMap<&str, u64> {
+    let mut starts = HashMap::with_capacity(batch.blocks().len());
+    let mut start = from;
+    for (id, block) in batch.blocks() {
+        if !id.is_empty() {
+            starts.insert(id, start);
+        }
+        start += block.len() as u64;
+    }
+    starts
+}
+
+/// Appends `batch`'s blocks past the first `skip_blocks` to a write's
+/// arguments, each as its history entry holds it: when it was kept and
+/// its id on a line of their own, then its bytes.
+fn push_blocks(command: &mut Cmd, batch: &IdBatch, skip_blocks: usize) {
     let now = now_ms();
     let mut value = Vec::new();
     for (id, block) in batch.blocks().skip(skip_blocks) {
-        value.clear();
-        value.extend_from_slice(format!("{now}:{id}\n").as_bytes());
-        value.extend_from_slice(block);
+        entry_value(&mut value, now, id, block);
         command.arg(id).arg(value.as_slice());
     }
 }
 
+/// A block's history entry: `<ms>:<id>`, a line break, the block.
+fn entry_value(value: &mut Vec<u8>, now: u64, id: &str, block: &[u8]) {
+    value.clear();
+    value.extend_from_slice(format!("{now}:{id}\n").as_bytes());
+    value.extend_from_slice(block);
+}
+
 /// Whether `pending` is a plain append: blocks for the history and their
 /// ids for the window, every one kept, with no lease, end, away mark,
-/// hole or new start to write.
+/// hole or new start to write, nothing of it written yet, and its blocks
+/// within what a cursor's cut fences off (`fence_history` in
+/// `scripts::PREAMBLE`: a sixteenth of the history's bytes bound).
 fn is_append(pending: &Pending) -> bool {
     let batch = &pending.ids;
     let limits = &pending.target.limits;
-    let history_len = limits.history().map_or(0, |history| history.events());
+    let Some(history) = limits.history() else {
+        return false;
+    };
     let blocks = batch.blocks().len();
+    let bytes: usize = batch.blocks().map(|(_, block)| block.len()).sum();
     blocks > 0
-        && blocks <= history_len
+        && blocks <= history.events()
+        && bytes <= history.bytes() / 16
         && batch.len() <= limits.window_len()
+        && pending.generation >= 0
+        && pending.landed == Landed::default()
         && !pending.claim
         && !pending.release
         && !pending.after_hole
@@ -564,71 +616,146 @@ fn is_append(pending: &Pending) -> bool {
         && !batch.starts_window_over()
 }
 
-/// One script call of a write's pipeline, and the pending windows it
-/// writes: one whole write, or the appends of many.
+/// The commands of one write in a pipeline, and the pending window it
+/// writes.
 struct Call {
-    windows: Vec<usize>,
-    appends: bool,
-    command: Cmd,
+    window: usize,
+    commands: Vec<Cmd>,
+    /// For an append, what its replies are read against.
+    append: Option<Append>,
 }
 
-/// The appends ([`is_append`]) among `pending` at `appends`, in as few
-/// calls of the appends script as their limits allow (the script takes
-/// them once a call), with where this process's last write left each
-/// history.
-fn appends_calls(
-    pending: &[Pending],
-    writes: &[Write],
-    appends: Vec<usize>,
-    whole_script: bool,
-) -> Vec<Call> {
-    let mut by_limits: HashMap<[u64; 4], Vec<usize>> = HashMap::new();
-    for i in appends {
-        let Target { config, limits, .. } = &pending[i].target;
-        let [history_len, history_bytes, _] = history_args(limits);
-        let shape = [
-            history_len,
-            history_bytes,
-            limits.window_len() as u64,
-            millis(config.ttl),
-        ];
-        by_limits.entry(shape).or_default().push(i);
+/// An append's native commands: the window's ids first (`RPUSHX`, onto the
+/// window of their generation only, which a cursor's cut moved on), then
+/// each block (`XADD`, right after where this process's last write left
+/// the history, which a cut fences off: see `scripts::PREAMBLE`), then the
+/// index, the count bound and the channel, as the whole write has them.
+/// What one of them refuses, the whole write does after it, the rest
+/// left out.
+struct Append {
+    blocks: usize,
+    /// Where the first block goes, and where the history goes on after
+    /// the last.
+    from: (u64, u64),
+    next: (u64, u64),
+    /// The window's length past which the whole write trims it.
+    window_bound: usize,
+}
+
+/// The append of `pending` as native commands, its history going on at
+/// `next` (see [`Append`]).
+fn append_call(window: usize, pending: &Pending, next: (u64, u64)) -> Call {
+    let Target {
+        keys,
+        stream,
+        config,
+        limits,
+        ..
+    } = &pending.target;
+    let batch = &pending.ids;
+    let generation = u64::try_from(pending.generation).unwrap_or(0);
+    let [history_len, history_bytes, _] = history_args(limits);
+    let mut starts = block_starts(batch, next.0);
+    let mut push = ::redis::cmd("RPUSHX");
+    push.arg(keys.window(stream, generation));
+    for (id, fingerprint) in batch.events() {
+        push.arg(id).arg(print_of(fingerprint, starts.remove(id)));
     }
-    let mut calls = Vec::new();
-    for (shape, windows) in by_limits {
-        for windows in windows.chunks(APPENDS_PER_CALL) {
-            let mut command = scripts().appends.call(whole_script);
-            command.arg(4 * windows.len());
-            for &i in windows {
-                let Target { keys, stream, .. } = &pending[i].target;
-                command
-                    .arg(&keys.generations)
-                    .arg(keys.of("w:", stream))
-                    .arg(keys.of("h:", stream))
-                    .arg(keys.of("hi:", stream));
-            }
-            command.arg(shape.as_slice());
-            for &i in windows {
-                let Target { keys, stream, .. } = &pending[i].target;
-                let (batch, next) = (&pending[i].ids, writes[i].next);
-                command
-                    .arg(stream)
-                    .arg(pending[i].generation)
-                    .arg(next.0)
-                    .arg(next.1)
-                    .arg(keys.of("c:", stream))
-                    .arg(batch.len())
-                    .arg(batch.blocks().len());
-                push_entries(&mut command, batch, 0, 0);
-            }
-            calls.push(Call {
-                windows: windows.to_vec(),
-                appends: true,
-                command,
-            });
+    let mut commands = vec![push];
+    let history = keys.of("h:", stream);
+    let (mut start, mut position) = next;
+    let now = now_ms();
+    let mut value = Vec::new();
+    for (id, block) in batch.blocks() {
+        let len = block.len() as u64;
+        entry_value(&mut value, now, id, block);
+        let mut add = ::redis::cmd("XADD");
+        add.arg(&history)
+            .arg("NOMKSTREAM")
+            .arg("MINID")
+            .arg((start + len).saturating_sub(history_bytes))
+            .arg(format!("{start}-{position}"))
+            .arg("b")
+            .arg(value.as_slice());
+        commands.push(add);
+        start += len;
+        position += 1;
+    }
+    let index = keys.of("hi:", stream);
+    if !starts.is_empty() {
+        // Blocks whose ids have no entry in the window: the index points
+        // at them.
+        let mut pointers = ::redis::cmd("RPUSH");
+        pointers.arg(&index);
+        for (id, start) in starts {
+            pointers.arg(id).arg(format!("\0{start}"));
         }
+        commands.push(pointers);
+        let mut expire = ::redis::cmd("PEXPIRE");
+        expire.arg(&index).arg(millis(config.ttl));
+        commands.push(expire);
     }
-    calls
+    // The count bound, held every so many positions as the whole write
+    // holds it.
+    let every = history_len / 8 + 1;
+    if (position - 1) / every > next.1.saturating_sub(1) / every {
+        let mut trim = ::redis::cmd("XTRIM");
+        trim.arg(&history).arg("MAXLEN").arg(history_len);
+        commands.push(trim);
+        let mut trim_index = ::redis::cmd("LTRIM");
+        trim_index
+            .arg(&index)
+            .arg(-2 * i64::try_from(history_len).unwrap_or(i64::MAX / 2))
+            .arg(-1);
+        commands.push(trim_index);
+    }
+    let mut tell = ::redis::cmd("PUBLISH");
+    tell.arg(keys.of("c:", stream)).arg("b");
+    commands.push(tell);
+    let window_len = limits.window_len();
+    Call {
+        window,
+        commands,
+        append: Some(Append {
+            blocks: batch.blocks().len(),
+            from: next,
+            next: (start, position),
+            window_bound: 2 * (window_len + window_len / 8 + 1),
+        }),
+    }
+}
+
+/// The outcome of an append from the replies to its commands, in order.
+fn append_outcome(append: &Append, replies: &[RedisResult<Value>]) -> Outcome {
+    // The window's length after the ids, none when it was not there (or
+    // not a list).
+    let window_len = match replies.first() {
+        Some(Ok(Value::Int(len))) if *len > 0 => usize::try_from(*len).ok(),
+        _ => None,
+    };
+    let added = (replies.iter().skip(1).take(append.blocks))
+        .take_while(|reply| matches!(reply, Ok(Value::BulkString(_) | Value::SimpleString(_))))
+        .count();
+    let blocks_landed = added == append.blocks;
+    match window_len {
+        Some(len) if blocks_landed => Outcome::Written {
+            bad_values: 0,
+            next: append.next,
+            trim_due: len > append.window_bound,
+        },
+        _ if added == 0 || blocks_landed => Outcome::Unfinished {
+            landed: Landed {
+                ids: window_len.is_some(),
+                blocks_at: blocks_landed.then_some(append.from.0),
+            },
+            next: blocks_landed.then_some(append.next),
+        },
+        // Another process wrote the history between two of the blocks.
+        _ => Outcome::Refused(RedisError::from((
+            ErrorKind::Client,
+            "a block after the first could not be added",
+        ))),
+    }
 }
 
 fn flag(on: bool) -> &'static str {
@@ -660,17 +787,6 @@ fn outcome(reply: RedisResult<Value>) -> Outcome {
                             next,
                             trim_due: false,
                         },
-                        3 => Outcome::Written {
-                            bad_values,
-                            next,
-                            trim_due: true,
-                        },
-                        2 => Outcome::NotAnAppend,
-                        4 => Outcome::Refused(RedisError::from((
-                            ErrorKind::Client,
-                            "a block after the first could not be added",
-                        ))),
-                        5 => Outcome::WrongType,
                         _ => Outcome::Fenced { bad_values },
                     }
                 }
@@ -681,20 +797,26 @@ fn outcome(reply: RedisResult<Value>) -> Outcome {
             Outcome::NoScript
         }
         Err(error) if is_wrong_type(&error) => Outcome::WrongType,
-        Err(error) if error.is_unrecoverable_error() || error.is_timeout() => {
-            Outcome::Failed(error)
-        }
-        Err(error) => match error.kind() {
+        Err(error) if is_connection_failure(&error) => Outcome::Failed(error),
+        Err(error) => Outcome::Refused(error),
+    }
+}
+
+/// Whether `error` says the call may not have reached Redis, or Redis
+/// could not take it then: worth retrying.
+fn is_connection_failure(error: &RedisError) -> bool {
+    error.is_unrecoverable_error()
+        || error.is_timeout()
+        || matches!(
+            error.kind(),
             ErrorKind::Server(
                 ServerErrorKind::BusyLoading
-                | ServerErrorKind::TryAgain
-                | ServerErrorKind::ClusterDown
-                | ServerErrorKind::MasterDown
-                | ServerErrorKind::Moved
-                | ServerErrorKind::Ask
-                | ServerErrorKind::ReadOnly,
-            ) => Outcome::Failed(error),
-            _ => Outcome::Refused(error),
-        },
-    }
+                    | ServerErrorKind::TryAgain
+                    | ServerErrorKind::ClusterDown
+                    | ServerErrorKind::MasterDown
+                    | ServerErrorKind::Moved
+                    | ServerErrorKind::Ask
+                    | ServerErrorKind::ReadOnly
+            )
+        )
 }

@@ -113,7 +113,7 @@ async fn the_end_of_an_mcp_session_on_one_replica_ends_its_streams_on_the_other(
         let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut redis).unwrap();
         !keys
             .iter()
-            .any(|key| key.contains("}:h:") || key.contains("}:w:"))
+            .any(|key| key.contains("}:h:") || key.contains("}:w"))
     };
     eventually("the session's streams forgotten in Redis", &mut forgotten).await;
     // For good: the holder's last writes do not bring them back.

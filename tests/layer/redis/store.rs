@@ -66,6 +66,19 @@ fn client(server: &RedisServer) -> redis::Connection {
         .unwrap()
 }
 
+/// The blocks the history `key` holds, oldest first, as forwarded.
+fn history_blocks(redis: &mut redis::Connection, key: &str) -> Vec<String> {
+    let entries: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+        .arg(key)
+        .arg("-")
+        .arg("+")
+        .query(redis)
+        .unwrap();
+    (entries.into_iter())
+        .map(|(_, fields)| fields[0].1.split_once('\n').unwrap().1.to_owned())
+        .collect()
+}
+
 /// What `store` keeps of the stream of `key`, `cursor` applied.
 async fn stored(
     store: &RedisStore,
@@ -537,7 +550,7 @@ async fn redis_killed_and_restarted_mid_stream_loses_no_event() {
     eventually("the window to be written again", || {
         let a = replicas.a.clone();
         let window: Vec<String> = redis::cmd("LRANGE")
-            .arg(format!("{}{{s}}:w:GET /mcp", replicas.prefix))
+            .arg(format!("{}{{s}}:w0:GET /mcp", replicas.prefix))
             .arg(0)
             .arg(-1)
             .query(&mut redis)
@@ -724,7 +737,7 @@ async fn every_key_a_write_makes_or_keeps_has_a_ttl() {
         store.record(&key, opened.generation, &batch).unwrap();
         flushed(&store).await;
         let ttls = ttls(&mut redis);
-        assert!(ttls.iter().any(|(key, _)| key.contains("}:w:")));
+        assert!(ttls.iter().any(|(key, _)| key.contains("}:w0:")));
         assert!(ttls.iter().any(|(key, _)| key.contains("}:h:")) || !with_blocks);
         for (key, left) in &ttls {
             // Made now, or refreshed within the last quarter of the TTL.
@@ -777,7 +790,7 @@ async fn bad_values_in_redis_are_errors_not_panics() {
     let prefix = fresh_prefix();
     let store = connect(&server, &prefix).await;
     let key = StreamKey::new("s", "GET /mcp");
-    let window = format!("{prefix}{{s}}:w:GET /mcp");
+    let window = format!("{prefix}{{s}}:w0:GET /mcp");
     let streams = format!("{prefix}{{s}}:s");
     let generations = format!("{prefix}{{s}}:g");
     let mut redis = client(&server);
@@ -807,7 +820,7 @@ async fn bad_values_in_redis_are_errors_not_panics() {
         .arg(&b"\xff"[..])
         .query(&mut redis)
         .unwrap();
-    let mut bad_window = format!("{prefix}{{s}}:w:").into_bytes();
+    let mut bad_window = format!("{prefix}{{s}}:w0:").into_bytes();
     bad_window.push(0xff);
     let _: () = redis::cmd("RPUSH")
         .arg(&bad_window)
@@ -925,7 +938,7 @@ async fn appends_keep_the_window_within_its_bound() {
     let opened = stored(&store, &key, None).await.unwrap();
     let mut longest = 0;
     let mut redis = client(&server);
-    let window = format!("{prefix}{{s}}:w:GET /mcp");
+    let window = format!("{prefix}{{s}}:w0:GET /mcp");
     for n in 1..=40u32 {
         store
             .record(&key, opened.generation, &event_batch(n))
@@ -970,7 +983,7 @@ async fn a_write_after_its_session_ended_does_not_bring_the_stream_back() {
             .arg(format!("{prefix}*"))
             .query(&mut redis)
             .unwrap();
-        (keys.iter()).any(|key| key.contains("}:h:") || key.contains("}:w:"))
+        (keys.iter()).any(|key| key.contains("}:h:") || key.contains("}:w"))
     };
     for n in 1..=3 {
         record(n);
@@ -1022,29 +1035,16 @@ async fn appends_of_many_streams_each_stand_alone() {
     let mut redis = client(&server);
     let key_of = |n: usize, kind: &str| format!("{prefix}{{s{n}}}:{kind}GET /events");
     let () = redis::cmd("SET")
-        .arg(key_of(2, "w:"))
+        .arg(key_of(2, "w0:"))
         .arg("not a list")
         .query(&mut redis)
         .unwrap();
-    let () = redis::cmd("HINCRBY")
-        .arg(format!("{prefix}{{s4}}:g"))
-        .arg("GET /events")
-        .arg(1)
-        .query(&mut redis)
-        .unwrap();
+    // A client resumes stream 4 from a cursor it never had: the cut moves
+    // the stream on to a generation of its own.
+    stored(&store, &keys[4], Some("unknown")).await.unwrap();
     record(2);
     flushed(&store).await;
-    let blocks = |redis: &mut redis::Connection, n: usize| -> Vec<String> {
-        let entries: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
-            .arg(key_of(n, "h:"))
-            .arg("-")
-            .arg("+")
-            .query(redis)
-            .unwrap();
-        (entries.into_iter())
-            .map(|(_, fields)| fields[0].1.split_once('\n').unwrap().1.to_owned())
-            .collect()
-    };
+    let blocks = |redis: &mut redis::Connection, n: usize| history_blocks(redis, &key_of(n, "h:"));
     for n in [0, 1, 3, 5, 6] {
         assert_eq!(
             blocks(&mut redis, n),
@@ -1054,12 +1054,83 @@ async fn appends_of_many_streams_each_stand_alone() {
     }
     assert_eq!(blocks(&mut redis, 4), ["id: 1\n\n"], "the fenced stream");
     let window: Vec<String> = redis::cmd("LRANGE")
-        .arg(key_of(2, "w:"))
+        .arg(key_of(2, "w0:"))
         .arg(0)
         .arg(-1)
         .query(&mut redis)
         .unwrap();
     assert!(window.contains(&"2".to_owned()), "{window:?}");
+}
+
+/// A write on its way when a cursor moves the stream to a new generation
+/// lands nowhere, though the writer appends natively, with nothing to
+/// check first: the window moved to the new generation's key, and the
+/// history's last id past where the old writer's blocks would go. The new
+/// generation's blocks then follow on, and a replay across the cut has no
+/// hole.
+#[tokio::test]
+async fn a_write_on_its_way_through_a_cut_lands_nowhere() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let prefix = fresh_prefix();
+    let (a, b) = (
+        history_store(&server, &prefix).await,
+        history_store(&server, &prefix).await,
+    );
+    let key = StreamKey::new("s", "GET /events");
+    let old = stored(&a, &key, None).await.unwrap().generation;
+    for n in 1..=3 {
+        a.record(&key, old, &event_batch(n)).unwrap();
+        flushed(&a).await;
+    }
+    // A client resumes on B from 2: B reads the stream from there now.
+    let new = stored(&b, &key, Some("2")).await.unwrap().generation;
+    assert!(new > old, "the cursor moved the generation");
+    // A's writes of the old generation, one block and then two.
+    a.record(&key, old, &event_batch(4)).unwrap();
+    flushed(&a).await;
+    let mut two = IdBatch::new();
+    for n in [5u32, 6] {
+        two.push_event(&n.to_string(), u64::from(n));
+        two.push_block(Some(&n.to_string()), format!("id: {n}\n\n").as_bytes());
+    }
+    a.record(&key, old, &two).unwrap();
+    flushed(&a).await;
+    assert_eq!(a.stats().fenced, 3, "{:?}", a.stats());
+    let mut redis = client(&server);
+    let blocks = |redis: &mut redis::Connection| {
+        history_blocks(redis, &format!("{prefix}{{s}}:h:GET /events"))
+    };
+    assert_eq!(blocks(&mut redis), ["id: 1\n\n", "id: 2\n\n", "id: 3\n\n"]);
+    let old_window: i64 = redis::cmd("EXISTS")
+        .arg(format!("{prefix}{{s}}:w{old}:GET /events"))
+        .query(&mut redis)
+        .unwrap();
+    assert_eq!(old_window, 0, "the old generation's window moved on");
+
+    // B's upstream sends 3 again, then 4 and 5 of its own.
+    for n in 3..=5 {
+        b.record(&key, new, &event_batch(n)).unwrap();
+        flushed(&b).await;
+    }
+    let resumed = stored(&b, &key, Some("1")).await.unwrap();
+    let tower_sse_resume::Replay::Blocks(replayed) = &resumed.replay else {
+        panic!("a replay: {:?}", resumed.replay);
+    };
+    let replayed: Vec<_> = (replayed.iter())
+        .map(|block| String::from_utf8(block.to_vec()).unwrap())
+        .collect();
+    assert_eq!(
+        replayed,
+        [
+            "id: 2\n\n",
+            "id: 3\n\n",
+            "id: 3\n\n",
+            "id: 4\n\n",
+            "id: 5\n\n"
+        ]
+    );
 }
 
 /// The lease can be set again on a running store (`lease` is shared with
