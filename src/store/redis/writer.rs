@@ -160,7 +160,7 @@ impl Writer {
                             Ok(removed) => {
                                 counters.bad_values.fetch_add(removed.max(1), Relaxed);
                                 tracing::error!(
-                                    window = %pending.target.keys.of("w:", &pending.target.stream),
+                                    window = %window_of(&pending),
                                     removed,
                                     "keys of the wrong type in Redis: removed"
                                 );
@@ -183,7 +183,7 @@ impl Writer {
                         counters.dropped.fetch_add(ids, Relaxed);
                         drop_blocks(&self.queue, &mut self.next_blocks, &pending);
                         tracing::error!(
-                            window = %pending.target.keys.of("w:", &pending.target.stream),
+                            window = %window_of(&pending),
                             %error,
                             "Redis refused a write of forwarded ids"
                         );
@@ -392,7 +392,7 @@ impl Writer {
     /// [`is_append`]), its keys are not due for their TTL, and its window
     /// not for a whole write.
     fn write_of(&self, pending: &Pending) -> Write {
-        let window = pending.target.keys.of("w:", &pending.target.stream);
+        let window = window_of(pending);
         let touch = self.touch_due(&window, pending);
         let next = self.next_blocks.get(&window).copied().unwrap_or((0, 0));
         let append =
@@ -419,7 +419,7 @@ impl Writer {
 /// blocks before sees the hole rather than skip it.
 fn drop_blocks(queue: &Queue, next_blocks: &mut HashMap<String, (u64, u64)>, pending: &Pending) {
     queue.mark_hole(pending);
-    let window = pending.target.keys.of("w:", &pending.target.stream);
+    let window = window_of(pending);
     if let Some((_, position)) = next_blocks.get_mut(&window) {
         *position += pending.ids.blocks().len() as u64;
     }
@@ -436,7 +436,7 @@ fn note_whole_next(whole_next: &mut HashSet<String>, window: String) {
 
 /// Remembers that `pending`'s stream got its TTL and last use again now.
 fn note_touched(touched: &mut HashMap<String, Instant>, pending: &Pending) {
-    let window = pending.target.keys.of("w:", &pending.target.stream);
+    let window = window_of(pending);
     if touched.len() >= MAX_REMEMBERED && !touched.contains_key(&window) {
         // Forgotten streams are touched at their next write: early, never
         // late.
@@ -454,11 +454,19 @@ fn note_written(
     if next == (0, 0) {
         return;
     }
-    let window = pending.target.keys.of("w:", &pending.target.stream);
+    let window = window_of(pending);
     if next_blocks.len() >= MAX_REMEMBERED && !next_blocks.contains_key(&window) {
         next_blocks.clear();
     }
     next_blocks.insert(window, next);
+}
+
+/// The window `pending`'s ids go to: their generation's. What the writer
+/// remembers of a stream it keeps by it, so that a new generation starts
+/// with a whole write.
+fn window_of(pending: &Pending) -> String {
+    let generation = u64::try_from(pending.generation).unwrap_or(0);
+    (pending.target.keys).window(&pending.target.stream, generation)
 }
 
 fn write_timeout(config: &Config) -> Duration {
