@@ -23,8 +23,9 @@ use crate::store::{IdBatch, StoreError, StreamEnd};
 const WRITE_ATTEMPTS: u32 = 4;
 /// The pause before the first retry of a write; it doubles each time.
 const RETRY_BACKOFF: Duration = Duration::from_millis(100);
-/// Writes per pipeline.
-const PIPELINE_LEN: usize = 256;
+/// Writes per pipeline, a transaction on a single node: Redis runs one
+/// alone, and this bounds how long.
+const PIPELINE_LEN: usize = 64;
 
 /// The background task that writes what the queue holds.
 pub(super) struct Writer {
@@ -250,6 +251,13 @@ impl Writer {
                 let calls: Vec<Call> = calls.by_ref().take(PIPELINE_LEN).collect();
                 let mut pipeline = ::redis::pipe();
                 pipeline.ignore_errors();
+                if !self.connection.is_cluster() {
+                    // One transaction: no open sees an append half made.
+                    // A Cluster's client follows a slot that moved for a
+                    // command, not for a transaction: there the appends'
+                    // order does it (see `Append`).
+                    pipeline.atomic();
+                }
                 let mut limit = MIN_WRITE_TIMEOUT;
                 // What each call writes and how many replies it gets.
                 let mut written = Vec::new();
@@ -633,13 +641,17 @@ struct Call {
     append: Option<Append>,
 }
 
-/// An append's native commands: the window's ids first (`RPUSHX`, onto the
-/// window of their generation only, which a cursor's cut moved on), then
-/// each block (`XADD`, right after where this process's last write left
-/// the history, which a cut fences off: see `scripts::PREAMBLE`), then the
-/// index, the count bound and the channel, as the whole write has them.
-/// What one of them refuses, the whole write does after it, the rest
-/// left out.
+/// An append's native commands: each block first (`XADD`, right after
+/// where this process's last write left the history, which a cursor's cut
+/// fences off: see `scripts::PREAMBLE`), then the window's ids (`RPUSHX`,
+/// onto the window of their generation only, which a cut moved on), then
+/// the index, the count bound and the channel, as the whole write has
+/// them. What one of them refuses, the whole write does after it, the
+/// rest left out. The blocks go first so that an open between the two
+/// (on a Cluster, where appends are not sent in a transaction) finds the
+/// history ahead of the window, never the window ahead: an id the window
+/// holds past the history's end would be taken for sent, and its block,
+/// once read, dropped as a duplicate.
 struct Append {
     blocks: usize,
     /// Where the first block goes, and where the history goes on after
@@ -669,7 +681,7 @@ fn append_call(window: usize, pending: &Pending, next: (u64, u64)) -> Call {
     for (id, fingerprint) in batch.events() {
         push.arg(id).arg(print_of(fingerprint, starts.remove(id)));
     }
-    let mut commands = vec![push];
+    let mut commands = Vec::with_capacity(batch.blocks().len() + 4);
     let history = keys.of("h:", stream);
     let (mut start, mut position) = next;
     let now = now_ms();
@@ -689,6 +701,7 @@ fn append_call(window: usize, pending: &Pending, next: (u64, u64)) -> Call {
         start += len;
         position += 1;
     }
+    commands.push(push);
     let index = keys.of("hi:", stream);
     if !starts.is_empty() {
         // Blocks whose ids have no entry in the window: the index points
@@ -737,11 +750,11 @@ fn append_call(window: usize, pending: &Pending, next: (u64, u64)) -> Call {
 fn append_outcome(append: &Append, replies: &[RedisResult<Value>]) -> Outcome {
     // The window's length after the ids, none when it was not there (or
     // not a list).
-    let window_len = match replies.first() {
+    let window_len = match replies.get(append.blocks) {
         Some(Ok(Value::Int(len))) if *len > 0 => usize::try_from(*len).ok(),
         _ => None,
     };
-    let added = (replies.iter().skip(1).take(append.blocks))
+    let added = (replies.iter().take(append.blocks))
         .take_while(|reply| matches!(reply, Ok(Value::BulkString(_) | Value::SimpleString(_))))
         .count();
     let blocks_landed = added == append.blocks;

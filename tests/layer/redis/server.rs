@@ -100,6 +100,116 @@ impl Relay {
     }
 }
 
+/// A relay to a server that, once armed, holds what a client sends from
+/// the first command named `command` on (its bytes up to there go on),
+/// until released: Redis has then run part of a pipeline and not the
+/// rest, as when it reads a large one in pieces.
+pub(crate) struct HoldingRelay {
+    port: u16,
+    armed: std::sync::Arc<tokio::sync::Mutex<Option<Vec<u8>>>>,
+    holding: std::sync::Arc<tokio::sync::Notify>,
+    released: std::sync::Arc<tokio::sync::Notify>,
+    accepting: tokio::task::JoinHandle<()>,
+}
+
+impl HoldingRelay {
+    pub(crate) async fn to(server: &RedisServer) -> HoldingRelay {
+        let target = server.addr();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let armed = std::sync::Arc::new(tokio::sync::Mutex::new(None::<Vec<u8>>));
+        let holding = std::sync::Arc::new(tokio::sync::Notify::new());
+        let released = std::sync::Arc::new(tokio::sync::Notify::new());
+        let accepting = tokio::spawn({
+            let (armed, holding, released) = (armed.clone(), holding.clone(), released.clone());
+            async move {
+                while let Ok((inbound, _)) = listener.accept().await {
+                    let (armed, holding, released) =
+                        (armed.clone(), holding.clone(), released.clone());
+                    tokio::spawn(async move {
+                        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                        let Ok(outbound) = tokio::net::TcpStream::connect(target).await else {
+                            return;
+                        };
+                        let (mut from_client, mut to_client) = inbound.into_split();
+                        let (mut from_server, mut to_server) = outbound.into_split();
+                        let back = tokio::spawn(async move {
+                            let _ = tokio::io::copy(&mut from_server, &mut to_client).await;
+                        });
+                        let mut buffer = vec![0; 1 << 16];
+                        while let Ok(n) = from_client.read(&mut buffer).await {
+                            if n == 0 {
+                                break;
+                            }
+                            let mut bytes = &buffer[..n];
+                            let mut armed = armed.lock().await;
+                            if let Some(at) =
+                                armed.as_deref().and_then(|name| command_at(bytes, name))
+                            {
+                                *armed = None;
+                                drop(armed);
+                                if to_server.write_all(&bytes[..at]).await.is_err() {
+                                    break;
+                                }
+                                bytes = &bytes[at..];
+                                let release = released.notified();
+                                holding.notify_one();
+                                release.await;
+                            }
+                            if to_server.write_all(bytes).await.is_err() {
+                                break;
+                            }
+                        }
+                        back.abort();
+                    });
+                }
+            }
+        });
+        HoldingRelay {
+            port,
+            armed,
+            holding,
+            released,
+            accepting,
+        }
+    }
+
+    pub(crate) fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// Holds the next command named `command`, and what follows it, until
+    /// [`release`](Self::release); returns once it holds them.
+    pub(crate) async fn hold_at(&self, command: &str, then: impl std::future::Future<Output = ()>) {
+        *self.armed.lock().await = Some(command.as_bytes().to_vec());
+        let holding = self.holding.notified();
+        then.await;
+        holding.await;
+    }
+
+    pub(crate) fn release(&self) {
+        self.released.notify_one();
+    }
+}
+
+/// Where the command named `name` starts in `bytes`, as a client sends it
+/// (an array of bulk strings, the name first).
+fn command_at(bytes: &[u8], name: &[u8]) -> Option<usize> {
+    let mut needle = format!("${}\r\n", name.len()).into_bytes();
+    needle.extend_from_slice(name);
+    needle.extend_from_slice(b"\r\n");
+    let at = bytes
+        .windows(needle.len())
+        .position(|window| window == needle.as_slice())?;
+    bytes[..at].iter().rposition(|&byte| byte == b'*')
+}
+
+impl Drop for HoldingRelay {
+    fn drop(&mut self) {
+        self.accepting.abort();
+    }
+}
+
 impl Drop for Relay {
     fn drop(&mut self) {
         self.accepting.abort();
