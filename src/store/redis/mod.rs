@@ -52,6 +52,8 @@ const FOLLOW_CAPACITY: usize = 4;
 
 /// How long [`RedisStore::connect`] waits for a first connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// The most streams whose generation a store remembers for its opens.
+const MAX_GENERATIONS: usize = 65_536;
 /// A write waits at least this long for Redis, whatever the open timeout.
 const MIN_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -293,6 +295,10 @@ struct Shared {
     /// The layer's limits that the store keeps too, as
     /// [`TrackerStore::set_limits`] last gave them.
     limits: std::sync::Mutex<StoreLimits>,
+    /// The generation each stream had when this store last opened it, by
+    /// the stream's name in the queue: an open reads that generation's
+    /// window natively (the script returns another's itself).
+    generations: std::sync::Mutex<std::collections::HashMap<String, u64>>,
     /// Tells the background tasks to stop.
     closing: watch::Sender<bool>,
 }
@@ -423,6 +429,7 @@ impl RedisStore {
             followers: Arc::default(),
             lease,
             limits: std::sync::Mutex::new(StoreLimits::default()),
+            generations: std::sync::Mutex::default(),
             closing,
         };
         Self {
@@ -509,6 +516,30 @@ impl RedisStore {
         self.shared.queue.flush().await;
     }
 
+    /// The generation this store last saw `stream` of `keys` in, 0 for
+    /// none.
+    fn known_generation(&self, keys: &Keys, stream: &str) -> u64 {
+        let generations = lock(&self.shared.generations);
+        (generations.get(&keys.of("w:", stream))).map_or(0, |generation| *generation)
+    }
+
+    /// Remembers that `stream` of `keys` is in `generation` now: most
+    /// streams stay in their first, and are not kept.
+    fn note_generation(&self, keys: &Keys, stream: &str, generation: u64) {
+        let mut generations = lock(&self.shared.generations);
+        let name = keys.of("w:", stream);
+        if generation == 0 {
+            generations.remove(&name);
+            return;
+        }
+        if generations.len() >= MAX_GENERATIONS && !generations.contains_key(&name) {
+            // Forgotten streams are read in their first generation, and the
+            // script sends another's window itself: slower, not wrong.
+            generations.clear();
+        }
+        generations.insert(name, generation);
+    }
+
     fn keys(&self, scope: &str) -> Keys {
         Keys::new(&self.config.prefix, scope)
     }
@@ -534,16 +565,18 @@ impl RedisStore {
         // `split`: the script alone, its replay read after. A Cluster's
         // client follows a slot that moved for a command, not for a
         // transaction; the script alone lets it learn where the slot went.
+        let known = self.known_generation(keys, stream);
         let open = |whole: bool, wait: bool, split: bool| {
             let mut transaction = ::redis::pipe();
             transaction.ignore_errors();
             if !split {
                 transaction.atomic();
             }
-            // Most streams keep their first generation: the window read
-            // natively is that one's, and the script returns the window
-            // itself when it is another's.
-            let mut command = keys.script_call(&scripts().open, whole, config, &limits, stream, 0);
+            // The window read natively is that of the generation this store
+            // last saw; the script returns the window itself when it is
+            // another's.
+            let mut command =
+                keys.script_call(&scripts().open, whole, config, &limits, stream, known);
             command
                 .arg(stream)
                 .arg(cursor.unwrap_or(""))
@@ -571,7 +604,7 @@ impl RedisStore {
                 let len = 2 * isize::try_from(limits.window_len()).unwrap_or(isize::MAX / 2);
                 transaction
                     .cmd("LRANGE")
-                    .arg(keys.window(stream, 0))
+                    .arg(keys.window(stream, known))
                     .arg(-len)
                     .arg(-1);
             }
@@ -613,7 +646,7 @@ impl RedisStore {
                     // wrote: it goes, and the stream starts afresh.
                     repaired = true;
                     let removed =
-                        repair(&self.shared.connection, left, &keys.typed(stream, 0)).await?;
+                        repair(&self.shared.connection, left, &keys.typed(stream, known)).await?;
                     self.note_bad_values(removed.max(1), keys);
                 }
                 Ok(reply) if Opened::is_wait(&reply) => {
@@ -687,6 +720,7 @@ impl RedisStore {
         };
         // Redis never counts below zero.
         loaded.generation = u64::try_from(opened.generation).unwrap_or(0);
+        self.note_generation(keys, &loaded.stream, loaded.generation);
         loaded.cursor_known = opened.cursor_known;
         loaded.stamp_epoch = (opened.epoch > 0).then_some(opened.epoch);
         loaded.keeps_blocks = history.is_some();

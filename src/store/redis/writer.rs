@@ -23,9 +23,8 @@ use crate::store::{IdBatch, StoreError, StreamEnd};
 const WRITE_ATTEMPTS: u32 = 4;
 /// The pause before the first retry of a write; it doubles each time.
 const RETRY_BACKOFF: Duration = Duration::from_millis(100);
-/// Writes per pipeline, a transaction on a single node: Redis runs one
-/// alone, and this bounds how long.
-const PIPELINE_LEN: usize = 64;
+/// Writes per pipeline.
+const PIPELINE_LEN: usize = 256;
 
 /// The background task that writes what the queue holds.
 pub(super) struct Writer {
@@ -251,13 +250,6 @@ impl Writer {
                 let calls: Vec<Call> = calls.by_ref().take(PIPELINE_LEN).collect();
                 let mut pipeline = ::redis::pipe();
                 pipeline.ignore_errors();
-                if !self.connection.is_cluster() {
-                    // One transaction: no open sees an append half made.
-                    // A Cluster's client follows a slot that moved for a
-                    // command, not for a transaction: there the appends'
-                    // order does it (see `Append`).
-                    pipeline.atomic();
-                }
                 let mut limit = MIN_WRITE_TIMEOUT;
                 // What each call writes and how many replies it gets.
                 let mut written = Vec::new();
@@ -648,10 +640,13 @@ struct Call {
 /// the index, the count bound and the channel, as the whole write has
 /// them. What one of them refuses, the whole write does after it, the
 /// rest left out. The blocks go first so that an open between the two
-/// (on a Cluster, where appends are not sent in a transaction) finds the
+/// (Redis reads a large pipeline in pieces, and runs each) finds the
 /// history ahead of the window, never the window ahead: an id the window
 /// holds past the history's end would be taken for sent, and its block,
-/// once read, dropped as a duplicate.
+/// once read, dropped as a duplicate. Only when the history refuses the
+/// blocks (Redis lost it, or another process wrote it since) does the
+/// window hold their ids before the history has them, until the whole
+/// write adds them.
 struct Append {
     blocks: usize,
     /// Where the first block goes, and where the history goes on after

@@ -1138,10 +1138,10 @@ async fn a_write_on_its_way_through_a_cut_lands_nowhere() {
 /// resumes, and its block, read after, dropped as a duplicate. Redis
 /// reads a large pipeline in pieces, and runs what it read: here a relay
 /// holds the append's `XADD` back until another replica has opened the
-/// stream. Before the appends went in a transaction, with the window's
-/// `RPUSHX` first, the open found id 2 in the window and not its block in
-/// the history, and the soak at 1,000 streams lost an event here and there
-/// to this.
+/// stream. With the window's `RPUSHX` before the `XADD`, as the appends
+/// first went, the open found id 2 in the window and not its block in the
+/// history, and the soak at 1,000 streams lost an event here and there to
+/// this.
 #[tokio::test]
 async fn an_open_never_finds_the_window_ahead_of_the_history() {
     let Some(server) = RedisServer::start() else {
