@@ -210,9 +210,10 @@ const MIN_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 /// follow, a third of the lease apart, in one pipeline: it marks each
 /// followed (which keeps the holder's linger going) and tells the
 /// followers of a stream whose lease lapsed, or all of them when Redis
-/// does not answer, to read and find out. A store opens two
-/// connections to a node (and one per primary in a Cluster, plus one for
-/// the subscription), however many followers it serves
+/// does not answer, to read and find out. A store opens three
+/// connections to a node: one for its writes, one for the rest, one for
+/// the subscription (in a Cluster, two per primary and one for the
+/// subscription), however many followers it serves
 /// ([`max_followers`](Self::max_followers), 10,000 by default, bounds them).
 ///
 /// When the holder goes away without ending the stream (it died, or its
@@ -352,10 +353,19 @@ impl RedisStore {
             .set_max_delay(Duration::from_secs(1));
         let manager = within(
             CONNECT_TIMEOUT,
+            ConnectionManager::new_with_config(client.clone(), config.clone()),
+        )
+        .await?;
+        let writes = within(
+            CONNECT_TIMEOUT,
             ConnectionManager::new_with_config(client.clone(), config),
         )
         .await?;
-        Ok(Self::start(Connection::Single(manager), vec![client]))
+        Ok(Self::start(
+            Connection::Single(manager),
+            Connection::Single(writes),
+            vec![client],
+        ))
     }
 
     /// Connects to a Redis Cluster through any of its `nodes`
@@ -384,16 +394,23 @@ impl RedisStore {
             return Err(StoreError::Unavailable("no Cluster node given".into()));
         }
         let connection = within(CONNECT_TIMEOUT, client.get_async_connection()).await?;
-        Ok(Self::start(Connection::Cluster(connection), subscribers))
+        let writes = within(CONNECT_TIMEOUT, client.get_async_connection()).await?;
+        Ok(Self::start(
+            Connection::Cluster(connection),
+            Connection::Cluster(writes),
+            subscribers,
+        ))
     }
 
-    /// Starts the background tasks: the writer, the leases' keeper, and
-    /// the followers' subscription through `subscribers`.
-    fn start(connection: Connection, subscribers: Vec<Client>) -> Self {
+    /// Starts the background tasks: the writer, on `writes`, a connection
+    /// of its own (a connection answers in order, and opens and the
+    /// leases' refresh then wait behind no pipeline of writes), the leases'
+    /// keeper, and the followers' subscription through `subscribers`.
+    fn start(connection: Connection, writes: Connection, subscribers: Vec<Client>) -> Self {
         let (done, done_receiver) = watch::channel(0);
         let queue = Arc::new(Queue::new(DEFAULT_QUEUE_LEN, done_receiver));
         let writer = Writer {
-            connection: connection.clone(),
+            connection: writes,
             queue: Arc::clone(&queue),
             done,
             next_blocks: Default::default(),
