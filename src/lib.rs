@@ -247,8 +247,8 @@
 //!   resume from the newest id the history holds (or from none when the
 //!   upstream never sent one), and deduplicated as ever, so the upstream's
 //!   own replay of what was just sent is dropped. The history and the
-//!   window are one snapshot, taken under one lock (one script in Redis),
-//!   and a stream opened before the reconnect stops recording, so a
+//!   window are one snapshot, taken under one lock (one transaction in
+//!   Redis), and a stream opened before the reconnect stops recording, so a
 //!   replay racing live events doubles nothing and skips nothing.
 //! - **A cursor not in the history** (evicted, expired, or never seen): the
 //!   response is still `200` (an `EventSource` retries other statuses
