@@ -413,6 +413,7 @@ impl Writer {
         (self.touched.get(window)).is_none_or(|at| at.elapsed() >= quarter)
     }
 }
+
 /// Notes that the blocks of `pending` never reached Redis: the next write
 /// of the stream forgets the history before it, and its blocks go that
 /// many positions further on, so that a follower or a replay that had the
