@@ -116,8 +116,9 @@ pub(super) const REPLAY_CONSUMER: &str = "open";
 
 /// What every script starts with. KEYS: the scope's streams and
 /// generations, then the keys of the stream the script is for (`ARGV[9]`):
-/// its window (of the generation the caller knows), history, history's index, lease, end and the place its
-/// client went away, then the scope's epoch. ARGV: the window key prefix,
+/// its window (of the generation the caller knows), history, history's
+/// index, lease, end and the place its client went away, then the scope's
+/// epoch. ARGV: the window key prefix,
 /// the TTL in ms, the window length, the most streams per scope, the
 /// history's most blocks (0 for no history), bytes and age in ms, the
 /// caller's time in ms, then each script's own.
