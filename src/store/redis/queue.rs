@@ -89,6 +89,12 @@ pub(super) struct Kept {
 }
 
 impl Pending {
+    /// The generation whose window these ids go to (a lease's alone, with
+    /// no generation, names the first's).
+    pub(super) fn window_generation(&self) -> u64 {
+        u64::try_from(self.generation).unwrap_or(0)
+    }
+
     /// Ids and blocks waiting.
     fn count(&self) -> usize {
         self.ids.len() + self.ids.blocks().len()

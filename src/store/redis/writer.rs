@@ -153,8 +153,8 @@ impl Writer {
                         retry.push(pending);
                     }
                     Outcome::WrongType => {
-                        let generation = u64::try_from(pending.generation).unwrap_or(0);
-                        let keys = (pending.target.keys).typed(&pending.target.stream, generation);
+                        let keys = (pending.target.keys)
+                            .typed(&pending.target.stream, pending.window_generation());
                         let limit = write_timeout(&pending.target.config);
                         match repair(&self.connection, limit, &keys).await {
                             Ok(removed) => {
@@ -466,8 +466,7 @@ fn note_written(
 /// remembers of a stream it keeps by it, so that a new generation starts
 /// with a whole write.
 fn window_of(pending: &Pending) -> String {
-    let generation = u64::try_from(pending.generation).unwrap_or(0);
-    (pending.target.keys).window(&pending.target.stream, generation)
+    (pending.target.keys).window(&pending.target.stream, pending.window_generation())
 }
 
 fn write_timeout(config: &Config) -> Duration {
@@ -487,7 +486,7 @@ fn write_command(pending: &Pending, next: (u64, u64), touch: bool, whole_script:
         holder,
         lease_ms,
     } = &pending.target;
-    let generation = u64::try_from(pending.generation).unwrap_or(0);
+    let generation = pending.window_generation();
     let mut command = keys.script_call(
         &scripts().write,
         whole_script,
@@ -650,9 +649,9 @@ struct Call {
 /// write adds them.
 struct Append {
     blocks: usize,
-    /// Where the first block goes, and where the history goes on after
+    /// Where the first block starts, and where the history goes on after
     /// the last.
-    from: (u64, u64),
+    blocks_at: u64,
     next: (u64, u64),
     /// The window's length past which the whole write trims it.
     window_bound: usize,
@@ -669,7 +668,7 @@ fn append_call(window: usize, pending: &Pending, next: (u64, u64)) -> Call {
         ..
     } = &pending.target;
     let batch = &pending.ids;
-    let generation = u64::try_from(pending.generation).unwrap_or(0);
+    let generation = pending.window_generation();
     let [history_len, history_bytes, _] = history_args(limits);
     let mut starts = block_starts(batch, next.0);
     let mut push = ::redis::cmd("RPUSHX");
@@ -698,18 +697,19 @@ fn append_call(window: usize, pending: &Pending, next: (u64, u64)) -> Call {
         position += 1;
     }
     commands.push(push);
-    let index = keys.of("hi:", stream);
+    // The index, named only for the rare append that needs it.
+    let index = || keys.of("hi:", stream);
     if !starts.is_empty() {
         // Blocks whose ids have no entry in the window: the index points
         // at them.
         let mut pointers = ::redis::cmd("RPUSH");
-        pointers.arg(&index);
+        pointers.arg(index());
         for (id, start) in starts {
             pointers.arg(id).arg(format!("\0{start}"));
         }
         commands.push(pointers);
         let mut expire = ::redis::cmd("PEXPIRE");
-        expire.arg(&index).arg(millis(config.ttl));
+        expire.arg(index()).arg(millis(config.ttl));
         commands.push(expire);
     }
     // The count bound, held every so many positions as the whole write
@@ -721,7 +721,7 @@ fn append_call(window: usize, pending: &Pending, next: (u64, u64)) -> Call {
         commands.push(trim);
         let mut trim_index = ::redis::cmd("LTRIM");
         trim_index
-            .arg(&index)
+            .arg(index())
             .arg(-2 * i64::try_from(history_len).unwrap_or(i64::MAX / 2))
             .arg(-1);
         commands.push(trim_index);
@@ -735,7 +735,7 @@ fn append_call(window: usize, pending: &Pending, next: (u64, u64)) -> Call {
         commands,
         append: Some(Append {
             blocks: batch.blocks().len(),
-            from: next,
+            blocks_at: next.0,
             next: (start, position),
             window_bound: 2 * (window_len + window_len / 8 + 1),
         }),
@@ -763,7 +763,7 @@ fn append_outcome(append: &Append, replies: &[RedisResult<Value>]) -> Outcome {
         _ if added == 0 || blocks_landed => Outcome::Unfinished {
             landed: Landed {
                 ids: window_len.is_some(),
-                blocks_at: blocks_landed.then_some(append.from.0),
+                blocks_at: blocks_landed.then_some(append.blocks_at),
             },
             next: blocks_landed.then_some(append.next),
         },
