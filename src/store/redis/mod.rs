@@ -114,7 +114,7 @@ const MIN_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 /// ```
 ///
 /// It needs Redis 6.2 or later, or Valkey (a history's bytes bound is
-/// `XADD ... MINID`, a lease's refresh `GETEX`); CI runs its tests
+/// `XTRIM ... MINID`, a lease's refresh `GETEX`); CI runs its tests
 /// against Redis 7.0 and Valkey 8.1.
 ///
 /// # Key layout
@@ -183,8 +183,10 @@ const MIN_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 /// carries at most a sixteenth of the history's bytes bound), by the
 /// start alone, so that positions still follow on. What an append's
 /// command refuses, the whole write script does after it, with the
-/// generation's check. The history's count is held every eighth of it;
-/// the window, once an append finds it past its length and an eighth, by
+/// generation's check. The history's count and bytes bounds are held
+/// every eighth of them (a trim at each `XADD` would cost it half as
+/// much again), and exactly by an open, which replays no block past
+/// them; the window, once an append finds it past its length and an eighth, by
 /// the next write, a whole one, as the stream's TTLs every quarter of the
 /// TTL.
 ///

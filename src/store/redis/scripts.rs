@@ -348,17 +348,22 @@ local function before(a_start, a_position, b_start, b_position)
   return a_start < b_start or (a_start == b_start and a_position < b_position)
 end
 
+-- The newest entry of the history `blocks`, or nil.
+local function newest_entry(blocks)
+  return redis.call('XREVRANGE', blocks, '+', '-', 'COUNT', 1)[1]
+end
+
 -- The id of the newest entry of the history `blocks`, or nil.
 local function newest_id(blocks)
-  local newest = redis.call('XREVRANGE', blocks, '+', '-', 'COUNT', 1)[1]
+  local newest = newest_entry(blocks)
   return newest and newest[1]
 end
 
 -- The id of the entry of `stream`'s history after whose block a client
 -- with `cursor` resumes, when the history holds it within its bounds:
--- among its newest `history_len` (a write trims the count only now and
--- then) and kept within its age (a write holds only the count and the
--- bytes). Nil otherwise.
+-- among its newest `history_len`, starting within `history_bytes` of the
+-- newest block's end (a write trims to those only now and then), and
+-- kept within its age (no write trims to that). Nil otherwise.
 local function entry_after(stream, cursor)
   local blocks, index = history_keys(stream)
   local window = window_of(stream)
@@ -388,9 +393,14 @@ local function entry_after(stream, cursor)
   end
   local at = kept_of(entry)
   if (at or 0) < now - history_age then return nil end
-  local _, position = id_parts(entry[1])
-  local _, newest = id_parts(newest_id(blocks))
-  if not position or not newest or newest - position >= history_len then return nil end
+  local start, position = id_parts(entry[1])
+  local newest = newest_entry(blocks)
+  local newest_start, newest_position = id_parts(newest and newest[1])
+  if not position or not newest_position or newest_position - position >= history_len then
+    return nil
+  end
+  local _, _, newest_len = kept_of(newest)
+  if newest_start + (newest_len or 0) - start > history_bytes then return nil end
   return entry[1]
 end
 
@@ -652,16 +662,15 @@ local function window_entries(first_entry, first_block, kept_at)
   return entries
 end
 
--- The call that keeps `value` (a block of `len` bytes, after its line of
--- time and id) in the history `blocks` at `start`, `position`, holding
--- the bytes bound (`MINID`); with `existing`, only in a history that
--- exists.
-local function add(blocks, start, position, value, len, existing)
-  local trim = math.max(start + len - history_bytes, 0)
+-- The call that keeps `value` (a block, after its line of time and id)
+-- in the history `blocks` at `start`, `position`; with `existing`, only
+-- in a history that exists. The write trims to the bytes bound after its
+-- last block.
+local function add(blocks, start, position, value, existing)
   if existing then
-    return 'XADD', blocks, 'NOMKSTREAM', 'MINID', trim, start .. '-' .. position, 'b', value
+    return 'XADD', blocks, 'NOMKSTREAM', start .. '-' .. position, 'b', value
   end
-  return 'XADD', blocks, 'MINID', trim, start .. '-' .. position, 'b', value
+  return 'XADD', blocks, start .. '-' .. position, 'b', value
 end
 
 -- Appends `block` to the history at `start`, `position`: where this
@@ -673,19 +682,19 @@ end
 -- block goes.
 local function append(blocks, start, position, value, len)
   if start > 0 then
-    local added = redis.pcall(add(blocks, start, position, value, len, true))
+    local added = redis.pcall(add(blocks, start, position, value, true))
     if type(added) == 'string' then return start + len, position + 1 end
     if not added then
       -- No history (Redis lost it, or it expired): made again where this
       -- process left it, so that positions go on from there.
       made = true
-      redis.call(add(blocks, start, position, value, len, false))
+      redis.call(add(blocks, start, position, value, false))
       return start + len, position + 1
     end
   end
   made = made or redis.call('EXISTS', blocks) == 0
   start, position = after_last(blocks)
-  redis.call(add(blocks, start, position, value, len, false))
+  redis.call(add(blocks, start, position, value, false))
   return start + len, position + 1
 end
 
@@ -733,6 +742,9 @@ if written == 1 then
         missed_from = start_then .. '-' .. (next_position - 2)
       end
       moved = true
+    end
+    if first_position then
+      redis.call('XTRIM', blocks, 'MINID', math.max(next_start - history_bytes, 0))
     end
     if first_position and math.floor((next_position - 1) / trim_every) > math.floor((first_position - 1) / trim_every) then
       redis.call('XTRIM', blocks, 'MAXLEN', history_len)

@@ -687,8 +687,6 @@ fn append_call(window: usize, pending: &Pending, next: (u64, u64)) -> Call {
         let mut add = ::redis::cmd("XADD");
         add.arg(&history)
             .arg("NOMKSTREAM")
-            .arg("MINID")
-            .arg((start + len).saturating_sub(history_bytes))
             .arg(format!("{start}-{position}"))
             .arg("b")
             .arg(value.as_slice());
@@ -711,6 +709,17 @@ fn append_call(window: usize, pending: &Pending, next: (u64, u64)) -> Call {
         let mut expire = ::redis::cmd("PEXPIRE");
         expire.arg(index()).arg(millis(config.ttl));
         commands.push(expire);
+    }
+    // The bytes bound, held every eighth of it rather than at each block:
+    // a trim at every `XADD` costs it half as much again, and an open
+    // holds the bound exactly (`entry_after` in `scripts::OPEN_HELPERS`).
+    let every_bytes = history_bytes / 8 + 1;
+    if start / every_bytes > next.0 / every_bytes {
+        let mut trim = ::redis::cmd("XTRIM");
+        trim.arg(&history)
+            .arg("MINID")
+            .arg(start.saturating_sub(history_bytes));
+        commands.push(trim);
     }
     // The count bound, held every so many positions as the whole write
     // holds it.

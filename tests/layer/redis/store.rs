@@ -961,6 +961,63 @@ async fn appends_keep_the_window_within_its_bound() {
     );
 }
 
+/// The history's bytes bound decides every replay exactly, however
+/// lazily Redis is trimmed to it: a cursor whose block lies past the
+/// bound (counted from the newest block's end) is not replayed, one
+/// within it is, with everything after it. Sixty blocks of 30 bytes
+/// (ids 101 to 160) written one at a time, the bound 600 bytes: the
+/// newest 20 are kept.
+/// Cursors are tried newest first, so that no cut of an unknown one
+/// changes what the next finds.
+#[tokio::test]
+async fn the_bytes_bound_decides_every_replay() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let store = connect(&server, &fresh_prefix()).await;
+    store.set_limits(
+        tower_sse_resume::StoreLimits::default().with_history(Some(
+            tower_sse_resume::HistoryLimits::new()
+                .max_events(1000)
+                .max_bytes(600),
+        )),
+    );
+    let key = StreamKey::new("s", "GET /mcp");
+    let opened = stored(&store, &key, None).await.unwrap();
+    let block = |n: u32| format!("id: {n}\ndata: {n:>14}\n\n");
+    assert_eq!(block(101).len(), 30);
+    for n in 101..=160 {
+        let mut batch = IdBatch::new();
+        batch.push_event(&n.to_string(), u64::from(n));
+        batch.push_block(Some(&n.to_string()), block(n).as_bytes());
+        store.record(&key, opened.generation, &batch).unwrap();
+        flushed(&store).await;
+    }
+    for cursor in (101..=160u32).rev() {
+        let resumed = stored(&store, &key, Some(&cursor.to_string()))
+            .await
+            .unwrap();
+        let replayed = match &resumed.replay {
+            tower_sse_resume::Replay::Blocks(blocks) => Some(
+                (blocks.iter())
+                    .map(|block| String::from_utf8(block.to_vec()).unwrap())
+                    .collect::<String>(),
+            ),
+            tower_sse_resume::Replay::Gap => None,
+            other => panic!("cursor {cursor}: {other:?}"),
+        };
+        if cursor > 140 {
+            let expected = (cursor + 1..=160).map(block).collect::<String>();
+            assert_eq!(replayed, Some(expected), "cursor {cursor}");
+        } else {
+            assert_eq!(
+                replayed, None,
+                "cursor {cursor}: its block is past the bound"
+            );
+        }
+    }
+}
+
 /// The end of a session forgets its streams in Redis; a write that was
 /// still on its way from the replica reading one of them is refused, not
 /// written back: the end moves each stream's generation on. Before, a
