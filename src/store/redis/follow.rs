@@ -4,7 +4,9 @@
 //!
 //! Each follower is a small task that reads the history from the position
 //! after the last block it sent, whenever the stream's channel says it
-//! moved, and only then: no follower reads on a timer. One subscription
+//! moved, and only then: no follower reads on a timer. An append's
+//! message carries its blocks: a follower that had read up to them takes
+//! them from it, and reads nothing. One subscription
 //! connection per process carries every channel: however many followers,
 //! the process has that one and its shared connection. One task per
 //! process looks at the leases of every stream followed, a third of the
@@ -66,13 +68,16 @@ struct StopsHeard {
     newest: Option<LogId>,
 }
 
-/// What a channel told, counted: that its stream's history moved, and
-/// (a part of those) that its lease or its end did, which a follower reads
-/// only then.
-#[derive(Debug, Default, Clone, Copy)]
+/// What a channel told: counted, that its stream's history moved with
+/// nothing to read it by, and (a part of those) that its lease or its end
+/// did, which a follower reads only then; and the entries the newest
+/// append carried, which a follower that has read up to them takes as
+/// they are, reading nothing.
+#[derive(Debug, Default, Clone)]
 pub(super) struct Told {
     moved: u64,
     marks: u64,
+    carried: Option<Arc<Vec<Entry>>>,
 }
 
 struct Watched {
@@ -88,6 +93,22 @@ impl Told {
     fn add(&mut self, marks: bool) {
         self.moved += 1;
         self.marks += u64::from(marks);
+    }
+
+    /// The entries carried that follow on from `last` (the start and the
+    /// position of the last block a follower read): none when it has
+    /// them all, `None` when it must read (it has none yet, or missed some).
+    fn carried_after(&self, last: Option<(u64, u64)>) -> Option<Vec<Entry>> {
+        let (_, position) = last?;
+        let entries = self.carried.as_deref()?;
+        let new = entries
+            .iter()
+            .skip_while(|entry| entry.position <= position);
+        let new: Vec<Entry> = new.cloned().collect();
+        match new.first() {
+            Some(first) if first.position != position + 1 => None,
+            _ => Some(new),
+        }
     }
 }
 
@@ -145,6 +166,15 @@ impl Subscriber {
     fn tell(&self, channel: &str, marks: bool) {
         if let Some(watched) = lock(&self.wanted).get(channel) {
             watched.tell.send_modify(|told| told.add(marks));
+        }
+    }
+
+    /// Hands the listeners of `channel` the entries an append added.
+    fn carry(&self, channel: &str, entries: Vec<Entry>) {
+        if let Some(watched) = lock(&self.wanted).get(channel) {
+            watched
+                .tell
+                .send_modify(|told| told.carried = Some(Arc::new(entries)));
         }
     }
 
@@ -339,7 +369,10 @@ impl Subscriber {
                         Some(message) => {
                             let channel = message.get_channel_name();
                             let payload = message.get_payload_bytes();
-                            if !self.hand_on_stop(channel, payload) {
+                            if self.hand_on_stop(channel, payload) {
+                            } else if let Some(entries) = Entry::parse_told(payload) {
+                                self.carry(channel, entries);
+                            } else {
                                 self.tell(channel, payload == MARKS_MOVED);
                             }
                         }
@@ -505,17 +538,30 @@ impl Follower {
         let mut last_id: Option<String> = None;
         // The start and the position of the last block read.
         let mut last: Option<(u64, u64)> = None;
-        // The marks told of that the follower has read; none yet.
-        let mut marks_read = None;
+        // What the follower has read for of what was told; nothing yet.
+        let (mut moves_read, mut marks_read) = (None, None);
         let mut failed = false;
         loop {
-            let marks = told.borrow_and_update().marks;
+            let (moved, marks, carried) = {
+                let told = told.borrow_and_update();
+                (told.moved, told.marks, told.carried_after(last))
+            };
             // The lease and the end are read first, after a failed read,
             // and when a write or the leases' watch said they moved.
             let with_marks = failed || marks_read != Some(marks);
-            marks_read = Some(marks);
+            // The history is read when told it moved without the entries,
+            // or when those carried do not follow on from the last read.
+            let carried = carried.filter(|_| !with_marks && moves_read == Some(moved));
+            (moves_read, marks_read) = (Some(moved), Some(marks));
             failed = false;
-            match self.read(last, with_marks).await {
+            let read = match carried {
+                Some(entries) => Ok(Read {
+                    entries,
+                    marks: None,
+                }),
+                None => self.read(last, with_marks).await,
+            };
+            match read {
                 Ok(read) => {
                     heard = Instant::now();
                     let whole_read = read.entries.len() == READ_BLOCKS;
@@ -700,4 +746,59 @@ async fn wait_for(
         () = sender.closed() => return None,
     }
     Some(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn told(positions: &[u64]) -> Told {
+        let entries = (positions.iter())
+            .map(|&position| Entry {
+                start: position * 10,
+                position,
+                id: Vec::new(),
+                block: Bytes::new(),
+            })
+            .collect();
+        Told {
+            carried: Some(Arc::new(entries)),
+            ..Told::default()
+        }
+    }
+
+    fn positions(entries: Option<Vec<Entry>>) -> Option<Vec<u64>> {
+        entries.map(|entries| entries.iter().map(|entry| entry.position).collect())
+    }
+
+    #[test]
+    fn a_follower_takes_only_carried_entries_that_follow_on_from_its_last() {
+        let carried = told(&[4, 5, 6]);
+        assert_eq!(
+            positions(carried.carried_after(Some((30, 3)))),
+            Some(vec![4, 5, 6])
+        );
+        assert_eq!(
+            positions(carried.carried_after(Some((40, 4)))),
+            Some(vec![5, 6])
+        );
+        assert_eq!(
+            positions(carried.carried_after(Some((60, 6)))),
+            Some(vec![])
+        );
+        assert_eq!(
+            positions(carried.carried_after(Some((20, 2)))),
+            None,
+            "it missed 3"
+        );
+        assert_eq!(
+            positions(carried.carried_after(None)),
+            None,
+            "it read nothing yet"
+        );
+        assert_eq!(
+            positions(Told::default().carried_after(Some((20, 2)))),
+            None
+        );
+    }
 }

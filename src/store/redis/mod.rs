@@ -138,7 +138,8 @@ const MIN_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 /// | `<prefix>{S}:d:T` | string | once the upstream of `T` ended: `e:<position>` for a standing stream, `c:<position>` for a complete per-request one, the position of its last block |
 ///
 /// The history's writes are told on the channel `<prefix>{S}:c:T` (Pub/Sub,
-/// not a key). Stops go on the channel `<prefix>stops`, and are kept for
+/// not a key); an append's message carries its entries (up to 16 KiB),
+/// so that a follower that keeps up reads nothing. Stops go on the channel `<prefix>stops`, and are kept for
 /// the TTL in the stream `<prefix>stops:log` (about the newest 1,024, each
 /// entry's field `s` the stop), which a replica whose subscription was
 /// down reads once it is back.
@@ -174,8 +175,9 @@ const MIN_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 /// keys as one pipeline, coalesced to the last window's worth of ids per
 /// key. Most writes are plain appends, where the process's last write
 /// left the history and with nothing else to change: three native
-/// commands for one event, no script (the window's `RPUSHX`, the
-/// history's `XADD`, the followers' `PUBLISH`). Nothing need be checked
+/// commands for one event, no script (the history's `XADD`, the
+/// window's `RPUSHX`, and once the blocks landed, the followers'
+/// `PUBLISH`, which carries them). Nothing need be checked
 /// first, for a cursor's cut fences off the writes of the generation
 /// before it: the window moves to the new generation's key, where an
 /// older write's `RPUSHX` finds none, and the history's last id (`XSETID`)

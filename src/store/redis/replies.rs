@@ -135,7 +135,7 @@ fn window_of<'a>(
 }
 
 /// A block of a history, as a native read returns it.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(super) struct Entry {
     /// Where its bytes start among all its stream ever kept.
     pub(super) start: u64,
@@ -188,23 +188,64 @@ impl Entry {
         // One field, `b`: `<ms>:<id>`, a line break, then the block.
         let value = fields.into_iter().nth(1).map(bulk).transpose()?;
         let value = value.ok_or_else(|| corrupt("a history entry without its block".to_owned()))?;
+        // Unlike `slice`, `advance` allocates nothing: the buffer stays
+        // the reply's.
+        Self::of_value(start, position, Bytes::from(value))
+    }
+
+    /// The entry at `start`, `position` whose one value is `value`.
+    fn of_value(start: u64, position: u64, mut value: Bytes) -> Result<Self, StoreError> {
         let line_end = (value.iter().position(|&byte| byte == b'\n'))
             .ok_or_else(|| corrupt("a history entry without its id".to_owned()))?;
         let id = match value[..line_end].iter().position(|&byte| byte == b':') {
             Some(colon) => value[colon + 1..line_end].to_vec(),
             None => return Err(corrupt("a history entry without its time".to_owned())),
         };
-        let mut block = Bytes::from(value);
-        // Unlike `slice`, this allocates nothing: the buffer stays the
-        // reply's.
-        block.advance(line_end + 1);
+        value.advance(line_end + 1);
         Ok(Self {
             start,
             position,
             id,
-            block,
+            block: value,
         })
     }
+
+    /// The entries a message on a stream's channel carries (see
+    /// [`tell_entry`]), oldest first; `None` for a message that carries
+    /// none, or that is not well formed.
+    pub(super) fn parse_told(message: &[u8]) -> Option<Vec<Self>> {
+        let mut rest = Bytes::copy_from_slice(message.strip_prefix(BLOCKS_TOLD)?);
+        let mut entries = Vec::new();
+        while !rest.is_empty() {
+            let line_end = rest.iter().position(|&byte| byte == b'\n')?;
+            let line = std::str::from_utf8(&rest[..line_end]).ok()?;
+            let (entry_id, len) = line.split_once(' ')?;
+            let (start, position) = id_parts(entry_id.as_bytes())?;
+            let len: usize = len.parse().ok()?;
+            rest.advance(line_end + 1);
+            if rest.len() < len {
+                return None;
+            }
+            let value = rest.split_to(len);
+            entries.push(Self::of_value(start, position, value).ok()?);
+        }
+        Some(entries)
+    }
+}
+
+/// What a message on a stream's channel starts with when it carries the
+/// history's entries an append added, which a follower then need not
+/// read: each as a line `<start>-<position> <length>`, then its value.
+pub(super) const BLOCKS_TOLD: &[u8] = b"e";
+
+/// Adds the entry at `start`, `position` whose value is `value` to the
+/// message `told` (see [`BLOCKS_TOLD`]).
+pub(super) fn tell_entry(told: &mut Vec<u8>, start: u64, position: u64, value: &[u8]) {
+    if told.is_empty() {
+        told.extend_from_slice(BLOCKS_TOLD);
+    }
+    told.extend_from_slice(format!("{start}-{position} {}\n", value.len()).as_bytes());
+    told.extend_from_slice(value);
 }
 
 /// The start and the position of a history entry id, `<start>-<position>`.
@@ -295,6 +336,40 @@ mod tests {
             bad, 2,
             "an id without its fingerprint, one that is no number"
         );
+    }
+
+    #[test]
+    fn the_entries_a_notice_carries_come_back_as_they_were_told() {
+        let mut told = Vec::new();
+        tell_entry(&mut told, 40, 3, b"1700:7\nid: 7\ndata: a\n\n");
+        tell_entry(&mut told, 58, 4, b"1700:\ndata: b\nc\n\n");
+        let entries = Entry::parse_told(&told).expect("well formed");
+        let got: Vec<_> = (entries.iter())
+            .map(|entry| (entry.start, entry.position, &entry.id[..], &entry.block[..]))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (40, 3, &b"7"[..], &b"id: 7\ndata: a\n\n"[..]),
+                (58, 4, &b""[..], &b"data: b\nc\n\n"[..]),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_notice_that_carries_no_well_formed_entries_is_none() {
+        let mut told = Vec::new();
+        tell_entry(&mut told, 40, 3, b"1700:7\nid: 7\n\n");
+        for message in [
+            &b"b"[..],
+            b"m",
+            &told[..told.len() - 1],
+            b"e40-3 x\n1700:7\n",
+            b"e40 3\n1:7\n",
+            b"e40-3 2\nab",
+        ] {
+            assert!(Entry::parse_told(message).is_none(), "{message:?}");
+        }
     }
 
     #[test]

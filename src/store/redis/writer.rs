@@ -14,7 +14,7 @@ use tokio::time::{Instant, timeout};
 use super::connection::{Connection, TimedOut};
 use super::keys::{history_args, now_ms};
 use super::queue::{Landed, Pending, Queue, Target};
-use super::replies::{array, corrupt, int, millis, next};
+use super::replies::{array, corrupt, int, millis, next, tell_entry};
 use super::scripts::{is_wrong_type, repair, scripts};
 use super::{Config, MIN_WRITE_TIMEOUT};
 use crate::store::{IdBatch, StoreError, StreamEnd};
@@ -60,6 +60,8 @@ enum Outcome {
         next: (u64, u64),
         /// The window is past its length and slack (after an append).
         trim_due: bool,
+        /// What an append's followers are to be told.
+        tell: Option<Tell>,
     },
     /// An append that wrote part of itself, or nothing (its window was not
     /// there in its generation, or the history not where this process left
@@ -68,6 +70,7 @@ enum Outcome {
     Unfinished {
         landed: Landed,
         next: Option<(u64, u64)>,
+        tell: Option<Tell>,
     },
     Fenced {
         bad_values: u64,
@@ -113,6 +116,7 @@ impl Writer {
             let outcomes = self.send(&pending, &writes, whole_script).await;
             let counters = &self.queue.counters;
             let mut retry = Vec::new();
+            let mut tells = Vec::new();
             let (mut failed, mut missing_script, mut not_appends) = (None, false, false);
             for ((mut pending, outcome), write) in pending.into_iter().zip(outcomes).zip(writes) {
                 let ids = pending.ids.len() as u64;
@@ -121,7 +125,9 @@ impl Writer {
                         bad_values,
                         next,
                         trim_due,
+                        tell,
                     } => {
+                        tells.extend(tell);
                         counters.written.fetch_add(ids, Relaxed);
                         counters.bad_values.fetch_add(bad_values, Relaxed);
                         note_written(&mut self.next_blocks, &pending, next);
@@ -134,7 +140,8 @@ impl Writer {
                             self.whole_next.remove(&write.window);
                         }
                     }
-                    Outcome::Unfinished { landed, next } => {
+                    Outcome::Unfinished { landed, next, tell } => {
+                        tells.extend(tell);
                         // The whole write goes at once: nothing failed.
                         not_appends = true;
                         if let Some(next) = next {
@@ -195,6 +202,7 @@ impl Writer {
                     }
                 }
             }
+            self.tell(tells).await;
             if retry.is_empty() {
                 return;
             }
@@ -299,7 +307,7 @@ impl Writer {
             let mut replies = replies.into_iter();
             for (i, append, count) in calls {
                 let replies: Vec<_> = replies.by_ref().take(count).collect();
-                outcomes[i] = Some(match &append {
+                outcomes[i] = Some(match append {
                     Some(append) => match replies.iter().find_map(|reply| reply.as_ref().err()) {
                         // The connection failed: what it wrote is not known.
                         Some(error) if is_connection_failure(error) => {
@@ -323,6 +331,35 @@ impl Writer {
 }
 
 impl Writer {
+    /// Tells the followers of each stream an append wrote to (a pipeline
+    /// per scope in a Cluster). Not retried: a follower not told reads
+    /// when the leases' watch next tells it, or at the next write.
+    async fn tell(&self, tells: Vec<Tell>) {
+        for batch in self
+            .connection
+            .batches(&tells, |tell| tell.channel.as_str())
+        {
+            let mut pipeline = ::redis::pipe();
+            for tell in batch {
+                pipeline
+                    .cmd("PUBLISH")
+                    .arg(&tell.channel)
+                    .arg(tell.message.as_slice())
+                    .ignore();
+            }
+            let mut connection = self.connection.clone();
+            let sent = timeout(
+                MIN_WRITE_TIMEOUT,
+                pipeline.query_async::<()>(&mut connection),
+            );
+            match sent.await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => tracing::debug!(%error, "followers not told of an append"),
+                Err(_) => tracing::debug!("followers not told of an append: Redis took too long"),
+            }
+        }
+    }
+
     /// The indices of `pending` by pipeline: one per slot in a Cluster (a
     /// scope's keys share one), all in one on a single node.
     fn groups(&self, pending: &[Pending]) -> Vec<Vec<usize>> {
@@ -637,8 +674,8 @@ struct Call {
 /// where this process's last write left the history, which a cursor's cut
 /// fences off: see `scripts::PREAMBLE`), then the window's ids (`RPUSHX`,
 /// onto the window of their generation only, which a cut moved on), then
-/// the index, the count bound and the channel, as the whole write has
-/// them. What one of them refuses, the whole write does after it, the
+/// the index and the bounds, as the whole write has them; the followers
+/// are told after the replies ([`Tell`]). What one of them refuses, the whole write does after it, the
 /// rest left out. The blocks go first so that an open between the two
 /// (Redis reads a large pipeline in pieces, and runs each) finds the
 /// history ahead of the window, never the window ahead: an id the window
@@ -655,7 +692,23 @@ struct Append {
     next: (u64, u64),
     /// The window's length past which the whole write trims it.
     window_bound: usize,
+    /// What the followers are told once the blocks landed.
+    tell: Tell,
 }
+
+/// What a stream's followers are told on its channel, once the blocks
+/// told of are in the history: not in the append's pipeline, where a
+/// block Redis refused would reach them too.
+pub(super) struct Tell {
+    channel: String,
+    /// The entries added (see `replies::BLOCKS_TOLD`), or `b` when they
+    /// are too many to carry: the followers then read them.
+    message: Vec<u8>,
+}
+
+/// The most bytes of entries a message to followers carries: past it, it
+/// only says that the history moved.
+const TOLD_MAX_BYTES: usize = 16 * 1024;
 
 /// The append of `pending` as native commands, its history going on at
 /// `next` (see [`Append`]).
@@ -681,9 +734,18 @@ fn append_call(window: usize, pending: &Pending, next: (u64, u64)) -> Call {
     let (mut start, mut position) = next;
     let now = now_ms();
     let mut value = Vec::new();
+    // The entries for the followers, while they are few enough.
+    let mut told = Some(Vec::new());
     for (id, block) in batch.blocks() {
         let len = block.len() as u64;
         entry_value(&mut value, now, id, block);
+        if let Some(message) = &mut told {
+            if message.len() + value.len() <= TOLD_MAX_BYTES {
+                tell_entry(message, start, position, &value);
+            } else {
+                told = None;
+            }
+        }
         let mut add = ::redis::cmd("XADD");
         add.arg(&history)
             .arg("NOMKSTREAM")
@@ -735,9 +797,6 @@ fn append_call(window: usize, pending: &Pending, next: (u64, u64)) -> Call {
             .arg(-1);
         commands.push(trim_index);
     }
-    let mut tell = ::redis::cmd("PUBLISH");
-    tell.arg(keys.of("c:", stream)).arg("b");
-    commands.push(tell);
     let window_len = limits.window_len();
     Call {
         window,
@@ -747,12 +806,16 @@ fn append_call(window: usize, pending: &Pending, next: (u64, u64)) -> Call {
             blocks_at: next.0,
             next: (start, position),
             window_bound: 2 * (window_len + window_len / 8 + 1),
+            tell: Tell {
+                channel: keys.of("c:", stream),
+                message: told.unwrap_or_else(|| b"b".to_vec()),
+            },
         }),
     }
 }
 
 /// The outcome of an append from the replies to its commands, in order.
-fn append_outcome(append: &Append, replies: &[RedisResult<Value>]) -> Outcome {
+fn append_outcome(append: Append, replies: &[RedisResult<Value>]) -> Outcome {
     // The window's length after the ids, none when it was not there (or
     // not a list).
     let window_len = match replies.get(append.blocks) {
@@ -768,6 +831,7 @@ fn append_outcome(append: &Append, replies: &[RedisResult<Value>]) -> Outcome {
             bad_values: 0,
             next: append.next,
             trim_due: len > append.window_bound,
+            tell: Some(append.tell),
         },
         _ if added == 0 || blocks_landed => Outcome::Unfinished {
             landed: Landed {
@@ -775,6 +839,7 @@ fn append_outcome(append: &Append, replies: &[RedisResult<Value>]) -> Outcome {
                 blocks_at: blocks_landed.then_some(append.blocks_at),
             },
             next: blocks_landed.then_some(append.next),
+            tell: blocks_landed.then_some(append.tell),
         },
         // Another process wrote the history between two of the blocks.
         _ => Outcome::Refused(RedisError::from((
@@ -812,6 +877,7 @@ fn outcome(reply: RedisResult<Value>) -> Outcome {
                             bad_values,
                             next,
                             trim_due: false,
+                            tell: None,
                         },
                         _ => Outcome::Fenced { bad_values },
                     }

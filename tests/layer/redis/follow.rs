@@ -1003,6 +1003,34 @@ async fn a_follower_of_a_quiet_stream_reads_nothing_until_the_holder_writes() {
     assert_eq!((b.follows, b.follows_lost), (1, 0));
 }
 
+/// A follower takes what the holder appends from the notice that tells
+/// of it, reading nothing from Redis: the followers' reads once cost
+/// Redis more than the appends they read.
+#[tokio::test]
+async fn a_follower_takes_the_holders_appends_from_their_notice() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let scene = Scene::over(&server, LiveUpstream::released(45), Transport::Oneshot).await;
+    let first = scene.gateway.open(0, feed(None)).await;
+    scene.upstream.release(5);
+    let cursor = last_id(&read_events(first.into_body(), 5).await);
+    flushed(&scene.a.store).await;
+    let resumed = scene.gateway.open(1, feed(Some(cursor))).await;
+    let mut body = resumed.into_body();
+    scene.upstream.release(6);
+    assert_eq!(read_events(&mut body, 1).await, events(6..=6));
+    let before = command_calls(&server, "xrange").await;
+    for n in 7..=45 {
+        scene.upstream.release(n);
+        assert_eq!(read_events(&mut body, 1).await, events(n..=n));
+    }
+    let reads = command_calls(&server, "xrange").await - before;
+    assert!(reads <= 3, "{reads} reads of the history for 39 appends");
+    let b = scene.b.layer.stats().snapshot();
+    assert_eq!((b.follows, b.follows_lost), (1, 0));
+}
+
 /// A replica whose lease lapsed (Redis was slow to answer it) while
 /// another went on from the upstream and took the stream lets it go once
 /// it learns so: it reads the upstream no longer, writes nothing more
