@@ -62,8 +62,9 @@ impl Keys {
 
     /// A call of `script` (by its hash, or with `whole` its code) for
     /// `stream`, with the keys and arguments every script of the preamble
-    /// starts with, this process's time among them, and as its window the
-    /// one of `generation`; the stream's name comes next, from the caller.
+    /// starts with, this process's time among them, and `window` as
+    /// `KEYS[3]` (a write's window, an open's copy of it); the stream's
+    /// name comes next, from the caller.
     pub(super) fn script_call(
         &self,
         script: &Lua,
@@ -71,11 +72,11 @@ impl Keys {
         config: &Config,
         limits: &StoreLimits,
         stream: &str,
-        generation: u64,
+        window: &str,
     ) -> Cmd {
         let mut command = script.call(whole);
         command.arg(9).arg(&self.streams).arg(&self.generations);
-        command.arg(self.window(stream, generation));
+        command.arg(window);
         for kind in ["h:", "hi:", "l:", "d:", "a:"] {
             command.arg(self.of(kind, stream));
         }

@@ -52,8 +52,6 @@ const FOLLOW_CAPACITY: usize = 4;
 
 /// How long [`RedisStore::connect`] waits for a first connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// The most streams whose generation a store remembers for its opens.
-const MAX_GENERATIONS: usize = 65_536;
 /// A write waits at least this long for Redis, whatever the open timeout.
 const MIN_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -127,6 +125,7 @@ const MIN_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 /// | key | type | holds |
 /// |---|---|---|
 /// | `<prefix>{S}:w<G>:T` | list | the window of `T` in its generation `G` (a cursor's cut moves it to the next generation's key): each id forwarded, oldest first, and right after it the fingerprint of its event (a NUL, then decimal digits; no id holds a NUL) and, with a history, where the id's block starts in it (a colon, then decimal digits), a little past the window's length at most |
+/// | `<prefix>{S}:wo:T` | list | only within an open's transaction, never seen outside it: a copy of the window of `T` that the open reads natively, then deletes |
 /// | `<prefix>{S}:s` | sorted set | the streams of `S`, scored by last use (ms): for finding a cursor's stream, capping the streams per scope and forgetting idle ones |
 /// | `<prefix>{S}:g` | hash | per stream, its generation: bumped whenever a client cursor cuts the window |
 /// | `<prefix>{S}:h:T` | stream | with a [history](crate::SseResumeLayer::history), the blocks of `T`, oldest first: an entry per block with its resume id (`i`, empty for none), when it was kept (`t`, ms) and its bytes as forwarded (`b`). The entry id is `<start>-<position>`: where the block's bytes start among all the stream ever kept, and its place in it, both rising, so that the bytes bound is a native trim and a position that does not follow on says blocks are missing. Its consumer group `replay` is how an open reads its replay natively |
@@ -160,13 +159,14 @@ const MIN_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 /// # Round trips
 ///
 /// Opening a stream is one round trip: a transaction of the open script
-/// (`EVALSHA`) and a native read of the replay. The script finds the
-/// stream of the client's cursor within the scope, cuts the window after
-/// it (or clears it), bumps the generation, returns the window, and points
-/// the history's consumer group `replay` after the cursor's block; the
-/// `XREADGROUP` after it in the transaction then returns the replay's
-/// blocks natively, as fast as a range read, where a reply built in Lua
-/// would cost several times that. A cursor recorded on another stream of
+/// (`EVALSHA`) and native reads of the replay and the window. The script
+/// finds the stream of the client's cursor within the scope, cuts the
+/// window after it (or clears it), bumps the generation, copies the
+/// window to `wo:T`, and points the history's consumer group `replay`
+/// after the cursor's block; the `XREADGROUP` and the `LRANGE` after it in
+/// the transaction then return the replay's blocks and the window
+/// natively, as fast as a range read, where a reply built in Lua would
+/// cost several times that. A cursor recorded on another stream of
 /// the scope (a `POST`'s, resumed by a `GET`) has its blocks read in a
 /// second round trip, and so does every open of a Cluster while the
 /// client learns where a slot moved (a transaction does not follow it).
@@ -300,10 +300,6 @@ struct Shared {
     /// The layer's limits that the store keeps too, as
     /// [`TrackerStore::set_limits`] last gave them.
     limits: std::sync::Mutex<StoreLimits>,
-    /// The generation each stream had when this store last opened it, by
-    /// the stream's name in the queue: an open reads that generation's
-    /// window natively (the script returns another's itself).
-    generations: std::sync::Mutex<std::collections::HashMap<String, u64>>,
     /// Tells the background tasks to stop.
     closing: watch::Sender<bool>,
 }
@@ -450,7 +446,6 @@ impl RedisStore {
             followers: Arc::default(),
             lease,
             limits: std::sync::Mutex::new(StoreLimits::default()),
-            generations: std::sync::Mutex::default(),
             closing,
         };
         Self {
@@ -537,28 +532,18 @@ impl RedisStore {
         self.shared.queue.flush().await;
     }
 
-    /// The generation this store last saw `stream` of `keys` in, 0 for
-    /// none.
-    fn known_generation(&self, keys: &Keys, stream: &str) -> u64 {
-        let generations = lock(&self.shared.generations);
-        (generations.get(&keys.of("w:", stream))).map_or(0, |generation| *generation)
-    }
-
-    /// Remembers that `stream` of `keys` is in `generation` now: most
-    /// streams stay in their first, and are not kept.
-    fn note_generation(&self, keys: &Keys, stream: &str, generation: u64) {
-        let mut generations = lock(&self.shared.generations);
-        let name = keys.of("w:", stream);
-        if generation == 0 {
-            generations.remove(&name);
-            return;
-        }
-        if generations.len() >= MAX_GENERATIONS && !generations.contains_key(&name) {
-            // Forgotten streams are read in their first generation, and the
-            // script sends another's window itself: slower, not wrong.
-            generations.clear();
-        }
-        generations.insert(name, generation);
+    /// The generation `stream` of `keys` is in, as Redis says (0 for none,
+    /// or a value that is no number): for a repair, which needs its
+    /// window's key.
+    async fn generation(&self, keys: &Keys, stream: &str, limit: Duration) -> u64 {
+        let mut connection = self.shared.connection.clone();
+        let mut read = ::redis::cmd("HGET");
+        read.arg(&keys.generations).arg(stream);
+        let generation: Result<Option<String>, _> =
+            within(limit, read.query_async(&mut connection)).await;
+        (generation.ok().flatten())
+            .and_then(|generation| generation.parse().ok())
+            .unwrap_or(0)
     }
 
     fn keys(&self, scope: &str) -> Keys {
@@ -586,18 +571,17 @@ impl RedisStore {
         // `split`: the script alone, its replay read after. A Cluster's
         // client follows a slot that moved for a command, not for a
         // transaction; the script alone lets it learn where the slot went.
-        let known = self.known_generation(keys, stream);
         let open = |whole: bool, wait: bool, split: bool| {
             let mut transaction = ::redis::pipe();
             transaction.ignore_errors();
             if !split {
                 transaction.atomic();
             }
-            // The window read natively is that of the generation this store
-            // last saw; the script returns the window itself when it is
-            // another's.
+            // The script copies the window to where the transaction reads
+            // it natively, whatever its generation, and deletes it then.
+            let window = keys.of("wo:", stream);
             let mut command =
-                keys.script_call(&scripts().open, whole, config, &limits, stream, known);
+                keys.script_call(&scripts().open, whole, config, &limits, stream, &window);
             command
                 .arg(stream)
                 .arg(cursor.unwrap_or(""))
@@ -623,11 +607,8 @@ impl RedisStore {
             }
             if !split {
                 let len = 2 * isize::try_from(limits.window_len()).unwrap_or(isize::MAX / 2);
-                transaction
-                    .cmd("LRANGE")
-                    .arg(keys.window(stream, known))
-                    .arg(-len)
-                    .arg(-1);
+                transaction.cmd("LRANGE").arg(&window).arg(-len).arg(-1);
+                transaction.cmd("DEL").arg(&window).ignore();
             }
             transaction
         };
@@ -666,8 +647,9 @@ impl RedisStore {
                     // A key of the stream holds what no script of ours
                     // wrote: it goes, and the stream starts afresh.
                     repaired = true;
-                    let removed =
-                        repair(&self.shared.connection, left, &keys.typed(stream, known)).await?;
+                    let generation = self.generation(keys, stream, left).await;
+                    let typed = keys.typed(stream, generation);
+                    let removed = repair(&self.shared.connection, left, &typed).await?;
                     self.note_bad_values(removed.max(1), keys);
                 }
                 Ok(reply) if Opened::is_wait(&reply) => {
@@ -741,7 +723,6 @@ impl RedisStore {
         };
         // Redis never counts below zero.
         loaded.generation = u64::try_from(opened.generation).unwrap_or(0);
-        self.note_generation(keys, &loaded.stream, loaded.generation);
         loaded.cursor_known = opened.cursor_known;
         loaded.stamp_epoch = (opened.epoch > 0).then_some(opened.epoch);
         loaded.keeps_blocks = history.is_some();

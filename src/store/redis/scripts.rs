@@ -118,7 +118,8 @@ pub(super) const REPLAY_CONSUMER: &str = "open";
 /// generations, then the keys of the stream the script is for (`ARGV[9]`):
 /// its window (of the generation the caller knows), history, history's
 /// index, lease, end and the place its client went away, then the scope's
-/// epoch. ARGV: the window key prefix,
+/// epoch. (An open's `KEYS[3]` is where it copies the window for its
+/// caller's native read instead.) ARGV: the window key prefix,
 /// the TTL in ms, the window length, the most streams per scope, the
 /// history's most blocks (0 for no history), bytes and age in ms, the
 /// caller's time in ms, then each script's own.
@@ -191,8 +192,8 @@ end
 -- A stream's window is keyed by its generation, `w<generation>:<stream>`:
 -- a write of ids forwarded in an older generation, still on its way when
 -- a cursor cut the window, finds no window there (`RPUSHX`), so that the
--- writer appends natively, with nothing to check first. `KEYS[3]` is the
--- window of the generation the caller knows.
+-- writer appends natively, with nothing to check first. A write's
+-- `KEYS[3]` is the window of its generation.
 local function window_key(stream, gen)
   return scope_keys .. 'w' .. gen .. ':' .. stream
 end
@@ -449,9 +450,9 @@ end
 /// history's newest block (after which a follow starts; 0 for none), and
 /// the window: its number of entries and the entries one per line (an
 /// id, then its fingerprint); or -1 and nothing for the stream asked for,
-/// whose window the caller reads natively in the same transaction (an
-/// `LRANGE` of its newest `2 * window_len` entries, as the script left
-/// it).
+/// whose window the script copies to `KEYS[3]` (`COPY`, whatever its
+/// generation), which the caller reads natively and deletes in the same
+/// transaction (an `LRANGE` of its newest `2 * window_len` entries).
 const OPEN: &str = r"
 local stream, cursor, search, me = ARGV[9], ARGV[10], ARGV[11] == '1', ARGV[12]
 local wait, window_here = ARGV[13] == '1', ARGV[14] == '1'
@@ -585,13 +586,16 @@ end
 point_replay((replayed == 1 and stream == asked) and replay_after or '$')
 if redis.call('EXISTS', window) == 1 or gen > 0 or replayed >= 0 then touch(stream) end
 -- The caller reads the window of the stream it asked for natively, after
--- the script (`KEYS[3]`, of the generation it knew); another's, or one
--- of another generation, or when it asks, goes back as one string, an
--- entry a line (no id holds a line break): one reply, not one per entry.
+-- the script: a copy at `KEYS[3]`, which it deletes then (the copy costs
+-- a fiftieth of what building the window into a reply in Lua does).
+-- Another stream's, or when the caller asks (it runs the script alone),
+-- goes back as one string, an entry a line (no id holds a line break).
 local entries, joined = -1, ''
-if stream ~= asked or window_here or window ~= KEYS[3] then
+if stream ~= asked or window_here then
   local found = redis.call('LRANGE', window, -2 * window_len, -1)
   entries, joined = #found, table.concat(found, '\n')
+elseif redis.call('COPY', window, KEYS[3], 'REPLACE') == 0 then
+  redis.call('DEL', KEYS[3])
 end
 return {stream, known, gen, bad_values, replayed, replay_after, expect, epoch, follow, follow_at,
   entries, joined, unconfirmed}

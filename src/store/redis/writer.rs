@@ -530,7 +530,7 @@ fn write_command(pending: &Pending, next: (u64, u64), touch: bool, whole_script:
         config,
         limits,
         stream,
-        generation,
+        &keys.window(stream, generation),
     );
     command.arg(stream).arg(pending.generation);
     let batch = &pending.ids;
