@@ -1251,6 +1251,43 @@ async fn an_open_never_finds_the_window_ahead_of_the_history() {
     assert!(window(&resumed).contains(&"2".to_owned()));
 }
 
+/// An open reads the window natively whatever generation it is in: one
+/// replica's cursors move it on twice, and the other, which saw neither
+/// generation, finds every id in it (it once had the script build it
+/// into the reply in Lua, ten times the cost). The copy it reads leaves
+/// no key behind.
+#[tokio::test]
+async fn an_open_reads_the_window_of_a_generation_it_never_saw() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let prefix = fresh_prefix();
+    let a = history_store(&server, &prefix).await;
+    let b = history_store(&server, &prefix).await;
+    let key = StreamKey::new("s", "GET /mcp");
+    let opened = stored(&a, &key, None).await.unwrap();
+    for n in 1..=10 {
+        a.record(&key, opened.generation, &event_batch(n)).unwrap();
+    }
+    flushed(&a).await;
+    let window: Vec<(String, u64)> = (1..=10).map(|n| (n.to_string(), n)).collect();
+    for cursor in ["8", "9"] {
+        let resumed = stored(&a, &key, Some(cursor)).await.unwrap();
+        assert_eq!(resumed.ids, window, "on A, from {cursor}");
+    }
+    let resumed = stored(&b, &key, Some("10")).await.unwrap();
+    assert_eq!(resumed.generation, 3, "two cuts on A, one on B");
+    assert_eq!(resumed.ids, window, "on B");
+    let resumed = stored(&b, &key, None).await.unwrap();
+    assert_eq!(resumed.ids, window, "on B, without a cursor");
+    let mut redis = client(&server);
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}*"))
+        .query(&mut redis)
+        .unwrap();
+    assert!(keys.iter().all(|key| !key.contains("}:wo:")), "{keys:?}");
+}
+
 /// The lease can be set again on a running store (`lease` is shared with
 /// every clone): a hold's lease stays in Redis throughout. Before, the
 /// refresh after the change set the old lease, then waited a third of the
