@@ -214,6 +214,10 @@ impl Entry {
     /// [`tell_entry`]), oldest first; `None` for a message that carries
     /// none, or that is not well formed.
     pub(super) fn parse_told(message: &[u8]) -> Option<Vec<Self>> {
+        if message.len() > TOLD_MAX_BYTES {
+            // No append of ours tells so much: not taken, and read instead.
+            return None;
+        }
         let mut rest = Bytes::copy_from_slice(message.strip_prefix(BLOCKS_TOLD)?);
         let mut entries = Vec::new();
         while !rest.is_empty() {
@@ -238,14 +242,29 @@ impl Entry {
 /// read: each as a line `<start>-<position> <length>`, then its value.
 pub(super) const BLOCKS_TOLD: &[u8] = b"e";
 
+/// The most bytes a message carrying entries holds: past it, an append's
+/// message only says that the history moved, and its followers read.
+pub(super) const TOLD_MAX_BYTES: usize = 16 * 1024;
+
 /// Adds the entry at `start`, `position` whose value is `value` to the
-/// message `told` (see [`BLOCKS_TOLD`]).
-pub(super) fn tell_entry(told: &mut Vec<u8>, start: u64, position: u64, value: &[u8]) {
+/// message `told` (see [`BLOCKS_TOLD`]), when it stays within
+/// [`TOLD_MAX_BYTES`]; returns whether it did.
+pub(super) fn tell_entry(told: &mut Vec<u8>, start: u64, position: u64, value: &[u8]) -> bool {
+    let line = format!("{start}-{position} {}\n", value.len());
+    let prefix = if told.is_empty() {
+        BLOCKS_TOLD.len()
+    } else {
+        0
+    };
+    if told.len() + prefix + line.len() + value.len() > TOLD_MAX_BYTES {
+        return false;
+    }
     if told.is_empty() {
         told.extend_from_slice(BLOCKS_TOLD);
     }
-    told.extend_from_slice(format!("{start}-{position} {}\n", value.len()).as_bytes());
+    told.extend_from_slice(line.as_bytes());
     told.extend_from_slice(value);
+    true
 }
 
 /// The start and the position of a history entry id, `<start>-<position>`.
@@ -341,8 +360,8 @@ mod tests {
     #[test]
     fn the_entries_a_notice_carries_come_back_as_they_were_told() {
         let mut told = Vec::new();
-        tell_entry(&mut told, 40, 3, b"1700:7\nid: 7\ndata: a\n\n");
-        tell_entry(&mut told, 58, 4, b"1700:\ndata: b\nc\n\n");
+        assert!(tell_entry(&mut told, 40, 3, b"1700:7\nid: 7\ndata: a\n\n"));
+        assert!(tell_entry(&mut told, 58, 4, b"1700:\ndata: b\nc\n\n"));
         let entries = Entry::parse_told(&told).expect("well formed");
         let got: Vec<_> = (entries.iter())
             .map(|entry| (entry.start, entry.position, &entry.id[..], &entry.block[..]))
@@ -359,7 +378,23 @@ mod tests {
     #[test]
     fn a_notice_that_carries_no_well_formed_entries_is_none() {
         let mut told = Vec::new();
-        tell_entry(&mut told, 40, 3, b"1700:7\nid: 7\n\n");
+        assert!(tell_entry(&mut told, 40, 3, b"1700:7\nid: 7\n\n"));
+        let mut too_long = Vec::new();
+        let value = [b"1700:7\n".as_slice(), &[b'x'; 8000]].concat();
+        assert!(tell_entry(&mut too_long, 40, 3, &value));
+        assert!(tell_entry(&mut too_long, 8047, 4, &value));
+        assert!(
+            !tell_entry(&mut too_long, 16054, 5, &value),
+            "past {TOLD_MAX_BYTES} bytes"
+        );
+        let mut over = too_long.clone();
+        over.extend_from_slice(format!("16054-5 {}\n", value.len()).as_bytes());
+        over.extend_from_slice(&value);
+        assert!(Entry::parse_told(&too_long).is_some_and(|entries| entries.len() == 2));
+        assert!(
+            Entry::parse_told(&over).is_none(),
+            "a message past the bound"
+        );
         for message in [
             &b"b"[..],
             b"m",

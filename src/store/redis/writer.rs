@@ -706,10 +706,6 @@ pub(super) struct Tell {
     message: Vec<u8>,
 }
 
-/// The most bytes of entries a message to followers carries: past it, it
-/// only says that the history moved.
-const TOLD_MAX_BYTES: usize = 16 * 1024;
-
 /// The append of `pending` as native commands, its history going on at
 /// `next` (see [`Append`]).
 fn append_call(window: usize, pending: &Pending, next: (u64, u64)) -> Call {
@@ -739,12 +735,10 @@ fn append_call(window: usize, pending: &Pending, next: (u64, u64)) -> Call {
     for (id, block) in batch.blocks() {
         let len = block.len() as u64;
         entry_value(&mut value, now, id, block);
-        if let Some(message) = &mut told {
-            if message.len() + value.len() <= TOLD_MAX_BYTES {
-                tell_entry(message, start, position, &value);
-            } else {
-                told = None;
-            }
+        if let Some(message) = &mut told
+            && !tell_entry(message, start, position, &value)
+        {
+            told = None;
         }
         let mut add = ::redis::cmd("XADD");
         add.arg(&history)
