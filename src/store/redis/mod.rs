@@ -206,10 +206,12 @@ const MIN_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 /// and records it, never two. Unlike a takeover on the holder, it gets no
 /// replay of what the holder read while no client was attached: another
 /// replica cannot tell when that client went away. Each write of the
-/// history publishes the newest position on the stream's channel; one
-/// subscription per store carries every channel, and each follower reads
-/// the blocks after the last one it sent, by position, when told and only
-/// then: exactly once, in order, whatever was published or missed. One
+/// history tells so on the stream's channel, an append once its blocks
+/// landed and with them; one subscription per store carries every
+/// channel, and each follower takes the blocks after the last one it
+/// sent, by position, from the message when they follow on from it, else
+/// read from the history, when told and only then: exactly once, in
+/// order, whatever was published or missed. One
 /// task per store looks at the leases of every stream its followers
 /// follow, a third of the lease apart, in one pipeline: it marks each
 /// followed (which keeps the holder's linger going) and tells the
