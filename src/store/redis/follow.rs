@@ -369,11 +369,11 @@ impl Subscriber {
                         Some(message) => {
                             let channel = message.get_channel_name();
                             let payload = message.get_payload_bytes();
-                            if self.hand_on_stop(channel, payload) {
-                            } else if let Some(entries) = Entry::parse_told(payload) {
-                                self.carry(channel, entries);
-                            } else {
-                                self.tell(channel, payload == MARKS_MOVED);
+                            if !self.hand_on_stop(channel, payload) {
+                                match Entry::parse_told(payload) {
+                                    Some(entries) => self.carry(channel, entries),
+                                    None => self.tell(channel, payload == MARKS_MOVED),
+                                }
                             }
                         }
                         None => break,
@@ -538,7 +538,7 @@ impl Follower {
         let mut last_id: Option<String> = None;
         // The start and the position of the last block read.
         let mut last: Option<(u64, u64)> = None;
-        // What the follower has read for of what was told; nothing yet.
+        // The counts told that the follower has read for; none yet.
         let (mut moves_read, mut marks_read) = (None, None);
         let mut failed = false;
         loop {

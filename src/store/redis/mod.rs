@@ -137,11 +137,12 @@ const MIN_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 /// | `<prefix>{S}:d:T` | string | once the upstream of `T` ended: `e:<position>` for a standing stream, `c:<position>` for a complete per-request one, the position of its last block |
 ///
 /// The history's writes are told on the channel `<prefix>{S}:c:T` (Pub/Sub,
-/// not a key); an append's message carries its entries (up to 16 KiB),
-/// so that a follower that keeps up reads nothing. Stops go on the channel `<prefix>stops`, and are kept for
-/// the TTL in the stream `<prefix>stops:log` (about the newest 1,024, each
-/// entry's field `s` the stop), which a replica whose subscription was
-/// down reads once it is back.
+/// not a key); an append's message carries its entries (up to 16 KiB), so
+/// that a follower that keeps up reads nothing. Stops go on the channel
+/// `<prefix>stops`, and are kept for the TTL in the stream
+/// `<prefix>stops:log` (about the newest 1,024, each entry's field `s` the
+/// stop), which a replica whose subscription was down reads once it is
+/// back.
 ///
 /// A script gets the keys of its scope and its stream as `KEYS`; the keys
 /// of the scope's other streams, which only the search of a cursor's
@@ -185,12 +186,11 @@ const MIN_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 /// carries at most a sixteenth of the history's bytes bound), by the
 /// start alone, so that positions still follow on. What an append's
 /// command refuses, the whole write script does after it, with the
-/// generation's check. The history's count and bytes bounds are held
-/// every eighth of them (a trim at each `XADD` would cost it half as
-/// much again), and exactly by an open, which replays no block past
-/// them; the window, once an append finds it past its length and an eighth, by
-/// the next write, a whole one, as the stream's TTLs every quarter of the
-/// TTL.
+/// generation's check. The history's count and bytes bounds are held every
+/// eighth of them (a trim at each `XADD` would cost it half as much again),
+/// and exactly by an open, which replays no block past them; the window,
+/// once an append finds it past its length and an eighth, by the next
+/// write, a whole one, as the stream's TTLs every quarter of the TTL.
 ///
 /// # Following a stream another replica holds
 ///

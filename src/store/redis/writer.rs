@@ -332,8 +332,10 @@ impl Writer {
 
 impl Writer {
     /// Tells the followers of each stream an append wrote to (a pipeline
-    /// per scope in a Cluster). Not retried: a follower not told reads
-    /// when the leases' watch next tells it, or at the next write.
+    /// per scope in a Cluster). Not retried: a follower not told learns of
+    /// the blocks late, not never, at the stream's next write (whose
+    /// entries then do not follow on from its last, so that it reads) or
+    /// its end.
     async fn tell(&self, tells: Vec<Tell>) {
         for batch in self
             .connection
@@ -675,8 +677,8 @@ struct Call {
 /// fences off: see `scripts::PREAMBLE`), then the window's ids (`RPUSHX`,
 /// onto the window of their generation only, which a cut moved on), then
 /// the index and the bounds, as the whole write has them; the followers
-/// are told after the replies ([`Tell`]). What one of them refuses, the whole write does after it, the
-/// rest left out. The blocks go first so that an open between the two
+/// are told after the replies ([`Tell`]). What one of them refuses, the
+/// whole write does after it, the rest left out. The blocks go first so that an open between the two
 /// (Redis reads a large pipeline in pieces, and runs each) finds the
 /// history ahead of the window, never the window ahead: an id the window
 /// holds past the history's end would be taken for sent, and its block,
@@ -699,7 +701,7 @@ struct Append {
 /// What a stream's followers are told on its channel, once the blocks
 /// told of are in the history: not in the append's pipeline, where a
 /// block Redis refused would reach them too.
-pub(super) struct Tell {
+struct Tell {
     channel: String,
     /// The entries added (see `replies::BLOCKS_TOLD`), or `b` when they
     /// are too many to carry: the followers then read them.
