@@ -19,6 +19,11 @@
 //! Group `replay_1000_first_byte` times a request up to the first byte of
 //! the body, `replay_1000_total` up to its end. Everything runs on one
 //! current-thread tokio runtime, Redis's I/O included.
+//!
+//! Last, the whole replay from Redis and the native read are timed in 300
+//! pairs, one right after the other, and the ratio's median and spread
+//! over the pairs printed: criterion's groups run apart, and the load of
+//! a shared machine moves between them by more than the difference.
 
 use std::convert::Infallible;
 use std::hint::black_box;
@@ -250,7 +255,70 @@ fn benches(c: &mut Criterion) {
         bench_group(&mut group, &rt, &mut contenders, whole);
         group.finish();
     }
+    if let (Some(redis), Some(native)) = (&mut contenders.redis, &mut contenders.native) {
+        paired_ratio(&rt, redis, native);
+    }
     drop(server);
+}
+
+/// How many pairs [`paired_ratio`] times.
+const PAIRS: usize = 300;
+
+/// The whole replay from Redis against the native read, timed in pairs,
+/// one right after the other (which goes first alternates): this machine
+/// is shared, and its load moves between criterion's groups of samples
+/// by more than the difference measured. Prints the medians and the
+/// ratio's median and spread over the pairs.
+fn paired_ratio<R, RB>(rt: &Runtime, redis: &mut R, native: &mut redis::aio::MultiplexedConnection)
+where
+    R: Service<Request<()>, Response = Response<RB>, Error = Infallible>,
+    RB: Body<Data = Bytes>,
+    RB::Error: std::fmt::Debug,
+{
+    let mut replay = || {
+        let started = std::time::Instant::now();
+        let bytes = rt.block_on(collect(redis, request("bench", Some("0"))));
+        assert_eq!(bytes.len(), events(1, EVENTS).len());
+        started.elapsed()
+    };
+    let read = redis::cmd("XREVRANGE")
+        .arg(HISTORY_KEY)
+        .arg("+")
+        .arg("-")
+        .arg("COUNT")
+        .arg(EVENTS)
+        .to_owned();
+    let mut native_read = || {
+        let started = std::time::Instant::now();
+        let entries: redis::Value = rt.block_on(read.query_async(native)).unwrap();
+        black_box(entries);
+        started.elapsed()
+    };
+    let (mut replays, mut reads, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    for pair in 0..PAIRS {
+        let (replayed, native) = if pair % 2 == 0 {
+            let replayed = replay();
+            (replayed, native_read())
+        } else {
+            let native = native_read();
+            (replay(), native)
+        };
+        ratios.push(replayed.as_secs_f64() / native.as_secs_f64());
+        replays.push(replayed);
+        reads.push(native);
+    }
+    replays.sort();
+    reads.sort();
+    ratios.sort_by(f64::total_cmp);
+    let at = |share: usize| share * (PAIRS - 1) / 100;
+    println!(
+        "replay_1000 in {PAIRS} pairs: redis {:?}, native {:?} (medians); ratio {:.2} (p10 {:.2}, p90 {:.2})",
+        replays[at(50)],
+        reads[at(50)],
+        ratios[at(50)],
+        ratios[at(10)],
+        ratios[at(90)],
+    );
 }
 
 criterion_group! {
