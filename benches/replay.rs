@@ -136,6 +136,18 @@ struct Contenders<P, M, R> {
 /// The history of the stream that `prefill` kept in Redis.
 const HISTORY_KEY: &str = "sse-resume:{bench}:h:GET /mcp";
 
+/// The baseline: the newest 1,000 entries of the history in one native
+/// read. Event 0 is kept too: the 1,000 after it, as a replay from 0.
+fn native_read() -> redis::Cmd {
+    redis::cmd("XREVRANGE")
+        .arg(HISTORY_KEY)
+        .arg("+")
+        .arg("-")
+        .arg("COUNT")
+        .arg(EVENTS)
+        .to_owned()
+}
+
 fn bench_group<P, M, R, PB, MB, RB>(
     group: &mut BenchmarkGroup<'_, WallTime>,
     rt: &Runtime,
@@ -182,15 +194,7 @@ fn bench_group<P, M, R, PB, MB, RB>(
     if let Some(native) = &mut contenders.native {
         group.bench_function("redis_native_xrange", |b| {
             b.iter(|| {
-                // Event 0 is kept too: the 1,000 after it, as a replay from 0.
-                let read = redis::cmd("XREVRANGE")
-                    .arg(HISTORY_KEY)
-                    .arg("+")
-                    .arg("-")
-                    .arg("COUNT")
-                    .arg(EVENTS)
-                    .to_owned();
-                let entries: redis::Value = rt.block_on(read.query_async(native)).unwrap();
+                let entries: redis::Value = rt.block_on(native_read().query_async(native)).unwrap();
                 let redis::Value::Array(entries) = entries else {
                     panic!("a range read: {entries:?}");
                 };
@@ -281,13 +285,7 @@ where
         assert_eq!(bytes.len(), events(1, EVENTS).len());
         started.elapsed()
     };
-    let read = redis::cmd("XREVRANGE")
-        .arg(HISTORY_KEY)
-        .arg("+")
-        .arg("-")
-        .arg("COUNT")
-        .arg(EVENTS)
-        .to_owned();
+    let read = native_read();
     let mut native_read = || {
         let started = std::time::Instant::now();
         let entries: redis::Value = rt.block_on(read.query_async(native)).unwrap();

@@ -678,14 +678,14 @@ struct Call {
 /// onto the window of their generation only, which a cut moved on), then
 /// the index and the bounds, as the whole write has them; the followers
 /// are told after the replies ([`Tell`]). What one of them refuses, the
-/// whole write does after it, the rest left out. The blocks go first so that an open between the two
-/// (Redis reads a large pipeline in pieces, and runs each) finds the
-/// history ahead of the window, never the window ahead: an id the window
-/// holds past the history's end would be taken for sent, and its block,
-/// once read, dropped as a duplicate. Only when the history refuses the
-/// blocks (Redis lost it, or another process wrote it since) does the
-/// window hold their ids before the history has them, until the whole
-/// write adds them.
+/// whole write does after it, the rest left out. The blocks go first so
+/// that an open between the two (Redis reads a large pipeline in pieces,
+/// and runs each) finds the history ahead of the window, never the
+/// window ahead: an id the window holds past the history's end would be
+/// taken for sent, and its block, once read, dropped as a duplicate. Only
+/// when the history refuses the blocks (Redis lost it, or another process
+/// wrote it since) does the window hold their ids before the history has
+/// them, until the whole write adds them.
 struct Append {
     blocks: usize,
     /// Where the first block starts, and where the history goes on after

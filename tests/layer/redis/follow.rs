@@ -147,6 +147,23 @@ impl Scene {
         }
     }
 
+    /// Over an upstream of `last` events released by the test, a client
+    /// of replica A reads the first five and comes back through B, which
+    /// follows the stream from there: returns the scene, the cursor and
+    /// B's response.
+    async fn followed_on_b_after_five(
+        server: &RedisServer,
+        last: u32,
+    ) -> (Self, u32, Response<AnyBody>) {
+        let scene = Self::over(server, LiveUpstream::released(last), Transport::Oneshot).await;
+        let first = scene.gateway.open(0, feed(None)).await;
+        scene.upstream.release(5);
+        let cursor = last_id(&read_events(first.into_body(), 5).await);
+        flushed(&scene.a.store).await;
+        let resumed = scene.gateway.open(1, feed(Some(cursor))).await;
+        (scene, cursor, resumed)
+    }
+
     /// A client of replica A reads `count` events of `request` and goes
     /// away; returns its cursor, once A's writes are in Redis.
     async fn client_leaves_a(&self, request: Request<()>, count: usize) -> u32 {
@@ -980,12 +997,7 @@ async fn a_follower_of_a_quiet_stream_reads_nothing_until_the_holder_writes() {
     let Some(server) = RedisServer::start() else {
         return;
     };
-    let scene = Scene::over(&server, LiveUpstream::released(10), Transport::Oneshot).await;
-    let first = scene.gateway.open(0, feed(None)).await;
-    scene.upstream.release(5);
-    let cursor = last_id(&read_events(first.into_body(), 5).await);
-    flushed(&scene.a.store).await;
-    let resumed = scene.gateway.open(1, feed(Some(cursor))).await;
+    let (scene, cursor, resumed) = Scene::followed_on_b_after_five(&server, 10).await;
     let reading = tokio::spawn(read_to_end(resumed.into_body(), STEP));
     // Following, and nothing happens for five leases: the follower is
     // not to read on a timer (it once did, a third of the lease apart).
@@ -1011,12 +1023,7 @@ async fn a_follower_takes_the_holders_appends_from_their_notice() {
     let Some(server) = RedisServer::start() else {
         return;
     };
-    let scene = Scene::over(&server, LiveUpstream::released(45), Transport::Oneshot).await;
-    let first = scene.gateway.open(0, feed(None)).await;
-    scene.upstream.release(5);
-    let cursor = last_id(&read_events(first.into_body(), 5).await);
-    flushed(&scene.a.store).await;
-    let resumed = scene.gateway.open(1, feed(Some(cursor))).await;
+    let (scene, _, resumed) = Scene::followed_on_b_after_five(&server, 45).await;
     let mut body = resumed.into_body();
     scene.upstream.release(6);
     assert_eq!(read_events(&mut body, 1).await, events(6..=6));
