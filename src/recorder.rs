@@ -174,9 +174,11 @@ impl Recorder {
         self.to.as_ref().is_some_and(|to| to.wants_blocks)
     }
 
-    pub(crate) fn push_block(&mut self, id: Option<&str>, block: &[u8]) {
+    /// Hands on a block for the history, with the id a client resumes
+    /// from after it; `stamped` when the layer stamped that id.
+    pub(crate) fn push_block(&mut self, id: Option<&str>, block: &[u8], stamped: bool) {
         if let Some(to) = self.recording().filter(|to| to.wants_blocks) {
-            to.batch.push_block(id, block);
+            to.batch.push_kept_block(id, block, stamped);
             self.flush_if_full();
         }
     }

@@ -172,7 +172,8 @@ impl Forwarding<'_> {
         if additions.local_history {
             self.window.record_block(id.as_deref(), kept);
         }
-        self.recorder.push_block(id.as_deref(), kept);
+        self.recorder
+            .push_block(id.as_deref(), kept, stamped.is_some());
     }
 
     /// After a replay from a history that no reader kept up to now, sees
@@ -249,7 +250,7 @@ impl Forwarding<'_> {
             if additions.local_history {
                 self.window.record_block(None, &gap);
             }
-            self.recorder.push_block(None, &gap);
+            self.recorder.push_block(None, &gap, false);
         }
     }
 

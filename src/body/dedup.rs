@@ -143,7 +143,7 @@ impl Dedup {
                 if local_history {
                     response.stream().lock().record_block(Some(id), &priming);
                 }
-                recorder.push_block(Some(id), &priming);
+                recorder.push_block(Some(id), &priming, true);
                 true
             }
             _ => false,

@@ -364,6 +364,9 @@ pub struct IdBatch {
     starts_window_over: bool,
     block_ids: Strings,
     blocks: Strings,
+    /// Whether the id of each block is one the layer stamped, at the same
+    /// places as `blocks`: no event had it, and the window holds none.
+    stamped: Vec<bool>,
     forgets_history: bool,
     stream_end: Option<StreamEnd>,
     /// Whether the client of the response that reads the stream went away
@@ -422,8 +425,15 @@ impl IdBatch {
     /// Adds a block for the replay history after the others, with the id a
     /// client may resume from (its own, or a stamped one).
     pub fn push_block(&mut self, id: Option<&str>, block: &[u8]) {
+        self.push_kept_block(id, block, false);
+    }
+
+    /// [`push_block`](Self::push_block), `stamped` when the id is one the
+    /// layer stamped on the block rather than its event's own.
+    pub(crate) fn push_kept_block(&mut self, id: Option<&str>, block: &[u8], stamped: bool) {
         self.block_ids.push(id.unwrap_or_default().as_bytes());
         self.blocks.push(block);
+        self.stamped.push(stamped);
     }
 
     /// The blocks for the replay history, oldest first, with their ids
@@ -434,12 +444,21 @@ impl IdBatch {
             .zip(self.blocks.iter())
     }
 
+    /// Whether the id of each block, in the order of
+    /// [`blocks`](Self::blocks), is one the layer stamped: no event of
+    /// the window has it.
+    #[cfg(feature = "redis")]
+    pub(crate) fn stamped(&self) -> impl ExactSizeIterator<Item = bool> + '_ {
+        self.stamped.iter().copied()
+    }
+
     /// Marks the history before this batch's blocks as lost: a block was
     /// forwarded that it could not keep, and no replay may skip it. The
     /// blocks pushed so far are dropped.
     pub(crate) fn forget_history(&mut self) {
         self.block_ids.clear();
         self.blocks.clear();
+        self.stamped.clear();
         self.forgets_history = true;
     }
 
@@ -503,8 +522,8 @@ impl IdBatch {
         for (id, fingerprint) in other.events() {
             self.push_event(id, fingerprint);
         }
-        for (id, block) in other.blocks() {
-            self.push_block(Some(id), block);
+        for ((id, block), stamped) in other.blocks().zip(other.stamped()) {
+            self.push_kept_block(Some(id), block, stamped);
         }
     }
 
@@ -521,6 +540,7 @@ impl IdBatch {
             }
             self.block_ids.keep_last(blocks);
             self.blocks.keep_last(blocks);
+            self.stamped.drain(..cut);
             // What went is history lost before the blocks that stay.
             self.forgets_history = true;
         }
@@ -533,6 +553,7 @@ impl IdBatch {
         self.starts_window_over = false;
         self.block_ids.clear();
         self.blocks.clear();
+        self.stamped.clear();
         self.forgets_history = false;
         self.stream_end = None;
         self.client_away = None;

@@ -181,13 +181,33 @@ impl Replay {
 
 /// The id of a kept block, decoded lossily from UTF-8.
 fn block_id(block: &Bytes) -> Option<String> {
-    let mut framer = crate::framer::Framer::new();
+    read_kept(block, false, |block| {
+        Some(String::from_utf8_lossy(block.id_bytes()?).into_owned())
+    })
+    .flatten()
+}
+
+/// The fingerprint of the event of a kept block
+/// ([`Block::fingerprint`](crate::framer::Block::fingerprint)), as it was
+/// when the block was forwarded.
+#[cfg(feature = "redis")]
+pub(crate) fn block_fingerprint(block: &Bytes) -> Option<u64> {
+    read_kept(block, true, |block| block.fingerprint())
+}
+
+/// What `read` finds in a kept block, one whole block as it was
+/// forwarded, whatever its length.
+fn read_kept<T>(
+    block: &Bytes,
+    fingerprints: bool,
+    read: impl FnOnce(&crate::framer::Block<'_>) -> T,
+) -> Option<T> {
+    let mut framer =
+        crate::framer::Framer::with_max_block_len(block.len() + 1).fingerprints(fingerprints);
     framer.push(block.clone());
     framer.finish();
     match framer.next_segment()? {
-        crate::framer::Segment::Block(block) => {
-            Some(String::from_utf8_lossy(block.id_bytes()?).into_owned())
-        }
+        crate::framer::Segment::Block(block) => Some(read(&block)),
         crate::framer::Segment::Passthrough(_) => None,
     }
 }

@@ -758,6 +758,7 @@ mod tests {
                 start: position * 10,
                 position,
                 id: Vec::new(),
+                stamped: false,
                 block: Bytes::new(),
             })
             .collect();

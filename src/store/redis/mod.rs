@@ -23,7 +23,7 @@ use follow::{Follower, Subscriber};
 use keys::{Keys, escape};
 use lease::{Leases, RedisLease, refresh_leases};
 use queue::{Kept, Queue, Target};
-use replies::{Entry, Opened, following_on, millis, window_read};
+use replies::{Entry, Opened, following_on, millis, replayed_ids, window_read};
 use scripts::{REPLAY_CONSUMER, REPLAY_GROUP, is_no_script, is_wrong_type, repair, scripts};
 use writer::Writer;
 
@@ -128,7 +128,7 @@ const MIN_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 /// | `<prefix>{S}:wo:T` | list | only within an open's transaction, never seen outside it: a copy of the window of `T` that the open reads natively, then deletes |
 /// | `<prefix>{S}:s` | sorted set | the streams of `S`, scored by last use (ms): for finding a cursor's stream, capping the streams per scope and forgetting idle ones |
 /// | `<prefix>{S}:g` | hash | per stream, its generation: bumped whenever a client cursor cuts the window |
-/// | `<prefix>{S}:h:T` | stream | with a [history](crate::SseResumeLayer::history), the blocks of `T`, oldest first: an entry per block with its resume id (`i`, empty for none), when it was kept (`t`, ms) and its bytes as forwarded (`b`). The entry id is `<start>-<position>`: where the block's bytes start among all the stream ever kept, and its place in it, both rising, so that the bytes bound is a native trim and a position that does not follow on says blocks are missing. Its consumer group `replay` is how an open reads its replay natively |
+/// | `<prefix>{S}:h:T` | stream | with a [history](crate::SseResumeLayer::history), the blocks of `T`, oldest first: an entry per block, its one field `b` when it was kept (ms) and its resume id (empty for none) on a line, `<ms>:<id>` (`<ms>*<id>` for an id the layer stamped, which no event of the window has), then its bytes as forwarded. The entry id is `<start>-<position>`: where the block's bytes start among all the stream ever kept, and its place in it, both rising, so that the bytes bound is a native trim and a position that does not follow on says blocks are missing. Its consumer group `replay` is how an open reads its replay natively |
 /// | `<prefix>{S}:hi:T` | list | with a history, its index of the resume ids the window does not point from (stamped ones, and ids the window let go or a cursor cut before the history did): each followed by the start of its block after a NUL, a little past the history's count at most. The window and the index are only ways in: an entry they point at that is gone, or holds another id, is not in the history |
 /// | `<prefix>{S}:e` | string | with a history, the last epoch handed out for stamped ids, so that every replica's are unique and rise |
 /// | `<prefix>{S}:l:T` | string | while a replica reads the upstream of `T` and may linger: that replica's holder id, with the [lease](Self::lease) as TTL |
@@ -167,7 +167,10 @@ const MIN_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 /// after the cursor's block; the `XREADGROUP` and the `LRANGE` after it in
 /// the transaction then return the replay's blocks and the window
 /// natively, as fast as a range read, where a reply built in Lua would
-/// cost several times that. A cursor recorded on another stream of
+/// cost several times that. With a replay, the copy ends at the cursor:
+/// the window's ids after it are those of the blocks replayed, forwarded
+/// after the cursor's, and the store takes them from those blocks (their
+/// own ids, and their events' fingerprints) rather than read them twice. A cursor recorded on another stream of
 /// the scope (a `POST`'s, resumed by a `GET`) has its blocks read in a
 /// second round trip, and so does every open of a Cluster while the
 /// client learns where a slot moved (a transaction does not follow it).
@@ -708,6 +711,9 @@ impl RedisStore {
                     }
                 };
                 if following_on(&entries, opened.expect) {
+                    if opened.ids_replayed {
+                        loaded.ids.extend(replayed_ids(&entries));
+                    }
                     if opened.follow {
                         let after = opened.replay_after.split_once('-');
                         let after = after.and_then(|(start, _)| start.parse().ok());

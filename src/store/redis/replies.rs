@@ -7,6 +7,7 @@ use ::redis::Value;
 use bytes::{Buf, Bytes};
 
 use crate::store::StoreError;
+use crate::stream::block_fingerprint;
 
 /// What the open script returns: the stream, the cursor applied, where
 /// the replay starts, and the window.
@@ -40,6 +41,9 @@ pub(super) struct Opened {
     /// Without a cursor, whether the follow starts where the holder's
     /// client went away, that client having been sent ids.
     pub(super) unconfirmed: bool,
+    /// Whether the window read natively ends at the cursor: its ids after
+    /// it are those of the blocks replayed ([`replayed_ids`]).
+    pub(super) ids_replayed: bool,
 }
 
 impl Opened {
@@ -49,7 +53,7 @@ impl Opened {
     }
 
     pub(super) fn parse(reply: Value) -> Result<Self, StoreError> {
-        let mut items = array(reply, 13)?.into_iter();
+        let mut items = array(reply, 14)?.into_iter();
         let stream = bulk(next(&mut items)?)?;
         // Stream names come from this crate's `&str` keys: one that is not
         // UTF-8 was written by something else, and its window is no
@@ -68,6 +72,7 @@ impl Opened {
         let count = int(next(&mut items)?)?;
         let joined = bulk(next(&mut items)?)?;
         let unconfirmed = int(next(&mut items)?)? == 1;
+        let ids_replayed = int(next(&mut items)?)? == 1;
         let window = (count >= 0).then(|| {
             let entries = joined.split(|&byte| byte == b'\n').filter(|_| count > 0);
             window_of(entries, &mut bad_values)
@@ -86,8 +91,21 @@ impl Opened {
             follow_at,
             window,
             unconfirmed,
+            ids_replayed,
         })
     }
+}
+
+/// The window's ids that `replayed`, the blocks of a replay, give: each
+/// block's own id, with the fingerprint of its event, oldest first. A
+/// stamped id is none of the window's, nor is one that is not UTF-8.
+pub(super) fn replayed_ids(replayed: &[Entry]) -> impl Iterator<Item = (String, u64)> + '_ {
+    (replayed.iter())
+        .filter(|entry| !entry.stamped && !entry.id.is_empty())
+        .filter_map(|entry| {
+            let id = std::str::from_utf8(&entry.id).ok()?;
+            Some((id.to_owned(), block_fingerprint(&entry.block)?))
+        })
 }
 
 /// The window of a native read of its list.
@@ -143,6 +161,8 @@ pub(super) struct Entry {
     pub(super) position: u64,
     /// The id a client may resume from after it; empty for none.
     pub(super) id: Vec<u8>,
+    /// Whether that id is one the layer stamped, not its event's own.
+    pub(super) stamped: bool,
     pub(super) block: Bytes,
 }
 
@@ -197,15 +217,19 @@ impl Entry {
     fn of_value(start: u64, position: u64, mut value: Bytes) -> Result<Self, StoreError> {
         let line_end = (value.iter().position(|&byte| byte == b'\n'))
             .ok_or_else(|| corrupt("a history entry without its id".to_owned()))?;
-        let id = match value[..line_end].iter().position(|&byte| byte == b':') {
-            Some(colon) => value[colon + 1..line_end].to_vec(),
-            None => return Err(corrupt("a history entry without its time".to_owned())),
-        };
+        // `<ms>:<id>`, or `<ms>*<id>` for a stamped id.
+        let mark = value[..line_end]
+            .iter()
+            .position(|&byte| byte == b':' || byte == b'*')
+            .ok_or_else(|| corrupt("a history entry without its time".to_owned()))?;
+        let id = value[mark + 1..line_end].to_vec();
+        let stamped = value[mark] == b'*';
         value.advance(line_end + 1);
         Ok(Self {
             start,
             position,
             id,
+            stamped,
             block: value,
         })
     }
@@ -362,15 +386,26 @@ mod tests {
         let mut told = Vec::new();
         assert!(tell_entry(&mut told, 40, 3, b"1700:7\nid: 7\ndata: a\n\n"));
         assert!(tell_entry(&mut told, 58, 4, b"1700:\ndata: b\nc\n\n"));
+        assert!(tell_entry(&mut told, 69, 5, b"1700*9-1\nid: 9-1\n\n"));
         let entries = Entry::parse_told(&told).expect("well formed");
         let got: Vec<_> = (entries.iter())
-            .map(|entry| (entry.start, entry.position, &entry.id[..], &entry.block[..]))
+            .map(|entry| {
+                let Entry {
+                    start,
+                    position,
+                    id,
+                    stamped,
+                    block,
+                } = entry;
+                (*start, *position, &id[..], *stamped, &block[..])
+            })
             .collect();
         assert_eq!(
             got,
             [
-                (40, 3, &b"7"[..], &b"id: 7\ndata: a\n\n"[..]),
-                (58, 4, &b""[..], &b"data: b\nc\n\n"[..]),
+                (40, 3, &b"7"[..], false, &b"id: 7\ndata: a\n\n"[..]),
+                (58, 4, &b""[..], false, &b"data: b\nc\n\n"[..]),
+                (69, 5, &b"9-1"[..], true, &b"id: 9-1\n\n"[..]),
             ]
         );
     }
@@ -413,6 +448,7 @@ mod tests {
             start: position * 10,
             position,
             id: Vec::new(),
+            stamped: false,
             block: Bytes::new(),
         };
         assert!(following_on(&[entry(4), entry(5)], 4));

@@ -132,7 +132,8 @@ pub(super) const REPLAY_CONSUMER: &str = "open";
 /// the id. Its history is one Redis Stream: an entry per block,
 /// oldest first, with one field, `b`: when the block was kept (ms) and the
 /// id a client may resume from after it (or none) on a line of their own,
-/// `<ms>:<id>`, then the block as forwarded. One field rather than three:
+/// `<ms>:<id>` (`<ms>*<id>` for an id the layer stamped: no event of the
+/// window has it), then the block as forwarded. One field rather than three:
 /// a native read of a stream costs by the element, several times a
 /// list's. An entry's id is `<start>-<position>`: where its
 /// bytes start among all the stream ever kept, and its place in the
@@ -234,10 +235,11 @@ local function id_parts(id)
 end
 
 -- When a history entry's block was kept, its resume id, and its length:
--- the entry's one value is `<ms>:<id>`, a line break, then the block.
+-- the entry's one value is `<ms>:<id>` (`<ms>*<id>` for a stamped id), a
+-- line break, then the block.
 local function kept_of(entry)
   local value = entry[2][2] or ''
-  local colon = string.find(value, ':', 1, true)
+  local colon = string.find(value, '[:*]')
   local line_end = colon and string.find(value, '\n', colon, true)
   if not line_end then return nil end
   return tonumber(string.sub(value, 1, colon - 1)), string.sub(value, colon + 1, line_end - 1), #value - line_end
@@ -364,7 +366,9 @@ end
 -- with `cursor` resumes, when the history holds it within its bounds:
 -- among its newest `history_len`, starting within `history_bytes` of the
 -- newest block's end (a write trims to those only now and then), and
--- kept within its age (no write trims to that). Nil otherwise.
+-- kept within its age (no write trims to that). Nil otherwise. Second,
+-- when the window's entry of the cursor led there, its place in the
+-- window: the window's entries after it are the ids of the blocks after.
 local function entry_after(stream, cursor)
   local blocks, index = history_keys(stream)
   local window = window_of(stream)
@@ -380,14 +384,16 @@ local function entry_after(stream, cursor)
   -- a window entry whose block went elsewhere (the writer appended the
   -- id natively, and another process had written the history since) has
   -- its place in the index.
-  local entry = nil
+  local entry, window_at = nil, nil
   local at = redis.call('LPOS', window, cursor, 'RANK', -1)
   local print = at and redis.call('LINDEX', window, at + 1)
   local colon = print and string.byte(print, 1) == 0 and string.find(print, ':', 2, true)
   if colon then entry = block_at(string.sub(print, colon + 1)) end
-  if not entry then
-    at = redis.call('LPOS', index, cursor, 'RANK', -1)
-    local start = at and redis.call('LINDEX', index, at + 1)
+  if entry then
+    window_at = at
+  else
+    local indexed = redis.call('LPOS', index, cursor, 'RANK', -1)
+    local start = indexed and redis.call('LINDEX', index, indexed + 1)
     if not start or string.byte(start, 1) ~= 0 then return nil end
     entry = block_at(string.sub(start, 2))
     if not entry then return nil end
@@ -402,7 +408,7 @@ local function entry_after(stream, cursor)
   end
   local _, _, newest_len = kept_of(newest)
   if newest_start + (newest_len or 0) - start > history_bytes then return nil end
-  return entry[1]
+  return entry[1], window_at
 end
 
 -- Whether the window or the history of `stream` holds `id`.
@@ -452,13 +458,18 @@ end
 /// id, then its fingerprint); or -1 and nothing for the stream asked for,
 /// whose window the script copies to `KEYS[3]` (`COPY`, whatever its
 /// generation), which the caller reads natively and deletes in the same
-/// transaction (an `LRANGE` of its newest `2 * window_len` entries).
+/// transaction (an `LRANGE` of its newest `2 * window_len` entries); last,
+/// 1 when that copy ends at the cursor, its ids after it being those of
+/// the blocks the replay reads (else 0).
 const OPEN: &str = r"
 local stream, cursor, search, me = ARGV[9], ARGV[10], ARGV[11] == '1', ARGV[12]
 local wait, window_here = ARGV[13] == '1', ARGV[14] == '1'
 local asked = stream
 local known, gen, replayed, replay_after, expect = -1, 0, -1, '', 0
 local follow, keep, follow_at = 0, false, 0
+-- With a replay, the place in the window of the cursor's entry, when that
+-- led to the cursor's block.
+local window_at = nil
 -- 1 when a follow without a cursor starts where the holder's client went
 -- away, that client having been sent ids: the follow hears of a gap first.
 local unconfirmed = 0
@@ -499,7 +510,9 @@ end
 if cursor ~= '' then
   -- Most cursors are the asked stream's, their block in its history: one
   -- look in its window finds them, and no other is needed.
-  local after = history_len > 0 and entry_after(stream, cursor) or nil
+  local after, at = nil, nil
+  if history_len > 0 then after, at = entry_after(stream, cursor) end
+  window_at = at
   if not after and search and not knows(stream, cursor) then
     local found = find(cursor)
     if not found and wait and held_elsewhere(stream) then
@@ -511,6 +524,7 @@ if cursor ~= '' then
     stream = found or stream
     window = window_of(stream)
     if found and history_len > 0 then after = entry_after(stream, cursor) end
+    window_at = nil
   end
   if history_len > 0 then replayed = after and 1 or 0 end
   if after then
@@ -590,15 +604,21 @@ if redis.call('EXISTS', window) == 1 or gen > 0 or replayed >= 0 then touch(stre
 -- a fiftieth of what building the window into a reply in Lua does).
 -- Another stream's, or when the caller asks (it runs the script alone),
 -- goes back as one string, an entry a line (no id holds a line break).
-local entries, joined = -1, ''
+local entries, joined, ids_replayed = -1, '', 0
 if stream ~= asked or window_here then
   local found = redis.call('LRANGE', window, -2 * window_len, -1)
   entries, joined = #found, table.concat(found, '\n')
 elseif redis.call('COPY', window, KEYS[3], 'REPLACE') == 0 then
   redis.call('DEL', KEYS[3])
+elseif replayed == 1 and window_at then
+  -- The window's ids after the cursor are those of the blocks the replay
+  -- reads, forwarded after the cursor's: the caller takes them from the
+  -- blocks, and reads the window up to the cursor only.
+  redis.call('LTRIM', KEYS[3], 0, window_at + 1)
+  ids_replayed = 1
 end
 return {stream, known, gen, bad_values, replayed, replay_after, expect, epoch, follow, follow_at,
-  entries, joined, unconfirmed}
+  entries, joined, unconfirmed, ids_replayed}
 ";
 
 /// `ARGV[9]`: the stream; `ARGV[10]`: the generation its ids were

@@ -622,16 +622,22 @@ fn block_starts(batch: &IdBatch, from: u64) -> HashMap<&str, u64> {
 fn push_blocks(command: &mut Cmd, batch: &IdBatch, skip_blocks: usize) {
     let now = now_ms();
     let mut value = Vec::new();
-    for (id, block) in batch.blocks().skip(skip_blocks) {
-        entry_value(&mut value, now, id, block);
+    for ((id, block), stamped) in batch.blocks().zip(batch.stamped()).skip(skip_blocks) {
+        entry_value(&mut value, now, id, stamped, block);
         command.arg(id).arg(value.as_slice());
     }
 }
 
-/// A block's history entry: `<ms>:<id>`, a line break, the block.
-fn entry_value(value: &mut Vec<u8>, now: u64, id: &str, block: &[u8]) {
+/// A block's history entry: `<ms>:<id>` (`<ms>*<id>` for an id the
+/// layer stamped), a line break, the block. An open takes the ids of the
+/// blocks it replays for the window's newest (`scripts::OPEN`): a stamped
+/// id is none of the window's.
+fn entry_value(value: &mut Vec<u8>, now: u64, id: &str, stamped: bool, block: &[u8]) {
+    use std::io::Write as _;
     value.clear();
-    value.extend_from_slice(format!("{now}:{id}\n").as_bytes());
+    let mark = if stamped { '*' } else { ':' };
+    // Writing to a `Vec` cannot fail.
+    let _ = writeln!(value, "{now}{mark}{id}");
     value.extend_from_slice(block);
 }
 
@@ -734,9 +740,9 @@ fn append_call(window: usize, pending: &Pending, next: (u64, u64)) -> Call {
     let mut value = Vec::new();
     // The entries for the followers, while they are few enough.
     let mut told = Some(Vec::new());
-    for (id, block) in batch.blocks() {
+    for ((id, block), stamped) in batch.blocks().zip(batch.stamped()) {
         let len = block.len() as u64;
-        entry_value(&mut value, now, id, block);
+        entry_value(&mut value, now, id, stamped, block);
         if let Some(message) = &mut told
             && !tell_entry(message, start, position, &value)
         {

@@ -62,6 +62,25 @@ impl Replicas {
             .history(self.limits)
     }
 
+    /// What a client of `layer`, over `a`, reads of session `s`'s stream
+    /// from its start, once `a` wrote all of it.
+    async fn read_on_a(
+        &self,
+        transport: Transport,
+        layer: &SseResumeLayer<RedisStore>,
+        upstream: &Upstream,
+    ) -> String {
+        let got = exchange(
+            transport,
+            layer,
+            upstream,
+            vec![get("/mcp", "s").body(()).unwrap()],
+        )
+        .await;
+        flushed(&self.a).await;
+        got[0].text().to_owned()
+    }
+
     /// The key names of this test and their TTLs in ms.
     fn keys(&self) -> Vec<(String, i64)> {
         let mut redis = redis::Client::open(self.server.url())
@@ -107,15 +126,8 @@ async fn another_replica_resumes_a_client_from_the_shared_history() {
         // whose upstream ignores Last-Event-ID and goes on from now.
         let upstream = Upstream::new([Reply::sse([events(1..=8)]), Reply::sse([events(9..=12)])]);
         let layer_a = replicas.layer(&replicas.a);
-        let first = exchange(
-            transport,
-            &layer_a,
-            &upstream,
-            vec![get("/mcp", "s").body(()).unwrap()],
-        )
-        .await;
-        assert_eq!(first[0].text(), events(1..=8));
-        flushed(&replicas.a).await;
+        let first = replicas.read_on_a(transport, &layer_a, &upstream).await;
+        assert_eq!(first, events(1..=8));
 
         let layer_b = replicas.layer(&replicas.b);
         let got = exchange(transport, &layer_b, &upstream, vec![resume("s", "5")]).await;
@@ -127,6 +139,73 @@ async fn another_replica_resumes_a_client_from_the_shared_history() {
         );
         assert_eq!(layer_b.stats().snapshot().events_replayed, 3);
     }
+}
+
+/// A client resumed from the shared history has the replayed events in
+/// the window it opens with, which the open takes from the replayed
+/// blocks: an upstream that ignores Last-Event-ID and starts over sends
+/// them again, and they are dropped as ones the client has, as are those
+/// before the cursor.
+#[tokio::test]
+async fn a_replays_events_are_the_clients_when_the_upstream_starts_over() {
+    let Some(replicas) = Replicas::start(HistoryLimits::new()).await else {
+        return;
+    };
+    let upstream = Upstream::new([Reply::sse([events(1..=8)]), Reply::sse([events(1..=12)])]);
+    let layer_a = replicas.layer(&replicas.a);
+    let first = replicas
+        .read_on_a(Transport::Oneshot, &layer_a, &upstream)
+        .await;
+    assert_eq!(first, events(1..=8));
+
+    let layer_b = replicas.layer(&replicas.b);
+    let got = exchange(
+        Transport::Oneshot,
+        &layer_b,
+        &upstream,
+        vec![resume("s", "5")],
+    )
+    .await;
+    assert_eq!(got[0].text(), events(6..=12), "each event once");
+    let stats = layer_b.stats().snapshot();
+    assert_eq!((stats.events_replayed, stats.duplicates_dropped), (3, 8));
+}
+
+/// A stamped id is the layer's, never an event's own: a replay from the
+/// shared history does not put one in the window, so that an upstream
+/// event that comes with it is not taken for one the client has.
+#[tokio::test]
+async fn a_replays_stamped_ids_are_none_of_the_windows() {
+    let Some(replicas) = Replicas::start(HistoryLimits::new()).await else {
+        return;
+    };
+    let upstream = Upstream::new([Reply::sse([
+        "id: 1\ndata: a\n\ndata: b\n\nid: 3\ndata: c\n\n",
+    ])]);
+    let layer_a = replicas.layer(&replicas.a).stamp_ids(true);
+    let first = replicas
+        .read_on_a(Transport::Oneshot, &layer_a, &upstream)
+        .await;
+    let stamped = stamped_ids(&first)[1].clone();
+    assert_ne!(stamped, "2", "{first:?}");
+
+    // The upstream B calls sends an event with the stamped id, and the
+    // stamped event's data.
+    let again = format!("id: {stamped}\ndata: b\n\n");
+    let upstream = Upstream::new([Reply::sse([again.clone()])]);
+    let layer_b = replicas.layer(&replicas.b).stamp_ids(true);
+    let got = exchange(
+        Transport::Oneshot,
+        &layer_b,
+        &upstream,
+        vec![resume("s", "1")],
+    )
+    .await;
+    let replayed = format!("id: {stamped}\ndata: b\n\nid: 3\ndata: c\n\n");
+    let text = got[0].text();
+    assert!(text.starts_with(&replayed), "{text:?}");
+    assert!(text.ends_with(&again), "{text:?}");
+    assert_eq!(layer_b.stats().snapshot().duplicates_dropped, 0);
 }
 
 /// A gap signal a replica sent goes into the shared history where the
@@ -271,14 +350,9 @@ async fn an_evicted_cursor_gets_the_gap_signal_and_the_history_stays_bounded() {
         Reply::sse([events(150..=201)]),
     ]);
     let layer_a = replicas.layer(&replicas.a);
-    exchange(
-        Transport::Http,
-        &layer_a,
-        &upstream,
-        vec![get("/mcp", "s").body(()).unwrap()],
-    )
-    .await;
-    flushed(&replicas.a).await;
+    replicas
+        .read_on_a(Transport::Http, &layer_a, &upstream)
+        .await;
 
     let keys = replicas.keys();
     let history = keys

@@ -53,9 +53,19 @@ async fn history_store(server: &RedisServer, prefix: &str) -> RedisStore {
 /// block `id: n` for the history.
 fn event_batch(n: u32) -> IdBatch {
     let mut batch = IdBatch::new();
-    batch.push_event(&n.to_string(), u64::from(n));
-    batch.push_block(Some(&n.to_string()), format!("id: {n}\n\n").as_bytes());
+    batch.push_event(&n.to_string(), event_print(n));
+    batch.push_block(Some(&n.to_string()), event_block(n).as_bytes());
     batch
+}
+
+/// The block of event `n`, `id: n`.
+fn event_block(n: u32) -> String {
+    format!("id: {n}\n\n")
+}
+
+/// The fingerprint of event `n`'s block.
+fn event_print(n: u32) -> u64 {
+    fingerprint_of(&event_block(n))
 }
 
 /// A plain client, to look at and tamper with what the store wrote.
@@ -1270,7 +1280,7 @@ async fn an_open_reads_the_window_of_a_generation_it_never_saw() {
         a.record(&key, opened.generation, &event_batch(n)).unwrap();
     }
     flushed(&a).await;
-    let window: Vec<(String, u64)> = (1..=10).map(|n| (n.to_string(), n)).collect();
+    let window: Vec<(String, u64)> = (1..=10).map(|n| (n.to_string(), event_print(n))).collect();
     for cursor in ["8", "9"] {
         let resumed = stored(&a, &key, Some(cursor)).await.unwrap();
         assert_eq!(resumed.ids, window, "on A, from {cursor}");
