@@ -192,8 +192,11 @@ const MIN_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 /// generation's check. The history's count and bytes bounds are held every
 /// eighth of them (a trim at each `XADD` would cost it half as much again),
 /// and exactly by an open, which replays no block past them; the window,
-/// once an append finds it past its length and an eighth, by the next
-/// write, a whole one, as the stream's TTLs every quarter of the TTL.
+/// once an append finds it past its length and an eighth: by an `LTRIM`
+/// right after the append's replies, or when the history may be longer
+/// than the window (the ids that leave it may point at blocks the history
+/// holds, which move to its index first), by the next write, a whole one,
+/// as the stream's TTLs every quarter of the TTL.
 ///
 /// # Following a stream another replica holds
 ///

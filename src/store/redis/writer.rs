@@ -42,8 +42,8 @@ pub(super) struct Writer {
     /// later, not by reading the TTL each time.
     pub(super) touched: HashMap<String, Instant>,
     /// Windows whose next write is a whole one, not an append: the window
-    /// is past its length and slack, which only the whole write trims, or
-    /// an append found it could not be one.
+    /// is past its length and slack, and only the whole write trims it
+    /// (see [`Append::trim`]), or an append found it could not be one.
     pub(super) whole_next: HashSet<String>,
 }
 
@@ -58,10 +58,11 @@ enum Outcome {
         bad_values: u64,
         /// Where the history's next block goes, `(0, 0)` without one.
         next: (u64, u64),
-        /// The window is past its length and slack (after an append).
-        trim_due: bool,
-        /// What an append's followers are to be told.
-        tell: Option<Tell>,
+        /// The window is past its length and slack, and only the whole
+        /// write trims it (after an append).
+        whole_next: bool,
+        /// What goes once the replies are in (after an append).
+        afterwards: Vec<Afterward>,
     },
     /// An append that wrote part of itself, or nothing (its window was not
     /// there in its generation, or the history not where this process left
@@ -70,7 +71,7 @@ enum Outcome {
     Unfinished {
         landed: Landed,
         next: Option<(u64, u64)>,
-        tell: Option<Tell>,
+        afterwards: Vec<Afterward>,
     },
     Fenced {
         bad_values: u64,
@@ -116,7 +117,7 @@ impl Writer {
             let outcomes = self.send(&pending, &writes, whole_script).await;
             let counters = &self.queue.counters;
             let mut retry = Vec::new();
-            let mut tells = Vec::new();
+            let mut afterwards = Vec::new();
             let (mut failed, mut missing_script, mut not_appends) = (None, false, false);
             for ((mut pending, outcome), write) in pending.into_iter().zip(outcomes).zip(writes) {
                 let ids = pending.ids.len() as u64;
@@ -124,24 +125,28 @@ impl Writer {
                     Outcome::Written {
                         bad_values,
                         next,
-                        trim_due,
-                        tell,
+                        whole_next,
+                        afterwards: after,
                     } => {
-                        tells.extend(tell);
+                        afterwards.extend(after);
                         counters.written.fetch_add(ids, Relaxed);
                         counters.bad_values.fetch_add(bad_values, Relaxed);
                         note_written(&mut self.next_blocks, &pending, next);
                         if write.touch {
                             note_touched(&mut self.touched, &pending);
                         }
-                        if trim_due {
+                        if whole_next {
                             note_whole_next(&mut self.whole_next, write.window);
                         } else if !write.append {
                             self.whole_next.remove(&write.window);
                         }
                     }
-                    Outcome::Unfinished { landed, next, tell } => {
-                        tells.extend(tell);
+                    Outcome::Unfinished {
+                        landed,
+                        next,
+                        afterwards: after,
+                    } => {
+                        afterwards.extend(after);
                         // The whole write goes at once: nothing failed.
                         not_appends = true;
                         if let Some(next) = next {
@@ -202,7 +207,7 @@ impl Writer {
                     }
                 }
             }
-            self.tell(tells).await;
+            self.send_afterwards(afterwards).await;
             if retry.is_empty() {
                 return;
             }
@@ -336,18 +341,15 @@ impl Writer {
     /// the blocks late, not never, at the stream's next write (whose
     /// entries then do not follow on from its last, so that it reads) or
     /// its end.
-    async fn tell(&self, tells: Vec<Tell>) {
-        for batch in self
-            .connection
-            .batches(&tells, |tell| tell.channel.as_str())
-        {
+    /// Sends what the appends' replies called for, pipelined per scope,
+    /// not retried: a notice a follower missed, it makes up by reading
+    /// at its next; a window left untrimmed, the next append finds still
+    /// past its bound.
+    async fn send_afterwards(&self, afterwards: Vec<Afterward>) {
+        for batch in (self.connection).batches(&afterwards, Afterward::key) {
             let mut pipeline = ::redis::pipe();
-            for tell in batch {
-                pipeline
-                    .cmd("PUBLISH")
-                    .arg(&tell.channel)
-                    .arg(tell.message.as_slice())
-                    .ignore();
+            for afterward in batch {
+                pipeline.add_command(afterward.command()).ignore();
             }
             let mut connection = self.connection.clone();
             let sent = timeout(
@@ -356,8 +358,12 @@ impl Writer {
             );
             match sent.await {
                 Ok(Ok(())) => {}
-                Ok(Err(error)) => tracing::debug!(%error, "followers not told of an append"),
-                Err(_) => tracing::debug!("followers not told of an append: Redis took too long"),
+                Ok(Err(error)) => {
+                    tracing::debug!(%error, "followers not told of an append, or a window not trimmed")
+                }
+                Err(_) => tracing::debug!(
+                    "followers not told of an append, or a window not trimmed: Redis took too long"
+                ),
             }
         }
     }
@@ -683,7 +689,8 @@ struct Call {
 /// fences off: see `scripts::PREAMBLE`), then the window's ids (`RPUSHX`,
 /// onto the window of their generation only, which a cut moved on), then
 /// the index and the bounds, as the whole write has them; the followers
-/// are told after the replies ([`Tell`]). What one of them refuses, the
+/// are told after the replies ([`Afterward`]), and the window trimmed
+/// then when it is past its bound. What one of them refuses, the
 /// whole write does after it, the rest left out. The blocks go first so
 /// that an open between the two (Redis reads a large pipeline in pieces,
 /// and runs each) finds the history ahead of the window, never the
@@ -698,10 +705,50 @@ struct Append {
     /// the last.
     blocks_at: u64,
     next: (u64, u64),
-    /// The window's length past which the whole write trims it.
+    /// The window's length past which it is trimmed.
     window_bound: usize,
+    /// The window's trim, once past its bound, when a native one will do:
+    /// no id that leaves it points at a block the history still holds,
+    /// which the whole write moves to the history's index first.
+    trim: Option<Afterward>,
     /// What the followers are told once the blocks landed.
     tell: Tell,
+}
+
+/// A command an append's replies call for, sent after them rather than
+/// in its pipeline (see [`Writer::send_afterwards`]).
+enum Afterward {
+    Tell(Tell),
+    /// The window trimmed to its newest `entries`.
+    TrimWindow {
+        window: String,
+        entries: i64,
+    },
+}
+
+impl Afterward {
+    /// The key whose slot it goes to: every key of a scope shares one.
+    fn key(&self) -> &str {
+        match self {
+            Self::Tell(tell) => &tell.channel,
+            Self::TrimWindow { window, .. } => window,
+        }
+    }
+
+    fn command(&self) -> Cmd {
+        match self {
+            Self::Tell(tell) => {
+                let mut publish = ::redis::cmd("PUBLISH");
+                publish.arg(&tell.channel).arg(tell.message.as_slice());
+                publish
+            }
+            Self::TrimWindow { window, entries } => {
+                let mut trim = ::redis::cmd("LTRIM");
+                trim.arg(window).arg(-entries).arg(-1);
+                trim
+            }
+        }
+    }
 }
 
 /// What a stream's followers are told on its channel, once the blocks
@@ -800,6 +847,12 @@ fn append_call(window: usize, pending: &Pending, next: (u64, u64)) -> Call {
         commands.push(trim_index);
     }
     let window_len = limits.window_len();
+    // Only a window longer than the history lets go of ids whose blocks
+    // the history holds (as the whole write trims it, in `scripts::WRITE`).
+    let trim = (history_len <= window_len as u64).then(|| Afterward::TrimWindow {
+        window: keys.window(stream, generation),
+        entries: 2 * i64::try_from(window_len).unwrap_or(i64::MAX / 2),
+    });
     Call {
         window,
         commands,
@@ -808,6 +861,7 @@ fn append_call(window: usize, pending: &Pending, next: (u64, u64)) -> Call {
             blocks_at: next.0,
             next: (start, position),
             window_bound: 2 * (window_len + window_len / 8 + 1),
+            trim,
             tell: Tell {
                 channel: keys.of("c:", stream),
                 message: told.unwrap_or_else(|| b"b".to_vec()),
@@ -828,20 +882,24 @@ fn append_outcome(append: Append, replies: &[RedisResult<Value>]) -> Outcome {
         .take_while(|reply| matches!(reply, Ok(Value::BulkString(_) | Value::SimpleString(_))))
         .count();
     let blocks_landed = added == append.blocks;
+    let tell = blocks_landed.then_some(Afterward::Tell(append.tell));
     match window_len {
-        Some(len) if blocks_landed => Outcome::Written {
-            bad_values: 0,
-            next: append.next,
-            trim_due: len > append.window_bound,
-            tell: Some(append.tell),
-        },
+        Some(len) if blocks_landed => {
+            let trim = (len > append.window_bound).then_some(append.trim);
+            Outcome::Written {
+                bad_values: 0,
+                next: append.next,
+                whole_next: matches!(trim, Some(None)),
+                afterwards: tell.into_iter().chain(trim.flatten()).collect(),
+            }
+        }
         _ if added == 0 || blocks_landed => Outcome::Unfinished {
             landed: Landed {
                 ids: window_len.is_some(),
                 blocks_at: blocks_landed.then_some(append.blocks_at),
             },
             next: blocks_landed.then_some(append.next),
-            tell: blocks_landed.then_some(append.tell),
+            afterwards: tell.into_iter().collect(),
         },
         // Another process wrote the history between two of the blocks.
         _ => Outcome::Refused(RedisError::from((
@@ -878,8 +936,8 @@ fn outcome(reply: RedisResult<Value>) -> Outcome {
                         1 => Outcome::Written {
                             bad_values,
                             next,
-                            trim_due: false,
-                            tell: None,
+                            whole_next: false,
+                            afterwards: Vec::new(),
                         },
                         _ => Outcome::Fenced { bad_values },
                     }

@@ -20,7 +20,7 @@ use http_body_util::combinators::UnsyncBoxBody;
 use tokio::time::Instant;
 use tower::{Layer, ServiceExt};
 
-use super::server::{RedisServer, flushed};
+use super::server::{RedisServer, command_calls, flushed};
 use crate::linger::{LiveUpstream, last_id, read_events};
 use crate::support::*;
 use tower_sse_resume::{GAP_EVENT, HistoryLimits, RedisStore, SseResumeLayer};
@@ -974,22 +974,6 @@ async fn a_follow_holds_no_permit_of_the_inner_service_while_it_lasts() {
 /// write's or an open's prune of a history make them.
 async fn llen_calls(server: &RedisServer) -> u64 {
     command_calls(server, "llen").await
-}
-
-/// How many calls of `command` Redis has served, scripts' included.
-async fn command_calls(server: &RedisServer, command: &str) -> u64 {
-    let client = redis::Client::open(server.url()).unwrap();
-    let mut redis = client.get_multiplexed_async_connection().await.unwrap();
-    let info: String = redis::cmd("INFO")
-        .arg("commandstats")
-        .query_async(&mut redis)
-        .await
-        .unwrap();
-    let prefix = format!("cmdstat_{command}:calls=");
-    (info.lines())
-        .find_map(|line| line.strip_prefix(prefix.as_str()))
-        .and_then(|rest| rest.split(',').next()?.parse().ok())
-        .unwrap_or(0)
 }
 
 #[tokio::test]

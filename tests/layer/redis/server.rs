@@ -39,6 +39,22 @@ pub(crate) async fn flushed(store: &tower_sse_resume::RedisStore) {
         .expect("the writes to Redis took too long");
 }
 
+/// How many calls of `command` Redis has served, scripts' included.
+pub(crate) async fn command_calls(server: &RedisServer, command: &str) -> u64 {
+    let client = redis::Client::open(server.url()).unwrap();
+    let mut redis = client.get_multiplexed_async_connection().await.unwrap();
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    let prefix = format!("cmdstat_{command}:calls=");
+    (info.lines())
+        .find_map(|line| line.strip_prefix(prefix.as_str()))
+        .and_then(|rest| rest.split(',').next()?.parse().ok())
+        .unwrap_or(0)
+}
+
 /// A TCP relay on loopback in front of a Redis server, which the test can
 /// cut: every connection through it drops, and new ones are refused, until
 /// it is restored. For a fault a real server cannot give one replica on

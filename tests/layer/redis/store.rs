@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 #[cfg(feature = "test-util")]
 use super::server::replica;
-use super::server::{RedisServer, flushed, with_history};
+use super::server::{RedisServer, command_calls, flushed, with_history};
 use crate::support::*;
 use bytes::Bytes;
 use futures_util::stream;
@@ -66,6 +66,17 @@ fn event_block(n: u32) -> String {
 /// The fingerprint of event `n`'s block.
 fn event_print(n: u32) -> u64 {
     fingerprint_of(&event_block(n))
+}
+
+/// The blocks `stored` replays, back to back.
+fn replayed(stored: &StoredStream) -> String {
+    match &stored.replay {
+        tower_sse_resume::Replay::Blocks(blocks) => blocks
+            .iter()
+            .map(|block| String::from_utf8(block.to_vec()).unwrap())
+            .collect(),
+        other => panic!("a replay: {other:?}"),
+    }
 }
 
 /// A plain client, to look at and tamper with what the store wrote.
@@ -915,60 +926,71 @@ async fn a_cursor_the_window_let_go_is_still_replayed_from_the_history() {
         store.record(&key, opened.generation, &batch).unwrap();
         flushed(&store).await;
     }
-    let replayed = |stored: &StoredStream| match &stored.replay {
-        tower_sse_resume::Replay::Blocks(blocks) => blocks
-            .iter()
-            .map(|block| String::from_utf8(block.to_vec()).unwrap())
-            .collect::<String>(),
-        other => panic!("a replay: {other:?}"),
-    };
     let resumed = stored(&store, &key, Some("2")).await.unwrap();
     assert_eq!(replayed(&resumed), (3..=40).map(block).collect::<String>());
     let ids: Vec<&str> = resumed.ids.iter().map(|(id, _)| id.as_str()).collect();
     assert!(ids.len() <= 8 && ids.ends_with(&["39", "40"]), "{ids:?}");
 }
 
-/// Most writes are appends, which never trim the window: an append that
-/// finds it past its length and slack leaves the trim to the next write,
-/// a whole one. Forty writes of one event keep the window within a write
-/// of its bound, and every event resumable.
+/// Most writes are appends, which never trim the window in their
+/// pipeline: an append that finds it past its length and slack has it
+/// trimmed after, natively (an `LTRIM`) when the history is no longer
+/// than the window, else by the next write, a whole one, which first
+/// moves the pointers of the ids that leave into the history's index.
+/// Forty writes of one event keep the window within a write of its
+/// bound, and every event resumable; the native trim runs no script.
 #[tokio::test]
 async fn appends_keep_the_window_within_its_bound() {
     let Some(server) = RedisServer::start() else {
         return;
     };
-    let prefix = fresh_prefix();
-    let store = connect(&server, &prefix).await;
-    store.set_limits(
-        tower_sse_resume::StoreLimits::default()
-            .with_window_len(3)
-            .with_history(Some(tower_sse_resume::HistoryLimits::new())),
-    );
-    let key = StreamKey::new("s", "GET /mcp");
-    let opened = stored(&store, &key, None).await.unwrap();
-    let mut longest = 0;
-    let mut redis = client(&server);
-    let window = format!("{prefix}{{s}}:w0:GET /mcp");
-    for n in 1..=40u32 {
-        store
-            .record(&key, opened.generation, &event_batch(n))
+    // The window's length, the history's, whether appends trim the window
+    // natively, and the oldest cursor the history resumes.
+    for (window_len, history_len, native, cursor) in [(3, 1024, false, 37), (3, 3, true, 38)] {
+        let prefix = fresh_prefix();
+        let store = connect(&server, &prefix).await;
+        store.set_limits(
+            tower_sse_resume::StoreLimits::default()
+                .with_window_len(window_len)
+                .with_history(Some(
+                    tower_sse_resume::HistoryLimits::new().max_events(history_len),
+                )),
+        );
+        let key = StreamKey::new("s", "GET /mcp");
+        let opened = stored(&store, &key, None).await.unwrap();
+        let mut longest = 0;
+        let mut redis = client(&server);
+        let window = format!("{prefix}{{s}}:w0:GET /mcp");
+        let mut scripts = 0;
+        for n in 1..=40u32 {
+            let before = command_calls(&server, "evalsha").await;
+            store
+                .record(&key, opened.generation, &event_batch(n))
+                .unwrap();
+            flushed(&store).await;
+            if n > 1 {
+                // The first write is a whole one: the writer learns
+                // where the history goes on.
+                scripts += command_calls(&server, "evalsha").await - before;
+            }
+            let len: usize = redis::cmd("LLEN").arg(&window).query(&mut redis).unwrap();
+            longest = longest.max(len);
+        }
+        // Two entries an id; the slack of a window of 3 is 1 id.
+        assert!(longest > 2 * 3, "the window was never past its length");
+        assert!(
+            longest <= 2 * (3 + 1) + 2,
+            "{longest} entries in a window of 3"
+        );
+        assert_eq!(scripts == 0, native, "{scripts} write scripts");
+        let resumed = stored(&store, &key, Some(&cursor.to_string()))
+            .await
             .unwrap();
-        flushed(&store).await;
-        let len: usize = redis::cmd("LLEN").arg(&window).query(&mut redis).unwrap();
-        longest = longest.max(len);
+        assert_eq!(
+            replayed(&resumed),
+            (cursor + 1..=40).map(event_block).collect::<String>()
+        );
     }
-    // Two entries an id; the slack of a window of 3 is 1 id.
-    assert!(longest > 2 * 3, "the window was never past its length");
-    assert!(
-        longest <= 2 * (3 + 1) + 2,
-        "{longest} entries in a window of 3"
-    );
-    let resumed = stored(&store, &key, Some("37")).await.unwrap();
-    assert!(
-        matches!(&resumed.replay, tower_sse_resume::Replay::Blocks(blocks) if blocks.len() == 3),
-        "{:?}",
-        resumed.replay
-    );
 }
 
 /// The history's bytes bound decides every replay exactly, however
