@@ -152,10 +152,12 @@ const MIN_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 /// In the prefix and the scope, `%`, `{` and `}` are written `%25`, `%7B`
 /// and `%7D`, so that the braces of the hash tag are the only ones and two
 /// scopes never share a key; the empty scope is written `%`. The stream
-/// name is used as it is. Every key has the store's TTL, refreshed
-/// whenever a stream of the scope is opened with ids, and by the writes
-/// of a stream once a quarter of it has run (a key a write makes gets it
-/// at once).
+/// name is used as it is. Every key has the store's TTL, refreshed by
+/// the opens (with ids) and the writes of a stream once a quarter of it
+/// has run since the last refresh: the window's own TTL says when, to an
+/// open, and the writer keeps the schedule of its writes. A key an open
+/// or a write makes gets it at once, and an open marks the stream used
+/// every time.
 ///
 /// # Round trips
 ///

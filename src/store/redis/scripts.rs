@@ -320,18 +320,24 @@ local function mark_used(stream)
   return false
 end
 
--- Marks a stream used: refreshes the TTLs, and makes room in the scope.
-local function touch(stream)
-  redis.call('PEXPIRE', window_of(stream), ttl)
+-- Gives the keys of `stream`, whose window is `window`, and the scope's
+-- their TTL again.
+local function refresh_ttls(stream, window)
+  redis.call('PEXPIRE', window, ttl)
   if history_len > 0 then
     local blocks, index = history_keys(stream)
     redis.call('PEXPIRE', blocks, ttl)
     redis.call('PEXPIRE', index, ttl)
     redis.call('PEXPIRE', epoch_key, ttl)
   end
-  mark_used(stream)
   redis.call('PEXPIRE', streams_key, ttl)
   redis.call('PEXPIRE', generations_key, ttl)
+end
+
+-- Marks a stream used: refreshes the TTLs, and makes room in the scope.
+local function touch(stream, window)
+  mark_used(stream)
+  refresh_ttls(stream, window)
 end
 
 ";
@@ -369,9 +375,8 @@ end
 -- kept within its age (no write trims to that). Nil otherwise. Second,
 -- when the window's entry of the cursor led there, its place in the
 -- window: the window's entries after it are the ids of the blocks after.
-local function entry_after(stream, cursor)
+local function entry_after(stream, window, cursor)
   local blocks, index = history_keys(stream)
-  local window = window_of(stream)
   -- The entry of the history at `start` when it holds the cursor's block.
   local function block_at(start)
     local entry = start and redis.call('XRANGE', blocks, start, start)[1]
@@ -473,7 +478,9 @@ local window_at = nil
 -- 1 when a follow without a cursor starts where the holder's client went
 -- away, that client having been sent ids: the follow hears of a gap first.
 local unconfirmed = 0
-local window = window_of(stream)
+-- The generation of `stream` as the script found it, and its window.
+local found_gen = generation(stream) or 0
+local window = window_key(stream, found_gen)
 
 -- The holder id of the process that reads `stream`'s upstream, or nil.
 local function holder(stream)
@@ -487,12 +494,14 @@ local function held_elsewhere(stream)
 end
 
 -- Whether a client resuming `stream` follows it: 2 when it is complete,
--- 1 when another process holds it, else 0.
+-- 1 when another process holds it, else 0 and the stream's holder, if
+-- any (this process).
 local function followed(stream)
   local ended = redis.call('GET', key_of('d:', stream))
   if ended and string.sub(ended, 1, 1) == 'c' then return 2 end
-  if held_elsewhere(stream) then return 1 end
-  return 0
+  local held_by = holder(stream)
+  if held_by ~= nil and held_by ~= me then return 1 end
+  return 0, held_by
 end
 
 -- Points the replay group of the asked stream's history after `after`,
@@ -511,7 +520,7 @@ if cursor ~= '' then
   -- Most cursors are the asked stream's, their block in its history: one
   -- look in its window finds them, and no other is needed.
   local after, at = nil, nil
-  if history_len > 0 then after, at = entry_after(stream, cursor) end
+  if history_len > 0 then after, at = entry_after(stream, window, cursor) end
   window_at = at
   if not after and search and not knows(stream, cursor) then
     local found = find(cursor)
@@ -522,8 +531,9 @@ if cursor ~= '' then
       return {'wait'}
     end
     stream = found or stream
-    window = window_of(stream)
-    if found and history_len > 0 then after = entry_after(stream, cursor) end
+    found_gen = generation(stream) or 0
+    window = window_key(stream, found_gen)
+    if found and history_len > 0 then after = entry_after(stream, window, cursor) end
     window_at = nil
   end
   if history_len > 0 then replayed = after and 1 or 0 end
@@ -534,8 +544,9 @@ if cursor ~= '' then
     expect = position + 1
     -- The client follows the stream where its holder records it: that
     -- response is not superseded, and goes on recording.
-    follow = followed(stream)
-    if follow == 0 and holder(stream) == me then
+    local held_by
+    follow, held_by = followed(stream)
+    if follow == 0 and held_by == me then
       -- This process holds the stream: the client takes it over there,
       -- and what the hold recorded is still on its way here.
       keep = true
@@ -555,7 +566,7 @@ if cursor ~= '' then
     end
   end
   if follow > 0 or keep then
-    gen = generation(stream) or 0
+    gen = found_gen
   else
     -- A new generation: its window is the old one's, moved, and the
     -- history refuses what a write of the old one still has on its way.
@@ -567,7 +578,7 @@ if cursor ~= '' then
     if history_len > 0 then fence_history(stream) end
   end
 else
-  gen = generation(stream) or 0
+  gen = found_gen
   if history_len > 0 and held_elsewhere(stream) then
     -- Another process reads the stream: a client without a cursor follows
     -- it rather than reading the upstream too, from its newest block, or
@@ -598,7 +609,14 @@ if history_len > 0 then
   redis.call('SET', epoch_key, epoch, 'PX', ttl)
 end
 point_replay((replayed == 1 and stream == asked) and replay_after or '$')
-if redis.call('EXISTS', window) == 1 or gen > 0 or replayed >= 0 then touch(stream) end
+if replayed >= 0 or gen > 0 or redis.call('EXISTS', window) == 1 then
+  -- The stream's TTLs were refreshed together: a quarter of the TTL
+  -- after, its window's says they are due again. Before, only its last
+  -- use is marked, unless the script made a key (a new generation, the
+  -- scope's streams).
+  local due = gen ~= found_gen or redis.call('PTTL', window) <= ttl - math.floor(ttl / 4)
+  if mark_used(stream) or due then refresh_ttls(stream, window) end
+end
 -- The caller reads the window of the stream it asked for natively, after
 -- the script: a copy at `KEYS[3]`, which it deletes then (the copy costs
 -- a fiftieth of what building the window into a reply in Lua does).
@@ -829,7 +847,7 @@ if written == 1 then
     redis.call('SET', ended, ending .. ':' .. math.max(next_position - 1, 0), 'PX', ttl)
     moved, marks = true, true
   end
-  if touch_due or made then touch(stream) end
+  if touch_due or made then touch(stream, window) end
 end
 if release or (written == 1 and (ending == 'e' or ending == 'c')) then
   if redis.call('GET', lease) == me then

@@ -769,6 +769,56 @@ async fn every_key_a_write_makes_or_keeps_has_a_ttl() {
     }
 }
 
+/// An open refreshes the TTLs of a stream's keys only once a quarter of
+/// the TTL has run since they were (its window's TTL says so), as a
+/// write does: opens in between only mark the stream used, and a stream
+/// only read stays alive.
+#[tokio::test]
+async fn opens_refresh_ttls_once_a_quarter_of_the_ttl_has_run() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let prefix = fresh_prefix();
+    let ttl = Duration::from_millis(800);
+    let store = with_history(
+        connect(&server, &prefix).await.ttl(ttl),
+        tower_sse_resume::HistoryLimits::new(),
+    );
+    let key = StreamKey::new("s", "GET /mcp");
+    let opened = stored(&store, &key, None).await.unwrap();
+    for n in 1..=3 {
+        store
+            .record(&key, opened.generation, &event_batch(n))
+            .unwrap();
+    }
+    flushed(&store).await;
+    let mut redis = client(&server);
+    for round in 0..3 {
+        if round > 0 {
+            tokio::time::sleep(ttl / 3).await;
+        }
+        let before = command_calls(&server, "pexpire").await;
+        for _ in 0..10 {
+            stored(&store, &key, None).await.unwrap();
+        }
+        let refreshes = command_calls(&server, "pexpire").await - before;
+        if round == 0 {
+            assert_eq!(refreshes, 0, "ten opens right after the write");
+        } else {
+            assert!(refreshes > 0, "round {round}: a third of the TTL on");
+        }
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{prefix}*"))
+            .query(&mut redis)
+            .unwrap();
+        assert!(keys.len() >= 4, "{keys:?}");
+        for key in keys {
+            let left: i64 = redis::cmd("PTTL").arg(&key).query(&mut redis).unwrap();
+            assert!(left > 800 / 2, "{key} in round {round}: {left} ms left");
+        }
+    }
+}
+
 /// No script checks a key's type: a write that meets keys of the wrong
 /// type removes them (counted) and writes again, and the stream goes on.
 #[tokio::test]
