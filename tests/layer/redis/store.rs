@@ -716,6 +716,30 @@ async fn redis_down_fails_open_and_the_write_queue_stays_bounded() {
     assert_eq!(stats.queued, 0);
 }
 
+/// A store of `prefix` with the layer's default history and a TTL of
+/// 800 ms, and that TTL.
+async fn short_ttl_store(server: &RedisServer, prefix: &str) -> (RedisStore, Duration) {
+    let ttl = Duration::from_millis(800);
+    let store = with_history(
+        connect(server, prefix).await.ttl(ttl),
+        tower_sse_resume::HistoryLimits::new(),
+    );
+    (store, ttl)
+}
+
+/// Every key of `prefix`, with its TTL in ms.
+fn key_ttls(redis: &mut redis::Connection, prefix: &str) -> Vec<(String, i64)> {
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}*"))
+        .query(redis)
+        .unwrap();
+    let ttls = keys.into_iter().map(|key| {
+        let ttl: i64 = redis::cmd("PTTL").arg(&key).query(redis).unwrap();
+        (key, ttl)
+    });
+    ttls.collect()
+}
+
 /// A write refreshes the TTLs of a stream's keys only once a quarter of
 /// the TTL has run, but a key it makes gets one at once: every key of a
 /// stream being written has a TTL, and never less than three quarters of
@@ -726,25 +750,10 @@ async fn every_key_a_write_makes_or_keeps_has_a_ttl() {
         return;
     };
     let prefix = fresh_prefix();
-    let ttl = Duration::from_millis(800);
-    let store = with_history(
-        connect(&server, &prefix).await.ttl(ttl),
-        tower_sse_resume::HistoryLimits::new(),
-    );
+    let (store, ttl) = short_ttl_store(&server, &prefix).await;
     let key = StreamKey::new("s", "GET /mcp");
     let opened = stored(&store, &key, None).await.unwrap();
     let mut redis = client(&server);
-    let ttls = |redis: &mut redis::Connection| -> Vec<(String, i64)> {
-        let keys: Vec<String> = redis::cmd("KEYS")
-            .arg(format!("{prefix}*"))
-            .query(redis)
-            .unwrap();
-        let ttls = keys.into_iter().map(|key| {
-            let ttl: i64 = redis::cmd("PTTL").arg(&key).query(redis).unwrap();
-            (key, ttl)
-        });
-        ttls.collect()
-    };
     // Ids first, then blocks: the second write makes the history's keys
     // while the window's TTL is still fresh. Twelve writes an eighth of
     // the TTL apart: the keys outlive it only if refreshed.
@@ -757,7 +766,7 @@ async fn every_key_a_write_makes_or_keeps_has_a_ttl() {
         }
         store.record(&key, opened.generation, &batch).unwrap();
         flushed(&store).await;
-        let ttls = ttls(&mut redis);
+        let ttls = key_ttls(&mut redis, &prefix);
         assert!(ttls.iter().any(|(key, _)| key.contains("}:w0:")));
         assert!(ttls.iter().any(|(key, _)| key.contains("}:h:")) || !with_blocks);
         for (key, left) in &ttls {
@@ -779,11 +788,7 @@ async fn opens_refresh_ttls_once_a_quarter_of_the_ttl_has_run() {
         return;
     };
     let prefix = fresh_prefix();
-    let ttl = Duration::from_millis(800);
-    let store = with_history(
-        connect(&server, &prefix).await.ttl(ttl),
-        tower_sse_resume::HistoryLimits::new(),
-    );
+    let (store, ttl) = short_ttl_store(&server, &prefix).await;
     let key = StreamKey::new("s", "GET /mcp");
     let opened = stored(&store, &key, None).await.unwrap();
     for n in 1..=3 {
@@ -807,13 +812,9 @@ async fn opens_refresh_ttls_once_a_quarter_of_the_ttl_has_run() {
         } else {
             assert!(refreshes > 0, "round {round}: a third of the TTL on");
         }
-        let keys: Vec<String> = redis::cmd("KEYS")
-            .arg(format!("{prefix}*"))
-            .query(&mut redis)
-            .unwrap();
-        assert!(keys.len() >= 4, "{keys:?}");
-        for key in keys {
-            let left: i64 = redis::cmd("PTTL").arg(&key).query(&mut redis).unwrap();
+        let ttls = key_ttls(&mut redis, &prefix);
+        assert!(ttls.len() >= 4, "{ttls:?}");
+        for (key, left) in ttls {
             assert!(left > 800 / 2, "{key} in round {round}: {left} ms left");
         }
     }
