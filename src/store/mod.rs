@@ -691,3 +691,47 @@ impl StdError for StoreError {
         }
     }
 }
+
+#[cfg(all(test, feature = "redis"))]
+mod tests {
+    use super::IdBatch;
+
+    /// Which of a batch's blocks have a stamped id stays with each block
+    /// however batches are joined and cut: a stamped id taken for an
+    /// event's own would join the window, and an event's own taken for a
+    /// stamped one would leave it.
+    #[test]
+    fn a_blocks_stamp_stays_with_it_through_joins_and_cuts() {
+        let mut first = IdBatch::new();
+        first.push_block(Some("1"), b"id: 1\n\n");
+        first.push_kept_block(Some("7-1"), b"id: 7-1\n\n", true);
+        first.push_kept_block(Some("7-2"), b"id: 7-2\n\n", true);
+        let mut second = IdBatch::new();
+        second.push_block(None, b"data: x\n\n");
+        second.push_block(Some("3"), b"id: 3\n\n");
+        first.extend(&second);
+        let stamps = |batch: &IdBatch| -> Vec<(String, bool)> {
+            (batch.blocks().zip(batch.stamped()))
+                .map(|((id, _), stamped)| (id.to_owned(), stamped))
+                .collect()
+        };
+        let expect = |stamps: &[(&str, bool)]| -> Vec<(String, bool)> {
+            (stamps.iter())
+                .map(|&(id, stamped)| (id.to_owned(), stamped))
+                .collect()
+        };
+        let all = [
+            ("1", false),
+            ("7-1", true),
+            ("7-2", true),
+            ("", false),
+            ("3", false),
+        ];
+        assert_eq!(stamps(&first), expect(&all));
+        first.keep_last(0, 3);
+        assert_eq!(stamps(&first), expect(&all[2..]));
+        first.forget_history();
+        first.push_block(Some("4"), b"id: 4\n\n");
+        assert_eq!(stamps(&first), expect(&[("4", false)]));
+    }
+}

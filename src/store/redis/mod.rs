@@ -172,10 +172,11 @@ const MIN_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 /// cost several times that. With a replay, the copy ends at the cursor:
 /// the window's ids after it are those of the blocks replayed, forwarded
 /// after the cursor's, and the store takes them from those blocks (their
-/// own ids, and their events' fingerprints) rather than read them twice. A cursor recorded on another stream of
-/// the scope (a `POST`'s, resumed by a `GET`) has its blocks read in a
-/// second round trip, and so does every open of a Cluster while the
-/// client learns where a slot moved (a transaction does not follow it).
+/// own ids, and their events' fingerprints) rather than read them twice.
+/// A cursor recorded on another stream of the scope (a `POST`'s, resumed
+/// by a `GET`) has its blocks read in a second round trip, and so does
+/// every open of a Cluster while the client learns where a slot moved (a
+/// transaction does not follow it).
 /// Ids are written behind the stream: [`TrackerStore::record`] only queues
 /// them (bounded), and a background task sends what has piled up for all
 /// keys as one pipeline, coalesced to the last window's worth of ids per

@@ -610,10 +610,11 @@ if history_len > 0 then
 end
 point_replay((replayed == 1 and stream == asked) and replay_after or '$')
 if replayed >= 0 or gen > 0 or redis.call('EXISTS', window) == 1 then
-  -- The stream's TTLs were refreshed together: a quarter of the TTL
-  -- after, its window's says they are due again. Before, only its last
-  -- use is marked, unless the script made a key (a new generation, the
-  -- scope's streams).
+  -- The stream's keys had their TTL refreshed together: they get it
+  -- again once a quarter of it has run since (the window's TTL says so),
+  -- or when the script made a key (a new generation moves the window and
+  -- may make the index; a stream new to the scope may make the scope's
+  -- streams). Otherwise only the stream's last use is marked.
   local due = gen ~= found_gen or redis.call('PTTL', window) <= ttl - math.floor(ttl / 4)
   if mark_used(stream) or due then refresh_ttls(stream, window) end
 end

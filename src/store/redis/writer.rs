@@ -336,15 +336,13 @@ impl Writer {
 }
 
 impl Writer {
-    /// Tells the followers of each stream an append wrote to (a pipeline
-    /// per scope in a Cluster). Not retried: a follower not told learns of
-    /// the blocks late, not never, at the stream's next write (whose
-    /// entries then do not follow on from its last, so that it reads) or
-    /// its end.
-    /// Sends what the appends' replies called for, pipelined per scope,
-    /// not retried: a notice a follower missed, it makes up by reading
-    /// at its next; a window left untrimmed, the next append finds still
-    /// past its bound.
+    /// Sends what the appends' replies called for (a pipeline per scope
+    /// in a Cluster): tells the followers of each stream an append wrote
+    /// to, and trims the windows found past their bound. Not retried: a
+    /// follower not told learns of the blocks late, not never, at the
+    /// stream's next write (whose entries then do not follow on from its
+    /// last, so that it reads) or its end; a window left untrimmed, the
+    /// next append finds past its bound again.
     async fn send_afterwards(&self, afterwards: Vec<Afterward>) {
         for batch in (self.connection).batches(&afterwards, Afterward::key) {
             let mut pipeline = ::redis::pipe();
