@@ -487,10 +487,11 @@ local function holder(stream)
   return redis.call('GET', key_of('l:', stream)) or nil
 end
 
--- Whether another process than this one reads `stream`'s upstream.
+-- Whether another process than this one reads `stream`'s upstream, and
+-- the holder id of the one that does, if any.
 local function held_elsewhere(stream)
   local held_by = holder(stream)
-  return held_by ~= nil and held_by ~= me
+  return held_by ~= nil and held_by ~= me, held_by
 end
 
 -- Whether a client resuming `stream` follows it: 2 when it is complete,
@@ -499,8 +500,8 @@ end
 local function followed(stream)
   local ended = redis.call('GET', key_of('d:', stream))
   if ended and string.sub(ended, 1, 1) == 'c' then return 2 end
-  local held_by = holder(stream)
-  if held_by ~= nil and held_by ~= me then return 1 end
+  local elsewhere, held_by = held_elsewhere(stream)
+  if elsewhere then return 1 end
   return 0, held_by
 end
 

@@ -49,6 +49,15 @@ async fn history_store(server: &RedisServer, prefix: &str) -> RedisStore {
     )
 }
 
+/// Two replicas' stores over one fresh prefix, with the layer's default
+/// history, and the prefix.
+async fn history_replicas(server: &RedisServer) -> (String, RedisStore, RedisStore) {
+    let prefix = fresh_prefix();
+    let a = history_store(server, &prefix).await;
+    let b = history_store(server, &prefix).await;
+    (prefix, a, b)
+}
+
 /// Event `n` as a response records it: its id and fingerprint, and its
 /// block `id: n` for the history.
 fn event_batch(n: u32) -> IdBatch {
@@ -1111,9 +1120,7 @@ async fn a_write_after_its_session_ended_does_not_bring_the_stream_back() {
     let Some(server) = RedisServer::start() else {
         return;
     };
-    let prefix = fresh_prefix();
-    let a = history_store(&server, &prefix).await;
-    let b = history_store(&server, &prefix).await;
+    let (prefix, a, b) = history_replicas(&server).await;
     let key = StreamKey::new("s", "POST /mcp #1");
     let opened = stored(&a, &key, None).await.unwrap();
     let record = |n: u32| a.record(&key, opened.generation, &event_batch(n)).unwrap();
@@ -1213,11 +1220,7 @@ async fn a_write_on_its_way_through_a_cut_lands_nowhere() {
     let Some(server) = RedisServer::start() else {
         return;
     };
-    let prefix = fresh_prefix();
-    let (a, b) = (
-        history_store(&server, &prefix).await,
-        history_store(&server, &prefix).await,
-    );
+    let (prefix, a, b) = history_replicas(&server).await;
     let key = StreamKey::new("s", "GET /events");
     let old = stored(&a, &key, None).await.unwrap().generation;
     for n in 1..=3 {
@@ -1344,9 +1347,7 @@ async fn an_open_reads_the_window_of_a_generation_it_never_saw() {
     let Some(server) = RedisServer::start() else {
         return;
     };
-    let prefix = fresh_prefix();
-    let a = history_store(&server, &prefix).await;
-    let b = history_store(&server, &prefix).await;
+    let (prefix, a, b) = history_replicas(&server).await;
     let key = StreamKey::new("s", "GET /mcp");
     let opened = stored(&a, &key, None).await.unwrap();
     for n in 1..=10 {
